@@ -1,0 +1,1 @@
+"""Built-in monitor checks and HALT triggers, one module each."""

@@ -1,0 +1,1 @@
+"""The framework core: contract, plugin manager, config, engine, state, resilience."""

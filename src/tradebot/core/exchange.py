@@ -1,0 +1,66 @@
+"""What an exchange plugin provides.
+
+An exchange plugin registers a factory (see :mod:`tradebot.core.hookspecs`) that builds
+an object satisfying :class:`Exchange`. The engine talks to exchanges only through this
+protocol, so Kraken, the paper exchange and any third-party exchange are interchangeable.
+
+All methods raise subclasses of :class:`tradebot.core.errors.TradebotError` only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+from tradebot.core.models import Balances, Candle, OrderInfo, OrderRequest, SystemStatus, Ticker
+
+__all__ = ["Exchange", "MarketEvent"]
+
+MarketEvent = Ticker | Candle
+
+
+@runtime_checkable
+class Exchange(Protocol):
+    """An exchange connection (REST + streaming market data)."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Open sessions/connections. Called once before any other method."""
+
+    async def close(self) -> None:
+        """Release every connection. Safe to call more than once."""
+
+    async def server_time(self) -> datetime:
+        """The exchange's clock (aware UTC), for clock-skew checks."""
+
+    async def system_status(self) -> SystemStatus:
+        """``online`` / ``maintenance`` / ``cancel_only`` / ``post_only``."""
+
+    async def balances(self) -> Balances:
+        """Balances per asset; stale (with age) when the exchange cannot be reached."""
+
+    async def place_order(self, request: OrderRequest) -> OrderInfo:
+        """Place an order carrying ``request.client_order_id``.
+
+        Exactly-once: when the outcome is unknown the implementation looks the order up
+        by its client id before resending, and raises
+        :class:`~tradebot.core.errors.OrderOutcomeUnknown` if it still cannot tell.
+        """
+
+    async def cancel_order(self, client_order_id: str) -> bool:
+        """Cancel by client order id. True when an order was cancelled."""
+
+    async def open_orders(self) -> Sequence[OrderInfo]:
+        """Every open order of the account."""
+
+    async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
+        """Look an order up (open or closed) by its client id; None when there is none."""
+
+    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
+        """Stream tickers (and candles when ``ohlc_interval`` is set) for ``pairs``.
+
+        The stream heals itself (reconnect, resubscribe, REST fallback) and ends only when
+        the exchange is closed or the consumer stops iterating.
+        """

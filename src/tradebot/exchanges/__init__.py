@@ -1,0 +1,1 @@
+"""Exchange plugins (Kraken, paper) and the Kraken-compatible simulator."""
