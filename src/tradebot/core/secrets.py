@@ -1,0 +1,98 @@
+"""Secrets: loaded only from environment variables or a separate secrets file, never echoed.
+
+Every secret value loaded is registered here so that log formatters, span exporters and
+error messages can redact it (:func:`redact`).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from tradebot.core.errors import ConfigError
+
+__all__ = ["KNOWN_SECRETS", "SecretStore", "load_secrets", "redact", "register_secret"]
+
+KNOWN_SECRETS: dict[str, str] = {
+    "kraken_api_key": "TRADEBOT_KRAKEN_API_KEY",
+    "kraken_api_secret": "TRADEBOT_KRAKEN_API_SECRET",
+    "telegram_bot_token": "TRADEBOT_TELEGRAM_BOT_TOKEN",
+    "telegram_chat_id": "TRADEBOT_TELEGRAM_CHAT_ID",
+    "webhook_token": "TRADEBOT_WEBHOOK_TOKEN",
+    "control_token": "TRADEBOT_CONTROL_TOKEN",
+}
+"""Secret name -> the environment variable that provides it."""
+
+_REGISTERED: set[str] = set()
+MASK = "***"
+
+
+def register_secret(value: str) -> None:
+    """Remember a secret value so :func:`redact` hides it everywhere."""
+    if value and len(value) >= 4:
+        _REGISTERED.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret value in ``text`` with ``***``."""
+    if not _REGISTERED or not text:
+        return text
+    for value in _REGISTERED:
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
+
+
+class SecretStore(Mapping[str, str]):
+    """Read-only secret values by name. Its repr and str never show a value."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = dict(values)
+        for value in self._values.values():
+            register_secret(value)
+
+    def __getitem__(self, key: str) -> str:
+        return self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"SecretStore(names={sorted(self._values)})"
+
+    __str__ = __repr__
+
+
+def load_secrets(secrets_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> SecretStore:
+    """Load secrets from the secrets file (flat TOML ``name = "value"``), then env vars (which win).
+
+    The file path comes from the argument or ``TRADEBOT_SECRETS_FILE``.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, str] = {}
+    path = secrets_file or env.get("TRADEBOT_SECRETS_FILE")
+    if path:
+        p = Path(path).expanduser()
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"secrets file not found: {p}") from None
+        except tomllib.TOMLDecodeError as exc:
+            # the decoder's message names line/column only, never the content
+            raise ConfigError(f"secrets file {p} is not valid TOML: {exc}") from None
+        for key, value in data.items():
+            if key not in KNOWN_SECRETS:
+                known = ", ".join(sorted(KNOWN_SECRETS))
+                raise ConfigError(f"secrets file {p}: unknown secret name {key!r} (known: {known})")
+            if not isinstance(value, str):
+                raise ConfigError(f"secrets file {p}: {key} must be a string")
+            values[key] = value
+    for name, var in KNOWN_SECRETS.items():
+        if env.get(var):
+            values[name] = env[var]
+    return SecretStore(values)
