@@ -1,0 +1,35 @@
+"""Exchange-agnostic resilience primitives: circuit breaker, rate limiting, retries."""
+
+from tradebot.core.resilience.breaker import (
+    BreakerConfig,
+    BreakerState,
+    BreakerTransition,
+    CircuitBreaker,
+    CircuitBreakers,
+)
+from tradebot.core.resilience.ratelimit import (
+    DecayingCounter,
+    MinSpacing,
+    RateTier,
+    RequestRateLimiter,
+    TradingRateLimiter,
+)
+from tradebot.core.resilience.retry import RetryEvent, RetryPolicy, RetryStats, call_with_retry, is_retryable
+
+__all__ = [
+    "BreakerConfig",
+    "BreakerState",
+    "BreakerTransition",
+    "CircuitBreaker",
+    "CircuitBreakers",
+    "DecayingCounter",
+    "MinSpacing",
+    "RateTier",
+    "RequestRateLimiter",
+    "RetryEvent",
+    "RetryPolicy",
+    "RetryStats",
+    "TradingRateLimiter",
+    "call_with_retry",
+    "is_retryable",
+]

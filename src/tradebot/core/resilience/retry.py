@@ -1,0 +1,177 @@
+"""Retries with stamina, for transient errors only.
+
+:func:`call_with_retry` runs an async call under :func:`stamina.retry_context` and retries
+only errors that :func:`is_retryable` accepts: transient ``TradebotError`` subclasses,
+except :class:`~tradebot.core.errors.CircuitOpen` (the point of an open breaker is not to
+call) and :class:`~tradebot.core.errors.OrderOutcomeUnknown` (resolved by lookup, never
+by resending). A :class:`~tradebot.core.errors.RateLimited` error that says how long to
+wait is retried after exactly that wait, when it is short enough.
+
+A call that is not idempotent is run exactly once, whatever the policy and whatever
+stamina's testing mode says.
+
+Every attempt and retry is counted per endpoint in :class:`RetryStats`, whose listeners
+receive a :class:`RetryEvent` for each retry (for metrics and tracing). stamina's own
+instrumentation hooks (:mod:`stamina.instrumentation`) fire as well.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
+import attrs
+import stamina
+
+from tradebot.core.errors import CircuitOpen, OrderOutcomeUnknown, RateLimited, TradebotError
+from tradebot.core.validate import ge, gt
+
+__all__ = ["EndpointRetryCounts", "RetryEvent", "RetryPolicy", "RetryStats", "call_with_retry", "is_retryable"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How hard to retry: attempts, overall time budget and backoff shape."""
+
+    attempts: int = attrs.field(default=3, validator=gt(0))
+    timeout_s: float = attrs.field(default=30.0, validator=gt(0))
+    wait_initial_s: float = attrs.field(default=0.2, validator=ge(0))
+    wait_max_s: float = attrs.field(default=5.0, validator=gt(0))
+    wait_jitter_s: float = attrs.field(default=0.5, validator=ge(0))
+    max_retry_after_s: float = attrs.field(default=15.0, validator=ge(0))
+    """A server-requested wait longer than this is not waited out inside one call."""
+
+
+def is_retryable(exc: BaseException, *, max_retry_after_s: float = 15.0) -> bool | float:
+    """Whether ``exc`` may be retried; a float is the wait the server asked for."""
+    if isinstance(exc, (CircuitOpen, OrderOutcomeUnknown)):
+        return False
+    if not isinstance(exc, TradebotError) or not exc.transient:
+        return False
+    if isinstance(exc, RateLimited) and exc.retry_after_s is not None:
+        if exc.retry_after_s > max_retry_after_s:
+            return False
+        return max(0.0, float(exc.retry_after_s))
+    return True
+
+
+@attrs.frozen
+class RetryEvent:
+    """A retry is about to happen: attempt ``attempt`` of ``endpoint`` after ``error``."""
+
+    endpoint: str
+    attempt: int
+    error_type: str
+    error: str
+
+
+@attrs.define
+class EndpointRetryCounts:
+    """Counters of one endpoint."""
+
+    attempts: int = 0
+    retries: int = 0
+    successes: int = 0
+    failures: int = 0
+
+
+RetryListener = Callable[[RetryEvent], None]
+
+
+class RetryStats:
+    """Attempts, retries, successes and final failures per endpoint, plus retry listeners."""
+
+    def __init__(self, listeners: Iterable[RetryListener] = ()) -> None:
+        self.endpoints: dict[str, EndpointRetryCounts] = {}
+        self._listeners: list[RetryListener] = list(listeners)
+
+    def add_listener(self, listener: RetryListener) -> None:
+        """Call ``listener`` before every retry."""
+        self._listeners.append(listener)
+
+    def of(self, endpoint: str) -> EndpointRetryCounts:
+        """The counters of ``endpoint`` (zero when never called)."""
+        return self.endpoints.setdefault(endpoint, EndpointRetryCounts())
+
+    @property
+    def total_retries(self) -> int:
+        return sum(c.retries for c in self.endpoints.values())
+
+    def _attempt(self, endpoint: str) -> None:
+        self.of(endpoint).attempts += 1
+
+    def _retry(self, endpoint: str, attempt: int, error: BaseException | None) -> None:
+        self.of(endpoint).retries += 1
+        event = RetryEvent(endpoint, attempt, type(error).__name__, str(error) if error else "")
+        log.info("retrying %s (attempt %d) after %s", endpoint, attempt, event.error_type)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("retry listener %r failed", listener)
+
+    def _done(self, endpoint: str, ok: bool) -> None:
+        if ok:
+            self.of(endpoint).successes += 1
+        else:
+            self.of(endpoint).failures += 1
+
+
+async def call_with_retry(
+    fn: Callable[[], Awaitable[T]],
+    *,
+    endpoint: str,
+    policy: RetryPolicy | None = None,
+    stats: RetryStats | None = None,
+    idempotent: bool = True,
+) -> T:
+    """Await ``fn()``, retrying transient errors per ``policy`` when ``idempotent``."""
+    policy = policy or RetryPolicy()
+    stats = stats if stats is not None else RetryStats()
+    if not idempotent:
+        stats._attempt(endpoint)
+        try:
+            result = await fn()
+        except BaseException:
+            stats._done(endpoint, ok=False)
+            raise
+        stats._done(endpoint, ok=True)
+        return result
+
+    def retry_on(exc: Exception) -> bool | float:
+        return is_retryable(exc, max_retry_after_s=policy.max_retry_after_s)
+
+    last_error: BaseException | None = None
+    have_result = False
+    result_value: T | None = None
+    try:
+        async for attempt in stamina.retry_context(
+            on=retry_on,
+            attempts=policy.attempts,
+            timeout=policy.timeout_s,
+            wait_initial=policy.wait_initial_s,
+            wait_max=policy.wait_max_s,
+            wait_jitter=policy.wait_jitter_s,
+        ):
+            with attempt:
+                if attempt.num > 1:
+                    stats._retry(endpoint, attempt.num, last_error)
+                stats._attempt(endpoint)
+                try:
+                    result_value = await fn()
+                    have_result = True
+                except Exception as exc:
+                    last_error = exc
+                    raise
+    except BaseException:
+        stats._done(endpoint, ok=False)
+        raise
+    if not have_result:  # pragma: no cover - stamina either yields a success or raises
+        raise RuntimeError(f"retry loop of {endpoint} ended without a result")
+    stats._done(endpoint, ok=True)
+    return result_value  # type: ignore[return-value]
