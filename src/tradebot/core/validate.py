@@ -7,6 +7,7 @@ The config loader adds the path, giving errors such as
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from decimal import Decimal
 from typing import Any
 
 import attrs
@@ -16,12 +17,21 @@ __all__ = ["ge", "gt", "in_range", "le", "lt", "non_empty", "one_of"]
 Validator = Callable[[Any, "attrs.Attribute[Any]", Any], None]
 
 
+def show(value: Any) -> str:
+    """A value as a user wrote it: ``-5`` not ``-5.0``, ``0.5`` not ``Decimal('0.5')``."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return str(value)
+    return repr(value)
+
+
 def _compare(op: str, bound: Any, ok: Callable[[Any, Any], bool]) -> Validator:
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None:
             return
         if not ok(value, bound):
-            raise ValueError(f"{attribute.name} must be {op} {bound} (got {value!r})")
+            raise ValueError(f"{attribute.name} must be {op} {bound} (got {show(value)})")
 
     return check
 
@@ -51,7 +61,7 @@ def in_range(low: Any, high: Any) -> Validator:
 
     def check(_inst: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is not None and not (low <= value <= high):
-            raise ValueError(f"{attribute.name} must be between {low} and {high} (got {value!r})")
+            raise ValueError(f"{attribute.name} must be between {low} and {high} (got {show(value)})")
 
     return check
 

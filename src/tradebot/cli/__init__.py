@@ -1,0 +1,1 @@
+"""The ``tradebot`` command line. Each command lives in its own module, imported on use."""

@@ -1,0 +1,118 @@
+"""``tradebot plugins list|enable|disable``."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from tradebot.core.config import find_config, load_settings
+from tradebot.core.errors import ConfigError, PluginError
+from tradebot.core.plugins import PluginHost, gather_infos, installed_plugins, resolve_enabled
+
+config_option = click.option(
+    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    help="Config file (default: $TRADEBOT_CONFIG or ./tradebot.toml).",
+)
+
+
+@click.group()
+def plugins() -> None:
+    """List, enable and disable plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
+@click.option("--all", "show_all", is_flag=True, help="Also list installed plugins that are not enabled.")
+@config_option
+def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> None:
+    """Installed plugins: name, category, distribution, version, enabled, hooks."""
+    try:
+        settings = load_settings(config_path)
+        configured, required, quarantine_after = settings.plugins.enabled, settings.plugins.required, settings.plugins.quarantine_after
+    except ConfigError as exc:
+        click.echo(f"warning: {exc}\n(listing with the default plugin set)", err=True)
+        configured, required, quarantine_after = None, [], 5
+    enabled = resolve_enabled(configured, installed_plugins())
+    # load problems are printed below, once, instead of as log lines
+    logging.getLogger("tradebot.plugins").addHandler(logging.NullHandler())
+    host = PluginHost(quarantine_after=quarantine_after)
+    try:
+        host.load(enabled, required=required)
+    except PluginError as exc:
+        click.echo(f"warning: {exc}", err=True)
+    infos = gather_infos(host, enabled, include_disabled=show_all)
+    if as_json:
+        click.echo(json.dumps([i.as_json() for i in infos], indent=2))
+        return
+    rows = [("NAME", "CATEGORY", "ENABLED", "DISTRIBUTION", "VERSION", "HOOKS")]
+    for i in infos:
+        hooks = ", ".join(h.removeprefix("tradebot_") for h in i.hooks)
+        rows.append((i.name, i.category, "yes" if i.enabled else "no", i.distribution or "-", i.version or "-", hooks))
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+    for r in rows:
+        click.echo("  ".join(r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5])
+    for i in infos:
+        if i.error:
+            click.echo(f"error: plugin {i.name!r}: {i.error}", err=True)
+    for name in host.report.unknown:
+        click.echo(f"error: plugin {name!r} is enabled but not installed", err=True)
+
+
+def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:
+    import tomlkit
+
+    installed = installed_plugins()
+    if name not in installed:
+        near = difflib.get_close_matches(name, list(installed), n=3)
+        hint = f" Did you mean: {', '.join(near)}?" if near else f" Installed: {', '.join(sorted(installed))}."
+        raise click.ClickException(f"no plugin named {name!r} is installed.{hint}")
+    path = find_config(config_path) or Path("tradebot.toml")
+    if path.exists():
+        try:
+            doc = tomlkit.parse(path.read_text(encoding="utf-8"))
+        except Exception as exc:  # noqa: BLE001 - tomlkit raises several parse error types
+            raise click.ClickException(f"{path} is not valid TOML: {exc}") from None
+    else:
+        doc = tomlkit.document()
+    table = doc.get("plugins")
+    if table is None:
+        table = tomlkit.table()
+        doc["plugins"] = table
+    current = table.get("enabled")
+    if current is None:
+        # start from the default set so that enabling one plugin disables none
+        current = tomlkit.array()
+        for n in resolve_enabled(None, installed, environ={}):
+            current.append(n)
+        current.multiline(True)
+        table["enabled"] = current
+    names = [str(x) for x in current]
+    if enable and name not in names:
+        current.append(name)
+    elif not enable and name in names:
+        current.remove(name)
+    else:
+        click.echo(f"{name} is already {'enabled' if enable else 'disabled'} in {path}")
+        return
+    path.write_text(tomlkit.dumps(doc), encoding="utf-8")
+    click.echo(f"{'enabled' if enable else 'disabled'} {name} in {path}")
+
+
+@plugins.command("enable")
+@click.argument("name")
+@config_option
+def enable(name: str, config_path: Path | None) -> None:
+    """Enable plugin NAME in the config file (comments and layout are kept)."""
+    _edit_enabled(name, config_path, True)
+
+
+@plugins.command("disable")
+@click.argument("name")
+@config_option
+def disable(name: str, config_path: Path | None) -> None:
+    """Disable plugin NAME in the config file (comments and layout are kept)."""
+    _edit_enabled(name, config_path, False)

@@ -1,0 +1,39 @@
+"""Start-up common to every command: settings, then the enabled plugins, then plugin configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import attrs
+
+from tradebot.core.config import Settings, load_settings, validate_plugin_tables
+from tradebot.core.errors import ConfigError
+from tradebot.core.plugins import PluginHost, installed_plugins, resolve_enabled
+
+__all__ = ["Prepared", "prepare"]
+
+
+@attrs.define
+class Prepared:
+    """Validated settings with their loaded plugin host."""
+
+    settings: Settings
+    host: PluginHost
+    enabled: list[str]
+
+
+def prepare(config: str | Path | None = None, *, settings: Settings | None = None) -> Prepared:
+    """Load settings and plugins and validate every plugin table.
+
+    Raises :class:`ConfigError` listing every problem, or :class:`PluginError` when a
+    required plugin cannot load.
+    """
+    settings = settings if settings is not None else load_settings(config)
+    enabled = resolve_enabled(settings.plugins.enabled, installed_plugins())
+    host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
+    host.load(enabled, required=settings.plugins.required)
+    issues = validate_plugin_tables(settings, host)
+    if issues:
+        where = f" in {settings.source}" if settings.source else ""
+        raise ConfigError(f"invalid configuration{where}", issues)
+    return Prepared(settings=settings, host=host, enabled=enabled)
