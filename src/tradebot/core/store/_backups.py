@@ -1,0 +1,163 @@
+"""Integrity checks, rotating online backups and restore of the state database.
+
+Backups are taken with SQLite's online backup API from a separate read connection, so a
+backup never blocks the writer for long (WAL readers do not block writers). Each backup is
+written to a temporary file, synced, and renamed into place, so a crash mid-backup never
+leaves a half-written file under a backup's name.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tradebot.core.errors import StateError
+from tradebot.core.store._records import RestoreReport
+
+__all__ = ["check_database", "list_backups", "prune_backups", "restore_newest_good", "write_backup"]
+
+log = logging.getLogger("tradebot.store")
+
+_STAMP = "%Y%m%dT%H%M%S.%fZ"
+_NAME = re.compile(r"^tradebot-(\d{8}T\d{6}\.\d{6}Z)\.db$")
+
+
+def _stamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime(_STAMP)
+
+
+def backup_time(path: Path) -> datetime | None:
+    """When a backup was taken, read from its name."""
+    m = _NAME.match(path.name)
+    if m is None:
+        return None
+    return datetime.strptime(m.group(1), _STAMP).replace(tzinfo=UTC)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def check_database(path: Path) -> str | None:
+    """None when ``path`` is a sound SQLite database; otherwise what is wrong with it."""
+    if not path.exists():
+        return "file does not exist"
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        return str(exc)
+    try:
+        rows = conn.execute("PRAGMA integrity_check").fetchall()
+        if rows != [("ok",)]:
+            return "integrity check failed: " + "; ".join(str(r[0]) for r in rows[:3])
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return None
+    except sqlite3.Error as exc:
+        return str(exc)
+    finally:
+        conn.close()
+
+
+def list_backups(backup_dir: Path) -> list[Path]:
+    """Backup files, newest first."""
+    if not backup_dir.is_dir():
+        return []
+    found = [p for p in backup_dir.iterdir() if _NAME.match(p.name)]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def write_backup(db_path: Path, backup_dir: Path, now: datetime) -> Path:
+    """Copy the live database into ``backup_dir`` atomically; return the new file."""
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    final = backup_dir / f"tradebot-{_stamp(now)}.db"
+    tmp = final.with_name(final.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        dst = sqlite3.connect(tmp)
+        try:
+            src.backup(dst)
+            # A backup must be one self-contained file, not a WAL database.
+            dst.execute("PRAGMA journal_mode=DELETE")
+        finally:
+            dst.close()
+    finally:
+        src.close()
+    _fsync_file(tmp)
+    os.replace(tmp, final)
+    _fsync_dir(backup_dir)
+    return final
+
+
+def prune_backups(backup_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` backups (and stray temp files); return the deleted."""
+    removed: list[Path] = []
+    for old in list_backups(backup_dir)[keep:]:
+        old.unlink(missing_ok=True)
+        removed.append(old)
+    for stray in backup_dir.glob("tradebot-*.db.tmp"):
+        stray.unlink(missing_ok=True)
+    return removed
+
+
+def _move_aside(db_path: Path, now: datetime) -> Path:
+    """Rename the database and its WAL/SHM files to ``*.corrupt-<ts>``; return the new db name."""
+    suffix = f".corrupt-{_stamp(now)}"
+    target = db_path.with_name(db_path.name + suffix)
+    for extra in ("", "-wal", "-shm"):
+        p = db_path.with_name(db_path.name + extra)
+        if p.exists():
+            os.replace(p, p.with_name(db_path.name + suffix + extra))
+    return target
+
+
+def restore_newest_good(db_path: Path, backup_dir: Path, now: datetime, problem: str) -> RestoreReport:
+    """Move the bad database aside and put the newest sound backup in its place.
+
+    Raises :class:`StateError` naming every backup tried when none is sound.
+    """
+    corrupt = _move_aside(db_path, now) if db_path.exists() else db_path
+    tried: list[str] = []
+    for backup in list_backups(backup_dir):
+        issue = check_database(backup)
+        if issue is not None:
+            tried.append(f"{backup.name}: {issue}")
+            log.error("backup %s is not usable: %s", backup.name, issue)
+            continue
+        tmp = db_path.with_name(db_path.name + ".restore-tmp")
+        shutil.copyfile(backup, tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, db_path)
+        _fsync_dir(db_path.parent)
+        taken = backup_time(backup) or now
+        report = RestoreReport(
+            corrupt_path=corrupt,
+            backup_path=backup,
+            backup_age_s=max(0.0, (now - taken).total_seconds()),
+            problem=problem,
+        )
+        log.critical("%s", report.message)
+        return report
+    detail = "; ".join(tried) if tried else f"no backups in {backup_dir}"
+    raise StateError(
+        f"state database {db_path.name} is unusable ({problem}) and no good backup exists ({detail}). "
+        f"The damaged file was kept as {corrupt.name}.",
+        path=str(db_path),
+    )
