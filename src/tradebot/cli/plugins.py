@@ -11,7 +11,7 @@ import click
 
 from tradebot.core.config import find_config, load_settings
 from tradebot.core.errors import ConfigError, PluginError
-from tradebot.core.plugins import PluginHost, gather_infos, installed_plugins, resolve_enabled
+from tradebot.core.plugins import PluginHost, PluginInfo, gather_infos, installed_plugins, resolve_enabled
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -47,7 +47,16 @@ def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> Non
     infos = gather_infos(host, enabled, include_disabled=show_all)
     if as_json:
         click.echo(json.dumps([i.as_json() for i in infos], indent=2))
-        return
+    else:
+        _print_table(infos)
+    for i in infos:
+        if i.error:
+            click.echo(f"error: plugin {i.name!r}: {i.error}", err=True)
+    for name in host.report.unknown:
+        click.echo(f"error: plugin {name!r} is enabled but not installed", err=True)
+
+
+def _print_table(infos: list[PluginInfo]) -> None:
     rows = [("NAME", "CATEGORY", "ENABLED", "DISTRIBUTION", "VERSION", "HOOKS")]
     for i in infos:
         hooks = ", ".join(h.removeprefix("tradebot_") for h in i.hooks)
@@ -55,11 +64,6 @@ def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> Non
     widths = [max(len(r[c]) for r in rows) for c in range(5)]
     for r in rows:
         click.echo("  ".join(r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5])
-    for i in infos:
-        if i.error:
-            click.echo(f"error: plugin {i.name!r}: {i.error}", err=True)
-    for name in host.report.unknown:
-        click.echo(f"error: plugin {name!r} is enabled but not installed", err=True)
 
 
 def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:

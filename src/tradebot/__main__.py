@@ -1,0 +1,5 @@
+"""``python -m tradebot`` runs the command line."""
+
+from tradebot.cli.main import main
+
+main()
