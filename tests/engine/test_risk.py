@@ -1,0 +1,139 @@
+"""Risk gate: limits and the trading-state gate."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal as D
+
+import attrs
+import pytest
+
+from tradebot.core.clock import FakeClock
+from tradebot.core.models import OrderType, Side, Signal, TradingState
+from tradebot.core.risk import RejectReason, RiskGate, RiskLimits, RiskRejection
+from tradebot.core.store import Position
+
+
+@attrs.define
+class State:
+    state: TradingState = TradingState.ACTIVE
+
+
+@attrs.define
+class Book:
+    volumes: dict[str, D] = attrs.field(factory=dict)
+    marks: dict[str, D] = attrs.field(factory=dict)
+
+    def position(self, pair: str) -> Position:
+        return Position(pair, self.volumes.get(pair, D(0)), D(0))
+
+    def mark_price(self, pair: str) -> D | None:
+        return self.marks.get(pair)
+
+
+def sig(side: Side, vol: str, pair: str = "BTC/USD", **kw: object) -> Signal:
+    return Signal("s", pair, side, D(vol), **kw)  # type: ignore[arg-type]
+
+
+def gate(limits: RiskLimits | None = None, **kw: object) -> tuple[RiskGate, State, Book]:
+    st, book = State(), Book(marks={"BTC/USD": D(100)})
+    return RiskGate(limits or RiskLimits(), st, book, **kw), st, book  # type: ignore[arg-type]
+
+
+def reject(g: RiskGate, s: Signal) -> RejectReason:
+    with pytest.raises(RiskRejection) as info:
+        g.approve(s)
+    return info.value.code
+
+
+def test_active_approves_with_fresh_client_ids() -> None:
+    g, _, _ = gate()
+    a, b = g.approve(sig(Side.BUY, "1")), g.approve(sig(Side.BUY, "1"))
+    assert a.client_order_id != b.client_order_id and len(a.client_order_id) == 36
+    assert a.volume == D(1) and a.price is None
+    lim = g.approve(sig(Side.SELL, "2", order_type=OrderType.LIMIT, limit_price=D(99)))
+    assert lim.price == D(99) and lim.order_type is OrderType.LIMIT
+
+
+def test_reducing_rejects_increasing_and_clips_reducing() -> None:
+    g, st, book = gate()
+    st.state = TradingState.REDUCING
+    book.volumes["BTC/USD"] = D("0.5")
+    assert reject(g, sig(Side.BUY, "0.1")) is RejectReason.NOT_REDUCING
+    assert reject(g, sig(Side.SELL, "1", pair="ETH/USD")) is RejectReason.NOT_REDUCING  # flat: nothing to reduce
+    order = g.approve(sig(Side.SELL, "2"))  # would flip the long: clipped to the position
+    assert order.volume == D("0.5") and order.side is Side.SELL
+    book.volumes["BTC/USD"] = D("-0.3")
+    assert reject(g, sig(Side.SELL, "0.1")) is RejectReason.NOT_REDUCING
+    assert g.approve(sig(Side.BUY, "1")).volume == D("0.3")
+
+
+def test_reducing_counts_working_orders() -> None:
+    pending = {"BTC/USD": D("-0.4")}
+    g, st, book = gate(pending_exposure=lambda p: pending.get(p, D(0)))
+    st.state = TradingState.REDUCING
+    book.volumes["BTC/USD"] = D("0.5")
+    assert g.approve(sig(Side.SELL, "1")).volume == D("0.1")
+    pending["BTC/USD"] = D("-0.5")
+    assert reject(g, sig(Side.SELL, "1")) is RejectReason.NOT_REDUCING
+
+
+def test_halted_denies_everything_new() -> None:
+    g, st, book = gate()
+    st.state = TradingState.HALTED
+    book.volumes["BTC/USD"] = D(1)
+    assert reject(g, sig(Side.BUY, "1")) is RejectReason.HALTED
+    assert reject(g, sig(Side.SELL, "1")) is RejectReason.HALTED
+
+
+def test_max_position_allows_reducing_even_when_over() -> None:
+    g, _, book = gate(RiskLimits(max_position=D(1), max_position_per_pair={"ETH/USD": D(10)}))
+    book.volumes["BTC/USD"] = D("0.8")
+    assert reject(g, sig(Side.BUY, "0.3")) is RejectReason.MAX_POSITION
+    assert g.approve(sig(Side.BUY, "0.2")).volume == D("0.2")
+    book.volumes["BTC/USD"] = D(3)  # over the limit (e.g. the limit was lowered)
+    assert g.approve(sig(Side.SELL, "1")).volume == D(1)
+    assert reject(g, sig(Side.SELL, "7")) is RejectReason.MAX_POSITION  # flips to -4: over on the other side
+    assert g.approve(sig(Side.BUY, "5", pair="ETH/USD")).volume == D(5)
+
+
+def test_notional_min_size_invalid_and_no_price() -> None:
+    g, _, _ = gate(RiskLimits(max_notional_per_order=D(500), min_order_size=D("0.01")))
+    assert reject(g, sig(Side.BUY, "6")) is RejectReason.MAX_NOTIONAL  # 6 x 100 mark
+    assert g.approve(sig(Side.BUY, "5")).volume == D(5)
+    assert reject(g, sig(Side.BUY, "10", order_type=OrderType.LIMIT, limit_price=D(60))) is RejectReason.MAX_NOTIONAL
+    assert reject(g, sig(Side.BUY, "0.001")) is RejectReason.MIN_SIZE
+    assert reject(g, sig(Side.BUY, "1", pair="ETH/USD")) is RejectReason.NO_PRICE
+    assert reject(g, sig(Side.BUY, "0")) is RejectReason.INVALID
+    assert reject(g, sig(Side.BUY, "1", order_type=OrderType.LIMIT)) is RejectReason.INVALID
+
+
+async def test_orders_per_minute_sliding_window() -> None:
+    clock = FakeClock()
+    g, _, _ = gate(RiskLimits(max_orders_per_minute=3), clock=clock)
+    for _ in range(3):
+        g.approve(sig(Side.BUY, "1"))
+        await clock.advance(10)
+    assert reject(g, sig(Side.BUY, "1")) is RejectReason.RATE_LIMIT
+    await clock.advance(30)  # the first approval (t=0) is now 60 s old
+    g.approve(sig(Side.BUY, "1"))
+    assert reject(g, sig(Side.BUY, "1")) is RejectReason.RATE_LIMIT
+
+
+def test_rejections_are_counted_and_logged_once_per_reason(caplog: pytest.LogCaptureFixture) -> None:
+    g, st, _ = gate()
+    st.state = TradingState.HALTED
+    with caplog.at_level(logging.WARNING, logger="tradebot.risk"):
+        for _ in range(5):
+            reject(g, sig(Side.BUY, "1"))
+        reject(g, sig(Side.BUY, "-1"))
+    assert g.rejections[RejectReason.HALTED] == 5 and g.rejections[RejectReason.INVALID] == 1
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 2
+
+
+def test_limits_validate_and_convert() -> None:
+    lim = RiskLimits(max_position="2", max_position_per_pair={"BTC/USD": 0.5})  # type: ignore[arg-type]
+    assert lim.position_limit("BTC/USD") == D("0.5") and lim.position_limit("X") == D(2)
+    with pytest.raises(ValueError, match="max_orders_per_minute must be > 0"):
+        RiskLimits(max_orders_per_minute=0)
