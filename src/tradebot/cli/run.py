@@ -1,0 +1,74 @@
+"""``tradebot run``: trade (paper or live), with pre-flight checks and supervision options."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from tradebot.cli.plugins import config_option
+
+
+@click.command()
+@config_option
+@click.option("--paper", is_flag=True, help="Force the paper exchange (no orders reach a real exchange).")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop gracefully after S seconds.")
+@click.option("--dry-run", is_flag=True, help="Run the pre-flight checks, print a report, exit 0 or 1.")
+@click.option("--infinite", is_flag=True, help="Run until a critical condition; heal everything else.")
+@click.option("--auto-restart", is_flag=True, help="Run the bot as a child process and restart it when it crashes or hangs.")
+@click.option("--max-restarts", type=click.IntRange(min=0), default=1000, show_default=True, help="With --auto-restart: give up after N restarts.")
+@click.option("--restart-delay", type=click.FloatRange(min=0), default=30.0, show_default=True, help="With --auto-restart: first backoff delay in seconds (doubles up to the cap).")
+def run(
+    config_path: Path | None,
+    paper: bool,
+    duration: float | None,
+    dry_run: bool,
+    infinite: bool,
+    auto_restart: bool,
+    max_restarts: int,
+    restart_delay: float,
+) -> None:
+    """Run the bot. With no config file and no network, `tradebot run --paper --duration 30`
+    trades on the paper exchange against the built-in simulator."""
+    from tradebot.core.errors import ConfigError, PluginError
+
+    if auto_restart:
+        from tradebot.core.autorestart import child_argv_from, run_with_auto_restart
+
+        argv = child_argv_from(sys.argv[1:])
+        sys.exit(run_with_auto_restart(argv, max_restarts=max_restarts, restart_delay_s=restart_delay, config_path=config_path))
+
+    from tradebot.core.bootstrap import prepare
+    from tradebot.core.logs import setup_logging
+
+    try:
+        prepared = prepare(config_path)
+    except ConfigError as exc:
+        click.echo(f"error: {exc.message}", err=True)
+        for issue in exc.issues:
+            click.echo(f"  - {issue}", err=True)
+        sys.exit(2)
+    except PluginError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    setup_logging(prepared.settings.section("logging"))
+    if dry_run:
+        from tradebot.core.preflight import run_preflight
+
+        report = asyncio.run(run_preflight(prepared, paper=paper))
+        click.echo(report.render())
+        sys.exit(0 if report.ok else 1)
+
+    from tradebot.core import telemetry
+    from tradebot.core.bot import RunOptions, run_bot
+
+    telemetry.configure_tracing()
+    options = RunOptions(paper=paper, duration_s=duration, infinite=infinite, status_line=sys.stderr.isatty())
+    try:
+        summary = run_bot(prepared, options)
+    finally:
+        telemetry.shutdown_tracing()
+    click.echo(summary.render())
+    sys.exit(summary.exit_code)

@@ -1,0 +1,341 @@
+"""The bot assembly: builds the runtime from settings and plugins, runs it, stops it cleanly.
+
+Data flow (DESIGN.md): market data -> event bus -> strategies -> signals -> risk gate ->
+order executor -> exchange -> fills -> portfolio -> checks/HALT triggers -> trading state
+-> position policy and notifiers. Every long-running part is a child of the in-process
+supervisor when one is available, else a task owned here; every task is awaited or
+cancelled on the way out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable
+from contextlib import AsyncExitStack
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from tradebot.core.bootstrap import Prepared
+from tradebot.core.clock import SystemClock
+from tradebot.core.context import BotContext
+from tradebot.core.errors import TradebotError
+from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, Signal, Ticker, TradingStateChange
+from tradebot.core.secrets import load_secrets
+from tradebot.core.trading_state import TradingStateMachine
+
+__all__ = ["Bot", "RunOptions", "RunSummary"]
+
+log = logging.getLogger("tradebot.bot")
+
+
+@attrs.frozen
+class RunOptions:
+    """How ``tradebot run`` was asked to run."""
+
+    paper: bool = False
+    duration_s: float | None = None
+    infinite: bool = False
+    status_line: bool = False
+
+
+@attrs.define
+class RunSummary:
+    """What a run did, printed at the end."""
+
+    duration_s: float = 0.0
+    ticks: int = 0
+    signals: int = 0
+    orders_placed: int = 0
+    orders_rejected: int = 0
+    fills: int = 0
+    errors: int = 0
+    realized_pnl: Decimal = Decimal(0)
+    unrealized_pnl: Decimal = Decimal(0)
+    equity: Decimal | None = None
+    trading_state: str = "active"
+    stop_reason: str = ""
+    exit_code: int = 0
+
+    def render(self) -> str:
+        lines = [
+            f"run finished after {self.duration_s:.1f}s ({self.stop_reason})",
+            f"  ticks {self.ticks}  signals {self.signals}  orders placed {self.orders_placed}"
+            f"  rejected {self.orders_rejected}  fills {self.fills}  errors {self.errors}",
+            f"  realised PnL {self.realized_pnl:.2f}  unrealised PnL {self.unrealized_pnl:.2f}"
+            + (f"  equity {self.equity:.2f}" if self.equity is not None else ""),
+            f"  trading state {self.trading_state}",
+        ]
+        return "\n".join(lines)
+
+
+class Bot:
+    """One bot process: exchange, market data, strategies, executor, monitor, healing."""
+
+    def __init__(self, prepared: Prepared, options: RunOptions) -> None:
+        self.prepared = prepared
+        self.settings = prepared.settings
+        self.host = prepared.host
+        self.options = options
+        self.clock = SystemClock()
+        self.summary = RunSummary()
+        self._stop = asyncio.Event()
+        self._stop_reason = ""
+        self._exit_code = 0
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.context: BotContext | None = None
+
+    # --- control ----------------------------------------------------------------------
+
+    def request_stop(self, reason: str, exit_code: int = 0) -> None:
+        """Ask the bot to stop gracefully (signals, duration, escalation)."""
+        if not self._stop.is_set():
+            self._stop_reason = reason
+            self._exit_code = exit_code
+            log.info("stopping: %s", reason)
+            self._stop.set()
+
+    # --- run --------------------------------------------------------------------------
+
+    async def run(self) -> RunSummary:
+        """Start everything, trade until asked to stop, then shut down cleanly."""
+        started = time.monotonic()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
+        async with AsyncExitStack() as stack:
+            try:
+                await self._start(stack)
+            except TradebotError as exc:
+                log.critical("start-up failed: %s", exc)
+                self.summary.stop_reason = f"start-up failed: {exc}"
+                self.summary.exit_code = 1
+                return self.summary
+            if self.options.duration_s is not None and not self.options.infinite:
+                loop.call_later(self.options.duration_s, self.request_stop, f"duration {self.options.duration_s:g}s reached")
+            await self._stop.wait()
+            await self._shutdown()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        self.summary.duration_s = time.monotonic() - started
+        self.summary.stop_reason = self._stop_reason
+        self.summary.exit_code = self._exit_code
+        return self.summary
+
+    async def _start(self, stack: AsyncExitStack) -> None:
+        from tradebot.core.store import StateStore
+
+        settings = self.settings
+        state_dir = settings.state_path
+        state_dir.mkdir(parents=True, exist_ok=True)
+        secrets = load_secrets(settings.bot.secrets_file)
+        store = StateStore(
+            state_dir, backup_count=settings.backup.count, backup_interval_s=settings.backup.interval_s
+        )
+        stack.callback(store.close)
+        if store.restored is not None:
+            log.warning("%s", store.restored.message)
+        store.incr_counter("starts")
+        trading = TradingStateMachine(store=store, clock=self.clock)
+        trading.restore()
+        ctx = BotContext(
+            settings=settings,
+            plugins=self.host,
+            clock=self.clock,
+            state_dir=state_dir,
+            store=store,
+            trading=trading,
+            extras={"secrets": secrets, "bot": self, "run_options": self.options},
+        )
+        self.context = ctx
+        trading.listeners.append(self._on_trading_state_change)
+
+        exchange = await self._start_exchange(ctx, stack)
+        ctx.exchange = exchange
+        await self._start_engine(ctx, stack)
+        await self._start_optional(ctx, stack)
+        await self.host.broadcast("tradebot_startup", context=ctx)
+        log.info(
+            "trading %s on %s; state %s", ", ".join(settings.bot.pairs), self._exchange_name, trading.state.value
+        )
+
+    @property
+    def _exchange_name(self) -> str:
+        return "paper" if self.options.paper else self.settings.bot.exchange
+
+    async def _start_exchange(self, ctx: BotContext, stack: AsyncExitStack) -> Any:
+        """The configured exchange; for paper trading, its market-data source first."""
+        name = self._exchange_name
+        if name == "paper":
+            source = await self._market_data_source(ctx, stack)
+            ctx.extras["market_data_source"] = source
+        config = self.settings.plugin_config("exchange", name)
+        exchange = self.host.build("exchange", name, config, ctx)
+        await exchange.start()
+        stack.push_async_callback(exchange.close)
+        return exchange
+
+    async def _market_data_source(self, ctx: BotContext, stack: AsyncExitStack) -> Any:
+        """Public market data for the paper exchange: the built-in simulator, or Kraken."""
+        kraken_cfg = self.settings.plugin_config("exchange", "kraken")
+        if kraken_cfg is None:
+            from tradebot.exchanges.kraken.config import KrakenConfig
+
+            kraken_cfg = KrakenConfig()
+        if self.settings.bot.market_data == "simulator":
+            from tradebot.exchanges.simulator import run_simulator
+
+            sim = await stack.enter_async_context(run_simulator(host="127.0.0.1", port=0))
+            ctx.extras["simulator"] = sim
+            kraken_cfg = attrs.evolve(kraken_cfg, base_url=sim.base_url, ws_url=sim.ws_url)
+            log.info("market data from the built-in simulator at %s", sim.base_url)
+        # market data is public: the paper source never holds keys
+        public_ctx = attrs.evolve(ctx, extras={k: v for k, v in ctx.extras.items() if k != "secrets"})
+        source = self.host.build("exchange", "kraken", kraken_cfg, public_ctx)
+        await source.start()
+        stack.push_async_callback(source.close)
+        return source
+
+    async def _start_engine(self, ctx: BotContext, stack: AsyncExitStack) -> None:
+        from tradebot.core.bus import EventBus
+        from tradebot.core.executor import OrderExecutor
+        from tradebot.core.portfolio import Portfolio
+        from tradebot.core.risk import RiskGate
+        from tradebot.core.strategy import StrategyRunner
+
+        settings = self.settings
+        bus = EventBus()
+        ctx.bus = bus
+        portfolio = Portfolio(store=ctx.store, quote=settings.bot.quote)
+        ctx.portfolio = portfolio
+        risk = RiskGate(settings.risk, trading=ctx.trading, portfolio=portfolio, clock=self.clock)
+        ctx.extras["risk"] = risk
+        executor = OrderExecutor(
+            exchange=ctx.exchange,
+            store=ctx.store,
+            portfolio=portfolio,
+            clock=self.clock,
+            on_order=self._on_order,
+            on_fill=self._on_fill,
+        )
+        ctx.executor = executor
+        await executor.reconcile()
+        runner = StrategyRunner(bus=bus, sink=self._on_signals, host=self.host, clock=self.clock)
+        ctx.extras["strategy_runner"] = runner
+        self._add_strategies(ctx, runner)
+        self._spawn("market-data", self._pump_market_data(ctx))
+        self._spawn("executor", executor.run())
+        self._spawn("strategies", runner.run())
+        self._spawn("backups", ctx.store.run_backups())
+
+    def _add_strategies(self, ctx: BotContext, runner: Any) -> None:
+        from tradebot.core.strategy import StrategyContext
+
+        for inst_name, inst in self.settings.strategies.items():
+            if not inst.enabled:
+                continue
+            comp = self.host.component("strategy", inst.plugin)
+            config = self.settings.plugin_config("strategy-instance", inst_name)
+            pairs = inst.pairs or self.settings.bot.pairs
+            sctx = StrategyContext(name=inst_name, pairs=list(pairs), clock=self.clock)
+            strategy = self.host.call(comp.plugin, "factory", comp.spec.factory, config, sctx)
+            runner.add(inst_name, strategy, instance=inst, plugin=comp.plugin, pairs=pairs)
+
+    async def _start_optional(self, ctx: BotContext, stack: AsyncExitStack) -> None:
+        """Parts that other modules provide: monitor, healing, HTTP server, notifiers."""
+
+    def _spawn(self, name: str, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        task.set_name(name)
+        task.add_done_callback(self._task_done)
+        self._tasks.append(task)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled() or self._stop.is_set():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self.summary.errors += 1
+            log.error("component %s failed: %s: %s", task.get_name(), type(exc).__name__, exc, exc_info=exc)
+            self.request_stop(f"component {task.get_name()} failed: {exc}", exit_code=1)
+
+    # --- data flow --------------------------------------------------------------------
+
+    async def _pump_market_data(self, ctx: BotContext) -> None:
+        pairs = list(self.settings.bot.pairs)
+        async for event in ctx.exchange.market_data(pairs):
+            self.summary.ticks += 1
+            if isinstance(event, Ticker):
+                ctx.portfolio.mark(event)
+            await ctx.bus.publish(event)
+
+    async def _on_signals(self, signals: list[Signal]) -> None:
+        ctx = self.context
+        assert ctx is not None
+        for sig in signals:
+            self.summary.signals += 1
+            decision = ctx.extras["risk"].evaluate(sig)
+            if decision.request is None:
+                self.summary.orders_rejected += 1
+                continue
+            try:
+                await ctx.executor.submit(decision.request, strategy=sig.strategy)
+                self.summary.orders_placed += 1
+            except TradebotError as exc:
+                self.summary.errors += 1
+                log.warning("order for %s %s %s failed: %s", sig.side, sig.volume, sig.pair, exc)
+
+    async def _on_order(self, order: OrderInfo) -> None:
+        await self.host.broadcast("tradebot_order_report", order=order)
+
+    async def _on_fill(self, fill: Fill) -> None:
+        self.summary.fills += 1
+        await self.host.broadcast("tradebot_fill_report", fill=fill)
+
+    async def _on_trading_state_change(self, change: TradingStateChange) -> None:
+        await self.host.broadcast("tradebot_trading_state_changed", change=change)
+        level = AlertLevel.INFO if change.current.value == "active" else AlertLevel.CRITICAL
+        await self.host.broadcast(
+            "tradebot_alert",
+            alert=Alert(
+                level=level,
+                title=f"trading {change.current.value.upper()}",
+                message=f"{change.previous.value} -> {change.current.value}: {change.reason} (by {change.source})",
+                source=change.source,
+                key=f"trading-state:{change.current.value}",
+            ),
+        )
+
+    # --- shutdown ---------------------------------------------------------------------
+
+    async def _shutdown(self) -> None:
+        ctx = self.context
+        for task in reversed(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5.0)
+        if ctx is not None:
+            await self.host.broadcast("tradebot_shutdown", context=ctx, reason=self._stop_reason)
+            self._fill_summary(ctx)
+
+    def _fill_summary(self, ctx: BotContext) -> None:
+        s = self.summary
+        s.trading_state = ctx.trading.state.value
+        if ctx.portfolio is not None:
+            s.realized_pnl = ctx.portfolio.realized_pnl
+            s.unrealized_pnl = ctx.portfolio.unrealized_pnl
+            s.equity = ctx.portfolio.equity
+
+
+def run_bot(prepared: Prepared, options: RunOptions) -> RunSummary:
+    """Run a bot to completion in a fresh event loop."""
+    return asyncio.run(Bot(prepared, options).run())
+
