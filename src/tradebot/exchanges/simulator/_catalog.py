@@ -1,0 +1,92 @@
+"""The assets and pairs the simulated exchange lists, with Kraken's legacy codes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+import attrs
+
+__all__ = ["AssetInfo", "Catalog", "PairInfo", "default_catalog"]
+
+
+@attrs.frozen
+class AssetInfo:
+    """One asset: common code (``BTC``), Kraken REST code (``XXBT``) and altname (``XBT``)."""
+
+    code: str
+    kraken: str
+    altname: str
+    decimals: int
+    display_decimals: int
+
+
+@attrs.frozen
+class PairInfo:
+    """One spot pair with Kraken's three spellings and its trading rules.
+
+    ``start_price`` seeds the simulated price path; ``trade_size`` is the mean size of the
+    simulated market trades that make up volume.
+    """
+
+    key: str  # XXBTZUSD
+    altname: str  # XBTUSD
+    wsname: str  # BTC/USD
+    base: AssetInfo
+    quote: AssetInfo
+    pair_decimals: int
+    lot_decimals: int
+    ordermin: Decimal
+    costmin: Decimal
+    tick_size: Decimal
+    start_price: Decimal
+    trade_size: Decimal
+
+
+class Catalog:
+    """Looks pairs up by any of Kraken's names and assets by any of their codes."""
+
+    def __init__(self, assets: Iterable[AssetInfo], pairs: Iterable[PairInfo]) -> None:
+        self.assets: dict[str, AssetInfo] = {a.code: a for a in assets}
+        self.pairs: dict[str, PairInfo] = {p.key: p for p in pairs}
+        self._pair_names: dict[str, PairInfo] = {}
+        for pair in self.pairs.values():
+            for name in (pair.key, pair.altname, pair.wsname):
+                self._pair_names[name.upper()] = pair
+        self._asset_names: dict[str, AssetInfo] = {}
+        for asset in self.assets.values():
+            for name in (asset.code, asset.kraken, asset.altname):
+                self._asset_names[name.upper()] = asset
+
+    def pair(self, name: str) -> PairInfo | None:
+        """The pair called ``name`` (``XXBTZUSD``, ``XBTUSD`` or ``BTC/USD``), or None."""
+        return self._pair_names.get(name.strip().upper())
+
+    def pair_by_wsname(self, wsname: str) -> PairInfo | None:
+        """WebSocket v2 accepts only ``BASE/QUOTE`` symbols."""
+        pair = self._pair_names.get(wsname.upper())
+        return pair if pair is not None and pair.wsname == wsname else None
+
+    def asset(self, name: str) -> AssetInfo | None:
+        """The asset called ``name`` (``BTC``, ``XXBT`` or ``XBT``), or None."""
+        return self._asset_names.get(name.strip().upper())
+
+
+def default_catalog() -> Catalog:
+    """BTC/USD, ETH/USD, SOL/USD and BTC/EUR with Kraken's codes and (approximate) rules."""
+    btc = AssetInfo("BTC", "XXBT", "XBT", 10, 5)
+    eth = AssetInfo("ETH", "XETH", "ETH", 10, 5)
+    sol = AssetInfo("SOL", "SOL", "SOL", 10, 5)
+    usd = AssetInfo("USD", "ZUSD", "ZUSD", 4, 2)
+    eur = AssetInfo("EUR", "ZEUR", "ZEUR", 4, 2)
+    pairs = [
+        PairInfo("XXBTZUSD", "XBTUSD", "BTC/USD", btc, usd, 1, 8, Decimal("0.00005"), Decimal("0.5"),
+                 Decimal("0.1"), Decimal("60000"), Decimal("0.05")),
+        PairInfo("XETHZUSD", "ETHUSD", "ETH/USD", eth, usd, 2, 8, Decimal("0.002"), Decimal("0.5"),
+                 Decimal("0.01"), Decimal("3000"), Decimal("0.8")),
+        PairInfo("SOLUSD", "SOLUSD", "SOL/USD", sol, usd, 2, 8, Decimal("0.02"), Decimal("0.5"),
+                 Decimal("0.01"), Decimal("150"), Decimal("10")),
+        PairInfo("XXBTZEUR", "XBTEUR", "BTC/EUR", btc, eur, 1, 8, Decimal("0.00005"), Decimal("0.5"),
+                 Decimal("0.1"), Decimal("55000"), Decimal("0.03")),
+    ]
+    return Catalog([btc, eth, sol, usd, eur], pairs)

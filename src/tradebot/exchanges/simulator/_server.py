@@ -1,0 +1,293 @@
+"""The simulator: one object that owns the market, the account, the faults and the HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+import secrets
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from aiohttp import web
+
+from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.validate import ge, gt, one_of
+from tradebot.exchanges.simulator._account import Account, OrderParams, SimOrder
+from tradebot.exchanges.simulator._admin import admin_routes
+from tradebot.exchanges.simulator._catalog import default_catalog
+from tradebot.exchanges.simulator._faults import FaultInjector, load_scenario
+from tradebot.exchanges.simulator._market import Market
+from tradebot.exchanges.simulator._protocol import fmt_decimal
+from tradebot.exchanges.simulator._ratelimit import RATE_TIERS, DecayCounter
+from tradebot.exchanges.simulator._rest import ENDPOINTS, RestApi
+from tradebot.exchanges.simulator._ws import WebSocketHub
+
+__all__ = ["DEFAULT_BALANCES", "SimStats", "Simulator", "SimulatorConfig", "run_simulator"]
+
+DEFAULT_BALANCES: Mapping[str, Decimal] = {"USD": Decimal("100000"), "BTC": Decimal("1"), "ETH": Decimal("10")}
+
+
+@attrs.frozen
+class SimulatorConfig:
+    """How to run the simulator. Every field has a safe default (loopback, seeded, no faults).
+
+    ``tick_interval_s = 0`` turns the market clock off: prices then move only through
+    :meth:`Simulator.step` (deterministic tests). ``faults`` is a spec string and
+    ``scenario`` a TOML file (see :mod:`tradebot.exchanges.simulator._faults`).
+    ``api_key``/``api_secret`` left empty are generated at random.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=0, validator=ge(0))
+    seed: int = 1
+    api_key: str | None = None
+    api_secret: str | None = attrs.field(default=None, repr=False)
+    faults: str | None = None
+    scenario: str | None = None
+    tick_interval_s: float = attrs.field(default=0.2, validator=ge(0))
+    rate_tier: str = attrs.field(default="intermediate", validator=one_of(tuple(RATE_TIERS)))
+    balances: Mapping[str, Decimal] = attrs.field(factory=lambda: dict(DEFAULT_BALANCES))
+    heartbeat_s: float = attrs.field(default=1.0, validator=gt(0))
+    volatility: float = attrs.field(default=0.0006, validator=ge(0))
+    trend: float = attrs.field(default=0.00015, validator=ge(0))
+
+
+@attrs.define
+class SimStats:
+    """Request counters: per endpoint, and AddOrder requests per ``cl_ord_id``."""
+
+    requests: Counter[str] = attrs.Factory(Counter)
+    add_order_calls: Counter[str] = attrs.Factory(Counter)
+
+    def total(self) -> int:
+        return sum(self.requests.values())
+
+
+def generate_credentials() -> tuple[str, str]:
+    """A random API key and base64 secret shaped like Kraken's (test credentials only)."""
+    key = base64.b64encode(secrets.token_bytes(42)).decode()
+    secret = base64.b64encode(secrets.token_bytes(64)).decode()
+    return key, secret
+
+
+class Simulator:
+    """A Kraken-compatible exchange on 127.0.0.1: REST, WebSocket v2, faults and an admin API.
+
+    Use :func:`run_simulator` in tests; call :meth:`start`/:meth:`stop` to manage it by hand.
+    ``clock`` drives rate-limit decay, fault windows and timestamps (pass a
+    :class:`~tradebot.core.clock.FakeClock` to test limits without waiting).
+    """
+
+    def __init__(self, config: SimulatorConfig | None = None, *, clock: Clock | None = None) -> None:
+        self.config = config = config or SimulatorConfig()
+        self.clock: Clock = clock or SystemClock()
+        self.catalog = default_catalog()
+        self.market = Market(self.catalog, config.seed, self.clock.now(),
+                             volatility=config.volatility, trend=config.trend)
+        self.account = Account(self.catalog, config.balances, random.Random(f"{config.seed}:ids"))
+        self.faults = FaultInjector(config.seed, self.clock, known_targets=ENDPOINTS)
+        if config.faults:
+            self.faults.add(config.faults)
+        if config.scenario:
+            self.faults.add(load_scenario(config.scenario))
+        self.credentials_generated = not (config.api_key and config.api_secret)
+        if self.credentials_generated:
+            self.api_key, self.api_secret = generate_credentials()
+        else:
+            self.api_key, self.api_secret = str(config.api_key), str(config.api_secret)
+        self.last_nonce: dict[str, int] = {}
+        self.stats = SimStats()
+        self.tier = RATE_TIERS[config.rate_tier]
+        self._rest_limiters: dict[str, DecayCounter] = {}
+        self._order_limiters: dict[str, DecayCounter] = {}
+        self.ws = WebSocketHub(self, heartbeat_s=config.heartbeat_s)
+        self._rest = RestApi(self)
+        self._runner: web.AppRunner | None = None
+        self._port = 0
+        self._closing = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._status_seen = self.status
+
+    def __repr__(self) -> str:
+        return f"<Simulator {self.base_url if self._port else 'stopped'} seed={self.config.seed}>"
+
+    # --- addresses ------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def base_url(self) -> str:
+        """``http://127.0.0.1:PORT`` — use in place of ``https://api.kraken.com``."""
+        return f"http://{self.config.host}:{self._port}"
+
+    @property
+    def ws_url(self) -> str:
+        """``ws://127.0.0.1:PORT/v2`` — use in place of ``wss://ws.kraken.com/v2``."""
+        return f"ws://{self.config.host}:{self._port}/v2"
+
+    # --- lifecycle ------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=1 << 20)
+        app.router.add_route("GET", "/v2", self.ws.handle)
+        app.router.add_route("*", "/0/{scope:public|private}/{method}", self._rest.handle)
+        app.router.add_routes(admin_routes(self))
+        return app
+
+    async def start(self) -> None:
+        """Bind the server and start the market clock."""
+        self._closing = asyncio.Event()
+        self._runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self._port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        if self.config.tick_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._tick_loop(), name="sim-market"))
+        self._tasks.append(asyncio.create_task(self._fault_loop(), name="sim-faults"))
+
+    async def stop(self) -> None:
+        """Close every connection and stop. Safe to call twice."""
+        self._closing.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        await self.ws.disconnect_all()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def wait(self, seconds: float) -> None:
+        """Sleep (real time) unless the simulator stops first: used for latency and hangs."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+
+    async def _tick_loop(self) -> None:
+        while True:
+            await self.clock.sleep(self.config.tick_interval_s)
+            self.step()
+
+    async def _fault_loop(self) -> None:
+        while True:
+            await self.sync_faults()
+            await asyncio.sleep(0.05)
+
+    async def sync_faults(self) -> None:
+        """Act on fault changes: fire ``ws_disconnect`` rules, announce status changes."""
+        for refuse_s in self.faults.take_disconnects():
+            await self.ws.disconnect_all(refuse_s)
+        status = self.status
+        if status != self._status_seen:
+            self._status_seen = status
+            self.ws.broadcast_status()
+
+    # --- exchange behaviour ---------------------------------------------------
+
+    @property
+    def status(self) -> str:
+        """``online`` unless a ``status`` fault is active."""
+        return self.faults.status()
+
+    def step(self, ticks: int = 1) -> int:
+        """Move the market ``ticks`` ticks (filling crossed limit orders); 0 while a ``stale`` fault holds."""
+        taken = 0
+        for _ in range(ticks):
+            if self.faults.stale():
+                break
+            now = self.clock.now()
+            self.market.step(now)
+            self.account.match(self.market, now=now.timestamp())
+            self.ws.broadcast_tick()
+            taken += 1
+        return taken
+
+    def place_order(self, params: OrderParams) -> SimOrder | None:
+        return self.account.place(params, self.market, now=self.clock.now().timestamp(),
+                                  mono=self.clock.monotonic())
+
+    def admit_rest_call(self, api_key: str, cost: int) -> bool:
+        """Kraken's per-key REST counter (tier limits, or a ``ratelimit`` fault's)."""
+        limiter = self._rest_limiters.get(api_key)
+        if limiter is None:
+            limiter = self._rest_limiters[api_key] = DecayCounter(self.tier.rest_max, self.tier.rest_decay,
+                                                                  self.clock)
+        override = self.faults.rest_limit()
+        if override is None:
+            return limiter.try_add(cost, decay=self.tier.rest_decay)
+        return limiter.try_add(cost, maximum=override[0], decay=override[1] or self.tier.rest_decay)
+
+    def admit_order_call(self, pair_key: str, cost: int) -> bool:
+        """Kraken's per-pair matching-engine counter for AddOrder/CancelOrder."""
+        limiter = self._order_limiters.get(pair_key)
+        if limiter is None:
+            limiter = self._order_limiters[pair_key] = DecayCounter(self.tier.order_max, self.tier.order_decay,
+                                                                    self.clock)
+        override = self.faults.order_limit()
+        if override is None:
+            return limiter.try_add(cost, decay=self.tier.order_decay)
+        return limiter.try_add(cost, maximum=override[0], decay=override[1] or self.tier.order_decay)
+
+    # --- inspection -----------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """A JSON-ready picture of the exchange (what ``GET /_sim/state`` returns). No secrets."""
+        catalog = self.catalog
+        holds = self.account.holds()
+
+        def amount(code: str, value: Decimal) -> str:
+            return fmt_decimal(value, catalog.assets[code].decimals)
+
+        def order(o: SimOrder) -> dict[str, Any]:
+            return {"txid": o.txid, "pair": o.pair.wsname, **o.to_kraken(with_trades=True)}
+
+        return {
+            "time": self.clock.now().isoformat(),
+            "seed": self.config.seed,
+            "status": self.status,
+            "stale": self.faults.stale(),
+            "ticks": {p.pair.wsname: p.ticks for p in self.market.pairs.values()},
+            "prices": {p.pair.wsname: {"bid": str(p.bid), "ask": str(p.ask), "last": str(p.last)}
+                       for p in self.market.pairs.values()},
+            "balances": {code: amount(code, v) for code, v in self.account.balances.items()},
+            "holds": {code: amount(code, v) for code, v in holds.items()},
+            "open_orders": [order(o) for o in self.account.open_orders()],
+            "closed_orders": [order(o) for o in self.account.closed_orders()],
+            "trades": len(self.account.trades),
+            "add_order_calls": dict(self.stats.add_order_calls),
+            "orders_created": dict(self.account.orders_created),
+            "requests": dict(self.stats.requests),
+            "rest_counter": {"max": self.tier.rest_max,
+                             "level": max((lim.level for lim in self._rest_limiters.values()), default=0.0)},
+            "ws": {"connected": self.ws.connected, "connections_total": self.ws.connections_total,
+                   "refusing_for_s": max(0.0, self.ws.refuse_until - self.clock.monotonic())},
+            "faults": self.faults.describe(),
+        }
+
+
+@contextlib.asynccontextmanager
+async def run_simulator(config: SimulatorConfig | None = None, *, clock: Clock | None = None,
+                        **overrides: Any) -> AsyncIterator[Simulator]:
+    """Run a simulator for the duration of the block.
+
+    ``overrides`` are :class:`SimulatorConfig` fields, e.g.
+    ``run_simulator(seed=7, faults="latency=0.1", tick_interval_s=0.05, rate_tier="pro")``.
+    """
+    cfg = attrs.evolve(config or SimulatorConfig(), **overrides)
+    sim = Simulator(cfg, clock=clock)
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
