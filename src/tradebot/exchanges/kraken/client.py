@@ -1,0 +1,236 @@
+"""Kraken REST transport: one pooled session, signing, limits, breakers, retries.
+
+Every call goes retry (stamina, transient errors only) -> circuit breaker of its endpoint
+group -> rate limiter -> one HTTP request -> error mapping and envelope validation. Each
+attempt of a private call is signed with a fresh nonce, so a retried call never reuses one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import aiohttp
+
+from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.errors import AuthError, ExchangeUnavailable, InvalidNonce, RateLimited, TradebotError
+from tradebot.core.resilience.breaker import CircuitBreakers
+from tradebot.core.resilience.ratelimit import RequestRateLimiter
+from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry
+from tradebot.exchanges.kraken.auth import sign
+from tradebot.exchanges.kraken.config import KrakenConfig, endpoint_cost
+from tradebot.exchanges.kraken.errors import map_http_status, map_kraken_error, map_transport_error
+from tradebot.exchanges.kraken.nonce import NonceSource
+from tradebot.exchanges.kraken.parse import parse_envelope
+
+__all__ = ["ENDPOINT_GROUPS", "Credentials", "KrakenRestClient", "endpoint_group"]
+
+log = logging.getLogger(__name__)
+
+ENDPOINT_GROUPS = ("public", "private", "trading", "websocket")
+_TRADING_METHODS = frozenset({"AddOrder", "AddOrderBatch", "CancelOrder", "CancelAll", "EditOrder", "AmendOrder"})
+
+
+def endpoint_group(private: bool, method: str) -> str:
+    """The circuit-breaker group of a REST method."""
+    if not private:
+        return "public"
+    return "trading" if method in _TRADING_METHODS else "private"
+
+
+class Credentials:
+    """An API key pair. Its repr and str never show either part."""
+
+    __slots__ = ("_key", "_secret")
+
+    def __init__(self, api_key: str, api_secret: str) -> None:
+        self._key = api_key
+        self._secret = api_secret
+
+    @property
+    def api_key(self) -> str:
+        return self._key
+
+    @property
+    def api_secret(self) -> str:
+        return self._secret
+
+    def __repr__(self) -> str:
+        return "Credentials(api_key=***, api_secret=***)"
+
+    __str__ = __repr__
+
+
+class KrakenRestClient:
+    """Public and private Kraken REST calls over one pooled aiohttp session."""
+
+    def __init__(
+        self,
+        config: KrakenConfig,
+        *,
+        credentials: Credentials | None,
+        nonces: NonceSource,
+        breakers: CircuitBreakers,
+        limiter: RequestRateLimiter,
+        retry_stats: RetryStats | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self._credentials = credentials
+        self.nonces = nonces
+        self.breakers = breakers
+        self.limiter = limiter
+        self.retry_stats = retry_stats if retry_stats is not None else RetryStats()
+        self.retry_policy: RetryPolicy = config.retry_policy()
+        self._clock: Clock = clock or SystemClock()
+        self._base = config.base_url.rstrip("/")
+        self.host = urlsplit(config.base_url).hostname
+        self._session: aiohttp.ClientSession | None = None
+        self.sessions_created = 0
+        self.requests_sent = 0
+
+    def __repr__(self) -> str:
+        return f"<KrakenRestClient {self._base} private={'yes' if self._credentials else 'no'}>"
+
+    # --- session ---------------------------------------------------------------
+
+    @property
+    def has_credentials(self) -> bool:
+        return self._credentials is not None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session (created on first use)."""
+        if self._session is None or self._session.closed:
+            self._session = self._new_session()
+        return self._session
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        cfg = self.config
+        connector = aiohttp.TCPConnector(
+            limit=cfg.pool_limit,
+            use_dns_cache=cfg.dns_cache_ttl_s > 0,
+            ttl_dns_cache=cfg.dns_cache_ttl_s or None,
+            keepalive_timeout=cfg.keepalive_timeout_s,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=cfg.request_timeout_s, connect=cfg.connect_timeout_s, sock_connect=cfg.connect_timeout_s
+        )
+        self.sessions_created += 1
+        return aiohttp.ClientSession(
+            connector=connector, timeout=timeout, headers={"User-Agent": cfg.user_agent}, raise_for_status=False
+        )
+
+    async def start(self) -> None:
+        """Open the session."""
+        _ = self.session
+
+    async def close(self) -> None:
+        """Close the session (idempotent)."""
+        session, self._session = self._session, None
+        if session is not None and not session.closed:
+            await session.close()
+
+    async def reconnect(self) -> None:
+        """Drop every pooled connection and open a fresh session."""
+        old, self._session = self._session, None
+        _ = self.session
+        if old is not None and not old.closed:
+            await old.close()
+        log.info("Kraken REST session recreated (%d so far)", self.sessions_created)
+
+    def flush_dns(self) -> None:
+        """Forget cached DNS answers so the next request resolves the host again."""
+        if self._session is not None and not self._session.closed:
+            connector = self._session.connector
+            if isinstance(connector, aiohttp.TCPConnector):
+                connector.clear_dns_cache()
+
+    # --- calls -------------------------------------------------------------------
+
+    async def public(self, method: str, params: Mapping[str, Any] | None = None) -> Any:
+        """Call ``/0/public/<method>``; returns the validated ``result``."""
+        return await self._call(False, method, dict(params or {}), idempotent=True)
+
+    async def private(self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True) -> Any:
+        """Call ``/0/private/<method>``; returns the validated ``result``.
+
+        ``idempotent=False`` sends exactly once (no retry of any kind).
+        """
+        if self._credentials is None:
+            raise AuthError(
+                f"Kraken private/{method}: no API key configured (set TRADEBOT_KRAKEN_API_KEY and"
+                " TRADEBOT_KRAKEN_API_SECRET)",
+                endpoint=f"private/{method}",
+            )
+        return await self._call(True, method, dict(params or {}), idempotent=idempotent)
+
+    async def _call(self, private: bool, method: str, params: dict[str, Any], *, idempotent: bool) -> Any:
+        endpoint = f"{'private' if private else 'public'}/{method}"
+        breaker = self.breakers[endpoint_group(private, method)]
+
+        async def attempt() -> Any:
+            return await breaker.call(lambda: self._attempt(private, method, endpoint, params))
+
+        return await call_with_retry(
+            attempt, endpoint=endpoint, policy=self.retry_policy, stats=self.retry_stats, idempotent=idempotent
+        )
+
+    async def _attempt(self, private: bool, method: str, endpoint: str, params: dict[str, Any]) -> Any:
+        cost = endpoint_cost(method) if private else 0
+        await self.limiter.acquire(cost, counted=private)
+        url = f"{self._base}/0/{endpoint}"
+        try:
+            if private:
+                assert self._credentials is not None
+                nonce = self.nonces.next()
+                body = urlencode({"nonce": nonce, **params})
+                headers = {
+                    "API-Key": self._credentials.api_key,
+                    "API-Sign": sign(f"/0/{endpoint}", nonce, body, self._credentials.api_secret),
+                    "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                }
+                request = self.session.post(url, data=body.encode(), headers=headers)
+            else:
+                request = self.session.get(url, params=params or None)
+            self.requests_sent += 1
+            async with request as resp:
+                status = resp.status
+                raw = await resp.read()
+        except TradebotError:
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise map_transport_error(
+                exc, endpoint=endpoint, host=self.host, timeout_s=self.config.request_timeout_s
+            ) from exc
+        except RuntimeError as exc:  # "Session is closed" while a reconnect swapped sessions
+            raise map_transport_error(exc, endpoint=endpoint, host=self.host) from exc
+        return self._decode(endpoint, status, raw, trading=endpoint_group(private, method) == "trading")
+
+    def _decode(self, endpoint: str, status: int, raw: bytes, *, trading: bool) -> Any:
+        try:
+            body = json.loads(raw, parse_float=Decimal)
+        except (ValueError, UnicodeDecodeError):
+            if status == 200 and raw.lstrip()[:1] in (b"{", b"["):
+                raise ExchangeUnavailable(
+                    f"Kraken {endpoint}: malformed or truncated JSON ({len(raw)} bytes)",
+                    endpoint=endpoint,
+                    http_status=status,
+                ) from None
+            raise map_http_status(status, raw, endpoint=endpoint) from None
+        if status != 200 and not (isinstance(body, dict) and isinstance(body.get("error"), list) and body["error"]):
+            raise map_http_status(status, raw, endpoint=endpoint)
+        errors, result = parse_envelope(body, endpoint)
+        if errors:
+            exc = map_kraken_error(errors, endpoint=endpoint, trading=trading)
+            if isinstance(exc, RateLimited):
+                self.limiter.penalize()
+            if isinstance(exc, InvalidNonce):
+                log.warning("Kraken %s: nonce rejected; the next attempt uses a fresh one", endpoint)
+            raise exc
+        return result
+

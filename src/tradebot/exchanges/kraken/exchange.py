@@ -1,0 +1,342 @@
+"""The Kraken exchange: :class:`tradebot.core.exchange.Exchange` over REST and WebSocket v2."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.errors import (
+    ConfigError,
+    InvalidOrder,
+    OrderNotFound,
+    OrderOutcomeUnknown,
+    TradebotError,
+)
+from tradebot.core.models import (
+    Balances,
+    Candle,
+    OrderInfo,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    SystemStatus,
+    Ticker,
+)
+from tradebot.core.resilience.breaker import BreakerListener, CircuitBreakers
+from tradebot.core.resilience.ratelimit import RequestRateLimiter, TradingRateLimiter
+from tradebot.core.resilience.retry import RetryListener, RetryStats, call_with_retry
+from tradebot.exchanges.kraken.balances import BalanceManager
+from tradebot.exchanges.kraken.client import ENDPOINT_GROUPS, Credentials, KrakenRestClient
+from tradebot.exchanges.kraken.config import KrakenConfig
+from tradebot.exchanges.kraken.errors import definitely_not_placed
+from tradebot.exchanges.kraken.nonce import NonceSource
+from tradebot.exchanges.kraken.pairs import PairRegistry
+from tradebot.exchanges.kraken.parse import (
+    parse_add_order,
+    parse_balance,
+    parse_cancel,
+    parse_ohlc,
+    parse_orders,
+    parse_system_status,
+    parse_ticker,
+    parse_time,
+)
+from tradebot.exchanges.kraken.ws import MarketDataStats, MarketDataStream
+
+__all__ = ["KrakenExchange"]
+
+log = logging.getLogger(__name__)
+
+MarketEvent = Ticker | Candle
+
+# Kraken's extra cost for cancelling a young order (seconds since placement -> cost).
+_CANCEL_COST = ((5.0, 8), (10.0, 6), (15.0, 5), (45.0, 4), (90.0, 2), (300.0, 1))
+
+
+class KrakenExchange:
+    """Kraken spot: market data, balances and idempotent orders, resilient to faults.
+
+    Build it with :func:`tradebot.exchanges.kraken.plugin.create` from config, or directly::
+
+        KrakenExchange(KrakenConfig(), api_key=..., api_secret=..., state_dir=Path("state"))
+
+    Without keys only public calls (market data, time, status) work. Recovery hooks:
+    :meth:`reconnect` (new HTTP session, WebSocket reconnect) and :meth:`flush_dns`.
+    Counters: :attr:`retry_stats`, :attr:`breakers`, :attr:`market_data_stats`,
+    :attr:`balance_manager`, :attr:`orders_resolved_by_lookup`.
+    """
+
+    name = "kraken"
+
+    def __init__(
+        self,
+        config: KrakenConfig | None = None,
+        *,
+        api_key: str | None = None,
+        api_secret: str | None = None,
+        state_dir: Path | None = None,
+        clock: Clock | None = None,
+        rate_limiter: RequestRateLimiter | None = None,
+        trading_limiter: TradingRateLimiter | None = None,
+        breaker_listeners: Iterable[BreakerListener] = (),
+        retry_listeners: Iterable[RetryListener] = (),
+        pairs: PairRegistry | None = None,
+    ) -> None:
+        self.config = config = config or KrakenConfig()
+        if bool(api_key) != bool(api_secret):
+            raise ConfigError("Kraken: give both the API key and the API secret, or neither")
+        self._clock: Clock = clock or SystemClock()
+        self.pairs = pairs or PairRegistry()
+        self.breakers = CircuitBreakers(
+            "kraken", ENDPOINT_GROUPS, config.breaker_config(), clock=self._clock, listeners=breaker_listeners
+        )
+        self.retry_stats = RetryStats(retry_listeners)
+        self.rate_limiter = rate_limiter or RequestRateLimiter.build(
+            config.rest_tier, min_spacing_s=config.min_spacing_s, clock=self._clock, margin=config.rate_margin
+        )
+        self.trading_limiter = trading_limiter or TradingRateLimiter(config.trading_tier, clock=self._clock)
+        nonce_path = Path(state_dir) / config.nonce_file if state_dir is not None else None
+        credentials = Credentials(api_key, api_secret) if api_key and api_secret else None
+        self.rest = KrakenRestClient(
+            config,
+            credentials=credentials,
+            nonces=NonceSource(nonce_path),
+            breakers=self.breakers,
+            limiter=self.rate_limiter,
+            retry_stats=self.retry_stats,
+            clock=self._clock,
+        )
+        self.balance_manager = BalanceManager(self._fetch_balances, clock=self._clock, cache_s=config.balance_cache_s)
+        self._placed_at: dict[str, tuple[str, float]] = {}  # cl_ord_id -> (pair, monotonic placement time)
+        self._streams: list[MarketDataStream] = []
+        self.orders_resolved_by_lookup = 0
+        self.order_resends = 0
+
+    def __repr__(self) -> str:
+        return f"<KrakenExchange {self.config.base_url} private={'yes' if self.rest.has_credentials else 'no'}>"
+
+    # --- lifecycle and recovery ------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.rest.start()
+
+    async def close(self) -> None:
+        for stream in self._streams:
+            await stream.force_reconnect()
+        await self.rest.close()
+
+    async def reconnect(self) -> None:
+        """New HTTP session (fresh connections) and a reconnect of every WebSocket."""
+        await self.rest.reconnect()
+        for stream in self._streams:
+            await stream.force_reconnect()
+
+    def flush_dns(self) -> None:
+        """Forget cached DNS answers (call after a DNS failure or a suspected DNS change)."""
+        self.rest.flush_dns()
+
+    @property
+    def market_data_stats(self) -> MarketDataStats | None:
+        """Counters of the most recent market-data stream (None before the first)."""
+        return self._streams[-1].stats if self._streams else None
+
+    # --- public data --------------------------------------------------------------------
+
+    async def server_time(self) -> datetime:
+        return parse_time(await self.rest.public("Time"))
+
+    async def system_status(self) -> SystemStatus:
+        return parse_system_status(await self.rest.public("SystemStatus"))
+
+    async def ticker(self, pairs: Sequence[str]) -> list[Ticker]:
+        """Tickers of ``pairs`` over REST."""
+        names = ",".join(self.pairs.info(p).altname for p in pairs)
+        return parse_ticker(await self.rest.public("Ticker", {"pair": names}), self.pairs, self._clock.now())
+
+    async def ohlc(self, pair: str, interval: int = 1) -> list[Candle]:
+        """Candles of ``pair`` over REST, oldest first; the last one is still open."""
+        if interval not in (1, 5, 15, 30, 60, 240, 1440, 10080, 21600):
+            raise ConfigError(f"Kraken OHLC: interval must be one of Kraken's intervals (got {interval})")
+        info = self.pairs.info(pair)
+        result = await self.rest.public("OHLC", {"pair": info.altname, "interval": interval})
+        return parse_ohlc(result, self.pairs, interval)
+
+    async def refresh_pairs(self) -> int:
+        """Learn every pair from ``AssetPairs``. Returns how many were read."""
+        return self.pairs.load_asset_pairs(await self.rest.public("AssetPairs"))
+
+    # --- account ----------------------------------------------------------------------
+
+    async def _fetch_balances(self) -> dict[str, Decimal]:
+        return parse_balance(await self.rest.private("Balance"))
+
+    async def balances(self) -> Balances:
+        return await self.balance_manager.get()
+
+    async def open_orders(self) -> Sequence[OrderInfo]:
+        result = await self.rest.private("OpenOrders")
+        return parse_orders(result, self.pairs, "private/OpenOrders", "open")
+
+    async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
+        for method, key in (("OpenOrders", "open"), ("ClosedOrders", "closed")):
+            result = await self.rest.private(method, {"cl_ord_id": client_order_id})
+            for order in parse_orders(result, self.pairs, f"private/{method}", key):
+                # filter here too: an answer listing other orders must not be taken for ours
+                if order.client_order_id == client_order_id:
+                    return order
+        return None
+
+    # --- orders ---------------------------------------------------------------------------
+
+    def _order_params(self, request: OrderRequest) -> dict[str, Any]:
+        info = self.pairs.info(request.pair)
+        if not request.client_order_id:
+            raise InvalidOrder("Kraken AddOrder: an order needs a client order id", endpoint="private/AddOrder")
+        if request.volume <= 0 or not request.volume.is_finite():
+            raise InvalidOrder(f"Kraken AddOrder: volume must be > 0 (got {request.volume})", endpoint="private/AddOrder")
+        params: dict[str, Any] = {
+            "cl_ord_id": request.client_order_id,
+            "ordertype": request.order_type.value,
+            "pair": info.altname,
+            "type": request.side.value,
+            "volume": format(request.volume, "f"),
+        }
+        if request.order_type is OrderType.LIMIT:
+            if request.price is None or request.price <= 0 or not request.price.is_finite():
+                raise InvalidOrder(
+                    f"Kraken AddOrder: a limit order needs a positive price (got {request.price})",
+                    endpoint="private/AddOrder",
+                    client_order_id=request.client_order_id,
+                )
+            params["price"] = format(request.price, "f")
+        return params
+
+    async def _send_add_order(self, request: OrderRequest, params: dict[str, Any]) -> list[str]:
+        """One AddOrder, retried only while it certainly did not reach the exchange."""
+
+        async def send() -> list[str]:
+            await self.trading_limiter.acquire(request.pair, 1)
+            try:
+                return parse_add_order(await self.rest.private("AddOrder", params, idempotent=False))
+            except TradebotError as exc:
+                if definitely_not_placed(exc):
+                    raise
+                raise OrderOutcomeUnknown(
+                    f"Kraken private/AddOrder: outcome unknown after {type(exc).__name__}",
+                    endpoint="private/AddOrder",
+                    client_order_id=request.client_order_id,
+                ) from exc
+
+        return await call_with_retry(
+            send, endpoint="private/AddOrder", policy=self.rest.retry_policy, stats=self.retry_stats, idempotent=True
+        )
+
+    async def _lookup_after_unknown(self, request: OrderRequest, cause: BaseException) -> OrderInfo | None:
+        """Find the order by its client id after an unknown outcome; raise if we cannot tell."""
+        await self._clock.sleep(self.config.order_lookup_delay_s)  # let a late request land first
+        try:
+            return await self.order_by_client_id(request.client_order_id)
+        except TradebotError as exc:
+            raise OrderOutcomeUnknown(
+                f"Kraken private/AddOrder: outcome unknown and the lookup failed ({type(exc).__name__});"
+                " resolve by client order id before resending",
+                endpoint="private/AddOrder",
+                client_order_id=request.client_order_id,
+            ) from cause
+
+    async def place_order(self, request: OrderRequest) -> OrderInfo:
+        params = self._order_params(request)
+        last_unknown: BaseException | None = None
+        for send_no in range(1, self.config.max_order_sends + 1):
+            try:
+                txids = await self._send_add_order(request, params)
+            except OrderOutcomeUnknown as exc:
+                last_unknown = exc
+                found = await self._lookup_after_unknown(request, exc)
+                if found is not None:
+                    self.orders_resolved_by_lookup += 1
+                    log.info("AddOrder %s: outcome was unknown; lookup found it", request.client_order_id)
+                    self._remember(request)
+                    return found
+                log.warning("AddOrder %s: outcome unknown, lookup proves absent; resending", request.client_order_id)
+                self.order_resends += 1
+                continue
+            except TradebotError as exc:
+                if send_no > 1 and not exc.transient:
+                    # a resend was refused: maybe because the earlier send landed after all
+                    found = await self._lookup_after_unknown(request, exc)
+                    if found is not None:
+                        self.orders_resolved_by_lookup += 1
+                        self._remember(request)
+                        return found
+                raise
+            self._remember(request)
+            return OrderInfo(
+                client_order_id=request.client_order_id,
+                exchange_order_id=txids[0],
+                pair=self.pairs.info(request.pair).pair,
+                side=request.side,
+                order_type=request.order_type,
+                volume=request.volume,
+                filled_volume=Decimal(0),
+                status=OrderStatus.OPEN,
+                price=request.price,
+                created_at=self._clock.now(),
+            )
+        raise OrderOutcomeUnknown(
+            f"Kraken private/AddOrder: no answer after {self.config.max_order_sends} sends; the last lookup"
+            " found no order, retry later with the same client order id",
+            endpoint="private/AddOrder",
+            client_order_id=request.client_order_id,
+        ) from last_unknown
+
+    def _remember(self, request: OrderRequest) -> None:
+        self._placed_at[request.client_order_id] = (self.pairs.info(request.pair).pair, self._clock.monotonic())
+        if len(self._placed_at) > 10_000:  # only young orders matter for the cancel cost
+            oldest = next(iter(self._placed_at))
+            del self._placed_at[oldest]
+
+    def _cancel_cost(self, client_order_id: str) -> tuple[str, int]:
+        pair, placed = self._placed_at.get(client_order_id, ("*", float("-inf")))
+        age = self._clock.monotonic() - placed
+        return pair, next((cost for limit, cost in _CANCEL_COST if age < limit), 0)
+
+    async def cancel_order(self, client_order_id: str) -> bool:
+        pair, cost = self._cancel_cost(client_order_id)
+        await self.trading_limiter.acquire(pair, cost)
+        attempts_before = self.retry_stats.of("private/CancelOrder").attempts
+        try:
+            count = parse_cancel(await self.rest.private("CancelOrder", {"cl_ord_id": client_order_id}))
+        except OrderNotFound:
+            if self.retry_stats.of("private/CancelOrder").attempts - attempts_before > 1:
+                # an earlier attempt may have cancelled it before its answer was lost
+                order = await self.order_by_client_id(client_order_id)
+                return order is not None and order.status is OrderStatus.CANCELED
+            return False
+        return count > 0
+
+    # --- market data -------------------------------------------------------------------------
+
+    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
+        async def poll_ohlc(pair: str, interval: int) -> Sequence[Candle]:
+            return await self.ohlc(pair, interval)
+
+        stream = MarketDataStream(
+            pairs=pairs,
+            ohlc_interval=ohlc_interval,
+            config=self.config,
+            registry=self.pairs,
+            session=lambda: self.rest.session,
+            poll_tickers=self.ticker,
+            poll_ohlc=poll_ohlc,
+            breaker=self.breakers["websocket"],
+            clock=self._clock,
+        )
+        self._streams = [s for s in self._streams if not s.finished] + [stream]
+        return stream.events()
+

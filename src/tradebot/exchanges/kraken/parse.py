@@ -1,0 +1,361 @@
+"""Validation of every Kraken answer at the boundary.
+
+Each parser turns a decoded JSON value into tradebot models or raises
+:class:`~tradebot.core.errors.BadDataError` naming what is wrong and where
+(``"Kraken public/Ticker: XXBTZUSD.a[0] is NaN"``), so nothing malformed travels deeper.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from tradebot.core.errors import BadDataError
+from tradebot.core.models import Candle, OrderInfo, OrderStatus, OrderType, Side, SystemStatus, Ticker
+from tradebot.exchanges.kraken.pairs import PairRegistry, asset_from_kraken
+
+__all__ = [
+    "decimal_field",
+    "parse_add_order",
+    "parse_balance",
+    "parse_cancel",
+    "parse_envelope",
+    "parse_ohlc",
+    "parse_order",
+    "parse_orders",
+    "parse_system_status",
+    "parse_ticker",
+    "parse_time",
+    "parse_ws_ohlc",
+    "parse_ws_ticker",
+    "timestamp",
+]
+
+
+class _Where:
+    """Where in which answer a value sits, for error messages."""
+
+    __slots__ = ("source", "path")
+
+    def __init__(self, source: str, path: str = "") -> None:
+        self.source = source
+        self.path = path
+
+    def __truediv__(self, key: object) -> _Where:
+        step = f"[{key}]" if isinstance(key, int) else (f".{key}" if self.path else str(key))
+        return _Where(self.source, self.path + step)
+
+    def fail(self, problem: str) -> BadDataError:
+        at = self.path or "result"
+        return BadDataError(f"Kraken {self.source}: {at} {problem}", endpoint=self.source, field=at)
+
+
+def _obj(value: Any, where: _Where) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise where.fail(f"is not an object (got {type(value).__name__})")
+    return value
+
+
+def _list(value: Any, where: _Where, *, min_len: int = 0) -> Sequence[Any]:
+    if not isinstance(value, list):
+        raise where.fail(f"is not a list (got {type(value).__name__})")
+    if len(value) < min_len:
+        raise where.fail(f"has {len(value)} elements, expected at least {min_len}")
+    return value
+
+
+def _get(obj: Mapping[str, Any], key: str, where: _Where) -> Any:
+    if key not in obj:
+        raise where.fail(f"is missing field {key!r}")
+    return obj[key]
+
+
+def _str(value: Any, where: _Where) -> str:
+    if not isinstance(value, str):
+        raise where.fail(f"is not a string (got {type(value).__name__})")
+    return value
+
+
+def decimal_field(value: Any, where: _Where, *, positive: bool = False) -> Decimal:
+    """A finite, non-negative Decimal (strictly positive with ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
+        raise where.fail(f"is not a number (got {type(value).__name__})")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise where.fail(f"is not finite ({value!r})")
+    try:
+        number = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
+    except InvalidOperation:
+        raise where.fail(f"is not a number ({str(value)[:40]!r})") from None
+    if not number.is_finite():
+        raise where.fail(f"is not finite ({value!r})")
+    if number < 0:
+        raise where.fail(f"is negative ({value!r})")
+    if positive and number == 0:
+        raise where.fail("is zero where a positive price is required")
+    return number
+
+
+def _int(value: Any, where: _Where) -> int:
+    if isinstance(value, bool):
+        raise where.fail("is not an integer (got bool)")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, (float, Decimal)) and math.isfinite(value) and int(value) == value:
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise where.fail(f"is not an integer ({str(value)[:40]!r})")
+
+
+def timestamp(value: Any, where: _Where) -> datetime:
+    """Unix seconds (int/float/str) or an RFC 3339 string -> aware UTC datetime."""
+    if isinstance(value, str) and not value.replace(".", "", 1).isdigit():
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise where.fail(f"is not a timestamp ({value[:40]!r})") from None
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.astimezone(UTC)
+    seconds = decimal_field(value, where)
+    try:
+        return datetime.fromtimestamp(float(seconds), UTC)
+    except (OverflowError, OSError, ValueError):
+        raise where.fail(f"is out of range ({value!r})") from None
+
+
+# --- envelope ----------------------------------------------------------------
+
+
+def parse_envelope(body: Any, endpoint: str) -> tuple[list[str], Any]:
+    """``{"error": [...], "result": ...}`` -> (errors, result)."""
+    where = _Where(endpoint)
+    obj = _obj(body, where)
+    errors = obj.get("error", [])
+    if not isinstance(errors, list) or not all(isinstance(e, str) for e in errors):
+        raise (where / "error").fail("is not a list of strings")
+    if errors:
+        return list(errors), None
+    if "result" not in obj:
+        raise where.fail("has neither errors nor a 'result'")
+    return [], obj["result"]
+
+
+# --- public ------------------------------------------------------------------
+
+
+def parse_time(result: Any) -> datetime:
+    where = _Where("public/Time")
+    return timestamp(_get(_obj(result, where), "unixtime", where), where / "unixtime")
+
+
+def parse_system_status(result: Any) -> SystemStatus:
+    where = _Where("public/SystemStatus")
+    obj = _obj(result, where)
+    status = _str(_get(obj, "status", where), where / "status")
+    if status not in ("online", "maintenance", "cancel_only", "post_only", "limit_only"):
+        raise (where / "status").fail(f"is not a known status ({status[:40]!r})")
+    return SystemStatus(status=status, time=timestamp(_get(obj, "timestamp", where), where / "timestamp"))
+
+
+def _pair_key(key: str, registry: PairRegistry, where: _Where) -> str:
+    info = registry.from_kraken(key)
+    if info is None:
+        raise (where / key).fail("is a pair this client does not know")
+    return info.pair
+
+
+def parse_ticker(result: Any, registry: PairRegistry, now: datetime) -> list[Ticker]:
+    """A ``Ticker`` result -> one :class:`Ticker` per pair (REST tickers carry no time: ``now``)."""
+    where = _Where("public/Ticker")
+    out = []
+    for key, data in _obj(result, where).items():
+        w = where / key
+        pair = _pair_key(key, registry, where)
+        obj = _obj(data, w)
+        ask = decimal_field(_list(_get(obj, "a", w), w / "a", min_len=1)[0], w / "a" / 0, positive=True)
+        bid = decimal_field(_list(_get(obj, "b", w), w / "b", min_len=1)[0], w / "b" / 0, positive=True)
+        last = decimal_field(_list(_get(obj, "c", w), w / "c", min_len=1)[0], w / "c" / 0, positive=True)
+        volume = decimal_field(_list(_get(obj, "v", w), w / "v", min_len=2)[1], w / "v" / 1)
+        if bid > ask:
+            raise w.fail(f"has a crossed book (bid {bid} > ask {ask})")
+        out.append(Ticker(pair=pair, bid=bid, ask=ask, last=last, volume=volume, time=now))
+    return out
+
+
+def _candle(row: Any, pair: str, interval: int, where: _Where) -> Candle:
+    cells = _list(row, where, min_len=8)
+    o, h, low, c, vwap = (decimal_field(cells[i], where / i, positive=True) for i in range(1, 6))
+    if h < max(o, c, low) or low > min(o, c):
+        raise where.fail(f"has inconsistent OHLC (o={o} h={h} l={low} c={c})")
+    return Candle(
+        pair=pair,
+        interval_min=interval,
+        open_time=timestamp(cells[0], where / 0),
+        open=o,
+        high=h,
+        low=low,
+        close=c,
+        vwap=vwap,
+        volume=decimal_field(cells[6], where / 6),
+        count=_int(cells[7], where / 7),
+    )
+
+
+def parse_ohlc(result: Any, registry: PairRegistry, interval: int) -> list[Candle]:
+    """An ``OHLC`` result -> candles, oldest first (the last one is still open)."""
+    where = _Where("public/OHLC")
+    out: list[Candle] = []
+    for key, rows in _obj(result, where).items():
+        if key == "last":
+            continue
+        pair = _pair_key(key, registry, where)
+        for i, row in enumerate(_list(rows, where / key)):
+            out.append(_candle(row, pair, interval, where / key / i))
+    return out
+
+
+# --- private -----------------------------------------------------------------
+
+
+def parse_balance(result: Any) -> dict[str, Decimal]:
+    """A ``Balance`` result -> common asset code -> total."""
+    where = _Where("private/Balance")
+    totals: dict[str, Decimal] = {}
+    for code, amount in _obj(result, where).items():
+        asset = asset_from_kraken(code)
+        totals[asset] = totals.get(asset, Decimal(0)) + decimal_field(amount, where / code)
+    return totals
+
+
+def parse_add_order(result: Any) -> list[str]:
+    """An ``AddOrder`` result -> the exchange's order ids."""
+    where = _Where("private/AddOrder")
+    txids = _list(_get(_obj(result, where), "txid", where), where / "txid", min_len=1)
+    return [_str(t, where / "txid" / i) for i, t in enumerate(txids)]
+
+
+def parse_cancel(result: Any) -> int:
+    """A ``CancelOrder`` result -> how many orders were cancelled."""
+    where = _Where("private/CancelOrder")
+    return _int(_get(_obj(result, where), "count", where), where / "count")
+
+
+_STATUS = {
+    "pending": OrderStatus.OPEN,  # accepted by Kraken, entering the book
+    "open": OrderStatus.OPEN,
+    "closed": OrderStatus.CLOSED,
+    "canceled": OrderStatus.CANCELED,
+    "expired": OrderStatus.EXPIRED,
+}
+
+
+def parse_order(txid: str, data: Any, registry: PairRegistry, source: str) -> OrderInfo:
+    """One entry of ``OpenOrders`` / ``ClosedOrders`` / ``QueryOrders``."""
+    w = _Where(source) / txid
+    obj = _obj(data, w)
+    descr = _obj(_get(obj, "descr", w), w / "descr")
+    pair_name = _str(_get(descr, "pair", w / "descr"), w / "descr" / "pair")
+    info = registry.from_kraken(pair_name)
+    if info is None:
+        raise (w / "descr" / "pair").fail(f"is a pair this client does not know ({pair_name[:20]!r})")
+    side_raw = _str(_get(descr, "type", w / "descr"), w / "descr" / "type")
+    type_raw = _str(_get(descr, "ordertype", w / "descr"), w / "descr" / "ordertype")
+    status_raw = _str(_get(obj, "status", w), w / "status")
+    if side_raw not in ("buy", "sell"):
+        raise (w / "descr" / "type").fail(f"is not buy/sell ({side_raw[:20]!r})")
+    if status_raw not in _STATUS:
+        raise (w / "status").fail(f"is not a known order status ({status_raw[:20]!r})")
+    try:
+        order_type = OrderType(type_raw)
+    except ValueError:
+        raise (w / "descr" / "ordertype").fail(f"is not an order type tradebot handles ({type_raw[:20]!r})") from None
+    volume = decimal_field(_get(obj, "vol", w), w / "vol")
+    filled = decimal_field(obj.get("vol_exec", "0"), w / "vol_exec")
+    if filled > volume:
+        raise (w / "vol_exec").fail(f"exceeds the order volume ({filled} > {volume})")
+    price_raw = descr.get("price")
+    price = decimal_field(price_raw, w / "descr" / "price") if price_raw not in (None, "", "0") else None
+    avg_raw = obj.get("price")
+    avg = decimal_field(avg_raw, w / "price") if avg_raw not in (None, "") and filled > 0 else None
+    cl = obj.get("cl_ord_id")
+    created = obj.get("opentm")
+    return OrderInfo(
+        client_order_id=_str(cl, w / "cl_ord_id") if cl is not None else None,
+        exchange_order_id=txid,
+        pair=info.pair,
+        side=Side(side_raw),
+        order_type=order_type,
+        volume=volume,
+        filled_volume=filled,
+        status=_STATUS[status_raw],
+        price=price,
+        avg_fill_price=avg,
+        fee=decimal_field(obj.get("fee", "0"), w / "fee"),
+        created_at=timestamp(created, w / "opentm") if created not in (None, 0, "0") else None,
+    )
+
+
+def parse_orders(result: Any, registry: PairRegistry, source: str, key: str | None) -> list[OrderInfo]:
+    """``{"open": {txid: order}}`` (key ``"open"``/``"closed"``) or ``{txid: order}`` (key None)."""
+    where = _Where(source)
+    orders = _obj(result, where)
+    if key is not None:
+        orders = _obj(_get(orders, key, where), where / key)
+    return [parse_order(str(txid), data, registry, source) for txid, data in orders.items()]
+
+
+# --- WebSocket v2 --------------------------------------------------------------
+
+
+def parse_ws_ticker(item: Any, registry: PairRegistry, now: datetime) -> Ticker:
+    """One element of a v2 ``ticker`` message's ``data``."""
+    where = _Where("ws/ticker")
+    obj = _obj(item, where)
+    symbol = _str(_get(obj, "symbol", where), where / "symbol")
+    w = where / symbol
+    info = registry.from_kraken(symbol)
+    if info is None:
+        raise (where / "symbol").fail(f"is a pair this client does not know ({symbol[:20]!r})")
+    bid = decimal_field(_get(obj, "bid", w), w / "bid", positive=True)
+    ask = decimal_field(_get(obj, "ask", w), w / "ask", positive=True)
+    if bid > ask:
+        raise w.fail(f"has a crossed book (bid {bid} > ask {ask})")
+    ts = obj.get("timestamp")
+    return Ticker(
+        pair=info.pair,
+        bid=bid,
+        ask=ask,
+        last=decimal_field(_get(obj, "last", w), w / "last", positive=True),
+        volume=decimal_field(_get(obj, "volume", w), w / "volume"),
+        time=timestamp(ts, w / "timestamp") if ts is not None else now,
+    )
+
+
+def parse_ws_ohlc(item: Any, registry: PairRegistry) -> Candle:
+    """One element of a v2 ``ohlc`` message's ``data``."""
+    where = _Where("ws/ohlc")
+    obj = _obj(item, where)
+    symbol = _str(_get(obj, "symbol", where), where / "symbol")
+    w = where / symbol
+    info = registry.from_kraken(symbol)
+    if info is None:
+        raise (where / "symbol").fail(f"is a pair this client does not know ({symbol[:20]!r})")
+    o, h, low, c = (decimal_field(_get(obj, k, w), w / k, positive=True) for k in ("open", "high", "low", "close"))
+    if h < max(o, c, low) or low > min(o, c):
+        raise w.fail(f"has inconsistent OHLC (o={o} h={h} l={low} c={c})")
+    return Candle(
+        pair=info.pair,
+        interval_min=_int(_get(obj, "interval", w), w / "interval"),
+        open_time=timestamp(_get(obj, "interval_begin", w), w / "interval_begin"),
+        open=o,
+        high=h,
+        low=low,
+        close=c,
+        vwap=decimal_field(obj.get("vwap", c), w / "vwap"),
+        volume=decimal_field(_get(obj, "volume", w), w / "volume"),
+        count=_int(obj.get("trades", 0), w / "trades"),
+    )

@@ -1,0 +1,41 @@
+"""Entry point of the ``kraken`` exchange plugin (entry-point group ``tradebot``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from tradebot.core.components import ComponentSpec
+from tradebot.core.hookspecs import hookimpl
+from tradebot.exchanges.kraken.config import KrakenConfig
+from tradebot.exchanges.kraken.exchange import KrakenExchange
+
+__all__ = ["create", "tradebot_register_exchanges"]
+
+
+def create(config: KrakenConfig | None, context: Any) -> KrakenExchange:
+    """Build the exchange from its config and the bot context.
+
+    Credentials come from ``context.extras["secrets"]`` (``kraken_api_key`` /
+    ``kraken_api_secret``); without them only public market data is available.
+    """
+    secrets = getattr(context, "extras", {}).get("secrets", {}) or {}
+    return KrakenExchange(
+        config or KrakenConfig(),
+        api_key=secrets.get("kraken_api_key") or None,
+        api_secret=secrets.get("kraken_api_secret") or None,
+        state_dir=getattr(context, "state_dir", None),
+        clock=getattr(context, "clock", None),
+    )
+
+
+@hookimpl
+def tradebot_register_exchanges() -> Sequence[ComponentSpec]:
+    return [
+        ComponentSpec(
+            name="kraken",
+            factory=create,
+            config_cls=KrakenConfig,
+            description="Kraken spot: REST + WebSocket v2, idempotent orders, rate limits, breakers, retries",
+        )
+    ]
