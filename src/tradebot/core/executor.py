@@ -1,0 +1,491 @@
+"""The order executor: every order placed exactly once, every fill recorded exactly once.
+
+For each order:
+
+1. The intent is journalled under its client order id (status PENDING) and the attempt
+   count is made durable *before* the request leaves the bot.
+2. The exchange's answer is recorded. An answer that proves the order was not placed
+   (invalid order, insufficient funds, rate limited, circuit open ...) marks it REJECTED.
+3. Any other failure (timeout, dropped connection, 5xx, garbled answer) leaves the
+   outcome unknown: the order is looked up by its client id, never blindly resent. It is
+   resent, with the same client id, only when lookups made at least ``not_found_grace_s``
+   after the send prove it does not exist. If lookups keep failing it stays UNKNOWN and
+   the tracking loop resolves it later.
+4. Working orders are polled until final; growth of the filled volume becomes a
+   :class:`Fill` (trade id ``<client id>:<filled volume>``), recorded with the order's new
+   state and the portfolio update in one transaction, so a crash can neither lose nor
+   double-count it.
+
+Reconcile rules at start-up (every non-final journal entry is looked up by client id):
+
+- found on the exchange: adopt its state and fills;
+- never sent (attempt count 0): REJECTED, "not placed";
+- sent but not acknowledged, and not found once the grace period after the send has
+  passed: REJECTED, "not placed". It is **not** resent: the signal is stale and the
+  strategy will signal again if it still wants the trade;
+- acknowledged before but not found now: UNKNOWN with an error, still counted as
+  exposure, never guessed at;
+- lookup failed: left as it is and tracked until a lookup succeeds.
+
+Open orders on the exchange that the journal does not know are reported as orphans and
+left alone. Together this ends with no order lost and none placed twice after a kill -9
+at any point.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import attrs
+
+from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.errors import (
+    AuthError,
+    CircuitOpen,
+    InsufficientFunds,
+    InvalidNonce,
+    InvalidOrder,
+    MarketClosed,
+    OrderNotFound,
+    RateLimited,
+    TradebotError,
+    UnknownPair,
+)
+from tradebot.core.exchange import Exchange
+from tradebot.core.models import Fill, OrderInfo, OrderRequest, OrderStatus, OrderType, Side
+from tradebot.core.portfolio import Portfolio
+from tradebot.core.store import JournalEntry, StateStore
+
+__all__ = ["FLATTEN_STRATEGY", "OrderExecutor", "ReconcileReport"]
+
+log = logging.getLogger("tradebot.executor")
+
+ZERO = Decimal(0)
+FLATTEN_STRATEGY = "flatten"
+
+NOT_PLACED: tuple[type[BaseException], ...] = (
+    InvalidOrder,
+    InsufficientFunds,
+    UnknownPair,
+    AuthError,
+    RateLimited,
+    InvalidNonce,
+    MarketClosed,
+    CircuitOpen,
+)
+"""Errors that prove the exchange did not accept the order."""
+
+OrderCallback = Callable[[OrderInfo], Awaitable[None] | None]
+FillCallback = Callable[[Fill], Awaitable[None] | None]
+
+
+@attrs.frozen
+class ReconcileReport:
+    """What :meth:`OrderExecutor.reconcile` found."""
+
+    checked: int
+    updated: tuple[str, ...]
+    not_placed: tuple[str, ...]
+    unresolved: tuple[str, ...]
+    orphans: tuple[OrderInfo, ...]
+
+    @property
+    def message(self) -> str:
+        return (
+            f"reconciled {self.checked} unfinished orders: {len(self.updated)} updated, "
+            f"{len(self.not_placed)} not placed, {len(self.unresolved)} unresolved, "
+            f"{len(self.orphans)} unknown open orders on the exchange"
+        )
+
+
+class _Unresolved(Exception):
+    """Lookups kept failing; the order's fate is still unknown."""
+
+
+class OrderExecutor:
+    """Places, tracks, cancels and reconciles orders through one idempotent path.
+
+    ``on_order`` / ``on_fill`` (plain or async callables) hear of every order change and
+    every fill; a failing callback is logged and never undoes what was recorded.
+    """
+
+    def __init__(
+        self,
+        exchange: Exchange,
+        store: StateStore,
+        portfolio: Portfolio,
+        *,
+        clock: Clock | None = None,
+        poll_interval_s: float = 2.0,
+        not_found_grace_s: float = 5.0,
+        max_send_attempts: int = 3,
+        lookup_attempts: int = 4,
+        lookup_backoff_s: float = 0.5,
+        on_order: OrderCallback | None = None,
+        on_fill: FillCallback | None = None,
+    ) -> None:
+        self.exchange = exchange
+        self.store = store
+        self.portfolio = portfolio
+        self._clock = clock or SystemClock()
+        self.poll_interval_s = poll_interval_s
+        self.not_found_grace_s = not_found_grace_s
+        self.max_send_attempts = max_send_attempts
+        self.lookup_attempts = lookup_attempts
+        self.lookup_backoff_s = lookup_backoff_s
+        self.on_order = on_order
+        self.on_fill = on_fill
+        self._inflight: set[str] = set()
+        self._sent_mono: dict[str, float] = {}
+        self._missing_logged: set[str] = set()
+
+    # --- placing -------------------------------------------------------------------
+
+    async def submit(self, request: OrderRequest, *, strategy: str = "", reason: str = "") -> OrderInfo:
+        """Journal ``request``, send it, and return the order as far as it is known.
+
+        A client order id that is already journalled is never sent again: its recorded
+        state is returned. The result may be UNKNOWN when the exchange could not be asked;
+        the tracking loop resolves it.
+        """
+        cid = request.client_order_id
+        existing = self.store.get_order(cid)
+        if existing is not None:
+            log.warning("order %s is already journalled (%s); not sending it again", cid, existing.status.value)
+            return existing.to_order_info()
+        now = self._clock.now()
+        entry = JournalEntry(
+            client_order_id=cid,
+            pair=request.pair,
+            side=request.side,
+            order_type=request.order_type,
+            volume=request.volume,
+            price=request.price,
+            status=OrderStatus.PENDING,
+            created_at=now,
+            updated_at=now,
+            strategy=strategy,
+            reason=reason,
+        )
+        self._inflight.add(cid)
+        try:
+            if not self.store.journal_order(entry):
+                raise AssertionError("client order id journalled concurrently")  # get_order said it was free
+            return await self._send(request)
+        finally:
+            self._inflight.discard(cid)
+
+    async def _send(self, request: OrderRequest) -> OrderInfo:
+        cid = request.client_order_id
+        attempts = 0
+        while True:
+            attempts += 1
+            self.store.update_order(cid, attempts=attempts, sent_at=self._clock.now())
+            self._sent_mono[cid] = self._clock.monotonic()
+            try:
+                info = await self.exchange.place_order(request)
+            except NOT_PLACED as exc:
+                return await self._mark_not_placed(cid, f"rejected by the exchange: {exc}")
+            except asyncio.CancelledError:
+                self.store.update_order(cid, status=OrderStatus.UNKNOWN, last_error="cancelled while sending")
+                raise
+            except Exception as exc:  # noqa: BLE001 - any other failure leaves the outcome unknown
+                log.warning("order %s: outcome unknown after %s: %s; looking it up", cid, type(exc).__name__, exc)
+                self.store.update_order(cid, status=OrderStatus.UNKNOWN, last_error=f"{type(exc).__name__}: {exc}")
+                self.store.incr_counter("executor.outcome_unknown")
+                try:
+                    found = await self._find_after_send(cid)
+                except _Unresolved as unresolved:
+                    log.error("order %s: still unknown (%s); tracking it until a lookup succeeds", cid, unresolved)
+                    return self._entry(cid).to_order_info()
+                if found is not None:
+                    return await self._apply_and_emit(cid, found, force_emit=True)
+                if attempts >= self.max_send_attempts:
+                    return await self._mark_not_placed(cid, f"not placed after {attempts} attempts: {exc}")
+                log.warning("order %s: proven not placed; resending with the same client id", cid)
+                self.store.incr_counter("executor.resent")
+                continue
+            return await self._apply_and_emit(cid, info, force_emit=True)
+
+    async def _lookup(self, cid: str) -> OrderInfo | None:
+        """``order_by_client_id`` with retries; raises :class:`_Unresolved` when every try failed."""
+        last: BaseException | None = None
+        for attempt in range(self.lookup_attempts):
+            try:
+                return await self.exchange.order_by_client_id(cid)
+            except Exception as exc:  # noqa: BLE001 - every failure is retried, then reported
+                last = exc
+                log.info("lookup of order %s failed (%s); retrying", cid, exc)
+                await self._clock.sleep(self.lookup_backoff_s * 2**attempt)
+        raise _Unresolved(f"lookup failed {self.lookup_attempts} times: {last}")
+
+    def _since_send(self, cid: str, entry: JournalEntry) -> float:
+        mono = self._sent_mono.get(cid)
+        if mono is not None:
+            return self._clock.monotonic() - mono
+        if entry.sent_at is None:
+            return float("inf")
+        return (self._clock.now() - entry.sent_at).total_seconds()
+
+    async def _find_after_send(self, cid: str) -> OrderInfo | None:
+        """The order, or None once lookups after the grace period prove it absent."""
+        while True:
+            found = await self._lookup(cid)
+            if found is not None:
+                return found
+            waited = self._since_send(cid, self._entry(cid))
+            if waited >= self.not_found_grace_s:
+                return None
+            # a request still in flight may land after our lookup: ask again later
+            await self._clock.sleep(self.not_found_grace_s - waited)
+
+    async def _mark_not_placed(self, cid: str, why: str) -> OrderInfo:
+        log.error("order %s not placed: %s", cid, why)
+        self.store.update_order(cid, status=OrderStatus.REJECTED, last_error=why)
+        info = self._entry(cid).to_order_info()
+        await self._emit_order(info)
+        return info
+
+    # --- applying what the exchange says ---------------------------------------------
+
+    def _entry(self, cid: str) -> JournalEntry:
+        entry = self.store.get_order(cid)
+        if entry is None:
+            raise OrderNotFound("no journal entry for that client order id", client_order_id=cid)
+        return entry
+
+    def _apply(self, cid: str, info: OrderInfo) -> tuple[JournalEntry, bool, Fill | None]:
+        """Merge the exchange's view into the journal (synchronous, so never interleaved)."""
+        cur = self._entry(cid)
+        status = OrderStatus.OPEN if info.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN) else info.status
+        if cur.status.is_final and not status.is_final:
+            status = cur.status  # a final state is never undone
+        delta = info.filled_volume - cur.filled_volume
+        fill: Fill | None = None
+        filled, avg, fee = cur.filled_volume, cur.avg_fill_price, cur.fee
+        if delta < 0:
+            log.error("order %s: exchange reports less filled (%s) than recorded (%s)", cid, info.filled_volume, filled)
+        elif delta > 0:
+            new_avg = info.avg_fill_price or info.price or cur.price or self.portfolio.mark_price(cur.pair)
+            if new_avg is None:
+                log.error("order %s: filled %s but no price is known; will retry", cid, delta)
+                status = cur.status
+            else:
+                prior_cost = (cur.avg_fill_price or ZERO) * cur.filled_volume
+                price = (new_avg * info.filled_volume - prior_cost) / delta
+                if price <= 0:
+                    price = new_avg
+                fill = Fill(
+                    trade_id=f"{cid}:{info.filled_volume}",
+                    client_order_id=cid,
+                    exchange_order_id=info.exchange_order_id or cur.exchange_order_id,
+                    pair=cur.pair,
+                    side=cur.side,
+                    price=price,
+                    volume=delta,
+                    fee=max(info.fee - cur.fee, ZERO),
+                    time=self._clock.now(),
+                )
+                filled, avg, fee = info.filled_volume, new_avg, max(info.fee, cur.fee)
+        exchange_id = info.exchange_order_id or cur.exchange_order_id
+        changed = (status, filled, exchange_id) != (cur.status, cur.filled_volume, cur.exchange_order_id)
+        if changed:
+            with self.store.transaction() as tx:
+                tx.update_order(
+                    cid,
+                    status=status,
+                    filled_volume=filled,
+                    avg_fill_price=avg,
+                    fee=fee,
+                    exchange_order_id=exchange_id,
+                    updated_at=self._clock.now(),
+                )
+                if fill is not None and self.portfolio.apply_fill(fill, tx) is None:
+                    fill = None  # recorded before (cannot happen while filled volume is journalled)
+        if status.is_final:
+            self._sent_mono.pop(cid, None)
+        return self._entry(cid), changed, fill
+
+    async def _apply_and_emit(self, cid: str, info: OrderInfo, *, force_emit: bool = False) -> OrderInfo:
+        return (await self._apply_emit_changed(cid, info, force_emit=force_emit))[0]
+
+    async def _apply_emit_changed(
+        self, cid: str, info: OrderInfo, *, force_emit: bool = False
+    ) -> tuple[OrderInfo, bool]:
+        entry, changed, fill = self._apply(cid, info)
+        out = entry.to_order_info()
+        if changed or force_emit:
+            await self._emit_order(out)
+        if fill is not None:
+            await self._call(self.on_fill, fill, "on_fill")
+        return out, changed
+
+    async def _emit_order(self, info: OrderInfo) -> None:
+        await self._call(self.on_order, info, "on_order")
+
+    async def _call(self, callback: Callable[[Any], Any] | None, arg: Any, name: str) -> None:
+        if callback is None:
+            return
+        try:
+            result = callback(arg)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # noqa: BLE001 - a report listener never undoes what was recorded
+            log.exception("%s callback failed", name)
+
+    # --- tracking ----------------------------------------------------------------------
+
+    async def _check(self, entry: JournalEntry, *, may_wait: bool) -> str:
+        """Look one unfinished order up and settle what can be settled. Returns the outcome."""
+        cid = entry.client_order_id
+        try:
+            info = await self.exchange.order_by_client_id(cid)
+        except Exception as exc:  # noqa: BLE001 - stays tracked; the next round asks again
+            log.info("lookup of order %s failed: %s", cid, exc)
+            return "unresolved"
+        if info is not None:
+            self._missing_logged.discard(cid)
+            _, changed = await self._apply_emit_changed(cid, info)
+            return "updated" if changed else "unchanged"
+        if entry.exchange_order_id is not None:
+            if cid not in self._missing_logged:
+                self._missing_logged.add(cid)
+                log.error("order %s was acknowledged (%s) but is not found now", cid, entry.exchange_order_id)
+                self.store.update_order(
+                    cid, status=OrderStatus.UNKNOWN, last_error="acknowledged order not found on the exchange"
+                )
+            return "unresolved"
+        waited = self._since_send(cid, entry)
+        if waited < self.not_found_grace_s:
+            if not may_wait:
+                return "pending"
+            await self._clock.sleep(self.not_found_grace_s - waited)
+            return await self._check(self._entry(cid), may_wait=False)
+        why = "never sent (the bot stopped before sending)" if entry.attempts == 0 else "not found on the exchange"
+        await self._mark_not_placed(cid, why)
+        self.store.incr_counter("executor.not_placed")
+        return "not_placed"
+
+    async def poll_once(self) -> int:
+        """Look up every unfinished order not being sent right now; return how many changed."""
+        changed = 0
+        for entry in self.store.non_final_orders():
+            if entry.client_order_id in self._inflight:
+                continue
+            if await self._check(entry, may_wait=False) in ("updated", "not_placed"):
+                changed += 1
+        return changed
+
+    async def run(self) -> None:
+        """Poll unfinished orders every ``poll_interval_s`` until cancelled."""
+        while True:
+            try:
+                await self.poll_once()
+            except TradebotError:
+                log.exception("order tracking round failed; trying again next round")
+            await self._clock.sleep(self.poll_interval_s)
+
+    async def reconcile(self) -> ReconcileReport:
+        """Bring every unfinished journal entry in line with the exchange (call at start-up)."""
+        entries = self.store.non_final_orders()
+        outcomes: dict[str, list[str]] = {"updated": [], "not_placed": [], "unresolved": []}
+        for entry in entries:
+            outcome = await self._check(entry, may_wait=True)
+            outcomes.setdefault(outcome, []).append(entry.client_order_id)
+        orphans: list[OrderInfo] = []
+        try:
+            for info in await self.exchange.open_orders():
+                if info.client_order_id is None or self.store.get_order(info.client_order_id) is None:
+                    orphans.append(info)
+        except Exception as exc:  # noqa: BLE001 - orphans are advisory; the journal is reconciled
+            log.warning("could not list open orders to find unknown ones: %s", exc)
+        for info in orphans:
+            log.warning(
+                "open order %s (client id %s) on the exchange is not in the journal; leaving it alone",
+                info.exchange_order_id,
+                info.client_order_id,
+            )
+        report = ReconcileReport(
+            checked=len(entries),
+            updated=tuple(outcomes["updated"]),
+            not_placed=tuple(outcomes["not_placed"]),
+            unresolved=tuple(outcomes["unresolved"]),
+            orphans=tuple(orphans),
+        )
+        log.info("%s", report.message)
+        return report
+
+    # --- cancelling and flattening -------------------------------------------------------
+
+    async def cancel(self, client_order_id: str) -> bool:
+        """Cancel an order by client id (always allowed, whatever the trading state).
+
+        True when the exchange cancelled it. The order is then looked up so fills made
+        before the cancel are recorded.
+        """
+        entry = self._entry(client_order_id)
+        if entry.status.is_final:
+            return False
+        try:
+            cancelled = await self.exchange.cancel_order(client_order_id)
+        except OrderNotFound:
+            cancelled = False
+        try:
+            info = await self._lookup(client_order_id)
+        except _Unresolved as exc:
+            log.warning("order %s: cancel sent but state unknown (%s); tracking it", client_order_id, exc)
+            return cancelled
+        if info is not None:
+            await self._apply_and_emit(client_order_id, info)
+        return cancelled
+
+    def working_orders(self, pair: str | None = None) -> list[JournalEntry]:
+        """Unfinished journal entries (optionally of one pair)."""
+        return [e for e in self.store.non_final_orders() if pair is None or e.pair == pair]
+
+    def pending_exposure(self, pair: str) -> Decimal:
+        """Signed unfilled volume of the pair's unfinished orders (for the risk gate)."""
+        return sum((e.signed_remaining for e in self.working_orders(pair)), ZERO)
+
+    async def flatten(self, pair: str, *, reason: str = "flatten") -> OrderInfo | None:
+        """Close the pair's position with a market order through the normal path.
+
+        Other working orders of the pair are cancelled first. Idempotent: while a flatten
+        order of the pair is still working, it is returned instead of placing another.
+        None when there is nothing to close.
+        """
+        working = self.working_orders(pair)
+        for entry in working:
+            if entry.strategy == FLATTEN_STRATEGY:
+                return entry.to_order_info()
+        for entry in working:
+            await self.cancel(entry.client_order_id)
+        volume = self.portfolio.position(pair).volume
+        if volume == 0:
+            return None
+        request = OrderRequest(
+            pair=pair,
+            side=Side.SELL if volume > 0 else Side.BUY,
+            order_type=OrderType.MARKET,
+            volume=abs(volume),
+            client_order_id=str(uuid.uuid4()),
+        )
+        log.warning("flattening %s: %s %s (%s)", pair, request.side.value, request.volume, reason)
+        return await self.submit(request, strategy=FLATTEN_STRATEGY, reason=reason)
+
+    async def flatten_all(self, *, reason: str = "flatten") -> list[OrderInfo]:
+        """:meth:`flatten` every pair with a position or a working order."""
+        pairs = sorted(set(self.portfolio.positions()) | {e.pair for e in self.working_orders()})
+        results = []
+        for pair in pairs:
+            info = await self.flatten(pair, reason=reason)
+            if info is not None:
+                results.append(info)
+        return results
+
