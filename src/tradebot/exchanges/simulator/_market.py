@@ -8,12 +8,14 @@ number of times quote the same prices.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections import deque
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
@@ -87,6 +89,44 @@ class TickerStats:
         return (self.change_24h / self.open_24h * 100) if self.open_24h else Decimal(0)
 
 
+def _on_tick(value: float, tick: Decimal) -> Decimal:
+    return Decimal(round(value / float(tick))) * tick
+
+
+@functools.lru_cache(maxsize=256)
+def _history(seed: int, pair: PairInfo, interval: int, current_open: int) -> tuple[tuple[Any, ...], ...]:
+    """720 plausible bars ending at the start price (history is quieter than the live path).
+
+    Cached: every simulator with the same seed started in the same minute shares them.
+    """
+    rng = random.Random(f"{seed}:{pair.key}:history:{interval}")
+    span = interval * 60
+    tick = pair.tick_size
+    sigma = min(0.002 * math.sqrt(interval), 0.08)
+    closes: list[float] = []
+    price = float(pair.start_price)
+    for _ in range(MAX_CANDLES - 1):
+        closes.append(price)
+        price /= math.exp(rng.gauss(0.0, sigma))
+    closes.reverse()
+    rows: list[tuple[Any, ...]] = []
+    previous = price
+    for index, close in enumerate(closes):
+        open_time = current_open - span * (len(closes) - index)
+        wiggle = abs(rng.gauss(0.0, sigma / 2))
+        high = max(previous, close) * (1 + wiggle)
+        low = min(previous, close) * (1 - wiggle)
+        volume = Decimal(round(rng.uniform(50, 150) * interval * 1000)) / 1000 * pair.trade_size
+        count = max(1, int(rng.uniform(50, 150) * interval))
+        typical = _on_tick((high + low + close) / 3, tick)
+        rows.append((open_time, _on_tick(previous, tick), _on_tick(high, tick), _on_tick(low, tick),
+                     _on_tick(close, tick), volume, volume * typical, count))
+        previous = close
+    start = _on_tick(float(pair.start_price), tick)
+    rows.append((current_open, start, start, start, start, Decimal(0), Decimal(0), 0))
+    return tuple(rows)
+
+
 class PairMarket:
     """Price, candles and last trade of one pair."""
 
@@ -103,15 +143,16 @@ class PairMarket:
         self.bid_qty = Decimal(1)
         self.ask_qty = Decimal(1)
         self.candles: dict[int, deque[CandleBar]] = {}
-        history_rng = random.Random(f"{seed}:{pair.key}:history")
         for interval in OHLC_INTERVALS:
-            self.candles[interval] = self._history(interval, now, history_rng)
+            span = interval * 60
+            current_open = int(now.timestamp()) // span * span
+            rows = _history(seed, pair, interval, current_open)
+            self.candles[interval] = deque((CandleBar(*row) for row in rows), maxlen=MAX_CANDLES)
 
     # --- prices ---------------------------------------------------------------
 
     def _price(self, value: float) -> Decimal:
-        tick = self.pair.tick_size
-        return (Decimal(repr(value)) / tick).quantize(Decimal(1)) * tick
+        return _on_tick(value, self.pair.tick_size)
 
     @property
     def bid(self) -> Decimal:
@@ -141,34 +182,6 @@ class PairMarket:
         self._record(now, self.last, qty)
 
     # --- candles --------------------------------------------------------------
-
-    def _history(self, interval: int, now: datetime, rng: random.Random) -> deque[CandleBar]:
-        """720 plausible past bars ending at the start price (history is quieter than live)."""
-        span = interval * 60
-        current_open = int(now.timestamp()) // span * span
-        sigma = min(0.002 * math.sqrt(interval), 0.08)
-        closes: list[float] = []
-        price = float(self.pair.start_price)
-        for _ in range(MAX_CANDLES - 1):
-            closes.append(price)
-            price /= math.exp(rng.gauss(0.0, sigma))
-        closes.reverse()
-        bars: deque[CandleBar] = deque(maxlen=MAX_CANDLES)
-        previous = price
-        for index, close in enumerate(closes):
-            open_time = current_open - span * (len(closes) - index)
-            wiggle = abs(rng.gauss(0.0, sigma / 2))
-            high = max(previous, close) * (1 + wiggle)
-            low = min(previous, close) * (1 - wiggle)
-            volume = quantize(Decimal(repr(rng.uniform(50, 150) * interval)) * self.pair.trade_size, 8)
-            count = max(1, int(rng.uniform(50, 150) * interval))
-            bar = CandleBar(open_time, self._price(previous), self._price(high), self._price(low),
-                            self._price(close), volume, volume * self._price((high + low + close) / 3), count)
-            bars.append(bar)
-            previous = close
-        start = self._price(float(self.pair.start_price))
-        bars.append(CandleBar(current_open, start, start, start, start))
-        return bars
 
     def _record(self, now: datetime, price: Decimal, volume: Decimal) -> None:
         ts = int(now.timestamp())

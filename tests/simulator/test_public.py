@@ -1,0 +1,97 @@
+"""Public REST endpoints answer with Kraken's shapes, codes and errors."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import aiohttp
+
+from tradebot.exchanges.simulator import Simulator
+
+from .conftest import KrakenTestClient
+
+
+async def test_time_and_system_status(kraken: KrakenTestClient) -> None:
+    time_ = await kraken.public("Time")
+    assert time_["error"] == []
+    assert isinstance(time_["result"]["unixtime"], int)
+    assert time_["result"]["rfc1123"].endswith("+0000")
+    status = await kraken.public("SystemStatus")
+    assert status["result"]["status"] == "online"
+    assert status["result"]["timestamp"].endswith("Z")
+
+
+async def test_assets_use_legacy_codes(kraken: KrakenTestClient) -> None:
+    result = (await kraken.public("Assets"))["result"]
+    assert {"XXBT", "ZUSD", "XETH"} <= set(result)
+    assert result["XXBT"]["altname"] == "XBT"
+    assert (await kraken.public("Assets", asset="NOPE"))["error"] == ["EQuery:Unknown asset"]
+
+
+async def test_asset_pairs_accept_every_spelling(kraken: KrakenTestClient) -> None:
+    for name in ("XXBTZUSD", "XBTUSD", "BTC/USD"):
+        result = (await kraken.public("AssetPairs", pair=name))["result"]
+        assert list(result) == ["XXBTZUSD"]
+    info = result["XXBTZUSD"]
+    assert info["altname"] == "XBTUSD" and info["wsname"] == "BTC/USD"
+    assert info["base"] == "XXBT" and info["quote"] == "ZUSD"
+    assert isinstance(info["pair_decimals"], int) and isinstance(info["lot_decimals"], int)
+    for key in ("ordermin", "costmin", "tick_size"):
+        assert isinstance(info[key], str) and Decimal(info[key]) > 0
+    assert info["status"] == "online"
+    everything = (await kraken.public("AssetPairs"))["result"]
+    assert {"XXBTZUSD", "XETHZUSD"} <= set(everything)
+
+
+async def test_ticker_shape(kraken: KrakenTestClient) -> None:
+    result = (await kraken.public("Ticker", pair="XBTUSD,ETH/USD"))["result"]
+    assert set(result) == {"XXBTZUSD", "XETHZUSD"}
+    ticker = result["XXBTZUSD"]
+    assert len(ticker["a"]) == 3 and len(ticker["b"]) == 3 and len(ticker["c"]) == 2
+    for key in ("v", "p", "l", "h"):
+        assert len(ticker[key]) == 2 and all(isinstance(x, str) for x in ticker[key])
+    assert all(isinstance(x, int) for x in ticker["t"])
+    assert Decimal(ticker["b"][0]) < Decimal(ticker["a"][0])
+    assert isinstance(ticker["o"], str)
+
+
+async def test_unknown_pair(kraken: KrakenTestClient) -> None:
+    assert (await kraken.public("Ticker", pair="FOOBAR"))["error"] == ["EQuery:Unknown asset pair"]
+    assert (await kraken.public("OHLC", pair="FOOBAR"))["error"] == ["EQuery:Unknown asset pair"]
+
+
+async def test_ohlc(kraken: KrakenTestClient, sim: Simulator) -> None:
+    for interval in (1, 5, 15, 30, 60, 240, 1440, 10080, 21600):
+        result = (await kraken.public("OHLC", pair="XBTUSD", interval=interval))["result"]
+        rows = result["XXBTZUSD"]
+        assert 0 < len(rows) <= 720
+        assert isinstance(result["last"], int)
+        time_, open_, high, low, close, vwap, volume, count = rows[-1]
+        assert isinstance(time_, int) and isinstance(count, int)
+        assert Decimal(low) <= Decimal(open_) <= Decimal(high)
+        assert Decimal(low) <= Decimal(close) <= Decimal(high)
+        assert all(r[0] % (interval * 60) == 0 for r in rows)
+        assert [r[0] for r in rows] == sorted(r[0] for r in rows)
+    last = (await kraken.public("OHLC", pair="XBTUSD"))["result"]["last"]
+    since = (await kraken.public("OHLC", pair="XBTUSD", since=last))["result"]
+    assert len(since["XXBTZUSD"]) <= 2
+    assert (await kraken.public("OHLC", pair="XBTUSD", interval=7))["error"] == ["EGeneral:Invalid arguments"]
+    assert (await kraken.public("OHLC", pair="XBTUSD", interval="x"))["error"] == ["EGeneral:Invalid arguments"]
+
+
+async def test_depth(kraken: KrakenTestClient) -> None:
+    book = (await kraken.public("Depth", pair="XBTUSD", count=5))["result"]["XXBTZUSD"]
+    assert len(book["asks"]) == 5 and len(book["bids"]) == 5
+    asks = [Decimal(a[0]) for a in book["asks"]]
+    bids = [Decimal(b[0]) for b in book["bids"]]
+    assert asks == sorted(asks) and bids == sorted(bids, reverse=True) and bids[0] < asks[0]
+
+
+async def test_unknown_method_and_post_for_public(kraken: KrakenTestClient, session: aiohttp.ClientSession,
+                                                  sim: Simulator) -> None:
+    assert (await kraken.public("Nope"))["error"] == ["EGeneral:Unknown method"]
+    async with session.post(f"{sim.base_url}/0/public/Ticker", data="pair=XBTUSD",
+                            headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+        assert list((await resp.json())["result"]) == ["XXBTZUSD"]
+    async with session.get(f"{sim.base_url}/0/private/Balance") as resp:
+        assert (await resp.json())["error"]
