@@ -1,0 +1,376 @@
+"""The paper exchange: real market data, simulated fills and balances.
+
+Market orders fill at once at the ask (buys) or bid (sells) moved against the order by
+``slippage_bps``, paying the taker fee. Limit orders that cross the book on arrival fill
+like market orders but never worse than their limit; the others rest and fill at their
+limit price, paying the maker fee, when a later ticker crosses them. Fees are charged in
+the quote currency. Spot only: selling needs the base asset, buying the quote asset.
+
+Market data comes from another object with a ``market_data(pairs, ohlc_interval=...)``
+async iterator (normally the Kraken exchange pointed at the real API or the built-in
+simulator); every ticker passing through also drives the paper fills. Balances and
+orders are kept in a small JSON file in the state directory, written atomically on every
+change, so a restart (or a kill -9) keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Protocol
+
+import attrs
+
+from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.components import ComponentSpec
+from tradebot.core.errors import (
+    ExchangeUnavailable,
+    InsufficientFunds,
+    InvalidOrder,
+    MarketClosed,
+    OrderNotFound,
+    UnknownPair,
+)
+from tradebot.core.exchange import MarketEvent
+from tradebot.core.hookspecs import hookimpl
+from tradebot.core.models import (
+    Balances,
+    OrderInfo,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    SystemStatus,
+    Ticker,
+)
+from tradebot.core.validate import ge, in_range, non_empty
+
+__all__ = ["PaperConfig", "PaperExchange", "create", "tradebot_register_exchanges"]
+
+log = logging.getLogger("tradebot.exchanges.paper")
+
+ZERO = Decimal(0)
+_BPS = Decimal(10_000)
+_PCT = Decimal(100)
+
+
+def _dec(value: Any) -> Decimal:
+    return value if isinstance(value, Decimal) else Decimal(str(value))
+
+
+def _balances(value: Any) -> dict[str, Decimal]:
+    return {str(k): _dec(v) for k, v in dict(value).items()}
+
+
+def _non_negative_balances(_inst: Any, attribute: attrs.Attribute[Any], value: dict[str, Decimal]) -> None:
+    for asset, amount in value.items():
+        if amount < 0:
+            raise ValueError(f"{attribute.name}.{asset} must be >= 0 (got {amount})")
+
+
+@attrs.frozen
+class PaperConfig:
+    """Settings of the paper exchange (``[exchange.paper]``)."""
+
+    starting_balances: dict[str, Decimal] = attrs.field(
+        factory=lambda: {"USD": Decimal("10000")}, converter=_balances, validator=_non_negative_balances
+    )
+    fee_pct: Decimal = attrs.field(default=Decimal("0.26"), converter=_dec, validator=in_range(ZERO, Decimal(10)))
+    maker_fee_pct: Decimal = attrs.field(
+        default=Decimal("0.16"), converter=_dec, validator=in_range(ZERO, Decimal(10))
+    )
+    slippage_bps: Decimal = attrs.field(default=Decimal("5"), converter=_dec, validator=ge(ZERO))
+    market_data: str = attrs.field(default="kraken", validator=non_empty)
+    state_file: str = attrs.field(default="paper-exchange.json", validator=non_empty)
+
+
+class MarketDataSource(Protocol):
+    """Anything that streams market events (e.g. another exchange)."""
+
+    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]: ...
+
+
+def _split(pair: str) -> tuple[str, str]:
+    base, sep, quote = pair.partition("/")
+    if not sep or not base or not quote:
+        raise UnknownPair(f"pair must look like BASE/QUOTE (got {pair!r})", pair=pair)
+    return base, quote
+
+
+def _order_to_json(o: OrderInfo) -> dict[str, Any]:
+    return {
+        "client_order_id": o.client_order_id,
+        "exchange_order_id": o.exchange_order_id,
+        "pair": o.pair,
+        "side": o.side.value,
+        "order_type": o.order_type.value,
+        "volume": str(o.volume),
+        "filled_volume": str(o.filled_volume),
+        "status": o.status.value,
+        "price": None if o.price is None else str(o.price),
+        "avg_fill_price": None if o.avg_fill_price is None else str(o.avg_fill_price),
+        "fee": str(o.fee),
+        "created_at": None if o.created_at is None else o.created_at.isoformat(),
+    }
+
+
+def _order_from_json(d: dict[str, Any]) -> OrderInfo:
+    return OrderInfo(
+        client_order_id=d["client_order_id"],
+        exchange_order_id=d["exchange_order_id"],
+        pair=d["pair"],
+        side=Side(d["side"]),
+        order_type=OrderType(d["order_type"]),
+        volume=Decimal(d["volume"]),
+        filled_volume=Decimal(d["filled_volume"]),
+        status=OrderStatus(d["status"]),
+        price=None if d["price"] is None else Decimal(d["price"]),
+        avg_fill_price=None if d["avg_fill_price"] is None else Decimal(d["avg_fill_price"]),
+        fee=Decimal(d["fee"]),
+        created_at=None if d["created_at"] is None else datetime.fromisoformat(d["created_at"]),
+    )
+
+
+class PaperExchange:
+    """An :class:`~tradebot.core.exchange.Exchange` that trades on paper against live prices.
+
+    ``market_source`` supplies market data; ``state_path`` (optional) keeps balances and
+    orders across restarts. Prices can also be fed directly with :meth:`on_ticker`.
+    """
+
+    name = "paper"
+
+    def __init__(
+        self,
+        config: PaperConfig | None = None,
+        *,
+        market_source: MarketDataSource | None = None,
+        clock: Clock | None = None,
+        state_path: Path | None = None,
+    ) -> None:
+        self.config = config or PaperConfig()
+        self.market_source = market_source
+        self._clock = clock or SystemClock()
+        self.state_path = state_path
+        self._balances: dict[str, Decimal] = dict(self.config.starting_balances)
+        self._orders: dict[str, OrderInfo] = {}
+        self._tickers: dict[str, Ticker] = {}
+        self._seq = 0
+        self._loaded = False
+
+    # --- persistence --------------------------------------------------------------------
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        if self.state_path is None or not self.state_path.exists():
+            return
+        data = json.loads(self.state_path.read_text())
+        self._balances = {k: Decimal(v) for k, v in data["balances"].items()}
+        self._orders = {o["client_order_id"]: _order_from_json(o) for o in data["orders"]}
+        self._seq = int(data["seq"])
+        log.info("paper account restored from %s (%d orders)", self.state_path.name, len(self._orders))
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        data = {
+            "balances": {k: str(v) for k, v in self._balances.items()},
+            "orders": [_order_to_json(o) for o in self._orders.values()],
+            "seq": self._seq,
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        with open(tmp, "w") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.state_path)
+
+    # --- Exchange protocol -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._load()
+
+    async def close(self) -> None:
+        """Nothing to release: the account file is written on every change."""
+
+    async def server_time(self) -> datetime:
+        return self._clock.now()
+
+    async def system_status(self) -> SystemStatus:
+        return SystemStatus("online", self._clock.now())
+
+    async def balances(self) -> Balances:
+        self._load()
+        return Balances(dict(self._balances), self._clock.now())
+
+    async def place_order(self, request: OrderRequest) -> OrderInfo:
+        self._load()
+        cid = request.client_order_id
+        if cid in self._orders:
+            raise InvalidOrder("client order id already used", client_order_id=cid)
+        if request.volume <= 0:
+            raise InvalidOrder(f"volume must be > 0 (got {request.volume})", client_order_id=cid)
+        if request.order_type is OrderType.LIMIT and (request.price is None or request.price <= 0):
+            raise InvalidOrder("a limit order needs a positive price", client_order_id=cid)
+        base, quote = _split(request.pair)
+        self._seq += 1
+        order = OrderInfo(
+            client_order_id=cid,
+            exchange_order_id=f"PAPER-{self._seq:06d}",
+            pair=request.pair,
+            side=request.side,
+            order_type=request.order_type,
+            volume=request.volume,
+            filled_volume=ZERO,
+            status=OrderStatus.OPEN,
+            price=request.price,
+            created_at=self._clock.now(),
+        )
+        ticker = self._tickers.get(request.pair)
+        taker_price = self._taker_price(request.side, ticker) if ticker is not None else None
+        if request.order_type is OrderType.MARKET:
+            if taker_price is None:
+                raise MarketClosed(f"no market price for {request.pair} yet; paper orders need market data")
+            order = self._execute(order, taker_price, self.config.fee_pct, base, quote)
+        else:
+            assert request.price is not None
+            crosses = taker_price is not None and (
+                taker_price <= request.price if request.side is Side.BUY else taker_price >= request.price
+            )
+            if crosses:
+                assert taker_price is not None
+                order = self._execute(order, taker_price, self.config.fee_pct, base, quote)
+            else:
+                self._check_funds(order, request.price, self.config.maker_fee_pct, base, quote)
+        self._orders[cid] = order
+        self._save()
+        log.info("paper order %s %s %s %s: %s", cid, order.side.value, order.volume, order.pair, order.status.value)
+        return order
+
+    async def cancel_order(self, client_order_id: str) -> bool:
+        self._load()
+        order = self._orders.get(client_order_id)
+        if order is None:
+            raise OrderNotFound("unknown order", client_order_id=client_order_id)
+        if order.status is not OrderStatus.OPEN:
+            return False
+        self._orders[client_order_id] = attrs.evolve(order, status=OrderStatus.CANCELED)
+        self._save()
+        return True
+
+    async def open_orders(self) -> Sequence[OrderInfo]:
+        self._load()
+        return [o for o in self._orders.values() if o.status is OrderStatus.OPEN]
+
+    async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
+        self._load()
+        return self._orders.get(client_order_id)
+
+    async def market_data(
+        self, pairs: Sequence[str], *, ohlc_interval: int | None = None
+    ) -> AsyncIterator[MarketEvent]:
+        """The source's stream; every ticker also fills resting paper orders it crosses."""
+        if self.market_source is None:
+            raise ExchangeUnavailable("the paper exchange has no market data source")
+        async for event in self.market_source.market_data(pairs, ohlc_interval=ohlc_interval):
+            if isinstance(event, Ticker):
+                self.on_ticker(event)
+            yield event
+
+    # --- simulation ---------------------------------------------------------------------------
+
+    def on_ticker(self, ticker: Ticker) -> list[OrderInfo]:
+        """Take a new price; fill the resting limit orders it crosses and return them."""
+        self._load()
+        self._tickers[ticker.pair] = ticker
+        filled: list[OrderInfo] = []
+        for cid, order in list(self._orders.items()):
+            if order.pair != ticker.pair or order.status is not OrderStatus.OPEN or order.price is None:
+                continue
+            crossed = ticker.ask <= order.price if order.side is Side.BUY else ticker.bid >= order.price
+            if not crossed:
+                continue
+            base, quote = _split(order.pair)
+            try:
+                self._orders[cid] = self._execute(order, order.price, self.config.maker_fee_pct, base, quote)
+            except InsufficientFunds as exc:
+                log.warning("paper order %s cancelled at fill time: %s", cid, exc)
+                self._orders[cid] = attrs.evolve(order, status=OrderStatus.CANCELED)
+            filled.append(self._orders[cid])
+        if filled:
+            self._save()
+        return filled
+
+    def _taker_price(self, side: Side, ticker: Ticker) -> Decimal:
+        slip = self.config.slippage_bps / _BPS
+        return ticker.ask * (1 + slip) if side is Side.BUY else ticker.bid * (1 - slip)
+
+    def _check_funds(self, order: OrderInfo, price: Decimal, fee_pct: Decimal, base: str, quote: str) -> None:
+        if order.side is Side.BUY:
+            need = order.volume * price * (1 + fee_pct / _PCT)
+            have = self._balances.get(quote, ZERO) - self._reserved(quote, exclude=order.client_order_id)
+            asset = quote
+        else:
+            need = order.volume
+            have = self._balances.get(base, ZERO) - self._reserved(base, exclude=order.client_order_id)
+            asset = base
+        if need > have:
+            raise InsufficientFunds(f"needs {need} {asset}, {have} available", client_order_id=order.client_order_id)
+
+    def _reserved(self, asset: str, *, exclude: str | None) -> Decimal:
+        """What resting orders hold of ``asset``."""
+        total = ZERO
+        for o in self._orders.values():
+            if o.status is not OrderStatus.OPEN or o.client_order_id == exclude or o.price is None:
+                continue
+            base, quote = _split(o.pair)
+            if o.side is Side.BUY and quote == asset:
+                total += o.volume * o.price * (1 + self.config.maker_fee_pct / _PCT)
+            elif o.side is Side.SELL and base == asset:
+                total += o.volume
+        return total
+
+    def _execute(self, order: OrderInfo, price: Decimal, fee_pct: Decimal, base: str, quote: str) -> OrderInfo:
+        self._check_funds(order, price, fee_pct, base, quote)
+        notional = order.volume * price
+        fee = notional * fee_pct / _PCT
+        if order.side is Side.BUY:
+            self._balances[quote] = self._balances.get(quote, ZERO) - notional - fee
+            self._balances[base] = self._balances.get(base, ZERO) + order.volume
+        else:
+            self._balances[base] = self._balances.get(base, ZERO) - order.volume
+            self._balances[quote] = self._balances.get(quote, ZERO) + notional - fee
+        return attrs.evolve(
+            order, filled_volume=order.volume, avg_fill_price=price, fee=fee, status=OrderStatus.CLOSED
+        )
+
+
+def create(config: PaperConfig | None, context: Any) -> PaperExchange:
+    """Factory for the plugin host: market data from ``context.extras["market_data_source"]``."""
+    cfg = config or PaperConfig()
+    return PaperExchange(
+        cfg,
+        market_source=context.extras.get("market_data_source"),
+        clock=context.clock,
+        state_path=Path(context.state_dir) / cfg.state_file,
+    )
+
+
+@hookimpl
+def tradebot_register_exchanges() -> list[ComponentSpec]:
+    return [
+        ComponentSpec(
+            name="paper",
+            factory=create,
+            config_cls=PaperConfig,
+            description="Paper trading: live market data, simulated fills, fees and slippage, persisted balances",
+        )
+    ]
