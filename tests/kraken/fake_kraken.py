@@ -3,7 +3,9 @@
 Each method answers from a script of actions (first in, first out) and then from its
 default handler. Actions: ``("json", obj)``, ``("status", code, body)``, ``("raw", bytes)``,
 ``("drop",)`` (close without answering), ``("hang", seconds)``, ``("execute_then_drop",)``
-(run the default handler, then close without answering).
+(run the default handler, then close without answering), ``("execute_then_hang", s)``.
+Also a WebSocket v2 endpoint ``/v2`` sending ticker/ohlc updates, with switches to refuse,
+go silent or close every socket.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ class FakeKraken:
         self._ids = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.base_url = ""
+        self.ws_url = ""
+        # WebSocket v2
+        self.ws_refuse = False  # answer upgrades with HTTP 503
+        self.ws_silent = False  # send nothing at all (not even heartbeats)
+        self.ws_interval = 0.02  # seconds between ticker updates
+        self.ws_connections = 0
+        self.ws_subscriptions: list[dict[str, Any]] = []
+        self._sockets: set[web.WebSocketResponse] = set()
+        self._ws_tasks: set[asyncio.Task[None]] = set()
 
     def then(self, method: str, *actions: tuple[Any, ...]) -> None:
         self.script[method].extend(actions)
@@ -56,17 +67,75 @@ class FakeKraken:
     async def __aenter__(self) -> FakeKraken:
         app = web.Application()
         app.router.add_route("*", "/0/{scope}/{method}", self._handle)
+        app.router.add_get("/v2", self._ws)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         self.base_url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}/v2"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._runner is not None
+        await self.close_sockets()
         await self._runner.cleanup()
+
+    async def close_sockets(self) -> None:
+        """Close every WebSocket from the server side."""
+        for ws in list(self._sockets):
+            await ws.close()
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if self.ws_refuse:
+            return web.Response(status=503, text="Service Unavailable")
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        self.ws_connections += 1
+        self._sockets.add(ws)
+        symbols: list[str] = []
+        ohlc: list[tuple[str, int]] = []
+
+        async def feed() -> None:
+            price = 30000
+            while not ws.closed:
+                await asyncio.sleep(self.ws_interval)
+                if self.ws_silent:
+                    continue
+                price += 1
+                if not symbols:
+                    await ws.send_json({"channel": "heartbeat"})
+                    continue
+                data = [{"symbol": s, "bid": price - 0.5, "bid_qty": 1.5, "ask": price + 0.5, "ask_qty": 2.0,
+                         "last": price, "volume": 123.4, "vwap": price, "low": 29000, "high": 31000,
+                         "change": 1.0, "change_pct": 0.01} for s in symbols]
+                await ws.send_json({"channel": "ticker", "type": "update", "data": data})
+                for sym, interval in ohlc:
+                    await ws.send_json({"channel": "ohlc", "type": "update", "data": [{
+                        "symbol": sym, "open": price - 2, "high": price + 1, "low": price - 3, "close": price,
+                        "vwap": price, "trades": 5, "volume": 1.25, "interval_begin": "2023-10-04T16:24:00.000000Z",
+                        "interval": interval, "timestamp": "2023-10-04T16:24:30.000000Z"}]})
+
+        task = asyncio.create_task(feed())
+        self._ws_tasks.add(task)
+        try:
+            await ws.send_json({"channel": "status", "type": "update", "data": [{"system": "online", "api_version": "v2"}]})
+            async for msg in ws:
+                req = msg.json()
+                self.ws_subscriptions.append(req)
+                params = req["params"]
+                if params["channel"] == "ticker":
+                    symbols.extend(s for s in params["symbol"] if s not in symbols)
+                elif params["channel"] == "ohlc":
+                    ohlc.extend((s, params["interval"]) for s in params["symbol"])
+                await ws.send_json({"method": "subscribe", "success": True, "req_id": req.get("req_id"),
+                                    "result": {"channel": params["channel"]}})
+        finally:
+            task.cancel()
+            self._ws_tasks.discard(task)
+            self._sockets.discard(ws)
+        return ws
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
@@ -96,6 +165,10 @@ class FakeKraken:
                 request.transport.abort()
                 return web.Response(status=499)
             if kind == "hang":
+                await asyncio.sleep(action[1])
+                return web.json_response({"error": [], "result": {}})
+            if kind == "execute_then_hang":
+                self._default(method, params)
                 await asyncio.sleep(action[1])
                 return web.json_response({"error": [], "result": {}})
             if kind == "execute_then_drop":

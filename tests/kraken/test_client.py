@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import stamina
 
 from tradebot.core.errors import (
     AuthError,
@@ -25,36 +23,16 @@ from tradebot.core.errors import (
     UnknownPair,
 )
 from tradebot.core.resilience.breaker import BreakerState
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.auth import sign
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 
+from .conftest import make_exchange
 from .fake_kraken import API_KEY, API_SECRET, FakeKraken
 
 
-@pytest.fixture(autouse=True)
-def fast_retries():
-    with stamina.set_testing(True, attempts=3):
-        yield
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FakeKraken]:
-    async with FakeKraken() as srv:
-        yield srv
-
-
 def make(server: FakeKraken, tmp_path: Path, **overrides: object) -> KrakenExchange:
-    settings: dict[str, object] = dict(
-        base_url=server.base_url, min_spacing_s=0.0, request_timeout_s=1.0, connect_timeout_s=1.0,
-        order_lookup_delay_s=0.0, breaker_min_calls=4, breaker_window=4, breaker_open_wait_s=0.2,
-    )
-    settings.update(overrides)
-    # a fast-draining counter: these tests are about errors, not pacing
-    limiter = RequestRateLimiter.build(RateTier("test", 20, 100.0), min_spacing_s=0.0)
-    return KrakenExchange(KrakenConfig(**settings), api_key=API_KEY, api_secret=API_SECRET,  # type: ignore[arg-type]
-                          state_dir=tmp_path, rate_limiter=limiter)
+    return make_exchange(server.base_url, tmp_path, **overrides)
 
 
 def test_signature_matches_krakens_worked_example() -> None:

@@ -127,7 +127,7 @@ class KrakenExchange:
 
     async def close(self) -> None:
         for stream in self._streams:
-            await stream.force_reconnect()
+            await stream.stop()
         await self.rest.close()
 
     async def reconnect(self) -> None:

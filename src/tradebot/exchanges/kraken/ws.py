@@ -98,37 +98,53 @@ class MarketDataStream:
         self._req_id = 0
         self._conn_messages = 0  # messages on the current socket
         self.finished = False
+        self._stopped = False
+        self._tasks: list[asyncio.Task[None]] = []
         self.stats = MarketDataStats()
 
     # --- public ------------------------------------------------------------------
 
     async def events(self) -> AsyncIterator[MarketEvent]:
-        """Tickers and candles until the consumer stops iterating."""
+        """Tickers and candles until the consumer stops iterating or :meth:`stop` is called."""
         self._down_since = self._clock.monotonic()
-        tasks = [
+        self._tasks = [
             asyncio.create_task(self._socket_loop(), name="kraken-ws"),
             asyncio.create_task(self._fallback_loop(), name="kraken-rest-fallback"),
         ]
+        getter: asyncio.Future[MarketEvent] | None = None
         try:
-            while True:
+            while not self._stopped:
                 getter = asyncio.ensure_future(self._queue.get())
-                done, _ = await asyncio.wait([getter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+                done, _ = await asyncio.wait([getter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
                 if getter in done:
                     yield getter.result()
                     continue
                 getter.cancel()
-                for task in tasks:  # a loop ended: that is a bug, surface it
+                if self._stopped:
+                    return
+                for task in self._tasks:  # a loop ended by itself: that is a bug, surface it
                     if task.done():
                         task.result()
                         raise RuntimeError(f"market-data task {task.get_name()} ended")
         finally:
             self.finished = True
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            if getter is not None:
+                getter.cancel()
+            await self._stop_tasks()
             await self._close_socket()
+
+    async def _stop_tasks(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def stop(self) -> None:
+        """End the stream: the consumer's iteration finishes."""
+        self._stopped = True
+        await self._stop_tasks()
+        await self._close_socket()
 
     async def force_reconnect(self) -> None:
         """Close the current socket; the stream reconnects and resubscribes by itself."""
