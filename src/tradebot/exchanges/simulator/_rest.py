@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ENDPOINTS", "Endpoint", "RestApi"]
 
+log = logging.getLogger(__name__)
 Params = Mapping[str, str]
 Handler = Callable[["Simulator", Params], dict[str, Any]]
 _PAGE = 50
@@ -104,6 +107,9 @@ class RestApi:
             body = kraken_body([], result)
         except KrakenRejection as rejection:
             body = kraken_body([rejection.error])
+        except Exception:  # a simulator bug must look like an exchange error, not a traceback page
+            log.exception("simulator failed on %s", endpoint.name)
+            body = kraken_body(["EGeneral:Internal error"])
         return self._after(request, body, kinds)
 
     # --- responses ------------------------------------------------------------
@@ -218,6 +224,20 @@ def _int_param(params: Params, name: str, default: int) -> int:
         return int(text)
     except ValueError:
         raise KrakenRejection(INVALID) from None
+
+
+def _time_param(params: Params, name: str, default: float) -> float:
+    """A unix time bound (Kraken accepts integer or fractional seconds)."""
+    text = params.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise KrakenRejection(INVALID) from None
+    if not math.isfinite(value):
+        raise KrakenRejection(INVALID)
+    return value
 
 
 def public_time(sim: Simulator, params: Params) -> dict[str, Any]:
@@ -420,11 +440,11 @@ def private_open_orders(sim: Simulator, params: Params) -> dict[str, Any]:
 
 def private_closed_orders(sim: Simulator, params: Params) -> dict[str, Any]:
     orders = sim.account.find(orders=sim.account.closed_orders(), **_filters(params))
-    start = float(_int_param(params, "start", 0))
-    end = float(_int_param(params, "end", 2**62))
+    start = _time_param(params, "start", 0.0)
+    end = _time_param(params, "end", math.inf)
     orders = [o for o in orders if o.closetm is not None and start < o.closetm <= end]
     orders.sort(key=lambda o: o.closetm or 0, reverse=True)
-    ofs = _int_param(params, "ofs", 0)
+    ofs = max(0, _int_param(params, "ofs", 0))
     page = orders[ofs: ofs + _PAGE]
     return {"closed": {o.txid: o.to_kraken(with_trades=_wants_trades(params)) for o in page},
             "count": len(orders)}
@@ -452,10 +472,10 @@ def private_query_orders(sim: Simulator, params: Params) -> dict[str, Any]:
 
 def private_trades_history(sim: Simulator, params: Params) -> dict[str, Any]:
     trades = sorted(sim.account.trades.items(), key=lambda kv: kv[1]["time"], reverse=True)
-    start = float(_int_param(params, "start", 0))
-    end = float(_int_param(params, "end", 2**62))
+    start = _time_param(params, "start", 0.0)
+    end = _time_param(params, "end", math.inf)
     trades = [(k, v) for k, v in trades if start < v["time"] <= end]
-    ofs = _int_param(params, "ofs", 0)
+    ofs = max(0, _int_param(params, "ofs", 0))
     return {"trades": dict(trades[ofs: ofs + _PAGE]), "count": len(trades)}
 
 
