@@ -30,8 +30,15 @@ class KrakenTestClient:
         async with self.session.get(f"{self.sim.base_url}/0/public/{method}", params=params) as resp:
             return await resp.json(content_type=None)
 
-    def signed(self, method: str, params: dict[str, Any], *, nonce: int | None = None,
-               key: str | None = None, secret: str | None = None) -> tuple[str, str, dict[str, str]]:
+    def signed(
+        self,
+        method: str,
+        params: dict[str, Any],
+        *,
+        nonce: int | None = None,
+        key: str | None = None,
+        secret: str | None = None,
+    ) -> tuple[str, str, dict[str, str]]:
         nonce = self.nonce() if nonce is None else nonce
         body = urlencode({"nonce": nonce, **params})
         path = f"/0/private/{method}"
@@ -46,8 +53,15 @@ class KrakenTestClient:
         path, body, headers = self.signed(method, params)
         return await self.session.post(f"{self.sim.base_url}{path}", data=body, headers=headers)
 
-    async def private(self, method: str, *, nonce: int | None = None, key: str | None = None,
-                      secret: str | None = None, **params: Any) -> dict[str, Any]:
+    async def private(
+        self,
+        method: str,
+        *,
+        nonce: int | None = None,
+        key: str | None = None,
+        secret: str | None = None,
+        **params: Any,
+    ) -> dict[str, Any]:
         path, body, headers = self.signed(method, params, nonce=nonce, key=key, secret=secret)
         async with self.session.post(f"{self.sim.base_url}{path}", data=body, headers=headers) as resp:
             return await resp.json(content_type=None)

@@ -10,8 +10,9 @@ from .conftest import KrakenTestClient
 
 
 async def test_state(kraken: KrakenTestClient, sim: Simulator) -> None:
-    await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01",
-                         cl_ord_id="s1")
+    await kraken.private(
+        "AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01", cl_ord_id="s1"
+    )
     status, state = await kraken.admin("GET", "state")
     assert status == 200
     assert state["orders_created"] == {"s1": 1} and state["add_order_calls"] == {"s1": 1}
@@ -25,9 +26,14 @@ async def test_faults_crud(kraken: KrakenTestClient, sim: Simulator) -> None:
     status, added = await kraken.admin("POST", "faults", data="error=EService:Busy,on=Time")
     assert status == 200 and len(added["ids"]) == 1
     assert (await kraken.public("Time"))["error"] == ["EService:Busy"]
-    status, added2 = await kraken.admin("POST", "faults", json={
-        "spec": "latency=0.01",
-        "faults": [{"kind": "error", "value": "EService:Unavailable", "on": ["Ticker"], "n": 1}]})
+    status, added2 = await kraken.admin(
+        "POST",
+        "faults",
+        json={
+            "spec": "latency=0.01",
+            "faults": [{"kind": "error", "value": "EService:Unavailable", "on": ["Ticker"], "n": 1}],
+        },
+    )
     assert status == 200 and len(added2["ids"]) == 2
     _, listed = await kraken.admin("GET", "faults")
     assert [f["kind"] for f in listed["faults"]] == ["error", "latency", "error"]
@@ -41,8 +47,9 @@ async def test_faults_crud(kraken: KrakenTestClient, sim: Simulator) -> None:
     assert (await kraken.admin("POST", "faults", json=[1]))[0] == 400
 
 
-async def test_step_and_ws_disconnect(kraken: KrakenTestClient, sim: Simulator,
-                                      session: aiohttp.ClientSession) -> None:
+async def test_step_and_ws_disconnect(
+    kraken: KrakenTestClient, sim: Simulator, session: aiohttp.ClientSession
+) -> None:
     _, before = await kraken.admin("GET", "state")
     status, stepped = await kraken.admin("POST", "step", params={"n": "5"})
     assert status == 200 and stepped == {"ticks": 5}

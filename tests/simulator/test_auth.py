@@ -26,8 +26,9 @@ async def test_wrong_key_and_wrong_signature(kraken: KrakenTestClient) -> None:
     assert (await kraken.private("Balance", secret=other_secret))["error"] == ["EAPI:Invalid signature"]
 
 
-async def test_signature_covers_the_body(kraken: KrakenTestClient, session: aiohttp.ClientSession,
-                                         sim: Simulator) -> None:
+async def test_signature_covers_the_body(
+    kraken: KrakenTestClient, session: aiohttp.ClientSession, sim: Simulator
+) -> None:
     path, body, headers = kraken.signed("Balance", {"asset": "XBT"})
     async with session.post(sim.base_url + path, data=body + "&extra=1", headers=headers) as resp:
         assert (await resp.json())["error"] == ["EAPI:Invalid signature"]
@@ -41,23 +42,32 @@ async def test_nonce_must_increase(kraken: KrakenTestClient) -> None:
     assert (await kraken.private("Balance", nonce=nonce + 1))["error"] == []
 
 
-async def test_missing_or_bad_nonce(kraken: KrakenTestClient, session: aiohttp.ClientSession,
-                                    sim: Simulator) -> None:
+async def test_missing_or_bad_nonce(
+    kraken: KrakenTestClient, session: aiohttp.ClientSession, sim: Simulator
+) -> None:
     for body in ("", "nonce=abc", "nonce=-5", "nonce=99999999999999999999999"):
-        headers = {"API-Key": sim.api_key, "API-Sign": sign("/0/private/Balance", "", body, sim.api_secret),
-                   "Content-Type": "application/x-www-form-urlencoded"}
+        headers = {
+            "API-Key": sim.api_key,
+            "API-Sign": sign("/0/private/Balance", "", body, sim.api_secret),
+            "Content-Type": "application/x-www-form-urlencoded",
+        }
         async with session.post(f"{sim.base_url}/0/private/Balance", data=body, headers=headers) as resp:
             assert (await resp.json())["error"] == ["EAPI:Invalid nonce"], body
 
 
-async def test_malformed_bodies_are_kraken_errors(kraken: KrakenTestClient, session: aiohttp.ClientSession,
-                                                  sim: Simulator) -> None:
+async def test_malformed_bodies_are_kraken_errors(
+    kraken: KrakenTestClient, session: aiohttp.ClientSession, sim: Simulator
+) -> None:
     url = f"{sim.base_url}/0/private/Balance"
-    for body, ctype in ((b"\xff\xfe\x00", "application/x-www-form-urlencoded"),
-                        (b"a=1&&&==", "application/x-www-form-urlencoded"),
-                        (b"{not json", "application/json"), (b"[1,2]", "application/json")):
-        async with session.post(url, data=body, headers={"Content-Type": ctype, "API-Key": sim.api_key,
-                                                         "API-Sign": "x"}) as resp:
+    for body, ctype in (
+        (b"\xff\xfe\x00", "application/x-www-form-urlencoded"),
+        (b"a=1&&&==", "application/x-www-form-urlencoded"),
+        (b"{not json", "application/json"),
+        (b"[1,2]", "application/json"),
+    ):
+        async with session.post(
+            url, data=body, headers={"Content-Type": ctype, "API-Key": sim.api_key, "API-Sign": "x"}
+        ) as resp:
             assert resp.status == 200
             assert (await resp.json())["error"] == ["EGeneral:Invalid arguments"]
     # no headers at all
@@ -65,12 +75,16 @@ async def test_malformed_bodies_are_kraken_errors(kraken: KrakenTestClient, sess
         assert (await resp.json())["error"] == ["EAPI:Invalid key"]
 
 
-async def test_json_body_is_signed_as_sent(kraken: KrakenTestClient, session: aiohttp.ClientSession,
-                                           sim: Simulator) -> None:
+async def test_json_body_is_signed_as_sent(
+    kraken: KrakenTestClient, session: aiohttp.ClientSession, sim: Simulator
+) -> None:
     nonce = kraken.nonce()
     body = json.dumps({"nonce": nonce})
-    headers = {"API-Key": sim.api_key, "API-Sign": sign("/0/private/Balance", nonce, body, sim.api_secret),
-               "Content-Type": "application/json"}
+    headers = {
+        "API-Key": sim.api_key,
+        "API-Sign": sign("/0/private/Balance", nonce, body, sim.api_secret),
+        "Content-Type": "application/json",
+    }
     async with session.post(f"{sim.base_url}/0/private/Balance", data=body, headers=headers) as resp:
         assert (await resp.json())["error"] == []
 

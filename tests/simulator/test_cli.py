@@ -28,9 +28,20 @@ async def read_banner(proc: asyncio.subprocess.Process) -> str:
 
 async def test_sim_command_serves_and_stops() -> None:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SCRIPT, "--port", "0", "--seed", "3", "--tick-interval", "0.05",
-        "--faults", "error=EService:Busy,on=Time,n=1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        SCRIPT,
+        "--port",
+        "0",
+        "--seed",
+        "3",
+        "--tick-interval",
+        "0.05",
+        "--faults",
+        "error=EService:Busy,on=Time,n=1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         banner = await read_banner(proc)
         url = re.search(r"REST\s+(http://127\.0\.0\.1:\d+)", banner)
@@ -50,8 +61,16 @@ async def test_sim_command_serves_and_stops() -> None:
 async def test_given_secret_is_not_echoed() -> None:
     secret = "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", SCRIPT, "--api-key", "my-test-key", "--api-secret", secret,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-c",
+        SCRIPT,
+        "--api-key",
+        "my-test-key",
+        "--api-secret",
+        secret,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
         banner = await read_banner(proc)
     finally:

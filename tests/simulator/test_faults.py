@@ -10,17 +10,33 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tradebot.exchanges.simulator import FaultRule, FaultSpecError, Simulator, load_scenario, parse_faults, run_simulator
+from tradebot.exchanges.simulator import (
+    FaultRule,
+    FaultSpecError,
+    Simulator,
+    load_scenario,
+    parse_faults,
+    run_simulator,
+)
 
 from .conftest import KrakenTestClient
 
 
 def test_spec_round_trip() -> None:
-    spec = ("latency=0.2; http5xx=503,on=AddOrder|Balance,p=0.3; error=EService:Unavailable,on=AddOrder,n=2;"
-            "drop_response,on=AddOrder,n=1; stale,at=5,for=10; status=maintenance; ratelimit=3/0.1")
+    spec = (
+        "latency=0.2; http5xx=503,on=AddOrder|Balance,p=0.3; error=EService:Unavailable,on=AddOrder,n=2;"
+        "drop_response,on=AddOrder,n=1; stale,at=5,for=10; status=maintenance; ratelimit=3/0.1"
+    )
     rules = parse_faults(spec)
-    assert [r.kind for r in rules] == ["latency", "http5xx", "error", "drop_response", "stale", "status",
-                                       "ratelimit"]
+    assert [r.kind for r in rules] == [
+        "latency",
+        "http5xx",
+        "error",
+        "drop_response",
+        "stale",
+        "status",
+        "ratelimit",
+    ]
     assert rules[1].targets == frozenset({"AddOrder", "Balance"}) and rules[1].probability == 0.3
     assert rules[2].value == "EService:Unavailable" and rules[2].count == 2
     assert rules[4].at_s == 5 and rules[4].for_s == 10
@@ -28,9 +44,22 @@ def test_spec_round_trip() -> None:
     assert parse_faults("timeout")[0].value == "60"
 
 
-@pytest.mark.parametrize("spec", ["nonsense", "latency", "latency=-1", "http5xx=200", "error=oops",
-                                  "status=closed", "stale=3", "drop,p=2", "drop,n=0", "drop,bogus=1",
-                                  "drop,on="])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "nonsense",
+        "latency",
+        "latency=-1",
+        "http5xx=200",
+        "error=oops",
+        "status=closed",
+        "stale=3",
+        "drop,p=2",
+        "drop,n=0",
+        "drop,bogus=1",
+        "drop,on=",
+    ],
+)
 def test_bad_specs_say_what_is_wrong(spec: str) -> None:
     with pytest.raises(FaultSpecError):
         parse_faults(spec)
@@ -43,8 +72,10 @@ async def test_unknown_endpoint_target_is_rejected(sim: Simulator) -> None:
 
 def test_scenario_file(tmp_path: Path) -> None:
     path = tmp_path / "drill.toml"
-    path.write_text('faults = "latency=0.1"\n\n[[fault]]\nkind = "error"\nvalue = "EService:Busy"\n'
-                    'on = ["AddOrder"]\np = 0.5\nn = 3\nat = 1\nfor = 2\n')
+    path.write_text(
+        'faults = "latency=0.1"\n\n[[fault]]\nkind = "error"\nvalue = "EService:Busy"\n'
+        'on = ["AddOrder"]\np = 0.5\nn = 3\nat = 1\nfor = 2\n'
+    )
     rules = load_scenario(path)
     assert rules[0] == FaultRule("latency", "0.1")
     assert rules[1] == FaultRule("error", "EService:Busy", frozenset({"AddOrder"}), 0.5, 3, 1.0, 2.0)
@@ -68,14 +99,16 @@ async def test_timeout_hangs_past_the_client_timeout(session: aiohttp.ClientSess
         kraken = KrakenTestClient(session, sim)
         path, body, headers = kraken.signed("Balance", {})
         with pytest.raises(asyncio.TimeoutError):
-            await session.post(sim.base_url + path, data=body, headers=headers,
-                               timeout=aiohttp.ClientTimeout(total=0.3))
+            await session.post(
+                sim.base_url + path, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=0.3)
+            )
         started = time.monotonic()
     assert time.monotonic() - started < 3  # a hanging request does not hold up shutdown
 
 
-async def test_http5xx_is_a_cloudflare_page(kraken: KrakenTestClient, sim: Simulator,
-                                            session: aiohttp.ClientSession) -> None:
+async def test_http5xx_is_a_cloudflare_page(
+    kraken: KrakenTestClient, sim: Simulator, session: aiohttp.ClientSession
+) -> None:
     sim.faults.add("http5xx=503,on=Ticker")
     async with session.get(f"{sim.base_url}/0/public/Ticker?pair=XBTUSD") as resp:
         assert resp.status == 503
@@ -99,7 +132,9 @@ async def test_error_on_chosen_endpoint_for_n_calls(kraken: KrakenTestClient, si
 async def test_probability_is_deterministic_under_the_seed(session: aiohttp.ClientSession) -> None:
     patterns = []
     for _ in range(2):
-        async with run_simulator(seed=42, tick_interval_s=0, faults="error=EService:Busy,on=Time,p=0.5") as sim:
+        async with run_simulator(
+            seed=42, tick_interval_s=0, faults="error=EService:Busy,on=Time,p=0.5"
+        ) as sim:
             kraken = KrakenTestClient(session, sim)
             patterns.append([bool((await kraken.public("Time"))["error"]) for _ in range(20)])
     assert patterns[0] == patterns[1]
@@ -122,8 +157,9 @@ async def test_malformed_and_truncated_json(sim: Simulator, session: aiohttp.Cli
 async def test_drop_closes_without_executing(kraken: KrakenTestClient, sim: Simulator) -> None:
     sim.faults.add("drop,on=AddOrder,n=1")
     with pytest.raises(aiohttp.ClientError):
-        await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01",
-                             cl_ord_id="dropped")
+        await kraken.private(
+            "AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01", cl_ord_id="dropped"
+        )
     assert sim.account.orders == {}
     assert sim.state()["add_order_calls"] == {"dropped": 1}
 
@@ -131,8 +167,9 @@ async def test_drop_closes_without_executing(kraken: KrakenTestClient, sim: Simu
 async def test_drop_response_executes_the_order(kraken: KrakenTestClient, sim: Simulator) -> None:
     sim.faults.add("drop_response,on=AddOrder,n=1")
     with pytest.raises(aiohttp.ClientError):
-        await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01",
-                             cl_ord_id="lost-ack")
+        await kraken.private(
+            "AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01", cl_ord_id="lost-ack"
+        )
     # the order exists: a careful client finds it by its client id instead of resending
     found = (await kraken.private("QueryOrders", cl_ord_id="lost-ack"))["result"]
     assert len(found) == 1
@@ -152,8 +189,9 @@ async def test_stale_freezes_prices(kraken: KrakenTestClient, sim: Simulator) ->
 
 async def test_maintenance_and_cancel_only(kraken: KrakenTestClient, sim: Simulator) -> None:
     low = str(sim.market["XXBTZUSD"].bid - 1000)
-    resting = await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="limit", volume="0.01",
-                                   price=low, cl_ord_id="rest")
+    resting = await kraken.private(
+        "AddOrder", pair="XBTUSD", type="buy", ordertype="limit", volume="0.01", price=low, cl_ord_id="rest"
+    )
     assert resting["error"] == []
     market = dict(pair="XBTUSD", type="buy", ordertype="market", volume="0.01")
 

@@ -11,14 +11,55 @@ from tradebot.exchanges.simulator._rest import ENDPOINTS
 
 from .conftest import KrakenTestClient
 
-KEYS = ["pair", "type", "ordertype", "volume", "price", "cl_ord_id", "userref", "txid", "interval", "since",
-        "count", "asset", "start", "end", "ofs", "validate", "trades", "nonce"]
-VALUES = ["", "0", "-1", "1e999", "NaN", "inf", "XBTUSD", "BTC/USD", "buy", "limit", "market", "0.01", "x" * 300,
-          "9" * 5000, "1,2,3", "true", "%00", "\u00e9", "[]", "{}", "60000.05", "1.123456789"]
+KEYS = [
+    "pair",
+    "type",
+    "ordertype",
+    "volume",
+    "price",
+    "cl_ord_id",
+    "userref",
+    "txid",
+    "interval",
+    "since",
+    "count",
+    "asset",
+    "start",
+    "end",
+    "ofs",
+    "validate",
+    "trades",
+    "nonce",
+]
+VALUES = [
+    "",
+    "0",
+    "-1",
+    "1e999",
+    "NaN",
+    "inf",
+    "XBTUSD",
+    "BTC/USD",
+    "buy",
+    "limit",
+    "market",
+    "0.01",
+    "x" * 300,
+    "9" * 5000,
+    "1,2,3",
+    "true",
+    "%00",
+    "\u00e9",
+    "[]",
+    "{}",
+    "60000.05",
+    "1.123456789",
+]
 
 
-async def test_random_requests_get_kraken_shaped_answers(kraken: KrakenTestClient, sim: Simulator,
-                                                         session: aiohttp.ClientSession) -> None:
+async def test_random_requests_get_kraken_shaped_answers(
+    kraken: KrakenTestClient, sim: Simulator, session: aiohttp.ClientSession
+) -> None:
     rng = random.Random(5)
     for _ in range(250):
         name = rng.choice(sorted(ENDPOINTS))

@@ -17,8 +17,9 @@ async def balances(kraken: KrakenTestClient) -> dict[str, Decimal]:
 async def test_market_buy_fills_at_ask_with_fee(kraken: KrakenTestClient, sim: Simulator) -> None:
     ask = Decimal((await kraken.public("Ticker", pair="XBTUSD"))["result"]["XXBTZUSD"]["a"][0])
     before = await balances(kraken)
-    placed = await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.1",
-                                  cl_ord_id="buy-1")
+    placed = await kraken.private(
+        "AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.1", cl_ord_id="buy-1"
+    )
     assert placed["error"] == []
     txid = placed["result"]["txid"][0]
     assert placed["result"]["descr"]["order"] == "buy 0.10000000 XBTUSD @ market"
@@ -48,8 +49,15 @@ async def test_market_sell(kraken: KrakenTestClient) -> None:
 async def test_limit_rests_then_fills_when_price_crosses(kraken: KrakenTestClient, sim: Simulator) -> None:
     pm = sim.market["XXBTZUSD"]
     price = pm.bid - 200
-    placed = await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="limit", volume="0.01",
-                                  price=str(price), cl_ord_id="limit-1")
+    placed = await kraken.private(
+        "AddOrder",
+        pair="XBTUSD",
+        type="buy",
+        ordertype="limit",
+        volume="0.01",
+        price=str(price),
+        cl_ord_id="limit-1",
+    )
     txid = placed["result"]["txid"][0]
     open_orders = (await kraken.private("OpenOrders"))["result"]["open"]
     assert open_orders[txid]["cl_ord_id"] == "limit-1" and open_orders[txid]["status"] == "open"
@@ -103,8 +111,9 @@ async def test_argument_errors(kraken: KrakenTestClient) -> None:
 
 
 async def test_validate_only(kraken: KrakenTestClient, sim: Simulator) -> None:
-    result = await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01",
-                                  validate="true")
+    result = await kraken.private(
+        "AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01", validate="true"
+    )
     assert result["error"] == [] and "txid" not in result["result"]
     assert result["result"]["descr"]["order"].startswith("buy 0.01000000 XBTUSD")
     assert sim.account.orders == {}
@@ -112,12 +121,17 @@ async def test_validate_only(kraken: KrakenTestClient, sim: Simulator) -> None:
 
 async def test_cancel_by_txid_userref_and_unknown(kraken: KrakenTestClient, sim: Simulator) -> None:
     low = str(sim.market["XXBTZUSD"].bid - 1000)
-    a = await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="limit", volume="0.01", price=low)
-    b = await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="limit", volume="0.01", price=low,
-                             userref="42")
+    a = await kraken.private(
+        "AddOrder", pair="XBTUSD", type="buy", ordertype="limit", volume="0.01", price=low
+    )
+    b = await kraken.private(
+        "AddOrder", pair="XBTUSD", type="buy", ordertype="limit", volume="0.01", price=low, userref="42"
+    )
     assert (await kraken.private("CancelOrder", txid=a["result"]["txid"][0]))["result"] == {"count": 1}
     assert (await kraken.private("CancelOrder", txid="42"))["result"] == {"count": 1}
-    assert (await kraken.private("CancelOrder", txid="OAAAAA-BBBBB-CCCCCC"))["error"] == ["EOrder:Unknown order"]
+    assert (await kraken.private("CancelOrder", txid="OAAAAA-BBBBB-CCCCCC"))["error"] == [
+        "EOrder:Unknown order"
+    ]
     assert (await kraken.private("CancelOrder", cl_ord_id="never"))["error"] == ["EOrder:Unknown order"]
     closed = (await kraken.private("ClosedOrders"))["result"]
     assert closed["count"] == 2
@@ -126,12 +140,15 @@ async def test_cancel_by_txid_userref_and_unknown(kraken: KrakenTestClient, sim:
 
 
 async def test_query_orders_by_cl_ord_id(kraken: KrakenTestClient) -> None:
-    placed = await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01",
-                                  cl_ord_id="find-me")
+    placed = await kraken.private(
+        "AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.01", cl_ord_id="find-me"
+    )
     txid = placed["result"]["txid"][0]
     found = (await kraken.private("QueryOrders", cl_ord_id="find-me"))["result"]
     assert list(found) == [txid]
     assert (await kraken.private("QueryOrders", cl_ord_id="nobody"))["result"] == {}
-    assert (await kraken.private("QueryOrders", txid="OAAAAA-BBBBB-CCCCCC"))["error"] == ["EOrder:Invalid order"]
+    assert (await kraken.private("QueryOrders", txid="OAAAAA-BBBBB-CCCCCC"))["error"] == [
+        "EOrder:Invalid order"
+    ]
     assert (await kraken.private("QueryOrders"))["error"] == ["EGeneral:Invalid arguments"]
     assert (await kraken.private("OpenOrders", cl_ord_id="find-me"))["result"]["open"] == {}

@@ -66,7 +66,7 @@ async def test_ohlc(kraken: KrakenTestClient, sim: Simulator) -> None:
         rows = result["XXBTZUSD"]
         assert 0 < len(rows) <= 720
         assert isinstance(result["last"], int)
-        time_, open_, high, low, close, vwap, volume, count = rows[-1]
+        time_, open_, high, low, close, _vwap, _volume, count = rows[-1]
         assert isinstance(time_, int) and isinstance(count, int)
         assert Decimal(low) <= Decimal(open_) <= Decimal(high)
         assert Decimal(low) <= Decimal(close) <= Decimal(high)
@@ -76,7 +76,9 @@ async def test_ohlc(kraken: KrakenTestClient, sim: Simulator) -> None:
     since = (await kraken.public("OHLC", pair="XBTUSD", since=last))["result"]
     assert len(since["XXBTZUSD"]) <= 2
     assert (await kraken.public("OHLC", pair="XBTUSD", interval=7))["error"] == ["EGeneral:Invalid arguments"]
-    assert (await kraken.public("OHLC", pair="XBTUSD", interval="x"))["error"] == ["EGeneral:Invalid arguments"]
+    assert (await kraken.public("OHLC", pair="XBTUSD", interval="x"))["error"] == [
+        "EGeneral:Invalid arguments"
+    ]
 
 
 async def test_depth(kraken: KrakenTestClient) -> None:
@@ -87,11 +89,15 @@ async def test_depth(kraken: KrakenTestClient) -> None:
     assert asks == sorted(asks) and bids == sorted(bids, reverse=True) and bids[0] < asks[0]
 
 
-async def test_unknown_method_and_post_for_public(kraken: KrakenTestClient, session: aiohttp.ClientSession,
-                                                  sim: Simulator) -> None:
+async def test_unknown_method_and_post_for_public(
+    kraken: KrakenTestClient, session: aiohttp.ClientSession, sim: Simulator
+) -> None:
     assert (await kraken.public("Nope"))["error"] == ["EGeneral:Unknown method"]
-    async with session.post(f"{sim.base_url}/0/public/Ticker", data="pair=XBTUSD",
-                            headers={"Content-Type": "application/x-www-form-urlencoded"}) as resp:
+    async with session.post(
+        f"{sim.base_url}/0/public/Ticker",
+        data="pair=XBTUSD",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    ) as resp:
         assert list((await resp.json())["result"]) == ["XXBTZUSD"]
     async with session.get(f"{sim.base_url}/0/private/Balance") as resp:
         assert (await resp.json())["error"]

@@ -41,7 +41,9 @@ async def test_trade_history_costs_two(session: aiohttp.ClientSession) -> None:
         assert errors.count([]) == 10 and errors[-1] == ["EAPI:Rate limit exceeded"]
         # public calls and order calls are not on the REST counter
         assert (await kraken.public("Time"))["error"] == []
-        placed = await kraken.private("AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.001")
+        placed = await kraken.private(
+            "AddOrder", pair="XBTUSD", type="buy", ordertype="market", volume="0.001"
+        )
         assert placed["error"] == []
 
 
@@ -52,7 +54,9 @@ async def test_matching_engine_limit_per_pair(session: aiohttp.ClientSession) ->
         args = dict(type="buy", ordertype="market", volume="0.01")
         assert (await kraken.private("AddOrder", pair="XBTUSD", **args))["error"] == []
         assert (await kraken.private("AddOrder", pair="XBTUSD", **args))["error"] == []
-        assert (await kraken.private("AddOrder", pair="XBTUSD", **args))["error"] == ["EOrder:Rate limit exceeded"]
+        assert (await kraken.private("AddOrder", pair="XBTUSD", **args))["error"] == [
+            "EOrder:Rate limit exceeded"
+        ]
         # another pair has its own limiter
         assert (await kraken.private("AddOrder", pair="ETHUSD", **args))["error"] == []
         await clock.advance(1.0)

@@ -21,7 +21,9 @@ async def receive(ws: aiohttp.ClientWebSocketResponse, timeout: float = 2.0) -> 
     return data
 
 
-async def receive_until(ws: aiohttp.ClientWebSocketResponse, predicate: Any, limit: int = 50) -> dict[str, Any]:
+async def receive_until(
+    ws: aiohttp.ClientWebSocketResponse, predicate: Any, limit: int = 50
+) -> dict[str, Any]:
     for _ in range(limit):
         data = await receive(ws)
         if predicate(data):
@@ -39,8 +41,13 @@ async def connect(session: aiohttp.ClientSession, sim: Simulator) -> aiohttp.Cli
 
 async def test_ticker_subscribe_ack_snapshot_updates(session: aiohttp.ClientSession, sim: Simulator) -> None:
     ws = await connect(session, sim)
-    await ws.send_json({"method": "subscribe", "params": {"channel": "ticker", "symbol": ["BTC/USD", "ETH/USD"]},
-                        "req_id": 7})
+    await ws.send_json(
+        {
+            "method": "subscribe",
+            "params": {"channel": "ticker", "symbol": ["BTC/USD", "ETH/USD"]},
+            "req_id": 7,
+        }
+    )
     acks = []
     snapshots = []
     while len(acks) < 2 or len(snapshots) < 2:
@@ -55,8 +62,19 @@ async def test_ticker_subscribe_ack_snapshot_updates(session: aiohttp.ClientSess
         assert RFC3339.match(ack["time_in"]) and RFC3339.match(ack["time_out"])
     assert {s["type"] for s in snapshots} == {"snapshot"}
     tick = snapshots[0]["data"][0]
-    for key in ("bid", "bid_qty", "ask", "ask_qty", "last", "volume", "vwap", "low", "high", "change",
-                "change_pct"):
+    for key in (
+        "bid",
+        "bid_qty",
+        "ask",
+        "ask_qty",
+        "last",
+        "volume",
+        "vwap",
+        "low",
+        "high",
+        "change",
+        "change_pct",
+    ):
         assert isinstance(tick[key], (int, float)), key
     assert tick["bid"] < tick["ask"] and RFC3339.match(tick["timestamp"])
     sim.step()
@@ -67,11 +85,20 @@ async def test_ticker_subscribe_ack_snapshot_updates(session: aiohttp.ClientSess
 
 async def test_ohlc_subscription(session: aiohttp.ClientSession, sim: Simulator) -> None:
     ws = await connect(session, sim)
-    await ws.send_json({"method": "subscribe", "params": {"channel": "ohlc", "symbol": ["BTC/USD"],
-                                                          "interval": 5}, "req_id": 1})
+    await ws.send_json(
+        {
+            "method": "subscribe",
+            "params": {"channel": "ohlc", "symbol": ["BTC/USD"], "interval": 5},
+            "req_id": 1,
+        }
+    )
     ack = await receive(ws)
-    assert ack["success"] and ack["result"] == {"channel": "ohlc", "symbol": "BTC/USD", "interval": 5,
-                                               "snapshot": True}
+    assert ack["success"] and ack["result"] == {
+        "channel": "ohlc",
+        "symbol": "BTC/USD",
+        "interval": 5,
+        "snapshot": True,
+    }
     snapshot = await receive(ws)
     assert snapshot["channel"] == "ohlc" and snapshot["type"] == "snapshot" and len(snapshot["data"]) > 1
     bar = snapshot["data"][-1]
@@ -79,8 +106,9 @@ async def test_ohlc_subscription(session: aiohttp.ClientSession, sim: Simulator)
     sim.step()
     update = await receive_until(ws, lambda d: d.get("channel") == "ohlc")
     assert update["type"] == "update" and update["data"][0]["symbol"] == "BTC/USD"
-    await ws.send_json({"method": "subscribe", "params": {"channel": "ohlc", "symbol": ["BTC/USD"],
-                                                          "interval": 7}})
+    await ws.send_json(
+        {"method": "subscribe", "params": {"channel": "ohlc", "symbol": ["BTC/USD"], "interval": 7}}
+    )
     error = await receive_until(ws, lambda d: d.get("method") == "subscribe")
     assert error["success"] is False and "interval" in error["error"]
     await ws.close()
@@ -88,22 +116,27 @@ async def test_ohlc_subscription(session: aiohttp.ClientSession, sim: Simulator)
 
 async def test_errors_unsubscribe_and_ping(session: aiohttp.ClientSession, sim: Simulator) -> None:
     ws = await connect(session, sim)
-    await ws.send_json({"method": "subscribe", "params": {"channel": "ticker", "symbol": ["XBT/XYZ"]},
-                        "req_id": 2})
+    await ws.send_json(
+        {"method": "subscribe", "params": {"channel": "ticker", "symbol": ["XBT/XYZ"]}, "req_id": 2}
+    )
     error = await receive(ws)
     assert error["success"] is False and error["req_id"] == 2 and "XBT/XYZ" in error["error"]
-    await ws.send_json({"method": "subscribe", "params": {"channel": "trades-of-the-moon", "symbol": ["BTC/USD"]}})
+    await ws.send_json(
+        {"method": "subscribe", "params": {"channel": "trades-of-the-moon", "symbol": ["BTC/USD"]}}
+    )
     assert (await receive(ws))["success"] is False
     await ws.send_str("{not json")
     assert (await receive(ws))["success"] is False
     await ws.send_json({"method": "ping", "req_id": 3})
     pong = await receive(ws)
     assert pong["method"] == "pong" and pong["req_id"] == 3
-    await ws.send_json({"method": "subscribe", "params": {"channel": "ticker", "symbol": ["BTC/USD"],
-                                                          "snapshot": False}})
+    await ws.send_json(
+        {"method": "subscribe", "params": {"channel": "ticker", "symbol": ["BTC/USD"], "snapshot": False}}
+    )
     assert (await receive(ws))["success"] is True
-    await ws.send_json({"method": "unsubscribe", "params": {"channel": "ticker", "symbol": ["BTC/USD"]},
-                        "req_id": 4})
+    await ws.send_json(
+        {"method": "unsubscribe", "params": {"channel": "ticker", "symbol": ["BTC/USD"]}, "req_id": 4}
+    )
     unsub = await receive(ws)
     assert unsub["method"] == "unsubscribe" and unsub["success"] is True and unsub["req_id"] == 4
     sim.step(3)

@@ -43,20 +43,52 @@ async def _serve(config: SimulatorConfig) -> None:
 
 @click.command("sim")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep it loopback).")
-@click.option("--port", default=0, type=click.IntRange(0, 65535), show_default=True, help="0 picks a free port.")
+@click.option(
+    "--port", default=0, type=click.IntRange(0, 65535), show_default=True, help="0 picks a free port."
+)
 @click.option("--api-key", default=None, help="API key clients must send (generated when omitted).")
 @click.option("--api-secret", default=None, help="Base64 API secret (generated when omitted).")
-@click.option("--seed", default=1, type=int, show_default=True, help="Seed of the price path and fault draws.")
-@click.option("--faults", "faults", default=None, metavar="SPEC",
-              help="Fault rules, e.g. 'latency=0.2; error=EService:Unavailable,on=AddOrder,p=0.3'.")
-@click.option("--scenario", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="TOML scenario file with fault rules.")
-@click.option("--tick-interval", default=0.2, type=click.FloatRange(min=0), show_default=True,
-              help="Seconds between price ticks (0: prices only move on POST /_sim/step).")
-@click.option("--rate-tier", default="intermediate", type=click.Choice(sorted(RATE_TIERS)), show_default=True,
-              help="Kraken verification tier whose rate limits apply.")
-def sim(host: str, port: int, api_key: str | None, api_secret: str | None, seed: int, faults: str | None,
-        scenario: str | None, tick_interval: float, rate_tier: str) -> None:
+@click.option(
+    "--seed", default=1, type=int, show_default=True, help="Seed of the price path and fault draws."
+)
+@click.option(
+    "--faults",
+    "faults",
+    default=None,
+    metavar="SPEC",
+    help="Fault rules, e.g. 'latency=0.2; error=EService:Unavailable,on=AddOrder,p=0.3'.",
+)
+@click.option(
+    "--scenario",
+    default=None,
+    type=click.Path(exists=True, dir_okay=False),
+    help="TOML scenario file with fault rules.",
+)
+@click.option(
+    "--tick-interval",
+    default=0.2,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="Seconds between price ticks (0: prices only move on POST /_sim/step).",
+)
+@click.option(
+    "--rate-tier",
+    default="intermediate",
+    type=click.Choice(sorted(RATE_TIERS)),
+    show_default=True,
+    help="Kraken verification tier whose rate limits apply.",
+)
+def sim(
+    host: str,
+    port: int,
+    api_key: str | None,
+    api_secret: str | None,
+    seed: int,
+    faults: str | None,
+    scenario: str | None,
+    tick_interval: float,
+    rate_tier: str,
+) -> None:
     """Run a Kraken-compatible exchange (REST + WebSocket v2) on loopback for tests and paper trading."""
     if (api_key is None) != (api_secret is None):
         raise click.UsageError("give both --api-key and --api-secret, or neither")
@@ -66,9 +98,17 @@ def sim(host: str, port: int, api_key: str | None, api_secret: str | None, seed:
         except FaultSpecError as exc:
             raise click.BadParameter(str(exc), param_hint="--faults") from None
     try:
-        config = SimulatorConfig(host=host, port=port, seed=seed, api_key=api_key, api_secret=api_secret,
-                                 faults=faults, scenario=scenario, tick_interval_s=tick_interval,
-                                 rate_tier=rate_tier)
+        config = SimulatorConfig(
+            host=host,
+            port=port,
+            seed=seed,
+            api_key=api_key,
+            api_secret=api_secret,
+            faults=faults,
+            scenario=scenario,
+            tick_interval_s=tick_interval,
+            rate_tier=rate_tier,
+        )
         asyncio.run(_serve(config))
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None

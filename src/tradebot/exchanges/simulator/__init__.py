@@ -14,7 +14,13 @@ and :mod:`._admin` for the ``/_sim`` admin API)::
 """
 
 from tradebot.exchanges.simulator._account import DUPLICATE_ORDER
-from tradebot.exchanges.simulator._faults import FaultInjector, FaultRule, FaultSpecError, load_scenario, parse_faults
+from tradebot.exchanges.simulator._faults import (
+    FaultInjector,
+    FaultRule,
+    FaultSpecError,
+    load_scenario,
+    parse_faults,
+)
 from tradebot.exchanges.simulator._ratelimit import RATE_TIERS, RateTier
 from tradebot.exchanges.simulator._server import (
     DEFAULT_BALANCES,

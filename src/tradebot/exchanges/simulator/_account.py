@@ -116,7 +116,9 @@ class SimOrder:
 
     def description(self) -> str:
         vol = fmt_decimal(self.volume, 8)
-        where = "market" if self.price is None else f"limit {fmt_decimal(self.price, self.pair.pair_decimals)}"
+        where = (
+            "market" if self.price is None else f"limit {fmt_decimal(self.price, self.pair.pair_decimals)}"
+        )
         return f"{self.side} {vol} {self.pair.altname} @ {where}"
 
     def to_kraken(self, *, with_trades: bool = False) -> dict[str, Any]:
@@ -191,8 +193,14 @@ class Account:
     def closed_orders(self) -> list[SimOrder]:
         return [o for o in self.orders.values() if not o.is_open]
 
-    def find(self, *, txid: str | None = None, cl_ord_id: str | None = None,
-             userref: int | None = None, orders: Iterable[SimOrder] | None = None) -> list[SimOrder]:
+    def find(
+        self,
+        *,
+        txid: str | None = None,
+        cl_ord_id: str | None = None,
+        userref: int | None = None,
+        orders: Iterable[SimOrder] | None = None,
+    ) -> list[SimOrder]:
         """Orders matching every given criterion (all orders when none is given)."""
         found = []
         for order in self.orders.values() if orders is None else orders:
@@ -247,9 +255,16 @@ class Account:
         if params.validate:
             return None
         order = SimOrder(
-            txid=self._new_id("O"), pair=pair, side=params.side, ordertype=params.ordertype,
-            volume=params.volume, price=params.price, cl_ord_id=params.cl_ord_id,
-            userref=params.userref, opentm=now, opened_mono=mono,
+            txid=self._new_id("O"),
+            pair=pair,
+            side=params.side,
+            ordertype=params.ordertype,
+            volume=params.volume,
+            price=params.price,
+            cl_ord_id=params.cl_ord_id,
+            userref=params.userref,
+            opentm=now,
+            opened_mono=mono,
         )
         self.orders[order.txid] = order
         if order.cl_ord_id is not None:
@@ -271,7 +286,9 @@ class Account:
         for order in self.open_orders():
             pm = market[order.pair.key]
             assert order.price is not None
-            if (order.side == "buy" and pm.ask <= order.price) or (order.side == "sell" and pm.bid >= order.price):
+            if (order.side == "buy" and pm.ask <= order.price) or (
+                order.side == "sell" and pm.bid >= order.price
+            ):
                 self._fill(order, order.price, now=now, maker=True)
                 filled.append(order)
         return filled

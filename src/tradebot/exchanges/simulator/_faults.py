@@ -63,8 +63,9 @@ from tradebot.core.clock import Clock
 
 __all__ = ["FaultInjector", "FaultRule", "FaultSpecError", "load_scenario", "parse_faults"]
 
-REQUEST_KINDS = frozenset({"latency", "timeout", "http5xx", "error", "malformed", "truncated", "drop",
-                           "drop_response"})
+REQUEST_KINDS = frozenset(
+    {"latency", "timeout", "http5xx", "error", "malformed", "truncated", "drop", "drop_response"}
+)
 STATE_KINDS = frozenset({"stale", "status", "ratelimit", "order_ratelimit", "ws_disconnect"})
 KINDS = REQUEST_KINDS | STATE_KINDS
 GROUPS = frozenset({"*", "public", "private"})

@@ -119,8 +119,18 @@ def _history(seed: int, pair: PairInfo, interval: int, current_open: int) -> tup
         volume = Decimal(round(rng.uniform(50, 150) * interval * 1000)) / 1000 * pair.trade_size
         count = max(1, int(rng.uniform(50, 150) * interval))
         typical = _on_tick((high + low + close) / 3, tick)
-        rows.append((open_time, _on_tick(previous, tick), _on_tick(high, tick), _on_tick(low, tick),
-                     _on_tick(close, tick), volume, volume * typical, count))
+        rows.append(
+            (
+                open_time,
+                _on_tick(previous, tick),
+                _on_tick(high, tick),
+                _on_tick(low, tick),
+                _on_tick(close, tick),
+                volume,
+                volume * typical,
+                count,
+            )
+        )
         previous = close
     start = _on_tick(float(pair.start_price), tick)
     rows.append((current_open, start, start, start, start, Decimal(0), Decimal(0), 0))
@@ -208,25 +218,52 @@ class PairMarket:
             volume = sum((b.volume for b in items), Decimal(0))
             notional = sum((b.notional for b in items), Decimal(0))
             vwap = quantize(notional / volume, self.pair.pair_decimals) if volume else self.last
-            return (volume, vwap, sum(b.count for b in items),
-                    min(b.low for b in items), max(b.high for b in items))
+            return (
+                volume,
+                vwap,
+                sum(b.count for b in items),
+                min(b.low for b in items),
+                max(b.high for b in items),
+            )
 
         v_t, p_t, t_t, l_t, h_t = summary(today)
         v_d, p_d, t_d, l_d, h_d = summary(day)
         return TickerStats(
-            pair=self.pair, bid=self.bid, bid_qty=self.bid_qty, ask=self.ask, ask_qty=self.ask_qty,
-            last=self.last, last_qty=self.last_qty, volume_today=v_t, volume_24h=v_d,
-            vwap_today=p_t, vwap_24h=p_d, trades_today=t_t, trades_24h=t_d,
-            low_today=l_t, low_24h=l_d, high_today=h_t, high_24h=h_d,
-            open_today=today[0].open, open_24h=day[0].open, time=now,
+            pair=self.pair,
+            bid=self.bid,
+            bid_qty=self.bid_qty,
+            ask=self.ask,
+            ask_qty=self.ask_qty,
+            last=self.last,
+            last_qty=self.last_qty,
+            volume_today=v_t,
+            volume_24h=v_d,
+            vwap_today=p_t,
+            vwap_24h=p_d,
+            trades_today=t_t,
+            trades_24h=t_d,
+            low_today=l_t,
+            low_24h=l_d,
+            high_today=h_t,
+            high_24h=h_d,
+            open_today=today[0].open,
+            open_24h=day[0].open,
+            time=now,
         )
 
 
 class Market:
     """Every pair's :class:`PairMarket`, stepped together one tick at a time."""
 
-    def __init__(self, catalog: Catalog, seed: int, now: datetime, *,
-                 volatility: float = 0.0006, trend: float = 0.00015) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        seed: int,
+        now: datetime,
+        *,
+        volatility: float = 0.0006,
+        trend: float = 0.00015,
+    ) -> None:
         self.catalog = catalog
         self.pairs: dict[str, PairMarket] = {
             key: PairMarket(pair, seed, now.astimezone(UTC), volatility=volatility, trend=trend)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 
-__all__ = ["KrakenRejection", "decimal_places", "fmt_decimal", "rfc3339", "quantize"]
+__all__ = ["KrakenRejection", "decimal_places", "fmt_decimal", "quantize", "rfc3339"]
 
 
 class KrakenRejection(Exception):

@@ -50,7 +50,7 @@ class DecayCounter:
     def try_add(self, cost: float, *, maximum: float | None = None, decay: float | None = None) -> bool:
         """Admit a call of ``cost`` units; ``maximum``/``decay`` override the limits (faults)."""
         if decay is not None and decay != self.decay:
-            self.level  # settle the decay so far at the old rate
+            _ = self.level  # settle the decay so far at the old rate
             self.decay = decay
         level = self.level
         if level + cost > (self.maximum if maximum is None else maximum):

@@ -128,14 +128,25 @@ class RestApi:
         return web.Response(body=body, status=status, content_type="application/json", charset="utf-8")
 
     def _cloudflare(self, code: int) -> web.Response:
-        reasons = {500: "Internal server error", 502: "Bad gateway", 503: "Service unavailable",
-                   504: "Gateway time-out", 520: "Web server is returning an unknown error",
-                   521: "Web server is down", 522: "Connection timed out", 523: "Origin is unreachable",
-                   524: "A timeout occurred"}
-        ray = "%016x" % self._sim.stats.total()
+        reasons = {
+            500: "Internal server error",
+            502: "Bad gateway",
+            503: "Service unavailable",
+            504: "Gateway time-out",
+            520: "Web server is returning an unknown error",
+            521: "Web server is down",
+            522: "Connection timed out",
+            523: "Origin is unreachable",
+            524: "A timeout occurred",
+        }
+        ray = f"{self._sim.stats.total():016x}"
         html = _CLOUDFLARE.format(code=code, reason=reasons.get(code, "Server error"), ray=ray)
-        return web.Response(text=html, status=code, content_type="text/html",
-                            headers={"Server": "cloudflare", "CF-RAY": f"{ray}-AMS"})
+        return web.Response(
+            text=html,
+            status=code,
+            content_type="text/html",
+            headers={"Server": "cloudflare", "CF-RAY": f"{ray}-AMS"},
+        )
 
     @staticmethod
     def _drop(request: web.Request) -> web.Response:
@@ -154,7 +165,9 @@ class RestApi:
         nonce_text = params.get("nonce", "")
         if not nonce_text.isdigit() or int(nonce_text) >= 2**64:
             raise KrakenRejection("EAPI:Invalid nonce")
-        if not verify(request.path, nonce_text, raw.decode(), sim.api_secret, request.headers.get("API-Sign", "")):
+        if not verify(
+            request.path, nonce_text, raw.decode(), sim.api_secret, request.headers.get("API-Sign", "")
+        ):
             raise KrakenRejection("EAPI:Invalid signature")
         nonce = int(nonce_text)
         if nonce <= sim.last_nonce.get(key, -1):
@@ -259,21 +272,44 @@ def public_assets(sim: Simulator, params: Params) -> dict[str, Any]:
             if asset is None:
                 raise KrakenRejection("EQuery:Unknown asset")
             assets.append(asset)
-    return {a.kraken: {"aclass": "currency", "altname": a.altname, "decimals": a.decimals,
-                       "display_decimals": a.display_decimals, "status": "enabled"} for a in assets}
+    return {
+        a.kraken: {
+            "aclass": "currency",
+            "altname": a.altname,
+            "decimals": a.decimals,
+            "display_decimals": a.display_decimals,
+            "status": "enabled",
+        }
+        for a in assets
+    }
 
 
 def public_asset_pairs(sim: Simulator, params: Params) -> dict[str, Any]:
     result = {}
     for p in _pairs_param(sim, params, required=False):
         result[p.key] = {
-            "altname": p.altname, "wsname": p.wsname, "aclass_base": "currency", "base": p.base.kraken,
-            "aclass_quote": "currency", "quote": p.quote.kraken, "lot": "unit",
-            "cost_decimals": p.quote.decimals + 1, "pair_decimals": p.pair_decimals,
-            "lot_decimals": p.lot_decimals, "lot_multiplier": 1, "leverage_buy": [], "leverage_sell": [],
-            "fees": [[0, 0.4]], "fees_maker": [[0, 0.25]], "fee_volume_currency": "ZUSD",
-            "margin_call": 80, "margin_stop": 40, "ordermin": str(p.ordermin), "costmin": str(p.costmin),
-            "tick_size": str(p.tick_size), "status": "online",
+            "altname": p.altname,
+            "wsname": p.wsname,
+            "aclass_base": "currency",
+            "base": p.base.kraken,
+            "aclass_quote": "currency",
+            "quote": p.quote.kraken,
+            "lot": "unit",
+            "cost_decimals": p.quote.decimals + 1,
+            "pair_decimals": p.pair_decimals,
+            "lot_decimals": p.lot_decimals,
+            "lot_multiplier": 1,
+            "leverage_buy": [],
+            "leverage_sell": [],
+            "fees": [[0, 0.4]],
+            "fees_maker": [[0, 0.25]],
+            "fee_volume_currency": "ZUSD",
+            "margin_call": 80,
+            "margin_stop": 40,
+            "ordermin": str(p.ordermin),
+            "costmin": str(p.costmin),
+            "tick_size": str(p.tick_size),
+            "status": "online",
         }
     return result
 
@@ -311,9 +347,18 @@ def public_ohlc(sim: Simulator, params: Params) -> dict[str, Any]:
     bars = list(sim.market[pair.key].candles[interval])
     d = pair.pair_decimals
     rows = [
-        [b.open_time, fmt_decimal(b.open, d), fmt_decimal(b.high, d), fmt_decimal(b.low, d),
-         fmt_decimal(b.close, d), fmt_decimal(b.vwap, d), fmt_decimal(b.volume, 8), b.count]
-        for b in bars if b.open_time > since
+        [
+            b.open_time,
+            fmt_decimal(b.open, d),
+            fmt_decimal(b.high, d),
+            fmt_decimal(b.low, d),
+            fmt_decimal(b.close, d),
+            fmt_decimal(b.vwap, d),
+            fmt_decimal(b.volume, 8),
+            b.count,
+        ]
+        for b in bars
+        if b.open_time > since
     ]
     last = bars[-2].open_time if len(bars) > 1 else bars[-1].open_time
     return {pair.key: rows, "last": last}
@@ -340,8 +385,10 @@ def public_depth(sim: Simulator, params: Params) -> dict[str, Any]:
 
 
 def private_balance(sim: Simulator, params: Params) -> dict[str, Any]:
-    return {sim.catalog.assets[code].kraken: fmt_decimal(amount, sim.catalog.assets[code].decimals)
-            for code, amount in sim.account.balances.items()}
+    return {
+        sim.catalog.assets[code].kraken: fmt_decimal(amount, sim.catalog.assets[code].decimals)
+        for code, amount in sim.account.balances.items()
+    }
 
 
 def private_balance_ex(sim: Simulator, params: Params) -> dict[str, Any]:
@@ -349,8 +396,10 @@ def private_balance_ex(sim: Simulator, params: Params) -> dict[str, Any]:
     result = {}
     for code, amount in sim.account.balances.items():
         places = sim.catalog.assets[code].decimals
-        result[sim.catalog.assets[code].kraken] = {"balance": fmt_decimal(amount, places),
-                                                   "hold_trade": fmt_decimal(holds[code], places)}
+        result[sim.catalog.assets[code].kraken] = {
+            "balance": fmt_decimal(amount, places),
+            "hold_trade": fmt_decimal(holds[code], places),
+        }
     return result
 
 
@@ -364,14 +413,17 @@ def private_add_order(sim: Simulator, params: Params) -> dict[str, Any]:
     if status == "post_only":
         pm = sim.market[order.pair.key]
         crosses = order.price is None or (
-            pm.ask <= order.price if order.side == "buy" else pm.bid >= order.price)
+            pm.ask <= order.price if order.side == "buy" else pm.bid >= order.price
+        )
         if crosses:
             raise KrakenRejection("EService:Market in post_only mode")
     if not order.validate and not sim.admit_order_call(order.pair.key, 1):
         raise KrakenRejection("EOrder:Rate limit exceeded")
     placed = sim.place_order(order)
     if placed is None:
-        probe = SimOrder("", order.pair, order.side, order.ordertype, order.volume, order.price, None, 0, 0, 0)
+        probe = SimOrder(
+            "", order.pair, order.side, order.ordertype, order.volume, order.price, None, 0, 0, 0
+        )
         return {"descr": {"order": probe.description()}}
     return {"descr": {"order": placed.description()}, "txid": [placed.txid]}
 
@@ -445,9 +497,11 @@ def private_closed_orders(sim: Simulator, params: Params) -> dict[str, Any]:
     orders = [o for o in orders if o.closetm is not None and start < o.closetm <= end]
     orders.sort(key=lambda o: o.closetm or 0, reverse=True)
     ofs = max(0, _int_param(params, "ofs", 0))
-    page = orders[ofs: ofs + _PAGE]
-    return {"closed": {o.txid: o.to_kraken(with_trades=_wants_trades(params)) for o in page},
-            "count": len(orders)}
+    page = orders[ofs : ofs + _PAGE]
+    return {
+        "closed": {o.txid: o.to_kraken(with_trades=_wants_trades(params)) for o in page},
+        "count": len(orders),
+    }
 
 
 def private_query_orders(sim: Simulator, params: Params) -> dict[str, Any]:
@@ -476,7 +530,7 @@ def private_trades_history(sim: Simulator, params: Params) -> dict[str, Any]:
     end = _time_param(params, "end", math.inf)
     trades = [(k, v) for k, v in trades if start < v["time"] <= end]
     ofs = max(0, _int_param(params, "ofs", 0))
-    return {"trades": dict(trades[ofs: ofs + _PAGE]), "count": len(trades)}
+    return {"trades": dict(trades[ofs : ofs + _PAGE]), "count": len(trades)}
 
 
 ENDPOINTS: dict[str, Endpoint] = {

@@ -29,7 +29,11 @@ from tradebot.exchanges.simulator._ws import WebSocketHub
 
 __all__ = ["DEFAULT_BALANCES", "SimStats", "Simulator", "SimulatorConfig", "run_simulator"]
 
-DEFAULT_BALANCES: Mapping[str, Decimal] = {"USD": Decimal("100000"), "BTC": Decimal("1"), "ETH": Decimal("10")}
+DEFAULT_BALANCES: Mapping[str, Decimal] = {
+    "USD": Decimal("100000"),
+    "BTC": Decimal("1"),
+    "ETH": Decimal("10"),
+}
 
 
 @attrs.frozen
@@ -87,8 +91,9 @@ class Simulator:
         self.config = config = config or SimulatorConfig()
         self.clock: Clock = clock or SystemClock()
         self.catalog = default_catalog()
-        self.market = Market(self.catalog, config.seed, self.clock.now(),
-                             volatility=config.volatility, trend=config.trend)
+        self.market = Market(
+            self.catalog, config.seed, self.clock.now(), volatility=config.volatility, trend=config.trend
+        )
         self.account = Account(self.catalog, config.balances, random.Random(f"{config.seed}:ids"))
         self.faults = FaultInjector(config.seed, self.clock, known_targets=ENDPOINTS)
         if config.faults:
@@ -214,15 +219,17 @@ class Simulator:
         return taken
 
     def place_order(self, params: OrderParams) -> SimOrder | None:
-        return self.account.place(params, self.market, now=self.clock.now().timestamp(),
-                                  mono=self.clock.monotonic())
+        return self.account.place(
+            params, self.market, now=self.clock.now().timestamp(), mono=self.clock.monotonic()
+        )
 
     def admit_rest_call(self, api_key: str, cost: int) -> bool:
         """Kraken's per-key REST counter (tier limits, or a ``ratelimit`` fault's)."""
         limiter = self._rest_limiters.get(api_key)
         if limiter is None:
-            limiter = self._rest_limiters[api_key] = DecayCounter(self.tier.rest_max, self.tier.rest_decay,
-                                                                  self.clock)
+            limiter = self._rest_limiters[api_key] = DecayCounter(
+                self.tier.rest_max, self.tier.rest_decay, self.clock
+            )
         override = self.faults.rest_limit()
         if override is None:
             return limiter.try_add(cost, decay=self.tier.rest_decay)
@@ -232,8 +239,9 @@ class Simulator:
         """Kraken's per-pair matching-engine counter for AddOrder/CancelOrder."""
         limiter = self._order_limiters.get(pair_key)
         if limiter is None:
-            limiter = self._order_limiters[pair_key] = DecayCounter(self.tier.order_max, self.tier.order_decay,
-                                                                    self.clock)
+            limiter = self._order_limiters[pair_key] = DecayCounter(
+                self.tier.order_max, self.tier.order_decay, self.clock
+            )
         override = self.faults.order_limit()
         if override is None:
             return limiter.try_add(cost, decay=self.tier.order_decay)
@@ -258,8 +266,10 @@ class Simulator:
             "status": self.status,
             "stale": self.faults.stale(),
             "ticks": {p.pair.wsname: p.ticks for p in self.market.pairs.values()},
-            "prices": {p.pair.wsname: {"bid": str(p.bid), "ask": str(p.ask), "last": str(p.last)}
-                       for p in self.market.pairs.values()},
+            "prices": {
+                p.pair.wsname: {"bid": str(p.bid), "ask": str(p.ask), "last": str(p.last)}
+                for p in self.market.pairs.values()
+            },
             "balances": {code: amount(code, v) for code, v in self.account.balances.items()},
             "holds": {code: amount(code, v) for code, v in holds.items()},
             "open_orders": [order(o) for o in self.account.open_orders()],
@@ -268,17 +278,23 @@ class Simulator:
             "add_order_calls": dict(self.stats.add_order_calls),
             "orders_created": dict(self.account.orders_created),
             "requests": dict(self.stats.requests),
-            "rest_counter": {"max": self.tier.rest_max,
-                             "level": max((lim.level for lim in self._rest_limiters.values()), default=0.0)},
-            "ws": {"connected": self.ws.connected, "connections_total": self.ws.connections_total,
-                   "refusing_for_s": max(0.0, self.ws.refuse_until - self.clock.monotonic())},
+            "rest_counter": {
+                "max": self.tier.rest_max,
+                "level": max((lim.level for lim in self._rest_limiters.values()), default=0.0),
+            },
+            "ws": {
+                "connected": self.ws.connected,
+                "connections_total": self.ws.connections_total,
+                "refusing_for_s": max(0.0, self.ws.refuse_until - self.clock.monotonic()),
+            },
             "faults": self.faults.describe(),
         }
 
 
 @contextlib.asynccontextmanager
-async def run_simulator(config: SimulatorConfig | None = None, *, clock: Clock | None = None,
-                        **overrides: Any) -> AsyncIterator[Simulator]:
+async def run_simulator(
+    config: SimulatorConfig | None = None, *, clock: Clock | None = None, **overrides: Any
+) -> AsyncIterator[Simulator]:
     """Run a simulator for the duration of the block.
 
     ``overrides`` are :class:`SimulatorConfig` fields, e.g.

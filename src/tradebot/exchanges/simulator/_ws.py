@@ -33,22 +33,34 @@ def _num(value: Any) -> float:
 def ticker_data(stats: TickerStats) -> dict[str, Any]:
     return {
         "symbol": stats.pair.wsname,
-        "bid": _num(stats.bid), "bid_qty": _num(stats.bid_qty),
-        "ask": _num(stats.ask), "ask_qty": _num(stats.ask_qty),
-        "last": _num(stats.last), "volume": _num(stats.volume_24h), "vwap": _num(stats.vwap_24h),
-        "low": _num(stats.low_24h), "high": _num(stats.high_24h),
-        "change": _num(stats.change_24h), "change_pct": round(float(stats.change_pct_24h), 2),
+        "bid": _num(stats.bid),
+        "bid_qty": _num(stats.bid_qty),
+        "ask": _num(stats.ask),
+        "ask_qty": _num(stats.ask_qty),
+        "last": _num(stats.last),
+        "volume": _num(stats.volume_24h),
+        "vwap": _num(stats.vwap_24h),
+        "low": _num(stats.low_24h),
+        "high": _num(stats.high_24h),
+        "change": _num(stats.change_24h),
+        "change_pct": round(float(stats.change_pct_24h), 2),
         "timestamp": rfc3339(stats.time),
     }
 
 
 def ohlc_data(pair: PairInfo, interval: int, bar: CandleBar, stamp: str) -> dict[str, Any]:
     return {
-        "symbol": pair.wsname, "open": _num(bar.open), "high": _num(bar.high), "low": _num(bar.low),
-        "close": _num(bar.close), "trades": bar.count, "volume": _num(bar.volume),
+        "symbol": pair.wsname,
+        "open": _num(bar.open),
+        "high": _num(bar.high),
+        "low": _num(bar.low),
+        "close": _num(bar.close),
+        "trades": bar.count,
+        "volume": _num(bar.volume),
         "vwap": round(float(bar.vwap), pair.pair_decimals + 2),
         "interval_begin": rfc3339(datetime.fromtimestamp(bar.open_time, UTC)),
-        "interval": interval, "timestamp": stamp,
+        "interval": interval,
+        "timestamp": stamp,
     }
 
 
@@ -177,8 +189,17 @@ class WebSocketHub:
         for symbol in symbols:
             self._one_symbol(client, method, req_id, time_in, channel, symbol, interval, snapshot)
 
-    def _one_symbol(self, client: _Client, method: str, req_id: Any, time_in: str, channel: str,
-                    symbol: str, interval: int, snapshot: bool) -> None:
+    def _one_symbol(
+        self,
+        client: _Client,
+        method: str,
+        req_id: Any,
+        time_in: str,
+        channel: str,
+        symbol: str,
+        interval: int,
+        snapshot: bool,
+    ) -> None:
         pair = self._sim.catalog.pair_by_wsname(symbol)
         if pair is None:
             client.send(self._error(method, req_id, f"Currency pair not supported {symbol}", symbol=symbol))
@@ -210,8 +231,14 @@ class WebSocketHub:
             if snapshot:
                 stamp = self._now()
                 bars = list(self._sim.market[pair.key].candles[interval])[-OHLC_SNAPSHOT_BARS:]
-                client.send({"channel": "ohlc", "type": "snapshot", "timestamp": stamp,
-                             "data": [ohlc_data(pair, interval, b, stamp) for b in bars]})
+                client.send(
+                    {
+                        "channel": "ohlc",
+                        "type": "snapshot",
+                        "timestamp": stamp,
+                        "data": [ohlc_data(pair, interval, b, stamp) for b in bars],
+                    }
+                )
         else:
             client.tickers.add(symbol)
             if snapshot:
@@ -219,8 +246,13 @@ class WebSocketHub:
                 client.send({"channel": "ticker", "type": "snapshot", "data": [ticker_data(stats)]})
 
     def _ack(self, client: _Client, method: str, req_id: Any, time_in: str, result: dict[str, Any]) -> None:
-        reply: dict[str, Any] = {"method": method, "result": result, "success": True,
-                                 "time_in": time_in, "time_out": self._now()}
+        reply: dict[str, Any] = {
+            "method": method,
+            "result": result,
+            "success": True,
+            "time_in": time_in,
+            "time_out": self._now(),
+        }
         if req_id is not None:
             reply["req_id"] = req_id
         client.send(reply)
@@ -228,9 +260,18 @@ class WebSocketHub:
     # --- fan-out --------------------------------------------------------------
 
     def _status_message(self, client: _Client) -> dict[str, Any]:
-        return {"channel": "status", "type": "update",
-                "data": [{"api_version": API_VERSION, "connection_id": client.id,
-                          "system": self._sim.status, "version": ENGINE_VERSION}]}
+        return {
+            "channel": "status",
+            "type": "update",
+            "data": [
+                {
+                    "api_version": API_VERSION,
+                    "connection_id": client.id,
+                    "system": self._sim.status,
+                    "version": ENGINE_VERSION,
+                }
+            ],
+        }
 
     def broadcast_status(self) -> None:
         for client in list(self._clients):
@@ -254,8 +295,14 @@ class WebSocketHub:
                 pair = self._sim.catalog.pair_by_wsname(symbol)
                 assert pair is not None
                 bar = self._sim.market[pair.key].candles[interval][-1]
-                client.send({"channel": "ohlc", "type": "update", "timestamp": stamp,
-                             "data": [ohlc_data(pair, interval, bar, stamp)]})
+                client.send(
+                    {
+                        "channel": "ohlc",
+                        "type": "update",
+                        "timestamp": stamp,
+                        "data": [ohlc_data(pair, interval, bar, stamp)],
+                    }
+                )
 
     async def disconnect_all(self, refuse_s: float = 0.0) -> int:
         """Close every socket now; refuse new connections for ``refuse_s`` seconds."""
