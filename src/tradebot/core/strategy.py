@@ -1,0 +1,628 @@
+"""Strategies and the runner that keeps them from freezing the bot.
+
+A strategy turns market events into :class:`~tradebot.core.models.Signal` values. The
+:class:`StrategyRunner` runs every configured instance as its own task on its own conflated
+bus subscription, so a slow strategy only ever sees the freshest prices and never slows the
+others. Every call has its own timeout; signals reach the sink (risk gate and executor) only
+after the call returned, so a timed-out or cancelled call can never leave a half-submitted
+order. A strategy that keeps timing out or raising is quarantined and reported while the
+others keep trading.
+
+How a strategy is called depends on what it is:
+
+* ``async def on_event``: awaited on the event loop, cancelled when it overruns;
+* plain ``def on_event``: run on a worker thread of its own, so CPU-bound or blocking code
+  cannot stall the loop. A thread cannot be killed: a timed-out call's result is discarded
+  and the strategy is not called again until that call has returned;
+* plain ``def on_event`` with ``blocking = False``: quick, pure computations (the built-in
+  strategies) run inline on the loop, saving a thread hop per event. Such a call cannot be
+  interrupted; one that overran its timeout anyway is counted as timed out and its signals
+  are discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import enum
+import inspect
+import logging
+import queue
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+
+from tradebot.core.bus import EventBus, Subscription
+from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.errors import PluginQuarantined
+from tradebot.core.models import Alert, AlertLevel, Candle, Signal, Ticker
+
+if TYPE_CHECKING:
+    from tradebot.core.config import StrategyInstance
+    from tradebot.core.plugins import PluginHost
+
+__all__ = [
+    "DURATION_BUCKETS_S",
+    "PRICE_SOURCES",
+    "CallMode",
+    "PriceSampler",
+    "SignalSink",
+    "Strategy",
+    "StrategyContext",
+    "StrategyHandle",
+    "StrategyRunner",
+    "StrategyStats",
+]
+
+log = logging.getLogger("tradebot.strategy")
+
+MarketEvent = Ticker | Candle
+SignalSink = Callable[[list[Signal]], Awaitable[None]]
+"""Where signals go after a successful call: the risk gate and order executor."""
+QuarantineCallback = Callable[[str, str], Any]
+
+DURATION_BUCKETS_S: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+"""Upper bounds of the call-duration histogram; one more bucket counts everything above."""
+
+PRICE_SOURCES: tuple[str, ...] = ("ticker", "candle")
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    """What a strategy plugin's factory returns.
+
+    ``on_event`` may be ``def`` or ``async def`` and returns the signals to act on (an
+    empty sequence for none). Optional members the runner honours when present:
+
+    * ``async def start()`` / ``def start()``: called once before the first event;
+    * ``async def stop()`` / ``def stop()``: called once when the runner stops;
+    * ``blocking: bool``: for a plain ``def on_event``, False runs it inline on the event
+      loop (only for quick code); the default is True, a worker thread.
+    """
+
+    def on_event(self, event: MarketEvent) -> Sequence[Signal] | Awaitable[Sequence[Signal]]:
+        """React to one ticker or candle."""
+
+
+@attrs.frozen
+class StrategyContext:
+    """What a strategy factory gets besides its own config: who it is and what it trades."""
+
+    name: str
+    """The instance name (``[strategies.<name>]``); put it in every :class:`Signal`."""
+    pairs: tuple[str, ...] = attrs.field(converter=tuple)
+    clock: Clock = attrs.field(factory=SystemClock)
+    logger: logging.Logger = attrs.field(
+        default=attrs.Factory(lambda self: logging.getLogger(f"tradebot.strategy.{self.name}"), takes_self=True)
+    )
+
+
+class PriceSampler:
+    """Turns market events into price samples for indicator-based strategies.
+
+    ``source="ticker"``: every ticker's mid is a sample. ``source="candle"``: the close of
+    every *finished* bar is a sample; a bar is finished when a bar of the same pair and
+    interval with a later ``open_time`` arrives. Events of the other kind give None.
+    """
+
+    def __init__(self, source: str = "ticker") -> None:
+        if source not in PRICE_SOURCES:
+            raise ValueError(f"source must be one of {', '.join(PRICE_SOURCES)} (got {source!r})")
+        self.source = source
+        self._bars: dict[tuple[str, int], Candle] = {}
+
+    def sample(self, event: object) -> Decimal | None:
+        if self.source == "ticker":
+            return event.mid if isinstance(event, Ticker) else None
+        if not isinstance(event, Candle):
+            return None
+        key = (event.pair, event.interval_min)
+        previous = self._bars.get(key)
+        if previous is not None and event.open_time < previous.open_time:
+            return None  # a late update of a bar already counted
+        self._bars[key] = event
+        if previous is not None and event.open_time > previous.open_time:
+            return previous.close
+        return None
+
+
+class CallMode(enum.StrEnum):
+    """How the runner calls a strategy (see the module docstring)."""
+
+    ASYNC = "async"
+    THREAD = "thread"
+    INLINE = "inline"
+
+
+@attrs.define
+class StrategyStats:
+    """Per-instance call measurements and outcomes."""
+
+    calls: int = 0
+    succeeded: int = 0
+    timeouts: int = 0
+    errors: int = 0
+    slow: int = 0
+    """Calls that took ``warn_s`` or longer."""
+    waits: int = 0
+    """Events that found the worker still busy with an abandoned call."""
+    signals: int = 0
+    sink_errors: int = 0
+    consecutive_failures: int = 0
+    last_s: float = 0.0
+    max_s: float = 0.0
+    total_s: float = 0.0
+    buckets: list[int] = attrs.Factory(lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
+    last_error: str | None = None
+    last_call_at: float | None = None
+    """Clock time (monotonic) of the last call's end."""
+
+    @property
+    def mean_s(self) -> float:
+        return self.total_s / self.calls if self.calls else 0.0
+
+    def observe(self, duration_s: float) -> None:
+        self.calls += 1
+        self.last_s = duration_s
+        self.total_s += duration_s
+        if duration_s > self.max_s:
+            self.max_s = duration_s
+        self.buckets[bisect.bisect_left(DURATION_BUCKETS_S, duration_s)] += 1
+
+    def histogram(self) -> dict[str, int]:
+        """Bucket label (``<=0.01``, ``>5.0``) -> calls."""
+        labels = [f"<={b:g}" for b in DURATION_BUCKETS_S] + [f">{DURATION_BUCKETS_S[-1]:g}"]
+        return dict(zip(labels, self.buckets, strict=True))
+
+
+class _Worker:
+    """The one thread a blocking strategy runs on: calls run one at a time, in order.
+
+    The thread is a daemon so a strategy stuck for good can never keep the process from
+    exiting; threads cannot be killed, so it is abandoned instead.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.busy = False
+        self.busy_since = 0.0
+        self._jobs: queue.SimpleQueue[tuple[Any, ...] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._idle_waiters: list[asyncio.Future[None]] = []
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any) -> asyncio.Future[Any]:
+        """Run ``fn(*args)`` on the thread; the future settles on the loop when it returns."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Any] = loop.create_future()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name=f"strategy-{self.name}", daemon=True)
+            self._thread.start()
+        self.busy = True
+        self.busy_since = time.perf_counter()
+        self._jobs.put((loop, fut, fn, args))
+        return fut
+
+    async def wait_idle(self) -> None:
+        """Until the running call (maybe abandoned) has returned."""
+        if not self.busy:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle_waiters.append(fut)
+        await fut
+
+    def stop(self) -> None:
+        self._jobs.put(None)
+
+    def _serve(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            loop, fut, fn, args = job
+            result: Any = None
+            error: BaseException | None = None
+            try:
+                result = fn(*args)
+            except Exception as exc:  # noqa: BLE001 - handed to the awaiting task
+                error = exc
+            except BaseException as exc:  # noqa: BLE001 - SystemExit & co. must not kill the worker silently
+                error = RuntimeError(f"strategy raised {type(exc).__name__}: {exc}")
+            try:
+                loop.call_soon_threadsafe(self._settle, fut, result, error)
+            except RuntimeError:
+                return  # the loop is closed: nobody is waiting any more
+
+    def _settle(self, fut: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+        self.busy = False
+        if not fut.done():  # a timed-out call's future was cancelled: its result is discarded
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                fut.set_result(result)
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+
+@attrs.define(eq=False)
+class StrategyHandle:
+    """One strategy instance as the runner runs it."""
+
+    name: str
+    plugin: str
+    strategy: Any
+    pairs: tuple[str, ...] | None
+    timeout_s: float
+    warn_s: float
+    max_failures: int
+    mode: CallMode
+    subscription: Subscription
+    stats: StrategyStats = attrs.Factory(StrategyStats)
+    quarantined: str | None = None
+    """Why the instance was quarantined, or None while it trades."""
+    started: bool = False
+    worker: _Worker | None = None
+    on_event: Callable[..., Any] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.on_event = self.strategy.on_event
+        if self.mode is CallMode.THREAD:
+            self.worker = _Worker(self.name)
+
+
+class _Overran(Exception):
+    """An inline call returned, but only after its timeout."""
+
+
+class StrategyRunner:
+    """Runs strategy instances: one task each, each call timed out, faulty ones quarantined.
+
+    ``sink`` receives the signals of each successful call (never of a failed, timed-out or
+    cancelled one). ``host`` routes every call through the plugin host's guarded, traced path
+    (None calls directly). ``on_quarantine(instance, reason)`` (sync or async) is told when
+    an instance is quarantined; with a host, a critical alert is broadcast as well.
+    """
+
+    def __init__(
+        self,
+        *,
+        bus: EventBus,
+        sink: SignalSink,
+        host: PluginHost | None = None,
+        clock: Clock | None = None,
+        on_quarantine: QuarantineCallback | None = None,
+        stop_timeout_s: float = 5.0,
+    ) -> None:
+        self._bus = bus
+        self._sink = sink
+        self._host = host
+        self._clock = clock or SystemClock()
+        self._on_quarantine = on_quarantine
+        self.stop_timeout_s = stop_timeout_s
+        self._handles: dict[str, StrategyHandle] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._running = False
+
+    # --- configuration ------------------------------------------------------------------
+
+    def add(
+        self,
+        name: str,
+        strategy: Any,
+        *,
+        instance: StrategyInstance | None = None,
+        plugin: str | None = None,
+        pairs: Sequence[str] | None = None,
+        timeout_s: float | None = None,
+        warn_s: float | None = None,
+        max_failures: int | None = None,
+        blocking: bool | None = None,
+    ) -> StrategyHandle:
+        """Add a strategy instance; it receives market events published from now on.
+
+        Limits come from the keyword arguments, else from ``instance`` (the validated
+        ``[strategies.<name>]`` table), else the defaults: 5 s timeout, 1 s warning, 3
+        consecutive failures. ``blocking`` overrides the strategy's own ``blocking``.
+        """
+        if name in self._handles:
+            raise ValueError(f"a strategy instance named {name!r} is already added")
+        if not callable(getattr(strategy, "on_event", None)):
+            raise TypeError(f"strategy {name!r} has no on_event method")
+        timeout_s = _pick(timeout_s, instance, "timeout_s", 5.0)
+        warn_s = _pick(warn_s, instance, "warn_s", 1.0)
+        max_failures = int(_pick(max_failures, instance, "max_failures", 3))
+        if timeout_s <= 0 or warn_s <= 0 or max_failures <= 0:
+            raise ValueError(f"strategy {name!r}: timeout_s, warn_s and max_failures must be > 0")
+        if pairs is None and instance is not None and instance.pairs:
+            pairs = instance.pairs
+        plugin_name = plugin or (instance.plugin if instance is not None else name)
+        handle = StrategyHandle(
+            name=name,
+            plugin=plugin_name,
+            strategy=strategy,
+            pairs=tuple(pairs) if pairs else None,
+            timeout_s=float(timeout_s),
+            warn_s=float(warn_s),
+            max_failures=max_failures,
+            mode=_call_mode(strategy, blocking),
+            subscription=self._bus.subscribe(f"strategy:{name}", kinds=(Ticker, Candle), pairs=pairs or None),
+        )
+        self._handles[name] = handle
+        if self._running:
+            self._spawn(handle)
+        return handle
+
+    # --- queries ------------------------------------------------------------------------
+
+    @property
+    def handles(self) -> dict[str, StrategyHandle]:
+        return dict(self._handles)
+
+    def __getitem__(self, name: str) -> StrategyHandle:
+        return self._handles[name]
+
+    def stats(self) -> dict[str, StrategyStats]:
+        return {name: h.stats for name, h in self._handles.items()}
+
+    @property
+    def quarantined(self) -> dict[str, str]:
+        """Quarantined instance -> why."""
+        return {name: h.quarantined for name, h in self._handles.items() if h.quarantined is not None}
+
+    # --- running ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run every instance until the bus closes or this task is cancelled, then stop them."""
+        if self._running:
+            raise RuntimeError("the strategy runner is already running")
+        self._running = True
+        try:
+            for handle in self._handles.values():
+                self._spawn(handle)
+            while self._tasks:
+                # instances added while running get their task in the dict; wait for all
+                await asyncio.wait(list(self._tasks.values()))
+                self._tasks = {n: t for n, t in self._tasks.items() if not t.done()}
+        finally:
+            self._running = False
+            tasks = list(self._tasks.values())
+            for task in tasks:
+                task.cancel()
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            self._tasks.clear()
+            await self._stop_all()
+
+    def _spawn(self, handle: StrategyHandle) -> None:
+        self._tasks[handle.name] = asyncio.create_task(self._serve(handle), name=f"strategy:{handle.name}")
+
+    async def _serve(self, handle: StrategyHandle) -> None:
+        if handle.quarantined is not None:
+            return
+        if not await self._start(handle):
+            return
+        stats = handle.stats
+        worker = handle.worker
+        async for event in handle.subscription:
+            if worker is not None and worker.busy:
+                stats.waits += 1
+                if not await self._wait_for_worker(handle, worker):
+                    if handle.quarantined is not None:
+                        break
+                    continue
+            signals = await self._call_on_event(handle, event)
+            if handle.quarantined is not None:
+                break
+            if signals:
+                await self._deliver(handle, signals)
+
+    async def _wait_for_worker(self, handle: StrategyHandle, worker: _Worker) -> bool:
+        """Wait (up to the timeout) for an abandoned call to return; each overrun is a failure."""
+        try:
+            async with asyncio.timeout(handle.timeout_s):
+                await worker.wait_idle()
+            return True
+        except TimeoutError:
+            stuck = time.perf_counter() - worker.busy_since
+            handle.stats.timeouts += 1
+            await self._failed(handle, f"on_event still running {stuck:.1f}s after it was called")
+            return False
+
+    async def _call_on_event(self, handle: StrategyHandle, event: object) -> list[Signal] | None:
+        stats = handle.stats
+        started = time.perf_counter()
+        try:
+            result = await self._invoke(handle, "on_event", handle.on_event, event)
+            signals = _signals(handle, result)
+        except (TimeoutError, _Overran) as exc:
+            stats.observe(time.perf_counter() - started)
+            stats.timeouts += 1
+            if isinstance(exc, _Overran):
+                msg = f"on_event blocked the event loop for {stats.last_s:.3f}s (timeout {handle.timeout_s:g}s)"
+            else:
+                msg = f"on_event timed out after {handle.timeout_s:g}s"
+            await self._failed(handle, msg)
+            return None
+        except PluginQuarantined as exc:
+            stats.observe(time.perf_counter() - started)
+            await self._quarantine(handle, str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
+            stats.observe(time.perf_counter() - started)
+            stats.errors += 1
+            await self._failed(handle, f"on_event raised {type(exc).__name__}: {exc}")
+            return None
+        elapsed = time.perf_counter() - started
+        stats.observe(elapsed)
+        stats.last_call_at = self._clock.monotonic()
+        stats.succeeded += 1
+        stats.consecutive_failures = 0
+        if elapsed >= handle.warn_s:
+            stats.slow += 1
+            log.warning(
+                "strategy %r was slow: on_event took %.3fs (warning at %gs, timeout %gs)",
+                handle.name,
+                elapsed,
+                handle.warn_s,
+                handle.timeout_s,
+                extra={"strategy": handle.name, "plugin": handle.plugin},
+            )
+        return signals
+
+    async def _invoke(
+        self, handle: StrategyHandle, method: str, fn: Callable[..., Any], *args: Any, timeout_s: float | None = None
+    ) -> Any:
+        """One guarded call of ``fn`` in the handle's mode, under its timeout."""
+        host = self._host
+        mode = handle.mode
+        limit = handle.timeout_s if timeout_s is None else timeout_s
+        if mode is CallMode.INLINE:
+            started = time.perf_counter()
+            result = host.call(handle.plugin, method, fn, *args) if host is not None else fn(*args)
+            if inspect.isawaitable(result):
+                async with asyncio.timeout(limit):
+                    result = await result
+            elif time.perf_counter() - started > limit:
+                raise _Overran()
+            return result
+        if mode is CallMode.THREAD:
+            assert handle.worker is not None
+            args = (fn, *args)
+            fn = handle.worker.submit
+        async with asyncio.timeout(limit):
+            if host is not None:
+                return await host.acall(handle.plugin, method, fn, *args)
+            result = fn(*args)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+
+    async def _deliver(self, handle: StrategyHandle, signals: list[Signal]) -> None:
+        handle.stats.signals += len(signals)
+        try:
+            await self._sink(signals)
+        except Exception:  # noqa: BLE001 - the sink's failure is not the strategy's
+            handle.stats.sink_errors += 1
+            log.exception("the signal sink failed on %d signal(s) of strategy %r", len(signals), handle.name)
+
+    # --- failures -----------------------------------------------------------------------
+
+    async def _failed(self, handle: StrategyHandle, message: str) -> None:
+        stats = handle.stats
+        stats.consecutive_failures += 1
+        stats.last_error = message
+        log.error(
+            "strategy %r: %s (%d of %d failures in a row)",
+            handle.name,
+            message,
+            stats.consecutive_failures,
+            handle.max_failures,
+            extra={"strategy": handle.name, "plugin": handle.plugin},
+        )
+        if stats.consecutive_failures >= handle.max_failures:
+            await self._quarantine(handle, f"{stats.consecutive_failures} consecutive failures, last: {message}")
+
+    async def _quarantine(self, handle: StrategyHandle, reason: str) -> None:
+        if handle.quarantined is not None:
+            return
+        handle.quarantined = reason
+        handle.subscription.close()
+        log.critical(
+            "strategy %r quarantined, the others keep trading: %s",
+            handle.name,
+            reason,
+            extra={"strategy": handle.name, "plugin": handle.plugin},
+        )
+        if self._on_quarantine is not None:
+            try:
+                outcome = self._on_quarantine(handle.name, reason)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception:  # noqa: BLE001 - reporting must not break the runner
+                log.exception("on_quarantine callback failed for strategy %r", handle.name)
+        if self._host is not None:
+            alert = Alert(
+                level=AlertLevel.CRITICAL,
+                title=f"strategy {handle.name} quarantined",
+                message=reason,
+                source=f"strategy:{handle.name}",
+                key=f"strategy-quarantined:{handle.name}",
+            )
+            try:
+                await self._host.broadcast("tradebot_alert", alert=alert)
+            except Exception:  # noqa: BLE001
+                log.exception("could not broadcast the quarantine of strategy %r", handle.name)
+
+    # --- start and stop -----------------------------------------------------------------
+
+    async def _start(self, handle: StrategyHandle) -> bool:
+        start = getattr(handle.strategy, "start", None)
+        if callable(start):
+            try:
+                await self._invoke(handle, "start", start)
+            except Exception as exc:  # noqa: BLE001 - includes timeouts
+                what = "timed out" if isinstance(exc, (TimeoutError, _Overran)) else f"raised {type(exc).__name__}: {exc}"
+                await self._quarantine(handle, f"start {what}")
+                return False
+        handle.started = True
+        return True
+
+    async def _stop_all(self) -> None:
+        handles = [h for h in self._handles.values() if h.started]
+        await asyncio.gather(*(self._stop(h) for h in handles))
+
+    async def _stop(self, handle: StrategyHandle) -> None:
+        handle.started = False
+        worker = handle.worker
+        stop = getattr(handle.strategy, "stop", None)
+        try:
+            if callable(stop):
+                if worker is not None and worker.busy:
+                    log.warning("strategy %r is still busy; not calling stop()", handle.name)
+                else:
+                    await self._invoke(handle, "stop", stop, timeout_s=min(handle.timeout_s, self.stop_timeout_s))
+        except Exception as exc:  # noqa: BLE001 - stopping must go on for the others
+            log.error("strategy %r: stop failed: %s: %s", handle.name, type(exc).__name__, exc)
+        finally:
+            if worker is not None:
+                worker.stop()
+
+
+def _pick(explicit: Any, instance: Any, field: str, default: Any) -> Any:
+    if explicit is not None:
+        return explicit
+    if instance is not None:
+        return getattr(instance, field)
+    return default
+
+
+def _call_mode(strategy: Any, blocking: bool | None) -> CallMode:
+    fn = strategy.on_event
+    if inspect.iscoroutinefunction(fn):
+        return CallMode.ASYNC
+    if blocking is None:
+        blocking = bool(getattr(strategy, "blocking", True))
+    return CallMode.THREAD if blocking else CallMode.INLINE
+
+
+def _signals(handle: StrategyHandle, result: Any) -> list[Signal]:
+    """The call's result as a list of signals, stamped with the instance name; TypeError if bad."""
+    if result is None:
+        return []
+    if isinstance(result, Signal) or not isinstance(result, Sequence):
+        raise TypeError(f"on_event must return a sequence of Signal, not {type(result).__name__}")
+    out: list[Signal] = []
+    for item in result:
+        if not isinstance(item, Signal):
+            raise TypeError(f"on_event returned a {type(item).__name__} where a Signal was expected")
+        if handle.pairs is not None and item.pair not in handle.pairs:
+            raise ValueError(f"signal for {item.pair}, which this instance does not trade")
+        if item.strategy != handle.name:
+            item = attrs.evolve(item, strategy=handle.name)
+        out.append(item)
+    return out

@@ -1,0 +1,151 @@
+"""Grid trading: buy each time the price falls through a level, sell one level higher.
+
+Levels sit ``spacing_pct`` percent apart around a reference price, ``levels`` on each side:
+``reference * (1 + k * spacing_pct / 100)`` for ``k = -levels .. levels``. The reference is
+the configured one for the pair, else the first price seen.
+
+Crossing *down* through a level (from above it to at or below it) buys ``volume`` for that
+level, unless that level's lot is already held; the top level never buys, as nothing above
+it could sell the lot. Crossing *up* through a level (from below it to at or above it)
+sells the lot bought one level lower, if held. Each round trip therefore earns one spacing.
+Several levels crossed by one move give one signal with the summed volume. Starting exactly
+on a level is not a crossing. Long only; Decimal throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+
+import attrs
+
+from tradebot.core.components import ComponentSpec
+from tradebot.core.hookspecs import hookimpl
+from tradebot.core.models import Side, Signal
+from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
+from tradebot.core.validate import gt, lt, one_of
+
+__all__ = ["Grid", "GridConfig", "grid_levels", "tradebot_register_strategies"]
+
+
+def _positive_prices(_inst: object, attribute: attrs.Attribute[Mapping[str, Decimal]], value: Mapping[str, Decimal]) -> None:
+    for pair, price in value.items():
+        if not price > 0:
+            raise ValueError(f"{attribute.name} must be > 0 for every pair (got {price} for {pair})")
+
+
+@attrs.frozen
+class GridConfig:
+    """``[strategies.<name>.params]`` of a ``grid`` instance."""
+
+    levels: int = attrs.field(default=5, validator=gt(0))
+    """Levels below and above the reference price (the grid has ``2 * levels + 1``)."""
+    spacing_pct: Decimal = attrs.field(default=Decimal("0.1"), validator=[gt(0), lt(100)])
+    """Distance between neighbouring levels, in percent of the reference price."""
+    volume: Decimal = attrs.field(default=Decimal("0.001"), validator=gt(0))
+    """Base-currency volume bought at each level."""
+    reference_prices: dict[str, Decimal] = attrs.field(factory=dict, validator=_positive_prices)
+    """Reference price per pair; pairs not listed use the first price seen."""
+    source: str = attrs.field(default="ticker", validator=one_of(PRICE_SOURCES))
+    """``ticker`` (mid of every tick) or ``candle`` (close of every finished bar)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.levels * self.spacing_pct >= 100:
+            raise ValueError(
+                f"levels * spacing_pct must be < 100 so every level is above zero "
+                f"(got levels={self.levels}, spacing_pct={self.spacing_pct})"
+            )
+
+
+def grid_levels(reference: Decimal, levels: int, spacing_pct: Decimal) -> list[Decimal]:
+    """The grid's prices, lowest first."""
+    step = spacing_pct / 100
+    return [reference * (1 + k * step) for k in range(-levels, levels + 1)]
+
+
+@attrs.define
+class _PairGrid:
+    levels: list[Decimal]
+    last: Decimal
+    held: set[int] = attrs.Factory(set)  # indexes of levels whose lot was bought
+
+
+class Grid:
+    """The grid strategy for one configured instance (quick: runs on the loop)."""
+
+    blocking = False
+
+    def __init__(self, config: GridConfig, context: StrategyContext) -> None:
+        self.config = config
+        self.name = context.name
+        self._sampler = PriceSampler(config.source)
+        self._grids: dict[str, _PairGrid] = {}
+
+    def levels(self, pair: str) -> list[Decimal] | None:
+        """The grid of ``pair``, None before its first price (without a configured reference)."""
+        grid = self._grids.get(pair)
+        if grid is not None:
+            return list(grid.levels)
+        ref = self.config.reference_prices.get(pair)
+        return None if ref is None else grid_levels(ref, self.config.levels, self.config.spacing_pct)
+
+    def held(self, pair: str) -> list[Decimal]:
+        """Prices of the levels whose lots the strategy holds, lowest first."""
+        grid = self._grids.get(pair)
+        return [] if grid is None else [grid.levels[i] for i in sorted(grid.held)]
+
+    def on_event(self, event: object) -> Sequence[Signal]:
+        price = self._sampler.sample(event)
+        if price is None:
+            return ()
+        pair: str = event.pair  # type: ignore[attr-defined]
+        grid = self._grids.get(pair)
+        if grid is None:
+            cfg = self.config
+            ref = cfg.reference_prices.get(pair, price)
+            self._grids[pair] = _PairGrid(levels=grid_levels(ref, cfg.levels, cfg.spacing_pct), last=price)
+            return ()
+        last, grid.last = grid.last, price
+        if price < last:
+            top = len(grid.levels) - 1
+            bought = [
+                i for i, level in enumerate(grid.levels) if price <= level < last and i < top and i not in grid.held
+            ]
+            if not bought:
+                return ()
+            grid.held.update(bought)
+            return (self._signal(pair, Side.BUY, len(bought), "fell through", [grid.levels[i] for i in bought]),)
+        if price > last:
+            sold = [i for i, level in enumerate(grid.levels) if last < level <= price and i - 1 in grid.held]
+            if not sold:
+                return ()
+            grid.held.difference_update(i - 1 for i in sold)
+            return (self._signal(pair, Side.SELL, len(sold), "rose through", [grid.levels[i] for i in sold]),)
+        return ()
+
+    def _signal(self, pair: str, side: Side, lots: int, what: str, prices: list[Decimal]) -> Signal:
+        shown = ", ".join(f"{p:.2f}" for p in prices)
+        return Signal(
+            strategy=self.name,
+            pair=pair,
+            side=side,
+            volume=self.config.volume * lots,
+            reason=f"{what} grid level(s) {shown}",
+        )
+
+
+def create(config: GridConfig, context: StrategyContext) -> Grid:
+    """Factory: one strategy object per configured instance."""
+    return Grid(config, context)
+
+
+@hookimpl
+def tradebot_register_strategies() -> list[ComponentSpec]:
+    return [
+        ComponentSpec(
+            name="grid",
+            factory=create,
+            config_cls=GridConfig,
+            description="Grid trading: buy each level the price falls through, sell it one level higher.",
+        )
+    ]

@@ -1,0 +1,153 @@
+"""RSI mean reversion: buy when the market looks oversold, sell when it looks overbought.
+
+The Relative Strength Index uses Wilder's smoothing: the first average gain and loss are
+plain means over ``period`` price changes, each later one is
+``(previous * (period - 1) + change) / period``. ``RSI = 100 * gain / (gain + loss)``
+(the same as ``100 - 100 / (1 + RS)``), and 50 when the price has not moved at all.
+
+Long only, with its own position intent per pair: below ``oversold`` it buys ``volume``
+unless it already holds; above ``overbought`` it sells what it holds. Decimal throughout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+import attrs
+
+from tradebot.core.components import ComponentSpec
+from tradebot.core.hookspecs import hookimpl
+from tradebot.core.models import Side, Signal
+from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
+from tradebot.core.validate import gt, in_range, one_of
+
+__all__ = ["RsiReversion", "RsiReversionConfig", "WilderRsi", "tradebot_register_strategies"]
+
+_HUNDRED = Decimal(100)
+
+
+@attrs.frozen
+class RsiReversionConfig:
+    """``[strategies.<name>.params]`` of an ``rsi-reversion`` instance."""
+
+    period: int = attrs.field(default=14, validator=gt(1))
+    """Price changes in Wilder's smoothing."""
+    oversold: Decimal = attrs.field(default=Decimal(30), validator=in_range(0, 100))
+    """Buy below this RSI."""
+    overbought: Decimal = attrs.field(default=Decimal(70), validator=in_range(0, 100))
+    """Sell above this RSI; must be above ``oversold``."""
+    volume: Decimal = attrs.field(default=Decimal("0.001"), validator=gt(0))
+    """Base-currency volume of each order."""
+    source: str = attrs.field(default="ticker", validator=one_of(PRICE_SOURCES))
+    """``ticker`` (mid of every tick) or ``candle`` (close of every finished bar)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.oversold >= self.overbought:
+            raise ValueError(
+                f"oversold must be < overbought (got oversold={self.oversold}, overbought={self.overbought})"
+            )
+
+
+class WilderRsi:
+    """Wilder's RSI of one price series, updated one price at a time."""
+
+    def __init__(self, period: int) -> None:
+        self.period = period
+        self._last: Decimal | None = None
+        self._changes = 0
+        self._gain = Decimal(0)  # sum while seeding, then the smoothed average
+        self._loss = Decimal(0)
+        self.value: Decimal | None = None
+
+    def update(self, price: Decimal) -> Decimal | None:
+        """Add a price; the RSI once ``period`` changes are known, else None."""
+        last, self._last = self._last, price
+        if last is None:
+            return None
+        change = price - last
+        gain = change if change > 0 else Decimal(0)
+        loss = -change if change < 0 else Decimal(0)
+        n = self.period
+        self._changes += 1
+        if self._changes < n:
+            self._gain += gain
+            self._loss += loss
+            return None
+        if self._changes == n:
+            self._gain = (self._gain + gain) / n
+            self._loss = (self._loss + loss) / n
+        else:
+            self._gain = (self._gain * (n - 1) + gain) / n
+            self._loss = (self._loss * (n - 1) + loss) / n
+        total = self._gain + self._loss
+        self.value = Decimal(50) if total == 0 else _HUNDRED * self._gain / total
+        return self.value
+
+
+@attrs.define
+class _PairState:
+    rsi: WilderRsi
+    holding: bool = False
+
+
+class RsiReversion:
+    """The RSI mean-reversion strategy for one configured instance (quick: runs on the loop)."""
+
+    blocking = False
+
+    def __init__(self, config: RsiReversionConfig, context: StrategyContext) -> None:
+        self.config = config
+        self.name = context.name
+        self._sampler = PriceSampler(config.source)
+        self._pairs: dict[str, _PairState] = {}
+
+    def holding(self, pair: str) -> bool:
+        """Whether the strategy believes it holds a position in ``pair``."""
+        state = self._pairs.get(pair)
+        return state is not None and state.holding
+
+    def rsi(self, pair: str) -> Decimal | None:
+        """The latest RSI of ``pair``, None until there are enough samples."""
+        state = self._pairs.get(pair)
+        return None if state is None else state.rsi.value
+
+    def on_event(self, event: object) -> Sequence[Signal]:
+        price = self._sampler.sample(event)
+        if price is None:
+            return ()
+        pair: str = event.pair  # type: ignore[attr-defined]
+        cfg = self.config
+        state = self._pairs.get(pair)
+        if state is None:
+            state = self._pairs[pair] = _PairState(rsi=WilderRsi(cfg.period))
+        rsi = state.rsi.update(price)
+        if rsi is None:
+            return ()
+        if rsi < cfg.oversold and not state.holding:
+            state.holding = True
+            return (self._signal(pair, Side.BUY, f"RSI{cfg.period} {rsi:.1f} below {cfg.oversold}"),)
+        if rsi > cfg.overbought and state.holding:
+            state.holding = False
+            return (self._signal(pair, Side.SELL, f"RSI{cfg.period} {rsi:.1f} above {cfg.overbought}"),)
+        return ()
+
+    def _signal(self, pair: str, side: Side, reason: str) -> Signal:
+        return Signal(strategy=self.name, pair=pair, side=side, volume=self.config.volume, reason=reason)
+
+
+def create(config: RsiReversionConfig, context: StrategyContext) -> RsiReversion:
+    """Factory: one strategy object per configured instance."""
+    return RsiReversion(config, context)
+
+
+@hookimpl
+def tradebot_register_strategies() -> list[ComponentSpec]:
+    return [
+        ComponentSpec(
+            name="rsi-reversion",
+            factory=create,
+            config_cls=RsiReversionConfig,
+            description="RSI mean reversion (Wilder): buy when oversold, sell when overbought (long only).",
+        )
+    ]
