@@ -213,7 +213,7 @@ async def test_gives_up_after_max_attempts(tmp_path: Path) -> None:
     r.ex.place_script = ["lose_request"] * 3
     info = await r.exe.submit(req())
     assert info.status is OrderStatus.REJECTED and r.ex.placements["c1"] == 0
-    assert "not placed after 3 attempts" in r.store.get_order("c1").last_error  # type: ignore[union-attr]
+    assert "not placed: 3 attempts" in r.store.get_order("c1").last_error  # type: ignore[union-attr]
 
 
 async def test_unresolvable_stays_unknown_and_polling_resolves(tmp_path: Path) -> None:

@@ -207,7 +207,7 @@ class OrderExecutor:
                 if found is not None:
                     return await self._apply_and_emit(cid, found, force_emit=True)
                 if attempts >= self.max_send_attempts:
-                    return await self._mark_not_placed(cid, f"not placed after {attempts} attempts: {exc}")
+                    return await self._mark_not_placed(cid, f"not placed: {attempts} attempts, none arrived: {exc}")
                 log.warning("order %s: proven not placed; resending with the same client id", cid)
                 self.store.incr_counter("executor.resent")
                 continue
@@ -246,7 +246,7 @@ class OrderExecutor:
             await self._clock.sleep(self.not_found_grace_s - waited)
 
     async def _mark_not_placed(self, cid: str, why: str) -> OrderInfo:
-        log.error("order %s not placed: %s", cid, why)
+        log.error("order %s: %s", cid, why)
         self.store.update_order(cid, status=OrderStatus.REJECTED, last_error=why)
         info = self._entry(cid).to_order_info()
         await self._emit_order(info)
@@ -367,7 +367,11 @@ class OrderExecutor:
                 return "pending"
             await self._clock.sleep(self.not_found_grace_s - waited)
             return await self._check(self._entry(cid), may_wait=False)
-        why = "never sent (the bot stopped before sending)" if entry.attempts == 0 else "not found on the exchange"
+        why = (
+            "not placed: never sent (the bot stopped before sending)"
+            if entry.attempts == 0
+            else "not placed: not found on the exchange"
+        )
         await self._mark_not_placed(cid, why)
         self.store.incr_counter("executor.not_placed")
         return "not_placed"
