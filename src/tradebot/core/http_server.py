@@ -1,0 +1,311 @@
+"""The bot's HTTP server: liveness, readiness, Prometheus metrics, status, and HALT/resume.
+
+``GET /healthz``  200 while the event loop answers (liveness probe).
+``GET /readyz``   200 when the exchange is reachable and market data is fresh, judged by
+                  the health monitor's latest results of ``readiness_checks``; else 503
+                  with the reasons (readiness probe).
+``GET /metrics``  Prometheus text (:mod:`tradebot.core.metrics`).
+``GET /status``   JSON: trading state (reason, source, since), health per check,
+                  positions, PnL, uptime, restarts.
+``POST /halt``, ``POST /resume``  need ``Authorization: Bearer <control_token>`` (secret
+                  ``control_token``, env ``TRADEBOT_CONTROL_TOKEN``). Without a configured
+                  token they answer 403 and do nothing. Optional JSON body ``{"reason": "..."}``.
+
+Listens on 127.0.0.1 by default; ``port = 0`` takes any free port (see :attr:`HttpServer.port`).
+No answer ever holds a secret: every body passes :func:`tradebot.core.secrets.redact`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import time
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from tradebot.core.secrets import redact
+from tradebot.core.validate import in_range, non_empty, one_of
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from tradebot.core.context import BotContext
+
+__all__ = ["HttpServer", "HttpSettings", "readiness"]
+
+log = logging.getLogger("tradebot.http")
+
+_SEVERITY = {"ok": 0, "degraded": 1, "critical": 2}
+MAX_REASON = 200
+
+
+@attrs.frozen
+class HttpSettings:
+    """``[http]``: the health/metrics/control server.
+
+    ``readiness_checks``: checks whose results decide ``/readyz`` (a check that is not
+    loaded is skipped); ``not_ready_at``: the status from which a check makes the bot not
+    ready.
+    """
+
+    enabled: bool = True
+    host: str = attrs.field(default="127.0.0.1", validator=non_empty)
+    port: int = attrs.field(default=8765, validator=in_range(0, 65535))
+    readiness_checks: list[str] = attrs.field(factory=lambda: ["api-connectivity", "staleness"])
+    not_ready_at: str = attrs.field(default="critical", validator=one_of(("degraded", "critical")))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    return str(value)
+
+
+def _read(obj: Any, name: str) -> Any:
+    value = getattr(obj, name, None)
+    return value() if callable(value) else value
+
+
+def readiness(context: BotContext, settings: HttpSettings) -> tuple[bool, list[str]]:
+    """(ready, reasons it is not) from the health monitor's latest results."""
+    health = context.health
+    if health is None:
+        return False, ["no health monitor is running"]
+    if context.exchange is None:
+        return False, ["no exchange is connected"]
+    loaded = set(getattr(health, "checks", {}) or {})
+    report = health.report() if callable(getattr(health, "report", None)) else getattr(health, "last_report", None)
+    results = dict(getattr(report, "results", {}) or {})
+    limit = _SEVERITY[settings.not_ready_at]
+    reasons: list[str] = []
+    for name in settings.readiness_checks:
+        if name not in loaded:  # not configured in this run: nothing to judge by
+            continue
+        result = results.get(name)
+        if result is None:
+            reasons.append(f"{name}: no result yet")
+            continue
+        status = str(getattr(result.status, "value", result.status))
+        if _SEVERITY.get(status, 2) >= limit:
+            reasons.append(f"{name}: {status}: {result.message}")
+    return not reasons, reasons
+
+
+class HttpServer:
+    """The aiohttp server of one bot. ``await start()`` returns the bound port; ``await stop()``."""
+
+    def __init__(self, context: BotContext, settings: HttpSettings | None = None) -> None:
+        self.context = context
+        self.settings = settings or HttpSettings()
+        self.port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._started = time.monotonic()
+
+    @property
+    def url(self) -> str | None:
+        """``http://host:port`` once started."""
+        return None if self.port is None else f"http://{self.settings.host}:{self.port}"
+
+    def app(self) -> web.Application:
+        """The aiohttp application (routes only; used by :meth:`start` and by tests)."""
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/status", self.status)
+        app.router.add_post("/halt", self.halt)
+        app.router.add_post("/resume", self.resume)
+        return app
+
+    async def start(self) -> int:
+        """Bind and serve; returns the bound port (useful with ``port = 0``)."""
+        from aiohttp import web
+
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self._started = time.monotonic()
+        self.port = int(runner.addresses[0][1])
+        self.context.extras["http_url"] = self.url
+        log.info("HTTP server listening on %s (/healthz /readyz /metrics /status)", self.url)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    # --- helpers ---------------------------------------------------------------------
+
+    @staticmethod
+    def _json(data: Any, status: int = 200) -> web.Response:
+        from aiohttp import web
+
+        body = redact(json.dumps(data, default=_json_default, indent=1))
+        return web.Response(status=status, text=body, content_type="application/json")
+
+    # --- probes ------------------------------------------------------------------------
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        metrics = self.context.metrics
+        return self._json(
+            {
+                "status": "alive",
+                "uptime_s": round(time.monotonic() - self._started, 3),
+                "loop_lag_s": getattr(metrics, "loop_lag_s", None),
+            }
+        )
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        try:
+            ready, reasons = readiness(self.context, self.settings)
+        except Exception as exc:  # noqa: BLE001 - a broken monitor means not ready, never a 500
+            ready, reasons = False, [f"readiness could not be judged: {type(exc).__name__}: {exc}"]
+        return self._json({"ready": ready, "reasons": reasons}, status=200 if ready else 503)
+
+    async def metrics(self, _request: web.Request) -> web.Response:
+        from aiohttp import web
+
+        from tradebot.core.metrics import CONTENT_TYPE
+
+        metrics = self.context.metrics
+        if metrics is None:
+            return self._json({"error": "metrics are not collected in this run"}, status=503)
+        text = redact(metrics.render_prometheus())
+        return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+    async def status(self, _request: web.Request) -> web.Response:
+        return self._json(self.status_data())
+
+    def status_data(self) -> dict[str, Any]:
+        """The ``/status`` document."""
+        ctx = self.context
+        data: dict[str, Any] = {
+            "bot": getattr(ctx.settings.bot, "name", "tradebot"),
+            "exchange": getattr(ctx.settings.bot, "exchange", None),
+            "pairs": list(getattr(ctx.settings.bot, "pairs", []) or []),
+            "uptime_s": round(time.monotonic() - self._started, 3),
+        }
+        trading = ctx.trading
+        if trading is not None:
+            data["trading"] = {
+                "state": trading.state.value,
+                "reason": trading.reason,
+                "source": trading.source,
+                "since": trading.since,
+            }
+        health = ctx.health
+        if health is not None:
+            report = health.report()
+            data["health"] = {
+                "status": getattr(report.status, "value", report.status),
+                "checks": {
+                    name: (r.as_json() if hasattr(r, "as_json") else {"status": str(r.status), "message": r.message})
+                    for name, r in report.results.items()
+                },
+            }
+        portfolio = ctx.portfolio
+        if portfolio is not None:
+            positions = {}
+            for pair, pos in (_read(portfolio, "positions") or {}).items():
+                mark = portfolio.mark_price(pair) if hasattr(portfolio, "mark_price") else None
+                positions[pair] = {"volume": pos.volume, "avg_price": pos.avg_price, "mark": mark}
+            data["positions"] = positions
+            data["pnl"] = {
+                "realized": _read(portfolio, "realized_pnl"),
+                "unrealized": _read(portfolio, "unrealized_pnl"),
+                "equity": _read(portfolio, "equity"),
+                "cash": _read(portfolio, "cash"),
+            }
+        store = ctx.store
+        restarts: dict[str, Any] = {}
+        if store is not None and hasattr(store, "get_counter"):
+            try:
+                restarts["process"] = max(0, store.get_counter("starts") - 1)
+            except Exception:  # noqa: BLE001 - a store problem must not break /status
+                restarts["process"] = None
+        supervisor = ctx.supervisor
+        if supervisor is not None:
+            restarts["components"] = _read(supervisor, "restart_counts") or _read(supervisor, "restarts")
+        data["restarts"] = restarts
+        data["quarantined_plugins"] = sorted(ctx.plugins.quarantined) if ctx.plugins is not None else []
+        dispatcher = ctx.extras.get("notifications")
+        if dispatcher is not None:
+            data["notifications"] = {name: attrs.asdict(box.stats) for name, box in dispatcher.outboxes.items()}
+        return data
+
+    # --- control -------------------------------------------------------------------------
+
+    def _control_token(self) -> str | None:
+        secrets = self.context.extras.get("secrets") or {}
+        token = secrets.get("control_token") if hasattr(secrets, "get") else None
+        return token or None
+
+    async def _authorise(self, request: web.Request) -> web.Response | None:
+        """None when the caller may act, else the error response."""
+        expected = self._control_token()
+        if expected is None:
+            return self._json(
+                {"error": "control endpoints are off: no control token is configured "
+                          "(set TRADEBOT_CONTROL_TOKEN or control_token in the secrets file)"},
+                status=403,
+            )
+        header = request.headers.get("Authorization", "")
+        scheme, _, given = header.partition(" ")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+        if not ok:
+            log.warning("control request to %s rejected: %s", request.path,
+                        "missing bearer token" if not header else "wrong token")
+            resp = self._json({"error": "missing or wrong bearer token"}, status=401)
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="tradebot"'
+            return resp
+        return None
+
+    async def _reason(self, request: web.Request, default: str) -> str:
+        if not request.can_read_body:
+            return default
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return default
+        reason = body.get("reason") if isinstance(body, dict) else None
+        if not isinstance(reason, str) or not reason.strip():
+            return default
+        return "".join(ch for ch in reason.strip() if ch.isprintable())[:MAX_REASON]
+
+    async def halt(self, request: web.Request) -> web.Response:
+        denied = await self._authorise(request)
+        if denied is not None:
+            return denied
+        trading = self.context.trading
+        if trading is None:
+            return self._json({"error": "no trading state machine in this run"}, status=503)
+        reason = await self._reason(request, "halted by operator over HTTP")
+        change = await trading.halt(reason, "http")
+        return self._json({"changed": change is not None, "state": trading.state.value, "reason": trading.reason})
+
+    async def resume(self, request: web.Request) -> web.Response:
+        denied = await self._authorise(request)
+        if denied is not None:
+            return denied
+        trading = self.context.trading
+        if trading is None:
+            return self._json({"error": "no trading state machine in this run"}, status=503)
+        reason = await self._reason(request, "resumed by operator over HTTP")
+        change = await trading.resume(reason, "http")
+        return self._json({"changed": change is not None, "state": trading.state.value, "reason": trading.reason})
