@@ -137,3 +137,17 @@ def test_limits_validate_and_convert() -> None:
     assert lim.position_limit("BTC/USD") == D("0.5") and lim.position_limit("X") == D(2)
     with pytest.raises(ValueError, match="max_orders_per_minute must be > 0"):
         RiskLimits(max_orders_per_minute=0)
+
+
+def test_limits_from_a_settings_object() -> None:
+    @attrs.frozen
+    class Settings:
+        max_position: D = D(1)
+        max_notional_per_order: D = D(5000)
+        max_orders_per_minute: int = 30
+        min_order_volume: D = D("0.0001")
+
+    g, _, _ = gate(Settings())  # type: ignore[arg-type]
+    assert g.limits == RiskLimits(D(1), {}, D(5000), 30, D("0.0001"))
+    assert reject(g, sig(Side.BUY, "0.00001")) is RejectReason.MIN_SIZE
+    assert reject(g, sig(Side.BUY, "2")) is RejectReason.MAX_POSITION

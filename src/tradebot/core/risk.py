@@ -84,6 +84,18 @@ class RiskLimits:
     min_order_size: Decimal = attrs.field(default=ZERO, converter=Decimal, validator=ge(ZERO))
     min_order_size_per_pair: dict[str, Decimal] = attrs.field(factory=dict, converter=_dec_map)
 
+    @classmethod
+    def from_settings(cls, settings: object) -> RiskLimits:
+        """Limits from any settings object with the same field names (``[risk]`` config);
+        ``min_order_volume`` is accepted for ``min_order_size``."""
+        if isinstance(settings, RiskLimits):
+            return settings
+        names = [a.name for a in attrs.fields(cls)]
+        values = {n: getattr(settings, n) for n in names if hasattr(settings, n)}
+        if "min_order_size" not in values and hasattr(settings, "min_order_volume"):
+            values["min_order_size"] = settings.min_order_volume
+        return cls(**values)
+
     def position_limit(self, pair: str) -> Decimal | None:
         return self.max_position_per_pair.get(pair, self.max_position)
 
@@ -114,12 +126,14 @@ class RiskGate:
     """Approves signals into :class:`OrderRequest` values with fresh client order ids.
 
     ``pending_exposure(pair)`` returns the signed unfilled volume of working orders
-    (``OrderExecutor.pending_exposure``); without it only the position counts.
+    (``OrderExecutor.pending_exposure``; may be set after construction); without it only
+    the position counts. ``limits`` may be any settings object with the fields of
+    :class:`RiskLimits` (see :meth:`RiskLimits.from_settings`).
     """
 
     def __init__(
         self,
-        limits: RiskLimits,
+        limits: RiskLimits | object,
         trading: HasTradingState,
         portfolio: PositionSource,
         *,
@@ -127,7 +141,7 @@ class RiskGate:
         clock: Clock | None = None,
         new_client_order_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
-        self.limits = limits
+        self.limits = RiskLimits.from_settings(limits)
         self.trading = trading
         self.portfolio = portfolio
         self.pending_exposure = pending_exposure
