@@ -1,0 +1,81 @@
+"""``escalate``: stop the bot with a distinct exit code so the process supervisor restarts it.
+
+The last rung: applies to every failure. It asks the in-process supervisor to escalate
+(which stops the bot with ``exit_code``, 75 by default); ``--auto-restart`` and systemd's
+``Restart=on-failure`` then start a fresh process. Positions, trading state and counters
+live in the state store and survive the restart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from tradebot.core.components import ComponentSpec
+from tradebot.core.healing import EXIT_ESCALATE, Failure, RecoveryLimits
+from tradebot.core.hookspecs import hookimpl
+from tradebot.core.validate import in_range
+from tradebot.plugins.recovery._base import ActionBase
+
+__all__ = ["EscalateAction", "EscalateConfig", "tradebot_register_recovery_actions"]
+
+
+@attrs.frozen
+class EscalateConfig(RecoveryLimits):
+    """``[recovery.escalate]``."""
+
+    exit_code: int = attrs.field(default=EXIT_ESCALATE, validator=in_range(1, 255))
+
+
+class EscalateAction(ActionBase):
+    """Requests a stop with ``exit_code`` from the supervisor (or the bot)."""
+
+    name = "escalate"
+    limits: EscalateConfig
+
+    def __init__(self, config: EscalateConfig | None, context: Any) -> None:
+        super().__init__(config or EscalateConfig(), context)
+        self.requested: str | None = None
+
+    def applies_to(self, failure: Failure) -> bool:
+        return self._stopper() is not None
+
+    def _stopper(self) -> Any:
+        sup = getattr(self.context, "supervisor", None)
+        if sup is not None and getattr(sup, "escalate", None) is not None:
+            return sup
+        bot = getattr(self.context, "extras", {}).get("bot")
+        return bot if bot is not None and getattr(bot, "request_stop", None) is not None else None
+
+    async def recover(self, failure: Failure) -> bool:
+        stopper = self._stopper()
+        if stopper is None:
+            return False
+        reason = f"escalating to a process restart: {failure.describe()}"
+        if getattr(stopper, "escalate", None) is not None:
+            stopper.escalate(reason, self.limits.exit_code)
+        else:
+            stopper.request_stop(reason, exit_code=self.limits.exit_code)
+        self.requested = reason
+        return True
+
+    async def verify(self, failure: Failure) -> bool:
+        return self.requested is not None
+
+
+def create(config: EscalateConfig | None, context: Any) -> EscalateAction:
+    return EscalateAction(config, context)
+
+
+@hookimpl
+def tradebot_register_recovery_actions() -> Sequence[ComponentSpec]:
+    return [
+        ComponentSpec(
+            name="escalate",
+            factory=create,
+            config_cls=EscalateConfig,
+            description="stop the bot with exit code 75 so --auto-restart or systemd restarts the process",
+        )
+    ]
