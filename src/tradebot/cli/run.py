@@ -41,7 +41,7 @@ def run(
         sys.exit(run_with_auto_restart(argv, max_restarts=max_restarts, restart_delay_s=restart_delay, config_path=config_path))
 
     from tradebot.core.bootstrap import prepare
-    from tradebot.core.logs import setup_logging
+    from tradebot.core.logs import configure_logging
 
     try:
         prepared = prepare(config_path)
@@ -53,7 +53,7 @@ def run(
     except PluginError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    setup_logging(prepared.settings.section("logging"))
+    configure_logging(prepared.settings.section("logging"), state_dir=prepared.settings.state_path)
     if dry_run:
         from tradebot.core.preflight import run_preflight
 

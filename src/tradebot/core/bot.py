@@ -26,6 +26,7 @@ from tradebot.core.clock import SystemClock
 from tradebot.core.context import BotContext
 from tradebot.core.errors import TradebotError
 from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, Signal, Ticker, TradingStateChange
+from tradebot.core.risk import RiskRejection
 from tradebot.core.secrets import load_secrets
 from tradebot.core.trading_state import TradingStateMachine
 
@@ -213,26 +214,34 @@ class Bot:
         settings = self.settings
         bus = EventBus()
         ctx.bus = bus
-        portfolio = Portfolio(store=ctx.store, quote=settings.bot.quote)
+        portfolio = Portfolio(ctx.store, quote=settings.bot.quote, clock=self.clock)
         ctx.portfolio = portfolio
-        risk = RiskGate(settings.risk, trading=ctx.trading, portfolio=portfolio, clock=self.clock)
-        ctx.extras["risk"] = risk
+        try:
+            portfolio.sync_cash(await ctx.exchange.balances())
+        except TradebotError as exc:
+            log.warning("could not read balances at start (%s); cash stays as last recorded", exc)
         executor = OrderExecutor(
-            exchange=ctx.exchange,
-            store=ctx.store,
-            portfolio=portfolio,
+            ctx.exchange,
+            ctx.store,
+            portfolio,
             clock=self.clock,
             on_order=self._on_order,
             on_fill=self._on_fill,
         )
         ctx.executor = executor
-        await executor.reconcile()
+        risk = RiskGate(
+            settings.risk, ctx.trading, portfolio, pending_exposure=executor.pending_exposure, clock=self.clock
+        )
+        ctx.extras["risk"] = risk
+        report = await executor.reconcile()
+        log.info("order journal reconciled with the exchange: %s", report)
         runner = StrategyRunner(bus=bus, sink=self._on_signals, host=self.host, clock=self.clock)
         ctx.extras["strategy_runner"] = runner
         self._add_strategies(ctx, runner)
         self._spawn("market-data", self._pump_market_data(ctx))
         self._spawn("executor", executor.run())
         self._spawn("strategies", runner.run())
+        self._spawn("equity", self._snapshot_equity(ctx))
         self._spawn("backups", ctx.store.run_backups())
 
     def _add_strategies(self, ctx: BotContext, runner: Any) -> None:
@@ -244,7 +253,7 @@ class Bot:
             comp = self.host.component("strategy", inst.plugin)
             config = self.settings.plugin_config("strategy-instance", inst_name)
             pairs = inst.pairs or self.settings.bot.pairs
-            sctx = StrategyContext(name=inst_name, pairs=list(pairs), clock=self.clock)
+            sctx = StrategyContext(name=inst_name, pairs=tuple(pairs), clock=self.clock)
             strategy = self.host.call(comp.plugin, "factory", comp.spec.factory, config, sctx)
             runner.add(inst_name, strategy, instance=inst, plugin=comp.plugin, pairs=pairs)
 
@@ -282,16 +291,23 @@ class Bot:
         assert ctx is not None
         for sig in signals:
             self.summary.signals += 1
-            decision = ctx.extras["risk"].evaluate(sig)
-            if decision.request is None:
+            try:
+                request = ctx.extras["risk"].approve(sig)
+            except RiskRejection:
                 self.summary.orders_rejected += 1
                 continue
             try:
-                await ctx.executor.submit(decision.request, strategy=sig.strategy)
+                await ctx.executor.submit(request, strategy=sig.strategy, reason=sig.reason)
                 self.summary.orders_placed += 1
             except TradebotError as exc:
                 self.summary.errors += 1
                 log.warning("order for %s %s %s failed: %s", sig.side, sig.volume, sig.pair, exc)
+
+    async def _snapshot_equity(self, ctx: BotContext, every_s: float = 5.0) -> None:
+        """Record equity regularly: drawdown is measured from these snapshots."""
+        while True:
+            await self.clock.sleep(every_s)
+            await asyncio.to_thread(ctx.portfolio.snapshot_equity)
 
     async def _on_order(self, order: OrderInfo) -> None:
         await self.host.broadcast("tradebot_order_report", order=order)
@@ -331,8 +347,8 @@ class Bot:
         s.trading_state = ctx.trading.state.value
         if ctx.portfolio is not None:
             s.realized_pnl = ctx.portfolio.realized_pnl
-            s.unrealized_pnl = ctx.portfolio.unrealized_pnl
-            s.equity = ctx.portfolio.equity
+            s.unrealized_pnl = ctx.portfolio.unrealized_pnl()
+            s.equity = ctx.portfolio.equity()
 
 
 def run_bot(prepared: Prepared, options: RunOptions) -> RunSummary:
