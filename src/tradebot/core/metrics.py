@@ -89,8 +89,6 @@ class BotMetrics:
         self._api_errors = c("tradebot.api.errors", description="Exchange API errors by endpoint and error class")
         self._retries = c("tradebot.api.retries", description="Retries of exchange calls")
         self._breaker_transitions = c("tradebot.breaker.transitions", description="Circuit breaker state changes")
-        self._strategy_timeouts = c("tradebot.strategy.timeouts", description="Strategy calls that timed out")
-        self._strategy_errors = c("tradebot.strategy.errors", description="Strategy calls that raised")
         self._healing_attempts = c("tradebot.healing.attempts", description="Recovery actions started")
         self._healing_successes = c("tradebot.healing.successes", description="Recovery actions that healed")
         self._restarts = c("tradebot.component.restarts", description="In-process component restarts")
@@ -122,6 +120,9 @@ class BotMetrics:
         oc("tradebot.api.calls", [self._obs_api_calls], description="Exchange API call attempts by endpoint")
         oc("tradebot.api.failures", [self._obs_api_failures], description="Exchange calls that failed after retries")
         oc("tradebot.breaker.trips", [self._obs_breaker_trips], description="Times each breaker opened")
+        for field, desc in (("calls", "Strategy calls"), ("timeouts", "Strategy calls cut off by their timeout"),
+                            ("errors", "Strategy calls that raised"), ("signals", "Signals from strategies")):
+            oc(f"tradebot.strategy.{field}", [self._strategy_obs(field)], description=desc)
         oc("tradebot.process.restarts", [self._obs_process_restarts], description="Bot process starts after the first")
 
     # --- wiring ---------------------------------------------------------------------
@@ -182,14 +183,12 @@ class BotMetrics:
     def retry(self, endpoint: str, error: str) -> None:
         self._retries.add(1, {"endpoint": endpoint, "error": error})
 
-    def strategy_call(self, strategy: str, duration_s: float, *, timed_out: bool = False, failed: bool = False) -> None:
-        """One strategy call finished (or was cut off by its timeout)."""
-        attrs_ = {"strategy": strategy}
-        self._strategy_duration.record(duration_s, attrs_)
-        if timed_out:
-            self._strategy_timeouts.add(1, attrs_)
-        if failed:
-            self._strategy_errors.add(1, attrs_)
+    def strategy_call(self, strategy: str, duration_s: float) -> None:
+        """One strategy call finished (or was cut off by its timeout) after ``duration_s``.
+
+        Call counts, timeouts and errors are read from the strategy runner's own stats.
+        """
+        self._strategy_duration.record(duration_s, {"strategy": strategy})
 
     def healing(self, action: str, *, success: bool | None = None) -> None:
         """A recovery action started (``success`` None) or finished."""
@@ -360,6 +359,18 @@ class BotMetrics:
                 yield float(depth), {"queue": str(name)}
 
         return self._safe(gen)
+
+    def _strategy_obs(self, field: str) -> Callable[[CallbackOptions], list[Observation]]:
+        def callback(_o: CallbackOptions) -> list[Observation]:
+            def gen() -> Iterator[tuple[float, dict[str, str]]]:
+                runner = self.context.extras.get("strategy_runner") if self.context else None
+                stats = _read(runner, "stats") if runner is not None else None
+                for name, st in dict(stats or {}).items():
+                    yield float(getattr(st, field)), {"strategy": str(name)}
+
+            return self._safe(gen)
+
+        return callback
 
     def _obs_loop_lag(self, _o: CallbackOptions) -> list[Observation]:
         return self._safe(lambda: [(self.loop_lag_s, {})])
