@@ -1,0 +1,1 @@
+"""Built-in HALT position policies: ``maintain``, ``close`` and ``reduce``."""

@@ -1,0 +1,114 @@
+"""``close``: on HALT, cancel working orders and flatten every position.
+
+Flattening goes through the executor's idempotent order path
+(:meth:`tradebot.core.executor.OrderExecutor.flatten_all`): each order carries a client
+order id, an unknown outcome is resolved by looking it up, and while a flatten order of a
+pair is still working no second one is placed. Rounds repeat (``max_attempts``, waiting up
+to ``settle_s`` for fills between them) until every position is flat; the outcome lists
+whatever is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from tradebot.core.components import ComponentSpec
+from tradebot.core.errors import TradebotError
+from tradebot.core.hookspecs import hookimpl
+from tradebot.core.models import TradingStateChange
+from tradebot.core.policy import PolicyOutcome, format_positions
+from tradebot.core.validate import gt
+
+__all__ = ["ClosePolicy", "CloseConfig", "tradebot_register_position_policies"]
+
+
+@attrs.frozen
+class CloseConfig:
+    """``[policies.close]``"""
+
+    max_attempts: int = attrs.field(default=5, validator=gt(0))
+    """Flatten rounds before giving up and reporting what is left."""
+    settle_s: float = attrs.field(default=10.0, validator=gt(0))
+    """Longest wait, per round, for flatten orders to fill."""
+    poll_s: float = attrs.field(default=0.2, validator=gt(0))
+    """How often positions are looked at while waiting."""
+
+
+class ClosePolicy:
+    """Flattens every position through the executor, round after round, until flat."""
+
+    name = "close"
+    allows_reducing_while_halted = False
+
+    def __init__(self, config: CloseConfig, executor: Any, portfolio: Any, clock: Any) -> None:
+        self.config = config
+        self.executor = executor
+        self.portfolio = portfolio
+        self.clock = clock
+
+    def _open(self) -> dict[str, Any]:
+        return {p: pos.volume for p, pos in self.portfolio.positions().items() if pos.volume}
+
+    def _working(self) -> int:
+        return len(self.executor.working_orders())
+
+    async def apply(self, change: TradingStateChange) -> PolicyOutcome:
+        if self.executor is None or self.portfolio is None:
+            return PolicyOutcome(self.name, False, "no order executor: positions cannot be closed by the bot")
+        placed: set[str] = set()
+        errors: list[str] = []
+        for attempt in range(1, self.config.max_attempts + 1):
+            if not self._open() and not self._working():
+                break
+            try:
+                orders = await self.executor.flatten_all(reason=f"HALT: {change.reason}")
+                placed.update(o.client_order_id for o in orders if o.client_order_id)
+            except TradebotError as exc:
+                errors.append(f"round {attempt}: {exc}")
+            await self._settle()
+        remaining = self._open()
+        working = self._working()
+        if not remaining and not working:
+            text = f"every position closed ({len(placed)} flatten order(s))"
+            return PolicyOutcome(self.name, True, text, orders_placed=len(placed))
+        text = (
+            f"NOT flat after {self.config.max_attempts} round(s): open positions {format_positions(remaining)}, "
+            f"{working} order(s) still working"
+        )
+        if errors:
+            text += f"; last error: {errors[-1]}"
+        return PolicyOutcome(self.name, False, text, remaining=remaining, orders_placed=len(placed))
+
+    async def _settle(self) -> None:
+        deadline = self.clock.monotonic() + self.config.settle_s
+        while self.clock.monotonic() < deadline:
+            if not self._open() and not self._working():
+                return
+            await self.clock.sleep(self.config.poll_s)
+
+
+def make(config: CloseConfig | None, context: Any) -> ClosePolicy:
+    """Factory: the bot's executor, portfolio and clock."""
+    from tradebot.core.clock import SystemClock
+
+    return ClosePolicy(
+        config or CloseConfig(),
+        getattr(context, "executor", None),
+        getattr(context, "portfolio", None),
+        getattr(context, "clock", None) or SystemClock(),
+    )
+
+
+@hookimpl
+def tradebot_register_position_policies() -> Sequence[ComponentSpec]:
+    return [
+        ComponentSpec(
+            name="close",
+            factory=make,
+            config_cls=CloseConfig,
+            description="On HALT cancel working orders and flatten every position through the idempotent order path",
+        )
+    ]
