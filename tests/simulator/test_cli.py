@@ -39,6 +39,10 @@ async def test_sim_command_serves_and_stops() -> None:
         "0.05",
         "--faults",
         "error=EService:Busy,on=Time,n=1",
+        "--balance",
+        "USD=500",
+        "--balance",
+        "XBT=2",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -52,6 +56,10 @@ async def test_sim_command_serves_and_stops() -> None:
                 assert (await resp.json())["error"] == ["EService:Busy"]
             async with session.get(url.group(1) + "/0/public/Time") as resp:
                 assert (await resp.json())["error"] == []
+            async with session.get(url.group(1) + "/_sim/state") as resp:
+                state = await resp.json()
+            assert state["balances"]["USD"] == "500.0000" and state["balances"]["BTC"] == "2.0000000000"
+            assert state["seed"] == 3
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.wait_for(proc.communicate(), timeout=10)
@@ -87,3 +95,7 @@ def test_bad_input_is_refused() -> None:
     result = runner.invoke(sim, ["--faults", "explode"])
     assert result.exit_code != 0 and "explode" in result.output
     assert "--rate-tier" in runner.invoke(sim, ["--help"]).output
+    result = runner.invoke(sim, ["--balance", "DOGE=5"])
+    assert result.exit_code != 0 and "DOGE" in result.output
+    result = runner.invoke(sim, ["--balance", "USD=lots"])
+    assert result.exit_code != 0 and "ASSET=AMOUNT" in result.output

@@ -5,10 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from decimal import Decimal, InvalidOperation
 
 import click
 
-from tradebot.exchanges.simulator import RATE_TIERS, FaultSpecError, Simulator, SimulatorConfig, parse_faults
+from tradebot.exchanges.simulator import (
+    DEFAULT_BALANCES,
+    RATE_TIERS,
+    FaultSpecError,
+    Simulator,
+    SimulatorConfig,
+    parse_faults,
+)
 
 __all__ = ["sim"]
 
@@ -78,6 +86,13 @@ async def _serve(config: SimulatorConfig) -> None:
     show_default=True,
     help="Kraken verification tier whose rate limits apply.",
 )
+@click.option(
+    "--balance",
+    "balances",
+    multiple=True,
+    metavar="ASSET=AMOUNT",
+    help="Starting balance, repeatable (default: USD=100000 BTC=1 ETH=10).",
+)
 def sim(
     host: str,
     port: int,
@@ -88,6 +103,7 @@ def sim(
     scenario: str | None,
     tick_interval: float,
     rate_tier: str,
+    balances: tuple[str, ...],
 ) -> None:
     """Run a Kraken-compatible exchange (REST + WebSocket v2) on loopback for tests and paper trading."""
     if (api_key is None) != (api_secret is None):
@@ -97,6 +113,18 @@ def sim(
             parse_faults(faults)
         except FaultSpecError as exc:
             raise click.BadParameter(str(exc), param_hint="--faults") from None
+    starting = dict(DEFAULT_BALANCES)
+    if balances:
+        starting = {}
+        for item in balances:
+            asset, _, amount = item.partition("=")
+            try:
+                value = Decimal(amount)
+            except InvalidOperation:
+                raise click.BadParameter(f"{item!r} is not ASSET=AMOUNT", param_hint="--balance") from None
+            if not value.is_finite() or value < 0:
+                raise click.BadParameter(f"{item!r}: amount must be >= 0", param_hint="--balance")
+            starting[asset.strip().upper()] = value
     try:
         config = SimulatorConfig(
             host=host,
@@ -108,7 +136,11 @@ def sim(
             scenario=scenario,
             tick_interval_s=tick_interval,
             rate_tier=rate_tier,
+            balances=starting,
         )
+    except ValueError as exc:  # e.g. an unknown asset in --balance
+        raise click.BadParameter(str(exc), param_hint="--balance") from None
+    try:
         asyncio.run(_serve(config))
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None

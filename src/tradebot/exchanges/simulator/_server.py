@@ -36,6 +36,16 @@ DEFAULT_BALANCES: Mapping[str, Decimal] = {
 }
 
 
+def _known_balances(_inst: Any, attribute: attrs.Attribute[Any], value: Mapping[str, Decimal]) -> None:
+    catalog = default_catalog()
+    for code, amount in value.items():
+        if catalog.asset(code) is None:
+            known = ", ".join(sorted(catalog.assets))
+            raise ValueError(f"{attribute.name}: unknown asset {code!r} (known: {known})")
+        if not Decimal(amount).is_finite() or Decimal(amount) < 0:
+            raise ValueError(f"{attribute.name}: {code} must be a number >= 0 (got {amount!r})")
+
+
 @attrs.frozen
 class SimulatorConfig:
     """How to run the simulator. Every field has a safe default (loopback, seeded, no faults).
@@ -55,7 +65,9 @@ class SimulatorConfig:
     scenario: str | None = None
     tick_interval_s: float = attrs.field(default=0.2, validator=ge(0))
     rate_tier: str = attrs.field(default="intermediate", validator=one_of(tuple(RATE_TIERS)))
-    balances: Mapping[str, Decimal] = attrs.field(factory=lambda: dict(DEFAULT_BALANCES))
+    balances: Mapping[str, Decimal] = attrs.field(
+        factory=lambda: dict(DEFAULT_BALANCES), validator=_known_balances
+    )
     heartbeat_s: float = attrs.field(default=1.0, validator=gt(0))
     volatility: float = attrs.field(default=0.0006, validator=ge(0))
     trend: float = attrs.field(default=0.00015, validator=ge(0))
@@ -153,9 +165,7 @@ class Simulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets  # type: ignore[attr-defined]
-        self._port = server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+        self._port = int(self._runner.addresses[0][1])
         if self.config.tick_interval_s > 0:
             self._tasks.append(asyncio.create_task(self._tick_loop(), name="sim-market"))
         self._tasks.append(asyncio.create_task(self._fault_loop(), name="sim-faults"))
