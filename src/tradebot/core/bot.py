@@ -14,7 +14,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from decimal import Decimal
 from typing import Any
@@ -157,6 +157,9 @@ class Bot:
         )
         self.context = ctx
         trading.listeners.append(self._on_trading_state_change)
+        from tradebot.core.supervisor import start_supervision
+
+        await start_supervision(ctx, self.request_stop, infinite=self.options.infinite)
 
         exchange = await self._start_exchange(ctx, stack)
         ctx.exchange = exchange
@@ -238,11 +241,11 @@ class Bot:
         runner = StrategyRunner(bus=bus, sink=self._on_signals, host=self.host, clock=self.clock)
         ctx.extras["strategy_runner"] = runner
         self._add_strategies(ctx, runner)
-        self._spawn("market-data", self._pump_market_data(ctx))
-        self._spawn("executor", executor.run())
-        self._spawn("strategies", runner.run())
-        self._spawn("equity", self._snapshot_equity(ctx))
-        self._spawn("backups", ctx.store.run_backups())
+        self._spawn("market-data", lambda: self._pump_market_data(ctx))
+        self._spawn("executor", executor.run)
+        self._spawn("strategies", runner.run)
+        self._spawn("equity", lambda: self._snapshot_equity(ctx))
+        self._spawn("backups", ctx.store.run_backups)
 
     def _add_strategies(self, ctx: BotContext, runner: Any) -> None:
         from tradebot.core.strategy import StrategyContext
@@ -260,8 +263,15 @@ class Bot:
     async def _start_optional(self, ctx: BotContext, stack: AsyncExitStack) -> None:
         """Parts that other modules provide: monitor, healing, HTTP server, notifiers."""
 
-    def _spawn(self, name: str, coro: Awaitable[Any]) -> asyncio.Task[Any]:
-        task = asyncio.ensure_future(coro)
+    def _spawn(self, name: str, start: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any] | None:
+        """Run a long-lived part: as a supervised child (restarted, healed) when supervision is on."""
+        supervisor = self.context.supervisor if self.context is not None else None
+        if supervisor is not None:
+            from tradebot.core.supervisor import ChildSpec
+
+            supervisor.add(ChildSpec(name, start))
+            return None
+        task = asyncio.ensure_future(start())
         task.set_name(name)
         task.add_done_callback(self._task_done)
         self._tasks.append(task)
@@ -334,6 +344,11 @@ class Bot:
 
     async def _shutdown(self) -> None:
         ctx = self.context
+        from tradebot.core import sdnotify
+
+        sdnotify.stopping()
+        if ctx is not None and ctx.supervisor is not None:
+            await ctx.supervisor.stop()  # children in reverse start order, bounded
         for task in reversed(self._tasks):
             task.cancel()
         if self._tasks:

@@ -309,6 +309,12 @@ class Healer:
         host = context.plugins
         available = host.components("recovery")
         missing = [n for n in settings.ladder if n not in available]
+        from tradebot.core.plugins import installed_plugins
+
+        installed = installed_plugins()
+        for n in [m for m in missing if m in installed]:
+            log.warning("healing: ladder step %r skipped: its plugin is installed but not enabled", n)
+        missing = [m for m in missing if m not in installed]
         if missing:
             import difflib
 
@@ -319,7 +325,7 @@ class Healer:
                 issues.append(f"no loaded recovery plugin provides {n!r}{hint} @ $.healing.ladder")
             raise ConfigError("the healing ladder names recovery actions that are not loaded", issues)
         actions = []
-        for name in settings.ladder:
+        for name in [n for n in settings.ladder if n in available]:
             comp = available[name]
             config = context.settings.plugin_config("recovery", name)
             if config is None and comp.spec.config_cls is not None:

@@ -118,8 +118,10 @@ class Supervisor:
         healer: Healer | None = None,
         on_escalate: EscalateCallback | None = None,
         alert: AlertSink | None = None,
+        restart_unhealed: bool = True,
     ) -> None:
         self.settings = settings or SupervisorSettings()
+        self.restart_unhealed = restart_unhealed
         self._clock: Clock = clock or SystemClock()
         self.healer = healer
         self.on_escalate = on_escalate
@@ -301,6 +303,9 @@ class Supervisor:
             if result.escalated or self.escalated is not None:
                 return
             if not result.healed:
+                if not self.restart_unhealed:
+                    self.escalate(f"{name} crashed and could not be healed: {child.last_error}", 1)
+                    return
                 log.error("child %s: healing did not succeed; restarting it anyway", name)
         if self.is_running(name):
             return  # the healing ladder restarted it
@@ -327,3 +332,43 @@ class Supervisor:
                 await res
         except Exception:  # noqa: BLE001 - alerting must not break supervision
             log.exception("could not send the supervisor alert")
+
+
+async def start_supervision(
+    context: Any,
+    request_stop: Callable[..., Any],
+    *,
+    infinite: bool = False,
+    heartbeat: bool = True,
+) -> Supervisor:
+    """Build the healer and the supervisor for a bot, attach them to ``context``, start them.
+
+    ``request_stop(reason, exit_code=...)`` is the bot's stop; escalation calls it with
+    the escalation exit code. Without ``infinite``, a crash the ladder cannot heal stops
+    the bot (exit code 1); with it, the child is restarted anyway (up to the restart
+    intensity). A heartbeat child proves liveness to ``--auto-restart`` and systemd.
+    """
+    from tradebot.core.healing import HealingSettings
+    from tradebot.core.sdnotify import Heartbeat
+
+    settings: SupervisorSettings = context.settings.section("supervisor") or SupervisorSettings()
+    healing: HealingSettings = context.settings.section("healing") or HealingSettings()
+    healer = Healer.from_context(context, healing) if healing.enabled else None
+    host = context.plugins
+
+    async def alert(a: Alert) -> None:
+        await host.broadcast("tradebot_alert", alert=a)
+
+    def on_escalate(reason: str, code: int) -> None:
+        request_stop(reason, exit_code=code)
+
+    sup = Supervisor(
+        settings, clock=context.clock, healer=healer, on_escalate=on_escalate, alert=alert, restart_unhealed=infinite
+    )
+    context.healer = healer
+    context.supervisor = sup
+    await sup.start()
+    beat = Heartbeat()
+    if heartbeat and beat.active:
+        sup.add(ChildSpec("heartbeat", beat.run, heal=False))
+    return sup
