@@ -53,6 +53,7 @@ def test_json_lines_carry_trace_ids_and_extras_and_hide_secrets(log_stream: io.S
     text = log_stream.getvalue()
     assert "KRAKEN-very-secret-value" not in text
     lines = [json.loads(line) for line in text.splitlines()]
+    lines = [line for line in lines if line["logger"] == "tradebot.test"]
     first, second = lines[0], lines[1]
     assert first["message"] == "placing order with key ***"
     assert first["pair"] == "BTC/USD" and first["level"] == "INFO" and first["logger"] == "tradebot.test"
