@@ -1,0 +1,174 @@
+"""``tradebot health``, ``tradebot halt`` and ``tradebot resume``.
+
+They work on the state directory of the configured bot: health and the trading state
+come from its state store (which a running bot keeps current); halt and resume reach a
+running bot within a second through :mod:`tradebot.core.control`, or change the saved
+state when no bot runs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tradebot.cli.plugins import config_option
+
+__all__ = ["halt", "health", "read_health", "resume"]
+
+_STATUS_ORDER = {"ok": 0, "degraded": 1, "critical": 2}
+
+
+def _state_dir(config_path: Path | None, state_dir: Path | None) -> Path:
+    if state_dir is not None:
+        return state_dir
+    from tradebot.core.config import load_settings
+    from tradebot.core.errors import ConfigError
+
+    try:
+        return load_settings(config_path).state_path
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+state_dir_option = click.option(
+    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    help="State directory (default: the config's bot.state_dir).",
+)
+
+
+def read_health(state_dir: Path, *, limit: int = 2000) -> dict[str, Any]:
+    """Health per check (newest result of each) and the trading state, from the state store."""
+    from tradebot.core.control import BotLock, bot_running
+    from tradebot.core.store import DB_NAME, StateStore
+
+    running = bot_running(state_dir)
+    out: dict[str, Any] = {
+        "state_dir": str(state_dir),
+        "running": running,
+        "pid": BotLock(state_dir).holder_pid() if running else None,
+        "trading": None,
+        "status": "unknown",
+        "checks": {},
+    }
+    if not (state_dir / DB_NAME).exists():
+        return out
+    store = StateStore(state_dir)
+    try:
+        rec = store.load_trading_state()
+        records = store.recent_health(limit)
+    finally:
+        store.close()
+    out["trading"] = (
+        {"state": "active", "reason": "never changed", "source": "core", "since": None}
+        if rec is None
+        else {"state": rec.state.value, "reason": rec.reason, "source": rec.source, "since": rec.time.isoformat()}
+    )
+    checks: dict[str, Any] = {}
+    for r in records:  # newest first: the first seen per check is its latest
+        if r.check in checks:
+            continue
+        try:
+            metrics = json.loads(r.metrics_json) if r.metrics_json else {}
+        except ValueError:
+            metrics = {}
+        checks[r.check] = {"status": r.status, "message": r.message, "time": r.time.isoformat(), "metrics": metrics}
+    out["checks"] = dict(sorted(checks.items()))
+    if checks:
+        out["status"] = max((c["status"] for c in checks.values()), key=lambda s: _STATUS_ORDER.get(s, 3))
+    return out
+
+
+def _age(iso: str | None, now: datetime) -> str:
+    if not iso:
+        return "-"
+    seconds = (now - datetime.fromisoformat(iso)).total_seconds()
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def render(data: dict[str, Any]) -> str:
+    """The readable table ``tradebot health`` prints."""
+    from tradebot.core.models import utc_now
+
+    now = utc_now()
+    bot = f"bot running (pid {data['pid']})" if data["running"] else "no bot running"
+    lines = [f"state dir {data['state_dir']}: {bot}"]
+    trading = data["trading"]
+    if trading is None:
+        lines.append("no saved state yet (the bot has never run here)")
+        return "\n".join(lines)
+    lines.append(
+        f"trading  {trading['state'].upper()} ({trading['reason']}; by {trading['source']}"
+        + (f", {_age(trading['since'], now)} ago)" if trading["since"] else ")")
+    )
+    lines.append(f"health   {data['status'].upper()}")
+    checks = data["checks"]
+    if not checks:
+        lines.append("no health results recorded yet")
+        return "\n".join(lines)
+    width = max(len("CHECK"), *(len(n) for n in checks))
+    lines.append("")
+    lines.append(f"{'CHECK'.ljust(width)}  {'STATUS':<9} {'AGE':>5}  MESSAGE")
+    for name, c in checks.items():
+        lines.append(f"{name.ljust(width)}  {c['status']:<9} {_age(c['time'], now):>5}  {c['message']}")
+    return "\n".join(lines)
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@config_option
+@state_dir_option
+def health(as_json: bool, config_path: Path | None, state_dir: Path | None) -> None:
+    """Health per check and the trading state (from the running bot or the saved state)."""
+    from tradebot.core.errors import StateError
+
+    directory = _state_dir(config_path, state_dir)
+    try:
+        data = read_health(directory)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(data, indent=2) if as_json else render(data))
+
+
+def _send(action: str, reason: str, config_path: Path | None, state_dir: Path | None, timeout: float) -> None:
+    from tradebot.core.control import send_command
+    from tradebot.core.errors import StateError
+
+    directory = _state_dir(config_path, state_dir)
+    try:
+        result = send_command(directory, action, reason, timeout_s=timeout)
+    except StateError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"trading {result.state.upper()}: {result.message}")
+    if not result.ok:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--reason", required=True, help="Why trading stops (kept with the state and shown in alerts).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Seconds to wait for a running bot to answer.")
+@config_option
+@state_dir_option
+def halt(reason: str, timeout: float, config_path: Path | None, state_dir: Path | None) -> None:
+    """HALT trading on the running bot, or for the next start when none runs."""
+    _send("halt", reason, config_path, state_dir, timeout)
+
+
+@click.command()
+@click.option("--reason", default="operator resume", show_default=True, help="Why trading may go on.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Seconds to wait for a running bot to answer.")
+@config_option
+@state_dir_option
+def resume(reason: str, timeout: float, config_path: Path | None, state_dir: Path | None) -> None:
+    """Resume trading (back to ACTIVE) on the running bot, or for the next start."""
+    _send("resume", reason, config_path, state_dir, timeout)
