@@ -31,8 +31,9 @@ _HUNDRED = Decimal(100)
 class RsiReversionConfig:
     """``[strategies.<name>.params]`` of an ``rsi-reversion`` instance."""
 
-    period: int = attrs.field(default=14, validator=gt(1))
-    """Price changes in Wilder's smoothing."""
+    period: int = attrs.field(default=9, validator=gt(1))
+    """Price changes in Wilder's smoothing (9: tick data is noisy, and a 30-second paper run
+    of ~150 ticks should see the thresholds reached)."""
     oversold: Decimal = attrs.field(default=Decimal(30), validator=in_range(0, 100))
     """Buy below this RSI."""
     overbought: Decimal = attrs.field(default=Decimal(70), validator=in_range(0, 100))

@@ -1,0 +1,151 @@
+"""The runner calls strategies through the plugin host: traced, attributed, quarantined."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import StatusCode
+
+from tradebot.core import telemetry
+from tradebot.core.bus import EventBus
+from tradebot.core.hookspecs import hookimpl
+from tradebot.core.models import Alert, Side, Signal, Ticker
+from tradebot.core.plugins import PluginHost
+from tradebot.core.strategy import StrategyRunner
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def ticker(price: int) -> Ticker:
+    p = Decimal(price)
+    return Ticker(pair="BTC/USD", bid=p, ask=p, last=p, volume=Decimal(1), time=T0)
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    telemetry.configure_tracing("none", span_processor=SimpleSpanProcessor(exporter))
+    yield exporter
+    telemetry.shutdown_tracing()
+
+
+class Alerts:
+    def __init__(self) -> None:
+        self.alerts: list[Alert] = []
+
+    @hookimpl
+    def tradebot_alert(self, alert: Alert) -> None:
+        self.alerts.append(alert)
+
+
+async def wait_until(predicate: object, timeout: float = 2.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.002)
+
+
+async def test_every_mode_is_traced_and_attributed(spans: InMemorySpanExporter) -> None:
+    class Inline:
+        blocking = False
+
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            return [Signal(strategy="a", pair=event.pair, side=Side.BUY, volume=Decimal(1))]
+
+    class Threaded:
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            raise ValueError("division by zero in my indicator")
+
+    class Async:
+        async def on_event(self, event: Ticker) -> Sequence[Signal]:
+            await asyncio.sleep(0)
+            return []
+
+    host = PluginHost(quarantine_after=100)
+    bus = EventBus()
+    got: list[Signal] = []
+
+    async def sink(signals: list[Signal]) -> None:
+        got.extend(signals)
+
+    runner = StrategyRunner(bus=bus, sink=sink, host=host)
+    runner.add("a", Inline(), plugin="plug-inline")
+    runner.add("b", Threaded(), plugin="plug-thread", max_failures=10)
+    runner.add("c", Async(), plugin="plug-async")
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0)
+    bus.publish_nowait(ticker(1))
+    await wait_until(lambda: all(s.calls == 1 for s in runner.stats().values()))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    by_plugin = {s.attributes["tradebot.plugin"]: s for s in spans.get_finished_spans()}
+    assert set(by_plugin) == {"plug-inline", "plug-thread", "plug-async"}
+    assert all(s.attributes["tradebot.hook"] == "on_event" for s in by_plugin.values())
+    failed = by_plugin["plug-thread"]
+    assert failed.status.status_code == StatusCode.ERROR
+    assert "division by zero in my indicator" in runner["b"].stats.last_error  # type: ignore[operator]
+    assert host.failures("plug-thread") == 1
+    assert len(got) == 1
+
+
+async def test_quarantine_is_broadcast_as_a_critical_alert() -> None:
+    class Broken:
+        async def on_event(self, event: Ticker) -> Sequence[Signal]:
+            raise KeyError("price")
+
+    host = PluginHost(quarantine_after=100)
+    alerts = Alerts()
+    host.register(alerts, "alerts")
+    bus = EventBus()
+
+    async def sink(signals: list[Signal]) -> None:
+        raise AssertionError("no signal expected")
+
+    runner = StrategyRunner(bus=bus, sink=sink, host=host)
+    runner.add("broken", Broken(), plugin="third-party", max_failures=2)
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0)
+    for i in range(5):
+        bus.publish_nowait(ticker(i))
+        await asyncio.sleep(0.005)
+    await wait_until(lambda: bool(alerts.alerts))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    (alert,) = alerts.alerts
+    assert alert.title == "strategy broken quarantined"
+    assert alert.level.value == "critical"
+    assert "2 consecutive failures" in alert.message and "KeyError" in alert.message
+    assert runner["broken"].stats.calls == 2
+
+
+async def test_plugin_quarantined_by_the_host_stops_its_instance() -> None:
+    class Quiet:
+        blocking = False
+
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            return []
+
+    host = PluginHost()
+    bus = EventBus()
+
+    async def sink(signals: list[Signal]) -> None:
+        return None
+
+    runner = StrategyRunner(bus=bus, sink=sink, host=host)
+    runner.add("q", Quiet(), plugin="bad-plugin")
+    host.quarantine("bad-plugin", "reloaded module failed to import")
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0)
+    bus.publish_nowait(ticker(1))
+    await wait_until(lambda: bool(runner.quarantined))
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert "quarantined" in runner.quarantined["q"]
