@@ -261,7 +261,37 @@ class Bot:
             runner.add(inst_name, strategy, instance=inst, plugin=comp.plugin, pairs=pairs)
 
     async def _start_optional(self, ctx: BotContext, stack: AsyncExitStack) -> None:
-        """Parts that other modules provide: monitor, healing, HTTP server, notifiers."""
+        """Monitor and HALT triggers, metrics, notifications and the HTTP server."""
+        from tradebot.core import tracing
+        from tradebot.core.health import HealthMonitor
+        from tradebot.core.http_server import HttpServer
+        from tradebot.core.metrics import BotMetrics
+        from tradebot.core.notify import install_notifications
+
+        monitor = HealthMonitor.from_context(ctx)
+        ctx.health = monitor
+        self._spawn("monitor", monitor.run)
+
+        metrics = BotMetrics()
+        metrics.attach(ctx)
+        stack.callback(metrics.shutdown)
+        self._spawn("loop-lag", metrics.run_loop_monitor)
+        tracing.install_retry_events()
+
+        dispatcher = install_notifications(ctx)
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.stop)
+
+        http = self.settings.section("http")
+        if http.enabled:
+            server = HttpServer(ctx, http)
+            try:
+                port = await server.start()
+            except OSError as exc:
+                log.error("HTTP server not started on %s:%s: %s; trading goes on without it", http.host, http.port, exc)
+            else:
+                stack.push_async_callback(server.stop)
+                log.info("HTTP health/control server on http://%s:%d", http.host, port)
 
     def _spawn(self, name: str, start: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any] | None:
         """Run a long-lived part: as a supervised child (restarted, healed) when supervision is on."""
@@ -289,12 +319,17 @@ class Bot:
     # --- data flow --------------------------------------------------------------------
 
     async def _pump_market_data(self, ctx: BotContext) -> None:
+        from tradebot.core import tracing
+
         pairs = list(self.settings.bot.pairs)
         async for event in ctx.exchange.market_data(pairs):
             self.summary.ticks += 1
-            if isinstance(event, Ticker):
-                ctx.portfolio.mark(event)
-            await ctx.bus.publish(event)
+            with tracing.market_event(event):
+                if isinstance(event, Ticker):
+                    ctx.portfolio.mark(event)
+                if ctx.health is not None:
+                    ctx.health.on_market_event(event)
+                await ctx.bus.publish(event)
 
     async def _on_signals(self, signals: list[Signal]) -> None:
         ctx = self.context
@@ -311,6 +346,8 @@ class Bot:
                 self.summary.orders_placed += 1
             except TradebotError as exc:
                 self.summary.errors += 1
+                if ctx.health is not None:
+                    ctx.health.record_error(exc)
                 log.warning("order for %s %s %s failed: %s", sig.side, sig.volume, sig.pair, exc)
 
     async def _snapshot_equity(self, ctx: BotContext, every_s: float = 5.0) -> None:
