@@ -1,0 +1,415 @@
+"""Each check and HALT trigger fires at its threshold and not below it (fake clocks)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal as D
+from typing import Any
+
+import attrs
+import pytest
+
+from tradebot.checks.api_connectivity import ApiConnectivityCheck, ApiConnectivityConfig
+from tradebot.checks.api_error_rate import ApiErrorRateCheck, ApiErrorRateConfig
+from tradebot.checks.consecutive_losses import ConsecutiveLossesCheck, ConsecutiveLossesConfig
+from tradebot.checks.drawdown import DrawdownCheck, DrawdownConfig
+from tradebot.checks.resources import ResourceCheck, ResourcesConfig
+from tradebot.checks.staleness import StalenessCheck, StalenessConfig
+from tradebot.checks.volatility import VolatilityCheck, VolatilityConfig
+from tradebot.core.clock import FakeClock
+from tradebot.core.config import structure
+from tradebot.core.errors import ExchangeUnavailable, OrderNotFound, RequestTimeout
+from tradebot.core.health import CheckResult, HealthStatus
+from tradebot.core.models import Balances, SystemStatus, Ticker, TradingState
+from tradebot.core.store import PositionClosed, StateStore
+
+OK, DEGRADED, CRITICAL = HealthStatus.OK, HealthStatus.DEGRADED, HealthStatus.CRITICAL
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Emitted(list[CheckResult]):
+    def __call__(self, result: CheckResult) -> None:
+        self.append(result)
+
+
+# --- API connectivity --------------------------------------------------------------------
+
+
+class FlakyExchange:
+    def __init__(self) -> None:
+        self.fail = False
+        self.status = "online"
+        self.stale_balances = False
+
+    async def system_status(self) -> SystemStatus:
+        if self.fail:
+            raise RequestTimeout("SystemStatus timed out", endpoint="public/SystemStatus")
+        return SystemStatus(self.status, T0)
+
+    async def balances(self) -> Balances:
+        return Balances({"USD": D(1)}, T0, stale=self.stale_balances, age_s=42.0 if self.stale_balances else 0.0)
+
+
+async def test_api_connectivity_degrades_then_halts_at_the_failure_limit() -> None:
+    ex = FlakyExchange()
+    check = ApiConnectivityCheck("api-connectivity", ApiConnectivityConfig(degraded_after=1, critical_after=3), ex, FakeClock())
+    assert (await check.evaluate()).status is OK
+    ex.fail = True
+    statuses = [(await check.evaluate()).status for _ in range(3)]
+    assert statuses == [DEGRADED, DEGRADED, CRITICAL]
+    result = await check.evaluate()
+    assert result.escalate is TradingState.HALTED and "4 failed rounds" in result.message
+    ex.fail = False
+    assert (await check.evaluate()).status is OK  # one success clears the count
+
+
+async def test_api_connectivity_counts_cached_balances_as_failure() -> None:
+    ex = FlakyExchange()
+    ex.stale_balances = True
+    check = ApiConnectivityCheck("api-connectivity", ApiConnectivityConfig(critical_after=1), ex, FakeClock())
+    result = await check.evaluate()
+    assert result.status is CRITICAL and "cache" in result.message
+
+
+@pytest.mark.parametrize(
+    ("status", "setting", "expected"),
+    [
+        ("maintenance", "reduce", TradingState.REDUCING),
+        ("maintenance", "halt", TradingState.HALTED),
+        ("cancel_only", "reduce", TradingState.REDUCING),
+        ("cancel_only", "none", None),
+    ],
+)
+async def test_api_connectivity_maps_exchange_modes(status: str, setting: str, expected: TradingState | None) -> None:
+    ex = FlakyExchange()
+    ex.status = status
+    cfg = ApiConnectivityConfig(on_maintenance=setting, on_cancel_only=setting)
+    result = await ApiConnectivityCheck("api-connectivity", cfg, ex, FakeClock()).evaluate()
+    assert result.escalate is expected
+    assert result.status is (CRITICAL if expected is not None else DEGRADED)
+    assert status in result.message
+
+
+async def test_api_connectivity_post_only_is_degraded_only() -> None:
+    ex = FlakyExchange()
+    ex.status = "post_only"
+    result = await ApiConnectivityCheck("api-connectivity", ApiConnectivityConfig(), ex, FakeClock()).evaluate()
+    assert result.status is DEGRADED and result.escalate is None
+
+
+# --- staleness ---------------------------------------------------------------------------
+
+
+def tick(pair: str, price: str = "100") -> Ticker:
+    p = D(price)
+    return Ticker(pair, p, p, p, D(1), T0)
+
+
+async def test_staleness_fires_at_the_threshold_and_not_before() -> None:
+    clock = FakeClock()
+    emitted = Emitted()
+    check = StalenessCheck("staleness", StalenessConfig(threshold_s=5, startup_grace_s=10), ["BTC/USD"], clock)
+    await check.start(emitted)
+    try:
+        check.on_market_event(tick("BTC/USD"))
+        await clock.advance(4.99)
+        assert emitted == [] and (await check.evaluate()).status is OK
+        await clock.advance(0.01)
+        assert [r.status for r in emitted] == [CRITICAL]
+        assert "BTC/USD (no update for 5.0s)" in emitted[0].message
+        assert emitted[0].escalate is TradingState.HALTED
+        # fresh data clears it at once and re-arms the deadline
+        check.on_market_event(tick("BTC/USD"))
+        assert [r.status for r in emitted] == [CRITICAL, OK]
+        await clock.advance(4.9)
+        assert len(emitted) == 2
+        await clock.advance(0.1)
+        assert [r.status for r in emitted] == [CRITICAL, OK, CRITICAL]
+    finally:
+        await check.stop()
+
+
+async def test_staleness_updates_push_the_deadline_without_firing() -> None:
+    clock = FakeClock()
+    emitted = Emitted()
+    check = StalenessCheck("staleness", StalenessConfig(threshold_s=1, startup_grace_s=1), ["ETH/USD"], clock)
+    await check.start(emitted)
+    try:
+        for _ in range(20):
+            check.on_market_event(tick("ETH/USD"))
+            await clock.advance(0.9)
+        assert emitted == []
+    finally:
+        await check.stop()
+
+
+async def test_pair_never_seen_within_grace_is_stale() -> None:
+    clock = FakeClock()
+    emitted = Emitted()
+    check = StalenessCheck("staleness", StalenessConfig(threshold_s=1, startup_grace_s=30), ["BTC/USD", "ETH/USD"], clock)
+    await check.start(emitted)
+    try:
+        await clock.advance(29.9)
+        check.on_market_event(tick("BTC/USD"))
+        assert emitted == []
+        await clock.advance(0.1)
+        assert emitted[-1].status is CRITICAL and "ETH/USD (never received)" in emitted[-1].message
+        assert "BTC/USD" not in emitted[-1].message
+    finally:
+        await check.stop()
+
+
+# --- resources -------------------------------------------------------------------------------
+
+
+class ScriptedSampler:
+    def __init__(self) -> None:
+        self.values = {"host_cpu_pct": 10.0, "host_mem_pct": 50.0, "process_cpu_pct": 1.0, "process_rss_mb": 80.0, "loop_lag_s": 0.0}
+        self.started = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.started = False
+
+    def sample(self) -> dict[str, float]:
+        return dict(self.values)
+
+
+async def test_resources_critical_only_when_sustained_for_the_window() -> None:
+    clock = FakeClock()
+    sampler = ScriptedSampler()
+    cfg = ResourcesConfig(sustained_s=60, host_mem_warn_pct=90, host_mem_critical_pct=97)
+    check = ResourceCheck("resources", cfg, sampler, clock)
+    sampler.values["host_mem_pct"] = 97.0
+    assert (await check.evaluate()).status is OK  # just crossed: not sustained yet
+    await clock.advance(59.9)
+    assert (await check.evaluate()).status is OK
+    await clock.advance(0.1)
+    result = await check.evaluate()
+    assert result.status is CRITICAL and "host_mem_pct" in result.message
+    assert result.metrics["host_mem_pct"] == 97.0
+    # one sample under the limit restarts the clock
+    sampler.values["host_mem_pct"] = 96.9
+    assert (await check.evaluate()).status is DEGRADED  # still over warn for >= 60 s
+    sampler.values["host_mem_pct"] = 97.0
+    await clock.advance(30)
+    assert (await check.evaluate()).status is DEGRADED
+
+
+async def test_resources_spike_below_window_is_ok_and_loop_lag_degrades_at_once() -> None:
+    clock = FakeClock()
+    sampler = ScriptedSampler()
+    check = ResourceCheck("resources", ResourcesConfig(sustained_s=10, lag_warn_s=0.25), sampler, clock)
+    sampler.values["host_cpu_pct"] = 100.0
+    await check.evaluate()
+    await clock.advance(9)
+    sampler.values["host_cpu_pct"] = 20.0
+    assert (await check.evaluate()).status is OK
+    sampler.values["loop_lag_s"] = 0.24
+    assert (await check.evaluate()).status is OK
+    sampler.values["loop_lag_s"] = 0.25
+    result = await check.evaluate()
+    assert result.status is DEGRADED and "loop_lag_s" in result.message
+
+
+async def test_real_sampler_measures_a_blocked_loop() -> None:
+    import asyncio
+    import time
+
+    from tradebot.checks.resources import PsutilSampler
+
+    sampler = PsutilSampler(lag_probe_s=0.01)
+    await sampler.start()
+    try:
+        await asyncio.sleep(0.05)
+        time.sleep(0.2)  # block the loop on purpose
+        await asyncio.sleep(0.05)
+        sample = sampler.sample()
+    finally:
+        await sampler.stop()
+    assert sample["loop_lag_s"] >= 0.15
+    assert 0 <= sample["host_mem_pct"] <= 100 and sample["process_rss_mb"] > 1
+
+
+# --- consecutive losses ------------------------------------------------------------------------
+
+
+def closed(trade: str, pnl: str, *, pair: str = "BTC/USD", full: bool = True) -> PositionClosed:
+    return PositionClosed(trade, pair, D(1), D(100), D(100), D(pnl), D(0), D(0) if full else D(1), full, T0)
+
+
+async def test_consecutive_losses_trip_at_the_limit_and_a_win_resets() -> None:
+    emitted = Emitted()
+    check = ConsecutiveLossesCheck("consecutive-losses", ConsecutiveLossesConfig(limit=3), None, FakeClock())
+    await check.start(emitted)
+    check.on_position_closed(closed("a", "-1"))
+    check.on_position_closed(closed("b", "-1"))
+    assert (await check.evaluate()).status is DEGRADED
+    check.on_position_closed(closed("c", "0"))  # break-even is not a loss
+    check.on_position_closed(closed("d", "-1"))
+    check.on_position_closed(closed("e", "-1"))
+    assert (await check.evaluate()).status is DEGRADED
+    check.on_position_closed(closed("f", "-0.01"))
+    result = await check.evaluate()
+    assert result.status is CRITICAL and result.escalate is TradingState.HALTED
+    assert emitted[-1].status is CRITICAL
+    check.on_position_closed(closed("g", "5"))  # latched until a person resumes
+    assert (await check.evaluate()).status is CRITICAL
+    check.reset()
+    assert (await check.evaluate()).status is OK
+
+
+async def test_consecutive_losses_count_round_trips_and_ignore_duplicates() -> None:
+    check = ConsecutiveLossesCheck("consecutive-losses", ConsecutiveLossesConfig(limit=2), None, FakeClock())
+    check.on_position_closed(closed("a", "-3", full=False))
+    check.on_position_closed(closed("b", "4", full=True))  # round trip +1: a win
+    assert check.count == 0
+    check.on_position_closed(closed("c", "-1"))
+    check.on_position_closed(closed("c", "-1"))  # the same record twice counts once
+    assert check.count == 1 and (await check.evaluate()).status is DEGRADED
+
+
+async def test_consecutive_losses_survive_a_restart(tmp_path: Any) -> None:
+    store = StateStore(tmp_path)
+    try:
+        with store.transaction() as tx:
+            for i in range(3):
+                tx.add_realized(closed(f"t{i}", "-2"))
+        check = ConsecutiveLossesCheck("consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock())
+        emitted = Emitted()
+        await check.start(emitted)
+        assert check.count == 3 and emitted[-1].status is CRITICAL
+    finally:
+        store.close()
+
+
+# --- drawdown --------------------------------------------------------------------------------------
+
+
+class Equity:
+    def __init__(self, value: str) -> None:
+        self.value = D(value)
+        self.snapshots = 0
+
+    def equity(self) -> D | None:
+        return self.value
+
+    def snapshot_equity(self) -> None:
+        self.snapshots += 1
+
+
+async def test_drawdown_fires_at_the_limit_from_the_peak(tmp_path: Any) -> None:
+    store = StateStore(tmp_path)
+    try:
+        pf = Equity("1000")
+        check = DrawdownCheck("drawdown", DrawdownConfig(max_drawdown_pct=10), pf, store, FakeClock())
+        assert (await check.evaluate()).status is OK
+        pf.value = D("1200")
+        await check.evaluate()
+        pf.value = D("1080.01")  # 9.999 % below 1200
+        result = await check.evaluate()
+        assert result.status is DEGRADED and result.metrics["peak"] == 1200.0
+        pf.value = D("1080")  # exactly 10 %
+        result = await check.evaluate()
+        assert result.status is CRITICAL and result.escalate is TradingState.HALTED
+        # the peak is persisted: a new check (a restart) still sees the drawdown
+        again = DrawdownCheck("drawdown", DrawdownConfig(max_drawdown_pct=10), pf, store, FakeClock())
+        assert (await again.evaluate()).status is CRITICAL
+        again.reset()  # a manual resume measures from the equity now
+        assert (await again.evaluate()).status is OK
+        assert store.get_kv("checks.drawdown.peak") == "1080"
+        assert pf.snapshots >= 2
+    finally:
+        store.close()
+
+
+async def test_drawdown_without_a_price_is_not_a_made_up_number() -> None:
+    class NoMark:
+        def equity(self) -> None:
+            return None
+
+    result = await DrawdownCheck("drawdown", DrawdownConfig(), NoMark(), None, FakeClock()).evaluate()
+    assert result.status is OK and "not known" in result.message
+
+
+# --- API error rate ----------------------------------------------------------------------------------
+
+
+async def test_api_error_rate_fires_at_n_errors_within_the_window() -> None:
+    clock = FakeClock()
+    emitted = Emitted()
+    check = ApiErrorRateCheck("api-error-rate", ApiErrorRateConfig(max_errors=5, window_s=10, warn_errors=3), clock)
+    await check.start(emitted)
+    for _ in range(4):
+        check.record_error(ExchangeUnavailable("EService:Unavailable"))
+        await clock.advance(1)
+    assert [r.status for r in emitted] == [DEGRADED]
+    check.record_error(OrderNotFound("gone"))  # every error class counts unless listed in ignore
+    assert emitted[-1].status is CRITICAL and emitted[-1].escalate is TradingState.HALTED
+    assert "ExchangeUnavailable x4" in emitted[-1].message
+
+
+async def test_api_error_rate_old_errors_age_out_and_ignored_ones_do_not_count() -> None:
+    clock = FakeClock()
+    check = ApiErrorRateCheck("api-error-rate", ApiErrorRateConfig(max_errors=3, window_s=10, ignore=["OrderNotFound"]), clock)
+    check.record_error(ExchangeUnavailable("x"))
+    await clock.advance(5)
+    check.record_error(ExchangeUnavailable("x"))
+    for _ in range(5):
+        check.record_error(OrderNotFound("x"))
+    await clock.advance(5)  # the first error is exactly window_s old: out
+    check.record_error(ExchangeUnavailable("x"))
+    assert (await check.evaluate()).status is DEGRADED
+    check.record_error(ExchangeUnavailable("x"))
+    assert (await check.evaluate()).status is CRITICAL
+    await clock.advance(10)
+    assert (await check.evaluate()).status is OK
+
+
+# --- volatility --------------------------------------------------------------------------------------
+
+
+async def test_volatility_fires_at_the_range_limit_within_the_window() -> None:
+    clock = FakeClock()
+    emitted = Emitted()
+    check = VolatilityCheck("volatility", VolatilityConfig(window_s=60, max_change_pct=5, on_critical="reduce"), clock)
+    await check.start(emitted)
+    check.on_market_event(tick("BTC/USD", "100"))
+    await clock.advance(10)
+    check.on_market_event(tick("BTC/USD", "104.99"))
+    assert all(r.status is not CRITICAL for r in emitted)
+    check.on_market_event(tick("BTC/USD", "105"))
+    assert emitted[-1].status is CRITICAL and emitted[-1].escalate is TradingState.REDUCING
+    assert "BTC/USD" in emitted[-1].message
+    # once the low leaves the window the range is narrow again
+    await clock.advance(55)
+    check.on_market_event(tick("BTC/USD", "105"))
+    assert emitted[-1].status is OK
+
+
+async def test_volatility_catches_a_drop_and_a_spike_back() -> None:
+    clock = FakeClock()
+    check = VolatilityCheck("volatility", VolatilityConfig(window_s=60, max_change_pct=5), clock)
+    for price in ("100", "94", "100"):
+        check.on_market_event(tick("ETH/USD", price))
+        await clock.advance(1)
+    result = await check.evaluate()
+    assert result.status is CRITICAL and result.metrics["range_pct.ETH/USD"] == pytest.approx(6.383, rel=1e-3)
+
+
+# --- config ---------------------------------------------------------------------------------------------
+
+
+def test_config_errors_name_the_rule_and_the_path() -> None:
+    obj, issues = structure({"threshold_s": -5}, StalenessConfig, "$.checks.staleness")
+    assert obj is None and issues == ["threshold_s must be > 0 (got -5) @ $.checks.staleness.threshold_s"]
+    obj, issues = structure({"on_critical": "panic"}, DrawdownConfig, "$.checks.drawdown")
+    assert obj is None and "on_critical" in issues[0] and "$.checks.drawdown.on_critical" in issues[0]
+    obj, issues = structure({"limit": 3, "limmit": 4}, ConsecutiveLossesConfig, "$.checks.consecutive-losses")
+    assert obj is None and "limmit" in issues[0]
+    obj, issues = structure({"degraded_after": 5, "critical_after": 2}, ApiConnectivityConfig, "$.checks.api-connectivity")
+    assert obj is None and "critical_after must be >= degraded_after" in issues[0]
+    obj, issues = structure({"auto_resume_after_s": 30, "interval_s": 2}, VolatilityConfig, "$.checks.volatility")
+    assert issues == [] and attrs.asdict(obj)["auto_resume_after_s"] == 30
