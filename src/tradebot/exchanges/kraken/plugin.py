@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tradebot.core.components import ComponentSpec
 from tradebot.core.hookspecs import hookimpl
 from tradebot.exchanges.kraken.config import KrakenConfig
-from tradebot.exchanges.kraken.exchange import KrakenExchange
+
+if TYPE_CHECKING:
+    from tradebot.exchanges.kraken.exchange import KrakenExchange
 
 __all__ = ["create", "tradebot_register_exchanges"]
 
@@ -19,6 +21,9 @@ def create(config: KrakenConfig | None, context: Any) -> KrakenExchange:
     Credentials come from ``context.extras["secrets"]`` (``kraken_api_key`` /
     ``kraken_api_secret``); without them only public market data is available.
     """
+    # imported here so that loading the plugin (e.g. `plugins list`) stays cheap
+    from tradebot.exchanges.kraken.exchange import KrakenExchange
+
     secrets = getattr(context, "extras", {}).get("secrets", {}) or {}
     return KrakenExchange(
         config or KrakenConfig(),
