@@ -276,6 +276,8 @@ class Supervisor:
             child = self._children.get(name)
             if child is None or gen != child.generation or self._stopping or task.cancelled():
                 continue  # an old incarnation, or a cancel we asked for
+            if self.escalated is not None:
+                continue  # the bot is stopping for a process restart: restarting here is pointless
             try:
                 await self._on_exit(child, task)
             except asyncio.CancelledError:

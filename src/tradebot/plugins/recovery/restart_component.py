@@ -17,7 +17,7 @@ import attrs
 from tradebot.core.components import ComponentSpec
 from tradebot.core.healing import Failure, RecoveryLimits
 from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import ge
+from tradebot.core.validate import ge, gt
 from tradebot.plugins.recovery._base import ActionBase
 
 __all__ = ["RestartComponentAction", "RestartComponentConfig", "tradebot_register_recovery_actions"]
@@ -25,7 +25,10 @@ __all__ = ["RestartComponentAction", "RestartComponentConfig", "tradebot_registe
 
 @attrs.frozen
 class RestartComponentConfig(RecoveryLimits):
-    """``[recovery.restart-component]``."""
+    """``[recovery.restart-component]``: a restart that does not hold is tried again; the
+    supervisor's restart intensity bounds the total."""
+
+    attempts: int = attrs.field(default=3, validator=gt(0))
 
     settle_s: float = attrs.field(default=1.0, validator=ge(0))
     """The restarted component must still be running this long after the restart."""
