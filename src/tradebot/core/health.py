@@ -410,6 +410,14 @@ class HealthMonitor:
                 with contextlib.suppress(Exception):
                     await stop()
 
+    async def process_pending(self) -> int:
+        """Process every result delivered so far (what the monitor's task does continuously)."""
+        count = 0
+        while not self._queue.empty():
+            await self.process(self._queue.get_nowait())
+            count += 1
+        return count
+
     async def _consume(self) -> None:
         while True:
             result = await self._queue.get()
