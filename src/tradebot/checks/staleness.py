@@ -44,6 +44,7 @@ class StalenessCheck(BaseCheck):
         super().__init__(name, config, clock)
         self.config = config
         self.pairs = list(pairs)
+        self._watched = frozenset(self.pairs)
         self.last_seen: dict[str, float] = {}
         self._deadline: dict[str, float] = {}
         self._stale: set[str] = set()
@@ -55,7 +56,8 @@ class StalenessCheck(BaseCheck):
         now = self.clock.monotonic()
         self.started_at = now
         for pair in self.pairs:
-            self._deadline[pair] = now + self.config.startup_grace_s
+            seen = self.last_seen.get(pair)
+            self._deadline[pair] = seen + self.config.threshold_s if seen is not None else now + self.config.startup_grace_s
             self._waiters[pair] = asyncio.ensure_future(self._wait(pair))
 
     async def stop(self) -> None:
@@ -70,16 +72,28 @@ class StalenessCheck(BaseCheck):
     def on_market_event(self, event: Any) -> None:
         """Any ticker or candle of a watched pair proves the feed is alive."""
         pair = getattr(event, "pair", None)
-        if pair not in self._deadline:
+        if pair not in self._watched:
             return
         now = self.clock.monotonic()
+        first = pair not in self.last_seen
         self.last_seen[pair] = now
         self._deadline[pair] = now + self.config.threshold_s
+        if self._emit is None:
+            return
+        if first and self.config.threshold_s < self.config.startup_grace_s:
+            # the waiter sleeps towards the longer start-up deadline: move it earlier
+            self._rearm(pair)
         if pair in self._stale:
             self._stale.discard(pair)
             self.emit(self._summary())
-            if self._emit is not None and pair not in self._waiters:
-                self._waiters[pair] = asyncio.ensure_future(self._wait(pair))
+            if pair not in self._waiters:
+                self._rearm(pair)
+
+    def _rearm(self, pair: str) -> None:
+        old = self._waiters.pop(pair, None)
+        if old is not None:
+            old.cancel()
+        self._waiters[pair] = asyncio.ensure_future(self._wait(pair))
 
     async def _wait(self, pair: str) -> None:
         try:
