@@ -286,18 +286,11 @@ class PluginHost:
         towards quarantine. Any other exception is a plugin fault: it is logged, recorded on
         the span and re-raised as :class:`PluginError` chained to the original.
         """
-        if plugin in self._quarantined:
-            raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
         if tracer is None:
-            try:
-                result = fn(*args, **kwargs)
-            except TradebotError:
-                raise
-            except Exception as exc:
-                raise self._fault(plugin, method, exc) from exc
-            self._failures[plugin] = 0
-            return result
+            return self.call_untraced(plugin, method, fn, *args, **kwargs)
+        if plugin in self._quarantined:
+            raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
         with tracer.start_as_current_span(
             f"{plugin}.{method}",
             attributes={"tradebot.plugin": plugin, "tradebot.hook": method},
@@ -315,20 +308,11 @@ class PluginHost:
 
     async def acall(self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`call`, awaiting the result when it is awaitable (span covers the await)."""
-        if plugin in self._quarantined:
-            raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
         if tracer is None:
-            try:
-                result = fn(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
-            except TradebotError:
-                raise
-            except Exception as exc:
-                raise self._fault(plugin, method, exc) from exc
-            self._failures[plugin] = 0
-            return result
+            return await self.acall_untraced(plugin, method, fn, *args, **kwargs)
+        if plugin in self._quarantined:
+            raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
         with tracer.start_as_current_span(
             f"{plugin}.{method}",
             attributes={"tradebot.plugin": plugin, "tradebot.hook": method},
@@ -343,6 +327,38 @@ class PluginHost:
                 raise
             except Exception as exc:
                 raise self._fault(plugin, method, exc) from exc
+        self._failures[plugin] = 0
+        return result
+
+    def call_untraced(self, plugin: str, method: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """:meth:`call` without a span: failures are still attributed, counted and wrapped.
+
+        For hot paths that sample their own spans (the strategy runner traces failed, slow
+        and one in N calls instead of every tick).
+        """
+        if plugin in self._quarantined:
+            raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
+        try:
+            result = fn(*args, **kwargs)
+        except TradebotError:
+            raise
+        except Exception as exc:
+            raise self._fault(plugin, method, exc) from exc
+        self._failures[plugin] = 0
+        return result
+
+    async def acall_untraced(self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        """:meth:`acall` without a span (see :meth:`call_untraced`)."""
+        if plugin in self._quarantined:
+            raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
+        try:
+            result = fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        except TradebotError:
+            raise
+        except Exception as exc:
+            raise self._fault(plugin, method, exc) from exc
         self._failures[plugin] = 0
         return result
 
