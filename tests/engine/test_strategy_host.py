@@ -149,3 +149,51 @@ async def test_plugin_quarantined_by_the_host_stops_its_instance() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert "quarantined" in runner.quarantined["q"]
+
+
+async def test_quiet_calls_are_sampled_and_failures_always_traced(spans: InMemorySpanExporter) -> None:
+    class Flaky:
+        blocking = False
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            self.calls += 1
+            if self.calls in (7, 13):
+                raise RuntimeError(f"bad tick {self.calls}")
+            if self.calls == 17:
+                time.sleep(0.03)
+            return []
+
+    host = PluginHost(quarantine_after=100)
+    bus = EventBus()
+
+    async def sink(signals: list[Signal]) -> None:
+        return None
+
+    runner = StrategyRunner(bus=bus, sink=sink, host=host, trace_every=5)
+    runner.add("flaky", Flaky(), plugin="flaky-plugin", warn_s=0.02, max_failures=10)
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0)
+    for i in range(20):
+        bus.publish_nowait(ticker(i))
+        await wait_until(lambda: runner["flaky"].stats.calls == i + 1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    finished = [s for s in spans.get_finished_spans() if s.attributes.get("tradebot.plugin") == "flaky-plugin"]
+    sampled = [s for s in finished if "tradebot.outcome" not in s.attributes]
+    after = {s.attributes["tradebot.outcome"]: s for s in finished if "tradebot.outcome" in s.attributes}
+    assert len(sampled) == 4  # calls 1, 6, 11, 16
+    # call 7 and 13 were not sampled but failed; call 17 was slow: each got its span afterwards
+    assert sorted(s.attributes["tradebot.outcome"] for s in finished if "tradebot.outcome" in s.attributes) == [
+        "error",
+        "error",
+        "slow",
+    ]
+    assert after["error"].status.status_code == StatusCode.ERROR
+    assert after["error"].attributes["tradebot.strategy"] == "flaky"
+    slow = after["slow"]
+    assert slow.end_time - slow.start_time >= 30_000_000
+    assert runner["flaky"].stats.errors == 2

@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
+from tradebot.core import telemetry
 from tradebot.core.bus import EventBus, Subscription
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import PluginQuarantined
+from tradebot.core.errors import PluginError, PluginQuarantined
 from tradebot.core.models import Alert, AlertLevel, Candle, Signal, Ticker
 
 if TYPE_CHECKING:
@@ -266,6 +267,8 @@ class StrategyHandle:
     quarantined: str | None = None
     """Why the instance was quarantined, or None while it trades."""
     started: bool = False
+    trace_countdown: int = 0
+    """Untraced quiet calls left before the next sampled span."""
     worker: _Worker | None = None
     on_event: Callable[..., Any] = attrs.field(init=False)
 
@@ -286,6 +289,11 @@ class StrategyRunner:
     cancelled one). ``host`` routes every call through the plugin host's guarded, traced path
     (None calls directly). ``on_quarantine(instance, reason)`` (sync or async) is told when
     an instance is quarantined; with a host, a critical alert is broadcast as well.
+
+    Tracing (when on): every failed, timed-out or slow call gets a span, and so does one in
+    ``trace_every`` of the other calls; ``trace_every=1`` traces every call. A span costs
+    several times a quick strategy's whole call, so tracing every tick would make tracing
+    the bot's main cost; every call is measured in :class:`StrategyStats` regardless.
     """
 
     def __init__(
@@ -297,7 +305,11 @@ class StrategyRunner:
         clock: Clock | None = None,
         on_quarantine: QuarantineCallback | None = None,
         stop_timeout_s: float = 5.0,
+        trace_every: int = 100,
     ) -> None:
+        if trace_every < 1:
+            raise ValueError(f"trace_every must be >= 1 (got {trace_every})")
+        self.trace_every = trace_every
         self._bus = bus
         self._sink = sink
         self._host = host
@@ -435,17 +447,39 @@ class StrategyRunner:
 
     async def _call_on_event(self, handle: StrategyHandle, event: object) -> list[Signal] | None:
         stats = handle.stats
+        tracer = telemetry.state.tracer if telemetry.state.enabled else None
+        traced = False
+        if tracer is not None:
+            if handle.trace_countdown <= 0:
+                handle.trace_countdown = self.trace_every - 1
+                traced = True
+            else:
+                handle.trace_countdown -= 1
         started = time.perf_counter()
         try:
-            result = await self._invoke(handle, "on_event", handle.on_event, event)
-            signals = _signals(handle, result)
+            if handle.mode is CallMode.INLINE:  # the hot path of quick strategies: no extra coroutine
+                result = self._call_sync(handle, "on_event", handle.on_event, event, traced=traced)
+                if type(result) is not tuple and type(result) is not list and inspect.isawaitable(result):
+                    async with asyncio.timeout(handle.timeout_s):
+                        result = await result
+                elif time.perf_counter() - started > handle.timeout_s:
+                    raise _Overran()
+            else:
+                result = await self._invoke(handle, "on_event", handle.on_event, event, traced=traced)
+            if not result and (result is None or type(result) is tuple or type(result) is list):
+                signals: list[Signal] = []
+            else:
+                signals = _signals(handle, result)
         except (TimeoutError, _Overran) as exc:
-            stats.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            stats.observe(elapsed)
             stats.timeouts += 1
             if isinstance(exc, _Overran):
-                msg = f"on_event blocked the event loop for {stats.last_s:.3f}s (timeout {handle.timeout_s:g}s)"
+                msg = f"on_event blocked the event loop for {elapsed:.3f}s (timeout {handle.timeout_s:g}s)"
             else:
                 msg = f"on_event timed out after {handle.timeout_s:g}s"
+            if tracer is not None:
+                _trace_after(tracer, handle, elapsed, "timeout", exc, msg)
             await self._failed(handle, msg)
             return None
         except PluginQuarantined as exc:
@@ -453,9 +487,13 @@ class StrategyRunner:
             await self._quarantine(handle, str(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
-            stats.observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            stats.observe(elapsed)
             stats.errors += 1
-            await self._failed(handle, f"on_event raised {type(exc).__name__}: {exc}")
+            msg = f"on_event raised {type(exc).__name__}: {exc}"
+            if tracer is not None and (not traced or not isinstance(exc, PluginError)):
+                _trace_after(tracer, handle, elapsed, "error", exc, msg)
+            await self._failed(handle, msg)
             return None
         elapsed = time.perf_counter() - started
         stats.observe(elapsed)
@@ -464,6 +502,8 @@ class StrategyRunner:
         stats.consecutive_failures = 0
         if elapsed >= handle.warn_s:
             stats.slow += 1
+            if tracer is not None and not traced:
+                _trace_after(tracer, handle, elapsed, "slow", None, "")
             log.warning(
                 "strategy %r was slow: on_event took %.3fs (warning at %gs, timeout %gs)",
                 handle.name,
@@ -474,8 +514,24 @@ class StrategyRunner:
             )
         return signals
 
+    def _call_sync(
+        self, handle: StrategyHandle, method: str, fn: Callable[..., Any], *args: Any, traced: bool = True
+    ) -> Any:
+        host = self._host
+        if host is None:
+            return fn(*args)
+        if traced:
+            return host.call(handle.plugin, method, fn, *args)
+        return host.call_untraced(handle.plugin, method, fn, *args)
+
     async def _invoke(
-        self, handle: StrategyHandle, method: str, fn: Callable[..., Any], *args: Any, timeout_s: float | None = None
+        self,
+        handle: StrategyHandle,
+        method: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        timeout_s: float | None = None,
+        traced: bool = True,
     ) -> Any:
         """One guarded call of ``fn`` in the handle's mode, under its timeout."""
         host = self._host
@@ -483,7 +539,7 @@ class StrategyRunner:
         limit = handle.timeout_s if timeout_s is None else timeout_s
         if mode is CallMode.INLINE:
             started = time.perf_counter()
-            result = host.call(handle.plugin, method, fn, *args) if host is not None else fn(*args)
+            result = self._call_sync(handle, method, fn, *args, traced=traced)
             if inspect.isawaitable(result):
                 async with asyncio.timeout(limit):
                     result = await result
@@ -496,7 +552,9 @@ class StrategyRunner:
             fn = handle.worker.submit
         async with asyncio.timeout(limit):
             if host is not None:
-                return await host.acall(handle.plugin, method, fn, *args)
+                if traced:
+                    return await host.acall(handle.plugin, method, fn, *args)
+                return await host.acall_untraced(handle.plugin, method, fn, *args)
             result = fn(*args)
             if inspect.isawaitable(result):
                 result = await result
@@ -593,6 +651,29 @@ class StrategyRunner:
                 worker.stop()
 
 
+def _trace_after(
+    tracer: Any, handle: StrategyHandle, elapsed_s: float, outcome: str, error: BaseException | None, message: str
+) -> None:
+    """A span for a call that was not sampled but turned out to matter, with its real times."""
+    from opentelemetry.trace import Status, StatusCode
+
+    end = time.time_ns()
+    span = tracer.start_span(
+        f"{handle.plugin}.on_event",
+        start_time=end - int(elapsed_s * 1e9),
+        attributes={
+            "tradebot.plugin": handle.plugin,
+            "tradebot.hook": "on_event",
+            "tradebot.strategy": handle.name,
+            "tradebot.outcome": outcome,
+        },
+    )
+    if error is not None:
+        span.record_exception(error)
+        span.set_status(Status(StatusCode.ERROR, message))
+    span.end(end_time=end)
+
+
 def _pick(explicit: Any, instance: Any, field: str, default: Any) -> Any:
     if explicit is not None:
         return explicit
@@ -612,9 +693,9 @@ def _call_mode(strategy: Any, blocking: bool | None) -> CallMode:
 
 def _signals(handle: StrategyHandle, result: Any) -> list[Signal]:
     """The call's result as a list of signals, stamped with the instance name; TypeError if bad."""
-    if result is None:
-        return []
-    if isinstance(result, Signal) or not isinstance(result, Sequence):
+    if type(result) is not list and type(result) is not tuple and (
+        isinstance(result, Signal) or not isinstance(result, Sequence)
+    ):
         raise TypeError(f"on_event must return a sequence of Signal, not {type(result).__name__}")
     out: list[Signal] = []
     for item in result:
