@@ -210,6 +210,10 @@ class MarketDataStream:
                 autoping=True,
                 max_msg_size=4 * 1024 * 1024,
             )
+        except aiohttp.WSServerHandshakeError as exc:
+            raise ConnectionFailed(
+                f"Kraken ws/connect: WebSocket upgrade refused (HTTP {exc.status})", endpoint="ws/connect", host=host
+            ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise map_transport_error(exc, endpoint="ws/connect", host=host) from exc
 
@@ -238,7 +242,7 @@ class MarketDataStream:
         timeout = self.config.ws_heartbeat_timeout_s
         while True:
             try:
-                msg = await asyncio.wait_for(ws.receive(), timeout)
+                msg = await ws.receive(timeout=timeout)
             except TimeoutError:
                 raise _StaleSocket() from None
             if msg.type == aiohttp.WSMsgType.TEXT:
