@@ -170,3 +170,33 @@ def test_a_bot_that_does_not_answer_times_out_and_the_request_is_withdrawn(tmp_p
         assert not list((tmp_path / "control").glob("*.req.json"))
     finally:
         lock.release()
+
+
+def test_halt_and_resume_on_tradebot_run_paper(tmp_path: Path) -> None:
+    """The real bot: `tradebot run --paper` on the built-in simulator, then halt/health/resume."""
+    import signal
+
+    config = tmp_path / "tradebot.toml"
+    config.write_text('[bot]\nstate_dir = "state"\n[monitoring]\nround_interval_s = 0.2\n')
+    state_dir = tmp_path / "state"
+    bot = subprocess.Popen(
+        [sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "40", "--config", str(config)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not (bot_running(state_dir) and (state_dir / "control").exists()):
+            assert bot.poll() is None and time.monotonic() < deadline, "bot did not start"
+            time.sleep(0.1)
+        out = tradebot("halt", "--reason", "drill", "--config", str(config))
+        assert out.returncode == 0 and "active -> halted: drill" in out.stdout, out.stdout + out.stderr
+        assert "no bot is running" not in out.stdout
+        time.sleep(0.5)
+        data = json.loads(tradebot("health", "--json", "--config", str(config)).stdout)
+        assert data["running"] and data["trading"]["state"] == "halted"
+        assert {"api-connectivity", "staleness", "drawdown"} <= set(data["checks"])
+        out = tradebot("resume", "--config", str(config))
+        assert out.returncode == 0 and "halted -> active" in out.stdout
+    finally:
+        bot.send_signal(signal.SIGTERM)
+        bot.wait(timeout=20)

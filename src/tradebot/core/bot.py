@@ -272,6 +272,18 @@ class Bot:
         ctx.health = monitor
         self._spawn("monitor", monitor.run)
 
+        from tradebot.core.control import ControlWatcher
+        from tradebot.core.policy import PolicyRunner
+
+        policies = PolicyRunner.from_context(ctx)
+        ctx.extras["halt_policy"] = policies
+        ctx.extras["risk"].trading = policies.risk_view()  # `reduce` lets reducing orders through while HALTED
+        self._spawn("halt-policy", policies.run)
+        control = ControlWatcher(ctx.state_dir, ctx.trading)
+        control.acquire()  # one bot per state directory; `tradebot halt`/`resume` find it by this lock
+        stack.callback(control.release)
+        self._spawn("control", control.run)
+
         metrics = BotMetrics()
         metrics.attach(ctx)
         stack.callback(metrics.shutdown)
