@@ -34,7 +34,8 @@ class Worker:
         self.starts += 1
         await asyncio.sleep(0)
         if self.starts <= self.crashes:
-            raise self.exc
+            exc = self.exc
+            raise type(exc)(*exc.args, **getattr(exc, "context", {}))  # a fresh error per crash
         if self.finish:
             return
         try:

@@ -217,7 +217,12 @@ class Supervisor:
         task = asyncio.ensure_future(coro)
         task.set_name(name)
         child.task = task
-        task.add_done_callback(lambda t: self._exits.put_nowait((name, gen, t)))
+        task.add_done_callback(lambda t: self._exited(name, gen, t))
+
+    def _exited(self, name: str, gen: int, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled():
+            task.exception()  # retrieved here: every crash is handled (or skipped) by the watcher
+        self._exits.put_nowait((name, gen, task))
 
     # --- restarts -----------------------------------------------------------------------------
 
