@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Callable, Collection, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator, Hashable
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -34,6 +34,19 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class _Done:
+    """An awaitable that is already finished (awaiting it never suspends)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield  # makes this a generator function
+
+
+_DONE = _Done()
 
 _LATEST: Any = object()  # marks an entry whose value lives in the latest-value table
 
@@ -388,16 +401,21 @@ class EventBus:
             else:
                 sub.queue.put_nowait(event)
 
-    async def publish(self, event: object) -> None:
-        """Publish to every accepting subscriber.
+    def publish(self, event: object) -> Awaitable[None]:
+        """Publish to every accepting subscriber; await the result.
 
         Market data is conflated and never waits. A must-deliver event waits until each
         subscriber's queue has room for it (backpressure), so it is never dropped.
+
+        Delivery to queues with room happens at once; the returned awaitable completes the
+        rest. When nothing has to wait it is an already-finished awaitable, which spares the
+        feed a coroutine per tick (the hot path).
         """
         if self._closed:
             raise BusClosed("the event bus is closed")
         self.published += 1
         key = self._key(event)
+        blocked: list[Subscription] | None = None
         for sub in self._subs:
             if not sub.accepts(event):
                 continue
@@ -407,13 +425,22 @@ class EventBus:
                     self.conflated += 1
             elif queue.pinned < queue.maxsize and not queue.closed:
                 queue.put_nowait(event)
+            elif blocked is None:
+                blocked = [sub]
             else:
-                try:
-                    await queue.put(event)
-                except BusClosed:
-                    if self._closed:
-                        raise
-                    # that subscriber left while we waited; the others still get the event
+                blocked.append(sub)
+        if blocked is None:
+            return _DONE
+        return self._deliver_blocked(event, blocked)
+
+    async def _deliver_blocked(self, event: object, subs: list[Subscription]) -> None:
+        for sub in subs:
+            try:
+                await sub.queue.put(event)
+            except BusClosed:
+                if self._closed:
+                    raise
+                # that subscriber left while we waited; the others still get the event
 
     def close(self) -> None:
         """Stop accepting events; subscribers drain what is queued and their iteration ends."""

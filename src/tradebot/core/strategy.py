@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 
 from tradebot.core import telemetry
-from tradebot.core.bus import EventBus, Subscription
+from tradebot.core.bus import BusClosed, EventBus, Subscription
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import PluginError, PluginQuarantined
 from tradebot.core.models import Alert, AlertLevel, Candle, Signal, Ticker
@@ -420,7 +420,16 @@ class StrategyRunner:
             return
         stats = handle.stats
         worker = handle.worker
-        async for event in handle.subscription:
+        events = handle.subscription.queue
+        while True:
+            # take what is queued without a coroutine switch; wait only when there is nothing
+            if len(events):
+                event = events.get_nowait()
+            else:
+                try:
+                    event = await events.get()
+                except BusClosed:
+                    break
             if worker is not None and worker.busy:
                 stats.waits += 1
                 if not await self._wait_for_worker(handle, worker):
