@@ -61,3 +61,32 @@ def test_no_spans_when_tracing_off() -> None:
     host = PluginHost()
     assert host.call("p", "m", lambda: 5) == 5
     assert telemetry.get_tracer() is None
+
+
+async def test_retries_are_span_events(spans: InMemorySpanExporter) -> None:
+    import stamina
+
+    from tradebot.core import tracing
+    from tradebot.core.errors import RequestTimeout
+    from tradebot.core.resilience.retry import call_with_retry
+
+    tracing.install_retry_events()
+    calls = 0
+
+    async def flaky() -> str:
+        nonlocal calls
+        calls += 1
+        if calls < 3:
+            raise RequestTimeout("slow")
+        return "ok"
+
+    stamina.set_testing(True, attempts=5)
+    try:
+        with tracing.span("order"):
+            assert await call_with_retry(flaky, endpoint="private/Balance") == "ok"
+    finally:
+        stamina.set_testing(False)
+    (span,) = [s for s in spans.get_finished_spans() if s.name == "order"]
+    retries = [e for e in span.events if e.name == "retry"]
+    assert len(retries) == 2
+    assert retries[0].attributes["error"] == "RequestTimeout"

@@ -97,7 +97,7 @@ def span(name: str, **attributes: Any) -> Iterator[Any]:
         yield current
 
 
-def record_event(name: str, **attributes: Any) -> None:
+def record_event(event_name: str, /, **attributes: Any) -> None:
     """Add an event to the current span, if one is recording."""
     if not telemetry.state.enabled:
         return
@@ -105,7 +105,7 @@ def record_event(name: str, **attributes: Any) -> None:
 
     current = trace.get_current_span()
     if current.is_recording():
-        current.add_event(name, {k: _attr(v) for k, v in attributes.items() if v is not None})
+        current.add_event(event_name, {k: _attr(v) for k, v in attributes.items() if v is not None})
 
 
 def breaker_event(transition: Any) -> None:
@@ -130,7 +130,7 @@ def healing_event(action: str, outcome: str, **attributes: Any) -> None:
 
 
 def _on_retry(details: Any) -> None:
-    caught = getattr(details, "caught", None)
+    caught = getattr(details, "caused_by", None)
     record_event(
         "retry",
         name=getattr(details, "name", ""),
