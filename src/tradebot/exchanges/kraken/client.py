@@ -18,7 +18,7 @@ import aiohttp
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import AuthError, ExchangeUnavailable, InvalidNonce, RateLimited, TradebotError
-from tradebot.core.resilience.breaker import CircuitBreakers
+from tradebot.core.resilience.breaker import BreakerState, CircuitBreakers
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry
 from tradebot.exchanges.kraken.auth import sign
@@ -172,6 +172,8 @@ class KrakenRestClient:
     async def _call(self, private: bool, method: str, params: dict[str, Any], *, idempotent: bool) -> Any:
         endpoint = f"{'private' if private else 'public'}/{method}"
         breaker = self.breakers[endpoint_group(private, method)]
+        if breaker.state is BreakerState.OPEN:
+            breaker.acquire()  # raises CircuitOpen: fail fast, before any retry machinery
 
         async def attempt() -> Any:
             return await breaker.call(lambda: self._attempt(private, method, endpoint, params))
