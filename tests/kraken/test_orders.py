@@ -142,3 +142,19 @@ async def test_cancel_and_lookup_by_client_id(server: FakeKraken, tmp_path: Path
         assert await ex.order_by_client_id("never-placed") is None
     finally:
         await ex.close()
+
+
+async def test_order_rate_limit_backs_off_on_the_pairs_counter(server: FakeKraken, tmp_path: Path) -> None:
+    from tradebot.core.resilience.ratelimit import RateTier, TradingRateLimiter
+
+    ex = make_exchange(server.base_url, tmp_path)
+    ex.trading_limiter = TradingRateLimiter(RateTier("test", 10, 50.0), margin=0)
+    server.then("AddOrder", ("json", {"error": ["EOrder:Rate limit exceeded"]}))
+    try:
+        info = await ex.place_order(order("cl-rl", pair="XBT/USD"))
+    finally:
+        await ex.close()
+    assert info.pair == "BTC/USD" and server.add_order_calls["cl-rl"] == 2
+    counter = ex.trading_limiter.counter("BTC/USD")
+    assert counter.waits == 1  # the resend waited for the penalised counter to drain
+    assert ex.rate_limiter.counter is not None and ex.rate_limiter.counter.waits == 0  # REST counter untouched

@@ -229,8 +229,8 @@ class KrakenRestClient:
         errors, result = parse_envelope(body, endpoint)
         if errors:
             exc = map_kraken_error(errors, endpoint=endpoint, trading=trading)
-            if isinstance(exc, RateLimited):
-                self.limiter.penalize()
+            if isinstance(exc, RateLimited) and not trading:
+                self.limiter.penalize()  # order-rate errors belong to the per-pair limiter instead
             if isinstance(exc, InvalidNonce):
                 log.warning("Kraken %s: nonce rejected; the next attempt uses a fresh one", endpoint)
             raise exc

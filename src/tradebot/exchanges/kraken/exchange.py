@@ -15,6 +15,7 @@ from tradebot.core.errors import (
     InvalidOrder,
     OrderNotFound,
     OrderOutcomeUnknown,
+    RateLimited,
     TradebotError,
 )
 from tradebot.core.models import (
@@ -219,11 +220,15 @@ class KrakenExchange:
     async def _send_add_order(self, request: OrderRequest, params: dict[str, Any]) -> list[str]:
         """One AddOrder, retried only while it certainly did not reach the exchange."""
 
+        pair = self.pairs.info(request.pair).pair
+
         async def send() -> list[str]:
-            await self.trading_limiter.acquire(request.pair, 1)
+            await self.trading_limiter.acquire(pair, 1)
             try:
                 return parse_add_order(await self.rest.private("AddOrder", params, idempotent=False))
             except TradebotError as exc:
+                if isinstance(exc, RateLimited):
+                    self.trading_limiter.penalize(pair)
                 if definitely_not_placed(exc):
                     raise
                 raise OrderOutcomeUnknown(
