@@ -94,10 +94,17 @@ class DummyExchange:
         return [ComponentSpec(name="paper", factory=lambda c, x: None)]
 
 
+class DummyPolicy:
+    @hookimpl
+    def tradebot_register_position_policies(self) -> list[ComponentSpec]:
+        return [ComponentSpec(name="maintain", factory=lambda c, x: None)]
+
+
 def test_plugin_tables_validated_against_plugin_config_classes() -> None:
     host = PluginHost()
     host.register(ThirdPartyCheck(), "tp")
     host.register(DummyExchange(), "dx")
+    host.register(DummyPolicy(), "dp")
     s = settings_from_dict(
         {"checks": {"staleness-like": {"threshold_s": -5}, "nope": {}}, "strategies": {}}
     )
@@ -147,3 +154,11 @@ def test_config_show_prints_effective_toml(tmp_path: Path) -> None:
     assert data["risk"]["max_orders_per_minute"] == 7
     assert data["backup"]["count"] == 24  # a default
     assert isinstance(Settings(), Settings)
+
+
+def test_halt_policy_must_be_loaded() -> None:
+    host = PluginHost()
+    host.register(DummyExchange(), "dx")
+    s = settings_from_dict({"strategies": {}, "halt": {"position_policy": "close"}})
+    issues = validate_plugin_tables(s, host)
+    assert any("no loaded position policy named 'close'" in i and i.endswith("@ $.halt.position_policy") for i in issues)

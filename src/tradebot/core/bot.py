@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -238,7 +239,13 @@ class Bot:
         ctx.extras["risk"] = risk
         report = await executor.reconcile()
         log.info("order journal reconciled with the exchange: %s", report)
-        runner = StrategyRunner(bus=bus, sink=self._on_signals, host=self.host, clock=self.clock)
+        runner = StrategyRunner(
+            bus=bus,
+            sink=self._on_signals,
+            host=self.host,
+            clock=self.clock,
+            trace_every=int(os.environ.get("TRADEBOT_TRACE_STRATEGY_EVERY", "100") or 100),
+        )
         ctx.extras["strategy_runner"] = runner
         self._add_strategies(ctx, runner)
         self._spawn("market-data", lambda: self._pump_market_data(ctx))
@@ -278,6 +285,7 @@ class Bot:
         policies = PolicyRunner.from_context(ctx)
         ctx.extras["halt_policy"] = policies
         ctx.extras["risk"].trading = policies.risk_view()  # `reduce` lets reducing orders through while HALTED
+        policies.outcome_listeners.append(self._on_policy_outcome)
         self._spawn("halt-policy", policies.run)
         control = ControlWatcher(ctx.state_dir, ctx.trading)
         control.acquire()  # one bot per state directory; `tradebot halt`/`resume` find it by this lock
@@ -344,12 +352,15 @@ class Bot:
                 await ctx.bus.publish(event)
 
     async def _on_signals(self, signals: list[Signal]) -> None:
+        from tradebot.core import tracing
+
         ctx = self.context
         assert ctx is not None
         for sig in signals:
             self.summary.signals += 1
             try:
-                request = ctx.extras["risk"].approve(sig)
+                with tracing.span("risk_gate", pair=sig.pair, side=sig.side.value, strategy=sig.strategy):
+                    request = ctx.extras["risk"].approve(sig)
             except RiskRejection:
                 self.summary.orders_rejected += 1
                 continue
@@ -361,6 +372,11 @@ class Bot:
                 if ctx.health is not None:
                     ctx.health.record_error(exc)
                 log.warning("order for %s %s %s failed: %s", sig.side, sig.volume, sig.pair, exc)
+
+    def _on_policy_outcome(self, outcome: Any) -> None:
+        """A completed ``close`` HALT is the end of trading: every position is flat."""
+        if outcome.policy == "close" and outcome.done:
+            self.request_stop(f"HALT with the close policy completed: {outcome.message}", exit_code=0)
 
     async def _snapshot_equity(self, ctx: BotContext, every_s: float = 5.0) -> None:
         """Record equity regularly: drawdown is measured from these snapshots."""

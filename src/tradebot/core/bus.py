@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
+from tradebot.core import telemetry
 from tradebot.core.errors import PermanentError
 from tradebot.core.models import Candle, Ticker
 
@@ -297,6 +298,15 @@ class Subscription:
         self.kinds = kinds
         self.pairs = pairs
         self._bus = bus
+        self.trace_contexts: dict[Hashable, Any] = {}
+        """Conflation key -> trace context of the latest event queued under it (tracing on only),
+        so the consumer continues the trace of the market event it actually handles."""
+
+    def trace_of(self, event: object) -> Any:
+        """The trace context the event was published under (None with tracing off)."""
+        if not self.trace_contexts:
+            return None
+        return self.trace_contexts.pop(self._bus._key(event), None)
 
     def accepts(self, event: object) -> bool:
         if self.kinds is not None and not isinstance(event, self.kinds):
@@ -416,11 +426,14 @@ class EventBus:
         self.published += 1
         key = self._key(event)
         blocked: list[Subscription] | None = None
+        trace = _current_trace() if key is not None and telemetry.state.enabled else None
         for sub in self._subs:
             if not sub.accepts(event):
                 continue
             queue = sub.queue
             if key is not None:
+                if trace is not None:
+                    sub.trace_contexts[key] = trace
                 if queue.put_latest(key, event):
                     self.conflated += 1
             elif queue.pinned < queue.maxsize and not queue.closed:
@@ -455,3 +468,9 @@ class EventBus:
             conflated=self.conflated,
             subscribers=tuple(s.stats for s in self._subs),
         )
+
+
+def _current_trace() -> Any:
+    from opentelemetry import context
+
+    return context.get_current()

@@ -289,8 +289,11 @@ def _find_secret_keys(raw: Any, path: str, found: list[str]) -> None:
     if isinstance(raw, Mapping):
         for key, value in raw.items():
             sub = f"{path}.{key}"
-            if isinstance(key, str) and any(word in key.lower() for word in SECRET_WORDS) and not isinstance(
-                value, (Mapping, bool)
+            if (
+                isinstance(key, str)
+                and key != "secrets_file"  # the path of the secrets file, not a secret
+                and any(word in key.lower() for word in SECRET_WORDS)
+                and not isinstance(value, (Mapping, bool))
             ):
                 found.append(
                     f"secrets are not allowed in the config file; set the environment variable or "
@@ -428,6 +431,14 @@ def validate_plugin_tables(settings: Settings, host: PluginHost) -> list[str]:
         issues.extend(errs)
         if not errs:
             configs[("strategy-instance", inst_name)] = obj
+    halt = settings.section("halt")
+    policy = getattr(halt, "position_policy", None)
+    if policy is not None and policy not in host.components("policy"):
+        known = list(host.components("policy"))
+        issues.append(
+            f"no loaded position policy named {policy!r}{_near(policy, known)}; enable its plugin "
+            f"or choose one of: {', '.join(sorted(known)) or 'none loaded'} @ $.halt.position_policy"
+        )
     if settings.bot.exchange not in host.components("exchange"):
         known = list(host.components("exchange"))
         issues.append(f"no loaded exchange plugin named {settings.bot.exchange!r}{_near(settings.bot.exchange, known)} @ $.bot.exchange")

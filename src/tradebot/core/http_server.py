@@ -289,23 +289,25 @@ class HttpServer:
         return "".join(ch for ch in reason.strip() if ch.isprintable())[:MAX_REASON]
 
     async def halt(self, request: web.Request) -> web.Response:
-        denied = await self._authorise(request)
-        if denied is not None:
-            return denied
-        trading = self.context.trading
-        if trading is None:
-            return self._json({"error": "no trading state machine in this run"}, status=503)
-        reason = await self._reason(request, "halted by operator over HTTP")
-        change = await trading.halt(reason, "http")
-        return self._json({"changed": change is not None, "state": trading.state.value, "reason": trading.reason})
+        return await self._command(request, "halt", "halted by operator over HTTP")
 
     async def resume(self, request: web.Request) -> web.Response:
+        return await self._command(request, "resume", "resumed by operator over HTTP")
+
+    async def _command(self, request: web.Request, action: str, default_reason: str) -> web.Response:
+        """Operator commands go through the one core entry point the CLI uses too."""
+        from tradebot.core.control import apply_command
+
         denied = await self._authorise(request)
         if denied is not None:
             return denied
         trading = self.context.trading
         if trading is None:
             return self._json({"error": "no trading state machine in this run"}, status=503)
-        reason = await self._reason(request, "resumed by operator over HTTP")
-        change = await trading.resume(reason, "http")
-        return self._json({"changed": change is not None, "state": trading.state.value, "reason": trading.reason})
+        reason = await self._reason(request, default_reason)
+        before = trading.state
+        result = await apply_command(trading, action, reason, "http")
+        return self._json(
+            {"changed": trading.state is not before, "state": trading.state.value, "reason": trading.reason, "message": result.message},
+            status=200 if result.ok else 400,
+        )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -133,6 +133,8 @@ class PolicyRunner:
         self.settings = settings or HaltSettings()
         self._task: asyncio.Task[PolicyOutcome | None] | None = None
         self.outcomes: list[PolicyOutcome] = []
+        self.outcome_listeners: list[Callable[[PolicyOutcome], None]] = []
+        """Told of every outcome (the bot stops once a ``close`` HALT is complete)."""
         trading.listeners.append(self._on_change)
 
     @classmethod
@@ -207,6 +209,8 @@ class PolicyRunner:
             outcome = PolicyOutcome(name, False, f"policy failed: {type(exc).__name__}: {exc}")
         self.outcomes.append(outcome)
         del self.outcomes[:-50]
+        for listener in list(self.outcome_listeners):
+            listener(outcome)
         level = logging.WARNING if outcome.done else logging.CRITICAL
         log.log(level, "position policy %r: %s", name, outcome.message)
         if self.plugins is not None:

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
-from tradebot.core import telemetry
+from tradebot.core import telemetry, tracing
 from tradebot.core.bus import BusClosed, EventBus, Subscription
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import PluginError, PluginQuarantined
@@ -436,11 +436,21 @@ class StrategyRunner:
                     if handle.quarantined is not None:
                         break
                     continue
-            signals = await self._call_on_event(handle, event)
-            if handle.quarantined is not None:
-                break
-            if signals:
-                await self._deliver(handle, signals)
+            trace = handle.subscription.trace_of(event) if telemetry.state.enabled else None
+            if trace is None:
+                signals = await self._call_on_event(handle, event)
+                if handle.quarantined is not None:
+                    break
+                if signals:
+                    await self._deliver(handle, signals)
+                continue
+            # continue the market event's trace: strategy -> risk gate -> order -> report
+            with tracing.resume(trace):
+                signals = await self._call_on_event(handle, event)
+                if handle.quarantined is not None:
+                    break
+                if signals:
+                    await self._deliver(handle, signals)
 
     async def _wait_for_worker(self, handle: StrategyHandle, worker: _Worker) -> bool:
         """Wait (up to the timeout) for an abandoned call to return; each overrun is a failure."""

@@ -1,0 +1,58 @@
+"""End-to-end paper runs of the real bot against the built-in simulator (in-process)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from tradebot.core import telemetry
+from tradebot.core.bootstrap import prepare
+from tradebot.core.bot import Bot, RunOptions
+from tradebot.core.config import settings_from_dict
+
+CONFIG = {
+    "bot": {"state_dir": "state"},
+    "http": {"enabled": False},
+    "strategies": {
+        "sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 4}},
+        "rsi": {"plugin": "rsi-reversion"},
+    },
+    "checks": {"staleness": {"threshold_s": 5.0}},
+}
+
+
+@pytest.mark.timeout(90)
+async def test_paper_run_trades_and_traces_across_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRADEBOT_TRACE_STRATEGY_EVERY", "1")
+    exporter = InMemorySpanExporter()
+    telemetry.configure_tracing("none", span_processor=SimpleSpanProcessor(exporter))
+    try:
+        settings = settings_from_dict(CONFIG, source=str(tmp_path / "tradebot.toml"))
+        bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=6))
+        summary = await bot.run()
+    finally:
+        telemetry.shutdown_tracing()
+    assert summary.exit_code == 0, summary.stop_reason
+    assert summary.ticks > 10
+    assert summary.orders_placed >= 1 and summary.fills >= 1
+    assert summary.errors == 0
+
+    plugins_by_trace: dict[int, set[str]] = defaultdict(set)
+    names_by_trace: dict[int, set[str]] = defaultdict(set)
+    for span in exporter.get_finished_spans():
+        trace_id = span.context.trace_id
+        names_by_trace[trace_id].add(span.name)
+        plugin = span.attributes.get("tradebot.plugin")
+        if plugin:
+            plugins_by_trace[trace_id].add(str(plugin))
+    # one trace goes tick -> strategy -> risk gate -> order on the exchange, with a check fed on the way
+    full = [
+        t for t, plugins in plugins_by_trace.items()
+        if "paper" in plugins and plugins & {"sma-crossover", "rsi-reversion"} and "staleness" in plugins
+    ]
+    assert full, {t: sorted(p) for t, p in plugins_by_trace.items() if len(p) > 1}
+    assert {"market_event", "risk_gate"} <= names_by_trace[full[0]]
