@@ -45,13 +45,18 @@ def run(
 
     try:
         prepared = prepare(config_path)
-    except ConfigError as exc:
-        click.echo(f"error: {exc.message}", err=True)
-        for issue in exc.issues:
+    except (ConfigError, PluginError) as exc:
+        if dry_run:
+            from tradebot.core.preflight import PreflightReport
+
+            report = PreflightReport()
+            details = [exc.message, *exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
+            report.add("config", False, "\n      ".join(details))
+            click.echo(report.render())
+            sys.exit(1)
+        click.echo(f"error: {exc.message if isinstance(exc, ConfigError) else exc}", err=True)
+        for issue in getattr(exc, "issues", []):
             click.echo(f"  - {issue}", err=True)
-        sys.exit(2)
-    except PluginError as exc:
-        click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     configure_logging(prepared.settings.section("logging"), state_dir=prepared.settings.state_path)
     if dry_run:

@@ -90,6 +90,7 @@ class Bot:
         self._stop_reason = ""
         self._exit_code = 0
         self._tasks: list[asyncio.Task[Any]] = []
+        self._status_task: asyncio.Task[None] | None = None
         self.context: BotContext | None = None
 
     # --- control ----------------------------------------------------------------------
@@ -167,6 +168,9 @@ class Bot:
         await self._start_engine(ctx, stack)
         await self._start_optional(ctx, stack)
         await self.host.broadcast("tradebot_startup", context=ctx)
+        if self.options.status_line:
+            task = asyncio.ensure_future(self._status_line(ctx))
+            self._status_task = task
         log.info(
             "trading %s on %s; state %s", ", ".join(settings.bot.pairs), self._exchange_name, trading.state.value
         )
@@ -405,10 +409,54 @@ class Bot:
             ),
         )
 
+    def status_text(self, ctx: BotContext) -> str:
+        """One line: pairs, PnL, orders, health, trading state."""
+        marks = []
+        for pair in self.settings.bot.pairs:
+            price = ctx.portfolio.mark_price(pair) if ctx.portfolio is not None else None
+            marks.append(f"{pair} {price:.2f}" if price is not None else f"{pair} -")
+        pnl = ctx.portfolio.realized_pnl + ctx.portfolio.unrealized_pnl() if ctx.portfolio is not None else Decimal(0)
+        report = ctx.health.last_report if ctx.health is not None else None
+        health = report.status.value if report is not None else "starting"
+        s = self.summary
+        return (
+            f"{' | '.join(marks)} | PnL {pnl:+.2f} | orders {s.orders_placed} fills {s.fills}"
+            f" | health {health} | {ctx.trading.state.value.upper()}"
+        )
+
+    async def _status_line(self, ctx: BotContext, every_s: float = 1.0) -> None:
+        """A live status line on a terminal, rewritten in place every second."""
+        import sys
+
+        class _ClearStatus(logging.Filter):
+            # a log line replaces the status line; the next refresh draws it again
+            def filter(self, record: logging.LogRecord) -> bool:
+                sys.stderr.write("\r\x1b[K")
+                return True
+
+        clear = _ClearStatus()
+        handlers = [h for h in logging.getLogger().handlers if getattr(h, "stream", None) is sys.stderr]
+        for handler in handlers:
+            handler.addFilter(clear)
+        try:
+            while True:
+                sys.stderr.write("\r\x1b[K" + self.status_text(ctx))
+                sys.stderr.flush()
+                await asyncio.sleep(every_s)
+        finally:
+            for handler in handlers:
+                handler.removeFilter(clear)
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
     # --- shutdown ---------------------------------------------------------------------
 
     async def _shutdown(self) -> None:
         ctx = self.context
+        if self._status_task is not None:
+            self._status_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._status_task
         from tradebot.core import sdnotify
 
         sdnotify.stopping()

@@ -74,7 +74,7 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
         report.add("state store", False, f"{settings.state_path}: {exc}")
         return report
     restored = f"; {store.restored.message}" if store.restored is not None else ""
-    report.add("state store", True, f"{store.path} (schema v{store.schema_version()}){restored}")
+    report.add("state store", True, f"{store.path} (schema v{store.schema_version}){restored}")
     bot = Bot(prepared, RunOptions(paper=paper))
     ctx = BotContext(settings=settings, plugins=host, state_dir=settings.state_path, store=store, extras={"secrets": secrets})
     async with AsyncExitStack() as stack:

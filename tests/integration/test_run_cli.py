@@ -1,0 +1,75 @@
+"""`tradebot run` as a user runs it: pre-flight report, graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+
+def _tradebot(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def test_dry_run_on_a_good_setup_passes(tmp_path: Path) -> None:
+    r = _tradebot(["run", "--paper", "--dry-run"], tmp_path)
+    assert r.returncode == 0, r.stdout + r.stderr
+    for item in ("config", "plugins", "state store", "exchange reachable", "clock skew", "credentials valid"):
+        assert f"[PASS] {item}" in r.stdout, r.stdout
+    assert "ready to trade" in r.stdout
+
+
+def test_dry_run_on_a_broken_setup_fails_and_says_why(tmp_path: Path) -> None:
+    cfg = tmp_path / "tradebot.toml"
+    # live Kraken exchange pointed at a closed local port, and no credentials
+    cfg.write_text('[bot]\nexchange = "kraken"\n\n[exchanges.kraken]\nbase_url = "http://127.0.0.1:9"\nretry_attempts = 1\n')
+    r = _tradebot(["run", "--dry-run", "--config", str(cfg)], tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "[FAIL] exchange reachable" in r.stdout and "127.0.0.1" in r.stdout
+    assert "NOT ready" in r.stdout
+
+
+def test_dry_run_with_invalid_config_reports_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text("[risk]\nmax_position = -1\n")
+    r = _tradebot(["run", "--dry-run", "--config", str(cfg)], tmp_path)
+    assert r.returncode == 1
+    assert "[FAIL] config" in r.stdout and "max_position must be > 0 (got -1) @ $.risk.max_position" in r.stdout
+
+
+@pytest.mark.timeout(90)
+def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text('[bot]\nstate_dir = "state"\n\n[http]\nenabled = false\n')
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradebot", "run", "--paper", "--config", str(cfg)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        lock = tmp_path / "state" / "tradebot.db"
+        while time.monotonic() < deadline and not lock.exists():
+            time.sleep(0.1)
+        time.sleep(3)  # let it trade a little
+        assert proc.poll() is None, proc.communicate()
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        took = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    assert took < 8, f"graceful stop took {took:.1f}s"
+    assert "run finished" in out and "signal SIGTERM" in out
+    db = sqlite3.connect(tmp_path / "state" / "tradebot.db")
+    assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    unfinished = db.execute("SELECT COUNT(*) FROM orders WHERE status IN ('pending', 'unknown')").fetchone()[0]
+    assert unfinished == 0
+    assert os.path.exists(tmp_path / "state" / "tradebot.db")
