@@ -58,7 +58,7 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
         async with run_simulator(host="127.0.0.1", port=0, seed=11, tick_interval_s=0.05) as sim:
             settings = settings_from_dict({
                 "bot": {"exchange": "kraken", "pairs": ["BTC/USD"], "state_dir": str(tmp_path)},
-                "plugins": {"enabled": ["kraken", "staleness", "api-connectivity", "sma-crossover", "log", "telegram"]},
+                "plugins": {"enabled": ["kraken", "staleness", "api-connectivity", "sma-crossover", "log", "telegram", "maintain"]},
                 "strategies": {"sma": {"plugin": "sma-crossover"}},
                 "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0}},
                 "checks": {
