@@ -56,3 +56,31 @@ async def test_paper_run_trades_and_traces_across_plugins(tmp_path: Path, monkey
     ]
     assert full, {t: sorted(p) for t, p in plugins_by_trace.items() if len(p) > 1}
     assert {"market_event", "risk_gate"} <= names_by_trace[full[0]]
+
+
+@pytest.mark.timeout(90)
+async def test_infinite_run_stops_only_after_close_halt_flattens(tmp_path: Path) -> None:
+    import asyncio
+
+    config = {
+        **CONFIG,
+        "halt": {"position_policy": "close"},
+        "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3}}},
+    }
+    settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+    bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=1, infinite=True))
+    run = asyncio.create_task(bot.run())
+    await asyncio.sleep(2.0)
+    assert not run.done(), "--infinite must ignore --duration"
+    ctx = bot.context
+    assert ctx is not None
+    for _ in range(400):
+        if any(not p.is_flat for p in ctx.portfolio.positions().values()):
+            break
+        await asyncio.sleep(0.05)
+    assert any(not p.is_flat for p in ctx.portfolio.positions().values()), "no position was opened"
+    await ctx.trading.halt("drill: operator halt", "test")
+    summary = await asyncio.wait_for(run, 30)
+    assert "close policy completed" in summary.stop_reason
+    assert summary.trading_state == "halted"
+    assert all(p.is_flat for p in ctx.portfolio.positions().values())
