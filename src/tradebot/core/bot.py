@@ -61,6 +61,7 @@ class RunSummary:
     unrealized_pnl: Decimal = Decimal(0)
     equity: Decimal | None = None
     trading_state: str = "active"
+    trading_reason: str = ""
     stop_reason: str = ""
     exit_code: int = 0
 
@@ -71,8 +72,11 @@ class RunSummary:
             f"  rejected {self.orders_rejected}  fills {self.fills}  errors {self.errors}",
             f"  realised PnL {self.realized_pnl:.2f}  unrealised PnL {self.unrealized_pnl:.2f}"
             + (f"  equity {self.equity:.2f}" if self.equity is not None else ""),
-            f"  trading state {self.trading_state}",
+            f"  trading state {self.trading_state}"
+            + (f": {self.trading_reason}" if self.trading_state != "active" and self.trading_reason else ""),
         ]
+        if self.trading_state != "active":
+            lines.append("  (kept across restarts; `tradebot resume` trades again)")
         return "\n".join(lines)
 
 
@@ -473,6 +477,7 @@ class Bot:
     def _fill_summary(self, ctx: BotContext) -> None:
         s = self.summary
         s.trading_state = ctx.trading.state.value
+        s.trading_reason = f"{ctx.trading.reason} (by {ctx.trading.source})"
         if ctx.portfolio is not None:
             s.realized_pnl = ctx.portfolio.realized_pnl
             s.unrealized_pnl = ctx.portfolio.unrealized_pnl()
