@@ -357,7 +357,7 @@ class Bot:
                     ctx.portfolio.mark(event)
                 if ctx.health is not None:
                     ctx.health.on_market_event(event)
-                await ctx.bus.publish(event)
+                await ctx.bus.publish(event, trace=tracing.capture())
 
     async def _on_signals(self, signals: list[Signal]) -> None:
         from tradebot.core import tracing

@@ -19,7 +19,6 @@ from typing import Any, Generic, TypeVar
 
 import attrs
 
-from tradebot.core import telemetry
 from tradebot.core.errors import PermanentError
 from tradebot.core.models import Candle, Ticker
 
@@ -411,8 +410,11 @@ class EventBus:
             else:
                 sub.queue.put_nowait(event)
 
-    def publish(self, event: object) -> Awaitable[None]:
+    def publish(self, event: object, trace: Any = None) -> Awaitable[None]:
         """Publish to every accepting subscriber; await the result.
+
+        ``trace`` (from :func:`tradebot.core.tracing.capture`) is the trace the event belongs
+        to; consumers continue it (see :meth:`Subscription.trace_of`).
 
         Market data is conflated and never waits. A must-deliver event waits until each
         subscriber's queue has room for it (backpressure), so it is never dropped.
@@ -426,7 +428,8 @@ class EventBus:
         self.published += 1
         key = self._key(event)
         blocked: list[Subscription] | None = None
-        trace = _current_trace() if key is not None and telemetry.state.enabled else None
+        if key is None:
+            trace = None
         for sub in self._subs:
             if not sub.accepts(event):
                 continue
@@ -468,9 +471,3 @@ class EventBus:
             conflated=self.conflated,
             subscribers=tuple(s.stats for s in self._subs),
         )
-
-
-def _current_trace() -> Any:
-    from opentelemetry import context
-
-    return context.get_current()

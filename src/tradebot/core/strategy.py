@@ -436,21 +436,23 @@ class StrategyRunner:
                     if handle.quarantined is not None:
                         break
                     continue
+            # continue the market event's trace (strategy -> risk gate -> order -> report) where
+            # it yields spans: a sampled call, and the delivery of signals; attaching a context
+            # costs microseconds, so quiet unsampled calls skip it
             trace = handle.subscription.trace_of(event) if telemetry.state.enabled else None
-            if trace is None:
+            if trace is not None and handle.trace_countdown <= 0:
+                with tracing.resume(trace):
+                    signals = await self._call_on_event(handle, event)
+            else:
                 signals = await self._call_on_event(handle, event)
-                if handle.quarantined is not None:
-                    break
-                if signals:
+            if handle.quarantined is not None:
+                break
+            if signals:
+                if trace is None:
                     await self._deliver(handle, signals)
-                continue
-            # continue the market event's trace: strategy -> risk gate -> order -> report
-            with tracing.resume(trace):
-                signals = await self._call_on_event(handle, event)
-                if handle.quarantined is not None:
-                    break
-                if signals:
-                    await self._deliver(handle, signals)
+                else:
+                    with tracing.resume(trace):
+                        await self._deliver(handle, signals)
 
     async def _wait_for_worker(self, handle: StrategyHandle, worker: _Worker) -> bool:
         """Wait (up to the timeout) for an abandoned call to return; each overrun is a failure."""
