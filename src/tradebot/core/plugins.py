@@ -289,46 +289,16 @@ class PluginHost:
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
         if tracer is None:
             return self.call_untraced(plugin, method, fn, *args, **kwargs)
-        if plugin in self._quarantined:
-            raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
-        with tracer.start_as_current_span(
-            f"{plugin}.{method}",
-            attributes={"tradebot.plugin": plugin, "tradebot.hook": method},
-            record_exception=True,
-            set_status_on_exception=True,
-        ):
-            try:
-                result = fn(*args, **kwargs)
-            except TradebotError:
-                raise
-            except Exception as exc:
-                raise self._fault(plugin, method, exc) from exc
-        self._failures[plugin] = 0
-        return result
+        with _plugin_span(tracer, plugin, method):
+            return self.call_untraced(plugin, method, fn, *args, **kwargs)
 
     async def acall(self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """Like :meth:`call`, awaiting the result when it is awaitable (span covers the await)."""
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
         if tracer is None:
             return await self.acall_untraced(plugin, method, fn, *args, **kwargs)
-        if plugin in self._quarantined:
-            raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
-        with tracer.start_as_current_span(
-            f"{plugin}.{method}",
-            attributes={"tradebot.plugin": plugin, "tradebot.hook": method},
-            record_exception=True,
-            set_status_on_exception=True,
-        ):
-            try:
-                result = fn(*args, **kwargs)
-                if inspect.isawaitable(result):
-                    result = await result
-            except TradebotError:
-                raise
-            except Exception as exc:
-                raise self._fault(plugin, method, exc) from exc
-        self._failures[plugin] = 0
-        return result
+        with _plugin_span(tracer, plugin, method):
+            return await self.acall_untraced(plugin, method, fn, *args, **kwargs)
 
     def call_untraced(self, plugin: str, method: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """:meth:`call` without a span: failures are still attributed, counted and wrapped.
@@ -423,6 +393,16 @@ class PluginHost:
         comp = self.component(category, name)
         obj = self.call(comp.plugin, f"{category}:{name}.factory", comp.spec.factory, config, context)
         return self.wrap(comp.plugin, obj)
+
+
+def _plugin_span(tracer: Any, plugin: str, method: str) -> Any:
+    """The span of one plugin call: exceptions recorded, status set on failure."""
+    return tracer.start_as_current_span(
+        f"{plugin}.{method}",
+        attributes={"tradebot.plugin": plugin, "tradebot.hook": method},
+        record_exception=True,
+        set_status_on_exception=True,
+    )
 
 
 class _Guarded:
