@@ -879,9 +879,16 @@ async def _drive(
             detected_at = cleared - started + late
     report.detected_s = detected_at
 
+    assert bot.context is not None
+    store = bot.context.store
+    pending_at_clear = {e.client_order_id for e in store.non_final_orders()}
+
     def healthy() -> bool:
+        # healthy checks, ACTIVE trading, and every order left in doubt by the fault resolved
         s = watcher.latest
-        return s is not None and not s.bad_checks and s.state == "active" and s.non_final == 0
+        if s is None or s.bad_checks or s.state != "active":
+            return False
+        return not pending_at_clear & {e.client_order_id for e in store.non_final_orders()}
 
     await asyncio.sleep(0.05)
     healed = await _wait_for(healthy, settings.settle_timeout_s)
