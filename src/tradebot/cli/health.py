@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from tradebot.cli.plugins import config_option
+from tradebot.cli._common import config_option
 
 __all__ = ["halt", "health", "read_health", "resume"]
 

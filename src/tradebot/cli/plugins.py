@@ -9,14 +9,11 @@ from pathlib import Path
 
 import click
 
+from tradebot.cli._common import config_option
 from tradebot.core.config import find_config, load_settings
 from tradebot.core.errors import ConfigError, PluginError
 from tradebot.core.plugins import PluginHost, PluginInfo, gather_infos, installed_plugins, resolve_enabled
 
-config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-    help="Config file (default: $TRADEBOT_CONFIG or ./tradebot.toml).",
-)
 
 
 @click.group()

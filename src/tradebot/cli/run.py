@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from tradebot.cli.plugins import config_option
+from tradebot.cli._common import config_option, echo_problem
 
 
 @click.command()
@@ -54,9 +54,7 @@ def run(
             report.add("config", False, "\n      ".join(details))
             click.echo(report.render())
             sys.exit(1)
-        click.echo(f"error: {exc.message if isinstance(exc, ConfigError) else exc}", err=True)
-        for issue in getattr(exc, "issues", []):
-            click.echo(f"  - {issue}", err=True)
+        echo_problem(exc)
         sys.exit(2)
     configure_logging(prepared.settings.section("logging"), state_dir=prepared.settings.state_path)
     if dry_run:
