@@ -175,10 +175,12 @@ class Scenario:
     """``halted`` or ``reducing``: the state the bot must enter; None: no requirement."""
     forbid_halt: bool = False
     """The bot must absorb this fault without leaving ACTIVE."""
+    long: bool = False
+    """Lasts ``outage_s`` rather than ``fault_s`` (faults that need orders to hit them)."""
 
     def duration_s(self, settings: DrillSettings) -> float:
         """How long the fault lasts: an outage when a state change is required."""
-        return settings.outage_s if self.expect_state is not None or self.name == "rate-limit" else settings.fault_s
+        return settings.outage_s if self.expect_state is not None or self.long else settings.fault_s
     expected: str = ""
     """What a user should see, in one line."""
 
@@ -198,13 +200,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         expected="every call fails, breakers open, trading HALTs, then recovers by itself",
     ),
     Scenario(
-        "rate-limit", "tighter rate limits", "kraken", fault="ratelimit=2/0.2", detect="retries",
+        "rate-limit", "tighter rate limits", "kraken", fault="ratelimit=2/0.2", detect="retries", long=True,
         forbid_halt=True,
         expected="rate-limit answers are retried with backoff; trading stays ACTIVE",
     ),
     Scenario(
         "lost-responses", "lost order responses", "kraken", fault="drop_response,on=AddOrder,n=3",
-        detect="lookup", forbid_halt=True,
+        detect="lookup", forbid_halt=True, long=True,
         expected="each order whose answer was lost is looked up, never sent twice",
     ),
     Scenario(
