@@ -1,0 +1,126 @@
+"""Kraken REST and WebSocket parsers: any answer gives a model or a typed error, never a crash."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tradebot.core.errors import TradebotError
+from tradebot.exchanges.kraken import parse
+from tradebot.exchanges.kraken.config import KrakenConfig
+from tradebot.exchanges.kraken.pairs import PairRegistry
+from tradebot.exchanges.kraken.ws import MarketDataStream
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+REG = PairRegistry()
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["", "0", "-1", "1e999", "NaN", "inf", "30300.1", "0.00000001", "abc", "XXBTZUSD",
+                     "BTC/USD", "open", "closed", "buy", "sell", "market", "limit", "online", "maintenance",
+                     "2023-09-25T09:04:31.742648Z", "-0", "1" * 40]),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    scalars,
+    lambda children: st.lists(children, max_size=6) | st.dictionaries(
+        st.one_of(st.sampled_from(["XXBTZUSD", "XETHZUSD", "a", "b", "c", "v", "p", "t", "l", "h", "o", "last",
+                                   "open", "closed", "descr", "vol", "vol_exec", "status", "cl_ord_id", "txid",
+                                   "symbol", "bid", "ask", "bid_qty", "ask_qty", "timestamp", "unixtime",
+                                   "error", "result", "count", "type", "pair", "price", "cost", "fee",
+                                   "interval_begin", "interval", "high", "low", "close", "volume", "opentm"]),
+                  st.text(max_size=8)),
+        children, max_size=8,
+    ),
+    max_leaves=30,
+)
+
+# near-valid shapes: a real answer with one part replaced by anything
+def _ticker_like(v: Any) -> dict[str, Any]:
+    return {"XXBTZUSD": {"a": [v, "1", "1.0"], "b": ["30300.0", v, "1"], "c": ["30303.2", "0.1"],
+                         "v": ["1", "2"], "p": ["1", "2"], "t": [1, 2], "l": ["1", "1"], "h": ["2", "2"], "o": v}}
+
+
+def _orders_like(v: Any) -> dict[str, Any]:
+    return {"open": {"OUF4EM-FRGI2-MQMWZD": {"status": "open", "vol": "1.25", "vol_exec": v, "cl_ord_id": v,
+                                            "opentm": 1.0, "descr": {"pair": "XBTUSD", "type": "buy",
+                                                                     "ordertype": v, "price": "1"}}}}
+
+
+answers = st.one_of(json_values, json_values.map(_ticker_like), json_values.map(_orders_like))
+
+
+def _only_typed(fn: Any, *args: Any) -> None:
+    try:
+        fn(*args)
+    except TradebotError:
+        pass
+
+
+@given(answers)
+def test_rest_parsers_raise_only_typed_errors(value: Any) -> None:
+    _only_typed(parse.parse_envelope, value, "public/Ticker")
+    _only_typed(parse.parse_time, value)
+    _only_typed(parse.parse_system_status, value)
+    _only_typed(parse.parse_ticker, value, REG, NOW)
+    _only_typed(parse.parse_ohlc, value, REG, 1)
+    _only_typed(parse.parse_balance, value)
+    _only_typed(parse.parse_add_order, value)
+    _only_typed(parse.parse_cancel, value)
+    _only_typed(parse.parse_orders, value, REG, "private/OpenOrders", "open")
+    _only_typed(parse.parse_orders, value, REG, "private/QueryOrders", None)
+
+
+@given(json_values)
+def test_ws_item_parsers_raise_only_typed_errors(item: Any) -> None:
+    _only_typed(parse.parse_ws_ticker, item, REG, NOW)
+    _only_typed(parse.parse_ws_ohlc, item, REG)
+
+
+def _stream() -> MarketDataStream:
+    async def no_poll(*_a: Any) -> list[Any]:
+        return []
+
+    return MarketDataStream(
+        pairs=["BTC/USD"], ohlc_interval=1, config=KrakenConfig(), registry=REG,
+        session=lambda: None,  # type: ignore[arg-type,return-value]
+        poll_tickers=no_poll, poll_ohlc=no_poll,
+    )
+
+
+ws_messages = st.one_of(
+    st.text(max_size=200),
+    json_values.map(lambda v: json.dumps(v, default=str)),
+    st.builds(lambda ch, data: json.dumps({"channel": ch, "type": "update", "data": data}, default=str),
+              st.sampled_from(["ticker", "ohlc", "heartbeat", "status", "book"]), json_values),
+    st.builds(lambda bid: json.dumps({"channel": "ticker", "type": "update", "data": [
+        {"symbol": "BTC/USD", "bid": bid, "bid_qty": 1, "ask": 30300.2, "ask_qty": 1, "last": 30300.1,
+         "volume": 5, "timestamp": "2023-09-25T09:04:31.742648Z"}]}, default=str), scalars),
+)
+
+
+@pytest.mark.timeout(60)
+@given(st.lists(ws_messages, min_size=1, max_size=5))
+def test_ws_messages_never_escape_the_stream(messages: list[str]) -> None:
+    stream = _stream()
+    for text in messages:
+        stream._on_text(text)  # must swallow nothing silently: bad ones are counted
+    assert stream.stats.messages == len(messages)
+    assert stream.stats.events + stream.stats.bad_messages <= 1000 * len(messages)
+
+
+def test_a_good_ws_ticker_is_parsed_and_a_bad_one_counted() -> None:
+    stream = _stream()
+    good = {"symbol": "BTC/USD", "bid": 30300.1, "bid_qty": 1, "ask": 30300.2, "ask_qty": 1, "last": 30300.1,
+            "volume": 5, "timestamp": "2023-09-25T09:04:31.742648Z"}
+    stream._on_text(json.dumps({"channel": "ticker", "type": "update", "data": [good]}))
+    stream._on_text(json.dumps({"channel": "ticker", "type": "update", "data": [{**good, "bid": "NaN"}]}))
+    assert stream.stats.events == 1 and stream.stats.bad_messages == 1
+    assert Decimal(str(good["bid"])) > 0
