@@ -51,7 +51,7 @@ def drill(
         for issue in exc.issues:
             click.echo(f"  - {issue}", err=True)
         sys.exit(2)
-    logging.basicConfig(level=logging.WARNING if verbose else logging.CRITICAL, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.WARNING if verbose else logging.CRITICAL + 1, format="%(levelname)s %(name)s: %(message)s")
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
 
