@@ -146,7 +146,21 @@ async def call_with_retry(
     def retry_on(exc: Exception) -> bool | float:
         return is_retryable(exc, max_retry_after_s=policy.max_retry_after_s)
 
-    last_error: BaseException | None = None
+    # Fast path: most calls succeed at once, and entering stamina's retry loop costs more
+    # than a loopback round trip. The first attempt runs bare; only a retryable failure
+    # enters the loop, where it is replayed as attempt 1 so stamina schedules the backoff.
+    stats._attempt(endpoint)
+    try:
+        first = await fn()
+    except Exception as exc:
+        if retry_on(exc) is False:  # a float, even 0.0, is a server-requested wait
+            stats._done(endpoint, ok=False)
+            raise
+        last_error: BaseException | None = exc
+    else:
+        stats._done(endpoint, ok=True)
+        return first
+
     have_result = False
     result_value: T | None = None
     try:
@@ -159,8 +173,10 @@ async def call_with_retry(
             wait_jitter=policy.wait_jitter_s,
         ):
             with attempt:
-                if attempt.num > 1:
-                    stats._retry(endpoint, attempt.num, last_error)
+                if attempt.num == 1:
+                    assert last_error is not None
+                    raise last_error
+                stats._retry(endpoint, attempt.num, last_error)
                 stats._attempt(endpoint)
                 try:
                     result_value = await fn()
