@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import aiohttp
+from yarl import URL
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import AuthError, ExchangeUnavailable, InvalidNonce, RateLimited, TradebotError
@@ -176,7 +177,14 @@ class KrakenRestClient:
             breaker.acquire()  # raises CircuitOpen: fail fast, before any retry machinery
 
         async def attempt() -> Any:
-            return await breaker.call(lambda: self._attempt(private, method, endpoint, params))
+            ticket = breaker.acquire()
+            try:
+                result = await self._attempt(private, method, endpoint, params)
+            except BaseException as exc:
+                breaker.record(ticket, exc)
+                raise
+            breaker.record(ticket, None)
+            return result
 
         return await call_with_retry(
             attempt, endpoint=endpoint, policy=self.retry_policy, stats=self.retry_stats, idempotent=idempotent
@@ -198,7 +206,9 @@ class KrakenRestClient:
                 }
                 request = self.session.post(url, data=body.encode(), headers=headers)
             else:
-                request = self.session.get(url, params=params or None)
+                # a ready-encoded URL spares aiohttp re-parsing and re-quoting it on every call
+                query = f"{url}?{urlencode(params)}" if params else url
+                request = self.session.get(URL(query, encoded=True))
             self.requests_sent += 1
             async with request as resp:
                 status = resp.status
