@@ -207,8 +207,20 @@ class PairMarket:
     def stats(self, now: datetime) -> TickerStats:
         """Bid/ask/last plus today's and the last 24 hours' volume, vwap, range and open."""
         ts = int(now.timestamp())
-        midnight = ts // 86400 * 86400
         bars = self.candles[15]
+        last_bar = bars[-1]
+        # the windows only change when a trade or a tick lands or a second passes: every
+        # Ticker request in between gets the same figures (stamped with its own time)
+        key = (ts, id(last_bar), last_bar.count, last_bar.volume, self.bid, self.ask, self.last, self.bid_qty, self.ask_qty, self.last_qty)
+        cached = getattr(self, "_stats_cache", None)
+        if cached is not None and cached[0] == key:
+            return attrs.evolve(cached[1], time=now)
+        result = self._compute_stats(now, ts, bars)
+        self._stats_cache = (key, result)
+        return result
+
+    def _compute_stats(self, now: datetime, ts: int, bars: deque[CandleBar]) -> TickerStats:
+        midnight = ts // 86400 * 86400
         today = [b for b in bars if b.open_time >= midnight]
         day = [b for b in bars if b.open_time >= ts - 86400] or [bars[-1]]
         today = today or [bars[-1]]
