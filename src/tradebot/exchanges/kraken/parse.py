@@ -36,17 +36,33 @@ __all__ = [
 
 
 class _Where:
-    """Where in which answer a value sits, for error messages."""
+    """Where in which answer a value sits, for error messages.
 
-    __slots__ = ("source", "path")
+    The path is only spelled out when a value fails: every field of every answer gets a
+    ``_Where``, and building its string eagerly would cost more than the check itself.
+    """
 
-    def __init__(self, source: str, path: str = "") -> None:
+    __slots__ = ("source", "parent", "key")
+
+    def __init__(self, source: str, parent: _Where | None = None, key: object = None) -> None:
         self.source = source
-        self.path = path
+        self.parent = parent
+        self.key = key
 
     def __truediv__(self, key: object) -> _Where:
-        step = f"[{key}]" if isinstance(key, int) else (f".{key}" if self.path else str(key))
-        return _Where(self.source, self.path + step)
+        return _Where(self.source, self, key)
+
+    @property
+    def path(self) -> str:
+        keys = []
+        node: _Where | None = self
+        while node is not None and node.parent is not None:
+            keys.append(node.key)
+            node = node.parent
+        out = ""
+        for key in reversed(keys):
+            out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+        return out
 
     def fail(self, problem: str) -> BadDataError:
         at = self.path or "result"
