@@ -162,3 +162,36 @@ def test_halt_policy_must_be_loaded() -> None:
     s = settings_from_dict({"strategies": {}, "halt": {"position_policy": "close"}})
     issues = validate_plugin_tables(s, host)
     assert any("no loaded position policy named 'close'" in i and i.endswith("@ $.halt.position_policy") for i in issues)
+
+
+async def test_halt_takes_effect_even_when_it_cannot_be_saved() -> None:
+    from tradebot.core.clock import FakeClock
+    from tradebot.core.models import TradingState
+    from tradebot.core.trading_state import TradingStateMachine
+
+    class FlakyStore:
+        def __init__(self) -> None:
+            self.fail = True
+            self.saved: list[str] = []
+
+        def load_trading_state(self) -> None:
+            return None
+
+        def save_trading_state(self, state: str, reason: str, source: str, time: object) -> None:
+            if self.fail:
+                raise OSError("disk full")
+            self.saved.append(state)
+
+    store, clock = FlakyStore(), FakeClock()
+    sm = TradingStateMachine(store=store, clock=clock)
+    await sm.halt("drawdown", "check:drawdown")
+    assert sm.state is TradingState.HALTED and store.saved == []
+    with pytest.raises(OSError):
+        await sm.resume("operator", "cli")  # loosening is never applied unsaved
+    assert sm.state is TradingState.HALTED
+    store.fail = False
+    import asyncio
+
+    await asyncio.sleep(0)  # the retry task starts and waits on the clock
+    await clock.advance(1.5)
+    assert store.saved == ["halted"]

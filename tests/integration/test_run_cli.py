@@ -73,3 +73,37 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     unfinished = db.execute("SELECT COUNT(*) FROM orders WHERE status IN ('pending', 'unknown')").fetchone()[0]
     assert unfinished == 0
     assert os.path.exists(tmp_path / "state" / "tradebot.db")
+
+
+@pytest.mark.timeout(90)
+def test_second_bot_on_the_same_state_dir_exits_at_once(tmp_path: Path) -> None:
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text('[bot]\nstate_dir = "state"\n\n[http]\nenabled = false\n')
+    first = subprocess.Popen(
+        [sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "20", "--config", str(cfg)],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and not (tmp_path / "state" / "tradebot.db").exists():
+            time.sleep(0.1)
+        started = time.monotonic()
+        second = _tradebot(["run", "--paper", "--duration", "5", "--config", str(cfg)], tmp_path, timeout=30)
+        took = time.monotonic() - started
+        assert second.returncode == 1
+        assert "another tradebot process is running with this state directory" in second.stdout
+        assert took < 15
+        assert first.poll() is None, "the first bot must keep running"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=20)
+    assert first.returncode == 0
+
+
+def test_unreadable_secrets_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text('[bot]\nstate_dir = "state"\nsecrets_file = "secrets"\n\n[http]\nenabled = false\n')
+    r = _tradebot(["run", "--paper", "--duration", "2", "--config", str(cfg)], tmp_path)
+    assert r.returncode == 1
+    assert "cannot read secrets file" in r.stdout and "Traceback" not in r.stderr

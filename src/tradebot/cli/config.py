@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import click
 
 from tradebot.cli._common import config_option, prepare_or_exit
-from tradebot.core.config import unstructure
+from tradebot.core.config import Settings, unstructure
 
 
 @click.group()
@@ -20,10 +22,33 @@ def config() -> None:
 def check(config_path: Path | None) -> None:
     """Validate the config and every plugin table. Exit 0 when valid, 2 otherwise."""
     prepared = prepare_or_exit(config_path)
+    problems = _runtime_problems(prepared.settings)
+    if problems:
+        click.echo("error: the configuration is valid but this setup cannot start", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(2)
     src = prepared.settings.source or "built-in defaults (no config file)"
     click.echo(f"config OK: {src}; {len(prepared.host.loaded)} plugins loaded")
     for name, err in prepared.host.report.failed.items():
         click.echo(f"warning: plugin {name!r} not loaded: {err}", err=True)
+
+
+def _runtime_problems(settings: Settings) -> list[str]:
+    """What a valid config still cannot do here: read its secrets, write its state."""
+    from tradebot.core.errors import ConfigError
+    from tradebot.core.secrets import load_secrets
+
+    problems = []
+    try:
+        load_secrets(settings.secrets_path)
+    except ConfigError as exc:
+        problems.append(f"{exc.message} @ $.bot.secrets_file")
+    state = settings.state_path
+    existing = next((p for p in (state, *state.parents) if p.exists()), None)
+    if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        problems.append(f"state directory {state} cannot be created or written @ $.bot.state_dir")
+    return problems
 
 
 @config.command("show")

@@ -25,7 +25,7 @@ import attrs
 from tradebot.core.bootstrap import Prepared
 from tradebot.core.clock import SystemClock
 from tradebot.core.context import BotContext
-from tradebot.core.errors import TradebotError
+from tradebot.core.errors import StateError, TradebotError
 from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, Signal, Ticker, TradingStateChange
 from tradebot.core.risk import RiskRejection
 from tradebot.core.secrets import load_secrets
@@ -95,6 +95,7 @@ class Bot:
         self._exit_code = 0
         self._tasks: list[asyncio.Task[Any]] = []
         self._status_task: asyncio.Task[None] | None = None
+        self._control: Any = None
         self.context: BotContext | None = None
 
     # --- control ----------------------------------------------------------------------
@@ -116,21 +117,27 @@ class Bot:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
-        async with AsyncExitStack() as stack:
-            try:
-                await self._start(stack)
-            except TradebotError as exc:
-                log.critical("start-up failed: %s", exc)
-                self.summary.stop_reason = f"start-up failed: {exc}"
-                self.summary.exit_code = 1
-                return self.summary
-            if self.options.duration_s is not None and not self.options.infinite:
-                loop.call_later(self.options.duration_s, self.request_stop, f"duration {self.options.duration_s:g}s reached")
-            await self._stop.wait()
-            await self._shutdown()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
+        try:
+            async with AsyncExitStack() as stack:
+                try:
+                    await self._start(stack)
+                except (TradebotError, OSError) as exc:
+                    # everything started so far is stopped before the stack closes under it
+                    log.critical("start-up failed: %s", exc)
+                    self._stop_reason = f"start-up failed: {exc}"
+                    self._exit_code = 1
+                    await self._shutdown()
+                else:
+                    if self.options.duration_s is not None and not self.options.infinite:
+                        loop.call_later(
+                            self.options.duration_s, self.request_stop, f"duration {self.options.duration_s:g}s reached"
+                        )
+                    await self._stop.wait()
+                    await self._shutdown()
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                with contextlib.suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
         self.summary.duration_s = time.monotonic() - started
         self.summary.stop_reason = self._stop_reason
         self.summary.exit_code = self._exit_code
@@ -139,10 +146,20 @@ class Bot:
     async def _start(self, stack: AsyncExitStack) -> None:
         from tradebot.core.store import StateStore
 
+        from tradebot.core.control import ControlWatcher
+
         settings = self.settings
         state_dir = settings.state_path
-        state_dir.mkdir(parents=True, exist_ok=True)
-        secrets = load_secrets(settings.bot.secrets_file)
+        try:
+            state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateError(f"cannot create the state directory {state_dir}: {exc.strerror or exc}") from None
+        # one bot per state directory, decided before anything touches the state
+        control = ControlWatcher(state_dir, None)
+        await asyncio.to_thread(control.acquire)
+        stack.callback(control.release)
+        self._control = control
+        secrets = load_secrets(settings.secrets_path)
         store = StateStore(
             state_dir, backup_count=settings.backup.count, backup_interval_s=settings.backup.interval_s
         )
@@ -287,7 +304,6 @@ class Bot:
         ctx.health = monitor
         self._spawn("monitor", monitor.run)
 
-        from tradebot.core.control import ControlWatcher
         from tradebot.core.policy import PolicyRunner
 
         policies = PolicyRunner.from_context(ctx)
@@ -295,9 +311,8 @@ class Bot:
         ctx.extras["risk"].trading = policies.risk_view()  # `reduce` lets reducing orders through while HALTED
         policies.outcome_listeners.append(self._on_policy_outcome)
         self._spawn("halt-policy", policies.run)
-        control = ControlWatcher(ctx.state_dir, ctx.trading)
-        control.acquire()  # one bot per state directory; `tradebot halt`/`resume` find it by this lock
-        stack.callback(control.release)
+        control = self._control  # holds the bot lock taken first thing in _start
+        control.trading = ctx.trading
         self._spawn("control", control.run)
 
         metrics = BotMetrics()
@@ -459,7 +474,7 @@ class Bot:
         ctx = self.context
         if self._status_task is not None:
             self._status_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._status_task
         from tradebot.core import sdnotify
 

@@ -176,6 +176,16 @@ class Settings:
         return self.plugin_configs.get((category, name))
 
     @property
+    def secrets_path(self) -> Path | None:
+        """The secrets file, relative paths taken from the config file's folder (None: none set)."""
+        if not self.bot.secrets_file:
+            return None
+        p = Path(self.bot.secrets_file).expanduser()
+        if not p.is_absolute() and self.source:
+            p = Path(self.source).resolve().parent / p
+        return p
+
+    @property
     def state_path(self) -> Path:
         """The state directory, relative paths taken from the config file's folder."""
         p = Path(self.bot.state_dir).expanduser()

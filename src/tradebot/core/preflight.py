@@ -64,7 +64,7 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
         + "".join(f"; {n}: not installed" for n in host.report.unknown),
     )
     try:
-        secrets = load_secrets(settings.bot.secrets_file)
+        secrets = load_secrets(settings.secrets_path)
     except TradebotError as exc:
         report.add("secrets", False, str(exc))
         return report

@@ -82,6 +82,8 @@ def load_secrets(secrets_file: str | Path | None = None, environ: Mapping[str, s
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"secrets file not found: {p}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read secrets file {p}: {getattr(exc, 'strerror', None) or exc}") from None
         except tomllib.TOMLDecodeError as exc:
             # the decoder's message names line/column only, never the content
             raise ConfigError(f"secrets file {p} is not valid TOML: {exc}") from None

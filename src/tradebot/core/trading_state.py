@@ -44,6 +44,7 @@ class TradingStateMachine:
         self.since: datetime = self._clock.now()
         self.listeners: list[Listener] = []
         self._lock = asyncio.Lock()
+        self._save_task: asyncio.Task[None] | None = None
         self.history: list[TradingStateChange] = []
 
     def restore(self) -> bool:
@@ -98,13 +99,39 @@ class TradingStateMachine:
                 return None
             return await self._set(TradingState.ACTIVE, reason, f"{source} (auto-resume)")
 
+    def _retry_save(self, change: TradingStateChange, *, every_s: float = 1.0, attempts: int = 300) -> None:
+        """Keep trying to persist ``change`` while it is still the current state."""
+
+        async def retry() -> None:
+            for _ in range(attempts):
+                await self._clock.sleep(every_s)
+                if self.state is not change.current or self.since != change.time:
+                    return  # a later change was saved (or will be retried) instead
+                try:
+                    self._store.save_trading_state(change.current.value, change.reason, change.source, change.time)  # type: ignore[union-attr]
+                except Exception as exc:  # noqa: BLE001 - keep trying, say so once a minute
+                    log.debug("trading state still not saved: %s", exc)
+                    continue
+                log.warning("trading state %s saved after an earlier failure", change.current.value)
+                return
+            log.critical("trading state %s could not be saved; a restart would not keep it", change.current.value)
+
+        self._save_task = asyncio.ensure_future(retry())
+
     async def _set(self, target: TradingState, reason: str, source: str) -> TradingStateChange:
         change = TradingStateChange(
             previous=self.state, current=target, reason=reason, source=source, time=self._clock.now()
         )
         if self._store is not None:
             # persisted before anyone hears of it
-            self._store.save_trading_state(target.value, reason, source, change.time)
+            try:
+                self._store.save_trading_state(target.value, reason, source, change.time)
+            except Exception as exc:
+                if target.severity <= self.state.severity:
+                    raise  # loosening waits until it can be saved
+                # a safety stop takes effect even when the disk fails; saving is retried
+                log.critical("trading state %s applied but NOT saved (%s); retrying the save", target.value, exc)
+                self._retry_save(change)
         self.state, self.reason, self.source, self.since = target, reason, source, change.time
         self.history.append(change)
         del self.history[:-100]
