@@ -512,14 +512,7 @@ class Healer:
             )
 
     async def _send(self, alert: Alert) -> None:
-        if self._alert is None:
-            return
-        try:
-            res = self._alert(alert)
-            if inspect.isawaitable(res):
-                await res
-        except Exception:  # noqa: BLE001 - alerting must never break healing
-            log.exception("could not send the healing alert")
+        await send_alert(self._alert, alert)
 
 
 def format_failure(exc: BaseException) -> str:
@@ -530,3 +523,15 @@ def format_failure(exc: BaseException) -> str:
 def is_core_module(module: str | None) -> bool:
     """Whether ``module`` belongs to the framework core (never reloaded)."""
     return module is not None and (module == "tradebot.core" or module.startswith("tradebot.core.") or module in sys.builtin_module_names)
+
+
+async def send_alert(sink: Callable[[Alert], Any] | None, alert: Alert) -> None:
+    """Hand ``alert`` to ``sink`` (sync or async); a failing sink never breaks the caller."""
+    if sink is None:
+        return
+    try:
+        res = sink(alert)
+        if inspect.isawaitable(res):
+            await res
+    except Exception:  # noqa: BLE001 - alerting must never break healing or supervision
+        log.exception("could not send the alert %r", alert.title)

@@ -27,7 +27,7 @@ import attrs
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import TradebotError
-from tradebot.core.healing import EXIT_ESCALATE, Failure, Healer
+from tradebot.core.healing import EXIT_ESCALATE, Failure, Healer, send_alert
 from tradebot.core.models import Alert, AlertLevel
 from tradebot.core.validate import ge, gt, in_range, one_of
 
@@ -331,14 +331,7 @@ class Supervisor:
             self.escalate(f"restart intensity exceeded: {err}")
 
     async def _send(self, alert: Alert) -> None:
-        if self._alert is None:
-            return
-        try:
-            res = self._alert(alert)
-            if inspect.isawaitable(res):
-                await res
-        except Exception:  # noqa: BLE001 - alerting must not break supervision
-            log.exception("could not send the supervisor alert")
+        await send_alert(self._alert, alert)
 
 
 async def start_supervision(
