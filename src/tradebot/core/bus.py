@@ -186,6 +186,16 @@ class ConflatingQueue(Generic[T]):
 
     async def get(self) -> T:
         """Wait for the oldest entry; :class:`BusClosed` once closed and drained."""
+        if not self._entries:
+            await self.wait()
+        return self._pop()
+
+    async def wait(self) -> None:
+        """Wait until an entry is queued (taking none); :class:`BusClosed` once closed and drained.
+
+        For a consumer that then takes everything queued with :meth:`get_nowait`, without a
+        coroutine switch per entry.
+        """
         while not self._entries:
             if self._closed:
                 raise BusClosed("queue is closed")
@@ -198,7 +208,6 @@ class ConflatingQueue(Generic[T]):
                 if self._entries and self._getters:
                     self._wake(self._getters)
                 raise
-        return self._pop()
 
     def _pop(self) -> T:
         key, item = self._entries.popleft()

@@ -13,7 +13,8 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from collections.abc import Callable, Collection, Iterable
+import types
+from collections.abc import Callable, Collection, Iterable, Mapping
 from importlib import metadata
 from typing import Any, TypeVar
 
@@ -150,6 +151,10 @@ class PluginHost:
         self.quarantine_after = quarantine_after
         self._failures: dict[str, int] = {}
         self._quarantined: dict[str, str] = {}
+        self.quarantined_view: Mapping[str, str] = types.MappingProxyType(self._quarantined)
+        """Live, read-only: quarantined plugin -> why (for hot loops that unroll the guarded call)."""
+        self.failures_view: Mapping[str, int] = types.MappingProxyType(self._failures)
+        """Live, read-only: plugin -> consecutive failures."""
         self._components: dict[str, dict[str, RegisteredComponent]] = {}
         self.quarantine_listeners: list[Callable[[str, str], None]] = []
         self.report = LoadReport()
@@ -331,6 +336,18 @@ class PluginHost:
             raise self._fault(plugin, method, exc) from exc
         self._failures[plugin] = 0
         return result
+
+    def record_success(self, plugin: str) -> None:
+        """A call on behalf of ``plugin`` succeeded: its consecutive-failure count restarts.
+
+        With :meth:`record_fault`, :attr:`quarantined_view` and :attr:`failures_view`, this lets
+        a hot loop unroll :meth:`call_untraced` (the strategy runner's dispatcher does).
+        """
+        self._failures[plugin] = 0
+
+    def record_fault(self, plugin: str, method: str, exc: BaseException) -> PluginError:
+        """Attribute a plugin fault as :meth:`call_untraced` does; the error to raise or report."""
+        return self._fault(plugin, method, exc)
 
     def _fault(self, plugin: str, method: str, exc: BaseException) -> PluginError:
         count = self._failures.get(plugin, 0) + 1

@@ -1,12 +1,12 @@
 """Strategies and the runner that keeps them from freezing the bot.
 
 A strategy turns market events into :class:`~tradebot.core.models.Signal` values. The
-:class:`StrategyRunner` runs every configured instance as its own task on its own conflated
-bus subscription, so a slow strategy only ever sees the freshest prices and never slows the
-others. Every call has its own timeout; signals reach the sink (risk gate and executor) only
-after the call returned, so a timed-out or cancelled call can never leave a half-submitted
-order. A strategy that keeps timing out or raising is quarantined and reported while the
-others keep trading.
+:class:`StrategyRunner` gives every configured instance its own task and its own conflated
+queue, so a slow strategy only ever sees the freshest prices and never slows the others.
+Every call has its own timeout; signals reach the sink (risk gate and executor) only after
+the call returned, so a timed-out or cancelled call can never leave a half-submitted order.
+A strategy that keeps timing out or raising is quarantined and reported while the others
+keep trading.
 
 How a strategy is called depends on what it is:
 
@@ -18,6 +18,17 @@ How a strategy is called depends on what it is:
   strategies) run inline on the loop, saving a thread hop per event. Such a call cannot be
   interrupted; one that overran its timeout anyway is counted as timed out and its signals
   are discarded.
+
+Inline instances share one bus subscription and one dispatching task, which calls each of
+them in turn for every event. Waking a task per instance per event cost more than a quick
+strategy's whole call, and separate tasks buy such strategies nothing: an inline call holds
+the loop whichever task makes it. What would make one instance wait on another, handing its
+signals to the sink (which places orders over the network) or reporting a failure, the
+dispatcher never does itself: it *detaches* the instance and passes that work to the
+instance's own task. While detached, the instance's events queue (conflated) on its own
+queue and its task calls it; once that queue is empty it is attached to the dispatcher
+again. So every instance still sees its events in order, one call at a time, and an order
+being placed for one instance never delays another.
 """
 
 from __future__ import annotations
@@ -30,16 +41,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 
 from tradebot.core import telemetry, tracing
-from tradebot.core.bus import BusClosed, EventBus, Subscription
+from tradebot.core.bus import BusClosed, ConflatingQueue, EventBus, Subscription
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import PluginError, PluginQuarantined
+from tradebot.core.errors import PluginError, PluginQuarantined, TradebotError
 from tradebot.core.models import Alert, AlertLevel, Candle, Signal, Ticker
 
 if TYPE_CHECKING:
@@ -68,6 +79,7 @@ QuarantineCallback = Callable[[str, str], Any]
 
 DURATION_BUCKETS_S: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 """Upper bounds of the call-duration histogram; one more bucket counts everything above."""
+_FIRST_BUCKET_S = DURATION_BUCKETS_S[0]
 
 PRICE_SOURCES: tuple[str, ...] = ("ticker", "candle")
 
@@ -160,7 +172,8 @@ class StrategyStats:
     buckets: list[int] = attrs.Factory(lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
     last_error: str | None = None
     last_call_at: float | None = None
-    """Clock time (monotonic) of the last call's end."""
+    """Clock time (monotonic) of the last successful call (for a dispatched inline call, of the
+    event's dispatch, microseconds before the call ends)."""
 
     @property
     def mean_s(self) -> float:
@@ -271,11 +284,41 @@ class StrategyHandle:
     """Untraced quiet calls left before the next sampled span."""
     worker: _Worker | None = None
     on_event: Callable[..., Any] = attrs.field(init=False)
+    pair_set: frozenset[str] | None = attrs.field(init=False)
+    backlog: ConflatingQueue[Any] | None = attrs.field(init=False, default=None)
+    """Inline instances: what the instance's own task does while it is detached from the
+    shared dispatcher (see the module docstring): follow-ups of a dispatched call, then the
+    events that arrived meanwhile (conflated)."""
+    detached: bool = True
+    """Inline instances: True while the instance's own task, not the dispatcher, calls it
+    (before ``start`` returned, and while signals or a failure of a call are handled)."""
+    backlog_traces: dict[Hashable, Any] = attrs.Factory(dict)
+    """Conflation key -> trace context of the latest backlog event queued under it."""
 
     def __attrs_post_init__(self) -> None:
         self.on_event = self.strategy.on_event
+        self.pair_set = frozenset(self.pairs) if self.pairs is not None else None
         if self.mode is CallMode.THREAD:
             self.worker = _Worker(self.name)
+        elif self.mode is CallMode.INLINE:
+            self.backlog = ConflatingQueue()
+
+
+@attrs.define(slots=True)
+class _Followup:
+    """Work of a dispatched inline call that may wait, done on the instance's own task."""
+
+    signals: list[Signal] | None = None
+    """Signals to hand to the sink."""
+    failure: str | None = None
+    """A failed call's message: counts towards quarantine."""
+    quarantine: str | None = None
+    """The plugin host quarantined the plugin: quarantine the instance for this reason."""
+    pending: Any = None
+    """An awaitable an inline ``on_event`` returned: finish it under the rest of the timeout."""
+    started: float = 0.0
+    traced: bool = False
+    trace: Any = None
 
 
 class _Overran(Exception):
@@ -319,6 +362,10 @@ class StrategyRunner:
         self._handles: dict[str, StrategyHandle] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running = False
+        # the inline instances' shared subscription, dispatching task and call order
+        self._group: tuple[StrategyHandle, ...] = ()
+        self._group_sub: Subscription | None = None
+        self._group_task: asyncio.Task[None] | None = None
 
     # --- configuration ------------------------------------------------------------------
 
@@ -353,6 +400,11 @@ class StrategyRunner:
         if pairs is None and instance is not None and instance.pairs:
             pairs = instance.pairs
         plugin_name = plugin or (instance.plugin if instance is not None else name)
+        mode = _call_mode(strategy, blocking)
+        if mode is CallMode.INLINE:
+            subscription = self._inline_subscription()
+        else:
+            subscription = self._bus.subscribe(f"strategy:{name}", kinds=(Ticker, Candle), pairs=pairs or None)
         handle = StrategyHandle(
             name=name,
             plugin=plugin_name,
@@ -361,13 +413,38 @@ class StrategyRunner:
             timeout_s=float(timeout_s),
             warn_s=float(warn_s),
             max_failures=max_failures,
-            mode=_call_mode(strategy, blocking),
-            subscription=self._bus.subscribe(f"strategy:{name}", kinds=(Ticker, Candle), pairs=pairs or None),
+            mode=mode,
+            subscription=subscription,
         )
         self._handles[name] = handle
+        if mode is CallMode.INLINE:
+            self._join_group(handle)
         if self._running:
             self._spawn(handle)
         return handle
+
+    def _inline_subscription(self) -> Subscription:
+        sub = self._group_sub
+        if sub is None or sub.queue.closed:
+            sub = self._group_sub = self._bus.subscribe("strategies:inline", kinds=(Ticker, Candle), pairs=())
+        return sub
+
+    def _join_group(self, handle: StrategyHandle) -> None:
+        self._group = (*self._group, handle)
+        self._update_group_pairs()
+
+    def _leave_group(self, handle: StrategyHandle) -> None:
+        self._group = tuple(h for h in self._group if h is not handle)
+        if not self._group and self._group_sub is not None:
+            self._group_sub.close()  # nobody left to dispatch to: the dispatcher ends
+        else:
+            self._update_group_pairs()
+
+    def _update_group_pairs(self) -> None:
+        """The shared subscription takes the pairs of every inline instance (all if one takes all)."""
+        assert self._group_sub is not None
+        sets = [h.pair_set for h in self._group]
+        self._group_sub.pairs = None if any(p is None for p in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
 
     # --- queries ------------------------------------------------------------------------
 
@@ -396,22 +473,249 @@ class StrategyRunner:
         try:
             for handle in self._handles.values():
                 self._spawn(handle)
-            while self._tasks:
+            while True:
                 # instances added while running get their task in the dict; wait for all
-                await asyncio.wait(list(self._tasks.values()))
+                tasks = [t for t in (*self._tasks.values(), self._group_task) if t is not None and not t.done()]
+                if not tasks:
+                    break
+                await asyncio.wait(tasks)
                 self._tasks = {n: t for n, t in self._tasks.items() if not t.done()}
         finally:
             self._running = False
-            tasks = list(self._tasks.values())
+            tasks = [t for t in (*self._tasks.values(), self._group_task) if t is not None]
             for task in tasks:
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.clear()
+            self._group_task = None
             await self._stop_all()
 
     def _spawn(self, handle: StrategyHandle) -> None:
-        self._tasks[handle.name] = asyncio.create_task(self._serve(handle), name=f"strategy:{handle.name}")
+        if handle.mode is CallMode.INLINE:
+            serve = self._serve_detached(handle)
+            if handle.quarantined is None and (self._group_task is None or self._group_task.done()):
+                self._group_task = asyncio.create_task(self._dispatch_inline(), name="strategies:inline")
+        else:
+            serve = self._serve(handle)
+        self._tasks[handle.name] = asyncio.create_task(serve, name=f"strategy:{handle.name}")
+
+    # --- inline instances: one dispatcher, a task each for what may wait ----------------
+
+    async def _dispatch_inline(self) -> None:
+        """Call every attached inline instance for each event of the shared subscription."""
+        sub = self._group_sub
+        assert sub is not None
+        events = sub.queue
+        try:
+            while True:
+                if not len(events):
+                    try:
+                        await events.wait()
+                    except BusClosed:
+                        break
+                self._dispatch_queued(sub)
+        finally:
+            # the instances' tasks finish what they hold, then end
+            for handle in self._group:
+                assert handle.backlog is not None
+                handle.backlog.close()
+
+    def _dispatch_queued(self, sub: Subscription) -> None:
+        """Dispatch every event queued now, without a coroutine switch (the hot path)."""
+        events = sub.queue
+        take = events.get_nowait
+        tracer = telemetry.state.tracer if telemetry.state.enabled else None
+        now = self._clock.monotonic()  # one reading for what is dispatched in one go
+        host = self._host
+        blocked: Mapping[str, str] = host.quarantined_view if host is not None else {}
+        faults: Mapping[str, int] = host.failures_view if host is not None else {}
+        perf = time.perf_counter
+        while len(events):
+            event = take()
+            trace = sub.trace_of(event) if tracer is not None else None
+            pair = event.pair
+            key: Hashable | None = None
+            for handle in self._group:
+                if handle.detached:
+                    # its own task calls it for now: queue the event there, latest per key
+                    backlog = handle.backlog
+                    assert backlog is not None
+                    if not backlog.closed and (handle.pair_set is None or pair in handle.pair_set):
+                        if key is None:
+                            key = self._bus._key(event)
+                        if trace is not None:
+                            handle.backlog_traces[key] = trace
+                        backlog.put_latest(key, event)
+                    continue
+                if handle.pair_set is not None and pair not in handle.pair_set:
+                    continue
+                plugin = handle.plugin
+                if tracer is not None or plugin in blocked:
+                    if plugin in blocked or handle.trace_countdown <= 0:
+                        # a sampled call, or one the host refuses: the full path
+                        handle.trace_countdown = self.trace_every - 1
+                        with tracing.resume(trace):
+                            followup = self._call_inline(handle, event, tracer, tracer is not None)
+                        self._after_inline(handle, followup, now, trace)
+                        continue
+                    handle.trace_countdown -= 1
+                # the guarded call unrolled: the host's accounting without its call frames
+                started = perf()
+                try:
+                    result = handle.on_event(event)
+                except TradebotError as exc:  # an operational failure: not the plugin's fault
+                    followup = self._inline_raised(handle, exc, started, tracer, False)
+                except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
+                    error: Exception = exc
+                    if host is not None:
+                        error = host.record_fault(plugin, "on_event", exc)
+                        error.__cause__ = exc
+                    followup = self._inline_raised(handle, error, started, tracer, False)
+                else:
+                    elapsed = perf() - started
+                    if faults.get(plugin):
+                        host.record_success(plugin)  # type: ignore[union-attr]
+                    rtype = type(result)
+                    if not result and (rtype is tuple or rtype is list) and elapsed < handle.warn_s:
+                        # a quick call that returned no signals only updates counters
+                        stats = handle.stats
+                        stats.calls += 1
+                        stats.succeeded += 1
+                        stats.last_s = elapsed
+                        stats.total_s += elapsed
+                        if elapsed > stats.max_s:
+                            stats.max_s = elapsed
+                        stats.buckets[
+                            0 if elapsed <= _FIRST_BUCKET_S else bisect.bisect_left(DURATION_BUCKETS_S, elapsed)
+                        ] += 1
+                        stats.consecutive_failures = 0
+                        stats.last_call_at = now
+                        continue
+                    followup = self._settle_inline(handle, result, started, tracer, False)
+                self._after_inline(handle, followup, now, trace)
+
+    def _after_inline(self, handle: StrategyHandle, followup: _Followup | None, now: float, trace: Any) -> None:
+        """Detach the instance when its call left work that may wait (signals, a failure)."""
+        if followup is None:
+            handle.stats.last_call_at = now
+            return
+        if followup.signals is not None:
+            handle.stats.last_call_at = now
+        followup.trace = trace
+        handle.detached = True
+        assert handle.backlog is not None
+        handle.backlog.put_nowait(followup)
+
+    def _call_inline(self, handle: StrategyHandle, event: Any, tracer: Any, traced: bool) -> _Followup | None:
+        """One dispatched call; what must wait (signals, failures) comes back as a follow-up."""
+        started = time.perf_counter()
+        host = self._host
+        try:
+            if host is None:
+                result = handle.on_event(event)
+            elif traced:
+                result = host.call(handle.plugin, "on_event", handle.on_event, event)
+            else:
+                result = host.call_untraced(handle.plugin, "on_event", handle.on_event, event)
+        except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
+            return self._inline_raised(handle, exc, started, tracer, traced)
+        return self._settle_inline(handle, result, started, tracer, traced)
+
+    def _settle_inline(
+        self, handle: StrategyHandle, result: Any, started: float, tracer: Any, traced: bool
+    ) -> _Followup | None:
+        """What a dispatched call that returned leaves to do: None, signals, a failure or an await."""
+        rtype = type(result)
+        if rtype is not tuple and rtype is not list and inspect.isawaitable(result):
+            return _Followup(pending=result, started=started, traced=traced)
+        try:
+            elapsed = time.perf_counter() - started
+            if elapsed > handle.timeout_s:
+                raise _Overran()
+            signals = self._result_signals(handle, result)
+        except Exception as exc:  # noqa: BLE001 - overran or a bad result: the strategy's fault
+            return self._inline_raised(handle, exc, started, tracer, traced)
+        self._succeeded(handle, elapsed, tracer, traced)
+        return _Followup(signals=signals) if signals else None
+
+    def _inline_raised(
+        self, handle: StrategyHandle, exc: Exception, started: float, tracer: Any, traced: bool
+    ) -> _Followup:
+        elapsed = time.perf_counter() - started
+        if isinstance(exc, PluginQuarantined):
+            handle.stats.observe(elapsed)
+            return _Followup(quarantine=str(exc))
+        return _Followup(failure=self._call_failed(handle, exc, elapsed, tracer, traced))
+
+    async def _serve_detached(self, handle: StrategyHandle) -> None:
+        """An inline instance's own task: start it, then do what the dispatcher passed on."""
+        if handle.quarantined is not None:
+            return
+        if not await self._start(handle):
+            return
+        backlog = handle.backlog
+        assert backlog is not None
+        while True:
+            if not len(backlog):
+                handle.detached = False  # nothing held back: the dispatcher calls it again
+                try:
+                    item = await backlog.get()
+                except BusClosed:
+                    break
+            else:
+                item = backlog.get_nowait()
+            if type(item) is _Followup:
+                await self._follow_up(handle, item)
+            else:
+                trace = handle.backlog_traces.pop(self._bus._key(item), None) if handle.backlog_traces else None
+                if trace is not None and handle.trace_countdown <= 0:
+                    with tracing.resume(trace):
+                        signals = await self._call_on_event(handle, item)
+                else:
+                    signals = await self._call_on_event(handle, item)
+                if signals and handle.quarantined is None:
+                    with tracing.resume(trace):
+                        await self._deliver(handle, signals)
+            if handle.quarantined is not None:
+                break
+
+    async def _follow_up(self, handle: StrategyHandle, item: _Followup) -> None:
+        if item.pending is not None:
+            signals = await self._finish_pending(handle, item)
+            if signals:
+                with tracing.resume(item.trace):
+                    await self._deliver(handle, signals)
+        elif item.signals is not None:
+            with tracing.resume(item.trace):
+                await self._deliver(handle, item.signals)
+        elif item.failure is not None:
+            await self._failed(handle, item.failure)
+        elif item.quarantine is not None:
+            await self._quarantine(handle, item.quarantine)
+
+    async def _finish_pending(self, handle: StrategyHandle, item: _Followup) -> list[Signal] | None:
+        """Await what an inline ``on_event`` returned, under what is left of its timeout."""
+        tracer = telemetry.state.tracer if telemetry.state.enabled else None
+        left = handle.timeout_s - (time.perf_counter() - item.started)
+        try:
+            if left <= 0:
+                raise TimeoutError()
+            async with asyncio.timeout(left):
+                result = await item.pending
+            signals = self._result_signals(handle, result)
+        except PluginQuarantined as exc:
+            handle.stats.observe(time.perf_counter() - item.started)
+            await self._quarantine(handle, str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
+            await self._failed(handle, self._call_failed(handle, exc, time.perf_counter() - item.started, tracer, item.traced))
+            return None
+        finally:
+            if inspect.iscoroutine(item.pending):
+                item.pending.close()  # never awaited when the time was already up
+        self._succeeded(handle, time.perf_counter() - item.started, tracer, item.traced)
+        return signals
 
     async def _serve(self, handle: StrategyHandle) -> None:
         if handle.quarantined is not None:
@@ -467,7 +771,6 @@ class StrategyRunner:
             return False
 
     async def _call_on_event(self, handle: StrategyHandle, event: object) -> list[Signal] | None:
-        stats = handle.stats
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
         traced = False
         if tracer is not None:
@@ -478,7 +781,7 @@ class StrategyRunner:
                 handle.trace_countdown -= 1
         started = time.perf_counter()
         try:
-            if handle.mode is CallMode.INLINE:  # the hot path of quick strategies: no extra coroutine
+            if handle.mode is CallMode.INLINE:  # no extra coroutine for quick strategies
                 result = self._call_sync(handle, "on_event", handle.on_event, event, traced=traced)
                 if type(result) is not tuple and type(result) is not list and inspect.isawaitable(result):
                     async with asyncio.timeout(handle.timeout_s):
@@ -487,13 +790,30 @@ class StrategyRunner:
                     raise _Overran()
             else:
                 result = await self._invoke(handle, "on_event", handle.on_event, event, traced=traced)
-            if not result and (result is None or type(result) is tuple or type(result) is list):
-                signals: list[Signal] = []
-            else:
-                signals = _signals(handle, result)
-        except (TimeoutError, _Overran) as exc:
-            elapsed = time.perf_counter() - started
-            stats.observe(elapsed)
+            signals = self._result_signals(handle, result)
+        except PluginQuarantined as exc:
+            handle.stats.observe(time.perf_counter() - started)
+            await self._quarantine(handle, str(exc))
+            return None
+        except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
+            await self._failed(handle, self._call_failed(handle, exc, time.perf_counter() - started, tracer, traced))
+            return None
+        self._succeeded(handle, time.perf_counter() - started, tracer, traced)
+        handle.stats.last_call_at = self._clock.monotonic()
+        return signals
+
+    @staticmethod
+    def _result_signals(handle: StrategyHandle, result: Any) -> list[Signal]:
+        if not result and (result is None or type(result) is tuple or type(result) is list):
+            return []
+        return _signals(handle, result)
+
+    @staticmethod
+    def _call_failed(handle: StrategyHandle, exc: Exception, elapsed: float, tracer: Any, traced: bool) -> str:
+        """Count a failed call (timed out, overran, raised, bad result); its message."""
+        stats = handle.stats
+        stats.observe(elapsed)
+        if isinstance(exc, (TimeoutError, _Overran)):
             stats.timeouts += 1
             if isinstance(exc, _Overran):
                 msg = f"on_event blocked the event loop for {elapsed:.3f}s (timeout {handle.timeout_s:g}s)"
@@ -501,24 +821,18 @@ class StrategyRunner:
                 msg = f"on_event timed out after {handle.timeout_s:g}s"
             if tracer is not None:
                 _trace_after(tracer, handle, elapsed, "timeout", exc, msg)
-            await self._failed(handle, msg)
-            return None
-        except PluginQuarantined as exc:
-            stats.observe(time.perf_counter() - started)
-            await self._quarantine(handle, str(exc))
-            return None
-        except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
-            elapsed = time.perf_counter() - started
-            stats.observe(elapsed)
-            stats.errors += 1
-            msg = f"on_event raised {type(exc).__name__}: {exc}"
-            if tracer is not None and (not traced or not isinstance(exc, PluginError)):
-                _trace_after(tracer, handle, elapsed, "error", exc, msg)
-            await self._failed(handle, msg)
-            return None
-        elapsed = time.perf_counter() - started
+            return msg
+        stats.errors += 1
+        msg = f"on_event raised {type(exc).__name__}: {exc}"
+        # a traced call's span already holds a plugin fault; anything else gets a span of its own
+        if tracer is not None and (not traced or not isinstance(exc, PluginError)):
+            _trace_after(tracer, handle, elapsed, "error", exc, msg)
+        return msg
+
+    @staticmethod
+    def _succeeded(handle: StrategyHandle, elapsed: float, tracer: Any, traced: bool) -> None:
+        stats = handle.stats
         stats.observe(elapsed)
-        stats.last_call_at = self._clock.monotonic()
         stats.succeeded += 1
         stats.consecutive_failures = 0
         if elapsed >= handle.warn_s:
@@ -533,7 +847,6 @@ class StrategyRunner:
                 handle.timeout_s,
                 extra={"strategy": handle.name, "plugin": handle.plugin},
             )
-        return signals
 
     def _call_sync(
         self, handle: StrategyHandle, method: str, fn: Callable[..., Any], *args: Any, traced: bool = True
@@ -610,7 +923,12 @@ class StrategyRunner:
         if handle.quarantined is not None:
             return
         handle.quarantined = reason
-        handle.subscription.close()
+        if handle.mode is CallMode.INLINE:
+            assert handle.backlog is not None
+            handle.backlog.close(drain=False)
+            self._leave_group(handle)
+        else:
+            handle.subscription.close()
         log.critical(
             "strategy %r quarantined, the others keep trading: %s",
             handle.name,
