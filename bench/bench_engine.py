@@ -7,7 +7,10 @@ Two built-in strategies (SMA crossover, RSI reversion) trade in-process market d
 * bare loop: the same strategy code called in a plain ``for`` loop (the ceiling);
 * engine, tracing off: bus -> runner -> plugin host's guarded call -> strategy -> sink;
 * engine, tracing on: the same with an OpenTelemetry SDK tracer provider and a batch span
-  processor whose exporter drops the spans (the export cost lives on another thread).
+  processor whose exporter drops the spans (the export cost lives on another thread), with
+  the bot's default sampling of quiet calls (1 in 100, at most one per 0.1 s per instance);
+* engine, tracing on, uncapped: 1 in 100 quiet calls traced however many that makes per
+  second, to show what the interval saves at this tick rate.
 
 The publisher yields to the loop once per round of one tick per pair, the way a feed
 handing over a network read does; no tick is conflated as long as the strategies keep up.
@@ -91,7 +94,12 @@ def bare_loop(host: PluginHost, ticks: list[Ticker], pairs: list[str]) -> tuple[
 
 
 async def engine(
-    host: PluginHost, ticks: list[Ticker], pairs: list[str], rounds_of: int, trace_every: int = 100
+    host: PluginHost,
+    ticks: list[Ticker],
+    pairs: list[str],
+    rounds_of: int,
+    trace_every: int = 100,
+    trace_interval_s: float = 0.1,
 ) -> tuple[float, int, dict[str, Any]]:
     bus = EventBus()
     signals = 0
@@ -100,7 +108,7 @@ async def engine(
         nonlocal signals
         signals += len(batch)
 
-    runner = StrategyRunner(bus=bus, sink=sink, host=host, trace_every=trace_every)
+    runner = StrategyRunner(bus=bus, sink=sink, host=host, trace_every=trace_every, trace_interval_s=trace_interval_s)
     for name, strategy in build(host, pairs).items():
         runner.add(name, strategy, plugin=name, pairs=pairs)
     task = asyncio.create_task(runner.run())
@@ -140,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--trace-every", type=int, default=100, help="1 traces every strategy call")
+    parser.add_argument(
+        "--trace-interval", type=float, default=0.1, help="at most one quiet call traced per this many seconds"
+    )
     args = parser.parse_args(argv)
 
     host = PluginHost()
@@ -153,19 +164,21 @@ def main(argv: list[str] | None = None) -> int:
     bare_s, bare_signals = best(lambda: bare_loop(host, ticks, pairs), args.repeat)
 
     # off and on alternate, so drift in machine load touches both alike
-    exporter = DropExporter()
-    offs, ons = [], []
+    exporter, uncapped_exporter = DropExporter(), DropExporter()
+    offs, ons, uncapped = [], [], []
     for _ in range(args.repeat):
         gc.collect()
         offs.append(asyncio.run(engine(host, ticks, pairs, args.pairs)))
-        telemetry.configure_tracing("none", span_processor=BatchSpanProcessor(exporter, max_queue_size=65536))
-        try:
-            gc.collect()
-            ons.append(asyncio.run(engine(host, ticks, pairs, args.pairs, args.trace_every)))
-        finally:
-            telemetry.shutdown_tracing()
+        for out, sink, interval in ((ons, exporter, args.trace_interval), (uncapped, uncapped_exporter, 0.0)):
+            telemetry.configure_tracing("none", span_processor=BatchSpanProcessor(sink, max_queue_size=65536))
+            try:
+                gc.collect()
+                out.append(asyncio.run(engine(host, ticks, pairs, args.pairs, args.trace_every, interval)))
+            finally:
+                telemetry.shutdown_tracing()
     off_s, off_signals, off_info = min(offs, key=lambda r: r[0])
     on_s, on_signals, on_info = min(ons, key=lambda r: r[0])
+    unc_s = min(uncapped, key=lambda r: r[0])[0]
 
     bare_rate, off_rate, on_rate = n / bare_s, n / off_s, n / on_s
     print(f"python {sys.version.split()[0]}; {n} ticks over {len(pairs)} pairs; strategies {', '.join(STRATEGIES)}")
@@ -177,7 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"  engine, tracing on   {on_rate:>10,.0f} ticks/s   ({on_s:.3f}s, {on_signals} signals, "
         f"{on_info['calls']} calls, {on_info['conflated']} conflated, spans exported {exporter.exported}, "
-        f"1 in {args.trace_every} quiet calls traced)"
+        f"1 in {args.trace_every} quiet calls traced, at most 1 per {args.trace_interval:g}s per instance)"
+    )
+    print(
+        f"  tracing on, uncapped {n / unc_s:>10,.0f} ticks/s   ({unc_s:.3f}s, spans exported "
+        f"{uncapped_exporter.exported}: 1 in {args.trace_every} quiet calls, no interval) "
+        f"= {off_s / unc_s:.2f}x tracing off"
     )
     on_off = on_rate / off_rate
     eng_bare = off_rate / bare_rate

@@ -172,7 +172,7 @@ async def test_quiet_calls_are_sampled_and_failures_always_traced(spans: InMemor
     async def sink(signals: list[Signal]) -> None:
         return None
 
-    runner = StrategyRunner(bus=bus, sink=sink, host=host, trace_every=5)
+    runner = StrategyRunner(bus=bus, sink=sink, host=host, trace_every=5, trace_interval_s=0)
     runner.add("flaky", Flaky(), plugin="flaky-plugin", warn_s=0.02, max_failures=10)
     task = asyncio.create_task(runner.run())
     await asyncio.sleep(0)
@@ -197,3 +197,47 @@ async def test_quiet_calls_are_sampled_and_failures_always_traced(spans: InMemor
     slow = after["slow"]
     assert slow.end_time - slow.start_time >= 30_000_000
     assert runner["flaky"].stats.errors == 2
+
+
+async def test_sampled_spans_are_at_most_one_per_interval_while_failures_are_all_traced(
+    spans: InMemorySpanExporter,
+) -> None:
+    class Burst:
+        blocking = False
+
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            self.calls += 1
+            if self.calls % 250 == 0:
+                raise RuntimeError(f"bad tick {self.calls}")
+            return []
+
+    async def sink(signals: list[Signal]) -> None:
+        return None
+
+    bus = EventBus()
+    # a burst of 2000 ticks within well under a second: 1 in 10 would be 200 spans
+    runner = StrategyRunner(bus=bus, sink=sink, host=PluginHost(quarantine_after=100), trace_every=10, trace_interval_s=5)
+    runner.add("burst", Burst(), plugin="burst-plugin", max_failures=100)
+    task = asyncio.create_task(runner.run())
+    await asyncio.sleep(0)
+    for i in range(2000):
+        bus.publish_nowait(ticker(i))
+        await asyncio.sleep(0)
+    await wait_until(lambda: runner["burst"].stats.calls == 2000)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+    finished = [s for s in spans.get_finished_spans() if s.attributes.get("tradebot.plugin") == "burst-plugin"]
+    sampled = [s for s in finished if "tradebot.outcome" not in s.attributes]
+    failed = [s for s in finished if s.attributes.get("tradebot.outcome") == "error"]
+    assert len(sampled) == 1  # the first; the interval holds the rest back
+    assert len(failed) == 8  # every failure still gets its span
+    assert runner["burst"].stats.calls == 2000
+
+
+def test_trace_interval_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="trace_interval_s"):
+        StrategyRunner(bus=EventBus(), sink=lambda s: None, trace_interval_s=-1)  # type: ignore[arg-type, return-value]

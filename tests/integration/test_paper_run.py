@@ -28,6 +28,7 @@ CONFIG = {
 @pytest.mark.timeout(90)
 async def test_paper_run_trades_and_traces_across_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRADEBOT_TRACE_STRATEGY_EVERY", "1")
+    monkeypatch.setenv("TRADEBOT_TRACE_STRATEGY_INTERVAL_S", "0")
     exporter = InMemorySpanExporter()
     telemetry.configure_tracing("none", span_processor=SimpleSpanProcessor(exporter))
     try:

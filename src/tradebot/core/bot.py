@@ -25,7 +25,7 @@ import attrs
 from tradebot.core.bootstrap import Prepared
 from tradebot.core.clock import SystemClock
 from tradebot.core.context import BotContext
-from tradebot.core.errors import StateError, TradebotError
+from tradebot.core.errors import ConfigError, StateError, TradebotError
 from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, Signal, Ticker, TradingStateChange
 from tradebot.core.risk import RiskRejection
 from tradebot.core.secrets import load_secrets
@@ -269,7 +269,8 @@ class Bot:
             sink=self._on_signals,
             host=self.host,
             clock=self.clock,
-            trace_every=int(os.environ.get("TRADEBOT_TRACE_STRATEGY_EVERY", "100") or 100),
+            trace_every=int(_env_number("TRADEBOT_TRACE_STRATEGY_EVERY", 100, int, minimum=1)),
+            trace_interval_s=_env_number("TRADEBOT_TRACE_STRATEGY_INTERVAL_S", 0.1, float, minimum=0.0),
         )
         ctx.extras["strategy_runner"] = runner
         self._add_strategies(ctx, runner)
@@ -503,3 +504,17 @@ def run_bot(prepared: Prepared, options: RunOptions) -> RunSummary:
     """Run a bot to completion in a fresh event loop."""
     return asyncio.run(Bot(prepared, options).run())
 
+
+def _env_number(name: str, default: float, cast: Callable[[str], float], *, minimum: float) -> float:
+    """A numeric setting from the environment; :class:`ConfigError` naming it when it is bad."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        kind = "an integer" if cast is int else "a number"
+        raise ConfigError(f"{name} must be {kind} (got {raw!r})") from None
+    if not value >= minimum:
+        raise ConfigError(f"{name} must be >= {minimum:g} (got {raw!r})")
+    return value

@@ -184,6 +184,30 @@ class ConflatingQueue(Generic[T]):
             raise IndexError("queue is empty")
         return self._pop()
 
+    def take_all(self) -> list[T]:
+        """Everything queued now, oldest first, in one call (an empty list when nothing is)."""
+        entries = self._entries
+        if not entries:
+            return []
+        latest = self._latest
+        out: list[T] = []
+        pinned = 0
+        for key, item in entries:
+            if item is _LATEST:
+                out.append(latest.pop(key))
+            else:
+                out.append(item)
+                pinned += 1
+        entries.clear()
+        self.delivered += len(out)
+        if pinned:
+            self._pinned -= pinned
+            for _ in range(pinned):
+                if not self._putters:
+                    break
+                self._wake(self._putters)
+        return out
+
     async def get(self) -> T:
         """Wait for the oldest entry; :class:`BusClosed` once closed and drained."""
         if not self._entries:

@@ -282,6 +282,8 @@ class StrategyHandle:
     started: bool = False
     trace_countdown: int = 0
     """Untraced quiet calls left before the next sampled span."""
+    next_sample_at: float = 0.0
+    """``perf_counter`` time before which no quiet call gets a span."""
     worker: _Worker | None = None
     on_event: Callable[..., Any] = attrs.field(init=False)
     pair_set: frozenset[str] | None = attrs.field(init=False)
@@ -304,21 +306,34 @@ class StrategyHandle:
             self.backlog = ConflatingQueue()
 
 
-@attrs.define(slots=True)
 class _Followup:
-    """Work of a dispatched inline call that may wait, done on the instance's own task."""
+    """Work of a dispatched inline call that may wait, done on the instance's own task.
 
-    signals: list[Signal] | None = None
-    """Signals to hand to the sink."""
-    failure: str | None = None
-    """A failed call's message: counts towards quarantine."""
-    quarantine: str | None = None
-    """The plugin host quarantined the plugin: quarantine the instance for this reason."""
-    pending: Any = None
-    """An awaitable an inline ``on_event`` returned: finish it under the rest of the timeout."""
-    started: float = 0.0
-    traced: bool = False
-    trace: Any = None
+    One of: ``signals`` to hand to the sink; a ``failure`` message that counts towards
+    quarantine; a ``quarantine`` reason (the plugin host refused the plugin); an awaitable
+    ``pending`` that an inline ``on_event`` returned, to finish under the rest of its timeout.
+    (A plain slotted class: one is made per signal batch, on the hot path.)
+    """
+
+    __slots__ = ("signals", "failure", "quarantine", "pending", "started", "traced", "trace")
+
+    def __init__(
+        self,
+        signals: list[Signal] | None = None,
+        *,
+        failure: str | None = None,
+        quarantine: str | None = None,
+        pending: Any = None,
+        started: float = 0.0,
+        traced: bool = False,
+    ) -> None:
+        self.signals = signals
+        self.failure = failure
+        self.quarantine = quarantine
+        self.pending = pending
+        self.started = started
+        self.traced = traced
+        self.trace: Any = None
 
 
 class _Overran(Exception):
@@ -334,9 +349,12 @@ class StrategyRunner:
     an instance is quarantined; with a host, a critical alert is broadcast as well.
 
     Tracing (when on): every failed, timed-out or slow call gets a span, and so does one in
-    ``trace_every`` of the other calls; ``trace_every=1`` traces every call. A span costs
-    several times a quick strategy's whole call, so tracing every tick would make tracing
-    the bot's main cost; every call is measured in :class:`StrategyStats` regardless.
+    ``trace_every`` of the other calls, at most one every ``trace_interval_s`` per instance
+    (``trace_every=1, trace_interval_s=0`` traces every call). A span costs several times a
+    quick strategy's whole call, so tracing every tick would make tracing the bot's main
+    cost, and most so in a burst of market data, when the bot needs its time most; the
+    interval bounds what tracing costs per second whatever the tick rate. Every call is
+    measured in :class:`StrategyStats` regardless.
     """
 
     def __init__(
@@ -349,10 +367,14 @@ class StrategyRunner:
         on_quarantine: QuarantineCallback | None = None,
         stop_timeout_s: float = 5.0,
         trace_every: int = 100,
+        trace_interval_s: float = 0.1,
     ) -> None:
         if trace_every < 1:
             raise ValueError(f"trace_every must be >= 1 (got {trace_every})")
+        if not trace_interval_s >= 0:
+            raise ValueError(f"trace_interval_s must be >= 0 (got {trace_interval_s})")
         self.trace_every = trace_every
+        self.trace_interval_s = trace_interval_s
         self._bus = bus
         self._sink = sink
         self._host = host
@@ -510,10 +532,14 @@ class StrategyRunner:
         try:
             while True:
                 if not len(events):
-                    try:
-                        await events.wait()
-                    except BusClosed:
-                        break
+                    # while events keep coming, one plain yield usually finds the next ones
+                    # queued, and costs less than parking on a future to be woken
+                    await asyncio.sleep(0)
+                    if not len(events):
+                        try:
+                            await events.wait()
+                        except BusClosed:
+                            break
                 self._dispatch_queued(sub)
         finally:
             # the instances' tasks finish what they hold, then end
@@ -523,16 +549,13 @@ class StrategyRunner:
 
     def _dispatch_queued(self, sub: Subscription) -> None:
         """Dispatch every event queued now, without a coroutine switch (the hot path)."""
-        events = sub.queue
-        take = events.get_nowait
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
         now = self._clock.monotonic()  # one reading for what is dispatched in one go
         host = self._host
         blocked: Mapping[str, str] = host.quarantined_view if host is not None else {}
         faults: Mapping[str, int] = host.failures_view if host is not None else {}
         perf = time.perf_counter
-        while len(events):
-            event = take()
+        for event in sub.queue.take_all():
             trace = sub.trace_of(event) if tracer is not None else None
             pair = event.pair
             key: Hashable | None = None
@@ -552,14 +575,14 @@ class StrategyRunner:
                     continue
                 plugin = handle.plugin
                 if tracer is not None or plugin in blocked:
-                    if plugin in blocked or handle.trace_countdown <= 0:
+                    if handle.trace_countdown > 0 and plugin not in blocked:
+                        handle.trace_countdown -= 1
+                    elif plugin in blocked or self._sample(handle):
                         # a sampled call, or one the host refuses: the full path
-                        handle.trace_countdown = self.trace_every - 1
                         with tracing.resume(trace):
                             followup = self._call_inline(handle, event, tracer, tracer is not None)
                         self._after_inline(handle, followup, now, trace)
                         continue
-                    handle.trace_countdown -= 1
                 # the guarded call unrolled: the host's accounting without its call frames
                 started = perf()
                 try:
@@ -600,12 +623,18 @@ class StrategyRunner:
         if followup is None:
             handle.stats.last_call_at = now
             return
+        followup.trace = trace
+        backlog = handle.backlog
+        assert backlog is not None
         if followup.signals is not None:
             handle.stats.last_call_at = now
-        followup.trace = trace
+            if not backlog:
+                # nothing else waits: the instance's task hands the signals over while the
+                # dispatcher keeps calling it; a second batch before that detaches it
+                backlog.put_nowait(followup)
+                return
         handle.detached = True
-        assert handle.backlog is not None
-        handle.backlog.put_nowait(followup)
+        backlog.put_nowait(followup)
 
     def _call_inline(self, handle: StrategyHandle, event: Any, tracer: Any, traced: bool) -> _Followup | None:
         """One dispatched call; what must wait (signals, failures) comes back as a follow-up."""
@@ -637,7 +666,7 @@ class StrategyRunner:
         except Exception as exc:  # noqa: BLE001 - overran or a bad result: the strategy's fault
             return self._inline_raised(handle, exc, started, tracer, traced)
         self._succeeded(handle, elapsed, tracer, traced)
-        return _Followup(signals=signals) if signals else None
+        return _Followup(signals) if signals else None
 
     def _inline_raised(
         self, handle: StrategyHandle, exc: Exception, started: float, tracer: Any, traced: bool
@@ -666,7 +695,14 @@ class StrategyRunner:
             else:
                 item = backlog.get_nowait()
             if type(item) is _Followup:
-                await self._follow_up(handle, item)
+                if item.signals is not None and item.trace is None:  # the common case, kept short
+                    handle.stats.signals += len(item.signals)
+                    try:
+                        await self._sink(item.signals)
+                    except Exception:  # noqa: BLE001 - the sink's failure is not the strategy's
+                        self._sink_failed(handle, item.signals)
+                else:
+                    await self._follow_up(handle, item)
             else:
                 trace = handle.backlog_traces.pop(self._bus._key(item), None) if handle.backlog_traces else None
                 if trace is not None and handle.trace_countdown <= 0:
@@ -770,15 +806,25 @@ class StrategyRunner:
             await self._failed(handle, f"on_event still running {stuck:.1f}s after it was called")
             return False
 
+    def _sample(self, handle: StrategyHandle) -> bool:
+        """Whether the quiet call due for a span gets one (at most one per ``trace_interval_s``)."""
+        handle.trace_countdown = self.trace_every - 1
+        if self.trace_interval_s <= 0:
+            return True
+        now = time.perf_counter()
+        if now < handle.next_sample_at:
+            return False
+        handle.next_sample_at = now + self.trace_interval_s
+        return True
+
     async def _call_on_event(self, handle: StrategyHandle, event: object) -> list[Signal] | None:
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
         traced = False
         if tracer is not None:
-            if handle.trace_countdown <= 0:
-                handle.trace_countdown = self.trace_every - 1
-                traced = True
-            else:
+            if handle.trace_countdown > 0:
                 handle.trace_countdown -= 1
+            else:
+                traced = self._sample(handle)
         started = time.perf_counter()
         try:
             if handle.mode is CallMode.INLINE:  # no extra coroutine for quick strategies
@@ -899,8 +945,12 @@ class StrategyRunner:
         try:
             await self._sink(signals)
         except Exception:  # noqa: BLE001 - the sink's failure is not the strategy's
-            handle.stats.sink_errors += 1
-            log.exception("the signal sink failed on %d signal(s) of strategy %r", len(signals), handle.name)
+            self._sink_failed(handle, signals)
+
+    @staticmethod
+    def _sink_failed(handle: StrategyHandle, signals: list[Signal]) -> None:
+        handle.stats.sink_errors += 1
+        log.exception("the signal sink failed on %d signal(s) of strategy %r", len(signals), handle.name)
 
     # --- failures -----------------------------------------------------------------------
 
