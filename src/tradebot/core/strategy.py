@@ -22,13 +22,14 @@ How a strategy is called depends on what it is:
 Inline instances share one bus subscription and one dispatching task, which calls each of
 them in turn for every event. Waking a task per instance per event cost more than a quick
 strategy's whole call, and separate tasks buy such strategies nothing: an inline call holds
-the loop whichever task makes it. What would make one instance wait on another, handing its
-signals to the sink (which places orders over the network) or reporting a failure, the
-dispatcher never does itself: it *detaches* the instance and passes that work to the
-instance's own task. While detached, the instance's events queue (conflated) on its own
-queue and its task calls it; once that queue is empty it is attached to the dispatcher
-again. So every instance still sees its events in order, one call at a time, and an order
-being placed for one instance never delays another.
+the loop whichever task makes it. What may wait, handing signals to the sink (which places
+orders over the network) or reporting a failure, the dispatcher never does itself: it
+passes that work to the instance's own task, so an order being placed for one instance
+never delays another. A failure, or a second batch of signals before the first was handed
+over, also *detaches* the instance: until its task has caught up, the instance's events
+queue (conflated) on its own queue and its task calls it; once that queue is empty the
+dispatcher calls it again. So every instance sees its events in order, one call at a time,
+a failure is counted before the next call, and signals waiting for the sink stay bounded.
 """
 
 from __future__ import annotations
@@ -293,7 +294,7 @@ class StrategyHandle:
     events that arrived meanwhile (conflated)."""
     detached: bool = True
     """Inline instances: True while the instance's own task, not the dispatcher, calls it
-    (before ``start`` returned, and while signals or a failure of a call are handled)."""
+    (before ``start`` returned, and while a failure or a second batch of signals is handled)."""
     backlog_traces: dict[Hashable, Any] = attrs.Factory(dict)
     """Conflation key -> trace context of the latest backlog event queued under it."""
 
