@@ -207,14 +207,14 @@ async def test_blocking_strategy_runs_off_the_loop_and_a_late_result_is_discarde
 async def test_strategy_is_not_called_again_until_its_abandoned_call_returns() -> None:
     bus = EventBus()
     runner = StrategyRunner(bus=bus, sink=Sink())
-    blocker = BlockingSleeper("blocker", 0.25)
+    blocker = BlockingSleeper("blocker", 0.6)  # far longer than the 40 x 5 ms of publishing
     runner.add("blocker", blocker, timeout_s=0.05, max_failures=100)
     async with running(runner):
         for i in range(40):
             bus.publish_nowait(ticker(i))
             await asyncio.sleep(0.005)
         assert blocker.calls == 1
-        await settle(lambda: blocker.calls == 2, timeout=1.0)
+        await settle(lambda: blocker.calls == 2, timeout=2.0)
         # the call after the wait gets the newest price, not the one queued first
     assert blocker.max_running == 1
 

@@ -464,8 +464,15 @@ class EventBus:
         if key is None:
             trace = None
         for sub in self._subs:
-            if not sub.accepts(event):
+            # Subscription.accepts, inlined: this runs for every subscriber on every tick
+            kinds = sub.kinds
+            if kinds is not None and not isinstance(event, kinds):
                 continue
+            pairs = sub.pairs
+            if pairs is not None:
+                pair = getattr(event, "pair", None)
+                if pair is not None and pair not in pairs:
+                    continue
             queue = sub.queue
             if key is not None:
                 if trace is not None:

@@ -319,7 +319,7 @@ class PluginHost:
             raise
         except Exception as exc:
             raise self._fault(plugin, method, exc) from exc
-        self._failures[plugin] = 0
+        self._failures.pop(plugin, None)  # kept empty while nothing fails: hot loops test that
         return result
 
     async def acall_untraced(self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -334,7 +334,7 @@ class PluginHost:
             raise
         except Exception as exc:
             raise self._fault(plugin, method, exc) from exc
-        self._failures[plugin] = 0
+        self._failures.pop(plugin, None)  # kept empty while nothing fails: hot loops test that
         return result
 
     def record_success(self, plugin: str) -> None:
@@ -343,7 +343,7 @@ class PluginHost:
         With :meth:`record_fault`, :attr:`quarantined_view` and :attr:`failures_view`, this lets
         a hot loop unroll :meth:`call_untraced` (the strategy runner's dispatcher does).
         """
-        self._failures[plugin] = 0
+        self._failures.pop(plugin, None)  # kept empty while nothing fails: hot loops test that
 
     def record_fault(self, plugin: str, method: str, exc: BaseException) -> PluginError:
         """Attribute a plugin fault as :meth:`call_untraced` does; the error to raise or report."""
@@ -380,7 +380,7 @@ class PluginHost:
     def release(self, plugin: str) -> None:
         """Lift a quarantine (after the plugin was reloaded and re-registered)."""
         self._quarantined.pop(plugin, None)
-        self._failures[plugin] = 0
+        self._failures.pop(plugin, None)  # kept empty while nothing fails: hot loops test that
 
     def failures(self, plugin: str) -> int:
         """Consecutive failures of a plugin so far."""

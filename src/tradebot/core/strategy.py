@@ -288,6 +288,9 @@ class StrategyHandle:
     worker: _Worker | None = None
     on_event: Callable[..., Any] = attrs.field(init=False)
     pair_set: frozenset[str] | None = attrs.field(init=False)
+    filter_pairs: frozenset[str] | None = None
+    """Inline instances: the pairs the dispatcher must check, None when the shared
+    subscription already delivers only this instance's pairs."""
     backlog: ConflatingQueue[Any] | None = attrs.field(init=False, default=None)
     """Inline instances: what the instance's own task does while it is detached from the
     shared dispatcher (see the module docstring): follow-ups of a dispatched call, then the
@@ -467,7 +470,10 @@ class StrategyRunner:
         """The shared subscription takes the pairs of every inline instance (all if one takes all)."""
         assert self._group_sub is not None
         sets = [h.pair_set for h in self._group]
-        self._group_sub.pairs = None if any(p is None for p in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
+        union = None if any(p is None for p in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
+        self._group_sub.pairs = union
+        for handle in self._group:
+            handle.filter_pairs = None if handle.pair_set == union else handle.pair_set
 
     # --- queries ------------------------------------------------------------------------
 
@@ -572,10 +578,10 @@ class StrategyRunner:
                             handle.backlog_traces[key] = trace
                         backlog.put_latest(key, event)
                     continue
-                if handle.pair_set is not None and pair not in handle.pair_set:
+                if handle.filter_pairs is not None and pair not in handle.filter_pairs:
                     continue
                 plugin = handle.plugin
-                if tracer is not None or plugin in blocked:
+                if tracer is not None or (blocked and plugin in blocked):
                     if handle.trace_countdown > 0 and plugin not in blocked:
                         handle.trace_countdown -= 1
                     elif plugin in blocked or self._sample(handle):
@@ -598,7 +604,7 @@ class StrategyRunner:
                     followup = self._inline_raised(handle, error, started, tracer, False)
                 else:
                     elapsed = perf() - started
-                    if faults.get(plugin):
+                    if faults and faults.get(plugin):
                         host.record_success(plugin)  # type: ignore[union-attr]
                     rtype = type(result)
                     if not result and (rtype is tuple or rtype is list) and elapsed < handle.warn_s:
