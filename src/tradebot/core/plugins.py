@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import types
 from collections.abc import Callable, Collection, Iterable, Mapping
 from importlib import metadata
 from typing import Any, TypeVar
@@ -151,10 +150,12 @@ class PluginHost:
         self.quarantine_after = quarantine_after
         self._failures: dict[str, int] = {}
         self._quarantined: dict[str, str] = {}
-        self.quarantined_view: Mapping[str, str] = types.MappingProxyType(self._quarantined)
-        """Live, read-only: quarantined plugin -> why (for hot loops that unroll the guarded call)."""
-        self.failures_view: Mapping[str, int] = types.MappingProxyType(self._failures)
-        """Live, read-only: plugin -> consecutive failures."""
+        # live views for hot loops that unroll the guarded call; typed read-only, and the very
+        # dicts rather than proxies, as a proxy's lookups cost more than the rest of the check
+        self.quarantined_view: Mapping[str, str] = self._quarantined
+        """Live, read-only: quarantined plugin -> why."""
+        self.failures_view: Mapping[str, int] = self._failures
+        """Live, read-only: plugin -> consecutive failures (no entry while it has none)."""
         self._components: dict[str, dict[str, RegisteredComponent]] = {}
         self.quarantine_listeners: list[Callable[[str, str], None]] = []
         self.report = LoadReport()
