@@ -768,20 +768,25 @@ class StrategyRunner:
         stats = handle.stats
         worker = handle.worker
         events = handle.subscription.queue
+        held: Any = None  # the event a failed wait for the worker left uncalled
         while True:
             # take what is queued without a coroutine switch; wait only when there is nothing
             if len(events):
                 event = events.get_nowait()
+            elif held is not None:
+                event = held  # nothing newer came: it is still the latest price
             else:
                 try:
                     event = await events.get()
                 except BusClosed:
                     break
+            held = None
             if worker is not None and worker.busy:
                 stats.waits += 1
                 if not await self._wait_for_worker(handle, worker):
                     if handle.quarantined is not None:
                         break
+                    held = event
                     continue
             # continue the market event's trace (strategy -> risk gate -> order -> report) where
             # it yields spans: a sampled call, and the delivery of signals; attaching a context
