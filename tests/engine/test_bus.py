@@ -242,3 +242,51 @@ async def test_unsubscribing_ends_that_iteration_and_frees_its_publisher() -> No
     assert [e async for e in gone] == []
     assert [e.trade_id for e in (stays.queue.get_nowait(), stays.queue.get_nowait())] == ["T1", "T2"]
     assert bus.subscriptions == (stays,)
+
+
+def test_take_all_returns_latest_values_and_pinned_items_in_order() -> None:
+    q: ConflatingQueue[object] = ConflatingQueue(maxsize=4)
+    assert q.take_all() == []
+    q.put_latest("a", 1)
+    q.put_nowait("order-1")
+    q.put_latest("b", 2)
+    q.put_latest("a", 3)  # supersedes 1, keeps a's place
+    assert q.take_all() == [3, "order-1", 2]
+    assert len(q) == 0 and q.pinned == 0 and q.delivered == 3
+
+
+async def test_take_all_frees_room_for_a_waiting_publisher() -> None:
+    q: ConflatingQueue[object] = ConflatingQueue(maxsize=1)
+    q.put_nowait("first")
+    blocked = asyncio.create_task(q.put("second"))
+    await asyncio.sleep(0)
+    assert not blocked.done()
+    assert q.take_all() == ["first"]
+    await asyncio.wait_for(blocked, 1)
+    assert q.take_all() == ["second"]
+
+
+async def test_wait_takes_nothing_and_ends_when_closed_and_drained() -> None:
+    q: ConflatingQueue[object] = ConflatingQueue()
+    waiter = asyncio.create_task(q.wait())
+    await asyncio.sleep(0)
+    q.put_latest("k", 1)
+    await asyncio.wait_for(waiter, 1)
+    assert len(q) == 1
+    q.close()
+    await q.wait()  # something is still queued
+    assert q.get_nowait() == 1
+    with pytest.raises(BusClosed):
+        await q.wait()
+
+
+def test_put_back_yields_to_a_newer_value() -> None:
+    q: ConflatingQueue[object] = ConflatingQueue()
+    assert q.put_back("k", "old") is True
+    assert q.get_nowait() == "old"
+    q.put_latest("k", "new")
+    assert q.put_back("k", "old") is False
+    assert q.take_all() == ["new"]
+    q.close()
+    with pytest.raises(BusClosed):
+        q.put_back("k", "x")

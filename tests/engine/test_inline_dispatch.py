@@ -236,3 +236,160 @@ async def test_awaitable_result_past_the_timeout_counts_as_timed_out() -> None:
         await settle(lambda: runner["h"].stats.timeouts == 1)
     assert sink.signals == []
     assert "timed out" in (runner["h"].stats.last_error or "")
+
+
+async def test_a_run_after_a_cancelled_one_trades_again() -> None:
+    bus = EventBus()
+    sink = Sink()
+    runner = StrategyRunner(bus=bus, sink=sink)
+    rec = Recorder("r")
+    runner.add("r", rec)
+    async with running(runner):
+        bus.publish_nowait(ticker(1))
+        await settle(lambda: len(sink.signals) == 1)
+    async with running(runner) as second:  # as a supervisor restarting the component does
+        for i in range(2, 6):
+            bus.publish_nowait(ticker(i))
+            await settle(lambda: len(sink.signals) == i)
+        assert not second.done()
+    assert [e.last for e in rec.events] == [Decimal(i) for i in range(1, 6)]
+
+
+class _Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+async def test_strategies_raising_oddities_are_quarantined_and_the_others_keep_trading() -> None:
+    class Odd:
+        blocking = False
+
+        def __init__(self, error: BaseException) -> None:
+            self.error = error
+
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            raise self.error
+
+    for host in (None, PluginHost()):
+        bus = EventBus()
+        sink = Sink()
+        runner = StrategyRunner(bus=bus, sink=sink, host=host)
+        runner.add("unprintable", Odd(_Unprintable()), plugin="odd-1", max_failures=2)
+        runner.add("cancels", Odd(asyncio.CancelledError()), plugin="odd-2", max_failures=2)
+        runner.add("good", Recorder("good"))
+        async with running(runner) as task:
+            for i in range(1, 5):
+                bus.publish_nowait(ticker(i))
+                await settle(lambda: len(sink.signals) == i)
+            await settle(lambda: len(runner.quarantined) == 2)
+            assert not task.done()
+        assert "cannot be shown" in runner.quarantined["unprintable"]
+        assert "CancelledError" in runner.quarantined["cancels"]
+
+
+async def test_an_overrun_counts_even_when_the_warning_threshold_is_above_the_timeout() -> None:
+    class Hog:
+        blocking = False
+
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            import time
+
+            time.sleep(0.03)
+            return ()
+
+    bus = EventBus()
+    runner = StrategyRunner(bus=bus, sink=Sink())
+    handle = runner.add("hog", Hog(), timeout_s=0.02, warn_s=2, max_failures=2)
+    async with running(runner):
+        for i in range(2):
+            bus.publish_nowait(ticker(i))
+            await settle(lambda: handle.stats.calls == i + 1)
+        await settle(lambda: "hog" in runner.quarantined)
+    assert handle.stats.timeouts == 2 and handle.stats.succeeded == 0
+
+
+async def test_an_instance_never_sees_pairs_of_one_quarantined_beside_it() -> None:
+    class Fails:
+        blocking = False
+
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            raise ValueError("x")
+
+    bus = EventBus()
+    runner = StrategyRunner(bus=bus, sink=Sink())
+    btc = Quiet()
+    runner.add("btc", btc, pairs=[PAIR])
+    runner.add("eth", Fails(), pairs=["ETH/USD"], max_failures=1)
+    async with running(runner):
+        bus.publish_nowait(ticker(1, "ETH/USD"))
+        await settle(lambda: "eth" in runner.quarantined)
+        bus.publish_nowait(ticker(2, "ETH/USD"))  # queued for the group before it shrank, or after
+        bus.publish_nowait(ticker(3, PAIR))
+        await settle(lambda: btc.seen == [Decimal(3)])
+    assert btc.seen == [Decimal(3)]
+
+
+async def test_a_group_emptied_by_quarantine_forms_again_with_its_own_dispatcher() -> None:
+    class Fails:
+        blocking = False
+
+        def on_event(self, event: Ticker) -> Sequence[Signal]:
+            raise ValueError("x")
+
+    class Waits:
+        async def on_event(self, event: Ticker) -> Sequence[Signal]:
+            return []
+
+    bus = EventBus()
+    sink = Sink()
+    added: list[Any] = []
+
+    runner: StrategyRunner
+
+    def replace(name: str, reason: str) -> None:
+        added.append(runner.add("fresh", Recorder("fresh")))  # from inside the quarantine report
+
+    runner = StrategyRunner(bus=bus, sink=sink, on_quarantine=replace)
+    runner.add("keeps-run-alive", Waits())
+    runner.add("bad", Fails(), max_failures=1)
+    async with running(runner):
+        bus.publish_nowait(ticker(1))
+        await settle(lambda: bool(added))
+        for i in range(2, 5):
+            bus.publish_nowait(ticker(i))
+            await settle(lambda: len(sink.signals) == i - 1)
+    assert [s.strategy for s in sink.signals] == ["fresh"] * 3
+
+
+async def test_an_awaitable_result_is_not_charged_for_waiting_behind_earlier_signals() -> None:
+    class SlowSink(Sink):
+        async def __call__(self, signals: list[Signal]) -> None:
+            await asyncio.sleep(0.15)  # longer than the strategy's whole timeout
+            await super().__call__(signals)
+
+    class Mixed:
+        """Trades BTC at once; for ETH it needs a quick async look-up first."""
+
+        blocking = False
+
+        def on_event(self, event: Ticker) -> Any:
+            if event.pair == PAIR:
+                return [buy("m")]
+            return self._look_up()
+
+        async def _look_up(self) -> list[Signal]:
+            await asyncio.sleep(0.001)
+            return [buy("m", pair="ETH/USD")]
+
+    bus = EventBus()
+    sink = SlowSink()
+    runner = StrategyRunner(bus=bus, sink=sink)
+    handle = runner.add("m", Mixed(), timeout_s=0.1, max_failures=3)
+    async with running(runner):
+        bus.publish_nowait(ticker(1, PAIR))
+        await asyncio.sleep(0.01)
+        bus.publish_nowait(ticker(2, "ETH/USD"))  # its look-up waits behind the BTC order
+        await settle(lambda: len(sink.signals) == 2, timeout=3)
+    assert [s.pair for s in sink.signals] == [PAIR, "ETH/USD"]
+    assert handle.stats.timeouts == 0 and handle.quarantined is None
+    assert handle.stats.max_s < 0.1  # the look-up's own time, not the wait behind the sink

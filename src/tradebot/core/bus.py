@@ -138,6 +138,19 @@ class ConflatingQueue(Generic[T]):
             self._wake(self._getters)
         return False
 
+    def put_back(self, key: Hashable, item: T) -> bool:
+        """Queue ``item`` as the latest of ``key`` unless a value of ``key`` is queued already.
+
+        For a consumer that took an item and could not act on it: a newer value, if one came
+        meanwhile, wins. True when the item was queued again.
+        """
+        if self._closed:
+            raise BusClosed("queue is closed")
+        if key in self._latest:
+            return False
+        self.put_latest(key, item)
+        return True
+
     def put_nowait(self, item: T) -> None:
         """Queue a must-deliver item; :class:`QueueFull` when ``maxsize`` are waiting."""
         if self._closed:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "describe",
     "AuthError",
     "BadDataError",
     "ConfigError",
@@ -186,3 +187,15 @@ class PluginQuarantined(PluginError):
 
 class StateError(PermanentError):
     """The state store is unusable (corrupt, locked, wrong schema)."""
+
+
+def describe(exc: BaseException) -> str:
+    """``str(exc)``, or what can be said of it when its own ``__str__`` fails.
+
+    For messages about errors raised by plugin code, which may be of any class: reporting a
+    failure must never fail in turn.
+    """
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not break the report of the error
+        return f"<{type(exc).__name__} that cannot be shown>"

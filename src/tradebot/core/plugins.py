@@ -22,7 +22,7 @@ import pluggy
 
 from tradebot.core import hookspecs, telemetry
 from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import PluginError, PluginQuarantined, TradebotError
+from tradebot.core.errors import PluginError, PluginQuarantined, TradebotError, describe
 
 __all__ = [
     "DEFAULT_DISABLED",
@@ -351,6 +351,7 @@ class PluginHost:
         return self._fault(plugin, method, exc)
 
     def _fault(self, plugin: str, method: str, exc: BaseException) -> PluginError:
+        text = describe(exc)
         count = self._failures.get(plugin, 0) + 1
         self._failures[plugin] = count
         log.error(
@@ -359,14 +360,14 @@ class PluginHost:
             method,
             count,
             type(exc).__name__,
-            exc,
+            text,
             exc_info=exc,
             extra={"plugin": plugin, "hook": method},
         )
         if count >= self.quarantine_after and plugin not in self._quarantined:
-            reason = f"{count} consecutive failures, last in {method}: {type(exc).__name__}: {exc}"
+            reason = f"{count} consecutive failures, last in {method}: {type(exc).__name__}: {text}"
             self.quarantine(plugin, reason)
-        return PluginError(f"plugin {plugin!r} failed in {method}: {type(exc).__name__}: {exc}", plugin=plugin, hook=method)
+        return PluginError(f"plugin {plugin!r} failed in {method}: {type(exc).__name__}: {text}", plugin=plugin, hook=method)
 
     def quarantine(self, plugin: str, reason: str) -> None:
         """Switch a plugin off for the rest of this run and tell the listeners."""

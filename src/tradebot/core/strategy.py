@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import enum
 import inspect
 import logging
@@ -51,7 +52,7 @@ import attrs
 from tradebot.core import telemetry, tracing
 from tradebot.core.bus import BusClosed, ConflatingQueue, EventBus, Subscription
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import PluginError, PluginQuarantined, TradebotError
+from tradebot.core.errors import PluginError, PluginQuarantined, TradebotError, describe
 from tradebot.core.models import Alert, AlertLevel, Candle, Signal, Ticker
 
 if TYPE_CHECKING:
@@ -277,6 +278,8 @@ class StrategyHandle:
     max_failures: int
     mode: CallMode
     subscription: Subscription
+    """Where the instance's events come from; inline instances share one (its stats are the
+    whole group's)."""
     stats: StrategyStats = attrs.Factory(StrategyStats)
     quarantined: str | None = None
     """Why the instance was quarantined, or None while it trades."""
@@ -288,9 +291,8 @@ class StrategyHandle:
     worker: _Worker | None = None
     on_event: Callable[..., Any] = attrs.field(init=False)
     pair_set: frozenset[str] | None = attrs.field(init=False)
-    filter_pairs: frozenset[str] | None = None
-    """Inline instances: the pairs the dispatcher must check, None when the shared
-    subscription already delivers only this instance's pairs."""
+    quick_s: float = attrs.field(init=False)
+    """Calls shorter than this are neither slow nor overran: ``min(warn_s, timeout_s)``."""
     backlog: ConflatingQueue[Any] | None = attrs.field(init=False, default=None)
     """Inline instances: what the instance's own task does while it is detached from the
     shared dispatcher (see the module docstring): follow-ups of a dispatched call, then the
@@ -304,10 +306,18 @@ class StrategyHandle:
     def __attrs_post_init__(self) -> None:
         self.on_event = self.strategy.on_event
         self.pair_set = frozenset(self.pairs) if self.pairs is not None else None
+        self.quick_s = min(self.warn_s, self.timeout_s)
         if self.mode is CallMode.THREAD:
             self.worker = _Worker(self.name)
         elif self.mode is CallMode.INLINE:
             self.backlog = ConflatingQueue()
+
+    def reset_backlog(self) -> None:
+        """Inline instances: an empty, open backlog, detached until the instance's task starts."""
+        if self.backlog is None or self.backlog.closed:
+            self.backlog = ConflatingQueue()
+        self.backlog_traces.clear()
+        self.detached = True
 
 
 class _Followup:
@@ -319,7 +329,7 @@ class _Followup:
     (A plain slotted class: one is made per signal batch, on the hot path.)
     """
 
-    __slots__ = ("signals", "failure", "quarantine", "pending", "started", "traced", "trace")
+    __slots__ = ("signals", "failure", "quarantine", "pending", "sync_s", "traced", "trace")
 
     def __init__(
         self,
@@ -328,14 +338,15 @@ class _Followup:
         failure: str | None = None,
         quarantine: str | None = None,
         pending: Any = None,
-        started: float = 0.0,
+        sync_s: float = 0.0,
         traced: bool = False,
     ) -> None:
         self.signals = signals
         self.failure = failure
         self.quarantine = quarantine
         self.pending = pending
-        self.started = started
+        self.sync_s = sync_s
+        """How long the call that returned ``pending`` took before it returned."""
         self.traced = traced
         self.trace: Any = None
 
@@ -391,7 +402,9 @@ class StrategyRunner:
         # the inline instances' shared subscription, dispatching task and call order
         self._group: tuple[StrategyHandle, ...] = ()
         self._group_sub: Subscription | None = None
-        self._group_task: asyncio.Task[None] | None = None
+        self._dispatching: Subscription | None = None
+        """The shared subscription the current dispatcher serves."""
+        self._dispatchers: list[asyncio.Task[None]] = []
 
     # --- configuration ------------------------------------------------------------------
 
@@ -470,10 +483,7 @@ class StrategyRunner:
         """The shared subscription takes the pairs of every inline instance (all if one takes all)."""
         assert self._group_sub is not None
         sets = [h.pair_set for h in self._group]
-        union = None if any(p is None for p in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
-        self._group_sub.pairs = union
-        for handle in self._group:
-            handle.filter_pairs = None if handle.pair_set == union else handle.pair_set
+        self._group_sub.pairs = None if any(p is None for p in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
 
     # --- queries ------------------------------------------------------------------------
 
@@ -501,132 +511,162 @@ class StrategyRunner:
         self._running = True
         try:
             for handle in self._handles.values():
+                if handle.mode is CallMode.INLINE and handle.quarantined is None:
+                    handle.reset_backlog()  # a run after a cancelled one starts afresh
                 self._spawn(handle)
             while True:
                 # instances added while running get their task in the dict; wait for all
-                tasks = [t for t in (*self._tasks.values(), self._group_task) if t is not None and not t.done()]
+                tasks = [t for t in self._owned_tasks() if not t.done()]
                 if not tasks:
                     break
                 await asyncio.wait(tasks)
                 self._tasks = {n: t for n, t in self._tasks.items() if not t.done()}
+                self._dispatchers = [t for t in self._dispatchers if not t.done()]
         finally:
             self._running = False
-            tasks = [t for t in (*self._tasks.values(), self._group_task) if t is not None]
+            tasks = list(self._owned_tasks())
             for task in tasks:
                 task.cancel()
             if tasks:
                 await asyncio.gather(*tasks, return_exceptions=True)
             self._tasks.clear()
-            self._group_task = None
+            self._dispatchers.clear()
+            self._dispatching = None
             await self._stop_all()
+
+    def _owned_tasks(self) -> list[asyncio.Task[None]]:
+        return [*self._tasks.values(), *self._dispatchers]
 
     def _spawn(self, handle: StrategyHandle) -> None:
         if handle.mode is CallMode.INLINE:
             serve = self._serve_detached(handle)
-            if handle.quarantined is None and (self._group_task is None or self._group_task.done()):
-                self._group_task = asyncio.create_task(self._dispatch_inline(), name="strategies:inline")
+            sub = self._group_sub
+            if handle.quarantined is None and sub is not None and self._dispatching is not sub:
+                # one dispatcher per shared subscription: a group emptied by quarantine and
+                # formed again has a new subscription, and gets a new dispatcher
+                self._dispatching = sub
+                self._dispatchers.append(asyncio.create_task(self._dispatch_inline(sub), name="strategies:inline"))
         else:
             serve = self._serve(handle)
         self._tasks[handle.name] = asyncio.create_task(serve, name=f"strategy:{handle.name}")
 
     # --- inline instances: one dispatcher, a task each for what may wait ----------------
 
-    async def _dispatch_inline(self) -> None:
+    async def _dispatch_inline(self, sub: Subscription) -> None:
         """Call every attached inline instance for each event of the shared subscription."""
-        sub = self._group_sub
-        assert sub is not None
         events = sub.queue
         try:
             while True:
+                try:
+                    self._dispatch_queued(sub)
+                except Exception:  # noqa: BLE001 - never let one batch end every inline strategy
+                    log.exception("the inline strategy dispatcher failed on a batch of market events")
+                # yield after every batch, so strategies or sinks that publish market data
+                # cannot keep the loop to themselves; while events keep coming, this plain
+                # yield usually finds the next ones queued, and costs less than parking on
+                # a future to be woken
+                await asyncio.sleep(0)
                 if not len(events):
-                    # while events keep coming, one plain yield usually finds the next ones
-                    # queued, and costs less than parking on a future to be woken
-                    await asyncio.sleep(0)
-                    if not len(events):
-                        try:
-                            await events.wait()
-                        except BusClosed:
-                            break
-                self._dispatch_queued(sub)
+                    try:
+                        await events.wait()
+                    except BusClosed:
+                        break
         finally:
+            if self._dispatching is sub:
+                self._dispatching = None
             # the instances' tasks finish what they hold, then end
             for handle in self._group:
-                assert handle.backlog is not None
-                handle.backlog.close()
+                if handle.subscription is sub:
+                    assert handle.backlog is not None
+                    handle.backlog.close()
 
     def _dispatch_queued(self, sub: Subscription) -> None:
         """Dispatch every event queued now, without a coroutine switch (the hot path)."""
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
-        now = self._clock.monotonic()  # one reading for what is dispatched in one go
         host = self._host
         blocked: Mapping[str, str] = host.quarantined_view if host is not None else {}
         faults: Mapping[str, int] = host.failures_view if host is not None else {}
         perf = time.perf_counter
+        monotonic = self._clock.monotonic
         for event in sub.queue.take_all():
             trace = sub.trace_of(event) if tracer is not None else None
             pair = event.pair
             key: Hashable | None = None
+            now = monotonic()
             for handle in self._group:
-                if handle.detached:
-                    # its own task calls it for now: queue the event there, latest per key
-                    backlog = handle.backlog
-                    assert backlog is not None
-                    if not backlog.closed and (handle.pair_set is None or pair in handle.pair_set):
-                        if key is None:
-                            key = self._bus._key(event)
-                        if trace is not None:
-                            handle.backlog_traces[key] = trace
-                        backlog.put_latest(key, event)
-                    continue
-                if handle.filter_pairs is not None and pair not in handle.filter_pairs:
-                    continue
-                plugin = handle.plugin
-                if tracer is not None or (blocked and plugin in blocked):
-                    if handle.trace_countdown > 0 and plugin not in blocked:
-                        handle.trace_countdown -= 1
-                    elif plugin in blocked or self._sample(handle):
-                        # a sampled call, or one the host refuses: the full path
-                        with tracing.resume(trace):
-                            followup = self._call_inline(handle, event, tracer, tracer is not None)
-                        self._after_inline(handle, followup, now, trace)
-                        continue
-                # the guarded call unrolled: the host's accounting without its call frames
-                started = perf()
                 try:
-                    result = handle.on_event(event)
-                except TradebotError as exc:  # an operational failure: not the plugin's fault
-                    followup = self._inline_raised(handle, exc, started, tracer, False)
-                except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
-                    error: Exception = exc
-                    if host is not None:
-                        error = host.record_fault(plugin, "on_event", exc)
-                        error.__cause__ = exc
-                    followup = self._inline_raised(handle, error, started, tracer, False)
-                else:
-                    elapsed = perf() - started
-                    if faults and faults.get(plugin):
-                        host.record_success(plugin)  # type: ignore[union-attr]
-                    rtype = type(result)
-                    if not result and (rtype is tuple or rtype is list) and elapsed < handle.warn_s:
-                        # a quick call that returned no signals only updates counters
-                        stats = handle.stats
-                        stats.calls += 1
-                        stats.succeeded += 1
-                        stats.last_s = elapsed
-                        stats.total_s += elapsed
-                        if elapsed > stats.max_s:
-                            stats.max_s = elapsed
-                        stats.buckets[
-                            0 if elapsed <= _FIRST_BUCKET_S else bisect.bisect_left(DURATION_BUCKETS_S, elapsed)
-                        ] += 1
-                        stats.consecutive_failures = 0
-                        stats.last_call_at = now
+                    if handle.detached:
+                        # its own task calls it for now: queue the event there, latest per key
+                        backlog = handle.backlog
+                        assert backlog is not None
+                        if not backlog.closed and (handle.pair_set is None or pair in handle.pair_set):
+                            if key is None:
+                                key = self._bus._key(event)
+                            if trace is not None:
+                                handle.backlog_traces[key] = trace
+                            backlog.put_latest(key, event)
                         continue
-                    followup = self._settle_inline(handle, result, started, tracer, False)
-                self._after_inline(handle, followup, now, trace)
+                    if handle.pair_set is not None and pair not in handle.pair_set:
+                        continue
+                    plugin = handle.plugin
+                    if tracer is not None or (blocked and plugin in blocked):
+                        if handle.trace_countdown > 0 and plugin not in blocked:
+                            handle.trace_countdown -= 1
+                        elif plugin in blocked or self._sample(handle):
+                            # a sampled call, or one the host refuses: the full path
+                            with tracing.resume(trace):
+                                followup = self._call_inline(handle, event, tracer, tracer is not None)
+                            self._after_inline(handle, followup, now, trace)
+                            continue
+                    # the guarded call unrolled: the host's accounting without its call frames
+                    started = perf()
+                    try:
+                        result = handle.on_event(event)
+                    except TradebotError as exc:  # an operational failure: not the plugin's fault
+                        followup = self._inline_raised(handle, exc, started, tracer, False)
+                    except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - the strategy's fault
+                        error: Exception = _as_exception(exc)
+                        if host is not None:
+                            error = host.record_fault(plugin, "on_event", error)
+                            error.__cause__ = exc
+                        followup = self._inline_raised(handle, error, started, tracer, False)
+                    else:
+                        elapsed = perf() - started
+                        if faults and faults.get(plugin):
+                            host.record_success(plugin)  # type: ignore[union-attr]
+                        rtype = type(result)
+                        if not result and (rtype is tuple or rtype is list) and elapsed < handle.quick_s:
+                            # a quick call that returned no signals only updates counters
+                            stats = handle.stats
+                            stats.calls += 1
+                            stats.succeeded += 1
+                            stats.last_s = elapsed
+                            stats.total_s += elapsed
+                            if elapsed > stats.max_s:
+                                stats.max_s = elapsed
+                            stats.buckets[
+                                0 if elapsed <= _FIRST_BUCKET_S else bisect.bisect_left(DURATION_BUCKETS_S, elapsed)
+                            ] += 1
+                            stats.consecutive_failures = 0
+                            stats.last_call_at = now
+                            continue
+                        followup = self._settle_inline(handle, result, started, tracer, False)
+                    self._after_inline(handle, followup, now, trace)
+                except Exception as exc:  # noqa: BLE001 - the dispatcher's own work for one instance
+                    self._dispatch_failed(handle, exc)
+
+    def _dispatch_failed(self, handle: StrategyHandle, exc: Exception) -> None:
+        """The dispatcher could not finish its work for one instance: hand it a failure."""
+        log.exception("strategy %r: the dispatcher failed handling its call", handle.name, exc_info=exc)
+        backlog = handle.backlog
+        assert backlog is not None
+        handle.detached = True
+        if not backlog.closed:
+            with contextlib.suppress(Exception):
+                backlog.put_nowait(_Followup(failure=f"dispatching its call failed: {describe(exc)}"))
 
     def _after_inline(self, handle: StrategyHandle, followup: _Followup | None, now: float, trace: Any) -> None:
-        """Detach the instance when its call left work that may wait (signals, a failure)."""
+        """Pass what a call left that may wait (signals, a failure) to the instance's own task."""
         if followup is None:
             handle.stats.last_call_at = now
             return
@@ -635,12 +675,14 @@ class StrategyRunner:
         assert backlog is not None
         if followup.signals is not None:
             handle.stats.last_call_at = now
-            if not backlog:
+            if not backlog and not backlog.closed:
                 # nothing else waits: the instance's task hands the signals over while the
                 # dispatcher keeps calling it; a second batch before that detaches it
                 backlog.put_nowait(followup)
                 return
         handle.detached = True
+        if backlog.closed:
+            return  # the runner is stopping, or the instance was quarantined: nobody acts on it
         backlog.put_nowait(followup)
 
     def _call_inline(self, handle: StrategyHandle, event: Any, tracer: Any, traced: bool) -> _Followup | None:
@@ -654,8 +696,8 @@ class StrategyRunner:
                 result = host.call(handle.plugin, "on_event", handle.on_event, event)
             else:
                 result = host.call_untraced(handle.plugin, "on_event", handle.on_event, event)
-        except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
-            return self._inline_raised(handle, exc, started, tracer, traced)
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - any strategy fault counts
+            return self._inline_raised(handle, _as_exception(exc), started, tracer, traced)
         return self._settle_inline(handle, result, started, tracer, traced)
 
     def _settle_inline(
@@ -664,7 +706,7 @@ class StrategyRunner:
         """What a dispatched call that returned leaves to do: None, signals, a failure or an await."""
         rtype = type(result)
         if rtype is not tuple and rtype is not list and inspect.isawaitable(result):
-            return _Followup(pending=result, started=started, traced=traced)
+            return _Followup(pending=result, sync_s=time.perf_counter() - started, traced=traced)
         try:
             elapsed = time.perf_counter() - started
             if elapsed > handle.timeout_s:
@@ -692,6 +734,12 @@ class StrategyRunner:
             return
         backlog = handle.backlog
         assert backlog is not None
+        try:
+            await self._serve_backlog(handle, backlog)
+        finally:
+            handle.detached = True  # with its task gone, nothing may call it from the dispatcher
+
+    async def _serve_backlog(self, handle: StrategyHandle, backlog: ConflatingQueue[Any]) -> None:
         while True:
             if not len(backlog):
                 handle.detached = False  # nothing held back: the dispatcher calls it again
@@ -725,7 +773,8 @@ class StrategyRunner:
 
     async def _follow_up(self, handle: StrategyHandle, item: _Followup) -> None:
         if item.pending is not None:
-            signals = await self._finish_pending(handle, item)
+            with tracing.resume(item.trace):
+                signals = await self._finish_pending(handle, item)
             if signals:
                 with tracing.resume(item.trace):
                     await self._deliver(handle, signals)
@@ -738,26 +787,37 @@ class StrategyRunner:
             await self._quarantine(handle, item.quarantine)
 
     async def _finish_pending(self, handle: StrategyHandle, item: _Followup) -> list[Signal] | None:
-        """Await what an inline ``on_event`` returned, under what is left of its timeout."""
+        """Await what an inline ``on_event`` returned, under what its call left of the timeout.
+
+        The time the follow-up waited behind the instance's earlier signals is not charged:
+        the budget starts when the await does.
+        """
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
-        left = handle.timeout_s - (time.perf_counter() - item.started)
+        pending = item.pending
+        left = handle.timeout_s - item.sync_s
+        started = time.perf_counter()
         try:
             if left <= 0:
-                raise TimeoutError()
+                raise _Overran()
             async with asyncio.timeout(left):
-                result = await item.pending
+                result = await pending
             signals = self._result_signals(handle, result)
         except PluginQuarantined as exc:
-            handle.stats.observe(time.perf_counter() - item.started)
+            handle.stats.observe(item.sync_s + time.perf_counter() - started)
             await self._quarantine(handle, str(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
-            await self._failed(handle, self._call_failed(handle, exc, time.perf_counter() - item.started, tracer, item.traced))
+            elapsed = item.sync_s + time.perf_counter() - started
+            await self._failed(handle, self._call_failed(handle, exc, elapsed, tracer, item.traced))
             return None
         finally:
-            if inspect.iscoroutine(item.pending):
-                item.pending.close()  # never awaited when the time was already up
-        self._succeeded(handle, time.perf_counter() - item.started, tracer, item.traced)
+            # never awaited when the time was already up: nothing may keep running behind it
+            if inspect.iscoroutine(pending):
+                pending.close()
+            elif isinstance(pending, asyncio.Future) and not pending.done():
+                pending.cancel()
+        self._succeeded(handle, item.sync_s + time.perf_counter() - started, tracer, item.traced)
+        handle.stats.last_call_at = self._clock.monotonic()
         return signals
 
     async def _serve(self, handle: StrategyHandle) -> None:
@@ -768,25 +828,24 @@ class StrategyRunner:
         stats = handle.stats
         worker = handle.worker
         events = handle.subscription.queue
-        held: Any = None  # the event a failed wait for the worker left uncalled
         while True:
             # take what is queued without a coroutine switch; wait only when there is nothing
             if len(events):
                 event = events.get_nowait()
-            elif held is not None:
-                event = held  # nothing newer came: it is still the latest price
             else:
                 try:
                     event = await events.get()
                 except BusClosed:
                     break
-            held = None
             if worker is not None and worker.busy:
                 stats.waits += 1
                 if not await self._wait_for_worker(handle, worker):
                     if handle.quarantined is not None:
                         break
-                    held = event
+                    # not called yet: still the latest of its pair unless a newer one came
+                    key = self._bus._key(event)
+                    if key is not None and not events.closed:
+                        events.put_back(key, event)
                     continue
             # continue the market event's trace (strategy -> risk gate -> order -> report) where
             # it yields spans: a sampled call, and the delivery of signals; attaching a context
@@ -840,7 +899,10 @@ class StrategyRunner:
         started = time.perf_counter()
         try:
             if handle.mode is CallMode.INLINE:  # no extra coroutine for quick strategies
-                result = self._call_sync(handle, "on_event", handle.on_event, event, traced=traced)
+                try:
+                    result = self._call_sync(handle, "on_event", handle.on_event, event, traced=traced)
+                except asyncio.CancelledError as exc:  # raised by the strategy: a plain call is never cancelled
+                    raise _as_exception(exc) from exc
                 if type(result) is not tuple and type(result) is not list and inspect.isawaitable(result):
                     async with asyncio.timeout(handle.timeout_s):
                         result = await result
@@ -881,7 +943,7 @@ class StrategyRunner:
                 _trace_after(tracer, handle, elapsed, "timeout", exc, msg)
             return msg
         stats.errors += 1
-        msg = f"on_event raised {type(exc).__name__}: {exc}"
+        msg = f"on_event raised {type(exc).__name__}: {describe(exc)}"
         # a traced call's span already holds a plugin fault; anything else gets a span of its own
         if tracer is not None and (not traced or not isinstance(exc, PluginError)):
             _trace_after(tracer, handle, elapsed, "error", exc, msg)
@@ -988,6 +1050,7 @@ class StrategyRunner:
         if handle.mode is CallMode.INLINE:
             assert handle.backlog is not None
             handle.backlog.close(drain=False)
+            handle.backlog_traces.clear()
             self._leave_group(handle)
         else:
             handle.subscription.close()
@@ -1108,3 +1171,12 @@ def _signals(handle: StrategyHandle, result: Any) -> list[Signal]:
             item = attrs.evolve(item, strategy=handle.name)
         out.append(item)
     return out
+
+
+def _as_exception(exc: BaseException) -> Exception:
+    """A strategy's error as an ``Exception``: a ``CancelledError`` it raised becomes a fault."""
+    if isinstance(exc, Exception):
+        return exc
+    error = RuntimeError(f"on_event raised {type(exc).__name__}: {describe(exc)}")
+    error.__cause__ = exc
+    return error
