@@ -96,6 +96,7 @@ class CircuitBreaker:
         self._listeners: list[BreakerListener] = list(listeners)
         self._state = BreakerState.CLOSED
         self._window: deque[bool] = deque(maxlen=self.config.window_size)  # True = failure
+        self._failures = 0  # failures in _window, kept as it changes (no sum over the window per call)
         self._trips = 0  # consecutive trips without a return to CLOSED
         self._open_until = 0.0
         self._permits = 0  # probe calls still allowed in HALF_OPEN
@@ -123,7 +124,7 @@ class CircuitBreaker:
     @property
     def failure_rate(self) -> float:
         """Share of failures in the current CLOSED window (0.0 when empty)."""
-        return sum(self._window) / len(self._window) if self._window else 0.0
+        return self._failures / len(self._window) if self._window else 0.0
 
     def retry_after_s(self) -> float:
         """Seconds until an OPEN breaker lets a probe through (0 when not open)."""
@@ -176,8 +177,18 @@ class CircuitBreaker:
                     self._to_closed()
             return
         if self._state is BreakerState.CLOSED:
-            self._window.append(failed)
-            if len(self._window) >= self.config.min_calls and self.failure_rate >= self.config.failure_rate:
+            window = self._window
+            if len(window) == window.maxlen and window[0]:
+                self._failures -= 1  # the oldest outcome is about to drop out of the window
+            window.append(failed)
+            if failed:
+                self._failures += 1
+            # no failure in the window: the rate is 0 and cannot reach the (positive) threshold
+            if (
+                self._failures
+                and len(window) >= self.config.min_calls
+                and self._failures / len(window) >= self.config.failure_rate
+            ):
                 self._to_open(
                     f"failure rate {self.failure_rate:.0%} over the last {len(self._window)} calls"
                     f" (last: {type(exc).__name__})"
@@ -198,9 +209,13 @@ class CircuitBreaker:
         """Close the breaker by hand (e.g. after a recovery action fixed the cause)."""
         if self._state is not BreakerState.CLOSED:
             self._to_closed(reason="reset by hand")
-        self._window.clear()
+        self._clear_window()
 
     # --- internals -------------------------------------------------------------
+
+    def _clear_window(self) -> None:
+        self._window.clear()
+        self._failures = 0
 
     @staticmethod
     def _is_failure(exc: BaseException | None) -> bool | None:
@@ -229,7 +244,7 @@ class CircuitBreaker:
         cfg = self.config
         wait = min(cfg.open_wait_s * cfg.backoff_factor ** (self._trips - 1), cfg.open_wait_max_s)
         self._open_until = self._clock.monotonic() + wait
-        self._window.clear()
+        self._clear_window()
         self._transition(BreakerState.OPEN, reason, wait)
 
     def _to_half_open(self) -> None:
@@ -239,7 +254,7 @@ class CircuitBreaker:
 
     def _to_closed(self, reason: str = "probe calls succeeded") -> None:
         self._trips = 0
-        self._window.clear()
+        self._clear_window()
         self._transition(BreakerState.CLOSED, reason)
 
 

@@ -19,7 +19,7 @@ from yarl import URL
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import AuthError, ExchangeUnavailable, InvalidNonce, RateLimited, TradebotError
-from tradebot.core.resilience.breaker import BreakerState, CircuitBreakers
+from tradebot.core.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry
 from tradebot.exchanges.kraken.auth import sign
@@ -32,6 +32,10 @@ __all__ = ["ENDPOINT_GROUPS", "Credentials", "KrakenRestClient", "endpoint_group
 
 log = logging.getLogger(__name__)
 
+# One decoder for every answer: ``json.loads(raw, parse_float=...)`` builds a new decoder
+# (and scanner) on each call. Prices stay exact: any JSON float becomes a Decimal.
+_JSON = json.JSONDecoder(parse_float=Decimal)
+
 ENDPOINT_GROUPS = ("public", "private", "trading", "websocket")
 _TRADING_METHODS = frozenset({"AddOrder", "AddOrderBatch", "CancelOrder", "CancelAll", "EditOrder", "AmendOrder"})
 
@@ -41,6 +45,22 @@ def endpoint_group(private: bool, method: str) -> str:
     if not private:
         return "public"
     return "trading" if method in _TRADING_METHODS else "private"
+
+
+class _Route:
+    """What a REST method's calls share, worked out once per client instead of per call."""
+
+    __slots__ = ("private", "method", "endpoint", "path", "url", "group", "trading", "cost")
+
+    def __init__(self, base: str, private: bool, method: str) -> None:
+        self.private = private
+        self.method = method
+        self.endpoint = f"{'private' if private else 'public'}/{method}"
+        self.path = f"/0/{self.endpoint}"  # what a private call signs
+        self.url = f"{base}{self.path}"
+        self.group = endpoint_group(private, method)
+        self.trading = self.group == "trading"
+        self.cost = endpoint_cost(method) if private else 0
 
 
 class Credentials:
@@ -91,6 +111,7 @@ class KrakenRestClient:
         self._base = config.base_url.rstrip("/")
         self.host = urlsplit(config.base_url).hostname
         self._session: aiohttp.ClientSession | None = None
+        self._routes: dict[tuple[bool, str], _Route] = {}
         self.sessions_created = 0
         self.requests_sent = 0
 
@@ -170,49 +191,68 @@ class KrakenRestClient:
             )
         return await self._call(True, method, dict(params or {}), idempotent=idempotent)
 
+    def _route(self, private: bool, method: str) -> _Route:
+        route = self._routes.get((private, method))
+        if route is None:
+            route = self._routes[(private, method)] = _Route(self._base, private, method)
+        return route
+
     async def _call(self, private: bool, method: str, params: dict[str, Any], *, idempotent: bool) -> Any:
-        endpoint = f"{'private' if private else 'public'}/{method}"
-        breaker = self.breakers[endpoint_group(private, method)]
+        route = self._route(private, method)
+        breaker = self.breakers[route.group]
         if breaker.state is BreakerState.OPEN:
             breaker.acquire()  # raises CircuitOpen: fail fast, before any retry machinery
-
-        async def attempt() -> Any:
-            ticket = breaker.acquire()
-            try:
-                result = await self._attempt(private, method, endpoint, params)
-            except BaseException as exc:
-                breaker.record(ticket, exc)
-                raise
-            breaker.record(ticket, None)
-            return result
-
+        # a plain lambda, not a nested coroutine: one frame less on every await of the call
         return await call_with_retry(
-            attempt, endpoint=endpoint, policy=self.retry_policy, stats=self.retry_stats, idempotent=idempotent
+            lambda: self._attempt(route, params, breaker),
+            endpoint=route.endpoint,
+            policy=self.retry_policy,
+            stats=self.retry_stats,
+            idempotent=idempotent,
         )
 
-    async def _attempt(self, private: bool, method: str, endpoint: str, params: dict[str, Any]) -> Any:
-        cost = endpoint_cost(method) if private else 0
-        await self.limiter.acquire(cost, counted=private)
-        url = f"{self._base}/0/{endpoint}"
+    async def _attempt(self, route: _Route, params: dict[str, Any], breaker: CircuitBreaker) -> Any:
+        """One attempt under the breaker: limiter, one HTTP request, decoding and validation."""
+        ticket = breaker.acquire()
         try:
-            if private:
+            result = await self._send(route, params)
+        except BaseException as exc:
+            breaker.record(ticket, exc)
+            raise
+        breaker.record(ticket, None)
+        return result
+
+    async def _send(self, route: _Route, params: dict[str, Any]) -> Any:
+        endpoint = route.endpoint
+        limiter = self.limiter
+        # the synchronous fast path takes the slot when nothing has to wait (and nobody is
+        # queued); otherwise wait in line as always
+        if not limiter.try_acquire(route.cost, counted=route.private):
+            await limiter.acquire(route.cost, counted=route.private)
+        try:
+            if route.private:
                 assert self._credentials is not None
                 nonce = self.nonces.next()
                 body = urlencode({"nonce": nonce, **params})
                 headers = {
                     "API-Key": self._credentials.api_key,
-                    "API-Sign": sign(f"/0/{endpoint}", nonce, body, self._credentials.api_secret),
+                    "API-Sign": sign(route.path, nonce, body, self._credentials.api_secret),
                     "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
                 }
-                request = self.session.post(url, data=body.encode(), headers=headers)
+                request = self.session.post(route.url, data=body.encode(), headers=headers)
             else:
                 # a ready-encoded URL spares aiohttp re-parsing and re-quoting it on every call
-                query = f"{url}?{urlencode(params)}" if params else url
+                query = f"{route.url}?{urlencode(params)}" if params else route.url
                 request = self.session.get(URL(query, encoded=True))
             self.requests_sent += 1
-            async with request as resp:
+            # awaited rather than entered: aiohttp's context managers add two coroutines per
+            # call; release() in ``finally`` gives the connection back just as __aexit__ does
+            resp = await request
+            try:
                 status = resp.status
                 raw = await resp.read()
+            finally:
+                resp.release()
         except TradebotError:
             raise
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -221,11 +261,12 @@ class KrakenRestClient:
             ) from exc
         except RuntimeError as exc:  # "Session is closed" while a reconnect swapped sessions
             raise map_transport_error(exc, endpoint=endpoint, host=self.host) from exc
-        return self._decode(endpoint, status, raw, trading=endpoint_group(private, method) == "trading")
+        return self._decode(endpoint, status, raw, trading=route.trading)
 
     def _decode(self, endpoint: str, status: int, raw: bytes, *, trading: bool) -> Any:
         try:
-            body = json.loads(raw, parse_float=Decimal)
+            # what json.loads does with bytes, minus building a decoder per call
+            body = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
         except (ValueError, UnicodeDecodeError):
             if status == 200 and raw.lstrip()[:1] in (b"{", b"["):
                 raise ExchangeUnavailable(
