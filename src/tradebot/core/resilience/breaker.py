@@ -74,6 +74,8 @@ class BreakerTransition:
 
 BreakerListener = Callable[[BreakerTransition], None]
 
+_CLOSED = BreakerState.CLOSED  # module constant: read on every call, cheaper than the enum attribute
+
 
 class CircuitBreaker:
     """A circuit breaker for one endpoint group (e.g. ``"kraken.trading"``).
@@ -140,6 +142,8 @@ class CircuitBreaker:
 
     def acquire(self) -> int:
         """Admit one call or raise :class:`CircuitOpen`. Returns a ticket for :meth:`record`."""
+        if self._state is _CLOSED:  # the usual case; only OPEN has a wait that can run out
+            return self._generation
         state = self.state
         if state is BreakerState.OPEN:
             self.rejected += 1
@@ -163,7 +167,7 @@ class CircuitBreaker:
         """Record the outcome of a call admitted by :meth:`acquire` (``exc`` None = success)."""
         if ticket != self._generation:
             return  # the call began before the last transition: its outcome is old news
-        failed = self._is_failure(exc)
+        failed = False if exc is None else self._is_failure(exc)
         if failed is None:
             if self._state is BreakerState.HALF_OPEN:
                 self._permits += 1  # hand the unused probe back
@@ -176,7 +180,7 @@ class CircuitBreaker:
                 if self._probe_successes >= self.config.half_open_calls:
                     self._to_closed()
             return
-        if self._state is BreakerState.CLOSED:
+        if self._state is _CLOSED:
             window = self._window
             if len(window) == window.maxlen and window[0]:
                 self._failures -= 1  # the oldest outcome is about to drop out of the window

@@ -207,7 +207,7 @@ def _fast_decimal(value: Any) -> Decimal | None:
         number = Decimal(value)
     except InvalidOperation:
         return None
-    if not number.is_finite() or number < 0:
+    if number.is_signed() or not number.is_finite():  # negative (or -0: left to the checked path)
         return None
     return number
 
