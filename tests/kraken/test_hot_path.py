@@ -84,7 +84,8 @@ def test_public_urls_are_cached_only_where_values_cannot_be_confused() -> None:
     assert str(rest._public_url(route, {True: "x"})).endswith("?True=x")
     # values are quoted, and another method never gets this method's URL
     assert str(rest._public_url(route, {"pair": "A B&C"})).endswith("?pair=A+B%26C")
-    assert "/Ticker?" in str(rest._public_url(rest._route(False, "Ticker"), {"pair": "XBTUSD", "interval": "1"}))
+    ticker_url = rest._public_url(rest._route(False, "Ticker"), {"pair": "XBTUSD", "interval": "1"})
+    assert "/Ticker?" in str(ticker_url)
     assert str(rest._public_url(route, {})) == "http://127.0.0.1:1/0/public/OHLC"
     for i in range(3 * client_module._PUBLIC_URL_CACHE_SIZE):
         rest._public_url(route, {"pair": f"P{i}"})
@@ -117,7 +118,9 @@ def test_answers_decode_as_json_loads_decodes_them(raw: bytes) -> None:
         assert got["x"] == Decimal("1.5")  # JSON floats become Decimals, exactly
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b'{"error":[],"result":{"x":"1', b"\xff\xfe\x00", b"{\x00\x00\x00"])
+@pytest.mark.parametrize(
+    "raw", [b"", b"{", b'{"error":[],"result":{"x":"1', b"\xff\xfe\x00", b"{\x00\x00\x00", b"{\xff}"]
+)
 def test_undecodable_answers_are_typed_errors(raw: bytes) -> None:
     rest = KrakenExchange(KrakenConfig(base_url="http://127.0.0.1:1")).rest
     with pytest.raises(ExchangeUnavailable):

@@ -201,8 +201,10 @@ class KrakenRestClient:
             route = self._routes[(private, method)] = _Route(self._base, private, method)
         return route
 
-    def _call(self, private: bool, method: str, params: dict[str, Any], *, idempotent: bool) -> Awaitable[Any]:
-        """The call's awaitable (awaited by :meth:`public` / :meth:`private`: no frame of its own)."""
+    def _call(
+        self, private: bool, method: str, params: dict[str, Any], *, idempotent: bool
+    ) -> Awaitable[Any]:
+        """The call's awaitable, for :meth:`public` / :meth:`private` to await (no frame of its own)."""
         route = self._route(private, method)
         breaker = self.breakers[route.group]
         if breaker.state is BreakerState.OPEN:

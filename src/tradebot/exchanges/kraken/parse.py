@@ -230,7 +230,8 @@ def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ti
             return None
         if not a or not b or not c or len(v) < 2:
             return None
-        ask, bid, last, volume = _fast_decimal(a[0]), _fast_decimal(b[0]), _fast_decimal(c[0]), _fast_decimal(v[1])
+        ask, bid = _fast_decimal(a[0]), _fast_decimal(b[0])
+        last, volume = _fast_decimal(c[0]), _fast_decimal(v[1])
         if ask is None or bid is None or last is None or volume is None:
             return None
         if not ask or not bid or not last or bid > ask:  # prices must be > 0; a crossed book is bad data
