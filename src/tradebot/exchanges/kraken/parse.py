@@ -195,11 +195,12 @@ def _pair_key(key: str, registry: PairRegistry, where: _Where) -> str:
 
 
 def _fast_decimal(value: Any) -> Decimal | None:
-    """A finite, non-negative Decimal from a JSON string; None for anything else.
+    """A finite, unsigned Decimal from a JSON string; None for anything else.
 
     The fast half of :func:`decimal_field`: it accepts only what that one accepts and
-    gives the same number (``Decimal`` trims the same whitespace ``str.strip`` does);
-    None sends the caller to the checked path, which raises the located error.
+    gives the same number (``Decimal`` trims exactly the whitespace ``str.strip`` does,
+    checked over every code point); None sends the caller to the checked path, which
+    raises the located error or, for the rare valid rest (numbers, ``-0``), accepts it.
     """
     if type(value) is not str:
         return None
