@@ -78,6 +78,80 @@ def test_rest_parsers_raise_only_typed_errors(value: Any) -> None:
     _only_typed(parse.parse_orders, value, REG, "private/QueryOrders", None)
 
 
+def _outcome(fn: Any, *args: Any) -> tuple[Any, ...]:
+    try:
+        return ("ok", repr(fn(*args)))  # repr: Decimal("1.0") == Decimal("1.00"), yet they differ
+    except TradebotError as exc:
+        return ("error", type(exc), str(exc))
+
+
+# prices as Kraken may (or must never) send them: the fast path must agree on every one
+numbers = st.one_of(
+    scalars,
+    st.sampled_from(["30300.1", " 30300.1 ", "30300.1\n", "1_000.5", "+2", "-0", "-0.0", "0.0", "0E-8", "1e-3",
+                     "1E+3", "sNaN", "-inf", "Infinity", "\u0663", "0x10", "1.2.3", "", " "]),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.decimals(allow_nan=False, allow_infinity=False),
+)
+price_lists = st.one_of(st.lists(numbers, max_size=3), numbers)
+
+
+good_numbers = st.one_of(
+    st.decimals(min_value=0, max_value=10**9, allow_nan=False, allow_infinity=False, places=8).map(str),
+    st.sampled_from(["30300.1", "0.00000001", "1E+3", "0", "-0"]),
+)
+
+
+@st.composite
+def tickers(draw: st.DrawFn) -> Any:
+    """Mostly well-formed answers (bid <= ask or not), some with one field or one cell spoiled."""
+    pairs = draw(st.lists(st.sampled_from(["XXBTZUSD", "XETHZUSD", "XBTUSD", "xxbtzusd", "ZZZZ", "BTC/USD"]),
+                          min_size=0, max_size=3))
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        entry: dict[str, Any] = {key: draw(st.lists(good_numbers, min_size=2, max_size=3)) for key in "abcv"}
+        if draw(st.booleans()):
+            key = draw(st.sampled_from("abcv"))
+            spoil = draw(st.sampled_from(["cell", "field", "drop"]))
+            if spoil == "cell":  # mostly the cell that is read: [0] of a, b, c and [1] of v
+                cell = (1 if key == "v" else 0) if draw(st.integers(0, 3)) else draw(st.integers(0, 1))
+                entry[key][cell] = draw(numbers)
+            elif spoil == "field":
+                entry[key] = draw(price_lists)
+            else:
+                del entry[key]
+        result[pair] = entry
+    return draw(st.sampled_from([result, result, result, draw(json_values)]))
+
+
+@given(st.one_of(tickers(), answers))
+def test_fast_ticker_path_agrees_with_the_checked_one(value: Any) -> None:
+    """Same tickers for good data; for bad data the same typed error, naming the same place."""
+    fast = _outcome(parse.parse_ticker, value, REG, NOW)
+    assert fast == _outcome(parse._parse_ticker_checked, value, REG, NOW)
+
+
+@pytest.mark.parametrize("key", ["a", "b", "c", "v"])
+@pytest.mark.parametrize("bad", ["-1", "-0.00000001", "NaN", "sNaN", "Infinity", "-inf", "", "x", 1.5, True,
+                                 None])
+def test_fast_ticker_path_lets_no_bad_cell_through(key: str, bad: Any) -> None:
+    entry: dict[str, Any] = {"a": ["2", "1"], "b": ["1", "1"], "c": ["1.5", "1"], "v": ["3", "4"]}
+    entry[key] = list(entry[key])
+    entry[key][1 if key == "v" else 0] = bad
+    value = {"XXBTZUSD": entry}
+    outcome = _outcome(parse.parse_ticker, value, REG, NOW)
+    assert outcome == _outcome(parse._parse_ticker_checked, value, REG, NOW)
+    if bad != 1.5:  # a JSON float is a number the checked path accepts as a Decimal
+        assert outcome[0] == "error" and outcome[1].__name__ == "BadDataError"
+
+
+@given(st.one_of(answers, st.builds(lambda e, r: {"error": e, "result": r}, json_values, json_values),
+                 st.builds(lambda r: {"result": r}, json_values)))
+def test_fast_envelope_path_agrees_with_the_checked_one(value: Any) -> None:
+    fast = _outcome(parse.parse_envelope, value, "public/Ticker")
+    assert fast == _outcome(parse._parse_envelope_checked, value, "public/Ticker")
+
+
 @given(json_values)
 def test_ws_item_parsers_raise_only_typed_errors(item: Any) -> None:
     _only_typed(parse.parse_ws_ticker, item, REG, NOW)

@@ -150,3 +150,27 @@ async def test_reset_closes() -> None:
     b.reset()
     assert b.state is BreakerState.CLOSED
     assert await b.call(ok) == "ok"
+
+
+def test_failure_count_follows_the_window_and_trips_as_a_full_recount_would() -> None:
+    """The breaker keeps its failure count as outcomes enter and leave the window; it must trip
+    exactly when recounting the whole window would say so."""
+    import random
+
+    rng = random.Random(7)
+    for _ in range(200):
+        size = rng.randint(1, 8)
+        cfg = BreakerConfig(window_size=size, min_calls=rng.randint(1, size),
+                            failure_rate=rng.choice([0.25, 0.5, 1.0]), open_wait_s=1.0)
+        b = CircuitBreaker("x", cfg, clock=FakeClock())
+        window: list[bool] = []
+        for _ in range(30):
+            failed = rng.random() < 0.3
+            b.record(b.acquire(), RequestTimeout("t") if failed else None)
+            window = (window + [failed])[-cfg.window_size:]
+            should_trip = len(window) >= cfg.min_calls and sum(window) / len(window) >= cfg.failure_rate
+            if should_trip:
+                assert b.state is BreakerState.OPEN
+                break
+            assert b.state is BreakerState.CLOSED
+            assert b.failure_rate == pytest.approx(sum(window) / len(window))

@@ -142,3 +142,68 @@ async def test_trading_limiter_is_per_pair() -> None:
     assert not task.done()
     await clock.advance(0.6)
     assert task.done()
+
+
+# --- the synchronous fast path --------------------------------------------------------
+
+
+async def test_try_acquire_takes_cost_and_spacing_only_when_nothing_waits() -> None:
+    clock = FakeClock()
+    limiter = RequestRateLimiter.build(RateTier("t", 10, 1.0), min_spacing_s=0.2, clock=clock, margin=0)
+    assert limiter.counter is not None
+    assert limiter.try_acquire(3)
+    assert limiter.counter.level == pytest.approx(3)
+    # the spacing slot is taken: a second call right away may not start, and takes nothing
+    assert not limiter.try_acquire(3)
+    assert limiter.counter.level == pytest.approx(3)
+    await clock.advance(0.2)
+    assert limiter.try_acquire(3)
+    assert limiter.counter.level == pytest.approx(6 - 0.2)
+    # the counter is the limit now: nothing is taken, not even the spacing slot
+    await clock.advance(0.2)
+    assert not limiter.try_acquire(5)
+    assert limiter.counter.level == pytest.approx(6 - 0.4)
+    assert limiter.spacing.try_acquire()  # the slot was left free
+    with pytest.raises(ValueError):
+        limiter.try_acquire(11)  # can never fit: refused as acquire() refuses it
+
+
+def test_try_acquire_uncounted_only_observes_spacing() -> None:
+    clock = FakeClock()
+    limiter = RequestRateLimiter.build(RateTier("t", 2, 0.1), min_spacing_s=0.0, clock=clock)
+    for _ in range(50):
+        assert limiter.try_acquire(1, counted=False)
+    assert limiter.counter is not None and limiter.counter.level == 0
+
+
+async def test_fast_path_never_overtakes_a_queued_caller() -> None:
+    clock = FakeClock()
+    counter = DecayingCounter(RateTier("t", 10, 1.0), clock=clock)
+    for _ in range(10):
+        assert counter.try_acquire(1)
+    queued = asyncio.create_task(counter.acquire(5))  # has to wait 5 s
+    await asyncio.sleep(0)
+    await clock.advance(4)
+    # 4 units have drained: a cost of 1 would fit, but the queued caller is first in line
+    assert not counter.try_acquire(1)
+    assert counter.level == pytest.approx(6)
+    await clock.advance(1.1)
+    assert queued.done() and queued.result() == pytest.approx(5.0, abs=0.01)
+    await clock.advance(10)
+    assert counter.try_acquire(1)  # nobody queued any more: the fast path is open again
+
+
+async def test_spacing_fast_path_never_overtakes_a_queued_caller() -> None:
+    clock = FakeClock()
+    spacing = MinSpacing(1.0, clock=clock)
+    assert spacing.try_acquire()
+    queued = asyncio.create_task(spacing.acquire())  # sleeps until its slot, 1 s on
+    await asyncio.sleep(0)
+    clock._t += 1.5  # time passes, but the sleeper has not been woken yet
+    assert not spacing.try_acquire()  # the slot is free by the clock, yet the queued call is first
+    await clock.advance(0)
+    await asyncio.sleep(0)
+    assert queued.done()
+    assert not spacing.try_acquire()  # the queued call just started: the next slot is 1 s away
+    await clock.advance(1.0)
+    assert spacing.try_acquire()

@@ -74,6 +74,8 @@ class BreakerTransition:
 
 BreakerListener = Callable[[BreakerTransition], None]
 
+_CLOSED = BreakerState.CLOSED  # module constant: read on every call, cheaper than the enum attribute
+
 
 class CircuitBreaker:
     """A circuit breaker for one endpoint group (e.g. ``"kraken.trading"``).
@@ -96,6 +98,7 @@ class CircuitBreaker:
         self._listeners: list[BreakerListener] = list(listeners)
         self._state = BreakerState.CLOSED
         self._window: deque[bool] = deque(maxlen=self.config.window_size)  # True = failure
+        self._failures = 0  # failures in _window, kept as it changes (no sum over the window per call)
         self._trips = 0  # consecutive trips without a return to CLOSED
         self._open_until = 0.0
         self._permits = 0  # probe calls still allowed in HALF_OPEN
@@ -123,7 +126,7 @@ class CircuitBreaker:
     @property
     def failure_rate(self) -> float:
         """Share of failures in the current CLOSED window (0.0 when empty)."""
-        return sum(self._window) / len(self._window) if self._window else 0.0
+        return self._failures / len(self._window) if self._window else 0.0
 
     def retry_after_s(self) -> float:
         """Seconds until an OPEN breaker lets a probe through (0 when not open)."""
@@ -139,6 +142,8 @@ class CircuitBreaker:
 
     def acquire(self) -> int:
         """Admit one call or raise :class:`CircuitOpen`. Returns a ticket for :meth:`record`."""
+        if self._state is _CLOSED:  # the usual case; only OPEN has a wait that can run out
+            return self._generation
         state = self.state
         if state is BreakerState.OPEN:
             self.rejected += 1
@@ -162,7 +167,7 @@ class CircuitBreaker:
         """Record the outcome of a call admitted by :meth:`acquire` (``exc`` None = success)."""
         if ticket != self._generation:
             return  # the call began before the last transition: its outcome is old news
-        failed = self._is_failure(exc)
+        failed = False if exc is None else self._is_failure(exc)
         if failed is None:
             if self._state is BreakerState.HALF_OPEN:
                 self._permits += 1  # hand the unused probe back
@@ -175,9 +180,19 @@ class CircuitBreaker:
                 if self._probe_successes >= self.config.half_open_calls:
                     self._to_closed()
             return
-        if self._state is BreakerState.CLOSED:
-            self._window.append(failed)
-            if len(self._window) >= self.config.min_calls and self.failure_rate >= self.config.failure_rate:
+        if self._state is _CLOSED:
+            window = self._window
+            if len(window) == window.maxlen and window[0]:
+                self._failures -= 1  # the oldest outcome is about to drop out of the window
+            window.append(failed)
+            if failed:
+                self._failures += 1
+            # no failure in the window: the rate is 0 and cannot reach the (positive) threshold
+            if (
+                self._failures
+                and len(window) >= self.config.min_calls
+                and self._failures / len(window) >= self.config.failure_rate
+            ):
                 self._to_open(
                     f"failure rate {self.failure_rate:.0%} over the last {len(self._window)} calls"
                     f" (last: {type(exc).__name__})"
@@ -198,9 +213,13 @@ class CircuitBreaker:
         """Close the breaker by hand (e.g. after a recovery action fixed the cause)."""
         if self._state is not BreakerState.CLOSED:
             self._to_closed(reason="reset by hand")
-        self._window.clear()
+        self._clear_window()
 
     # --- internals -------------------------------------------------------------
+
+    def _clear_window(self) -> None:
+        self._window.clear()
+        self._failures = 0
 
     @staticmethod
     def _is_failure(exc: BaseException | None) -> bool | None:
@@ -229,7 +248,7 @@ class CircuitBreaker:
         cfg = self.config
         wait = min(cfg.open_wait_s * cfg.backoff_factor ** (self._trips - 1), cfg.open_wait_max_s)
         self._open_until = self._clock.monotonic() + wait
-        self._window.clear()
+        self._clear_window()
         self._transition(BreakerState.OPEN, reason, wait)
 
     def _to_half_open(self) -> None:
@@ -239,7 +258,7 @@ class CircuitBreaker:
 
     def _to_closed(self, reason: str = "probe calls succeeded") -> None:
         self._trips = 0
-        self._window.clear()
+        self._clear_window()
         self._transition(BreakerState.CLOSED, reason)
 
 

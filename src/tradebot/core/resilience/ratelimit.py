@@ -7,6 +7,9 @@ minimum spacing between consecutive calls; :class:`TradingRateLimiter` keeps one
 counter per trading pair for order placement and cancellation.
 
 Waiting is asynchronous and FIFO; the clock is injectable so tests run on a fake clock.
+Each limiter also has a synchronous :meth:`~RequestRateLimiter.try_acquire`: it takes the
+call's slot only when nothing has to wait and nobody is queued, so the common case costs
+no coroutine and no lock, and a queued caller is never overtaken.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class DecayingCounter:
         self._level = 0.0
         self._updated = self._clock.monotonic()
         self._lock = asyncio.Lock()
+        self._queued = 0  # callers inside acquire()'s slow path; the fast path never overtakes them
         self.waits = 0
         self.waited_s = 0.0
 
@@ -67,17 +71,38 @@ class DecayingCounter:
         excess = self.level + cost - self._limit
         return max(0.0, excess / self.tier.decay_per_s)
 
-    async def acquire(self, cost: float = 1.0) -> float:
-        """Wait until ``cost`` fits, then add it. Returns the seconds waited."""
+    def fits_now(self, cost: float) -> bool:
+        """Whether ``cost`` fits at once with nobody queued ahead (takes nothing)."""
         if cost > self._limit:
             raise ValueError(f"cost {cost} can never fit under the limit {self._limit}")
+        return self._queued == 0 and self.wait_needed(cost) <= 0
+
+    def take(self, cost: float) -> None:
+        """Add ``cost`` to the counter; only right after :meth:`fits_now` said yes."""
+        self._level += cost
+
+    def try_acquire(self, cost: float = 1.0) -> bool:
+        """Add ``cost`` if it fits now with nobody queued; False (nothing taken) otherwise."""
+        if not self.fits_now(cost):
+            return False
+        self._level += cost
+        return True
+
+    async def acquire(self, cost: float = 1.0) -> float:
+        """Wait until ``cost`` fits, then add it. Returns the seconds waited."""
+        if self.try_acquire(cost):
+            return 0.0
         waited = 0.0
-        async with self._lock:
-            while (wait := self.wait_needed(cost)) > 0:
-                # a hair more than needed so float rounding never leaves us just short
-                await self._clock.sleep(wait + 1e-6)
-                waited += wait
-            self._level += cost
+        self._queued += 1
+        try:
+            async with self._lock:
+                while (wait := self.wait_needed(cost)) > 0:
+                    # a hair more than needed so float rounding never leaves us just short
+                    await self._clock.sleep(wait + 1e-6)
+                    waited += wait
+                self._level += cost
+        finally:
+            self._queued -= 1
         if waited:
             self.waits += 1
             self.waited_s += waited
@@ -99,19 +124,44 @@ class MinSpacing:
         self._clock: Clock = clock or SystemClock()
         self._last: float | None = None
         self._lock = asyncio.Lock()
+        self._queued = 0  # callers inside acquire()'s slow path; the fast path never overtakes them
+
+    def fits_now(self) -> bool:
+        """Whether a call may start at once with nobody queued ahead (takes nothing)."""
+        if self.spacing_s == 0:
+            return True
+        if self._queued:
+            return False
+        return self._last is None or self._clock.monotonic() >= self._last + self.spacing_s
+
+    def take(self) -> None:
+        """Mark a call as started now; only right after :meth:`fits_now` said yes."""
+        if self.spacing_s != 0:
+            self._last = self._clock.monotonic()
+
+    def try_acquire(self) -> bool:
+        """Take this call's slot if it is free now with nobody queued; False otherwise."""
+        if not self.fits_now():
+            return False
+        self.take()
+        return True
 
     async def acquire(self) -> float:
         """Wait for this call's slot. Returns the seconds waited."""
-        if self.spacing_s == 0:
+        if self.try_acquire():
             return 0.0
         waited = 0.0
-        async with self._lock:
-            if self._last is not None:
-                wait = self._last + self.spacing_s - self._clock.monotonic()
-                if wait > 0:
-                    await self._clock.sleep(wait)
-                    waited = wait
-            self._last = self._clock.monotonic()
+        self._queued += 1
+        try:
+            async with self._lock:
+                if self._last is not None:
+                    wait = self._last + self.spacing_s - self._clock.monotonic()
+                    if wait > 0:
+                        await self._clock.sleep(wait)
+                        waited = wait
+                self._last = self._clock.monotonic()
+        finally:
+            self._queued -= 1
         return waited
 
 
@@ -134,8 +184,28 @@ class RequestRateLimiter:
         counter = DecayingCounter(tier, clock=clock, margin=margin) if tier else None
         return cls(counter, MinSpacing(min_spacing_s, clock=clock))
 
+    def try_acquire(self, cost: float = 1.0, *, counted: bool = True) -> bool:
+        """Let a call of ``cost`` start now if neither limit has to wait; all or nothing.
+
+        True: the cost is on the counter and the spacing slot is taken, exactly as
+        :meth:`acquire` would have left them without waiting. False: nothing was taken
+        (something has to wait, or another caller is queued); await :meth:`acquire`.
+        """
+        counter = self.counter if counted and cost > 0 else None
+        if counter is not None and not counter.fits_now(cost):
+            return False
+        spacing = self.spacing
+        if not spacing.fits_now():
+            return False
+        if counter is not None:
+            counter.take(cost)
+        spacing.take()
+        return True
+
     async def acquire(self, cost: float = 1.0, *, counted: bool = True) -> float:
         """Wait until a call of ``cost`` may start. Returns the seconds waited."""
+        if self.try_acquire(cost, counted=counted):
+            return 0.0
         waited = 0.0
         if counted and self.counter is not None and cost > 0:
             waited += await self.counter.acquire(cost)

@@ -96,7 +96,10 @@ class RetryStats:
 
     def of(self, endpoint: str) -> EndpointRetryCounts:
         """The counters of ``endpoint`` (zero when never called)."""
-        return self.endpoints.setdefault(endpoint, EndpointRetryCounts())
+        counts = self.endpoints.get(endpoint)
+        if counts is None:  # built only once per endpoint, not on every lookup
+            counts = self.endpoints[endpoint] = EndpointRetryCounts()
+        return counts
 
     @property
     def total_retries(self) -> int:
@@ -143,9 +146,6 @@ async def call_with_retry(
         stats._done(endpoint, ok=True)
         return result
 
-    def retry_on(exc: Exception) -> bool | float:
-        return is_retryable(exc, max_retry_after_s=policy.max_retry_after_s)
-
     # Fast path: most calls succeed at once, and entering stamina's retry loop costs more
     # than a loopback round trip. The first attempt runs bare; only a retryable failure
     # enters the loop, where it is replayed as attempt 1 so stamina schedules the backoff.
@@ -153,13 +153,17 @@ async def call_with_retry(
     try:
         first = await fn()
     except Exception as exc:
-        if retry_on(exc) is False:  # a float, even 0.0, is a server-requested wait
+        if is_retryable(exc, max_retry_after_s=policy.max_retry_after_s) is False:
+            # (a float, even 0.0, is a server-requested wait: retried)
             stats._done(endpoint, ok=False)
             raise
         last_error: BaseException | None = exc
     else:
         stats._done(endpoint, ok=True)
         return first
+
+    def retry_on(exc: Exception) -> bool | float:
+        return is_retryable(exc, max_retry_after_s=policy.max_retry_after_s)
 
     have_result = False
     result_value: T | None = None

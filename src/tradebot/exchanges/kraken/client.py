@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from decimal import Decimal
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -19,7 +19,7 @@ from yarl import URL
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import AuthError, ExchangeUnavailable, InvalidNonce, RateLimited, TradebotError
-from tradebot.core.resilience.breaker import BreakerState, CircuitBreakers
+from tradebot.core.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry
 from tradebot.exchanges.kraken.auth import sign
@@ -32,6 +32,12 @@ __all__ = ["ENDPOINT_GROUPS", "Credentials", "KrakenRestClient", "endpoint_group
 
 log = logging.getLogger(__name__)
 
+# One decoder for every answer: ``json.loads(raw, parse_float=...)`` builds a new decoder
+# (and scanner) on each call. Prices stay exact: any JSON float becomes a Decimal.
+_JSON = json.JSONDecoder(parse_float=Decimal)
+
+_PUBLIC_URL_CACHE_SIZE = 256
+
 ENDPOINT_GROUPS = ("public", "private", "trading", "websocket")
 _TRADING_METHODS = frozenset({"AddOrder", "AddOrderBatch", "CancelOrder", "CancelAll", "EditOrder", "AmendOrder"})
 
@@ -41,6 +47,23 @@ def endpoint_group(private: bool, method: str) -> str:
     if not private:
         return "public"
     return "trading" if method in _TRADING_METHODS else "private"
+
+
+class _Route:
+    """What a REST method's calls share, worked out once per client instead of per call."""
+
+    __slots__ = ("private", "method", "endpoint", "path", "url", "group", "trading", "cost", "bare_url")
+
+    def __init__(self, base: str, private: bool, method: str) -> None:
+        self.private = private
+        self.method = method
+        self.endpoint = f"{'private' if private else 'public'}/{method}"
+        self.path = f"/0/{self.endpoint}"  # what a private call signs
+        self.url = f"{base}{self.path}"
+        self.group = endpoint_group(private, method)
+        self.trading = self.group == "trading"
+        self.cost = endpoint_cost(method) if private else 0
+        self.bare_url = URL(self.url, encoded=True)  # a public call without parameters
 
 
 class Credentials:
@@ -91,6 +114,8 @@ class KrakenRestClient:
         self._base = config.base_url.rstrip("/")
         self.host = urlsplit(config.base_url).hostname
         self._session: aiohttp.ClientSession | None = None
+        self._routes: dict[tuple[bool, str], _Route] = {}
+        self._public_urls: dict[tuple[object, ...], URL] = {}  # (endpoint, *params) -> encoded URL
         self.sessions_created = 0
         self.requests_sent = 0
 
@@ -170,62 +195,103 @@ class KrakenRestClient:
             )
         return await self._call(True, method, dict(params or {}), idempotent=idempotent)
 
-    async def _call(self, private: bool, method: str, params: dict[str, Any], *, idempotent: bool) -> Any:
-        endpoint = f"{'private' if private else 'public'}/{method}"
-        breaker = self.breakers[endpoint_group(private, method)]
+    def _route(self, private: bool, method: str) -> _Route:
+        route = self._routes.get((private, method))
+        if route is None:
+            route = self._routes[(private, method)] = _Route(self._base, private, method)
+        return route
+
+    def _call(
+        self, private: bool, method: str, params: dict[str, Any], *, idempotent: bool
+    ) -> Awaitable[Any]:
+        """The call's awaitable, for :meth:`public` / :meth:`private` to await (no frame of its own)."""
+        route = self._route(private, method)
+        breaker = self.breakers[route.group]
         if breaker.state is BreakerState.OPEN:
             breaker.acquire()  # raises CircuitOpen: fail fast, before any retry machinery
-
-        async def attempt() -> Any:
-            ticket = breaker.acquire()
-            try:
-                result = await self._attempt(private, method, endpoint, params)
-            except BaseException as exc:
-                breaker.record(ticket, exc)
-                raise
-            breaker.record(ticket, None)
-            return result
-
-        return await call_with_retry(
-            attempt, endpoint=endpoint, policy=self.retry_policy, stats=self.retry_stats, idempotent=idempotent
+        # a plain lambda, not a nested coroutine: one frame less on every await of the call
+        return call_with_retry(
+            lambda: self._attempt(route, params, breaker),
+            endpoint=route.endpoint,
+            policy=self.retry_policy,
+            stats=self.retry_stats,
+            idempotent=idempotent,
         )
 
-    async def _attempt(self, private: bool, method: str, endpoint: str, params: dict[str, Any]) -> Any:
-        cost = endpoint_cost(method) if private else 0
-        await self.limiter.acquire(cost, counted=private)
-        url = f"{self._base}/0/{endpoint}"
+    def _public_url(self, route: _Route, params: dict[str, Any]) -> URL:
+        """The encoded URL of a public call; remembered for string parameters, which repeat."""
+        if not params:
+            return route.bare_url
+        for key, value in params.items():
+            if type(key) is not str or type(value) is not str:
+                # not cached: 1, 1.0 and True are one dict key yet encode differently
+                return URL(f"{route.url}?{urlencode(params)}", encoded=True)
+        cache_key = (route.endpoint, *params.items())
+        url = self._public_urls.get(cache_key)
+        if url is None:
+            if len(self._public_urls) >= _PUBLIC_URL_CACHE_SIZE:
+                self._public_urls.clear()  # bounded: parameters a caller varies must not grow it
+            # a ready-encoded URL spares aiohttp re-parsing and re-quoting it on every call
+            url = self._public_urls[cache_key] = URL(f"{route.url}?{urlencode(params)}", encoded=True)
+        return url
+
+    async def _attempt(self, route: _Route, params: dict[str, Any], breaker: CircuitBreaker) -> Any:
+        """One attempt under the breaker: limiter, one HTTP request, decoding and validation.
+
+        Kept in one coroutine (no helper coroutines): every frame on the await chain is
+        paid again each time the request suspends and resumes.
+        """
+        ticket = breaker.acquire()
         try:
-            if private:
-                assert self._credentials is not None
-                nonce = self.nonces.next()
-                body = urlencode({"nonce": nonce, **params})
-                headers = {
-                    "API-Key": self._credentials.api_key,
-                    "API-Sign": sign(f"/0/{endpoint}", nonce, body, self._credentials.api_secret),
-                    "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-                }
-                request = self.session.post(url, data=body.encode(), headers=headers)
-            else:
-                # a ready-encoded URL spares aiohttp re-parsing and re-quoting it on every call
-                query = f"{url}?{urlencode(params)}" if params else url
-                request = self.session.get(URL(query, encoded=True))
-            self.requests_sent += 1
-            async with request as resp:
-                status = resp.status
-                raw = await resp.read()
-        except TradebotError:
+            endpoint = route.endpoint
+            limiter = self.limiter
+            # the synchronous fast path takes the slot when nothing has to wait (and nobody
+            # is queued); otherwise wait in line as always
+            if not limiter.try_acquire(route.cost, counted=route.private):
+                await limiter.acquire(route.cost, counted=route.private)
+            try:
+                if route.private:
+                    assert self._credentials is not None
+                    nonce = self.nonces.next()
+                    body = urlencode({"nonce": nonce, **params})
+                    headers = {
+                        "API-Key": self._credentials.api_key,
+                        "API-Sign": sign(route.path, nonce, body, self._credentials.api_secret),
+                        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+                    }
+                    request = self.session.post(route.url, data=body.encode(), headers=headers)
+                else:
+                    request = self.session.get(self._public_url(route, params))
+                self.requests_sent += 1
+                # awaited rather than entered: aiohttp's context managers add two coroutines
+                # per call; release() in ``finally`` hands the connection back as __aexit__ does
+                resp = await request
+                try:
+                    status = resp.status
+                    raw = await resp.read()
+                finally:
+                    resp.release()
+            except TradebotError:
+                raise
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise map_transport_error(
+                    exc, endpoint=endpoint, host=self.host, timeout_s=self.config.request_timeout_s
+                ) from exc
+            except RuntimeError as exc:  # "Session is closed" while a reconnect swapped sessions
+                raise map_transport_error(exc, endpoint=endpoint, host=self.host) from exc
+            result = self._decode(endpoint, status, raw, trading=route.trading)
+        except BaseException as exc:
+            breaker.record(ticket, exc)
             raise
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise map_transport_error(
-                exc, endpoint=endpoint, host=self.host, timeout_s=self.config.request_timeout_s
-            ) from exc
-        except RuntimeError as exc:  # "Session is closed" while a reconnect swapped sessions
-            raise map_transport_error(exc, endpoint=endpoint, host=self.host) from exc
-        return self._decode(endpoint, status, raw, trading=endpoint_group(private, method) == "trading")
+        breaker.record(ticket, None)
+        return result
 
     def _decode(self, endpoint: str, status: int, raw: bytes, *, trading: bool) -> Any:
         try:
-            body = json.loads(raw, parse_float=Decimal)
+            # what json.loads does with bytes, minus building a decoder per call; the usual
+            # answer, "{" then a non-NUL byte, is UTF-8 by json.detect_encoding's own rules
+            encoding = "utf-8" if raw[:1] == b"{" and raw[1:2] != b"\x00" else json.detect_encoding(raw)
+            body = _JSON.decode(raw.decode(encoding, "surrogatepass"))
         except (ValueError, UnicodeDecodeError):
             if status == 200 and raw.lstrip()[:1] in (b"{", b"["):
                 raise ExchangeUnavailable(

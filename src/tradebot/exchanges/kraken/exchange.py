@@ -156,7 +156,7 @@ class KrakenExchange:
 
     async def ticker(self, pairs: Sequence[str]) -> list[Ticker]:
         """Tickers of ``pairs`` over REST."""
-        names = ",".join(self.pairs.info(p).altname for p in pairs)
+        names = ",".join([self.pairs.info(p).altname for p in pairs])  # a list joins faster than a generator
         return parse_ticker(await self.rest.public("Ticker", {"pair": names}), self.pairs, self._clock.now())
 
     async def ohlc(self, pair: str, interval: int = 1) -> list[Candle]:

@@ -25,6 +25,7 @@ ASSET_CODES: Mapping[str, str] = {
 }  # fmt: skip
 
 _TO_KRAKEN_WS = {"XBT": "BTC", "XDG": "DOGE"}
+_SPELLINGS_KEPT = 1024
 
 
 def asset_from_kraken(code: str) -> str:
@@ -82,6 +83,9 @@ class PairRegistry:
     def __init__(self, pairs: Iterable[PairInfo] = _DEFAULT_PAIRS) -> None:
         self._by_pair: dict[str, PairInfo] = {}
         self._by_name: dict[str, PairInfo] = {}
+        # pair as a caller spells it -> info: every REST call looks its pairs up, and the
+        # same few spellings come back each time; emptied whenever a pair is (re)registered
+        self._spelled: dict[str, PairInfo] = {}
         for info in pairs:
             self.add(info)
 
@@ -90,6 +94,7 @@ class PairRegistry:
         self._by_pair[info.pair] = info
         for name in (info.pair, info.altname, info.rest_name):
             self._by_name[name.upper()] = info
+        self._spelled.clear()
 
     def __contains__(self, pair: str) -> bool:
         return _normalise(pair) in self._by_pair
@@ -99,9 +104,14 @@ class PairRegistry:
 
     def info(self, pair: str) -> PairInfo:
         """The pair ``"BTC/USD"`` (``"XBT/USD"`` works too); :class:`UnknownPair` otherwise."""
+        info = self._spelled.get(pair)
+        if info is not None:
+            return info
         info = self._by_pair.get(_normalise(pair))
         if info is None:
             raise UnknownPair(f"Kraken: pair {pair!r} is not known", pair=pair)
+        if len(self._spelled) < _SPELLINGS_KEPT:  # bounded, whatever callers pass
+            self._spelled[pair] = info
         return info
 
     def from_kraken(self, name: str) -> PairInfo | None:

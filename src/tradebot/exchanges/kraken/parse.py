@@ -148,6 +148,16 @@ def timestamp(value: Any, where: _Where) -> datetime:
 
 def parse_envelope(body: Any, endpoint: str) -> tuple[list[str], Any]:
     """``{"error": [...], "result": ...}`` -> (errors, result)."""
+    # Fast path for the common answer (no error, a result); anything else, even a valid
+    # envelope with errors, takes the checked path below, which explains what is wrong.
+    if type(body) is dict and "result" in body:
+        errors = body.get("error")
+        if type(errors) is list and not errors:
+            return [], body["result"]
+    return _parse_envelope_checked(body, endpoint)
+
+
+def _parse_envelope_checked(body: Any, endpoint: str) -> tuple[list[str], Any]:
     where = _Where(endpoint)
     obj = _obj(body, where)
     errors = obj.get("error", [])
@@ -184,8 +194,62 @@ def _pair_key(key: str, registry: PairRegistry, where: _Where) -> str:
     return info.pair
 
 
+def _fast_decimal(value: Any) -> Decimal | None:
+    """A finite, unsigned Decimal from a JSON string; None for anything else.
+
+    The fast half of :func:`decimal_field`: it accepts only what that one accepts and
+    gives the same number (``Decimal`` trims exactly the whitespace ``str.strip`` does,
+    checked over every code point); None sends the caller to the checked path, which
+    raises the located error or, for the rare valid rest (numbers, ``-0``), accepts it.
+    """
+    if type(value) is not str:
+        return None
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None
+    if number.is_signed() or not number.is_finite():  # negative (or -0: left to the checked path)
+        return None
+    return number
+
+
+def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ticker] | None:
+    """``parse_ticker`` for well-formed answers only: None as soon as anything is off.
+
+    It builds no :class:`_Where` and raises nothing, so a valid answer costs only its
+    checks; every check of :func:`_parse_ticker_checked` is made here too, or stricter.
+    """
+    if type(result) is not dict:
+        return None
+    out = []
+    for key, data in result.items():
+        info = registry.from_kraken(key) if type(key) is str else None
+        if info is None or type(data) is not dict:
+            return None
+        a, b, c, v = data.get("a"), data.get("b"), data.get("c"), data.get("v")
+        if type(a) is not list or type(b) is not list or type(c) is not list or type(v) is not list:
+            return None
+        if not a or not b or not c or len(v) < 2:
+            return None
+        ask, bid = _fast_decimal(a[0]), _fast_decimal(b[0])
+        last, volume = _fast_decimal(c[0]), _fast_decimal(v[1])
+        if ask is None or bid is None or last is None or volume is None:
+            return None
+        if not ask or not bid or not last or bid > ask:  # prices must be > 0; a crossed book is bad data
+            return None
+        out.append(Ticker(pair=info.pair, bid=bid, ask=ask, last=last, volume=volume, time=now))
+    return out
+
+
 def parse_ticker(result: Any, registry: PairRegistry, now: datetime) -> list[Ticker]:
     """A ``Ticker`` result -> one :class:`Ticker` per pair (REST tickers carry no time: ``now``)."""
+    tickers = _fast_tickers(result, registry, now)
+    if tickers is not None:
+        return tickers
+    return _parse_ticker_checked(result, registry, now)  # raises the located error (or accepts e.g. numbers)
+
+
+def _parse_ticker_checked(result: Any, registry: PairRegistry, now: datetime) -> list[Ticker]:
     where = _Where("public/Ticker")
     out = []
     for key, data in _obj(result, where).items():
