@@ -174,8 +174,9 @@ class StrategyStats:
     buckets: list[int] = attrs.Factory(lambda: [0] * (len(DURATION_BUCKETS_S) + 1))
     last_error: str | None = None
     last_call_at: float | None = None
-    """Clock time (monotonic) of the last successful call (for a dispatched inline call, of the
-    event's dispatch, microseconds before the call ends)."""
+    """Clock time (monotonic) of the last successful call; for inline instances, when the
+    dispatcher took the batch of events the call was for (one clock reading per batch, at
+    most the batch's duration early: microseconds for a few quick strategies)."""
 
     @property
     def mean_s(self) -> float:
@@ -291,6 +292,9 @@ class StrategyHandle:
     worker: _Worker | None = None
     on_event: Callable[..., Any] = attrs.field(init=False)
     pair_set: frozenset[str] | None = attrs.field(init=False)
+    filter_pairs: frozenset[str] | None = None
+    """Inline instances: the pairs the dispatcher checks; None while the shared subscription
+    has never delivered any pair outside this instance's (see ``_join_group``)."""
     quick_s: float = attrs.field(init=False)
     """Calls shorter than this are neither slow nor overran: ``min(warn_s, timeout_s)``."""
     backlog: ConflatingQueue[Any] | None = attrs.field(init=False, default=None)
@@ -470,7 +474,14 @@ class StrategyRunner:
 
     def _join_group(self, handle: StrategyHandle) -> None:
         self._group = (*self._group, handle)
-        self._update_group_pairs()
+        union = self._update_group_pairs()
+        # an instance is spared the per-call pair check only while the subscription takes
+        # exactly its pairs; a wider union turns the check on for good, as events of the
+        # other pairs may stay queued after their instance left
+        for h in self._group:
+            if h.pair_set != union:
+                h.filter_pairs = h.pair_set
+        handle.filter_pairs = None if handle.pair_set == union else handle.pair_set
 
     def _leave_group(self, handle: StrategyHandle) -> None:
         self._group = tuple(h for h in self._group if h is not handle)
@@ -479,11 +490,13 @@ class StrategyRunner:
         else:
             self._update_group_pairs()
 
-    def _update_group_pairs(self) -> None:
+    def _update_group_pairs(self) -> frozenset[str] | None:
         """The shared subscription takes the pairs of every inline instance (all if one takes all)."""
         assert self._group_sub is not None
         sets = [h.pair_set for h in self._group]
-        self._group_sub.pairs = None if any(p is None for p in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
+        union = None if any(p is None for p in sets) else frozenset().union(*sets)  # type: ignore[arg-type]
+        self._group_sub.pairs = union
+        return union
 
     # --- queries ------------------------------------------------------------------------
 
@@ -587,12 +600,11 @@ class StrategyRunner:
         blocked: Mapping[str, str] = host.quarantined_view if host is not None else {}
         faults: Mapping[str, int] = host.failures_view if host is not None else {}
         perf = time.perf_counter
-        monotonic = self._clock.monotonic
+        now = self._clock.monotonic()  # one reading for the batch (see StrategyStats.last_call_at)
         for event in sub.queue.take_all():
             trace = sub.trace_of(event) if tracer is not None else None
             pair = event.pair
             key: Hashable | None = None
-            now = monotonic()
             for handle in self._group:
                 try:
                     if handle.detached:
@@ -606,7 +618,7 @@ class StrategyRunner:
                                 handle.backlog_traces[key] = trace
                             backlog.put_latest(key, event)
                         continue
-                    if handle.pair_set is not None and pair not in handle.pair_set:
+                    if handle.filter_pairs is not None and pair not in handle.filter_pairs:
                         continue
                     plugin = handle.plugin
                     if tracer is not None or (blocked and plugin in blocked):
