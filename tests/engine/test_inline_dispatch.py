@@ -7,11 +7,10 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
+from tests.engine.test_strategy_runner import PAIR, Recorder, Sink, buy, running, settle, ticker
 from tradebot.core.bus import EventBus
 from tradebot.core.models import Signal, Ticker
 from tradebot.core.plugins import PluginHost
-
-from tests.engine.test_strategy_runner import PAIR, Recorder, Sink, buy, running, settle, ticker
 from tradebot.core.strategy import StrategyRunner
 
 
