@@ -1,6 +1,6 @@
 """Engine throughput: ticks/s through the event bus and strategy runner (run by hand).
 
-    python bench/bench_engine.py [--ticks 100000] [--pairs 4] [--repeat 3]
+    python bench/bench_engine.py [--ticks 100000] [--pairs 4] [--repeat 5]
 
 Two built-in strategies (SMA crossover, RSI reversion) trade in-process market data:
 
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=100_000)
     parser.add_argument("--pairs", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--trace-every", type=int, default=100, help="1 traces every strategy call")
     parser.add_argument(
         "--trace-interval", type=float, default=0.1, help="at most one quiet call traced per this many seconds"
