@@ -11,17 +11,19 @@ import asyncio
 import codecs
 import json
 import time
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from tradebot.core.errors import BadDataError, CircuitOpen, ExchangeUnavailable, RequestTimeout
+from tradebot.core.errors import BadDataError, CircuitOpen, ExchangeUnavailable, RequestTimeout, TradebotError
 from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken import client as client_module
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.kraken.pairs import PairInfo, PairRegistry
+from tradebot.exchanges.kraken.parse import parse_ticker
 
 from .conftest import make_exchange
 from .fake_kraken import API_KEY, API_SECRET, TICKER, FakeKraken
@@ -141,7 +143,7 @@ async def test_every_answer_hands_its_connection_back(server: FakeKraken, tmp_pa
                 await asyncio.wait_for(ex.ticker(["BTC/USD"]), 3.0)
             except TimeoutError:  # pragma: no cover - the failure this test is about
                 pytest.fail(f"a call stalled after {fault[0]}: a connection was not released")
-            except Exception:  # typed errors are the point of other tests; here: no stall
+            except TradebotError:  # each fault ends in one of our typed errors, never a stall
                 pass
         for _ in range(20):
             (ticker,) = await asyncio.wait_for(ex.ticker(["BTC/USD"]), 3.0)
@@ -157,3 +159,30 @@ def test_pair_lookups_see_a_re_registered_pair() -> None:
     assert registry.info("btc/usd") is registry.info("BTC/USD")
     registry.add(PairInfo("BTC/USD", "XBTUSDNEW", "XXBTZUSD"))
     assert registry.info("btc/usd").altname == "XBTUSDNEW"  # not the remembered old one
+
+
+def test_an_answer_nested_too_deeply_is_bad_data_not_a_crash() -> None:
+    rest = KrakenExchange(KrakenConfig(base_url="http://127.0.0.1:1")).rest
+    with pytest.raises(BadDataError, match="nested too deeply"):
+        rest._decode("public/Ticker", 200, b'{"error":[],"result":' + b"[" * 200_000, trading=False)
+
+
+@pytest.mark.parametrize(
+    "cell",
+    ["1_000", "\u0663\u0660\u0660", "1e999999999999999999", "1e-999999999999999999", "2E+19", "1e-25"],
+)
+def test_prices_decimal_would_misread_are_refused_on_both_paths(cell: str) -> None:
+    """Underscores, other scripts' digits and absurd exponents all parse as Decimal; none is a price."""
+    registry = PairRegistry()
+    row = {"a": [cell, "1", "1"], "b": ["1", "1", "1"], "c": ["1", "1"], "v": ["1", "1"]}
+    with pytest.raises(BadDataError, match=r"XXBTZUSD"):
+        parse_ticker({"XXBTZUSD": row}, registry, datetime.now(UTC))
+
+
+def test_prices_within_range_still_parse() -> None:
+    registry = PairRegistry()
+    row = {"a": ["30300.1", "1", "1"], "b": ["0.000000000001", "1", "1"], "c": ["1e3", "1"], "v": ["1", "5e17"]}
+    (ticker,) = parse_ticker({"XXBTZUSD": row}, registry, datetime.now(UTC))
+    assert (ticker.ask, ticker.bid, ticker.last, ticker.volume) == (
+        Decimal("30300.1"), Decimal("1E-12"), Decimal("1E+3"), Decimal("5E+17")
+    )

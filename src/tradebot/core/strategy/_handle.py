@@ -54,6 +54,8 @@ class StrategyHandle:
     detached: bool = True
     """Inline instances: True while the instance's own task, not the dispatcher, calls it
     (before ``start`` returned, and while a failure or a second batch of signals is handled)."""
+    delivering: bool = False
+    """True while the instance's task waits for the sink to take a batch of its signals."""
     backlog_traces: dict[Hashable, Any] = attrs.Factory(dict)
     """Conflation key -> trace context of the latest backlog event queued under it."""
 

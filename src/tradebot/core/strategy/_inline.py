@@ -203,7 +203,7 @@ class InlineDispatch:
         assert backlog is not None
         if followup.signals is not None:
             handle.stats.last_call_at = now
-            if not backlog and not backlog.closed:
+            if not backlog and not backlog.closed and not handle.delivering:
                 # nothing else waits: the instance's task hands the signals over while the
                 # dispatcher keeps calling it; a second batch before that detaches it
                 backlog.put_nowait(followup)
@@ -280,10 +280,13 @@ class InlineDispatch:
             if type(item) is _Followup:
                 if item.signals is not None and item.trace is None:  # the common case, kept short
                     handle.stats.signals += len(item.signals)
+                    handle.delivering = True
                     try:
                         await self._sink(item.signals)
                     except Exception:  # noqa: BLE001 - the sink's failure is not the strategy's
                         self._sink_failed(handle, item.signals)
+                    finally:
+                        handle.delivering = False
                 else:
                     await self._follow_up(handle, item)
             else:

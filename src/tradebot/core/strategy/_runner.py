@@ -403,10 +403,13 @@ class StrategyRunner(InlineDispatch):
 
     async def _deliver(self, handle: StrategyHandle, signals: list[Signal]) -> None:
         handle.stats.signals += len(signals)
+        handle.delivering = True
         try:
             await self._sink(signals)
         except Exception:  # noqa: BLE001 - the sink's failure is not the strategy's
             self._sink_failed(handle, signals)
+        finally:
+            handle.delivering = False
 
     @staticmethod
     def _sink_failed(handle: StrategyHandle, signals: list[Signal]) -> None:

@@ -18,7 +18,7 @@ import aiohttp
 from yarl import URL
 
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import AuthError, ExchangeUnavailable, InvalidNonce, RateLimited, TradebotError
+from tradebot.core.errors import AuthError, BadDataError, ExchangeUnavailable, InvalidNonce, RateLimited, TradebotError
 from tradebot.core.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry
@@ -292,6 +292,10 @@ class KrakenRestClient:
             # answer, "{" then a non-NUL byte, is UTF-8 by json.detect_encoding's own rules
             encoding = "utf-8" if raw[:1] == b"{" and raw[1:2] != b"\x00" else json.detect_encoding(raw)
             body = _JSON.decode(raw.decode(encoding, "surrogatepass"))
+        except RecursionError:  # nesting no real answer has: bad data, not a crash
+            raise BadDataError(
+                f"Kraken {endpoint}: answer nested too deeply to read ({len(raw)} bytes)", endpoint=endpoint
+            ) from None
         except (ValueError, UnicodeDecodeError):
             if status == 200 and raw.lstrip()[:1] in (b"{", b"["):
                 raise ExchangeUnavailable(

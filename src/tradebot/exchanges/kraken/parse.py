@@ -95,12 +95,20 @@ def _str(value: Any, where: _Where) -> str:
     return value
 
 
+_MIN_ADJUSTED, _MAX_ADJUSTED = -24, 18
+"""Decimal exponents a price or volume can have: 1e-24 to 9.99e18. Outside that range a
+number is garbage (``1e999999999999999999`` parses, then overflows in the first sum)."""
+
+
 def decimal_field(value: Any, where: _Where, *, positive: bool = False) -> Decimal:
     """A finite, non-negative Decimal (strictly positive with ``positive``)."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float, Decimal)):
         raise where.fail(f"is not a number (got {type(value).__name__})")
     if isinstance(value, float) and not math.isfinite(value):
         raise where.fail(f"is not finite ({value!r})")
+    if isinstance(value, str) and (not value.isascii() or "_" in value):
+        # Decimal also reads "1_000" and digits of other scripts; Kraken sends neither
+        raise where.fail(f"is not a plain decimal number ({value[:40]!r})")
     try:
         number = Decimal(str(value).strip()) if not isinstance(value, Decimal) else value
     except InvalidOperation:
@@ -109,6 +117,8 @@ def decimal_field(value: Any, where: _Where, *, positive: bool = False) -> Decim
         raise where.fail(f"is not finite ({value!r})")
     if number < 0:
         raise where.fail(f"is negative ({value!r})")
+    if number and not _MIN_ADJUSTED <= number.adjusted() <= _MAX_ADJUSTED:
+        raise where.fail(f"is out of range ({str(value)[:40]!r})")
     if positive and number == 0:
         raise where.fail("is zero where a positive price is required")
     return number
@@ -202,13 +212,15 @@ def _fast_decimal(value: Any) -> Decimal | None:
     checked over every code point); None sends the caller to the checked path, which
     raises the located error or, for the rare valid rest (numbers, ``-0``), accepts it.
     """
-    if type(value) is not str:
+    if type(value) is not str or not value.isascii() or "_" in value:
         return None
     try:
         number = Decimal(value)
     except InvalidOperation:
         return None
     if number.is_signed() or not number.is_finite():  # negative (or -0: left to the checked path)
+        return None
+    if number and not _MIN_ADJUSTED <= number.adjusted() <= _MAX_ADJUSTED:
         return None
     return number
 
