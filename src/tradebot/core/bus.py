@@ -144,11 +144,9 @@ class ConflatingQueue(Generic[T]):
         For a consumer that took an item and could not act on it: a newer value, if one came
         meanwhile, wins. True when the item was queued again.
         """
-        if self._closed:
-            raise BusClosed("queue is closed")
-        if key in self._latest:
+        if key in self._latest and not self._closed:
             return False
-        self.put_latest(key, item)
+        self.put_latest(key, item)  # BusClosed once closed
         return True
 
     def put_nowait(self, item: T) -> None:
@@ -230,7 +228,7 @@ class ConflatingQueue(Generic[T]):
     async def wait(self) -> None:
         """Wait until an entry is queued (taking none); :class:`BusClosed` once closed and drained.
 
-        For a consumer that then takes everything queued with :meth:`get_nowait`, without a
+        For a consumer that then takes everything queued with :meth:`take_all`, without a
         coroutine switch per entry.
         """
         while not self._entries:

@@ -319,8 +319,8 @@ class PluginHost:
         except TradebotError:
             raise
         except Exception as exc:
-            raise self._fault(plugin, method, exc) from exc
-        self._failures.pop(plugin, None)  # kept empty while nothing fails: hot loops test that
+            raise self.record_fault(plugin, method, exc) from exc
+        self.record_success(plugin)
         return result
 
     async def acall_untraced(self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -334,8 +334,8 @@ class PluginHost:
         except TradebotError:
             raise
         except Exception as exc:
-            raise self._fault(plugin, method, exc) from exc
-        self._failures.pop(plugin, None)  # kept empty while nothing fails: hot loops test that
+            raise self.record_fault(plugin, method, exc) from exc
+        self.record_success(plugin)
         return result
 
     def record_success(self, plugin: str) -> None:
@@ -348,9 +348,6 @@ class PluginHost:
 
     def record_fault(self, plugin: str, method: str, exc: BaseException) -> PluginError:
         """Attribute a plugin fault as :meth:`call_untraced` does; the error to raise or report."""
-        return self._fault(plugin, method, exc)
-
-    def _fault(self, plugin: str, method: str, exc: BaseException) -> PluginError:
         text = describe(exc)
         count = self._failures.get(plugin, 0) + 1
         self._failures[plugin] = count
@@ -382,7 +379,7 @@ class PluginHost:
     def release(self, plugin: str) -> None:
         """Lift a quarantine (after the plugin was reloaded and re-registered)."""
         self._quarantined.pop(plugin, None)
-        self._failures.pop(plugin, None)  # kept empty while nothing fails: hot loops test that
+        self.record_success(plugin)
 
     def failures(self, plugin: str) -> int:
         """Consecutive failures of a plugin so far."""

@@ -81,8 +81,9 @@ class _Followup:
 
     One of: ``signals`` to hand to the sink; a ``failure`` message that counts towards
     quarantine; a ``quarantine`` reason (the plugin host refused the plugin); an awaitable
-    ``pending`` that an inline ``on_event`` returned, to finish under the rest of its timeout.
-    (A plain slotted class: one is made per signal batch, on the hot path.)
+    ``pending`` that an inline ``on_event`` returned, to finish under the rest of its timeout
+    (``sync_s``: how long the call took before it returned that awaitable). A plain slotted
+    class: one is made per signal batch, on the hot path.
     """
 
     __slots__ = ("failure", "pending", "quarantine", "signals", "sync_s", "trace", "traced")
@@ -102,7 +103,6 @@ class _Followup:
         self.quarantine = quarantine
         self.pending = pending
         self.sync_s = sync_s
-        """How long the call that returned ``pending`` took before it returned."""
         self.traced = traced
         self.trace: Any = None
 

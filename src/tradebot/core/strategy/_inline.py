@@ -50,8 +50,6 @@ class InlineDispatch:
         def _call_failed(handle: StrategyHandle, exc: Exception, elapsed: float, tracer: Any, traced: bool) -> str: ...
         @staticmethod
         def _succeeded(handle: StrategyHandle, elapsed: float, tracer: Any, traced: bool) -> None: ...
-        @staticmethod
-        def _sink_failed(handle: StrategyHandle, signals: list[Signal]) -> None: ...
         async def _start(self, handle: StrategyHandle) -> bool: ...
         async def _call_on_event(self, handle: StrategyHandle, event: object) -> list[Signal] | None: ...
         async def _deliver(self, handle: StrategyHandle, signals: list[Signal]) -> None: ...
@@ -286,15 +284,8 @@ class InlineDispatch:
             else:
                 item = backlog.get_nowait()
             if type(item) is _Followup:
-                if item.signals is not None and item.trace is None:  # the common case, kept short
-                    handle.stats.signals += len(item.signals)
-                    handle.delivering = True
-                    try:
-                        await self._sink(item.signals)
-                    except Exception:  # noqa: BLE001 - the sink's failure is not the strategy's
-                        self._sink_failed(handle, item.signals)
-                    finally:
-                        handle.delivering = False
+                if item.signals is not None and item.trace is None:  # the common case: no trace to resume
+                    await self._deliver(handle, item.signals)
                 else:
                     await self._follow_up(handle, item)
             else:
@@ -314,8 +305,7 @@ class InlineDispatch:
         if item.pending is not None:
             with tracing.resume(item.trace):
                 signals = await self._finish_pending(handle, item)
-            if signals:
-                with tracing.resume(item.trace):
+                if signals:
                     await self._deliver(handle, signals)
         elif item.signals is not None:
             with tracing.resume(item.trace):
