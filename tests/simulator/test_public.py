@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import aiohttp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tradebot.exchanges.simulator import Simulator
+from tradebot.core.clock import FakeClock
+from tradebot.exchanges.simulator import Simulator, SimulatorConfig
+from tradebot.exchanges.simulator._rest import _ticker_row, kraken_body, public_ticker
 
 from .conftest import KrakenTestClient
 
@@ -101,3 +106,39 @@ async def test_unknown_method_and_post_for_public(
         assert list((await resp.json())["result"]) == ["XXBTZUSD"]
     async with session.get(f"{sim.base_url}/0/private/Balance") as resp:
         assert (await resp.json())["error"]
+
+
+async def test_ticker_answers_a_pair_asked_twice_once(kraken: KrakenTestClient) -> None:
+    result = (await kraken.public("Ticker", pair="XBTUSD,XXBTZUSD,BTC/USD"))["result"]
+    assert list(result) == ["XXBTZUSD"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.sampled_from(["step", "tick-second", "half-second", "day", "ask"]), min_size=1, max_size=25))
+def test_cached_ticker_answer_is_always_the_one_computed_afresh(ops: list[str]) -> None:
+    """Rendered rows are reused between market moves; they must never show stale figures."""
+    clock = FakeClock()
+    sim = Simulator(SimulatorConfig(tick_interval_s=0), clock=clock)
+    pairs = ["XXBTZUSD", "XETHZUSD"]
+
+    def fresh() -> dict[str, object]:
+        now = clock.now()
+        ts = int(now.timestamp())
+        out = {}
+        for key in pairs:
+            market = sim.market[key]
+            stats = market._compute_stats(now, ts, market.candles[15])
+            out[key] = _ticker_row(stats, market.pair.pair_decimals)
+        return json.loads(json.dumps(out))
+
+    for op in [*ops, "ask"]:
+        if op == "step":
+            sim.step()
+        elif op == "tick-second":
+            clock._t += 1.0
+        elif op == "half-second":
+            clock._t += 0.5
+        elif op == "day":
+            clock._t += 86_400.0
+        answer = json.loads(kraken_body([], public_ticker(sim, {"pair": "XBTUSD,ETHUSD"})))
+        assert answer == {"error": [], "result": fresh()}

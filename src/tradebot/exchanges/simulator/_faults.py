@@ -303,6 +303,8 @@ class FaultInjector:
 
     def draw(self, endpoint: str, *, private: bool) -> list[FaultRule]:
         """The request faults that hit this call (consuming ``n`` counts as they trigger)."""
+        if not self._rules:  # the usual case: nothing injected, nothing to expire
+            return []
         hits = []
         for active in self._active():
             rule = active.rule

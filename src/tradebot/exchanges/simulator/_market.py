@@ -153,6 +153,7 @@ class PairMarket:
         self.bid_qty = Decimal(1)
         self.ask_qty = Decimal(1)
         self.candles: dict[int, deque[CandleBar]] = {}
+        self._stats_cache: tuple[tuple[int, int], TickerStats] | None = None
         for interval in OHLC_INTERVALS:
             span = interval * 60
             current_open = int(now.timestamp()) // span * span
@@ -207,17 +208,22 @@ class PairMarket:
     def stats(self, now: datetime) -> TickerStats:
         """Bid/ask/last plus today's and the last 24 hours' volume, vwap, range and open."""
         ts = int(now.timestamp())
-        bars = self.candles[15]
-        last_bar = bars[-1]
-        # the windows only change when a trade or a tick lands or a second passes: every
-        # Ticker request in between gets the same figures (stamped with its own time)
-        key = (ts, id(last_bar), last_bar.count, last_bar.volume, self.bid, self.ask, self.last, self.bid_qty, self.ask_qty, self.last_qty)
-        cached = getattr(self, "_stats_cache", None)
+        key = self.version(ts)
+        cached = self._stats_cache
         if cached is not None and cached[0] == key:
             return attrs.evolve(cached[1], time=now)
-        result = self._compute_stats(now, ts, bars)
+        result = self._compute_stats(now, ts, self.candles[15])
         self._stats_cache = (key, result)
         return result
+
+    def version(self, ts: int) -> tuple[int, int]:
+        """What every figure of :meth:`stats` depends on: the second, and the ticks taken.
+
+        Prices, quantities and candles change only in :meth:`step`, and the today/24h windows
+        only when the second changes, so two requests with the same version get the same
+        figures (each stamped with its own time). Renderers key their caches on it too.
+        """
+        return (ts, self.ticks)
 
     def _compute_stats(self, now: datetime, ts: int, bars: deque[CandleBar]) -> TickerStats:
         midnight = ts // 86400 * 86400

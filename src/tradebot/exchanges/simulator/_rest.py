@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -19,7 +20,7 @@ from tradebot.exchanges.kraken.auth import verify
 from tradebot.exchanges.simulator._account import INVALID, SimOrder, parse_order_params
 from tradebot.exchanges.simulator._catalog import PairInfo
 from tradebot.exchanges.simulator._faults import FaultRule
-from tradebot.exchanges.simulator._market import OHLC_INTERVALS
+from tradebot.exchanges.simulator._market import OHLC_INTERVALS, TickerStats
 from tradebot.exchanges.simulator._protocol import KrakenRejection, fmt_decimal, quantize
 from tradebot.exchanges.simulator._ratelimit import order_age_penalty
 
@@ -30,8 +31,9 @@ __all__ = ["ENDPOINTS", "Endpoint", "RestApi"]
 
 log = logging.getLogger(__name__)
 Params = Mapping[str, str]
-Handler = Callable[["Simulator", Params], dict[str, Any]]
+Handler = Callable[["Simulator", Params], "dict[str, Any] | Encoded"]
 _PAGE = 50
+_NO_FAULTS: Mapping[str, FaultRule] = MappingProxyType({})
 
 
 @attrs.frozen
@@ -48,8 +50,18 @@ def _json(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
+class Encoded(bytes):
+    """A handler's result already encoded as JSON (for answers cached between market moves)."""
+
+    __slots__ = ()
+
+
 def kraken_body(errors: list[str], result: Any = None) -> bytes:
-    return _json({"error": errors} if errors else {"error": [], "result": result})
+    if errors:
+        return _json({"error": errors})
+    if type(result) is Encoded:
+        return b'{"error":[],"result":' + result + b"}"
+    return _json({"error": [], "result": result})
 
 
 _CLOUDFLARE = """<!DOCTYPE html>
@@ -71,10 +83,11 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         sim = self._sim
-        scope = request.match_info["scope"]
-        endpoint = ENDPOINTS.get(request.match_info["method"])
-        sim.stats.requests[request.match_info["method"][:64]] += 1
-        if endpoint is None or endpoint.private != (scope == "private"):
+        match = request.match_info
+        method = match["method"]
+        endpoint = ENDPOINTS.get(method)
+        sim.stats.requests[method[:64]] += 1
+        if endpoint is None or endpoint.private != (match["scope"] == "private"):
             return self._respond(kraken_body(["EGeneral:Unknown method"]), status=404)
         if endpoint.private and request.method != "POST":
             return self._respond(kraken_body(["EGeneral:Invalid arguments"]), status=405)
@@ -84,19 +97,21 @@ class RestApi:
             sim.stats.add_order_calls[params["cl_ord_id"]] += 1
 
         faults = sim.faults.draw(endpoint.name, private=endpoint.private)
-        latency = sum(float(f.value or 0) for f in faults if f.kind == "latency")
-        if latency:
-            await sim.wait(latency)
-        kinds = {f.kind: f for f in faults}
-        if "timeout" in kinds:
-            await sim.wait(float(kinds["timeout"].value or 60))
-            return self._drop(request)
-        if "drop" in kinds:
-            return self._drop(request)
-        if "http5xx" in kinds:
-            return self._cloudflare(int(kinds["http5xx"].value or 502))
-        if "error" in kinds:
-            return self._respond(kraken_body([str(kinds["error"].value)]))
+        kinds: Mapping[str, FaultRule] = _NO_FAULTS
+        if faults:
+            latency = sum(float(f.value or 0) for f in faults if f.kind == "latency")
+            if latency:
+                await sim.wait(latency)
+            kinds = {f.kind: f for f in faults}
+            if "timeout" in kinds:
+                await sim.wait(float(kinds["timeout"].value or 60))
+                return self._drop(request)
+            if "drop" in kinds:
+                return self._drop(request)
+            if "http5xx" in kinds:
+                return self._cloudflare(int(kinds["http5xx"].value or 502))
+            if "error" in kinds:
+                return self._respond(kraken_body([str(kinds["error"].value)]))
 
         try:
             if parse_error:
@@ -115,6 +130,8 @@ class RestApi:
     # --- responses ------------------------------------------------------------
 
     def _after(self, request: web.Request, body: bytes, kinds: Mapping[str, FaultRule]) -> web.StreamResponse:
+        if not kinds:
+            return self._respond(body)
         if "drop_response" in kinds:
             return self._drop(request)
         if "malformed" in kinds:
@@ -314,28 +331,38 @@ def public_asset_pairs(sim: Simulator, params: Params) -> dict[str, Any]:
     return result
 
 
-def public_ticker(sim: Simulator, params: Params) -> dict[str, Any]:
-    now = _now(sim)
-    result = {}
+def public_ticker(sim: Simulator, params: Params) -> Encoded:
+    now = sim.clock.now()
+    ts = int(now.timestamp())
+    rows = sim.ticker_rows
+    members: dict[str, bytes] = {}  # a pair asked for twice is answered once, as a JSON object would
     for pair in _pairs_param(sim, params, required=False):
-        s = sim.market[pair.key].stats(now)
-        d = pair.pair_decimals
+        market = sim.market[pair.key]
+        version = market.version(ts)
+        cached = rows.get(pair.key)
+        if cached is None or cached[0] != version:
+            # a row has no timestamp: it changes only when the market's version does
+            row = _ticker_row(market.stats(now.astimezone(UTC)), pair.pair_decimals)
+            cached = rows[pair.key] = (version, _json(pair.key) + b":" + _json(row))
+        members[pair.key] = cached[1]
+    return Encoded(b"{" + b",".join(members.values()) + b"}")
 
-        def px(value: Decimal, d: int = d) -> str:
-            return fmt_decimal(value, d)
 
-        result[pair.key] = {
-            "a": [px(s.ask), str(max(1, int(s.ask_qty))), fmt_decimal(s.ask_qty, 3)],
-            "b": [px(s.bid), str(max(1, int(s.bid_qty))), fmt_decimal(s.bid_qty, 3)],
-            "c": [px(s.last), fmt_decimal(s.last_qty, 8)],
-            "v": [fmt_decimal(s.volume_today, 8), fmt_decimal(s.volume_24h, 8)],
-            "p": [px(s.vwap_today), px(s.vwap_24h)],
-            "t": [s.trades_today, s.trades_24h],
-            "l": [px(s.low_today), px(s.low_24h)],
-            "h": [px(s.high_today), px(s.high_24h)],
-            "o": px(s.open_today),
-        }
-    return result
+def _ticker_row(s: TickerStats, d: int) -> dict[str, Any]:
+    def px(value: Decimal) -> str:
+        return fmt_decimal(value, d)
+
+    return {
+        "a": [px(s.ask), str(max(1, int(s.ask_qty))), fmt_decimal(s.ask_qty, 3)],
+        "b": [px(s.bid), str(max(1, int(s.bid_qty))), fmt_decimal(s.bid_qty, 3)],
+        "c": [px(s.last), fmt_decimal(s.last_qty, 8)],
+        "v": [fmt_decimal(s.volume_today, 8), fmt_decimal(s.volume_24h, 8)],
+        "p": [px(s.vwap_today), px(s.vwap_24h)],
+        "t": [s.trades_today, s.trades_24h],
+        "l": [px(s.low_today), px(s.low_24h)],
+        "h": [px(s.high_today), px(s.high_24h)],
+        "o": px(s.open_today),
+    }
 
 
 def public_ohlc(sim: Simulator, params: Params) -> dict[str, Any]:

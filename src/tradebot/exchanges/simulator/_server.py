@@ -119,6 +119,8 @@ class Simulator:
             self.api_key, self.api_secret = str(config.api_key), str(config.api_secret)
         self.last_nonce: dict[str, int] = {}
         self.stats = SimStats()
+        # each pair's Ticker member as JSON, with the market version it shows (see public_ticker)
+        self.ticker_rows: dict[str, tuple[tuple[int, int], bytes]] = {}
         self.tier = RATE_TIERS[config.rate_tier]
         self._rest_limiters: dict[str, DecayCounter] = {}
         self._order_limiters: dict[str, DecayCounter] = {}
