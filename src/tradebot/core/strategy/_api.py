@@ -126,7 +126,8 @@ class StrategyStats:
         self.calls += 1
         self.last_s = duration_s
         self.total_s += duration_s
-        self.max_s = max(self.max_s, duration_s)
+        if duration_s > self.max_s:
+            self.max_s = duration_s
         self.buckets[bisect.bisect_left(DURATION_BUCKETS_S, duration_s)] += 1
 
     def histogram(self) -> dict[str, int]:

@@ -123,6 +123,7 @@ class InlineDispatch:
         blocked: Mapping[str, str] = host.quarantined_view if host is not None else {}
         faults: Mapping[str, int] = host.failures_view if host is not None else {}
         perf = time.perf_counter
+        first_bucket = _FIRST_BUCKET_S
         now = self._clock.monotonic()  # one reading for the batch (see StrategyStats.last_call_at)
         for event in sub.queue.take_all():
             trace = sub.trace_of(event) if tracer is not None else None
@@ -177,9 +178,10 @@ class InlineDispatch:
                             stats.succeeded += 1
                             stats.last_s = elapsed
                             stats.total_s += elapsed
-                            stats.max_s = max(stats.max_s, elapsed)
+                            if elapsed > stats.max_s:  # a comparison costs less than a call to max()
+                                stats.max_s = elapsed
                             stats.buckets[
-                                0 if elapsed <= _FIRST_BUCKET_S else bisect.bisect_left(DURATION_BUCKETS_S, elapsed)
+                                0 if elapsed <= first_bucket else bisect.bisect_left(DURATION_BUCKETS_S, elapsed)
                             ] += 1
                             stats.consecutive_failures = 0
                             stats.last_call_at = now
@@ -278,11 +280,10 @@ class InlineDispatch:
             if not len(backlog):
                 handle.detached = False  # nothing held back: the dispatcher calls it again
                 try:
-                    item = await backlog.get()
+                    await backlog.wait()  # not get(): one coroutine frame less to suspend and resume
                 except BusClosed:
                     break
-            else:
-                item = backlog.get_nowait()
+            item = backlog.get_nowait()
             if type(item) is _Followup:
                 if item.signals is not None and item.trace is None:  # the common case: no trace to resume
                     await self._deliver(handle, item.signals)
