@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import sys
 import textwrap
@@ -11,8 +12,10 @@ from pathlib import Path
 import pytest
 
 from tradebot.core.errors import PluginError
-from tradebot.core.healing import Failure, Healer
+from tradebot.core.healing import EXIT_ESCALATE, Failure, Healer
+from tradebot.core.models import Alert, AlertLevel
 from tradebot.core.plugins import PluginHost
+from tradebot.core.quarantine import CriticalPluginWatch
 from tradebot.plugins.recovery.reload_module import ReloadModuleAction, ReloadModuleConfig
 
 HEADER = """
@@ -117,3 +120,93 @@ def test_never_reloads_core_or_unrelated_errors(plugin: tuple[Path, PluginHost, 
     assert not action.applies_to(unknown)
     ours = Failure(error=NameError("x"), kind="NameError", module="tbtest_healplug")
     assert action.applies_to(ours)
+
+
+async def _quarantine_by_faults(host: PluginHost, thing: object) -> None:
+    for _ in range(host.quarantine_after):
+        with pytest.raises(PluginError):
+            thing.value()  # type: ignore[attr-defined]
+    assert host.is_quarantined("healplug")
+
+
+async def _recovered(watch: CriticalPluginWatch) -> None:
+    for _ in range(200):
+        if watch.recoveries:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the quarantine was not handled")
+
+
+def _watch(host: PluginHost, thing: object, healer: Healer | None, stops: list[tuple[str, int]]) -> CriticalPluginWatch:
+    async def probe() -> None:
+        thing.value()  # type: ignore[attr-defined]
+
+    alerts: list[Alert] = []
+    watch = CriticalPluginWatch(
+        host,
+        {"healplug": "the exchange"},
+        probes={"healplug": probe},
+        healer=lambda: healer,
+        stop=lambda reason, code: stops.append((reason, code)),
+        alert=alerts.append,
+    )
+    watch.attach()
+    watch.alerts = alerts  # type: ignore[attr-defined]
+    return watch
+
+
+async def test_quarantined_critical_plugin_healed_by_reload_keeps_running(
+    plugin: tuple[Path, PluginHost, types.ModuleType],
+) -> None:
+    path, host, module = plugin
+    thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
+    healer = Healer([ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), types.SimpleNamespace(plugins=host))])
+    stops: list[tuple[str, int]] = []
+    watch = _watch(host, thing, healer, stops)
+    write(path, BROKEN_NAME)
+    importlib.reload(module)
+    await _quarantine_by_faults(host, thing)
+    assert isinstance(host.quarantine_cause("healplug"), NameError)
+    write(path, FIXED)  # the fix is deployed before the ladder gets to it
+    await _recovered(watch)
+    assert watch.recoveries == [("healplug", "healed")]
+    assert stops == [] and not host.is_quarantined("healplug") and host.quarantine_cause("healplug") is None
+    assert thing.value() == 42
+    (alert,) = watch.alerts  # type: ignore[attr-defined]
+    assert alert.level is AlertLevel.CRITICAL and "healplug" in alert.message and "the exchange" in alert.message
+    await watch.close()
+    assert watch._on_quarantine not in host.quarantine_listeners
+
+
+async def test_quarantined_critical_plugin_not_healed_stops_for_a_restart(
+    plugin: tuple[Path, PluginHost, types.ModuleType],
+) -> None:
+    path, host, module = plugin
+    thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
+    healer = Healer([ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), types.SimpleNamespace(plugins=host))])
+    stops: list[tuple[str, int]] = []
+    watch = _watch(host, thing, healer, stops)
+    write(path, BROKEN_NAME)
+    importlib.reload(module)
+    await _quarantine_by_faults(host, thing)  # and the file stays broken: reloading it does not help
+    await _recovered(watch)
+    assert watch.recoveries == [("healplug", "stopped")]
+    ((reason, code),) = stops
+    assert code == EXIT_ESCALATE and "healplug" in reason and "NameError" in reason
+    await watch.close()
+
+
+async def test_quarantine_of_a_plugin_the_bot_can_do_without_is_left_alone(
+    plugin: tuple[Path, PluginHost, types.ModuleType],
+) -> None:
+    _, host, _ = plugin
+    stops: list[tuple[str, int]] = []
+    watch = CriticalPluginWatch(host, {"paper": "the exchange"}, healer=lambda: None, stop=lambda r, c: stops.append((r, c)))
+    watch.attach()
+    host.quarantine("healplug", "a strategy kept failing")
+    await asyncio.sleep(0.05)
+    assert watch.recoveries == [] and stops == []
+    host.quarantine("paper", "5 consecutive failures")  # healing off: straight to a restart
+    await _recovered(watch)
+    assert watch.recoveries == [("paper", "stopped")] and stops[0][1] == EXIT_ESCALATE
+    await watch.close()

@@ -85,3 +85,38 @@ async def test_infinite_run_stops_only_after_close_halt_flattens(tmp_path: Path)
     assert "close policy completed" in summary.stop_reason
     assert summary.trading_state == "halted"
     assert all(p.is_flat for p in ctx.portfolio.positions().values())
+
+
+@pytest.mark.timeout(60)
+async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(tmp_path: Path) -> None:
+    """A bug that keeps failing in the exchange plugin must not leave the bot unable to trade."""
+    import asyncio
+
+    from tradebot.core.errors import PluginError
+    from tradebot.core.healing import EXIT_ESCALATE
+
+    settings = settings_from_dict(CONFIG, source=str(tmp_path / "tradebot.toml"))
+    bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=40))
+    run = asyncio.create_task(bot.run())
+    for _ in range(400):
+        if bot.context is not None and bot.context.exchange is not None and bot.summary.ticks > 3:
+            break
+        await asyncio.sleep(0.05)
+    ctx = bot.context
+    assert ctx is not None and ctx.exchange is not None
+    exchange = ctx.exchange
+
+    async def broken() -> None:
+        raise KeyError("balance")  # a bug, not an operational error
+
+    exchange.unwrapped.balances = broken  # what the guarded proxy calls from now on
+    started = asyncio.get_running_loop().time()
+    for _ in range(bot.host.quarantine_after):
+        with pytest.raises(PluginError):
+            await exchange.balances()
+    assert bot.host.is_quarantined("paper")
+    summary = await asyncio.wait_for(run, 20)
+    assert asyncio.get_running_loop().time() - started < 15, "the bot must not wait for --duration"
+    assert summary.exit_code == EXIT_ESCALATE, summary.stop_reason
+    assert "paper" in summary.stop_reason and "KeyError" in summary.stop_reason
+    assert ctx.extras["critical_plugins"].recoveries == [("paper", "escalated")]

@@ -186,6 +186,7 @@ class Bot:
 
         exchange = await self._start_exchange(ctx, stack)
         ctx.exchange = exchange
+        await self._watch_critical_plugins(ctx, stack)
         await self._start_engine(ctx, stack)
         await self._start_optional(ctx, stack)
         await self.host.broadcast("tradebot_startup", context=ctx)
@@ -209,8 +210,37 @@ class Bot:
         config = self.settings.plugin_config("exchange", name)
         exchange = self.host.build("exchange", name, config, ctx)
         await exchange.start()
-        stack.push_async_callback(exchange.close)
+        stack.push_async_callback(_close_part, exchange, f"the exchange ({name})")
         return exchange
+
+    async def _watch_critical_plugins(self, ctx: BotContext, stack: AsyncExitStack) -> None:
+        """The bot cannot trade without its exchange: a quarantine of it is healed or escalated."""
+        from tradebot.core.quarantine import CriticalPluginWatch
+
+        critical: dict[str, str] = {}
+        probes: dict[str, Callable[[], Awaitable[Any]]] = {}
+        parts = (("the exchange", ctx.exchange), ("the market data source", ctx.extras.get("market_data_source")))
+        for role, part in parts:
+            plugin = getattr(part, "plugin_name", None)  # a guarded part names the plugin behind it
+            if isinstance(plugin, str) and plugin not in critical:
+                critical[plugin] = role
+                probes[plugin] = part.server_time  # goes through the host: fails while quarantined
+
+        def stop(reason: str, exit_code: int) -> None:
+            if ctx.supervisor is not None:
+                ctx.supervisor.escalate(reason, exit_code)
+            else:
+                self.request_stop(reason, exit_code=exit_code)
+
+        async def alert(a: Alert) -> None:
+            await self.host.broadcast("tradebot_alert", alert=a)
+
+        watch = CriticalPluginWatch(
+            self.host, critical, probes=probes, healer=lambda: ctx.healer, stop=stop, alert=alert
+        )
+        watch.attach()
+        ctx.extras["critical_plugins"] = watch
+        stack.push_async_callback(watch.close)
 
     async def _market_data_source(self, ctx: BotContext, stack: AsyncExitStack) -> Any:
         """Public market data for the paper exchange: the built-in simulator, or Kraken."""
@@ -230,7 +260,7 @@ class Bot:
         public_ctx = attrs.evolve(ctx, extras={k: v for k, v in ctx.extras.items() if k != "secrets"})
         source = self.host.build("exchange", "kraken", kraken_cfg, public_ctx)
         await source.start()
-        stack.push_async_callback(source.close)
+        stack.push_async_callback(_close_part, source, "the market data source")
         return source
 
     async def _start_engine(self, ctx: BotContext, stack: AsyncExitStack) -> None:
@@ -498,6 +528,22 @@ class Bot:
             s.realized_pnl = ctx.portfolio.realized_pnl
             s.unrealized_pnl = ctx.portfolio.unrealized_pnl()
             s.equity = ctx.portfolio.equity()
+
+
+async def _close_part(part: Any, what: str) -> None:
+    """Close a started plugin part at shutdown, even a quarantined one; a failure is logged.
+
+    The host refuses every call to a quarantined plugin, but its sessions and files must
+    still be let go of, so ``close`` is called on the object behind the guard. A part that
+    fails to close does not keep the others from closing.
+    """
+    from tradebot.core.errors import describe
+    from tradebot.core.plugins import unwrap
+
+    try:
+        await unwrap(part).close()
+    except Exception as exc:  # noqa: BLE001 - shutdown goes on; the failure is reported
+        log.error("closing %s failed: %s: %s", what, type(exc).__name__, describe(exc), exc_info=exc)
 
 
 def run_bot(prepared: Prepared, options: RunOptions) -> RunSummary:

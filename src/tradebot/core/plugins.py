@@ -150,6 +150,7 @@ class PluginHost:
         self.quarantine_after = quarantine_after
         self._failures: dict[str, int] = {}
         self._quarantined: dict[str, str] = {}
+        self._causes: dict[str, BaseException] = {}  # quarantined plugin -> the fault that did it
         # live views for hot loops that unroll the guarded call; typed read-only, and the very
         # dicts rather than proxies, as a proxy's lookups cost more than the rest of the check
         self.quarantined_view: Mapping[str, str] = self._quarantined
@@ -215,6 +216,21 @@ class PluginHost:
             return False
         self.report.loaded.append(name)
         return True
+
+    def reregister(self, obj: object, name: str) -> bool:
+        """Replace plugin ``name`` by ``obj`` (its reloaded module); a quarantine stays as it was.
+
+        Registering calls the plugin's register hooks through the host, which refuses a
+        quarantined plugin: the quarantine is set aside for those calls only. Lifting it
+        is the caller's decision (:meth:`release`), once the new code is known to work.
+        """
+        self.unregister(name)
+        reason = self._quarantined.pop(name, None)
+        try:
+            return self.register(obj, name)
+        finally:
+            if reason is not None:
+                self._quarantined[name] = reason
 
     def unregister(self, name: str) -> None:
         """Remove a plugin and its components (used by module reload)."""
@@ -363,6 +379,7 @@ class PluginHost:
         )
         if count >= self.quarantine_after and plugin not in self._quarantined:
             reason = f"{count} consecutive failures, last in {method}: {type(exc).__name__}: {text}"
+            self._causes[plugin] = exc
             self.quarantine(plugin, reason)
         return PluginError(f"plugin {plugin!r} failed in {method}: {type(exc).__name__}: {text}", plugin=plugin, hook=method)
 
@@ -376,9 +393,14 @@ class PluginHost:
             except Exception:  # noqa: BLE001 - a listener must not break quarantine
                 log.exception("quarantine listener failed")
 
+    def quarantine_cause(self, plugin: str) -> BaseException | None:
+        """The fault that made the host quarantine ``plugin`` (None: not quarantined for a fault)."""
+        return self._causes.get(plugin) if plugin in self._quarantined else None
+
     def release(self, plugin: str) -> None:
         """Lift a quarantine (after the plugin was reloaded and re-registered)."""
         self._quarantined.pop(plugin, None)
+        self._causes.pop(plugin, None)
         self.record_success(plugin)
 
     def failures(self, plugin: str) -> int:

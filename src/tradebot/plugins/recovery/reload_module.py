@@ -4,8 +4,9 @@ Applies only when the error (or its cause) is an ImportError or NameError raised
 plugin's module — never from the framework core (``tradebot.core.*``). Recovery reloads
 the module that raised (and the plugin's entry module, when different) with
 :func:`importlib.reload`, then re-registers the plugin with the plugin host
-(``unregister``, ``register``, ``release``). Functions of the old module object see the
-fixed globals, since a reload re-runs the code in the same module namespace.
+(``reregister``, which works for a quarantined plugin too, then ``release``). Functions
+of the old module object see the fixed globals, since a reload re-runs the code in the
+same module namespace.
 """
 
 from __future__ import annotations
@@ -92,8 +93,7 @@ class ReloadModuleAction(ActionBase):
             reloaded.append(importlib.reload(sys.modules[name]))
         new_plugin = reloaded[-1]
         host = self.host
-        host.unregister(plugin_name)
-        if not host.register(new_plugin, plugin_name):
+        if not host.reregister(new_plugin, plugin_name):
             log.error("reload-module: %s reloaded but could not be registered again", plugin_name)
             return False
         host.release(plugin_name)
