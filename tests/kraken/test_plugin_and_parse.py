@@ -8,6 +8,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tradebot.core.context import BotContext
 from tradebot.core.errors import (
@@ -15,6 +17,7 @@ from tradebot.core.errors import (
     ConfigError,
     ConnectionFailed,
     ExchangeError,
+    InsufficientFunds,
     InvalidOrder,
     OrderNotFound,
     RateLimited,
@@ -76,6 +79,24 @@ def test_error_mapping_details() -> None:
     assert definitely_not_placed(map_kraken_error(["EOrder:Insufficient funds"], endpoint="private/AddOrder"))
     assert not definitely_not_placed(map_kraken_error(["EService:Unavailable"], endpoint="private/AddOrder"))
     assert not definitely_not_placed(ConnectionFailed("reset"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=600), max_size=30))
+def test_error_texts_from_the_exchange_are_safe_to_log(errors: list[str]) -> None:
+    """Whatever the error list holds, the message fits one log line, is bounded and encodes."""
+    exc = map_kraken_error(errors, endpoint="private/AddOrder", trading=True)
+    for text in (str(exc), str(exc.context.get("kraken_error", ""))):
+        text.encode("utf-8")  # no lone surrogates left
+        assert not any(ord(c) < 32 or ord(c) == 127 for c in text)
+        assert len(text) < 11 * 210 + 200
+
+
+def test_error_text_keeps_its_meaning_when_cleaned() -> None:
+    forged = map_kraken_error(["EOrder:Insufficient funds:\n2026-12-01 CRITICAL forged line\ud800"], endpoint="x")
+    assert isinstance(forged, InsufficientFunds) and "\n" not in str(forged) and "forged line?" in str(forged)
+    many = map_kraken_error([f"EFoo:{i}" for i in range(25)], endpoint="x")
+    assert "EFoo:9; and 15 more" in str(many)
 
 
 def test_asset_codes() -> None:

@@ -79,6 +79,24 @@ _EXACT: dict[str, tuple[type[TradebotError], str]] = {
 
 _THROTTLED = re.compile(r"^EService:\s*Throttled(?::\s*(\d+))?", re.IGNORECASE)
 _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+_MAX_ERRORS = 10
+_MAX_ERROR_CHARS = 200
+# control characters would let an error text start a line of its own in a plain-text log
+_CONTROLS = {c: " " for c in (*range(32), 127)}
+
+
+def _clean(error: object) -> str:
+    """A Kraken error text fit for messages and logs, whatever the exchange sent.
+
+    Capped at 200 characters, control characters made spaces, and characters UTF-8 cannot
+    encode (lone surrogates, which JSON may carry) replaced, so no log handler fails on it.
+    """
+    text = str(error)
+    if len(text) > _MAX_ERROR_CHARS:
+        text = text[:_MAX_ERROR_CHARS] + "..."
+    if not text.isprintable() or not text.isascii():
+        text = text.translate(_CONTROLS).encode("utf-8", "replace").decode("utf-8")
+    return text
 
 
 def _head(error: str) -> str:
@@ -91,8 +109,11 @@ def map_kraken_error(
     errors: Sequence[str], *, endpoint: str, trading: bool = False, now: float | None = None
 ) -> TradebotError:
     """The exception for a non-empty Kraken ``error`` list (the first error decides)."""
-    raw = str(errors[0]) if errors else "unknown error"
-    all_errors = "; ".join(str(e) for e in errors)
+    cleaned = [_clean(e) for e in errors[:_MAX_ERRORS]]
+    if len(errors) > _MAX_ERRORS:
+        cleaned.append(f"and {len(errors) - _MAX_ERRORS} more")
+    raw = cleaned[0] if cleaned else "unknown error"
+    all_errors = "; ".join(cleaned)
     head = _head(raw)
     prefix = f"Kraken {endpoint}"
 
