@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 
 from tradebot.core.errors import PluginError
-from tradebot.core.healing import EXIT_ESCALATE, Failure, Healer
+from tradebot.core.healing import Failure, Healer
 from tradebot.core.models import Alert, AlertLevel
 from tradebot.core.plugins import PluginHost
-from tradebot.core.quarantine import CriticalPluginWatch
+from tradebot.core.quarantine import CriticalPart, CriticalPluginWatch
 from tradebot.plugins.recovery.reload_module import ReloadModuleAction, ReloadModuleConfig
 
 HEADER = """
@@ -129,30 +129,31 @@ async def _quarantine_by_faults(host: PluginHost, thing: object) -> None:
     assert host.is_quarantined("healplug")
 
 
-async def _recovered(watch: CriticalPluginWatch) -> None:
-    for _ in range(200):
-        if watch.recoveries:
+async def _recovered(watch: CriticalPluginWatch, count: int = 1) -> None:
+    for _ in range(300):
+        if len(watch.recoveries) >= count:
             return
         await asyncio.sleep(0.01)
-    raise AssertionError("the quarantine was not handled")
+    raise AssertionError(f"the quarantine was not handled: {watch.recoveries}")
 
 
-def _watch(host: PluginHost, thing: object, healer: Healer | None, stops: list[tuple[str, int]]) -> CriticalPluginWatch:
-    async def probe() -> None:
-        thing.value()  # type: ignore[attr-defined]
+class Recorder:
+    def __init__(self) -> None:
+        self.stops: list[str] = []
+        self.alerts: list[Alert] = []
 
-    alerts: list[Alert] = []
+
+def _watch(host: PluginHost, thing: object, healer: Healer | None, rec: Recorder) -> CriticalPluginWatch:
+    part = CriticalPart("the exchange", thing, consequence="the bot cannot place, cancel or look up orders")
     watch = CriticalPluginWatch(
-        host,
-        {"healplug": "the exchange"},
-        probes={"healplug": probe},
-        healer=lambda: healer,
-        stop=lambda reason, code: stops.append((reason, code)),
-        alert=alerts.append,
+        host, {"healplug": part}, healer=lambda: healer, stop=rec.stops.append, alert=rec.alerts.append
     )
     watch.attach()
-    watch.alerts = alerts  # type: ignore[attr-defined]
     return watch
+
+
+def _reload_healer(host: PluginHost) -> Healer:
+    return Healer([ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), types.SimpleNamespace(plugins=host))])
 
 
 async def test_quarantined_critical_plugin_healed_by_reload_keeps_running(
@@ -160,19 +161,19 @@ async def test_quarantined_critical_plugin_healed_by_reload_keeps_running(
 ) -> None:
     path, host, module = plugin
     thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
-    healer = Healer([ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), types.SimpleNamespace(plugins=host))])
-    stops: list[tuple[str, int]] = []
-    watch = _watch(host, thing, healer, stops)
+    rec = Recorder()
+    watch = _watch(host, thing, _reload_healer(host), rec)
     write(path, BROKEN_NAME)
     importlib.reload(module)
     await _quarantine_by_faults(host, thing)
-    assert isinstance(host.quarantine_cause("healplug"), NameError)
+    cause = host.quarantine_cause("healplug")
+    assert cause is not None and cause.method == "value" and isinstance(cause.error, NameError)
     write(path, FIXED)  # the fix is deployed before the ladder gets to it
     await _recovered(watch)
     assert watch.recoveries == [("healplug", "healed")]
-    assert stops == [] and not host.is_quarantined("healplug") and host.quarantine_cause("healplug") is None
+    assert rec.stops == [] and not host.is_quarantined("healplug") and host.quarantine_cause("healplug") is None
     assert thing.value() == 42
-    (alert,) = watch.alerts  # type: ignore[attr-defined]
+    (alert,) = rec.alerts
     assert alert.level is AlertLevel.CRITICAL and "healplug" in alert.message and "the exchange" in alert.message
     await watch.close()
     assert watch._on_quarantine not in host.quarantine_listeners
@@ -183,30 +184,91 @@ async def test_quarantined_critical_plugin_not_healed_stops_for_a_restart(
 ) -> None:
     path, host, module = plugin
     thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
-    healer = Healer([ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), types.SimpleNamespace(plugins=host))])
-    stops: list[tuple[str, int]] = []
-    watch = _watch(host, thing, healer, stops)
+    healer = _reload_healer(host)
+    rec = Recorder()
+    watch = _watch(host, thing, healer, rec)
     write(path, BROKEN_NAME)
     importlib.reload(module)
     await _quarantine_by_faults(host, thing)  # and the file stays broken: reloading it does not help
     await _recovered(watch)
+    # the ladder ran, and its probe repeated the very call that failed (value), which still fails
+    assert healer.counters.attempts == {"reload-module": 1} and healer.counters.successes == {}
     assert watch.recoveries == [("healplug", "stopped")]
-    ((reason, code),) = stops
-    assert code == EXIT_ESCALATE and "healplug" in reason and "NameError" in reason
+    (reason,) = rec.stops
+    assert "healplug" in reason and "NameError" in reason and "could not heal" in reason
     await watch.close()
+
+
+async def test_plugin_quarantined_again_soon_after_healing_is_not_healed_twice(
+    plugin: tuple[Path, PluginHost, types.ModuleType],
+) -> None:
+    path, host, module = plugin
+    thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
+    healer = _reload_healer(host)
+    rec = Recorder()
+    watch = _watch(host, thing, healer, rec)
+    write(path, BROKEN_NAME)
+    importlib.reload(module)
+    await _quarantine_by_faults(host, thing)
+    write(path, FIXED)
+    await _recovered(watch)
+    write(path, HEADER + "\ndef scale(x):\n    return x * DIVISOR  # broken again, differently\n")
+    importlib.reload(module)
+    await _quarantine_by_faults(host, thing)
+    await _recovered(watch, 2)
+    assert watch.recoveries == [("healplug", "healed"), ("healplug", "stopped")]
+    assert healer.counters.attempts == {"reload-module": 1}  # not tried a second time
+    assert "quarantined again" in rec.stops[0]
+    await watch.close()
+
+
+async def test_reregister_with_a_failing_register_hook_does_not_quarantine_twice(
+    plugin: tuple[Path, PluginHost, types.ModuleType],
+) -> None:
+    path, host, module = plugin
+    thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
+    quarantines: list[str] = []
+    host.quarantine_listeners.append(lambda p, r: quarantines.append(p))
+    write(path, BROKEN_NAME)
+    importlib.reload(module)
+    await _quarantine_by_faults(host, thing)
+    write(path, BROKEN_NAME.replace("    return [ComponentSpec", "    raise RuntimeError('hook broke')\n    return [ComponentSpec"))
+    assert not host.reregister(importlib.reload(module), "healplug")
+    assert quarantines == ["healplug"]  # once, by the faults; not again by the failing hook
+    assert host.is_quarantined("healplug") and host.failures("healplug") == host.quarantine_after
+    cause = host.quarantine_cause("healplug")
+    assert cause is not None and isinstance(cause.error, NameError)
 
 
 async def test_quarantine_of_a_plugin_the_bot_can_do_without_is_left_alone(
     plugin: tuple[Path, PluginHost, types.ModuleType],
 ) -> None:
     _, host, _ = plugin
-    stops: list[tuple[str, int]] = []
-    watch = CriticalPluginWatch(host, {"paper": "the exchange"}, healer=lambda: None, stop=lambda r, c: stops.append((r, c)))
+    stops: list[str] = []
+    part = CriticalPart("the exchange", object(), consequence="no orders")
+    watch = CriticalPluginWatch(host, {"paper": part}, healer=lambda: None, stop=stops.append)
     watch.attach()
     host.quarantine("healplug", "a strategy kept failing")
     await asyncio.sleep(0.05)
     assert watch.recoveries == [] and stops == []
-    host.quarantine("paper", "5 consecutive failures")  # healing off: straight to a restart
+    await asyncio.to_thread(host.quarantine, "paper", "5 consecutive failures")  # from a worker thread
     await _recovered(watch)
-    assert watch.recoveries == [("paper", "stopped")] and stops[0][1] == EXIT_ESCALATE
+    assert watch.recoveries == [("paper", "stopped")] and "healing is off" in stops[0]
     await watch.close()
+
+
+async def test_watch_handles_an_earlier_quarantine_and_nothing_after_close(
+    plugin: tuple[Path, PluginHost, types.ModuleType],
+) -> None:
+    _, host, _ = plugin
+    host.quarantine("paper", "before the watch listened")
+    stops: list[str] = []
+    part = CriticalPart("the exchange", object(), consequence="no orders")
+    watch = CriticalPluginWatch(host, {"paper": part, "kraken": part}, healer=lambda: None, stop=stops.append)
+    watch.attach()
+    await _recovered(watch)
+    assert watch.recoveries == [("paper", "stopped")]
+    host.quarantine("kraken", "while stopping")  # reported, then the watch closes before it runs
+    await watch.close()
+    await asyncio.sleep(0.05)
+    assert watch.recoveries == [("paper", "stopped")] and len(stops) == 1

@@ -88,14 +88,23 @@ async def test_infinite_run_stops_only_after_close_halt_flattens(tmp_path: Path)
 
 
 @pytest.mark.timeout(60)
-async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("extra", "code", "outcome"),
+    [
+        ({}, 75, "escalated"),  # the default ladder ends with its escalate rung
+        # a ladder without it: the watch stops the bot itself, with the configured exit code
+        ({"healing": {"ladder": ["reconnect", "reload-module"]}, "supervisor": {"escalate_exit_code": 76}}, 76, "stopped"),
+    ],
+)
+async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(
+    tmp_path: Path, extra: dict[str, object], code: int, outcome: str
+) -> None:
     """A bug that keeps failing in the exchange plugin must not leave the bot unable to trade."""
     import asyncio
 
     from tradebot.core.errors import PluginError
-    from tradebot.core.healing import EXIT_ESCALATE
 
-    settings = settings_from_dict(CONFIG, source=str(tmp_path / "tradebot.toml"))
+    settings = settings_from_dict({**CONFIG, **extra}, source=str(tmp_path / "tradebot.toml"))
     bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=40))
     run = asyncio.create_task(bot.run())
     for _ in range(400):
@@ -105,6 +114,8 @@ async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(tmp_path:
     ctx = bot.context
     assert ctx is not None and ctx.exchange is not None
     exchange = ctx.exchange
+    alerts: list[object] = []
+    bot.host.quarantine_listeners.insert(0, lambda plugin, reason: alerts.append(plugin))
 
     async def broken() -> None:
         raise KeyError("balance")  # a bug, not an operational error
@@ -114,9 +125,9 @@ async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(tmp_path:
     for _ in range(bot.host.quarantine_after):
         with pytest.raises(PluginError):
             await exchange.balances()
-    assert bot.host.is_quarantined("paper")
+    assert bot.host.is_quarantined("paper") and alerts == ["paper"]
     summary = await asyncio.wait_for(run, 20)
     assert asyncio.get_running_loop().time() - started < 15, "the bot must not wait for --duration"
-    assert summary.exit_code == EXIT_ESCALATE, summary.stop_reason
+    assert summary.exit_code == code, summary.stop_reason
     assert "paper" in summary.stop_reason and "KeyError" in summary.stop_reason
-    assert ctx.extras["critical_plugins"].recoveries == [("paper", "escalated")]
+    assert ctx.extras["critical_plugins"].recoveries == [("paper", outcome)]

@@ -126,6 +126,7 @@ class Bot:
                     log.critical("start-up failed: %s", exc)
                     self._stop_reason = f"start-up failed: {exc}"
                     self._exit_code = 1
+                    self._stop.set()  # nothing may replace this reason and exit code now
                     await self._shutdown()
                 else:
                     if self.options.duration_s is not None and not self.options.infinite:
@@ -215,28 +216,30 @@ class Bot:
 
     async def _watch_critical_plugins(self, ctx: BotContext, stack: AsyncExitStack) -> None:
         """The bot cannot trade without its exchange: a quarantine of it is healed or escalated."""
-        from tradebot.core.quarantine import CriticalPluginWatch
+        from tradebot.core.healing import EXIT_ESCALATE
+        from tradebot.core.quarantine import CriticalPart, CriticalPluginWatch
 
-        critical: dict[str, str] = {}
-        probes: dict[str, Callable[[], Awaitable[Any]]] = {}
-        parts = (("the exchange", ctx.exchange), ("the market data source", ctx.extras.get("market_data_source")))
-        for role, part in parts:
+        critical: dict[str, CriticalPart] = {}
+        parts = (
+            ("the exchange", ctx.exchange, "the bot cannot place, cancel or look up orders"),
+            ("the market data source", ctx.extras.get("market_data_source"), "the paper exchange gets no prices"),
+        )
+        for role, part, consequence in parts:
             plugin = getattr(part, "plugin_name", None)  # a guarded part names the plugin behind it
             if isinstance(plugin, str) and plugin not in critical:
-                critical[plugin] = role
-                probes[plugin] = part.server_time  # goes through the host: fails while quarantined
+                critical[plugin] = CriticalPart(role, part, consequence=consequence)
 
-        def stop(reason: str, exit_code: int) -> None:
+        def stop(reason: str) -> None:
             if ctx.supervisor is not None:
-                ctx.supervisor.escalate(reason, exit_code)
+                ctx.supervisor.escalate(reason)  # with the configured escalation exit code
             else:
-                self.request_stop(reason, exit_code=exit_code)
+                self.request_stop(reason, exit_code=EXIT_ESCALATE)
 
         async def alert(a: Alert) -> None:
             await self.host.broadcast("tradebot_alert", alert=a)
 
         watch = CriticalPluginWatch(
-            self.host, critical, probes=probes, healer=lambda: ctx.healer, stop=stop, alert=alert
+            self.host, critical, healer=lambda: ctx.healer, stop=stop, alert=alert, active=lambda: not self._stop.is_set()
         )
         watch.attach()
         ctx.extras["critical_plugins"] = watch
@@ -503,6 +506,8 @@ class Bot:
 
     async def _shutdown(self) -> None:
         ctx = self.context
+        if ctx is not None and "critical_plugins" in ctx.extras:
+            await ctx.extras["critical_plugins"].close()  # a quarantine while stopping is not healed
         if self._status_task is not None:
             self._status_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -30,7 +30,7 @@ import attrs
 
 from tradebot.core import telemetry
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import ConfigError, TradebotError
+from tradebot.core.errors import ConfigError, TradebotError, describe
 from tradebot.core.models import Alert, AlertLevel, utc_now
 from tradebot.core.validate import ge, gt, non_empty
 
@@ -144,7 +144,8 @@ class Failure:
 
     def describe(self) -> str:
         """One line for logs and alerts (never contains secrets: errors are sanitised)."""
-        what = f"{type(self.error).__name__}: {self.error}" if self.error is not None else self.kind
+        # describe(), not str(): a plugin's exception may fail to print, and healing must not
+        what = f"{type(self.error).__name__}: {describe(self.error)}" if self.error is not None else self.kind
         where = ", ".join(
             f"{k}={v}" for k, v in (("component", self.component), ("plugin", self.plugin), ("module", self.module)) if v
         )

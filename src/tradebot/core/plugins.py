@@ -30,6 +30,7 @@ __all__ = [
     "LoadReport",
     "PluginHost",
     "PluginInfo",
+    "QuarantineCause",
     "RegisteredComponent",
     "installed_plugins",
 ]
@@ -141,6 +142,14 @@ def resolve_enabled(
     return sorted(n for n in installed if n not in DEFAULT_DISABLED)
 
 
+@attrs.frozen
+class QuarantineCause:
+    """The fault that got a plugin quarantined: the call that failed, and its exception."""
+
+    method: str
+    error: BaseException
+
+
 class PluginHost:
     """Typed front of the pluggy manager; the rest of the code never calls pluggy by string."""
 
@@ -150,7 +159,8 @@ class PluginHost:
         self.quarantine_after = quarantine_after
         self._failures: dict[str, int] = {}
         self._quarantined: dict[str, str] = {}
-        self._causes: dict[str, BaseException] = {}  # quarantined plugin -> the fault that did it
+        self._causes: dict[str, QuarantineCause] = {}  # quarantined plugin -> the fault that did it
+        self._reregistering: set[str] = set()  # plugins whose faults must not quarantine them again now
         # live views for hot loops that unroll the guarded call; typed read-only, and the very
         # dicts rather than proxies, as a proxy's lookups cost more than the rest of the check
         self.quarantined_view: Mapping[str, str] = self._quarantined
@@ -226,11 +236,16 @@ class PluginHost:
         """
         self.unregister(name)
         reason = self._quarantined.pop(name, None)
+        failures = self._failures.get(name)
+        self._reregistering.add(name)
         try:
             return self.register(obj, name)
         finally:
+            self._reregistering.discard(name)
             if reason is not None:
                 self._quarantined[name] = reason
+                if failures is not None:
+                    self._failures[name] = failures
 
     def unregister(self, name: str) -> None:
         """Remove a plugin and its components (used by module reload)."""
@@ -377,9 +392,9 @@ class PluginHost:
             exc_info=exc,
             extra={"plugin": plugin, "hook": method},
         )
-        if count >= self.quarantine_after and plugin not in self._quarantined:
+        if count >= self.quarantine_after and plugin not in self._quarantined and plugin not in self._reregistering:
             reason = f"{count} consecutive failures, last in {method}: {type(exc).__name__}: {text}"
-            self._causes[plugin] = exc
+            self._causes[plugin] = QuarantineCause(method, exc)
             self.quarantine(plugin, reason)
         return PluginError(f"plugin {plugin!r} failed in {method}: {type(exc).__name__}: {text}", plugin=plugin, hook=method)
 
@@ -393,7 +408,7 @@ class PluginHost:
             except Exception:  # noqa: BLE001 - a listener must not break quarantine
                 log.exception("quarantine listener failed")
 
-    def quarantine_cause(self, plugin: str) -> BaseException | None:
+    def quarantine_cause(self, plugin: str) -> QuarantineCause | None:
         """The fault that made the host quarantine ``plugin`` (None: not quarantined for a fault)."""
         return self._causes.get(plugin) if plugin in self._quarantined else None
 
