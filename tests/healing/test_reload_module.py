@@ -156,6 +156,21 @@ def _reload_healer(host: PluginHost) -> Healer:
     return Healer([ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), types.SimpleNamespace(plugins=host))])
 
 
+async def _quarantined_under_watch(
+    plugin: tuple[Path, PluginHost, types.ModuleType],
+) -> tuple[object, Healer, Recorder, CriticalPluginWatch]:
+    """A built part of the plugin, watched, then quarantined by a NameError its module now raises."""
+    path, host, module = plugin
+    thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
+    healer = _reload_healer(host)
+    rec = Recorder()
+    watch = _watch(host, thing, healer, rec)
+    write(path, BROKEN_NAME)
+    importlib.reload(module)
+    await _quarantine_by_faults(host, thing)
+    return thing, healer, rec, watch
+
+
 async def test_quarantined_critical_plugin_healed_by_reload_keeps_running(
     plugin: tuple[Path, PluginHost, types.ModuleType],
 ) -> None:
@@ -182,14 +197,8 @@ async def test_quarantined_critical_plugin_healed_by_reload_keeps_running(
 async def test_quarantined_critical_plugin_not_healed_stops_for_a_restart(
     plugin: tuple[Path, PluginHost, types.ModuleType],
 ) -> None:
-    path, host, module = plugin
-    thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
-    healer = _reload_healer(host)
-    rec = Recorder()
-    watch = _watch(host, thing, healer, rec)
-    write(path, BROKEN_NAME)
-    importlib.reload(module)
-    await _quarantine_by_faults(host, thing)  # and the file stays broken: reloading it does not help
+    # the file stays broken: reloading it does not help
+    _, healer, rec, watch = await _quarantined_under_watch(plugin)
     await _recovered(watch)
     # the ladder ran, and its probe repeated the very call that failed (value), which still fails
     assert healer.counters.attempts == {"reload-module": 1} and healer.counters.successes == {}
@@ -203,13 +212,7 @@ async def test_plugin_quarantined_again_soon_after_healing_is_not_healed_twice(
     plugin: tuple[Path, PluginHost, types.ModuleType],
 ) -> None:
     path, host, module = plugin
-    thing = host.build("check", "healplug", None, types.SimpleNamespace(plugins=host))
-    healer = _reload_healer(host)
-    rec = Recorder()
-    watch = _watch(host, thing, healer, rec)
-    write(path, BROKEN_NAME)
-    importlib.reload(module)
-    await _quarantine_by_faults(host, thing)
+    thing, healer, rec, watch = await _quarantined_under_watch(plugin)
     write(path, FIXED)
     await _recovered(watch)
     write(path, HEADER + "\ndef scale(x):\n    return x * DIVISOR  # broken again, differently\n")

@@ -8,6 +8,7 @@ Each parser turns a decoded JSON value into tradebot models or raises
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -204,25 +205,11 @@ def _pair_key(key: str, registry: PairRegistry, where: _Where) -> str:
     return info.pair
 
 
-def _fast_decimal(value: Any) -> Decimal | None:
-    """A finite, unsigned Decimal from a JSON string; None for anything else.
-
-    The fast half of :func:`decimal_field`: it accepts only what that one accepts and
-    gives the same number (``Decimal`` trims exactly the whitespace ``str.strip`` does,
-    checked over every code point); None sends the caller to the checked path, which
-    raises the located error or, for the rare valid rest (numbers, ``-0``), accepts it.
-    """
-    if type(value) is not str or not value.isascii() or "_" in value:
-        return None
-    try:
-        number = Decimal(value)
-    except InvalidOperation:
-        return None
-    if number.is_signed() or not number.is_finite():  # negative (or -0: left to the checked path)
-        return None
-    if number and not _MIN_ADJUSTED <= number.adjusted() <= _MAX_ADJUSTED:
-        return None
-    return number
+# What Kraken sends for a price or volume: ASCII digits, an optional fraction. Every string it
+# matches is a finite, unsigned Decimal with an exponent within [-24, 18] (at most 19 integer
+# and 24 fraction digits), so the fast path needs no check beyond the match. Anything else,
+# valid or not, goes to the checked path.
+_PLAIN_DECIMAL = re.compile(r"[0-9]{1,19}(?:\.[0-9]{1,24})?").fullmatch
 
 
 def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ticker] | None:
@@ -233,6 +220,7 @@ def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ti
     """
     if type(result) is not dict:
         return None
+    plain = _PLAIN_DECIMAL
     out = []
     for key, data in result.items():
         info = registry.from_kraken(key) if type(key) is str else None
@@ -243,10 +231,11 @@ def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ti
             return None
         if not a or not b or not c or len(v) < 2:
             return None
-        ask, bid = _fast_decimal(a[0]), _fast_decimal(b[0])
-        last, volume = _fast_decimal(c[0]), _fast_decimal(v[1])
-        if ask is None or bid is None or last is None or volume is None:
-            return None
+        cells = (a[0], b[0], c[0], v[1])
+        for cell in cells:
+            if type(cell) is not str or plain(cell) is None:
+                return None
+        ask, bid, last, volume = Decimal(cells[0]), Decimal(cells[1]), Decimal(cells[2]), Decimal(cells[3])
         if not ask or not bid or not last or bid > ask:  # prices must be > 0; a crossed book is bad data
             return None
         out.append(Ticker(pair=info.pair, bid=bid, ask=ask, last=last, volume=volume, time=now))
