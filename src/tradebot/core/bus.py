@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator, Hashable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Generator, Hashable, Iterator
 from typing import Any, Generic, TypeVar
 
 import attrs
@@ -36,14 +36,20 @@ __all__ = [
 T = TypeVar("T")
 
 
+_EXHAUSTED: Iterator[Any] = iter(())  # an iterator that is over: ``yield from`` it returns at once
+
+
 class _Done:
-    """An awaitable that is already finished (awaiting it never suspends)."""
+    """An awaitable that is already finished (awaiting it never suspends).
+
+    Its ``__await__`` hands out one exhausted iterator rather than being a generator
+    function: no generator is built and run for each tick a feed publishes.
+    """
 
     __slots__ = ()
 
     def __await__(self) -> Generator[Any, None, None]:
-        return
-        yield  # makes this a generator function
+        return _EXHAUSTED  # type: ignore[return-value]  # an exhausted iterator awaits like a finished generator
 
 
 _DONE = _Done()
