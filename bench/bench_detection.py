@@ -12,14 +12,15 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import asyncio
+import logging
 import statistics
 import time
 from decimal import Decimal as D
 
 from tradebot.checks.api_connectivity import ApiConnectivityCheck, ApiConnectivityConfig
 from tradebot.checks.staleness import StalenessCheck, StalenessConfig
+from tradebot.core import loop as event_loop
 from tradebot.core.clock import SystemClock
 from tradebot.core.health import HealthMonitor, MonitoringSettings
 from tradebot.core.models import Ticker, TradingState
@@ -107,4 +108,4 @@ async def main(trials: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
-    asyncio.run(main(parser.parse_args().trials))
+    event_loop.run(main(parser.parse_args().trials))

@@ -11,10 +11,10 @@ and lost orders counted on the simulator.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 
+from tradebot.core import loop as event_loop
 from tradebot.core.drill import render_reports, run_drill
 
 
@@ -23,7 +23,7 @@ def main() -> int:
     parser.add_argument("--scenario", action="append", default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL + 1)  # the table is the output
-    reports = asyncio.run(run_drill(args.scenario or ["all"]))
+    reports = event_loop.run(run_drill(args.scenario or ["all"]))
     print(render_reports(reports))
     return 0 if all(r.passed for r in reports) else 1
 

@@ -16,6 +16,8 @@ The publisher yields to the loop once per round of one tick per pair, the way a 
 handing over a network read does; no tick is conflated as long as the strategies keep up.
 Prints the figures and the ratios against the targets (tracing on >= 0.9x off, engine >=
 0.5x bare loop). Best of ``--repeat`` runs; engine runs with tracing off and on alternate.
+The engine runs on the event loop the bot runs on (uvloop where installed, see
+``tradebot.core.loop``); ``TRADEBOT_EVENT_LOOP=asyncio`` measures it on asyncio's own loop.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from typing import Any
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
+from tradebot.core import loop as event_loop
 from tradebot.core import telemetry
 from tradebot.core.bus import EventBus
 from tradebot.core.models import Signal, Ticker
@@ -168,12 +171,12 @@ def main(argv: list[str] | None = None) -> int:
     offs, ons, uncapped = [], [], []
     for _ in range(args.repeat):
         gc.collect()
-        offs.append(asyncio.run(engine(host, ticks, pairs, args.pairs)))
+        offs.append(event_loop.run(engine(host, ticks, pairs, args.pairs)))
         for out, sink, interval in ((ons, exporter, args.trace_interval), (uncapped, uncapped_exporter, 0.0)):
             telemetry.configure_tracing("none", span_processor=BatchSpanProcessor(sink, max_queue_size=65536))
             try:
                 gc.collect()
-                out.append(asyncio.run(engine(host, ticks, pairs, args.pairs, args.trace_every, interval)))
+                out.append(event_loop.run(engine(host, ticks, pairs, args.pairs, args.trace_every, interval)))
             finally:
                 telemetry.shutdown_tracing()
     off_s, off_signals, off_info = min(offs, key=lambda r: r[0])
@@ -181,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     unc_s = min(uncapped, key=lambda r: r[0])[0]
 
     bare_rate, off_rate, on_rate = n / bare_s, n / off_s, n / on_s
-    print(f"python {sys.version.split()[0]}; {n} ticks over {len(pairs)} pairs; strategies {', '.join(STRATEGIES)}")
+    print(
+        f"python {sys.version.split()[0]}, event loop {event_loop.loop_name()} (the bot's; TRADEBOT_EVENT_LOOP=asyncio "
+        f"for asyncio's own); {n} ticks over {len(pairs)} pairs; strategies {', '.join(STRATEGIES)}"
+    )
     print(f"  bare loop            {bare_rate:>10,.0f} ticks/s   ({bare_s:.3f}s, {bare_signals} signals)")
     print(
         f"  engine, tracing off  {off_rate:>10,.0f} ticks/s   ({off_s:.3f}s, {off_signals} signals, "

@@ -11,12 +11,12 @@ the simulator's counter is lifted so the figures show the client, not the pacing
 from __future__ import annotations
 
 import argparse
-import asyncio
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from tradebot.core import loop as event_loop
 from tradebot.core.errors import CircuitOpen, RequestTimeout
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
@@ -88,4 +88,4 @@ async def main(calls: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=400)
-    asyncio.run(main(parser.parse_args().calls))
+    event_loop.run(main(parser.parse_args().calls))

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import stamina
 
+from tradebot.core import loop as event_loop
 from tradebot.core.autorestart import AutoRestarter, RestartPolicy
 from tradebot.core.clock import SystemClock
 from tradebot.core.errors import DNSError
@@ -150,4 +151,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    event_loop.run(main())

@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from tradebot.core import loop as event_loop
 from tradebot.core.bus import EventBus
 from tradebot.core.models import Signal, Ticker
 from tradebot.core.plugins import PluginHost
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=100_000)
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        r = asyncio.run(soak(args.ticks, args.warmup, Path(tmp)))
+        r = event_loop.run(soak(args.ticks, args.warmup, Path(tmp)))
     mb = 1024 * 1024
     ok = r["growth_pct"] < 5.0
     print(f"memory soak: {r['ticks']:,} ticks after {r['warmup']:,} warm-up in {r['seconds']:.1f}s "

@@ -16,7 +16,9 @@ column also pays the simulator's share of each call. ``--remote N`` runs it as a
 ``tradebot sim`` process instead, as a real exchange is, with ``N`` calls in flight per
 client: calls/s then shows what each client itself costs per call.
 
-Rounds alternate the clients; each client's best round is reported. Targets: tradebot
+All clients run on the event loop the bot runs on (uvloop where installed;
+``TRADEBOT_EVENT_LOOP=asyncio`` for asyncio's own). Rounds alternate the clients; each
+client's best round is reported. Targets: tradebot
 >= 1.5x ccxt's calls/s with a lower p99, and within 1.25x of the bare loop.
 """
 
@@ -35,6 +37,7 @@ from pathlib import Path
 
 import aiohttp
 
+from tradebot.core import loop as event_loop
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
@@ -148,7 +151,7 @@ async def main(calls: int, rounds: int, remote: int) -> int:
         where = f"simulator in its own process on 127.0.0.1, {concurrency} calls in flight per client"
     else:
         where = "simulator in this process on 127.0.0.1, sequential calls"
-    print(f"{where}; {calls} Ticker calls per round, best of {rounds} rounds\n")
+    print(f"{where}; event loop {event_loop.loop_name()}; {calls} Ticker calls per round, best of {rounds} rounds\n")
     for name, (rate, p50, p99) in best.items():
         print(f"{name:<14} {rate:8.0f} calls/s   p50 {p50 * 1e3:6.3f} ms   p99 {p99 * 1e3:6.3f} ms")
     ok = True
@@ -176,4 +179,4 @@ if __name__ == "__main__":
         help="run the simulator as a separate process, with N calls in flight per client (0: in this process)",
     )
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.calls, args.rounds, args.remote)))
+    sys.exit(event_loop.run(main(args.calls, args.rounds, args.remote)))

@@ -10,6 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from tradebot.core.loop import loop_factory, loop_name
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, object]:
+    """Every async test runs on the event loop the bot runs on (uvloop where it is installed)."""
+    import asyncio
+
+    return {loop_name(): loop_factory() or asyncio.new_event_loop}
+
 
 def make_dist(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "0.1") -> Path:
     """Install a tiny distribution into ``root`` by hand: its modules plus a dist-info with

@@ -372,7 +372,7 @@ async def test_slow_calls_are_logged_and_measured(caplog: pytest.LogCaptureFixtu
     stats = runner["lazy"].stats
     assert stats.slow == 1
     assert len(sink.signals) == 2
-    assert 0.06 <= stats.max_s < 0.3
+    assert 0.059 <= stats.max_s < 0.3  # uvloop's timers keep milliseconds: a sleep may end a little early
     assert stats.mean_s == pytest.approx(stats.total_s / 2)
     hist = stats.histogram()
     assert hist["<=0.1"] == 1

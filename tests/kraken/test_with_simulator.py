@@ -154,6 +154,23 @@ async def test_nonces_survive_a_restart(sim: Simulator, tmp_path: Path) -> None:
                 await ex.close()
 
 
+async def test_private_requests_take_turns_so_nonces_arrive_in_order(sim: Simulator, tmp_path: Path) -> None:
+    """Side by side on separate connections, requests may reach Kraken in any order: private
+    ones are sent one at a time, each after the previous answer came back."""
+    sim.faults.add("latency=0.05,on=Balance")
+    ex = connect(sim, tmp_path)
+    loop = asyncio.get_running_loop()
+    try:
+        with stamina.set_testing(True, attempts=1):  # an invalid nonce would surface
+            started = loop.time()
+            await asyncio.gather(*(ex.rest.private("Balance") for _ in range(4)), ex.ticker(["BTC/USD"]))
+            took = loop.time() - started
+    finally:
+        await ex.close()
+    assert took >= 4 * 0.05 * 0.95, f"private requests overlapped ({took:.3f}s for 4 of 0.05s each)"
+    assert sim.stats.requests["Balance"] == 4
+
+
 async def test_breaker_opens_and_recovers_against_the_simulator(sim: Simulator, tmp_path: Path) -> None:
     ex = connect(sim, tmp_path, breaker_min_calls=4, breaker_window=4)
     sim.faults.add("http5xx=503,on=Ticker")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
 
 import click
+
+from tradebot.core import loop as event_loop
 
 
 @click.command()
@@ -60,7 +61,7 @@ def drill(
             r = report  # ScenarioReport
             click.echo(f"  {r.scenario.name}: {'PASS' if r.passed else 'FAIL'} ({r.duration_s:.1f}s)", err=True)  # type: ignore[attr-defined]
 
-    reports = asyncio.run(run_drill(list(scenarios), settings, base=base, workdir=workdir, on_report=progress))
+    reports = event_loop.run(run_drill(list(scenarios), settings, base=base, workdir=workdir, on_report=progress))
     if as_json:
         click.echo(json.dumps([r.as_json() for r in reports], indent=2))
     else:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 
 import click
 
 from tradebot.cli._common import config_option, echo_problem
+from tradebot.core import loop as event_loop
 
 
 @click.command()
@@ -60,13 +60,19 @@ def run(
     if dry_run:
         from tradebot.core.preflight import run_preflight
 
-        report = asyncio.run(run_preflight(prepared, paper=paper))
+        report = event_loop.run(run_preflight(prepared, paper=paper))
         click.echo(report.render())
         sys.exit(0 if report.ok else 1)
 
     from tradebot.core import telemetry
     from tradebot.core.bot import RunOptions, run_bot
+    from tradebot.core.loop import loop_name
 
+    try:
+        loop_name()  # a bad TRADEBOT_EVENT_LOOP stops here, named, before anything starts
+    except ConfigError as exc:
+        echo_problem(exc)
+        sys.exit(2)
     telemetry.configure_tracing()
     options = RunOptions(paper=paper, duration_s=duration, infinite=infinite, status_line=sys.stderr.isatty())
     try:

@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 
 import click
 
+from tradebot.core import loop as event_loop
 from tradebot.exchanges.simulator import (
     DEFAULT_BALANCES,
     RATE_TIERS,
@@ -141,7 +142,7 @@ def sim(
     except ValueError as exc:  # e.g. an unknown asset in --balance
         raise click.BadParameter(str(exc), param_hint="--balance") from None
     try:
-        asyncio.run(_serve(config))
+        event_loop.run(_serve(config))
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None
     except OSError as exc:

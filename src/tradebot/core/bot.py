@@ -552,8 +552,11 @@ async def _close_part(part: Any, what: str) -> None:
 
 
 def run_bot(prepared: Prepared, options: RunOptions) -> RunSummary:
-    """Run a bot to completion in a fresh event loop."""
-    return asyncio.run(Bot(prepared, options).run())
+    """Run a bot to completion in a fresh event loop (uvloop where installed, see :mod:`tradebot.core.loop`)."""
+    from tradebot.core import loop
+
+    log.info("event loop: %s", loop.loop_name())
+    return loop.run(Bot(prepared, options).run())
 
 
 def _env_number(name: str, default: float, cast: Callable[[str], float], *, minimum: float) -> float:

@@ -7,6 +7,7 @@ attempt of a private call is signed with a fresh nonce, so a retried call never 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Mapping
@@ -116,6 +117,8 @@ class KrakenRestClient:
         self._session: aiohttp.ClientSession | None = None
         self._routes: dict[tuple[bool, str], _Route] = {}
         self._public_urls: dict[tuple[object, ...], URL] = {}  # (endpoint, *params) -> encoded URL
+        self._private_lock: asyncio.Lock | None = None
+        self._private_lock_loop: asyncio.AbstractEventLoop | None = None
         self.sessions_created = 0
         self.requests_sent = 0
 
@@ -271,21 +274,18 @@ class KrakenRestClient:
                 await limiter.acquire(route.cost, counted=route.private)
             try:
                 if route.private:
-                    assert self._credentials is not None
-                    nonce = self.nonces.next()
-                    body = urlencode({"nonce": nonce, **params})
-                    headers = {
-                        "API-Key": self._credentials.api_key,
-                        "API-Sign": sign(route.path, nonce, body, self._credentials.api_secret),
-                        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
-                    }
-                    request = self.session.post(route.url, data=body.encode(), headers=headers)
+                    # Kraken refuses a nonce not above the last one it accepted, and requests
+                    # sent side by side on separate connections may arrive in any order: one
+                    # private request is in flight at a time, from taking its nonce until the
+                    # answer's headers are back (Kraken has seen the nonce by then)
+                    async with self._private_turn():
+                        resp = await self._send_private(route, params)
                 else:
                     request = self.session.get(self._public_url(route, params))
-                self.requests_sent += 1
-                # awaited rather than entered: aiohttp's context managers add two coroutines
-                # per call; release() in ``finally`` hands the connection back as __aexit__ does
-                resp = await request
+                    self.requests_sent += 1
+                    # awaited rather than entered: aiohttp's context managers add two coroutines
+                    # per call; release() in ``finally`` hands the connection back as __aexit__ does
+                    resp = await request
                 try:
                     status = resp.status
                     raw = await resp.read()
@@ -305,6 +305,25 @@ class KrakenRestClient:
             raise
         breaker.record(ticket, None)
         return result
+
+    def _private_turn(self) -> asyncio.Lock:
+        """The lock private requests take turns on (one per event loop the client is used in)."""
+        loop = asyncio.get_running_loop()
+        if self._private_lock is None or self._private_lock_loop is not loop:
+            self._private_lock, self._private_lock_loop = asyncio.Lock(), loop
+        return self._private_lock
+
+    async def _send_private(self, route: _Route, params: dict[str, Any]) -> aiohttp.ClientResponse:
+        assert self._credentials is not None
+        nonce = self.nonces.next()
+        body = urlencode({"nonce": nonce, **params})
+        headers = {
+            "API-Key": self._credentials.api_key,
+            "API-Sign": sign(route.path, nonce, body, self._credentials.api_secret),
+            "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+        }
+        self.requests_sent += 1
+        return await self.session.post(route.url, data=body.encode(), headers=headers)
 
     def _decode(self, endpoint: str, status: int, raw: bytes, *, trading: bool) -> Any:
         try:
