@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
     bare_rate, off_rate, on_rate = n / bare_s, n / off_s, n / on_s
     print(
-        f"python {sys.version.split()[0]}, event loop {event_loop.loop_name()} (the bot's; TRADEBOT_EVENT_LOOP=asyncio "
-        f"for asyncio's own); {n} ticks over {len(pairs)} pairs; strategies {', '.join(STRATEGIES)}"
+        f"python {sys.version.split()[0]}, event loop {event_loop.loop_name()} (TRADEBOT_EVENT_LOOP chooses); "
+        f"{n} ticks over {len(pairs)} pairs; strategies {', '.join(STRATEGIES)}"
     )
     print(f"  bare loop            {bare_rate:>10,.0f} ticks/s   ({bare_s:.3f}s, {bare_signals} signals)")
     print(
