@@ -40,8 +40,10 @@ def test_a_bad_choice_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
     async def never() -> None:  # pragma: no cover - must not run
         raise AssertionError
 
+    coro = never()
     with pytest.raises(ConfigError):
-        loop.run(never())  # and the coroutine is closed, not left un-awaited
+        loop.run(coro)
+    assert coro.cr_frame is None  # closed, not left to warn that it was never awaited
 
 
 def test_uvloop_asked_for_but_missing(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,3 +53,17 @@ def test_uvloop_asked_for_but_missing(monkeypatch: pytest.MonkeyPatch) -> None:
         loop.loop_name()
     monkeypatch.delenv(loop.ENV_EVENT_LOOP)
     assert loop.loop_name() == "asyncio"  # by default it falls back quietly
+
+
+@pytest.mark.parametrize("args", [["sim"], ["drill", "--scenario", "dns"], ["run", "--paper", "--dry-run"]])
+def test_commands_name_a_bad_choice_and_exit_2(args: list[str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, loop.ENV_EVENT_LOOP: "trio"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "tradebot", *args], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "TRADEBOT_EVENT_LOOP must be" in proc.stderr and "Traceback" not in proc.stderr

@@ -160,15 +160,48 @@ async def test_private_requests_take_turns_so_nonces_arrive_in_order(sim: Simula
     sim.faults.add("latency=0.05,on=Balance")
     ex = connect(sim, tmp_path)
     loop = asyncio.get_running_loop()
+    done: dict[str, float] = {}
+
+    async def timed(name: str, call: Any) -> None:
+        await call
+        done[name] = loop.time()
+
     try:
         with stamina.set_testing(True, attempts=1):  # an invalid nonce would surface
             started = loop.time()
-            await asyncio.gather(*(ex.rest.private("Balance") for _ in range(4)), ex.ticker(["BTC/USD"]))
+            await asyncio.gather(
+                *(timed(f"balance{i}", ex.rest.private("Balance")) for i in range(4)),
+                timed("ticker", ex.ticker(["BTC/USD"])),
+            )
             took = loop.time() - started
     finally:
         await ex.close()
     assert took >= 4 * 0.05 * 0.95, f"private requests overlapped ({took:.3f}s for 4 of 0.05s each)"
     assert sim.stats.requests["Balance"] == 4
+    assert done["ticker"] < min(t for name, t in done.items() if name != "ticker"), "a public call waited its turn"
+
+
+async def test_waiting_for_the_turn_counts_against_the_request_timeout(sim: Simulator, tmp_path: Path) -> None:
+    """However many private requests wait ahead of it, a call ends within its own timeout."""
+    sim.faults.add("latency=0.6,on=OpenOrders")
+    ex = connect(sim, tmp_path, request_timeout_s=1.0)
+    loop = asyncio.get_running_loop()
+    try:
+        with stamina.set_testing(True, attempts=1):
+            slow = [asyncio.ensure_future(ex.rest.private("OpenOrders")) for _ in range(2)]
+            await asyncio.sleep(0)
+            started = loop.time()
+            with pytest.raises(RequestTimeout, match="not sent") as caught:
+                await ex.rest.private("Balance")
+            assert loop.time() - started < 1.0 + 0.3
+            assert getattr(caught.value, "not_sent", False)  # it never left: certainly not placed
+            first, second = await asyncio.gather(*slow, return_exceptions=True)
+    finally:
+        await ex.close()
+    assert not isinstance(first, BaseException)
+    # the second waited 0.6 s for its turn, then had only 0.4 s on the wire: sent, outcome unknown
+    assert isinstance(second, RequestTimeout) and not getattr(second, "not_sent", False)
+    assert sim.stats.requests["Balance"] == 0 and sim.stats.requests["OpenOrders"] == 2
 
 
 async def test_breaker_opens_and_recovers_against_the_simulator(sim: Simulator, tmp_path: Path) -> None:

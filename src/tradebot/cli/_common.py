@@ -24,6 +24,18 @@ def echo_problem(exc: Exception) -> None:
         click.echo(f"  - {issue}", err=True)
 
 
+def event_loop_or_exit() -> None:
+    """Exit 2 naming ``TRADEBOT_EVENT_LOOP`` when it is bad, before a command starts anything."""
+    from tradebot.core.errors import ConfigError
+    from tradebot.core.loop import loop_name
+
+    try:
+        loop_name()
+    except ConfigError as exc:
+        echo_problem(exc)
+        sys.exit(2)
+
+
 def prepare_or_exit(config_path: Path | None) -> Prepared:
     """Settings and plugins, or exit 2 listing every problem."""
     from tradebot.core.bootstrap import prepare

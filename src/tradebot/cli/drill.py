@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from tradebot.cli._common import event_loop_or_exit
 from tradebot.core import loop as event_loop
 
 
@@ -61,6 +62,7 @@ def drill(
             r = report  # ScenarioReport
             click.echo(f"  {r.scenario.name}: {'PASS' if r.passed else 'FAIL'} ({r.duration_s:.1f}s)", err=True)  # type: ignore[attr-defined]
 
+    event_loop_or_exit()
     reports = event_loop.run(run_drill(list(scenarios), settings, base=base, workdir=workdir, on_report=progress))
     if as_json:
         click.echo(json.dumps([r.as_json() for r in reports], indent=2))

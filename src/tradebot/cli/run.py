@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tradebot.cli._common import config_option, echo_problem
+from tradebot.cli._common import config_option, echo_problem, event_loop_or_exit
 from tradebot.core import loop as event_loop
 
 
@@ -57,6 +57,7 @@ def run(
         echo_problem(exc)
         sys.exit(2)
     configure_logging(prepared.settings.section("logging"), state_dir=prepared.settings.state_path)
+    event_loop_or_exit()  # a bad TRADEBOT_EVENT_LOOP stops here, named, before anything starts
     if dry_run:
         from tradebot.core.preflight import run_preflight
 
@@ -66,13 +67,6 @@ def run(
 
     from tradebot.core import telemetry
     from tradebot.core.bot import RunOptions, run_bot
-    from tradebot.core.loop import loop_name
-
-    try:
-        loop_name()  # a bad TRADEBOT_EVENT_LOOP stops here, named, before anything starts
-    except ConfigError as exc:
-        echo_problem(exc)
-        sys.exit(2)
     telemetry.configure_tracing()
     options = RunOptions(paper=paper, duration_s=duration, infinite=infinite, status_line=sys.stderr.isatty())
     try:

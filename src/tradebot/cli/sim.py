@@ -9,6 +9,7 @@ from decimal import Decimal, InvalidOperation
 
 import click
 
+from tradebot.cli._common import event_loop_or_exit
 from tradebot.core import loop as event_loop
 from tradebot.exchanges.simulator import (
     DEFAULT_BALANCES,
@@ -142,6 +143,7 @@ def sim(
     except ValueError as exc:  # e.g. an unknown asset in --balance
         raise click.BadParameter(str(exc), param_hint="--balance") from None
     try:
+        event_loop_or_exit()
         event_loop.run(_serve(config))
     except FaultSpecError as exc:
         raise click.BadParameter(str(exc), param_hint="--scenario") from None

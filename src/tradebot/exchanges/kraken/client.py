@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import weakref
 from collections.abc import Awaitable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -19,7 +20,15 @@ import aiohttp
 from yarl import URL
 
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import AuthError, BadDataError, ExchangeUnavailable, InvalidNonce, RateLimited, TradebotError
+from tradebot.core.errors import (
+    AuthError,
+    BadDataError,
+    ExchangeUnavailable,
+    InvalidNonce,
+    RateLimited,
+    RequestTimeout,
+    TradebotError,
+)
 from tradebot.core.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry, retry_after_failure
@@ -117,8 +126,10 @@ class KrakenRestClient:
         self._session: aiohttp.ClientSession | None = None
         self._routes: dict[tuple[bool, str], _Route] = {}
         self._public_urls: dict[tuple[object, ...], URL] = {}  # (endpoint, *params) -> encoded URL
-        self._private_lock: asyncio.Lock | None = None
-        self._private_lock_loop: asyncio.AbstractEventLoop | None = None
+        # the lock private requests take turns on, per event loop (a lock belongs to one loop)
+        self._private_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary()
+        )
         self.sessions_created = 0
         self.requests_sent = 0
 
@@ -274,12 +285,7 @@ class KrakenRestClient:
                 await limiter.acquire(route.cost, counted=route.private)
             try:
                 if route.private:
-                    # Kraken refuses a nonce not above the last one it accepted, and requests
-                    # sent side by side on separate connections may arrive in any order: one
-                    # private request is in flight at a time, from taking its nonce until the
-                    # answer's headers are back (Kraken has seen the nonce by then)
-                    async with self._private_turn():
-                        resp = await self._send_private(route, params)
+                    resp = await self._private_in_turn(route, params)
                 else:
                     request = self.session.get(self._public_url(route, params))
                     self.requests_sent += 1
@@ -306,12 +312,35 @@ class KrakenRestClient:
         breaker.record(ticket, None)
         return result
 
-    def _private_turn(self) -> asyncio.Lock:
-        """The lock private requests take turns on (one per event loop the client is used in)."""
+    async def _private_in_turn(self, route: _Route, params: dict[str, Any]) -> aiohttp.ClientResponse:
+        """Send a private request when it is its turn; the answer's response object.
+
+        Kraken refuses a nonce not above the last one it accepted, and requests sent side by
+        side on separate connections may arrive in any order: one private request is in
+        flight at a time, from taking its nonce until the answer's headers are back (Kraken
+        has seen the nonce by then). Waiting for the turn counts against the request's own
+        timeout, so a call never takes longer than ``request_timeout_s`` however many wait
+        ahead of it; one that times out still waiting was never sent.
+        """
         loop = asyncio.get_running_loop()
-        if self._private_lock is None or self._private_lock_loop is not loop:
-            self._private_lock, self._private_lock_loop = asyncio.Lock(), loop
-        return self._private_lock
+        turn = self._private_turns.get(loop)
+        if turn is None:
+            turn = self._private_turns[loop] = asyncio.Lock()
+        sent = False
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s), turn:
+                sent = True
+                return await self._send_private(route, params)
+        except TimeoutError:
+            if sent:
+                raise  # on the wire: the outcome is unknown (mapped as a request timeout)
+            err = RequestTimeout(
+                f"Kraken {route.endpoint}: not sent, the private requests ahead of it took the whole"
+                f" {self.config.request_timeout_s:g}s timeout",
+                endpoint=route.endpoint,
+            )
+            err.not_sent = True  # type: ignore[attr-defined]
+            raise err from None
 
     async def _send_private(self, route: _Route, params: dict[str, Any]) -> aiohttp.ClientResponse:
         assert self._credentials is not None
