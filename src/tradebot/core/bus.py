@@ -476,11 +476,7 @@ class EventBus:
         if self._closed:
             raise BusClosed("the event bus is closed")
         self.published += 1
-        keyfn = self._key
-        if keyfn is market_key and type(event) is Ticker:
-            key: Hashable | None = ("ticker", event.pair)  # market_key, inlined for the commonest event
-        else:
-            key = keyfn(event)
+        key = self._key(event)
         blocked: list[Subscription] | None = None
         if key is None:
             trace = None

@@ -30,6 +30,8 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from tradebot.core.errors import describe
 from tradebot.core.healing import Failure, send_alert
 from tradebot.core.models import Alert, AlertLevel
@@ -47,14 +49,16 @@ _MAX_REASON = 300  # characters of a fault's text repeated in alerts and the sto
 _FALLBACK_PROBES = ("server_time", "system_status")
 
 
+@attrs.frozen
 class CriticalPart:
-    """A part the bot needs (``role``, e.g. "the exchange") and the guarded object behind it."""
+    """A part the bot needs (``role``, e.g. "the exchange") and the guarded object behind it.
 
-    def __init__(self, role: str, part: object, *, consequence: str) -> None:
-        self.role = role
-        self.part = part
-        self.consequence = consequence
-        """What the quarantine stops, for the alert: "the bot cannot place ... orders"."""
+    ``consequence`` says what the quarantine stops, for the alert ("the bot cannot place ...").
+    """
+
+    role: str
+    part: object
+    consequence: str = attrs.field(kw_only=True)
 
     def probe(self, method: str | None) -> Probe | None:
         """A guarded call that works only once the plugin does: ``method`` when it needs no

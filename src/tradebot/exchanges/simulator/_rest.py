@@ -9,7 +9,6 @@ import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -33,7 +32,6 @@ log = logging.getLogger(__name__)
 Params = Mapping[str, str]
 Handler = Callable[["Simulator", Params], "dict[str, Any] | Encoded"]
 _PAGE = 50
-_NO_FAULTS: Mapping[str, FaultRule] = MappingProxyType({})
 
 
 @attrs.frozen
@@ -97,21 +95,19 @@ class RestApi:
             sim.stats.add_order_calls[params["cl_ord_id"]] += 1
 
         faults = sim.faults.draw(endpoint.name, private=endpoint.private)
-        kinds: Mapping[str, FaultRule] = _NO_FAULTS
-        if faults:
-            latency = sum(float(f.value or 0) for f in faults if f.kind == "latency")
-            if latency:
-                await sim.wait(latency)
-            kinds = {f.kind: f for f in faults}
-            if "timeout" in kinds:
-                await sim.wait(float(kinds["timeout"].value or 60))
-                return self._drop(request)
-            if "drop" in kinds:
-                return self._drop(request)
-            if "http5xx" in kinds:
-                return self._cloudflare(int(kinds["http5xx"].value or 502))
-            if "error" in kinds:
-                return self._respond(kraken_body([str(kinds["error"].value)]))
+        latency = sum(float(f.value or 0) for f in faults if f.kind == "latency")
+        if latency:
+            await sim.wait(latency)
+        kinds = {f.kind: f for f in faults}
+        if "timeout" in kinds:
+            await sim.wait(float(kinds["timeout"].value or 60))
+            return self._drop(request)
+        if "drop" in kinds:
+            return self._drop(request)
+        if "http5xx" in kinds:
+            return self._cloudflare(int(kinds["http5xx"].value or 502))
+        if "error" in kinds:
+            return self._respond(kraken_body([str(kinds["error"].value)]))
 
         try:
             if parse_error:
@@ -130,8 +126,6 @@ class RestApi:
     # --- responses ------------------------------------------------------------
 
     def _after(self, request: web.Request, body: bytes, kinds: Mapping[str, FaultRule]) -> web.StreamResponse:
-        if not kinds:
-            return self._respond(body)
         if "drop_response" in kinds:
             return self._drop(request)
         if "malformed" in kinds:
