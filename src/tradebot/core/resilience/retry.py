@@ -27,7 +27,15 @@ import stamina
 from tradebot.core.errors import CircuitOpen, OrderOutcomeUnknown, RateLimited, TradebotError
 from tradebot.core.validate import ge, gt
 
-__all__ = ["EndpointRetryCounts", "RetryEvent", "RetryPolicy", "RetryStats", "call_with_retry", "is_retryable"]
+__all__ = [
+    "EndpointRetryCounts",
+    "RetryEvent",
+    "RetryPolicy",
+    "RetryStats",
+    "call_with_retry",
+    "is_retryable",
+    "retry_after_failure",
+]
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +113,8 @@ class RetryStats:
     def total_retries(self) -> int:
         return sum(c.retries for c in self.endpoints.values())
 
-    def _attempt(self, endpoint: str) -> None:
+    def attempted(self, endpoint: str) -> None:
+        """Count an attempt (callers that run a first attempt themselves, see :func:`retry_after_failure`)."""
         self.of(endpoint).attempts += 1
 
     def _retry(self, endpoint: str, attempt: int, error: BaseException | None) -> None:
@@ -118,7 +127,8 @@ class RetryStats:
             except Exception:
                 log.exception("retry listener %r failed", listener)
 
-    def _done(self, endpoint: str, ok: bool) -> None:
+    def finished(self, endpoint: str, ok: bool) -> None:
+        """Count a call's final outcome."""
         if ok:
             self.of(endpoint).successes += 1
         else:
@@ -137,30 +147,49 @@ async def call_with_retry(
     policy = policy or RetryPolicy()
     stats = stats if stats is not None else RetryStats()
     if not idempotent:
-        stats._attempt(endpoint)
+        stats.attempted(endpoint)
         try:
             result = await fn()
         except BaseException:
-            stats._done(endpoint, ok=False)
+            stats.finished(endpoint, ok=False)
             raise
-        stats._done(endpoint, ok=True)
+        stats.finished(endpoint, ok=True)
         return result
 
     # Fast path: most calls succeed at once, and entering stamina's retry loop costs more
-    # than a loopback round trip. The first attempt runs bare; only a retryable failure
-    # enters the loop, where it is replayed as attempt 1 so stamina schedules the backoff.
-    stats._attempt(endpoint)
+    # than a loopback round trip. The first attempt runs bare; only a failure goes on to
+    # retry_after_failure.
+    stats.attempted(endpoint)
     try:
         first = await fn()
-    except Exception as exc:
-        if is_retryable(exc, max_retry_after_s=policy.max_retry_after_s) is False:
-            # (a float, even 0.0, is a server-requested wait: retried)
-            stats._done(endpoint, ok=False)
-            raise
-        last_error: BaseException | None = exc
+    except Exception as exc:  # noqa: BLE001 - retry_after_failure decides what is retried
+        error = exc  # retried outside the handler, so later errors do not chain to this one
     else:
-        stats._done(endpoint, ok=True)
+        stats.finished(endpoint, ok=True)
         return first
+    return await retry_after_failure(fn, error, endpoint=endpoint, policy=policy, stats=stats)
+
+
+async def retry_after_failure(
+    fn: Callable[[], Awaitable[T]],
+    error: Exception,
+    *,
+    endpoint: str,
+    policy: RetryPolicy,
+    stats: RetryStats,
+) -> T:
+    """The rest of :func:`call_with_retry` once its first attempt (counted) raised ``error``.
+
+    A hot caller may run the first attempt itself, counted with :meth:`RetryStats.attempted`
+    and :meth:`RetryStats.finished`, and call this only when it fails: one coroutine less on
+    every call that succeeds. ``error`` is raised again when it is not retryable; otherwise it
+    is replayed as attempt 1, so stamina schedules the backoff.
+    """
+    if is_retryable(error, max_retry_after_s=policy.max_retry_after_s) is False:
+        # (a float, even 0.0, is a server-requested wait: retried)
+        stats.finished(endpoint, ok=False)
+        raise error
+    last_error: BaseException | None = error
 
     def retry_on(exc: Exception) -> bool | float:
         return is_retryable(exc, max_retry_after_s=policy.max_retry_after_s)
@@ -181,7 +210,7 @@ async def call_with_retry(
                     assert last_error is not None
                     raise last_error
                 stats._retry(endpoint, attempt.num, last_error)
-                stats._attempt(endpoint)
+                stats.attempted(endpoint)
                 try:
                     result_value = await fn()
                     have_result = True
@@ -189,9 +218,9 @@ async def call_with_retry(
                     last_error = exc
                     raise
     except BaseException:
-        stats._done(endpoint, ok=False)
+        stats.finished(endpoint, ok=False)
         raise
     if not have_result:  # pragma: no cover - stamina either yields a success or raises
         raise RuntimeError(f"retry loop of {endpoint} ended without a result")
-    stats._done(endpoint, ok=True)
+    stats.finished(endpoint, ok=True)
     return result_value  # type: ignore[return-value]
