@@ -105,7 +105,20 @@ async def test_unknown_method_and_post_for_public(
     ) as resp:
         assert list((await resp.json())["result"]) == ["XXBTZUSD"]
     async with session.get(f"{sim.base_url}/0/private/Balance") as resp:
-        assert (await resp.json())["error"]
+        assert resp.status == 405
+        assert (await resp.json())["error"] == ["EGeneral:Invalid arguments"]
+    # a method asked for under the other scope is unknown there, as on Kraken
+    for path in ("/0/private/Ticker", "/0/public/Balance"):
+        async with session.post(sim.base_url + path) as resp:
+            assert resp.status == 404, path
+            assert (await resp.json())["error"] == ["EGeneral:Unknown method"], path
+    # a known method spelled with an escape is still that method
+    async with session.get(f"{sim.base_url}/0/public/%54icker?pair=XBTUSD") as resp:
+        assert list((await resp.json())["result"]) == ["XXBTZUSD"]
+    # every request is counted under the method it named, known, unknown or under the wrong scope
+    assert sim.stats.requests["Nope"] == 1
+    assert sim.stats.requests["Ticker"] == 3
+    assert sim.stats.requests["Balance"] == 2
 
 
 async def test_ticker_answers_a_pair_asked_twice_once(kraken: KrakenTestClient) -> None:

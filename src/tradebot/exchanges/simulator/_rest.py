@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -9,6 +10,7 @@ import math
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 Params = Mapping[str, str]
 Handler = Callable[["Simulator", Params], "dict[str, Any] | Encoded"]
 _PAGE = 50
+_NO_FAULTS: Mapping[str, FaultRule] = MappingProxyType({})
 
 
 @attrs.frozen
@@ -79,35 +82,57 @@ class RestApi:
     def __init__(self, sim: Simulator) -> None:
         self._sim = sim
 
+    def routes(self) -> list[web.RouteDef]:
+        """One route per known method, then one for every other ``/0/public|private/...`` path.
+
+        A known method's own route hands its :class:`Endpoint` straight to :meth:`serve`
+        (aiohttp finds a plain path by one dictionary look-up); the catch-all answers
+        unknown methods, and methods asked for under the wrong scope, as Kraken does.
+        """
+        own = [
+            web.route("*", f"/0/{'private' if e.private else 'public'}/{e.name}", functools.partial(self.serve, e))
+            for e in ENDPOINTS.values()
+        ]
+        return [*own, web.route("*", "/0/{scope:public|private}/{method}", self.handle)]
+
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        sim = self._sim
+        """A path no known method's route took: ``/0/<scope>/<method>``."""
         match = request.match_info
         method = match["method"]
         endpoint = ENDPOINTS.get(method)
-        sim.stats.requests[method[:64]] += 1
         if endpoint is None or endpoint.private != (match["scope"] == "private"):
+            self._sim.stats.requests[method[:64]] += 1
             return self._respond(kraken_body(["EGeneral:Unknown method"]), status=404)
+        return await self.serve(endpoint, request)  # e.g. a path spelled with escapes
+
+    async def serve(self, endpoint: Endpoint, request: web.Request) -> web.StreamResponse:
+        """Answer one call of ``endpoint``: faults, parameters, authentication, the handler."""
+        sim = self._sim
+        sim.stats.requests[endpoint.name] += 1
         if endpoint.private and request.method != "POST":
             return self._respond(kraken_body(["EGeneral:Invalid arguments"]), status=405)
-        raw = await request.read()
+        # a request without a body (a GET) has nothing to read: no coroutine for it
+        raw = await request.read() if request.body_exists else b""
         params, parse_error = _parse_params(request, raw)
         if endpoint.name == "AddOrder" and params.get("cl_ord_id"):
             sim.stats.add_order_calls[params["cl_ord_id"]] += 1
 
+        kinds: Mapping[str, FaultRule] = _NO_FAULTS
         faults = sim.faults.draw(endpoint.name, private=endpoint.private)
-        latency = sum(float(f.value or 0) for f in faults if f.kind == "latency")
-        if latency:
-            await sim.wait(latency)
-        kinds = {f.kind: f for f in faults}
-        if "timeout" in kinds:
-            await sim.wait(float(kinds["timeout"].value or 60))
-            return self._drop(request)
-        if "drop" in kinds:
-            return self._drop(request)
-        if "http5xx" in kinds:
-            return self._cloudflare(int(kinds["http5xx"].value or 502))
-        if "error" in kinds:
-            return self._respond(kraken_body([str(kinds["error"].value)]))
+        if faults:
+            latency = sum(float(f.value or 0) for f in faults if f.kind == "latency")
+            if latency:
+                await sim.wait(latency)
+            kinds = {f.kind: f for f in faults}
+            if "timeout" in kinds:
+                await sim.wait(float(kinds["timeout"].value or 60))
+                return self._drop(request)
+            if "drop" in kinds:
+                return self._drop(request)
+            if "http5xx" in kinds:
+                return self._cloudflare(int(kinds["http5xx"].value or 502))
+            if "error" in kinds:
+                return self._respond(kraken_body([str(kinds["error"].value)]))
 
         try:
             if parse_error:
@@ -121,7 +146,7 @@ class RestApi:
         except Exception:  # a simulator bug must look like an exchange error, not a traceback page
             log.exception("simulator failed on %s", endpoint.name)
             body = kraken_body(["EGeneral:Internal error"])
-        return self._after(request, body, kinds)
+        return self._after(request, body, kinds) if kinds else self._respond(body)
 
     # --- responses ------------------------------------------------------------
 

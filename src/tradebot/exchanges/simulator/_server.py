@@ -156,7 +156,7 @@ class Simulator:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=1 << 20)
         app.router.add_route("GET", "/v2", self.ws.handle)
-        app.router.add_route("*", "/0/{scope:public|private}/{method}", self._rest.handle)
+        app.router.add_routes(self._rest.routes())
         app.router.add_routes(admin_routes(self))
         return app
 
