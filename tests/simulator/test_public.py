@@ -6,11 +6,13 @@ import json
 from decimal import Decimal
 
 import aiohttp
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradebot.core.clock import FakeClock
 from tradebot.exchanges.simulator import Simulator, SimulatorConfig
+from tradebot.exchanges.simulator._protocol import KrakenRejection
 from tradebot.exchanges.simulator._rest import _ticker_row, kraken_body, public_ticker
 
 from .conftest import KrakenTestClient
@@ -155,3 +157,14 @@ def test_cached_ticker_answer_is_always_the_one_computed_afresh(ops: list[str]) 
             clock._t += 86_400.0
         answer = json.loads(kraken_body([], public_ticker(sim, {"pair": "XBTUSD,ETHUSD"})))
         assert answer == {"error": [], "result": fresh()}
+
+
+def test_ticker_answers_kept_are_bounded_and_unknown_pairs_never_kept() -> None:
+    sim = Simulator(SimulatorConfig(tick_interval_s=0), clock=FakeClock())
+    for i in range(200):  # as many pair texts as a careless caller could send
+        public_ticker(sim, {"pair": " " * i + "XBTUSD,ETH/USD"})
+        assert len(sim.ticker_answers) <= 64
+    with pytest.raises(KrakenRejection) as rejected:
+        public_ticker(sim, {"pair": "NOPE"})
+    assert rejected.value.error == "EQuery:Unknown asset pair"
+    assert "NOPE" not in sim.ticker_answers

@@ -204,13 +204,14 @@ class KrakenRestClient:
         if breaker.state is BreakerState.OPEN:
             breaker.acquire()  # raises CircuitOpen: fail fast, before any retry machinery
         stats, endpoint = self.retry_stats, route.endpoint
-        stats.attempted(endpoint)
+        counts = stats.of(endpoint)  # what stats.attempted/finished count, without two calls
+        counts.attempts += 1
         try:
             result = await self._attempt(route, args, breaker)
         except Exception as exc:  # noqa: BLE001 - retry_after_failure decides what is retried
             error = exc  # retried outside the handler, so later errors do not chain to this one
         else:
-            stats.finished(endpoint, ok=True)
+            counts.successes += 1
             return result
         return await retry_after_failure(
             lambda: self._attempt(route, args, breaker), error, endpoint=endpoint, policy=self.retry_policy, stats=stats

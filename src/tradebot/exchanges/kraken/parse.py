@@ -238,7 +238,7 @@ def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ti
         ask, bid, last, volume = Decimal(cells[0]), Decimal(cells[1]), Decimal(cells[2]), Decimal(cells[3])
         if not ask or not bid or not last or bid > ask:  # prices must be > 0; a crossed book is bad data
             return None
-        out.append(Ticker(pair=info.pair, bid=bid, ask=ask, last=last, volume=volume, time=now))
+        out.append(Ticker(info.pair, bid, ask, last, volume, now))  # positional: Ticker's field order
     return out
 
 

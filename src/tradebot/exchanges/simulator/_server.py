@@ -21,10 +21,10 @@ from tradebot.exchanges.simulator._account import Account, OrderParams, SimOrder
 from tradebot.exchanges.simulator._admin import admin_routes
 from tradebot.exchanges.simulator._catalog import default_catalog
 from tradebot.exchanges.simulator._faults import FaultInjector, load_scenario
-from tradebot.exchanges.simulator._market import Market
+from tradebot.exchanges.simulator._market import Market, PairMarket
 from tradebot.exchanges.simulator._protocol import fmt_decimal
 from tradebot.exchanges.simulator._ratelimit import RATE_TIERS, DecayCounter
-from tradebot.exchanges.simulator._rest import ENDPOINTS, RestApi
+from tradebot.exchanges.simulator._rest import ENDPOINTS, Encoded, RestApi
 from tradebot.exchanges.simulator._ws import WebSocketHub
 
 __all__ = ["DEFAULT_BALANCES", "SimStats", "Simulator", "SimulatorConfig", "run_simulator"]
@@ -121,6 +121,8 @@ class Simulator:
         self.stats = SimStats()
         # each pair's Ticker member as JSON, with the market version it shows (see public_ticker)
         self.ticker_rows: dict[str, tuple[tuple[int, int], bytes]] = {}
+        # whole Ticker answers per ``pair`` text: (markets, (second, their ticks), answer)
+        self.ticker_answers: dict[str, tuple[list[PairMarket], tuple[int, list[int]], Encoded]] = {}
         self.tier = RATE_TIERS[config.rate_tier]
         self._rest_limiters: dict[str, DecayCounter] = {}
         self._order_limiters: dict[str, DecayCounter] = {}
