@@ -179,7 +179,7 @@ async def test_async_strategy_past_its_timeout_is_cancelled_and_its_signals_drop
         await settle(lambda: len(sink.signals) == 1)
     stats = runner["slow"].stats
     assert (stats.calls, stats.timeouts, stats.succeeded, stats.consecutive_failures) == (2, 1, 1, 0)
-    assert stats.max_s >= 0.05
+    assert stats.max_s >= 0.049  # uvloop's timers keep milliseconds: the timeout may fire a little early
 
 
 async def test_blocking_strategy_runs_off_the_loop_and_a_late_result_is_discarded() -> None:
