@@ -89,7 +89,7 @@ def _outcome(fn: Any, *args: Any) -> tuple[Any, ...]:
 numbers = st.one_of(
     scalars,
     st.sampled_from(["30300.1", " 30300.1 ", "30300.1\n", "1_000.5", "+2", "-0", "-0.0", "0.0", "0E-8", "1e-3",
-                     "1E+3", "sNaN", "-inf", "Infinity", "\u0663", "0x10", "1.2.3", "", " "]),
+                     "1E+3", "sNaN", "-inf", "Infinity", "\u0663", "0x10", "1.2.3", "", " ", "1|2", "|", "1|2|3|4"]),
     st.decimals(allow_nan=True, allow_infinity=True).map(str),
     st.decimals(allow_nan=False, allow_infinity=False),
 )
@@ -133,7 +133,7 @@ def test_fast_ticker_path_agrees_with_the_checked_one(value: Any) -> None:
 
 @pytest.mark.parametrize("key", ["a", "b", "c", "v"])
 @pytest.mark.parametrize("bad", ["-1", "-0.00000001", "NaN", "sNaN", "Infinity", "-inf", "", "x", 1.5, True,
-                                 None])
+                                 None, "1|2", "|", "1|", "|1", "1|2|3|4"])
 def test_fast_ticker_path_lets_no_bad_cell_through(key: str, bad: Any) -> None:
     entry: dict[str, Any] = {"a": ["2", "1"], "b": ["1", "1"], "c": ["1.5", "1"], "v": ["3", "4"]}
     entry[key] = list(entry[key])

@@ -17,6 +17,8 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tradebot.core.errors import BadDataError, CircuitOpen, ExchangeUnavailable, RequestTimeout, TradebotError
 from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
@@ -104,6 +106,7 @@ def test_public_urls_are_cached_only_where_values_cannot_be_confused() -> None:
         '{"error":[],"result":{"x":"1.5"}}'.encode("utf-16-le"),
         '{"error":[],"result":{"x":"1.5"}}'.encode("utf-32"),
         b' \n{"error":[],"result":{"x":"1.5"}}',
+        b'{"error":[],"result":{"x":"1.5"}} \r\n\t',
         b'{"error":[],"result":{"x":1.5, "y": 3}}',
         b'["not", "an", "envelope"]',
     ],
@@ -121,8 +124,33 @@ def test_answers_decode_as_json_loads_decodes_them(raw: bytes) -> None:
         assert got["x"] == Decimal("1.5")  # JSON floats become Decimals, exactly
 
 
+_json_texts = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=6)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    max_leaves=12,
+).map(lambda result: json.dumps({"error": [], "result": result}))
+_around = st.text(alphabet=" \t\r\n\x0c\x0b\xa0x}{,\x00", max_size=4)
+
+
+@given(_around, _json_texts, _around)
+def test_any_answer_decodes_exactly_as_json_loads_would(before: str, text: str, after: str) -> None:
+    """Whatever comes before or after the object: json.loads's result, or a typed error where it fails."""
+    raw = (before + text + after).encode()
+    rest = KrakenExchange(KrakenConfig(base_url="http://127.0.0.1:1")).rest
+    try:
+        expected = json.loads(raw, parse_float=Decimal)
+    except ValueError:
+        with pytest.raises(TradebotError):
+            rest._decode("public/Test", 200, raw, trading=False)
+        return
+    assert repr(rest._decode("public/Test", 200, raw, trading=False)) == repr(expected["result"])
+
+
 @pytest.mark.parametrize(
-    "raw", [b"", b"{", b'{"error":[],"result":{"x":"1', b"\xff\xfe\x00", b"{\x00\x00\x00", b"{\xff}"]
+    "raw",
+    [b"", b"{", b'{"error":[],"result":{"x":"1', b"\xff\xfe\x00", b"{\x00\x00\x00", b"{\xff}",
+     # something after the object; a form feed is whitespace to Python, not to JSON
+     b'{"error":[],"result":{}}x', b'{"error":[],"result":{}} {}', b'{"error":[],"result":{}}\x0c'],
 )
 def test_undecodable_answers_are_typed_errors(raw: bytes) -> None:
     rest = KrakenExchange(KrakenConfig(base_url="http://127.0.0.1:1")).rest

@@ -357,10 +357,16 @@ class KrakenRestClient:
 
     def _decode(self, endpoint: str, status: int, raw: bytes, *, trading: bool) -> Any:
         try:
-            # what json.loads does with bytes, minus building a decoder per call; the usual
-            # answer, "{" then a non-NUL byte, is UTF-8 by json.detect_encoding's own rules
-            encoding = "utf-8" if raw[:1] == b"{" and raw[1:2] != b"\x00" else json.detect_encoding(raw)
-            body = _JSON.decode(raw.decode(encoding, "surrogatepass"))
+            # what json.loads does with bytes, minus building a decoder per call
+            if raw[:1] == b"{" and raw[1:2] != b"\x00":
+                # the usual answer: UTF-8 by json.detect_encoding's own rules, and nothing
+                # before the object, so raw_decode reads it without decode()'s whitespace scans
+                text = raw.decode("utf-8", "surrogatepass")
+                body, end = _JSON.raw_decode(text)
+                if end != len(text):
+                    body = _JSON.decode(text)  # whitespace may follow; anything else is refused
+            else:
+                body = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
         except RecursionError:  # nesting no real answer has: bad data, not a crash
             raise BadDataError(
                 f"Kraken {endpoint}: answer nested too deeply to read ({len(raw)} bytes)", endpoint=endpoint

@@ -209,7 +209,10 @@ def _pair_key(key: str, registry: PairRegistry, where: _Where) -> str:
 # matches is a finite, unsigned Decimal with an exponent within [-24, 18] (at most 19 integer
 # and 24 fraction digits), so the fast path needs no check beyond the match. Anything else,
 # valid or not, goes to the checked path.
-_PLAIN_DECIMAL = re.compile(r"[0-9]{1,19}(?:\.[0-9]{1,24})?").fullmatch
+_PLAIN = r"[0-9]{1,19}(?:\.[0-9]{1,24})?"
+# a Ticker's four cells joined by "|", checked in one match: a "|" inside a cell adds a
+# fifth part, which cannot match
+_FOUR_PLAIN_DECIMALS = re.compile(rf"{_PLAIN}\|{_PLAIN}\|{_PLAIN}\|{_PLAIN}").fullmatch
 
 
 def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ticker] | None:
@@ -220,7 +223,7 @@ def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ti
     """
     if type(result) is not dict:
         return None
-    plain = _PLAIN_DECIMAL
+    plain4 = _FOUR_PLAIN_DECIMALS
     out = []
     for key, data in result.items():
         info = registry.from_kraken(key) if type(key) is str else None
@@ -231,11 +234,12 @@ def _fast_tickers(result: Any, registry: PairRegistry, now: datetime) -> list[Ti
             return None
         if not a or not b or not c or len(v) < 2:
             return None
-        cells = (a[0], b[0], c[0], v[1])
-        for cell in cells:
-            if type(cell) is not str or plain(cell) is None:
-                return None
-        ask, bid, last, volume = Decimal(cells[0]), Decimal(cells[1]), Decimal(cells[2]), Decimal(cells[3])
+        a0, b0, c0, v1 = a[0], b[0], c[0], v[1]
+        if type(a0) is not str or type(b0) is not str or type(c0) is not str or type(v1) is not str:
+            return None
+        if plain4(f"{a0}|{b0}|{c0}|{v1}") is None:
+            return None
+        ask, bid, last, volume = Decimal(a0), Decimal(b0), Decimal(c0), Decimal(v1)
         if not ask or not bid or not last or bid > ask:  # prices must be > 0; a crossed book is bad data
             return None
         out.append(Ticker(info.pair, bid, ask, last, volume, now))  # positional: Ticker's field order
