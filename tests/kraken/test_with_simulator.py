@@ -182,27 +182,53 @@ async def test_private_requests_take_turns_so_nonces_arrive_in_order(sim: Simula
     assert done["ticker"] < balances[1], "a public call waited behind the private ones"
 
 
+async def test_a_cancel_goes_ahead_of_look_ups_waiting_for_their_turn(sim: Simulator, tmp_path: Path) -> None:
+    """On HALT the cancel must not wait behind balance and order look-ups already queued."""
+    sim.faults.add("latency=0.05,on=Balance")
+    ex = connect(sim, tmp_path)
+    order: list[str] = []
+
+    async def answered(name: str, call: Any) -> None:
+        await call
+        order.append(name)
+
+    try:
+        with stamina.set_testing(True, attempts=1):
+            looking = [asyncio.ensure_future(answered(f"balance{i}", ex.rest.private("Balance"))) for i in range(3)]
+            await asyncio.sleep(0.01)  # the first Balance is on the wire, two wait for their turn
+            await asyncio.gather(answered("cancel", ex.rest.private("CancelAll", idempotent=False)), *looking)
+    finally:
+        await ex.close()
+    assert sim.stats.requests["CancelAll"] == 1 and sim.stats.requests["Balance"] == 3
+    assert order == ["balance0", "cancel", "balance1", "balance2"]
+
+
 async def test_waiting_for_the_turn_counts_against_the_request_timeout(sim: Simulator, tmp_path: Path) -> None:
-    """However many private requests wait ahead of it, a call ends within its own timeout."""
-    sim.faults.add("latency=0.6,on=OpenOrders")
+    """However many private requests go ahead of it, a call ends within its own timeout, and
+    one that runs out still waiting is known not to have been sent."""
+    sim.faults.add("latency=0.55,on=OpenOrders")
+    sim.faults.add("latency=0.55,on=CancelAll")
     ex = connect(sim, tmp_path, request_timeout_s=1.0)
     loop = asyncio.get_running_loop()
     try:
         with stamina.set_testing(True, attempts=1):
-            slow = [asyncio.ensure_future(ex.rest.private("OpenOrders")) for _ in range(2)]
+            looking = asyncio.ensure_future(ex.rest.private("OpenOrders"))  # on the wire until 0.55 s
             await asyncio.sleep(0)
             started = loop.time()
+            balance = asyncio.ensure_future(ex.rest.private("Balance"))  # waits; its timeout ends at 1.0 s
+            await asyncio.sleep(0.25)
+            # a cancel comes later but goes first: it holds the turn from 0.55 s to 1.1 s
+            cancel = asyncio.ensure_future(ex.rest.private("CancelAll", idempotent=False))
             with pytest.raises(RequestTimeout, match="not sent") as caught:
-                await ex.rest.private("Balance")
-            assert loop.time() - started < 1.0 + 0.3
+                await balance
+            assert loop.time() - started < 1.0 + 0.08  # its own timeout, not the calls' ahead of it
             assert getattr(caught.value, "not_sent", False)  # it never left: certainly not placed
-            first, second = await asyncio.gather(*slow, return_exceptions=True)
+            assert not isinstance(await looking, BaseException)
+            assert not isinstance(await cancel, BaseException)
     finally:
         await ex.close()
-    assert not isinstance(first, BaseException)
-    # the second waited 0.6 s for its turn, then had only 0.4 s on the wire: sent, outcome unknown
-    assert isinstance(second, RequestTimeout) and not getattr(second, "not_sent", False)
-    assert sim.stats.requests["Balance"] == 0 and sim.stats.requests["OpenOrders"] == 2
+    assert sim.stats.requests["Balance"] == 0
+    assert sim.stats.requests["OpenOrders"] == 1 and sim.stats.requests["CancelAll"] == 1
 
 
 async def test_breaker_opens_and_recovers_against_the_simulator(sim: Simulator, tmp_path: Path) -> None:

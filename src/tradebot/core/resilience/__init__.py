@@ -1,4 +1,4 @@
-"""Exchange-agnostic resilience primitives: circuit breaker, rate limiting, retries."""
+"""Exchange-agnostic resilience primitives: circuit breaker, rate limiting, retries, turns."""
 
 from tradebot.core.resilience.breaker import (
     BreakerConfig,
@@ -15,6 +15,7 @@ from tradebot.core.resilience.ratelimit import (
     TradingRateLimiter,
 )
 from tradebot.core.resilience.retry import RetryEvent, RetryPolicy, RetryStats, call_with_retry, is_retryable
+from tradebot.core.resilience.turns import Turns
 
 __all__ = [
     "BreakerConfig",
@@ -30,6 +31,7 @@ __all__ = [
     "RetryPolicy",
     "RetryStats",
     "TradingRateLimiter",
+    "Turns",
     "call_with_retry",
     "is_retryable",
 ]

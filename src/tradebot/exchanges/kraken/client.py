@@ -32,6 +32,7 @@ from tradebot.core.errors import (
 from tradebot.core.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry, retry_after_failure
+from tradebot.core.resilience.turns import Turns
 from tradebot.exchanges.kraken.auth import sign
 from tradebot.exchanges.kraken.config import KrakenConfig, endpoint_cost
 from tradebot.exchanges.kraken.errors import map_http_status, map_kraken_error, map_transport_error
@@ -126,8 +127,8 @@ class KrakenRestClient:
         self._session: aiohttp.ClientSession | None = None
         self._routes: dict[tuple[bool, str], _Route] = {}
         self._public_urls: dict[tuple[object, ...], URL] = {}  # (endpoint, *params) -> encoded URL
-        # the lock private requests take turns on, per event loop (a lock belongs to one loop)
-        self._private_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+        # the turns private requests take, per event loop (like a lock, they belong to one loop)
+        self._private_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns] = (
             weakref.WeakKeyDictionary()
         )
         self.sessions_created = 0
@@ -324,12 +325,14 @@ class KrakenRestClient:
         ahead of it; one that times out still waiting was never sent.
         """
         loop = asyncio.get_running_loop()
-        turn = self._private_turns.get(loop)
-        if turn is None:
-            turn = self._private_turns[loop] = asyncio.Lock()
+        turns = self._private_turns.get(loop)
+        if turns is None:
+            turns = self._private_turns[loop] = Turns()
         sent = False
         try:
-            async with asyncio.timeout(self.config.request_timeout_s), turn:
+            # orders and cancels go ahead of look-ups waiting: a cancel on HALT is not kept
+            # waiting behind balance and order queries
+            async with asyncio.timeout(self.config.request_timeout_s), turns.turn(urgent=route.trading):
                 sent = True
                 return await self._send_private(route, params)
         except TimeoutError:
