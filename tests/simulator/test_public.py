@@ -164,6 +164,17 @@ def test_ticker_answers_kept_are_bounded_and_unknown_pairs_never_kept() -> None:
     for i in range(200):  # as many pair texts as a careless caller could send
         public_ticker(sim, {"pair": " " * i + "XBTUSD,ETH/USD"})
         assert len(sim.ticker_answers) <= 64
+    assert all(len(text) <= 256 for text in sim.ticker_answers)  # a long text is answered, never kept
+    kept = next(iter(sim.ticker_answers))
+    sim.step()
+    assert json.loads(kraken_body([], public_ticker(sim, {"pair": kept}))) == json.loads(
+        kraken_body([], public_ticker(sim, {"pair": kept + " "}))  # full: answered afresh, not kept
+    )
+    assert kept + " " not in sim.ticker_answers
+    assert sim.ticker_answers[kept][1][1] == [m.ticks for m in sim.ticker_answers[kept][0]]  # refreshed
+    roomy = Simulator(SimulatorConfig(tick_interval_s=0), clock=FakeClock())
+    public_ticker(roomy, {"pair": " " * 300 + "XBTUSD"})
+    assert not roomy.ticker_answers  # room left, but a text this long is never kept
     with pytest.raises(KrakenRejection) as rejected:
         public_ticker(sim, {"pair": "NOPE"})
     assert rejected.value.error == "EQuery:Unknown asset pair"

@@ -366,8 +366,8 @@ class KrakenRestClient:
                 # before the object, so raw_decode reads it without decode()'s whitespace scans
                 text = raw.decode("utf-8", "surrogatepass")
                 body, end = _JSON.raw_decode(text)
-                if end != len(text):
-                    body = _JSON.decode(text)  # whitespace may follow; anything else is refused
+                if end != len(text) and text[end:].strip(" \t\n\r"):
+                    body = _JSON.decode(text)  # only JSON's whitespace may follow: raises "Extra data"
             else:
                 body = _JSON.decode(raw.decode(json.detect_encoding(raw), "surrogatepass"))
         except RecursionError:  # nesting no real answer has: bad data, not a crash

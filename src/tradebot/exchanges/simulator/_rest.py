@@ -35,6 +35,7 @@ Params = Mapping[str, str]
 Handler = Callable[["Simulator", Params], "dict[str, Any] | Encoded"]
 _PAGE = 50
 _TICKER_ANSWERS_KEPT = 64
+_TICKER_TEXT_KEPT = 256  # characters of a ``pair`` text worth keeping an answer for
 _NO_FAULTS: Mapping[str, FaultRule] = MappingProxyType({})
 
 
@@ -356,11 +357,10 @@ def public_ticker(sim: Simulator, params: Params) -> Encoded:
     ts = int(now.timestamp())
     text = params.get("pair", "")
     # the whole answer to this ``pair`` text, while no pair in it moved and the second holds
-    answer = sim.ticker_answers.get(text)
-    if answer is not None:
-        markets, version, body = answer
-        if version == (ts, [m.ticks for m in markets]):
-            return body
+    answers = sim.ticker_answers
+    kept = answers.get(text)
+    if kept is not None and kept[1] == (ts, [m.ticks for m in kept[0]]):
+        return kept[2]
     rows = sim.ticker_rows
     members: dict[str, bytes] = {}  # a pair asked for twice is answered once, as a JSON object would
     markets = []
@@ -376,9 +376,10 @@ def public_ticker(sim: Simulator, params: Params) -> Encoded:
             markets.append(market)
         members[pair.key] = cached[1]
     body = Encoded(b"{" + b",".join(members.values()) + b"}")
-    if len(sim.ticker_answers) >= _TICKER_ANSWERS_KEPT:
-        sim.ticker_answers.clear()  # bounded, whatever pair lists callers send
-    sim.ticker_answers[text] = (markets, (ts, [m.ticks for m in markets]), body)
+    # bounded in entries and in key size, whatever pair texts callers send; once full, the
+    # texts already kept are still refreshed
+    if kept is not None or (len(answers) < _TICKER_ANSWERS_KEPT and len(text) <= _TICKER_TEXT_KEPT):
+        answers[text] = (markets, (ts, [m.ticks for m in markets]), body)
     return body
 
 
