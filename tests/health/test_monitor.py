@@ -132,6 +132,81 @@ async def test_alert_only_check_and_broken_check_do_not_halt() -> None:
     assert "RuntimeError: bug in the check" in report.results["broken"].message
 
 
+class Flaky(BaseCheck):
+    """A check that raises while ``failing`` is set, and is ok otherwise."""
+
+    def __init__(self, name: str, clock: Any, **options: Any) -> None:
+        super().__init__(name, TriggerOptions(**options), clock)
+        self.failing = True
+
+    async def evaluate(self) -> CheckResult:
+        if self.failing:
+            raise RuntimeError("bug in the check")
+        return self.ok("fine again")
+
+
+async def test_a_check_failing_rounds_in_a_row_is_blind_and_asks_for_its_own_state() -> None:
+    clock = FakeClock()
+    trading = TradingStateMachine(clock=clock)
+    drawdown = Flaky("drawdown", clock, interval_s=1, on_critical="reduce", auto_resume_after_s=2)
+    monitor = HealthMonitor([drawdown], trading=trading, clock=clock)  # blind after 3 by default
+    statuses = []
+    for _ in range(3):
+        statuses.append((await monitor.run_round()).results["drawdown"].status)
+        await clock.advance(1)
+    assert statuses == [HealthStatus.DEGRADED, HealthStatus.DEGRADED, HealthStatus.CRITICAL]
+    assert trading.state is TradingState.REDUCING and trading.source == "check:drawdown"
+    assert "failed 3 times in a row" in trading.reason and "RuntimeError: bug in the check" in trading.reason
+    drawdown.failing = False  # fixed (e.g. its module reloaded): its own auto-resume rule applies
+    for _ in range(4):
+        await monitor.run_round()
+        await clock.advance(1)
+    assert trading.state is TradingState.ACTIVE
+
+
+async def test_a_check_that_answers_between_failures_starts_counting_again() -> None:
+    clock = FakeClock()
+    trading = TradingStateMachine(clock=clock)
+    check = Flaky("check", clock, interval_s=1)
+    monitor = HealthMonitor([check], trading=trading, clock=clock)
+    for failing in (True, True, False, True, True, False, True, True):
+        check.failing = failing
+        await monitor.run_round()
+        await clock.advance(1)
+    assert trading.state is TradingState.ACTIVE
+    assert monitor.report().results["check"].status is HealthStatus.DEGRADED
+
+
+@pytest.mark.parametrize(("blind_after", "on_critical"), [(0, "halt"), (3, "none")])
+async def test_a_failing_check_never_halts_when_told_not_to(blind_after: int, on_critical: str) -> None:
+    clock = FakeClock()
+    trading = TradingStateMachine(clock=clock)
+    check = Flaky("check", clock, interval_s=1, on_critical=on_critical)
+    monitor = HealthMonitor(
+        [check], trading=trading, clock=clock, settings=MonitoringSettings(blind_after=blind_after)
+    )
+    for _ in range(6):
+        report = await monitor.run_round()
+        await clock.advance(1)
+    assert trading.state is TradingState.ACTIVE
+    expected = HealthStatus.DEGRADED if blind_after == 0 else HealthStatus.CRITICAL  # alert-only: shown, no HALT
+    assert report.results["check"].status is expected
+
+
+async def test_a_quarantined_check_plugin_is_blind_and_halts(tmp_path: Path) -> None:
+    """The host refuses every call to a quarantined plugin: its check stops protecting, so HALT."""
+    clock = FakeClock()
+    trading = TradingStateMachine(clock=clock)
+    host = PluginHost(quarantine_after=2)
+    check = host.wrap("broken-plugin", Flaky("drawdown", clock, interval_s=1))
+    monitor = HealthMonitor([check], trading=trading, clock=clock)
+    for _ in range(4):
+        await monitor.run_round()
+        await clock.advance(1)
+    assert host.is_quarantined("broken-plugin")
+    assert trading.state is TradingState.HALTED and trading.source == "check:drawdown"
+
+
 async def test_auto_resume_after_the_condition_cleared_long_enough() -> None:
     clock = FakeClock()
     trading = TradingStateMachine(clock=clock)

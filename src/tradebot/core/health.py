@@ -17,6 +17,11 @@ volatility) re-escalate while their condition persists, even right after a manua
 being undone a second later. An optional per-check ``auto_resume_after_s`` returns to
 ACTIVE once the check that caused the current state has been ok for that long and no
 other escalating check is critical.
+
+A check that cannot answer (it raises or times out; a quarantined plugin's check raises on
+every call) is degraded, and after ``blind_after`` failures in a row it is *blind*: it
+counts as critical and asks for the state its own critical results would, because trading
+on without the protection it gives is what a HALT trigger exists to prevent.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import attrs
 
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import TradebotError
+from tradebot.core.errors import TradebotError, describe
 from tradebot.core.models import TradingState, TradingStateChange
 from tradebot.core.validate import ge, gt, one_of
 
@@ -147,6 +152,11 @@ class MonitoringSettings:
     """Besides every status change, each check's latest result is saved this often."""
     history_size: int = attrs.field(default=1000, validator=gt(0))
     """Results kept in memory (the store keeps its own bounded history)."""
+    blind_after: int = attrs.field(default=3, validator=ge(0))
+    """A check that keeps failing (it raises, times out or is quarantined) this many
+    evaluations in a row no longer protects against what it checks: it then counts as
+    critical and asks for the state its own critical results would (``on_critical``).
+    0 leaves a failing check degraded however long it fails."""
 
 
 ON_CRITICAL = ("halt", "reduce", "none")
@@ -279,6 +289,7 @@ class _Track:
     latest: CheckResult | None = None
     ok_since: float | None = None
     persisted_at: float | None = None
+    failures: int = 0  # evaluations in a row that raised or timed out
 
 
 class HealthMonitor:
@@ -456,13 +467,29 @@ class HealthMonitor:
         try:
             result: CheckResult = await asyncio.wait_for(check.evaluate(), self.settings.check_timeout_s)
         except TimeoutError:
-            result = self._failed(check.name, f"check did not answer within {self.settings.check_timeout_s:g}s")
-        except Exception as exc:  # noqa: BLE001 - a broken check degrades, it never halts the bot by itself
-            result = self._failed(check.name, f"check failed: {type(exc).__name__}: {exc}")
+            return self._failed(track, f"check did not answer within {self.settings.check_timeout_s:g}s")
+        except Exception as exc:  # noqa: BLE001 - a broken check is reported, it never stops the monitor
+            return self._failed(track, f"check failed: {type(exc).__name__}: {describe(exc)}")
+        track.failures = 0
         return result
 
-    def _failed(self, name: str, message: str) -> CheckResult:
-        return CheckResult(check=name, status=HealthStatus.DEGRADED, message=message, time=self.clock.now())
+    def _failed(self, track: _Track, message: str) -> CheckResult:
+        """A check that could not answer: degraded, then critical once it is blind (see ``blind_after``)."""
+        track.failures += 1
+        name, limit = track.check.name, self.settings.blind_after
+        if not limit or track.failures < limit:
+            return CheckResult(check=name, status=HealthStatus.DEGRADED, message=message, time=self.clock.now())
+        options = getattr(track.check, "options", None)
+        target = options.target() if isinstance(options, TriggerOptions) else None
+        return CheckResult(
+            check=name,
+            status=HealthStatus.CRITICAL,
+            message=f"{message}; failed {track.failures} times in a row, so it no longer protects against what"
+            " it checks",
+            time=self.clock.now(),
+            metrics={"failures": float(track.failures)},
+            escalate=target,
+        )
 
     async def process(self, result: CheckResult) -> None:
         """Record a result, log/persist status changes and escalate a critical one."""
