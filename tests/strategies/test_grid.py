@@ -14,7 +14,7 @@ from tradebot.strategies.grid import Grid, GridConfig, create, grid_levels
 
 
 def make(**params: object) -> Grid:
-    return create(GridConfig(**params), StrategyContext(name="grid", pairs=["BTC/USD"]))  # type: ignore[arg-type]
+    return create(GridConfig(**params), StrategyContext(name="grid", pairs=["BTC/USD"]))
 
 
 def moves(grid: Grid, prices: list[str]) -> list[tuple[Side, Decimal, str]]:

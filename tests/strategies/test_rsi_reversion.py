@@ -20,7 +20,7 @@ def close_to(value: Decimal | None, exact: Fraction) -> bool:
 
 
 def make(**params: object) -> RsiReversion:
-    return create(RsiReversionConfig(**params), StrategyContext(name="rsi", pairs=["BTC/USD"]))  # type: ignore[arg-type]
+    return create(RsiReversionConfig(**params), StrategyContext(name="rsi", pairs=["BTC/USD"]))
 
 
 def test_wilder_rsi_by_hand() -> None:

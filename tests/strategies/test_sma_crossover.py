@@ -14,7 +14,7 @@ from tradebot.strategies.sma_crossover import SmaCrossover, SmaCrossoverConfig, 
 
 
 def make(**params: object) -> SmaCrossover:
-    return create(SmaCrossoverConfig(**params), StrategyContext(name="sma", pairs=["BTC/USD", "ETH/USD"]))  # type: ignore[arg-type]
+    return create(SmaCrossoverConfig(**params), StrategyContext(name="sma", pairs=["BTC/USD", "ETH/USD"]))
 
 
 def run(strategy: SmaCrossover, prices: list[int], pair: str = "BTC/USD") -> list[tuple[int, Side]]:

@@ -30,13 +30,19 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
 from tradebot.core import sdnotify
 from tradebot.core.models import Alert, AlertLevel
 from tradebot.core.validate import ge, gt, in_range
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    # what signal.signal() returns and accepts back
+    _SignalHandler = Callable[[int, FrameType | None], Any] | int | None
 
 __all__ = [
     "AutoRestarter",
@@ -158,10 +164,10 @@ class AutoRestarter:
             self._stop_signal = signal.Signals(signum).name
         self._stop.set()
 
-    def _install_signals(self) -> list[tuple[int, Any]]:
+    def _install_signals(self) -> list[tuple[signal.Signals, _SignalHandler]]:
         if threading.current_thread() is not threading.main_thread():
             return []
-        old = []
+        old: list[tuple[signal.Signals, _SignalHandler]] = []
         for sig in (signal.SIGINT, signal.SIGTERM):
             old.append((sig, signal.signal(sig, self.request_stop)))
         return old

@@ -278,12 +278,14 @@ class Bot:
         ctx.bus = bus
         portfolio = Portfolio(ctx.store, quote=settings.bot.quote, clock=self.clock)
         ctx.portfolio = portfolio
+        exchange = ctx.exchange
+        assert exchange is not None  # _start() sets it, from the started exchange, just before this
         try:
-            portfolio.sync_cash(await ctx.exchange.balances())
+            portfolio.sync_cash(await exchange.balances())
         except TradebotError as exc:
             log.warning("could not read balances at start (%s); cash stays as last recorded", exc)
         executor = OrderExecutor(
-            ctx.exchange,
+            exchange,
             ctx.store,
             portfolio,
             clock=self.clock,
@@ -322,7 +324,7 @@ class Bot:
             comp = self.host.component("strategy", inst.plugin)
             config = self.settings.plugin_config("strategy-instance", inst_name)
             pairs = inst.pairs or self.settings.bot.pairs
-            sctx = StrategyContext(name=inst_name, pairs=tuple(pairs), clock=self.clock)
+            sctx = StrategyContext(name=inst_name, pairs=pairs, clock=self.clock)
             strategy = self.host.call(comp.plugin, "factory", comp.spec.factory, config, sctx)
             runner.add(inst_name, strategy, instance=inst, plugin=comp.plugin, pairs=pairs)
 
@@ -399,7 +401,9 @@ class Bot:
         from tradebot.core import tracing
 
         pairs = list(self.settings.bot.pairs)
-        async for event in ctx.exchange.market_data(pairs):
+        exchange = ctx.exchange
+        assert exchange is not None  # this task is spawned by _start_engine(), after the exchange started
+        async for event in exchange.market_data(pairs):
             self.summary.ticks += 1
             with tracing.market_event(event):
                 if isinstance(event, Ticker):

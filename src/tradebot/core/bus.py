@@ -259,7 +259,7 @@ class ConflatingQueue(Generic[T]):
             if self._putters:
                 self._wake(self._putters)
         self.delivered += 1
-        return item  # type: ignore[no-any-return]
+        return item
 
     def __aiter__(self) -> AsyncIterator[T]:
         return self

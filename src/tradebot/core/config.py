@@ -290,7 +290,7 @@ def _section_class(name: str) -> type | None:
         return None
     module, _, cls = target.partition(":")
     try:
-        return getattr(importlib.import_module(module), cls)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), cls)
     except (ImportError, AttributeError):
         return None
 
@@ -352,7 +352,7 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
         path = f"$.{key}"
         if key in ("bot", "plugins", "risk", "backup"):
             cls = {"bot": BotSettings, "plugins": PluginsSettings, "risk": RiskSettings, "backup": BackupSettings}[key]
-            obj, errs = structure(value, cls, path)  # type: ignore[type-var]
+            obj, errs = structure(value, cls, path)
             issues.extend(errs)
             if obj is not None:
                 kwargs[key] = obj
@@ -373,11 +373,11 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
                 continue
             kwargs[key] = {k: dict(v) for k, v in value.items()}
         elif key in CORE_SECTIONS:
-            cls = _section_class(key)
-            if cls is None:
+            section_cls = _section_class(key)
+            if section_cls is None:
                 issues.append(f"section [{key}] is not available in this installation @ {path}")
                 continue
-            obj, errs = structure(value, cls, path)
+            obj, errs = structure(value, section_cls, path)
             issues.extend(errs)
             if obj is not None:
                 sections[key] = obj
@@ -433,11 +433,11 @@ def validate_plugin_tables(settings: Settings, host: PluginHost) -> list[str]:
     strategies = host.components("strategy")
     for inst_name, inst in settings.strategies.items():
         path = f"$.strategies.{inst_name}"
-        comp = strategies.get(inst.plugin)
-        if comp is None:
+        strategy_comp = strategies.get(inst.plugin)
+        if strategy_comp is None:
             issues.append(f"no loaded strategy plugin named {inst.plugin!r}{_near(inst.plugin, list(strategies))} @ {path}.plugin")
             continue
-        obj, errs = _plugin_config(comp.spec.config_cls, inst.params, f"{path}.params")
+        obj, errs = _plugin_config(strategy_comp.spec.config_cls, inst.params, f"{path}.params")
         issues.extend(errs)
         if not errs:
             configs[("strategy-instance", inst_name)] = obj

@@ -505,7 +505,7 @@ class DrillResolver:
 
     def uninstall(self) -> None:
         with contextlib.suppress(AttributeError):
-            del self.loop.getaddrinfo  # type: ignore[method-assign]
+            del self.loop.getaddrinfo
 
 
 # --- the drill's signal source --------------------------------------------------------------

@@ -263,7 +263,9 @@ class OrderExecutor:
     def _apply(self, cid: str, info: OrderInfo) -> tuple[JournalEntry, bool, Fill | None]:
         """Merge the exchange's view into the journal (synchronous, so never interleaved)."""
         cur = self._entry(cid)
-        status = OrderStatus.OPEN if info.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN) else info.status
+        status: OrderStatus = (
+            OrderStatus.OPEN if info.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN) else info.status
+        )
         if cur.status.is_final and not status.is_final:
             status = cur.status  # a final state is never undone
         delta = info.filled_volume - cur.filled_volume

@@ -41,6 +41,11 @@ _RECORD_ATTRS = frozenset(
 )
 
 
+def _upper(value: str) -> str:
+    # a named function: mypy's attrs plugin cannot read ``converter=str.upper``
+    return str.upper(value)
+
+
 def _check_levels(_inst: Any, attribute: attrs.Attribute[Any], value: dict[str, str]) -> None:
     for name, level in value.items():
         if level.upper() not in LEVELS:
@@ -56,7 +61,7 @@ class LoggingSettings:
     ``loggers``: per-logger levels, e.g. ``{"tradebot.exchanges" = "DEBUG"}``.
     """
 
-    level: str = attrs.field(default="INFO", converter=str.upper, validator=one_of(LEVELS))
+    level: str = attrs.field(default="INFO", converter=_upper, validator=one_of(LEVELS))
     format: str = attrs.field(default="auto", validator=one_of(("auto", "json", "text")))
     file: str | None = None
     file_max_bytes: int = attrs.field(default=20_000_000, validator=gt(0))

@@ -293,13 +293,15 @@ class Supervisor:
     async def _on_exit(self, child: _Child, task: asyncio.Task[Any]) -> None:
         exc = task.exception()
         name = child.spec.name
+        reason = "finished"
         if exc is None:
             log.info("child %s finished", name)
             if child.spec.restart is not RestartType.PERMANENT:
                 child.stopped = True  # transient/temporary children that finish are done
                 return
         else:
-            child.last_error = f"{type(exc).__name__}: {exc}"
+            reason = f"{type(exc).__name__}: {exc}"
+            child.last_error = reason
             log.error("child %s crashed: %s", name, child.last_error, exc_info=exc, extra={"component": name})
             if child.spec.restart is RestartType.TEMPORARY:
                 child.stopped = True
@@ -317,7 +319,7 @@ class Supervisor:
         if self.is_running(name):
             return  # the healing ladder restarted it
         try:
-            await self.restart_child(name, reason=child.last_error if exc is not None else "finished")
+            await self.restart_child(name, reason=reason)
         except RestartIntensityExceeded as err:
             await self._send(
                 Alert(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import enum
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
@@ -43,13 +43,18 @@ class Strategy(Protocol):
         """React to one ticker or candle."""
 
 
+def _pair_tuple(pairs: Iterable[str]) -> tuple[str, ...]:
+    """``StrategyContext.pairs`` from any iterable of pair names (a named converter, for type checkers)."""
+    return tuple(pairs)
+
+
 @attrs.frozen
 class StrategyContext:
     """What a strategy factory gets besides its own config: who it is and what it trades."""
 
     name: str
     """The instance name (``[strategies.<name>]``); put it in every :class:`Signal`."""
-    pairs: tuple[str, ...] = attrs.field(converter=tuple)
+    pairs: tuple[str, ...] = attrs.field(converter=_pair_tuple)
     clock: Clock = attrs.field(factory=SystemClock)
     logger: logging.Logger = attrs.field(
         default=attrs.Factory(lambda self: logging.getLogger(f"tradebot.strategy.{self.name}"), takes_self=True)

@@ -59,7 +59,7 @@ class ResyncAction(ActionBase):
 
     async def verify(self, failure: Failure) -> bool:
         report = self.last_report
-        if report is not None and getattr(report, "unresolved", ()):
+        if report is not None and getattr(report, "unresolved", None):
             log.warning("resync: %d orders still unresolved", len(report.unresolved))
             return False
         return await super().verify(failure)
