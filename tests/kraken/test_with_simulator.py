@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import stamina
 
-from tradebot.core.errors import ConnectionFailed, ExchangeUnavailable, RateLimited, RequestTimeout
+from tradebot.core.errors import ConnectionFailed, ExchangeError, ExchangeUnavailable, RateLimited, RequestTimeout
 from tradebot.core.models import Candle, OrderRequest, OrderStatus, OrderType, Side, Ticker
 from tradebot.core.resilience.breaker import BreakerState
 from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
@@ -201,6 +201,31 @@ async def test_a_cancel_goes_ahead_of_look_ups_waiting_for_their_turn(sim: Simul
         await ex.close()
     assert sim.stats.requests["CancelAll"] == 1 and sim.stats.requests["Balance"] == 3
     assert order == ["balance0", "cancel", "balance1", "balance2"]
+
+
+async def test_calls_still_waiting_when_the_client_closes_are_not_sent(sim: Simulator, tmp_path: Path) -> None:
+    """Closing the client must not leave a fresh session behind for calls that were queued."""
+    sim.faults.add("latency=0.1,on=Balance")
+    ex = connect(sim, tmp_path)
+    await ex.start()
+    created = ex.rest.sessions_created
+    with stamina.set_testing(True, attempts=1):
+        first = asyncio.ensure_future(ex.rest.private("Balance"))
+        queued = asyncio.ensure_future(ex.rest.private("AddOrder", {"pair": "XBTUSD"}, idempotent=False))
+        await asyncio.sleep(0.02)  # the Balance is on the wire, the AddOrder waits for its turn
+        await ex.close()
+        results = await asyncio.gather(first, queued, return_exceptions=True)
+        with pytest.raises(ExchangeError, match="not sent, the client was closed"):
+            await ex.ticker(["BTC/USD"])
+    assert isinstance(results[1], ExchangeError) and "client was closed" in str(results[1])
+    assert getattr(results[1], "not_sent", False)  # an order never sent is certainly not placed
+    assert ex.rest.sessions_created == created and ex.rest._session is None
+    assert sim.stats.requests["AddOrder"] == 0
+    await ex.start()  # started again, it works again
+    try:
+        assert (await ex.ticker(["BTC/USD"]))[0].bid > 0
+    finally:
+        await ex.close()
 
 
 async def test_waiting_for_the_turn_counts_against_the_request_timeout(sim: Simulator, tmp_path: Path) -> None:

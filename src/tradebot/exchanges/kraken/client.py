@@ -23,6 +23,7 @@ from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import (
     AuthError,
     BadDataError,
+    ExchangeError,
     ExchangeUnavailable,
     InvalidNonce,
     RateLimited,
@@ -131,6 +132,7 @@ class KrakenRestClient:
         self._private_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Turns] = (
             weakref.WeakKeyDictionary()
         )
+        self._closed = False  # close() was called: nothing more is sent until start()
         self.sessions_created = 0
         self.requests_sent = 0
 
@@ -168,10 +170,13 @@ class KrakenRestClient:
 
     async def start(self) -> None:
         """Open the session."""
+        self._closed = False
         _ = self.session
 
     async def close(self) -> None:
-        """Close the session (idempotent)."""
+        """Close the session (idempotent). Calls still waiting to be sent then fail as not sent,
+        rather than opening a session nobody closes."""
+        self._closed = True
         session, self._session = self._session, None
         if session is not None and not session.closed:
             await session.close()
@@ -289,6 +294,8 @@ class KrakenRestClient:
                 if route.private:
                     resp = await self._private_in_turn(route, params)
                 else:
+                    if self._closed:
+                        raise self._closed_error(route)
                     request = self.session.get(self._public_url(route, params))
                     self.requests_sent += 1
                     # awaited rather than entered: aiohttp's context managers add two coroutines
@@ -346,8 +353,15 @@ class KrakenRestClient:
             err.not_sent = True  # type: ignore[attr-defined]
             raise err from None
 
+    def _closed_error(self, route: _Route) -> ExchangeError:
+        err = ExchangeError(f"Kraken {route.endpoint}: not sent, the client was closed", endpoint=route.endpoint)
+        err.not_sent = True  # type: ignore[attr-defined]
+        return err
+
     async def _send_private(self, route: _Route, params: dict[str, Any]) -> aiohttp.ClientResponse:
         assert self._credentials is not None
+        if self._closed:  # e.g. closed while this request waited for its turn
+            raise self._closed_error(route)
         nonce = self.nonces.next()
         body = urlencode({"nonce": nonce, **params})
         headers = {
