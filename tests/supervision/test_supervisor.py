@@ -6,10 +6,12 @@ import asyncio
 import types
 from typing import Any
 
+import pytest
+
 from tradebot.core.errors import ConnectionFailed
 from tradebot.core.healing import Failure, Healer
 from tradebot.core.supervisor import ChildSpec, RestartType, Supervisor, SupervisorSettings
-from tradebot.plugins.recovery.escalate import EscalateAction
+from tradebot.plugins.recovery.escalate import EscalateAction, EscalateConfig
 from tradebot.plugins.recovery.restart_component import RestartComponentAction, RestartComponentConfig
 
 
@@ -114,6 +116,28 @@ async def test_crash_goes_through_the_healer_and_intensity_reaches_escalate() ->
     assert actions[-1] == "escalate" and escalations[0][1] == 75
     assert outcomes[-1][-1] == "healed"
     assert "market-data" in escalations[0][0]
+
+
+@pytest.mark.parametrize(("configured", "own", "expected"), [(76, None, 76), (76, 80, 80), (75, None, 75)])
+# own None: the rung built with no config at all, as a ladder without [recovery.escalate] has it
+async def test_the_escalate_rung_stops_with_the_one_configured_exit_code(
+    configured: int, own: int | None, expected: int
+) -> None:
+    """``[supervisor] escalate_exit_code`` is the escalation code; the rung's own setting overrides it."""
+    escalations: list[tuple[str, int]] = []
+    ctx = types.SimpleNamespace(extras={})
+    healer = Healer([EscalateAction(None if own is None else EscalateConfig(exit_code=own), ctx)])
+    sup = Supervisor(
+        SupervisorSettings(max_restarts=0, period_s=60, escalate_exit_code=configured),
+        healer=healer,
+        on_escalate=lambda reason, code: escalations.append((reason, code)),
+    )
+    ctx.supervisor = sup
+    w = Worker(crashes=100, exc=ConnectionFailed("connection reset", host="127.0.0.1"))
+    async with sup:
+        sup.add(ChildSpec("market-data", w.run))
+        await until(lambda: bool(escalations), timeout=3)
+    assert escalations[0][1] == expected
 
 
 async def test_healed_crash_is_restarted_once() -> None:

@@ -1,7 +1,8 @@
 """``escalate``: stop the bot with a distinct exit code so the process supervisor restarts it.
 
 The last rung: applies to every failure. It asks the in-process supervisor to escalate
-(which stops the bot with ``exit_code``, 75 by default); ``--auto-restart`` and systemd's
+(which stops the bot with ``[supervisor] escalate_exit_code``, 75 by default, the code every
+other escalation uses too; ``exit_code`` here overrides it for this rung); ``--auto-restart`` and systemd's
 ``Restart=on-failure`` then start a fresh process. Positions, trading state and counters
 live in the state store and survive the restart.
 """
@@ -26,11 +27,12 @@ __all__ = ["EscalateAction", "EscalateConfig", "tradebot_register_recovery_actio
 class EscalateConfig(RecoveryLimits):
     """``[recovery.escalate]``."""
 
-    exit_code: int = attrs.field(default=EXIT_ESCALATE, validator=in_range(1, 255))
+    exit_code: int | None = attrs.field(default=None, validator=in_range(1, 255))
+    """The exit code of this rung's stop; unset, ``[supervisor] escalate_exit_code`` (75 by default)."""
 
 
 class EscalateAction(ActionBase):
-    """Requests a stop with ``exit_code`` from the supervisor (or the bot)."""
+    """Requests a stop with the escalation exit code from the supervisor (or the bot)."""
 
     name = "escalate"
     limits: EscalateConfig
@@ -54,10 +56,11 @@ class EscalateAction(ActionBase):
         if stopper is None:
             return False
         reason = f"escalating to a process restart: {failure.describe()}"
+        code = self.limits.exit_code
         if getattr(stopper, "escalate", None) is not None:
-            stopper.escalate(reason, self.limits.exit_code)
+            stopper.escalate(reason, code)  # None: the supervisor's configured escalation code
         else:
-            stopper.request_stop(reason, exit_code=self.limits.exit_code)
+            stopper.request_stop(reason, exit_code=EXIT_ESCALATE if code is None else code)
         self.requested = reason
         return True
 
@@ -76,6 +79,6 @@ def tradebot_register_recovery_actions() -> Sequence[ComponentSpec]:
             name="escalate",
             factory=create,
             config_cls=EscalateConfig,
-            description="stop the bot with exit code 75 so --auto-restart or systemd restarts the process",
+            description="stop the bot with the escalation exit code (75) so --auto-restart or systemd restarts it",
         )
     ]
