@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
 
@@ -12,16 +13,18 @@ import pytest
 from tradebot.checks.api_connectivity import ApiConnectivityCheck, ApiConnectivityConfig
 from tradebot.checks.api_error_rate import ApiErrorRateCheck, ApiErrorRateConfig
 from tradebot.checks.consecutive_losses import ConsecutiveLossesCheck, ConsecutiveLossesConfig
-from tradebot.checks.drawdown import DrawdownCheck, DrawdownConfig
+from tradebot.checks.drawdown import PEAK_KEY, DrawdownCheck, DrawdownConfig
 from tradebot.checks.resources import ResourceCheck, ResourcesConfig
 from tradebot.checks.staleness import StalenessCheck, StalenessConfig
 from tradebot.checks.volatility import VolatilityCheck, VolatilityConfig
 from tradebot.core.clock import FakeClock
 from tradebot.core.config import structure
+from tradebot.core.control import send_command
 from tradebot.core.errors import ExchangeUnavailable, OrderNotFound, RequestTimeout
 from tradebot.core.health import CheckResult, HealthStatus
 from tradebot.core.models import Balances, SystemStatus, Ticker, TradingState
 from tradebot.core.store import PositionClosed, StateStore
+from tradebot.core.trading_state import TradingStateMachine
 
 OK, DEGRADED, CRITICAL = HealthStatus.OK, HealthStatus.DEGRADED, HealthStatus.CRITICAL
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -281,6 +284,64 @@ async def test_consecutive_losses_survive_a_restart(tmp_path: Any) -> None:
         emitted = Emitted()
         await check.start(emitted)
         assert check.count == 3 and emitted[-1].status is CRITICAL
+    finally:
+        store.close()
+
+
+async def test_a_resume_with_no_bot_running_is_not_undone_at_the_next_start(tmp_path: Any) -> None:
+    """``tradebot resume`` while no bot runs: the latched triggers must not trip again at start
+    from the losses and the peak that the person's resume dismissed."""
+    store = StateStore(tmp_path)
+    try:
+        with store.transaction() as tx:
+            for i in range(3):
+                tx.add_realized(closed(f"t{i}", "-2"))  # at T0
+        store.set_kv(PEAK_KEY, "1200")
+        trading = TradingStateMachine(store=store)
+        await trading.escalate(TradingState.HALTED, "3 losing trades in a row", "check:consecutive-losses")
+    finally:
+        store.close()
+    result = await asyncio.to_thread(send_command, tmp_path, "resume")  # what the CLI does
+    assert result.ok and result.state == "active"
+
+    store = StateStore(tmp_path)  # the next start
+    try:
+        assert store.last_manual_resume() is not None
+        losses = ConsecutiveLossesCheck("consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock())
+        await losses.start(Emitted())
+        assert losses.count == 0 and (await losses.evaluate()).status is OK
+        pf = Equity("1000")
+        drawdown = DrawdownCheck("drawdown", DrawdownConfig(max_drawdown_pct=10), pf, store, FakeClock())
+        assert (await drawdown.evaluate()).status is OK  # measured from 1000 now, not from the old 1200
+        assert store.get_kv(PEAK_KEY) == "1000"
+        # what happens after the resume counts, and a restart still remembers that
+        later = datetime.now(UTC) + timedelta(seconds=1)
+        with store.transaction() as tx:
+            for i in range(3):
+                record = attrs.evolve(closed(f"n{i}", "-1"), time=later)
+                tx.add_realized(record)
+                losses.on_position_closed(record)
+        assert (await losses.evaluate()).status is CRITICAL
+        again = ConsecutiveLossesCheck("consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock())
+        await again.start(Emitted())
+        assert again.count == 3 and again.tripped
+        pf.value = D("850")
+        assert (await DrawdownCheck("drawdown", DrawdownConfig(max_drawdown_pct=10), pf, store, FakeClock())
+                .evaluate()).status is CRITICAL  # the peak saved after the resume is kept
+    finally:
+        store.close()
+
+
+async def test_only_a_persons_resume_is_remembered(tmp_path: Any) -> None:
+    store = StateStore(tmp_path)
+    try:
+        trading = TradingStateMachine(store=store, clock=FakeClock())
+        await trading.escalate(TradingState.HALTED, "no prices", "check:staleness")
+        await trading.auto_resume("check:staleness", "prices flow again")
+        assert trading.state is TradingState.ACTIVE and store.last_manual_resume() is None
+        await trading.escalate(TradingState.HALTED, "drawdown 12%", "check:drawdown")
+        await trading.resume("operator resume", "operator:http")
+        assert store.last_manual_resume() == trading.since
     finally:
         store.close()
 

@@ -177,7 +177,9 @@ async def test_halt_takes_effect_even_when_it_cannot_be_saved() -> None:
         def load_trading_state(self) -> None:
             return None
 
-        def save_trading_state(self, state: str, reason: str, source: str, time: object) -> None:
+        def save_trading_state(
+            self, state: str, reason: str, source: str, time: object, *, manual_resume: bool = False
+        ) -> None:
             if self.fail:
                 raise OSError("disk full")
             self.saved.append(state)

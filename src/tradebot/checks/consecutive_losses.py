@@ -55,8 +55,12 @@ class ConsecutiveLossesCheck(BaseCheck):
     async def start(self, emit: Any) -> None:
         await super().start(emit)
         if self.store is not None and hasattr(self.store, "realized_pnl"):
+            # trades before a person last resumed were counted then and reset by that resume
+            # (made while a bot ran or not): a restart must not count them again
+            resumed = self.store.last_manual_resume() if hasattr(self.store, "last_manual_resume") else None
             for record in self.store.realized_pnl(limit=self.config.history):
-                self._apply(record)
+                if resumed is None or record.time > resumed:
+                    self._apply(record)
             if self.count:
                 self.emit(self._summary())
 

@@ -3,7 +3,8 @@
 Equity comes from the portfolio (cash plus positions at the latest marks). The peak is
 kept in the store (``checks.drawdown.peak``), so a restart does not forget it; a manual
 resume restarts the peak from the equity at that moment, so the operator's decision is
-not undone at once. Equity snapshots are saved on every new peak and every
+not undone at once (after ``tradebot resume`` with no bot running, the next start measures
+from the first equity it sees). Equity snapshots are saved on every new peak and every
 ``snapshot_interval_s``.
 """
 
@@ -49,6 +50,12 @@ class DrawdownCheck(BaseCheck):
         if store is not None:
             saved = store.get_kv(PEAK_KEY)
             self.peak = Decimal(saved) if saved is not None else store.peak_equity()
+            resumed = store.last_manual_resume() if hasattr(store, "last_manual_resume") else None
+            peak_at = store.kv_updated_at(PEAK_KEY) if hasattr(store, "kv_updated_at") else None
+            if resumed is not None and (peak_at is None or peak_at < resumed):
+                # a person resumed after this peak was saved (with no bot running to reset it):
+                # measure from the equity seen first, as reset() would have
+                self.peak = None
 
     def _equity(self) -> Decimal | None:
         if self.portfolio is None:

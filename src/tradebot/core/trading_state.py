@@ -28,8 +28,10 @@ class TradingStateStore(Protocol):
     def load_trading_state(self) -> Any:
         """The saved (state, reason, source, time) record, or None."""
 
-    def save_trading_state(self, state: str, reason: str, source: str, time: datetime) -> None:
-        """Persist the current state durably."""
+    def save_trading_state(
+        self, state: str, reason: str, source: str, time: datetime, *, manual_resume: bool = False
+    ) -> None:
+        """Persist the current state durably (and, with ``manual_resume``, that a person resumed)."""
 
 
 class TradingStateMachine:
@@ -125,7 +127,9 @@ class TradingStateMachine:
         if self._store is not None:
             # persisted before anyone hears of it
             try:
-                self._store.save_trading_state(target.value, reason, source, change.time)
+                self._store.save_trading_state(
+                    target.value, reason, source, change.time, manual_resume=_is_manual_resume(change)
+                )
             except Exception as exc:
                 if target.severity <= self.state.severity:
                     raise  # loosening waits until it can be saved
@@ -153,3 +157,8 @@ def _fields(rec: Any) -> tuple[str, str, str, datetime]:
     if isinstance(rec, tuple):
         return rec[0], rec[1], rec[2], rec[3]
     return rec.state, rec.reason, rec.source, rec.time
+
+
+def _is_manual_resume(change: TradingStateChange) -> bool:
+    """A person (not a check's auto-resume) put trading back to ACTIVE."""
+    return change.current is TradingState.ACTIVE and not change.source.startswith("check:")

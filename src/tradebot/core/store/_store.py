@@ -38,7 +38,9 @@ from tradebot.core.store._records import (
 )
 from tradebot.core.store._schema import MIGRATIONS, Migration
 
-__all__ = ["DB_NAME", "StateStore", "StoreTx"]
+__all__ = ["DB_NAME", "MANUAL_RESUME_KEY", "StateStore", "StoreTx"]
+
+MANUAL_RESUME_KEY = "trading.manual_resume_at"
 
 log = logging.getLogger("tradebot.store")
 
@@ -508,8 +510,14 @@ class StateStore:
         r = rows[0]
         return TradingStateRecord(TradingState(r["state"]), r["reason"], r["source"], datetime.fromisoformat(r["time"]))
 
-    def save_trading_state(self, state: str | TradingState, reason: str, source: str, time: datetime) -> None:
-        """Durably record the trading state (validated against :class:`TradingState`)."""
+    def save_trading_state(
+        self, state: str | TradingState, reason: str, source: str, time: datetime, *, manual_resume: bool = False
+    ) -> None:
+        """Durably record the trading state (validated against :class:`TradingState`).
+
+        ``manual_resume``: a person returned trading to ACTIVE; the time is kept as well (in
+        the same transaction), see :meth:`last_manual_resume`.
+        """
         value = TradingState(state).value
         with self.transaction() as tx:
             tx.execute(
@@ -518,6 +526,22 @@ class StateStore:
                 "source=excluded.source, time=excluded.time",
                 (value, reason, source, _ts(time)),
             )
+            if manual_resume:
+                tx.set_kv(MANUAL_RESUME_KEY, _ts(time), time)
+
+    def last_manual_resume(self) -> datetime | None:
+        """When a person last resumed trading, whether a bot was running or not.
+
+        Latched triggers (drawdown, consecutive losses) count only what happened after it
+        when they rebuild their state at start, so a resume is never undone by a restart.
+        """
+        saved = self.get_kv(MANUAL_RESUME_KEY)
+        return datetime.fromisoformat(saved) if saved else None
+
+    def kv_updated_at(self, key: str) -> datetime | None:
+        """When ``key`` was last written (None when it never was)."""
+        rows = self._query("SELECT updated_at FROM kv WHERE key = ?", (key,))
+        return datetime.fromisoformat(rows[0][0]) if rows else None
 
     # --- health history ------------------------------------------------------------
 
