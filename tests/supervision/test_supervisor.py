@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import types
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -89,26 +90,32 @@ async def test_restart_intensity_escalates_with_exit_code_75() -> None:
     assert alerts and alerts[0].title == "restart intensity exceeded"
 
 
-async def test_crash_goes_through_the_healer_and_intensity_reaches_escalate() -> None:
-    """restart-component restarts the child; once intensity is exceeded it fails and escalate runs."""
+async def _escalate_a_crashing_child(
+    settings: SupervisorSettings, actions: Callable[[Any], list[Any]]
+) -> tuple[Healer, list[tuple[str, int]]]:
+    """Run a child that always crashes under ``settings`` and a healer of ``actions(ctx)``
+    until the supervisor escalates; the healer and the (reason, exit code) escalations."""
     escalations: list[tuple[str, int]] = []
     ctx = types.SimpleNamespace(extras={})
-    healer = Healer(
-        [
-            RestartComponentAction(RestartComponentConfig(settle_s=0.02, retry_wait_s=0), ctx),
-            EscalateAction(None, ctx),
-        ]
-    )
-    sup = Supervisor(
-        SupervisorSettings(max_restarts=2, period_s=60),
-        healer=healer,
-        on_escalate=lambda reason, code: escalations.append((reason, code)),
-    )
+    healer = Healer(actions(ctx))
+    sup = Supervisor(settings, healer=healer, on_escalate=lambda reason, code: escalations.append((reason, code)))
     ctx.supervisor = sup
     w = Worker(crashes=100, exc=ConnectionFailed("connection reset", host="127.0.0.1"))
     async with sup:
         sup.add(ChildSpec("market-data", w.run))
         await until(lambda: bool(escalations), timeout=3)
+    return healer, escalations
+
+
+async def test_crash_goes_through_the_healer_and_intensity_reaches_escalate() -> None:
+    """restart-component restarts the child; once intensity is exceeded it fails and escalate runs."""
+    healer, escalations = await _escalate_a_crashing_child(
+        SupervisorSettings(max_restarts=2, period_s=60),
+        lambda ctx: [
+            RestartComponentAction(RestartComponentConfig(settle_s=0.02, retry_wait_s=0), ctx),
+            EscalateAction(None, ctx),
+        ],
+    )
     actions = [r.action for r in healer.history]
     outcomes = [[a.outcome for a in r.attempts] for r in healer.history]
     assert healer.counters.attempts["restart-component"] == 3
@@ -124,19 +131,10 @@ async def test_the_escalate_rung_stops_with_the_one_configured_exit_code(
     configured: int, own: int | None, expected: int
 ) -> None:
     """``[supervisor] escalate_exit_code`` is the escalation code; the rung's own setting overrides it."""
-    escalations: list[tuple[str, int]] = []
-    ctx = types.SimpleNamespace(extras={})
-    healer = Healer([EscalateAction(None if own is None else EscalateConfig(exit_code=own), ctx)])
-    sup = Supervisor(
+    _, escalations = await _escalate_a_crashing_child(
         SupervisorSettings(max_restarts=0, period_s=60, escalate_exit_code=configured),
-        healer=healer,
-        on_escalate=lambda reason, code: escalations.append((reason, code)),
+        lambda ctx: [EscalateAction(None if own is None else EscalateConfig(exit_code=own), ctx)],
     )
-    ctx.supervisor = sup
-    w = Worker(crashes=100, exc=ConnectionFailed("connection reset", host="127.0.0.1"))
-    async with sup:
-        sup.add(ChildSpec("market-data", w.run))
-        await until(lambda: bool(escalations), timeout=3)
     assert escalations[0][1] == expected
 
 
