@@ -132,6 +132,17 @@ def test_health_with_no_state_yet(tmp_path: Path) -> None:
     assert tradebot("halt", "--state-dir", str(tmp_path)).returncode == 2  # --reason is required
 
 
+@pytest.mark.parametrize("command", [["halt", "--reason", "x"], ["resume"], ["health"]])
+def test_a_state_dir_that_is_a_file_is_named_not_a_traceback(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "state").write_text("not a folder\n")
+    config = tmp_path / "tradebot.toml"
+    config.write_text('[bot]\nstate_dir = "state"\n')  # (--state-dir itself is checked by the option)
+    out = tradebot(*command, "--config", str(config))
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "Traceback" not in out.stderr and str(tmp_path / "state") in out.stderr
+    assert "not a directory" in out.stderr or "File exists" in out.stderr
+
+
 async def test_watcher_applies_requests_and_refuses_a_second_bot(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     try:

@@ -100,6 +100,13 @@ async def test_periodic_snapshot_is_persisted_and_intervals_are_honoured(store: 
         await clock.advance(1)
     assert fast.calls == 10 and slow.calls == 2
     assert len([r for r in store.recent_health(100) if r.check == "fast"]) == 4  # t=0,3,6,9
+    await monitor.run_round()  # t=10: too soon after t=9 to be saved...
+    assert len([r for r in store.recent_health(100) if r.check == "fast"]) == 4
+    await monitor.stop()  # ...but the last result of each check is saved at stop, once
+    await monitor.stop()
+    saved = [r for r in store.recent_health(100) if r.check == "fast"]
+    assert len(saved) == 5 and saved[0].metrics_json == '{"calls": 11.0}'  # newest first
+    assert len([r for r in store.recent_health(100) if r.check == "slow"]) == 3  # t=0, 5, 10: none repeated
 
 
 async def test_reduce_then_halt_and_never_loosen(store: StateStore) -> None:

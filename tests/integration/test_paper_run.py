@@ -131,3 +131,28 @@ async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(
     assert summary.exit_code == code, summary.stop_reason
     assert "paper" in summary.stop_reason and "KeyError" in summary.stop_reason
     assert ctx.extras["critical_plugins"].recoveries == [("paper", outcome)]
+
+
+@pytest.mark.timeout(90)
+async def test_orders_the_exchange_rejects_are_counted_as_rejected_not_placed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live run on the simulator with orders below Kraken's ETH minimum (0.002): the summary
+    must not call them placed."""
+    from tradebot.exchanges.simulator import run_simulator
+
+    async with run_simulator(seed=3, tick_interval_s=0.05) as sim:
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
+        config = {
+            "bot": {"state_dir": "state", "exchange": "kraken", "pairs": ["ETH/USD"]},
+            "http": {"enabled": False},
+            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url}},
+            "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}},
+        }
+        settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+        summary = await Bot(prepare(settings=settings), RunOptions(duration_s=6)).run()
+    assert summary.exit_code == 0, summary.stop_reason
+    assert sim.stats.requests["AddOrder"] >= 1
+    assert summary.exchange_rejected == sim.stats.requests["AddOrder"] and summary.orders_placed == 0
+    assert f"({summary.exchange_rejected} by the exchange)" in summary.render()

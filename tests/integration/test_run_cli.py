@@ -107,3 +107,43 @@ def test_unreadable_secrets_file_is_a_clear_error(tmp_path: Path) -> None:
     r = _tradebot(["run", "--paper", "--duration", "2", "--config", str(cfg)], tmp_path)
     assert r.returncode == 1
     assert "cannot read secrets file" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_a_live_run_without_api_keys_does_not_start(tmp_path: Path) -> None:
+    """No order could be placed: the bot says so and exits non-zero instead of "trading" on."""
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text(
+        '[bot]\nexchange = "kraken"\nstate_dir = "state"\n\n[http]\nenabled = false\n\n'
+        '[exchanges.kraken]\nbase_url = "http://127.0.0.1:9"\nws_url = "ws://127.0.0.1:9/v2"\nretry_attempts = 1\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
+    r = subprocess.run(
+        [sys.executable, "-m", "tradebot", "run", "--duration", "5", "--config", str(cfg)],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False,
+    )
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "the bot did not start" in r.stdout and "no API key configured" in r.stdout
+    assert "trading state" not in r.stdout and "Traceback" not in r.stderr
+
+
+def test_a_failed_start_up_says_so_and_exits_non_zero(tmp_path: Path) -> None:
+    (tmp_path / "state").write_text("a file where the state directory should be\n")
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text('[bot]\nstate_dir = "state"\n\n[http]\nenabled = false\n')
+    r = _tradebot(["run", "--paper", "--duration", "5", "--config", str(cfg)], tmp_path)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.stdout.startswith("the bot did not start: start-up failed: cannot create the state directory")
+    assert "nothing was traded" in r.stdout and "trading state active" not in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--paper", "--infinite", "--duration", "5"], "cannot also stop after --duration"),
+        (["--paper", "--dry-run", "--infinite"], "--dry-run only checks the setup"),
+    ],
+)
+def test_options_that_exclude_each_other_are_a_usage_error(tmp_path: Path, args: list[str], says: str) -> None:
+    r = _tradebot(["run", *args], tmp_path, timeout=30)
+    assert r.returncode == 2 and says in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "tradebot-state").exists()  # refused before anything started

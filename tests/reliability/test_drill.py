@@ -72,3 +72,25 @@ def test_drill_config_errors_name_the_path(tmp_path: Path) -> None:
     cfg.write_text("[drill]\nfault_s = -1\n")
     result = CliRunner().invoke(drill, ["--config", str(cfg), "--scenario", "dns"])
     assert result.exit_code == 2 and "fault_s must be > 0 (got -1" in result.output and "$.drill.fault_s" in result.output
+
+
+@pytest.mark.timeout(120)
+def test_a_reused_workdir_gets_a_fresh_folder_per_drill(tmp_path: Path) -> None:
+    """Old orders in a reused --workdir must not turn into "lost" orders in the next verdict."""
+    import subprocess
+    import sys
+
+    config = tmp_path / "drill.toml"
+    config.write_text("[drill]\nwarmup_s = 0.5\nfault_s = 1.0\nafter_heal_s = 0.3\n")
+    workdir = tmp_path / "wd"
+    for _ in range(2):
+        r = subprocess.run(
+            [sys.executable, "-m", "tradebot", "drill", "--scenario", "lost-responses", "--workdir", str(workdir),
+             "--config", str(config)],
+            capture_output=True, text=True, timeout=100, check=False,
+        )
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "1 of 1 scenarios passed" in r.stdout
+    runs = sorted(p.name for p in workdir.iterdir())
+    assert len(runs) == 2 and all(name.startswith("drill-") for name in runs), runs
+    assert all((workdir / name / "lost-responses").is_dir() for name in runs)

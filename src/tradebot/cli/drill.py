@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -25,7 +26,7 @@ from tradebot.core import loop as event_loop
 @click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep state, configs and logs of every scenario here (default: a temporary folder).")
+              help="Keep state, configs and logs of every scenario here, in a new drill-<time> folder per run (default: a temporary folder).")
 @click.option("-v", "--verbose", is_flag=True, help="Show the bot's warnings while the drill runs.")
 def drill(
     scenarios: tuple[str, ...], config_path: Path | None, list_only: bool, as_json: bool, workdir: Path | None, verbose: bool
@@ -55,7 +56,22 @@ def drill(
         sys.exit(2)
     logging.basicConfig(level=logging.WARNING if verbose else logging.CRITICAL + 1, format="%(levelname)s %(name)s: %(message)s")
     if workdir is not None:
-        workdir.mkdir(parents=True, exist_ok=True)
+        # each drill in a folder of its own: a scenario must start from an empty state, and a
+        # reused --workdir must neither mix old orders into the verdict nor lose earlier runs
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        run_dir = workdir / f"drill-{stamp}"
+        suffix = 1
+        while run_dir.exists():
+            suffix += 1
+            run_dir = workdir / f"drill-{stamp}-{suffix}"
+        try:
+            run_dir.mkdir(parents=True)
+        except OSError as exc:
+            click.echo(f"error: cannot use --workdir {workdir}: {exc.strerror or exc}", err=True)
+            sys.exit(2)
+        workdir = run_dir
+        if not as_json:
+            click.echo(f"state, configs and logs of this drill: {workdir}", err=True)
 
     def progress(report: object) -> None:
         if not as_json:

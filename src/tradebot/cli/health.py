@@ -44,8 +44,11 @@ state_dir_option = click.option(
 def read_health(state_dir: Path, *, limit: int = 2000) -> dict[str, Any]:
     """Health per check (newest result of each) and the trading state, from the state store."""
     from tradebot.core.control import BotLock, bot_running
+    from tradebot.core.errors import StateError
     from tradebot.core.store import DB_NAME, StateStore
 
+    if state_dir.exists() and not state_dir.is_dir():
+        raise StateError(f"the state directory {state_dir} is not a directory", path=str(state_dir))
     running = bot_running(state_dir)
     out: dict[str, Any] = {
         "state_dir": str(state_dir),

@@ -34,6 +34,10 @@ def run(
     trades on the paper exchange against the built-in simulator."""
     from tradebot.core.errors import ConfigError, PluginError
 
+    if infinite and duration is not None:
+        raise click.UsageError("--infinite runs until a critical condition; it cannot also stop after --duration")
+    if dry_run and (infinite or duration is not None or auto_restart):
+        raise click.UsageError("--dry-run only checks the setup and exits; drop --infinite, --duration and --auto-restart")
     if auto_restart:
         from tradebot.core.autorestart import child_argv_from, run_with_auto_restart
 

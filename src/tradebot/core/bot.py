@@ -25,8 +25,8 @@ import attrs
 from tradebot.core.bootstrap import Prepared
 from tradebot.core.clock import SystemClock
 from tradebot.core.context import BotContext
-from tradebot.core.errors import ConfigError, StateError, TradebotError
-from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, Signal, Ticker, TradingStateChange
+from tradebot.core.errors import AuthError, ConfigError, StateError, TradebotError
+from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, OrderStatus, Signal, Ticker, TradingStateChange
 from tradebot.core.risk import RiskRejection
 from tradebot.core.secrets import load_secrets
 from tradebot.core.trading_state import TradingStateMachine
@@ -55,6 +55,8 @@ class RunSummary:
     signals: int = 0
     orders_placed: int = 0
     orders_rejected: int = 0
+    """Signals the risk gate refused plus orders the exchange rejected (``exchange_rejected``)."""
+    exchange_rejected: int = 0
     fills: int = 0
     errors: int = 0
     realized_pnl: Decimal = Decimal(0)
@@ -64,12 +66,19 @@ class RunSummary:
     trading_reason: str = ""
     stop_reason: str = ""
     exit_code: int = 0
+    started: bool = False
+    """Whether start-up completed (a summary of a run that never started says only why)."""
 
     def render(self) -> str:
+        if not self.started:
+            return f"the bot did not start: {self.stop_reason or 'start-up failed'}\n  nothing was traded"
+        rejected = f"  rejected {self.orders_rejected}"
+        if self.exchange_rejected:
+            rejected += f" ({self.exchange_rejected} by the exchange)"
         lines = [
             f"run finished after {self.duration_s:.1f}s ({self.stop_reason})",
             f"  ticks {self.ticks}  signals {self.signals}  orders placed {self.orders_placed}"
-            f"  rejected {self.orders_rejected}  fills {self.fills}  errors {self.errors}",
+            f"{rejected}  fills {self.fills}  errors {self.errors}",
             f"  realised PnL {self.realized_pnl:.2f}  unrealised PnL {self.unrealized_pnl:.2f}"
             + (f"  equity {self.equity:.2f}" if self.equity is not None else ""),
             f"  trading state {self.trading_state}"
@@ -129,6 +138,7 @@ class Bot:
                     self._stop.set()  # nothing may replace this reason and exit code now
                     await self._shutdown()
                 else:
+                    self.summary.started = True
                     if self.options.duration_s is not None and not self.options.infinite:
                         loop.call_later(
                             self.options.duration_s, self.request_stop, f"duration {self.options.duration_s:g}s reached"
@@ -282,6 +292,8 @@ class Bot:
         assert exchange is not None  # _start() sets it, from the started exchange, just before this
         try:
             portfolio.sync_cash(await exchange.balances())
+        except AuthError:
+            raise  # no API key, or one the exchange refuses: no order could be placed, so do not start
         except TradebotError as exc:
             log.warning("could not read balances at start (%s); cash stays as last recorded", exc)
         executor = OrderExecutor(
@@ -426,13 +438,18 @@ class Bot:
                 self.summary.orders_rejected += 1
                 continue
             try:
-                await ctx.executor.submit(request, strategy=sig.strategy, reason=sig.reason)
-                self.summary.orders_placed += 1
+                order = await ctx.executor.submit(request, strategy=sig.strategy, reason=sig.reason)
             except TradebotError as exc:
                 self.summary.errors += 1
                 if ctx.health is not None:
                     ctx.health.record_error(exc)
                 log.warning("order for %s %s %s failed: %s", sig.side, sig.volume, sig.pair, exc)
+            else:
+                if order.status is OrderStatus.REJECTED:  # the exchange said no: not placed
+                    self.summary.orders_rejected += 1
+                    self.summary.exchange_rejected += 1
+                else:
+                    self.summary.orders_placed += 1
 
     def _on_policy_outcome(self, outcome: Any) -> None:
         """A completed ``close`` HALT is the end of trading: every position is flat."""

@@ -230,7 +230,14 @@ def send_command(
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
     state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        if not os.access(state_dir, os.R_OK | os.W_OK | os.X_OK):
+            raise PermissionError(13, "not readable and writable")
+    except OSError as exc:
+        raise StateError(
+            f"cannot use the state directory {state_dir}: {exc.strerror or exc}", path=str(state_dir)
+        ) from None
     lock = BotLock(state_dir)
     if lock.try_acquire():
         try:

@@ -289,6 +289,7 @@ class _Track:
     latest: CheckResult | None = None
     ok_since: float | None = None
     persisted_at: float | None = None
+    persisted: CheckResult | None = None  # the last result saved to the store
     failures: int = 0  # evaluations in a row that raised or timed out
 
 
@@ -415,6 +416,12 @@ class HealthMonitor:
         if not self._started:
             return
         self._started = False
+        # what `tradebot health` shows after the bot stopped: each check's last result, not
+        # the one saved up to persist_interval_s earlier
+        for track in self._tracks.values():
+            if track.latest is not None and track.latest is not track.persisted:
+                self._persist(track.latest)
+                track.persisted = track.latest
         for track in self._tracks.values():
             stop = getattr(track.check, "stop", None)
             if stop is not None:
@@ -511,7 +518,7 @@ class HealthMonitor:
             self._log_change(previous, result)
         if changed or track.persisted_at is None or now - track.persisted_at >= self.settings.persist_interval_s:
             self._persist(result)
-            track.persisted_at = now
+            track.persisted_at, track.persisted = now, result
         if result.status is HealthStatus.CRITICAL and result.escalate is not None and self.trading is not None:
             if result.escalate.severity > self.trading.state.severity:
                 await self.trading.escalate(result.escalate, f"{result.check}: {result.message}", check_source(result.check))

@@ -38,8 +38,9 @@ class RsiReversionConfig:
     """Buy below this RSI."""
     overbought: Decimal = attrs.field(default=Decimal(70), validator=in_range(0, 100))
     """Sell above this RSI; must be above ``oversold``."""
-    volume: Decimal = attrs.field(default=Decimal("0.001"), validator=gt(0))
-    """Base-currency volume of each order."""
+    volume: Decimal = attrs.field(default=Decimal("0.002"), validator=gt(0))
+    """Base-currency volume of each order; the default is at least Kraken's minimum order for
+    BTC/USD and ETH/USD (ETH's is 0.002), so the default instances' orders are accepted live."""
     source: str = attrs.field(default="ticker", validator=one_of(PRICE_SOURCES))
     """``ticker`` (mid of every tick) or ``candle`` (close of every finished bar)."""
 
