@@ -130,6 +130,8 @@ def test_health_with_no_state_yet(tmp_path: Path) -> None:
     assert out.returncode == 0 and "no saved state yet" in out.stdout
     assert "halt" in tradebot("halt", "--help").stdout.lower()
     assert tradebot("halt", "--state-dir", str(tmp_path)).returncode == 2  # --reason is required
+    blank = tradebot("halt", "--reason", "  ", "--state-dir", str(tmp_path))
+    assert blank.returncode == 2 and "say why trading stops" in blank.stderr  # and must say something
 
 
 @pytest.mark.parametrize("command", [["halt", "--reason", "x"], ["resume"], ["health"]])

@@ -86,6 +86,7 @@ async def test_given_secret_is_not_echoed() -> None:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=10)
     assert "as given" in banner
     assert secret not in banner + out.decode() + err.decode()
+    assert "my-tes" not in banner + out.decode() + err.decode()  # not even the key's first letters
 
 
 def test_bad_input_is_refused() -> None:

@@ -9,6 +9,7 @@ state when no bot runs.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -141,11 +142,19 @@ def health(as_json: bool, config_path: Path | None, state_dir: Path | None) -> N
     click.echo(json.dumps(data, indent=2) if as_json else render(data))
 
 
+def _non_empty_reason(value: str) -> str:
+    if not value.strip():
+        raise click.BadParameter("say why trading stops: the reason is kept with the state and shown in alerts")
+    return value
+
+
 def _send(action: str, reason: str, config_path: Path | None, state_dir: Path | None, timeout: float) -> None:
     from tradebot.core.control import send_command
     from tradebot.core.errors import StateError
 
     directory = _state_dir(config_path, state_dir)
+    # the command prints the outcome itself; the state machine's own log lines would repeat it
+    logging.getLogger("tradebot").addHandler(logging.NullHandler())
     try:
         result = send_command(directory, action, reason, timeout_s=timeout)
     except StateError as exc:
@@ -156,7 +165,8 @@ def _send(action: str, reason: str, config_path: Path | None, state_dir: Path | 
 
 
 @click.command()
-@click.option("--reason", required=True, help="Why trading stops (kept with the state and shown in alerts).")
+@click.option("--reason", required=True, callback=lambda _ctx, _param, value: _non_empty_reason(value),
+              help="Why trading stops (kept with the state and shown in alerts).")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
               help="Seconds to wait for a running bot to answer.")
 @config_option

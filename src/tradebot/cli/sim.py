@@ -36,7 +36,7 @@ async def _serve(config: SimulatorConfig) -> None:
             click.echo(f"  API key    {simulator.api_key}")
             click.echo(f"  API secret {simulator.api_secret}")
         else:
-            click.echo(f"  credentials: as given (API key {simulator.api_key[:6]}..., secret not shown)")
+            click.echo("  credentials: as given with --api-key/--api-secret (neither is shown)")
         for rule in simulator.faults.describe():
             click.echo(f"  fault #{rule['id']}: {rule['spec']}")
         click.echo("Press Ctrl+C to stop.", nl=True)

@@ -273,7 +273,7 @@ def _apply_offline(state_dir: Path, action: str, reason: str, source: str) -> Co
     store = StateStore(state_dir)
     try:
         trading = TradingStateMachine(store=store)
-        trading.restore()
+        trading.restore(announce=False)  # the command reports the change itself
         result = asyncio.run(apply_command(trading, action, reason, source))
     finally:
         store.close()

@@ -49,8 +49,11 @@ class TradingStateMachine:
         self._save_task: asyncio.Task[None] | None = None
         self.history: list[TradingStateChange] = []
 
-    def restore(self) -> bool:
-        """Load the persisted state (call once at start-up). True when one was found."""
+    def restore(self, *, announce: bool = True) -> bool:
+        """Load the persisted state (call once at start-up). True when one was found.
+
+        ``announce``: log a warning when the state is not ACTIVE (off for a command that
+        only changes the saved state and reports the change itself)."""
         if self._store is None:
             return False
         rec = self._store.load_trading_state()
@@ -59,7 +62,7 @@ class TradingStateMachine:
         state, reason, source, since = _fields(rec)
         self.state = TradingState(state)
         self.reason, self.source, self.since = reason, source, since
-        if self.state is not TradingState.ACTIVE:
+        if announce and self.state is not TradingState.ACTIVE:
             log.warning("trading state restored as %s (%s, by %s since %s)", self.state.value, reason, source, since)
         return True
 
