@@ -55,7 +55,7 @@ def test_core_sections_validated_together() -> None:
     issues = err.value.issues
     assert "max_position must be > 0 (got -1) @ $.risk.max_position" in issues
     assert "max_orders_per_minute must be > 0 (got 0) @ $.risk.max_orders_per_minute" in issues
-    assert any("pairs must look like 'BTC/USD'" in i and i.endswith("@ $.bot") for i in issues)
+    assert "pairs must look like 'BTC/USD' (got 'BTCUSD') @ $.bot.pairs" in issues
     assert any(i.startswith("unknown section 'botz' (did you mean bot?)") for i in issues)
     assert "timeout_s must be > 0 (got 0) @ $.strategies.s1.timeout_s" in issues
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -21,17 +22,46 @@ def config() -> None:
 @config_option
 def check(config_path: Path | None) -> None:
     """Validate the config and every plugin table. Exit 0 when valid, 2 otherwise."""
-    prepared = prepare_or_exit(config_path)
+    # notes (built-in defaults left out ...) are printed after the report, not as log lines
+    notes = _Notes()
+    logger = logging.getLogger("tradebot.config")
+    logger.addHandler(notes)
+    try:
+        prepared = prepare_or_exit(config_path)
+    except SystemExit:
+        notes.echo()
+        raise
+    finally:
+        logger.removeHandler(notes)
     problems = _runtime_problems(prepared.settings)
     if problems:
         click.echo("error: the configuration is valid but this setup cannot start", err=True)
         for problem in problems:
             click.echo(f"  - {problem}", err=True)
+        notes.echo()
         sys.exit(2)
     src = prepared.settings.source or "built-in defaults (no config file)"
     click.echo(f"config OK: {src}; {len(prepared.host.loaded)} plugins loaded")
     for name, err in prepared.host.report.failed.items():
         click.echo(f"warning: plugin {name!r} not loaded: {err}", err=True)
+    for name in prepared.host.report.unknown:
+        click.echo(f"warning: plugin {name!r} is enabled but not installed", err=True)
+    notes.echo()
+
+
+class _Notes(logging.Handler):
+    """Collects the notes validation logs, to print them with the report."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+    def echo(self) -> None:
+        for line in self.lines:
+            click.echo(line, err=True)
 
 
 def _runtime_problems(settings: Settings) -> list[str]:

@@ -10,10 +10,9 @@ from pathlib import Path
 import click
 
 from tradebot.cli._common import config_option
-from tradebot.core.config import find_config, load_settings
-from tradebot.core.errors import ConfigError, PluginError
+from tradebot.core.config import Settings, find_config, load_settings, required_plugin_issues
+from tradebot.core.errors import ConfigError
 from tradebot.core.plugins import PluginHost, PluginInfo, gather_infos, installed_plugins, resolve_enabled
-
 
 
 @click.group()
@@ -27,20 +26,18 @@ def plugins() -> None:
 @config_option
 def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> None:
     """Installed plugins: name, category, distribution, version, enabled, hooks."""
+    settings: Settings | None
     try:
         settings = load_settings(config_path)
-        configured, required, quarantine_after = settings.plugins.enabled, settings.plugins.required, settings.plugins.quarantine_after
+        configured, quarantine_after = settings.plugins.enabled, settings.plugins.quarantine_after
     except ConfigError as exc:
         click.echo(f"warning: {exc}\n(listing with the default plugin set)", err=True)
-        configured, required, quarantine_after = None, [], 5
+        settings, configured, quarantine_after = None, None, 5
     enabled = resolve_enabled(configured, installed_plugins())
     # load problems are printed below, once, instead of as log lines
     logging.getLogger("tradebot.plugins").addHandler(logging.NullHandler())
     host = PluginHost(quarantine_after=quarantine_after)
-    try:
-        host.load(enabled, required=required)
-    except PluginError as exc:
-        click.echo(f"warning: {exc}", err=True)
+    host.load(enabled)  # every enabled plugin is listed; required ones that did not load are named below
     infos = gather_infos(host, enabled, include_disabled=show_all)
     if as_json:
         click.echo(json.dumps([i.as_json() for i in infos], indent=2))
@@ -51,6 +48,8 @@ def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> Non
             click.echo(f"error: plugin {i.name!r}: {i.error}", err=True)
     for name in host.report.unknown:
         click.echo(f"error: plugin {name!r} is enabled but not installed", err=True)
+    for issue in required_plugin_issues(settings, host) if settings is not None else []:
+        click.echo(f"error: {issue}", err=True)
 
 
 def _print_table(infos: list[PluginInfo]) -> None:
@@ -92,6 +91,8 @@ def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:
         current.multiline(True)
         table["enabled"] = current
     names = [str(x) for x in current]
+    required = table.get("required")
+    still_required = not enable and isinstance(required, list) and name in [str(x) for x in required]
     if enable and name not in names:
         current.append(name)
     elif not enable and name in names:
@@ -101,6 +102,12 @@ def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:
         return
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
     click.echo(f"{'enabled' if enable else 'disabled'} {name} in {path}")
+    if still_required:
+        click.echo(
+            f"warning: {name} is still in [plugins] required: start-up fails until it is enabled again "
+            f"or removed from required",
+            err=True,
+        )
 
 
 @plugins.command("enable")

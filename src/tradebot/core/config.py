@@ -11,6 +11,8 @@ Secrets never live here: see :mod:`tradebot.core.secrets`.
 from __future__ import annotations
 
 import importlib
+import json
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -20,6 +22,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import cattrs
+from cattrs.cols import (
+    homogenous_tuple_structure_factory,
+    is_mutable_sequence,
+    is_sequence,
+    list_structure_factory,
+)
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from tradebot.core.errors import ConfigError
@@ -39,11 +47,14 @@ __all__ = [
     "StrategyInstance",
     "find_config",
     "load_settings",
+    "required_plugin_issues",
     "structure",
     "validate_plugin_tables",
 ]
 
 T = TypeVar("T")
+
+log = logging.getLogger("tradebot.config")
 
 ENV_CONFIG = "TRADEBOT_CONFIG"
 
@@ -73,25 +84,26 @@ SECRET_WORDS = ("api_key", "api_secret", "secret", "token", "password", "passphr
 # --- core settings classes -----------------------------------------------------------
 
 
+def _pair_names(_inst: Any, attribute: attrs.Attribute[Any], value: list[str] | None) -> None:
+    """Every pair is written ``BASE/QUOTE``."""
+    for pair in value or ():
+        if "/" not in pair:
+            raise ValueError(f"{attribute.name} must look like 'BTC/USD' (got {pair!r})")
+
+
 @attrs.frozen
 class BotSettings:
     """``[bot]``: what to trade, where, and where to keep state."""
 
     name: str = "tradebot"
     exchange: str = "paper"
-    pairs: list[str] = attrs.field(factory=lambda: ["BTC/USD", "ETH/USD"], validator=non_empty)
+    pairs: list[str] = attrs.field(factory=lambda: ["BTC/USD", "ETH/USD"], validator=[non_empty, _pair_names])
     quote: str = "USD"
     state_dir: str = "tradebot-state"
     secrets_file: str | None = None
-    market_data: str = "simulator"
+    market_data: str = attrs.field(default="simulator", validator=one_of(("simulator", "kraken")))
     """Where market data comes from for the paper exchange: ``simulator`` (built-in, on
     127.0.0.1, no network) or ``kraken`` (Kraken's public data; needs the internet)."""
-
-    def __attrs_post_init__(self) -> None:
-        for pair in self.pairs:
-            if "/" not in pair:
-                raise ValueError(f"pairs must look like 'BTC/USD' (got {pair!r})")
-        one_of(("simulator", "kraken"))(self, attrs.fields(BotSettings).market_data, self.market_data)
 
 
 @attrs.frozen
@@ -128,7 +140,7 @@ class StrategyInstance:
     """``[strategies.<instance>]``: one running strategy; ``params`` go to the plugin's class."""
 
     plugin: str
-    pairs: list[str] | None = None
+    pairs: list[str] | None = attrs.field(default=None, validator=_pair_names)
     timeout_s: float = attrs.field(default=5.0, validator=gt(0))
     warn_s: float = attrs.field(default=1.0, validator=gt(0))
     max_failures: int = attrs.field(default=3, validator=gt(0))
@@ -163,6 +175,15 @@ class Settings:
     """The file these settings came from (None: built-in defaults)."""
     plugin_configs: dict[tuple[str, str], Any] = attrs.Factory(dict)
     """(category, name) -> validated plugin config object, filled by validate_plugin_tables."""
+    written: frozenset[str] = frozenset()
+    """Paths the config file sets (``$.bot``, ``$.bot.exchange`` ...): the rest are defaults."""
+    notes: list[str] = attrs.Factory(list)
+    """What validation changed that is not an error (built-in defaults it left out), each
+    with its path; filled by validate_plugin_tables."""
+
+    def is_written(self, path: str) -> bool:
+        """Whether the config file sets ``path`` (``$.section`` or ``$.section.key``)."""
+        return path in self.written
 
     def section(self, name: str) -> Any:
         """A core section's settings object (its defaults when the file has none)."""
@@ -221,10 +242,36 @@ def _make_converter() -> cattrs.Converter:
 
         return check
 
+    def sequence(type_: Any) -> Any:
+        """Lists (and tuples, sequences) from lists only: cattrs alone would take a string
+        for a list of its characters, and a table for the list of its keys."""
+        if is_mutable_sequence(type_):
+            base = list_structure_factory(type_, conv)
+        else:
+            base = homogenous_tuple_structure_factory(type_, conv)
+
+        def check(value: Any, t: Any) -> Any:
+            if isinstance(value, str):
+                raise ValueError(f"expected a list, like {_as_list(value)} (got a string)")
+            if isinstance(value, Mapping):
+                raise ValueError("expected a list (got a table)")
+            if not isinstance(value, (list, tuple)):
+                raise ValueError(f"expected a list (got {type(value).__name__} {value!r})")
+            return base(value, t)
+
+        return check
+
     conv.register_structure_hook(Decimal, to_decimal)
     for kind in (int, float, str, bool):
         conv.register_structure_hook(kind, strict(kind))
+    conv.register_structure_hook_factory(is_sequence, sequence)
     return conv
+
+
+def _as_list(text: str) -> str:
+    """How a string meant as a list is written as one: ``"a, b"`` -> ``["a", "b"]``."""
+    items = [part.strip() for part in text.split(",") if part.strip()] or [text]
+    return json.dumps(items, ensure_ascii=False)
 
 
 converter = _make_converter()
@@ -270,18 +317,62 @@ def _validate_instance(obj: Any, path: str, issues: list[str]) -> None:
 
 def structure(raw: Any, cls: type[T], path: str) -> tuple[T | None, list[str]]:
     """Build ``cls`` from ``raw``; returns (object or None, every problem with its path)."""
-    if not isinstance(raw, Mapping):
-        return None, [f"must be a table (got {type(raw).__name__}) @ {path}"]
-    issues: list[str] = []
-    try:
-        with attrs.validators.disabled():
-            obj = converter.structure(dict(raw), cls)
-    except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as exc:
-        return None, _cattrs_messages(exc, path)
-    except (ValueError, TypeError) as exc:  # cross-field checks in __attrs_post_init__
-        return None, [f"{exc} @ {path}"]
-    _validate_instance(obj, path, issues)
+    obj, issues, _ = _structure(raw, cls, path)
     return (obj if not issues else None), issues
+
+
+def _structure(raw: Any, cls: type[T], path: str) -> tuple[T | None, list[str], set[str]]:
+    """Build ``cls`` from ``raw`` as far as it goes: (object, problems, keys left at defaults).
+
+    Keys whose values cannot be read (wrong type, unknown key) are reported, then left out
+    and the table built again from the rest, so that the field validators still check every
+    value that could be read: ``max_orders_per_minute = "thirty"`` does not hide
+    ``max_position = -1``. The object is then partly defaults: good enough to check what
+    depends on it, not to run with. A cross-field check (``__attrs_post_init__``) on such a
+    rebuilt table is not reported: it would compare with a default the user did not write.
+    The object is None when the table cannot be built at all.
+    """
+    if not isinstance(raw, Mapping):
+        return None, [f"must be a table (got {type(raw).__name__}) @ {path}"], set()
+    data = dict(raw)
+    dropped: set[str] = set()
+    issues: list[str] = []
+    while True:
+        try:
+            with attrs.validators.disabled():
+                obj = converter.structure(data, cls)
+        except (ClassValidationError, IterableValidationError, ForbiddenExtraKeysError) as exc:
+            if dropped:  # what remains fails again: the keys it misses were reported already
+                return None, issues, dropped
+            issues.extend(_cattrs_messages(exc, path))
+            bad = _failed_keys(exc) & data.keys()
+            if not bad:
+                return None, issues, dropped
+            dropped |= bad
+            for key in bad:
+                del data[key]
+            continue
+        except (ValueError, TypeError) as exc:  # cross-field checks in __attrs_post_init__
+            if dropped:
+                return None, issues, dropped
+            return None, [f"{exc} @ {path}"], dropped
+        # the fields left out hold their defaults, which pass their validators
+        _validate_instance(obj, path, issues)
+        return obj, issues, dropped
+
+
+def _failed_keys(exc: BaseException) -> set[str]:
+    """The keys of a table whose values cattrs could not read, or did not know."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return set(exc.extra_fields)
+    keys: set[str] = set()
+    if isinstance(exc, ClassValidationError):
+        with_notes, without_notes = exc.group_exceptions()
+        keys.update(note.name for _, note in with_notes)
+        for sub in without_notes:
+            if isinstance(sub, ForbiddenExtraKeysError):
+                keys.update(sub.extra_fields)
+    return keys
 
 
 def _section_class(name: str) -> type | None:
@@ -295,7 +386,7 @@ def _section_class(name: str) -> type | None:
         return None
 
 
-def _find_secret_keys(raw: Any, path: str, found: list[str]) -> None:
+def _find_secret_keys(raw: Any, path: str, found: list[str], paths: set[str] | None = None) -> None:
     if isinstance(raw, Mapping):
         for key, value in raw.items():
             sub = f"{path}.{key}"
@@ -309,8 +400,27 @@ def _find_secret_keys(raw: Any, path: str, found: list[str]) -> None:
                     f"secrets are not allowed in the config file; set the environment variable or "
                     f"use the secrets file (see README, Secrets) @ {sub}"
                 )
+                if paths is not None:
+                    paths.add(sub)
             else:
-                _find_secret_keys(value, sub, found)
+                _find_secret_keys(value, sub, found, paths)
+
+
+def _without(raw: Any, path: str, paths: set[str]) -> Any:
+    """``raw`` without the keys at ``paths`` (tables copied, nothing else)."""
+    if not paths or not isinstance(raw, Mapping):
+        return raw
+    return {k: _without(v, f"{path}.{k}", paths) for k, v in raw.items() if f"{path}.{k}" not in paths}
+
+
+def _where(issue: str) -> str:
+    """The path of a problem: ``... @ $.bot.pairs`` -> ``$.bot.pairs``."""
+    return issue.rpartition(" @ ")[2]
+
+
+def _under(path: str, base: str) -> bool:
+    """Whether ``path`` is ``base`` or inside it (``$.a.b`` and ``$.a[0]`` are inside ``$.a``)."""
+    return path == base or path.startswith((base + ".", base + "["))
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -342,52 +452,109 @@ def parse_toml(path: Path) -> dict[str, Any]:
 
 
 def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> Settings:
-    """Validate a parsed config; :class:`ConfigError` lists every problem with its path."""
+    """Validate a parsed config; :class:`ConfigError` lists every problem with its path.
+
+    Every section is checked, whatever the others hold. When any has a problem, the plugin
+    tables are checked as well (:func:`_plugin_issues`), so that one ``config check`` lists
+    every problem of the file, not those of the core sections first and the rest later.
+    """
     issues: list[str] = []
-    _find_secret_keys(raw, "$", issues)
-    known = {f.name for f in attrs.fields(Settings)} - {"sections", "source", "plugin_configs"}
+    secrets: set[str] = set()
+    _find_secret_keys(raw, "$", issues, secrets)
+    raw = _without(raw, "$", secrets)  # reported as secrets: not again as unknown keys
+    not_sections = {"sections", "source", "plugin_configs", "written", "notes"}
+    known = {f.name for f in attrs.fields(Settings)} - not_sections
     kwargs: dict[str, Any] = {}
     sections: dict[str, Any] = {}
+    bad: set[str] = set()  # paths already reported: their values are defaults from here on
+
+    def take(path: str, result: tuple[Any, list[str], set[str]]) -> Any:
+        obj, errs, dropped = result
+        issues.extend(errs)
+        bad.update(f"{path}.{key}" for key in dropped)
+        if obj is None:
+            bad.add(path)
+        return obj
+
     for key, value in raw.items():
         path = f"$.{key}"
         if key in ("bot", "plugins", "risk", "backup"):
             cls = {"bot": BotSettings, "plugins": PluginsSettings, "risk": RiskSettings, "backup": BackupSettings}[key]
-            obj, errs = structure(value, cls, path)
-            issues.extend(errs)
+            obj = take(path, _structure(value, cls, path))
             if obj is not None:
                 kwargs[key] = obj
         elif key == "strategies":
             if not isinstance(value, Mapping):
                 issues.append(f"must be a table of strategy instances @ {path}")
+                bad.add(path)
                 continue
             instances = {}
             for inst_name, inst_raw in value.items():
-                obj, errs = structure(inst_raw, StrategyInstance, f"{path}.{inst_name}")
-                issues.extend(errs)
+                obj = take(f"{path}.{inst_name}", _structure(inst_raw, StrategyInstance, f"{path}.{inst_name}"))
                 if obj is not None:
                     instances[inst_name] = obj
             kwargs["strategies"] = instances
         elif key in PLUGIN_TABLES:
             if not isinstance(value, Mapping) or not all(isinstance(v, Mapping) for v in value.values()):
                 issues.append(f"must hold one table per {PLUGIN_TABLES[key]}, like [{key}.<name>] @ {path}")
+                bad.add(path)
                 continue
             kwargs[key] = {k: dict(v) for k, v in value.items()}
         elif key in CORE_SECTIONS:
             section_cls = _section_class(key)
             if section_cls is None:
                 issues.append(f"section [{key}] is not available in this installation @ {path}")
+                bad.add(path)
                 continue
-            obj, errs = structure(value, section_cls, path)
-            issues.extend(errs)
+            obj = take(path, _structure(value, section_cls, path))
             if obj is not None:
                 sections[key] = obj
         elif key not in known:
             hint = _near(key, [*known, *CORE_SECTIONS])
             issues.append(f"unknown section {key!r}{hint} @ {path}")
+    settings = Settings(**kwargs, sections=sections, source=source, written=_written(raw))
     if issues:
+        issues.extend(i for i in _plugin_issues(settings, bad) if i not in issues)
         where = f" in {source}" if source else ""
         raise ConfigError(f"invalid configuration{where}", issues)
-    return Settings(**kwargs, sections=sections, source=source)
+    return settings
+
+
+def _written(raw: Mapping[str, Any]) -> frozenset[str]:
+    paths = set()
+    for key, value in raw.items():
+        paths.add(f"$.{key}")
+        if isinstance(value, Mapping):
+            paths.update(f"$.{key}.{sub}" for sub in value)
+    return frozenset(paths)
+
+
+def _plugin_issues(settings: Settings, bad: set[str]) -> list[str]:
+    """The plugin tables' problems, for a config whose core sections have some already.
+
+    Loads the enabled plugins (their config classes validate their tables) as start-up
+    would. ``settings`` holds defaults where a value was reported (``bad``): problems at
+    those paths, or inside them, are follow-ons and left out. Nothing is checked when
+    ``[plugins]`` itself has a problem, as it is then not known which plugins load.
+    """
+    if any(_under(p, "$.plugins") for p in bad):
+        return []
+    from tradebot.core.plugins import PluginHost, installed_plugins, resolve_enabled
+
+    plugin_log = logging.getLogger("tradebot.plugins")
+    # its "not loaded, starting without it" would mislead: nothing starts
+    was_disabled, plugin_log.disabled = plugin_log.disabled, True
+    try:
+        host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
+        # without `required`: a required plugin that fails is one more problem in the list
+        host.load(resolve_enabled(settings.plugins.enabled, installed_plugins()))
+        found = _validate_plugin_tables(settings, host, log_notes=False)
+    except Exception:  # noqa: BLE001 - the problems found so far are reported whatever happens here
+        log.debug("plugin tables not checked", exc_info=True)
+        return []
+    finally:
+        plugin_log.disabled = was_disabled
+    return [i for i in found if not any(_under(_where(i), b) for b in bad)]
 
 
 def load_settings(path: str | Path | None = None) -> Settings:
@@ -412,10 +579,32 @@ def validate_plugin_tables(settings: Settings, host: PluginHost) -> list[str]:
     """Validate every plugin table and strategy ``params`` against the plugins' config classes.
 
     Fills ``settings.plugin_configs`` (defaults for components without a table) and returns
-    every problem with its path. Tables naming a component that is not loaded are errors.
+    every problem with its path. Tables naming a component that is not loaded are errors,
+    and so is a ``[plugins] required`` plugin that did not load (not installed, not
+    enabled, or it failed). Built-in default strategy instances whose plugin the enabled
+    set leaves out are removed from ``settings.strategies``, each with a note in
+    ``settings.notes`` (logged too): the user chose not to run that plugin.
     """
-    issues: list[str] = []
+    return _validate_plugin_tables(settings, host, log_notes=True)
+
+
+def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: bool) -> list[str]:
+    from tradebot.core.plugins import installed_plugins
+
+    installed = set(installed_plugins())
+    issues = _required_issues(settings, host, installed)
     configs = settings.plugin_configs
+    notes: list[str] = []  # new ones: validating the same settings twice notes nothing twice
+
+    def note(text: str) -> None:
+        if text not in settings.notes:
+            settings.notes.append(text)
+            notes.append(text)
+
+    def why(name: str, fix_prefix: str = "") -> str:
+        cause, fix = _why_not_loaded(name, settings, host, installed)
+        return f"{cause}; {fix_prefix}{fix}" if cause else ""
+
     for table, category in PLUGIN_TABLES.items():
         raw_tables: dict[str, dict[str, Any]] = getattr(settings, table)
         categories = [category, "halt-trigger"] if category == "check" else [category]
@@ -424,34 +613,142 @@ def validate_plugin_tables(settings: Settings, host: PluginHost) -> list[str]:
             comps.update({n: (cat, c) for n, c in host.components(cat).items()})
         for name, raw in raw_tables.items():
             if name not in comps:
-                issues.append(f"no loaded {category} plugin provides {name!r}{_near(name, list(comps))} @ $.{table}.{name}")
+                near = _near(name, list(comps))
+                issues.append(f"no loaded {category} plugin provides {name!r}{near}{why(name)} @ $.{table}.{name}")
         for name, (cat, comp) in comps.items():
             obj, errs = _plugin_config(comp.spec.config_cls, raw_tables.get(name, {}), f"$.{table}.{name}")
             issues.extend(errs)
             if not errs:
                 configs[(cat, name)] = obj
     strategies = host.components("strategy")
-    for inst_name, inst in settings.strategies.items():
+    dropped = False
+    for inst_name, inst in list(settings.strategies.items()):
         path = f"$.strategies.{inst_name}"
         strategy_comp = strategies.get(inst.plugin)
         if strategy_comp is None:
-            issues.append(f"no loaded strategy plugin named {inst.plugin!r}{_near(inst.plugin, list(strategies))} @ {path}.plugin")
+            if not settings.is_written("$.strategies") and _left_out(inst.plugin, host, installed):
+                # a built-in default instance of a plugin the user did not enable: not wanted
+                del settings.strategies[inst_name]
+                dropped = True
+                note(
+                    f"built-in strategy instance {inst_name!r} (plugin {inst.plugin!r}) is left out"
+                    f"{why(inst.plugin, 'to run it, ')} @ {path}"
+                )
+                continue
+            near = _near(inst.plugin, list(strategies))
+            issues.append(f"no loaded strategy plugin named {inst.plugin!r}{near}{why(inst.plugin)} @ {path}.plugin")
             continue
         obj, errs = _plugin_config(strategy_comp.spec.config_cls, inst.params, f"{path}.params")
         issues.extend(errs)
         if not errs:
             configs[("strategy-instance", inst_name)] = obj
+    if dropped and not settings.strategies:
+        note(
+            "no strategy instance is left to run: the bot will trade nothing; add one, like "
+            '[strategies.sma] plugin = "sma-crossover" @ $.strategies'
+        )
     halt = settings.section("halt")
     policy = getattr(halt, "position_policy", None)
     if policy is not None and policy not in host.components("policy"):
-        known = list(host.components("policy"))
+        known = sorted(host.components("policy"))
+        default = "" if settings.is_written("$.halt.position_policy") else " (the default [halt] position_policy)"
+        reason = why(policy, "a HALT needs a position policy: ") or "; enable the plugin that provides it"
+        fix = f", or set [halt] position_policy to one of: {', '.join(known) or 'none loaded'}"
         issues.append(
-            f"no loaded position policy named {policy!r}{_near(policy, known)}; enable its plugin "
-            f"or choose one of: {', '.join(sorted(known)) or 'none loaded'} @ $.halt.position_policy"
+            f"no loaded position policy named {policy!r}{default}{_near(policy, known)}{reason}{fix} @ $.halt.position_policy"
         )
-    if settings.bot.exchange not in host.components("exchange"):
-        known = list(host.components("exchange"))
-        issues.append(f"no loaded exchange plugin named {settings.bot.exchange!r}{_near(settings.bot.exchange, known)} @ $.bot.exchange")
+    exchange = settings.bot.exchange
+    exchanges = host.components("exchange")
+    if exchange not in exchanges:
+        known = sorted(exchanges)
+        default = "" if settings.is_written("$.bot.exchange") else " (the default [bot] exchange)"
+        reason = why(exchange) or "; enable the plugin that provides it"
+        fix = f", or set [bot] exchange to one of: {', '.join(known) or 'none loaded'}"
+        issues.append(
+            f"no loaded exchange plugin named {exchange!r}{default}{_near(exchange, known)}{reason}{fix} @ $.bot.exchange"
+        )
+    if host.enabled is not None and exchange == "paper" and "paper" in exchanges and "kraken" not in exchanges:
+        # the paper exchange trades on prices from the kraken plugin's client (against the
+        # simulator or Kraken): a note, not an error, as the settings are usable without
+        # trading (checks, tools); `tradebot run` would stop at start-up
+        source = f"[bot] market_data = {settings.bot.market_data!r}"
+        if not settings.is_written("$.bot.market_data"):
+            source += ", the default"
+        cause, fix = _why_not_loaded("kraken", settings, host, installed)
+        note(
+            f"the paper exchange takes its market data ({source}) from the exchange plugin 'kraken'"
+            f"{cause or ', which is not loaded'}, so paper trading cannot start; "
+            f"{fix or 'install or enable it'} @ $.bot.market_data"
+        )
+    if log_notes:
+        for text in notes:
+            log.warning("note: %s", text)
+    return issues
+
+
+def _enabled_source(settings: Settings) -> tuple[str, str]:
+    """Where the enabled plugin set comes from, and how to add a plugin to it (a format
+    string: ``{}`` is the plugin's name)."""
+    from tradebot.core.plugins import ENV_PLUGINS
+
+    if os.environ.get(ENV_PLUGINS) is not None:
+        return f"{ENV_PLUGINS} (it overrides [plugins] enabled)", f"add it to {ENV_PLUGINS}"
+    if settings.plugins.enabled is not None:
+        return "[plugins] enabled", "add it there (tradebot plugins enable {})"
+    return "the default plugin set", "enable it (tradebot plugins enable {})"
+
+
+def _left_out(name: str, host: PluginHost, installed: set[str]) -> bool:
+    """Plugin ``name`` is installed, but the set of plugins the host loaded leaves it out."""
+    return host.enabled is not None and name in installed and name not in host.enabled
+
+
+def _why_not_loaded(name: str, settings: Settings, host: PluginHost, installed: set[str]) -> tuple[str, str]:
+    """Why the plugin of component ``name`` is not loaded, and what to do: ``(": cause", "fix")``.
+
+    Built-in plugins are named like their components. ``("", "")``: no plugin of that name
+    is installed, or it is loaded and provides no such component.
+    """
+    if name in host.report.failed:
+        return f": its plugin failed to load ({host.report.failed[name]})", "fix or reinstall it"
+    if _left_out(name, host, installed):
+        source, add = _enabled_source(settings)
+        return f": {source} leaves out its plugin", add.format(name)
+    return "", ""
+
+
+def required_plugin_issues(settings: Settings, host: PluginHost) -> list[str]:
+    """The ``[plugins] required`` plugins ``host`` did not load, each with why, what to do
+    and its path (part of :func:`validate_plugin_tables`, for tools that only load plugins)."""
+    from tradebot.core.plugins import installed_plugins
+
+    return _required_issues(settings, host, set(installed_plugins()))
+
+
+def _required_issues(settings: Settings, host: PluginHost, installed: set[str]) -> list[str]:
+    """``[plugins] required`` plugins that are not loaded: not installed, not enabled, or failed."""
+    issues = []
+    report = host.report
+    for i, name in enumerate(settings.plugins.required):
+        path = f"$.plugins.required[{i}]"
+        drop = "remove it from [plugins] required"
+        if name in report.loaded:
+            continue
+        if name in report.failed:
+            issues.append(
+                f"required plugin {name!r} could not be loaded: {report.failed[name]}; fix or reinstall it, "
+                f"or {drop} @ {path}"
+            )
+        elif name not in installed:
+            issues.append(
+                f"required plugin {name!r} is not installed{_near(name, sorted(installed))}; install the package "
+                f"that provides it, or {drop} @ {path}"
+            )
+        else:
+            source, add = _enabled_source(settings)
+            issues.append(
+                f"required plugin {name!r} is not enabled: {source} leaves it out; {add.format(name)}, or {drop} @ {path}"
+            )
     return issues
 
 

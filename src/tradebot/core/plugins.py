@@ -170,23 +170,34 @@ class PluginHost:
         self._components: dict[str, dict[str, RegisteredComponent]] = {}
         self.quarantine_listeners: list[Callable[[str, str], None]] = []
         self.report = LoadReport()
+        self.enabled: list[str] | None = None
+        """The plugin names :meth:`load` was asked to load (None: it was not called; the
+        plugins, if any, were registered one by one)."""
 
     # --- loading ---------------------------------------------------------------
 
     def load(self, enabled: Iterable[str], *, required: Collection[str] = ()) -> LoadReport:
         """Import and register the enabled plugins from their entry points.
 
-        A plugin that fails to import or validate is reported and skipped; if it is in
-        ``required``, :class:`PluginError` is raised instead.
+        A plugin that is not installed, fails to import or validate is reported and skipped;
+        if it is in ``required``, :class:`PluginError` is raised instead. A required plugin
+        that ``enabled`` leaves out is not loaded: it is not an error here, but one of the
+        problems :func:`tradebot.core.config.validate_plugin_tables` reports with its path.
         """
         eps = installed_plugins()
+        enabled = list(enabled)
+        self.enabled = [*(self.enabled or []), *enabled]
         for name in enabled:
             ep = eps.get(name)
             if ep is None:
                 self.report.unknown.append(name)
                 msg = f"plugin {name!r} is enabled but not installed"
                 if name in required:
-                    raise PluginError(msg + " (it is required)", plugin=name)
+                    raise PluginError(
+                        f"required plugin {name!r} is enabled but not installed; install the package that "
+                        f"provides it, or remove it from [plugins] required and enabled{_required_at(name, required)}",
+                        plugin=name,
+                    )
                 log.error("%s; starting without it", msg)
                 continue
             try:
@@ -260,7 +271,12 @@ class PluginHost:
     def _load_failed(self, name: str, message: str, required: Collection[str], hook: str | None = None) -> None:
         self.report.failed[name] = message
         if name in required:
-            raise PluginError(f"required plugin {name!r} could not be loaded: {message}", plugin=name, hook=hook)
+            raise PluginError(
+                f"required plugin {name!r} could not be loaded: {message}; fix or reinstall it, "
+                f"or remove it from [plugins] required{_required_at(name, required)}",
+                plugin=name,
+                hook=hook,
+            )
         log.error("plugin %r not loaded, starting without it: %s", name, message)
 
     def _collect_components(self, name: str, obj: object) -> None:
@@ -446,6 +462,13 @@ class PluginHost:
         comp = self.component(category, name)
         obj = self.call(comp.plugin, f"{category}:{name}.factory", comp.spec.factory, config, context)
         return self.wrap(comp.plugin, obj)
+
+
+def _required_at(name: str, required: Collection[str]) -> str:
+    """`` @ $.plugins.required[i]``: where the config requires ``name`` (when it is a list)."""
+    if isinstance(required, list | tuple) and name in required:
+        return f" @ $.plugins.required[{list(required).index(name)}]"
+    return ""
 
 
 def _plugin_span(tracer: Any, plugin: str, method: str) -> Any:
