@@ -55,11 +55,19 @@ async def main(calls: int) -> None:
             try:
                 print(f"simulator at {sim.base_url}, {calls} sequential calls each\n")
                 await measure("Ticker  pooled session", calls, lambda: ex.ticker(["BTC/USD"]))
-                await measure("Ticker  new session per call", calls, lambda: ex.ticker(["BTC/USD"]), ex.rest.close)
+                # a closed client sends nothing until start() opens it again: each call opens one
+                async def fresh(call: Callable[[], Awaitable[object]]) -> object:
+                    await ex.rest.start()
+                    return await call()
+
+                await measure("Ticker  new session per call", calls, lambda: fresh(lambda: ex.ticker(["BTC/USD"])),
+                              ex.rest.close)
+                await ex.rest.start()
                 await measure("Balance pooled session", calls, lambda: ex.rest.private("Balance"))
-                await measure("Balance new session per call", calls, lambda: ex.rest.private("Balance"),
+                await measure("Balance new session per call", calls, lambda: fresh(lambda: ex.rest.private("Balance")),
                               ex.rest.close)
                 print(f"\nsessions created: {ex.rest.sessions_created}")
+                await ex.rest.start()
 
                 breaker = ex.breakers["public"]
                 while breaker.state.value != "open":
