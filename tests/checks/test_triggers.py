@@ -386,6 +386,22 @@ async def test_drawdown_fires_at_the_limit_from_the_peak(tmp_path: Any) -> None:
         store.close()
 
 
+async def test_a_resume_while_prices_are_missing_is_kept_when_they_return(tmp_path: Any) -> None:
+    store = StateStore(tmp_path)
+    try:
+        pf = Equity("1200")
+        check = DrawdownCheck("drawdown", DrawdownConfig(max_drawdown_pct=10), pf, store, FakeClock())
+        await check.evaluate()
+        pf.value = D("1000")
+        assert (await check.evaluate()).status is CRITICAL
+        pf.value = None  # type: ignore[assignment]  # a held pair has no price right now
+        check.reset()  # a person resumes in that gap
+        pf.value = D("1000")
+        assert (await check.evaluate()).status is OK  # measured from the equity seen after the resume
+    finally:
+        store.close()
+
+
 async def test_drawdown_without_a_price_is_not_a_made_up_number() -> None:
     class NoMark:
         def equity(self) -> None:

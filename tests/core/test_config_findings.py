@@ -290,3 +290,10 @@ def test_disabling_a_required_plugin_warns_that_start_up_will_fail(tmp_path: Pat
     r = CliRunner().invoke(cli, ["plugins", "disable", "kraken", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "warning: kraken is still in [plugins] required: start-up fails" in r.stderr
+
+
+def test_a_value_a_validator_refused_is_reported_once(tmp_path: Path) -> None:
+    cfg = write(tmp_path, '[halt]\nposition_policy = ""\n')
+    r = check(cfg)
+    assert r.exit_code == 2, r.output
+    assert issues_of(r) == ["position_policy must not be empty @ $.halt.position_policy"]

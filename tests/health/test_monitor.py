@@ -184,6 +184,38 @@ async def test_a_check_that_answers_between_failures_starts_counting_again() -> 
     assert monitor.report().results["check"].status is HealthStatus.DEGRADED
 
 
+class Slow(BaseCheck):
+    async def evaluate(self) -> CheckResult:
+        await asyncio.sleep(1)
+        return self.ok("late")
+
+
+async def test_a_check_that_only_times_out_stays_degraded() -> None:
+    """Slow is not broken: api-connectivity timing out on a slow exchange has its own thresholds."""
+    trading = TradingStateMachine()
+    check = Slow("slow", TriggerOptions(interval_s=0.01))
+    monitor = HealthMonitor([check], trading=trading, settings=MonitoringSettings(check_timeout_s=0.01))
+    for _ in range(5):
+        report = await monitor.run_round()
+    assert report.results["slow"].status is HealthStatus.DEGRADED and trading.state is TradingState.ACTIVE
+
+
+async def test_a_manual_resume_gives_a_blind_check_blind_after_more_rounds() -> None:
+    clock = FakeClock()
+    trading = TradingStateMachine(clock=clock)
+    check = Flaky("drawdown", clock, interval_s=1)
+    monitor = HealthMonitor([check], trading=trading, clock=clock)
+    for _ in range(3):
+        await monitor.run_round()
+        await clock.advance(1)
+    assert trading.state is TradingState.HALTED
+    await trading.resume("operator resume", "operator:cli")
+    for expected in (TradingState.ACTIVE, TradingState.ACTIVE, TradingState.HALTED):  # still broken
+        await monitor.run_round()
+        await clock.advance(1)
+        assert trading.state is expected
+
+
 @pytest.mark.parametrize(("blind_after", "on_critical"), [(0, "halt"), (3, "none")])
 async def test_a_failing_check_never_halts_when_told_not_to(blind_after: int, on_critical: str) -> None:
     clock = FakeClock()

@@ -14,6 +14,7 @@ from tradebot.strategies.grid import Grid, GridConfig, create, grid_levels
 
 
 def make(**params: object) -> Grid:
+    params.setdefault("volume", Decimal("0.001"))
     return create(GridConfig(**params), StrategyContext(name="grid", pairs=["BTC/USD"]))
 
 

@@ -70,10 +70,13 @@ class DrawdownCheck(BaseCheck):
             self.store.set_kv(PEAK_KEY, str(peak))
 
     def reset(self) -> None:
-        """A person resumed trading: measure from the equity now."""
+        """A person resumed trading: measure from the equity now (from the first one known,
+        when a held pair has no price yet)."""
         equity = self._equity()
         if equity is not None:
             self._save_peak(equity)
+        else:
+            self.peak = None  # the old peak must not undo the resume when prices come back
 
     def _snapshot(self, new_peak: bool) -> None:
         now = self.clock.monotonic()

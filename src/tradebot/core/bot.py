@@ -57,6 +57,8 @@ class RunSummary:
     orders_rejected: int = 0
     """Signals the risk gate refused plus orders the exchange rejected (``exchange_rejected``)."""
     exchange_rejected: int = 0
+    """Orders refused when sent (by the exchange, or by the client before sending, e.g. an
+    open circuit): journalled as not placed."""
     fills: int = 0
     errors: int = 0
     realized_pnl: Decimal = Decimal(0)
@@ -74,7 +76,7 @@ class RunSummary:
             return f"the bot did not start: {self.stop_reason or 'start-up failed'}\n  nothing was traded"
         rejected = f"  rejected {self.orders_rejected}"
         if self.exchange_rejected:
-            rejected += f" ({self.exchange_rejected} by the exchange)"
+            rejected += f" ({self.exchange_rejected} refused when sent)"
         lines = [
             f"run finished after {self.duration_s:.1f}s ({self.stop_reason})",
             f"  ticks {self.ticks}  signals {self.signals}  orders placed {self.orders_placed}"
@@ -445,7 +447,7 @@ class Bot:
                     ctx.health.record_error(exc)
                 log.warning("order for %s %s %s failed: %s", sig.side, sig.volume, sig.pair, exc)
             else:
-                if order.status is OrderStatus.REJECTED:  # the exchange said no: not placed
+                if order.status is OrderStatus.REJECTED:  # refused when sent: not placed
                     self.summary.orders_rejected += 1
                     self.summary.exchange_rejected += 1
                 else:

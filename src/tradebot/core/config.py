@@ -472,6 +472,7 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
         obj, errs, dropped = result
         issues.extend(errs)
         bad.update(f"{path}.{key}" for key in dropped)
+        bad.update(_where(e) for e in errs)  # a value a validator refused: nothing more to say of it
         if obj is None:
             bad.add(path)
         return obj

@@ -19,9 +19,11 @@ ACTIVE once the check that caused the current state has been ok for that long an
 other escalating check is critical.
 
 A check that cannot answer (it raises or times out; a quarantined plugin's check raises on
-every call) is degraded, and after ``blind_after`` failures in a row it is *blind*: it
-counts as critical and asks for the state its own critical results would, because trading
-on without the protection it gives is what a HALT trigger exists to prevent.
+every call) is degraded, and after ``blind_after`` failures in a row that raised it is
+*blind*: it counts as critical and asks for the state its own critical results would,
+because trading on without the protection it gives is what a HALT trigger exists to
+prevent. A check that only times out stays degraded (slow is not broken); a manual resume
+restarts the count.
 """
 
 from __future__ import annotations
@@ -153,10 +155,11 @@ class MonitoringSettings:
     history_size: int = attrs.field(default=1000, validator=gt(0))
     """Results kept in memory (the store keeps its own bounded history)."""
     blind_after: int = attrs.field(default=3, validator=ge(0))
-    """A check that keeps failing (it raises, times out or is quarantined) this many
+    """A check that keeps failing (it raises, or its plugin is quarantined) this many
     evaluations in a row no longer protects against what it checks: it then counts as
-    critical and asks for the state its own critical results would (``on_critical``).
-    0 leaves a failing check degraded however long it fails."""
+    critical and asks for the state its own critical results would (``on_critical``, for
+    checks built on :class:`BaseCheck`). A manual resume restarts the count. A check that
+    only times out stays degraded. 0 leaves a failing check degraded however long it fails."""
 
 
 ON_CRITICAL = ("halt", "reduce", "none")
@@ -474,15 +477,18 @@ class HealthMonitor:
         try:
             result: CheckResult = await asyncio.wait_for(check.evaluate(), self.settings.check_timeout_s)
         except TimeoutError:
+            # slow is not broken: a check timing out often measures a slow exchange, which
+            # is its own business (api-connectivity's thresholds); it stays degraded
+            track.failures = 0
             return self._failed(track, f"check did not answer within {self.settings.check_timeout_s:g}s")
         except Exception as exc:  # noqa: BLE001 - a broken check is reported, it never stops the monitor
+            track.failures += 1
             return self._failed(track, f"check failed: {type(exc).__name__}: {describe(exc)}")
         track.failures = 0
         return result
 
     def _failed(self, track: _Track, message: str) -> CheckResult:
         """A check that could not answer: degraded, then critical once it is blind (see ``blind_after``)."""
-        track.failures += 1
         name, limit = track.check.name, self.settings.blind_after
         if not limit or track.failures < limit:
             return CheckResult(check=name, status=HealthStatus.DEGRADED, message=message, time=self.clock.now())
@@ -578,6 +584,7 @@ class HealthMonitor:
         if change.current is not TradingState.ACTIVE or change.source.startswith(SOURCE_PREFIX):
             return
         for track in self._tracks.values():
+            track.failures = 0  # a blind check gets blind_after more rounds before it HALTs again
             reset = getattr(track.check, "reset", None)
             if reset is not None:
                 try:

@@ -42,7 +42,7 @@ class GridConfig:
     """Levels below and above the reference price (the grid has ``2 * levels + 1``)."""
     spacing_pct: Decimal = attrs.field(default=Decimal("0.1"), validator=[gt(0), lt(100)])
     """Distance between neighbouring levels, in percent of the reference price."""
-    volume: Decimal = attrs.field(default=Decimal("0.001"), validator=gt(0))
+    volume: Decimal = attrs.field(default=Decimal("0.002"), validator=gt(0))
     """Base-currency volume bought at each level."""
     reference_prices: dict[str, Decimal] = attrs.field(factory=dict, validator=_positive_prices)
     """Reference price per pair; pairs not listed use the first price seen."""

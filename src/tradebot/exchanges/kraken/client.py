@@ -182,7 +182,10 @@ class KrakenRestClient:
             await session.close()
 
     async def reconnect(self) -> None:
-        """Drop every pooled connection and open a fresh session."""
+        """Drop every pooled connection and open a fresh session (not after close())."""
+        if self._closed:
+            log.info("Kraken REST client is closed: not reconnecting")
+            return
         old, self._session = self._session, None
         _ = self.session
         if old is not None and not old.closed:
