@@ -297,3 +297,18 @@ def test_a_value_a_validator_refused_is_reported_once(tmp_path: Path) -> None:
     r = check(cfg)
     assert r.exit_code == 2, r.output
     assert issues_of(r) == ["position_policy must not be empty @ $.halt.position_policy"]
+
+
+def test_reading_an_invalid_config_for_a_setting_loads_no_plugin(tmp_path: Path) -> None:
+    """`halt`, `resume`, `health` read the state dir only: a bad plugin table is start-up's business."""
+    cfg = write(tmp_path, '[bot]\nstate_dir = "s"\n[risk]\nmax_position = -1\n[checks.staleness]\ntreshold_s = 1\n')
+    code = (
+        "import sys\n"
+        "from tradebot.core.config import InvalidSettings, load_settings\n"
+        f"try:\n    load_settings({str(cfg)!r})\nexcept InvalidSettings as exc:\n    print(exc.issues)\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('tradebot.exchanges', 'tradebot.checks'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    issues, modules = out.splitlines()
+    assert "max_position" in issues and "treshold_s" not in issues
+    assert modules == "[]"

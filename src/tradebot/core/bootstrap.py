@@ -6,7 +6,7 @@ from pathlib import Path
 
 import attrs
 
-from tradebot.core.config import Settings, load_settings, validate_plugin_tables
+from tradebot.core.config import InvalidSettings, Settings, load_settings, validate_plugin_tables
 from tradebot.core.errors import ConfigError
 from tradebot.core.plugins import PluginHost, installed_plugins, resolve_enabled
 
@@ -28,7 +28,12 @@ def prepare(config: str | Path | None = None, *, settings: Settings | None = Non
     Raises :class:`ConfigError` listing every problem, or :class:`PluginError` when a
     required plugin cannot load.
     """
-    settings = settings if settings is not None else load_settings(config)
+    if settings is None:
+        try:
+            settings = load_settings(config)
+        except InvalidSettings as exc:
+            exc.add_plugin_issues()  # plugins are loaded here anyway: list their tables' problems too
+            raise
     enabled = resolve_enabled(settings.plugins.enabled, installed_plugins())
     host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
     host.load(enabled, required=settings.plugins.required)

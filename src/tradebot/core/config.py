@@ -40,6 +40,7 @@ __all__ = [
     "BackupSettings",
     "BotSettings",
     "CORE_SECTIONS",
+    "InvalidSettings",
     "PLUGIN_TABLES",
     "PluginsSettings",
     "RiskSettings",
@@ -452,11 +453,12 @@ def parse_toml(path: Path) -> dict[str, Any]:
 
 
 def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> Settings:
-    """Validate a parsed config; :class:`ConfigError` lists every problem with its path.
+    """Validate a parsed config; :class:`InvalidSettings` lists every problem with its path.
 
-    Every section is checked, whatever the others hold. When any has a problem, the plugin
-    tables are checked as well (:func:`_plugin_issues`), so that one ``config check`` lists
-    every problem of the file, not those of the core sections first and the rest later.
+    Every section is checked, whatever the others hold. When any has a problem, start-up and
+    ``config check`` check the plugin tables as well (:meth:`InvalidSettings.add_plugin_issues`),
+    so that one ``config check`` lists every problem of the file, not those of the core
+    sections first and the rest later.
     """
     issues: list[str] = []
     secrets: set[str] = set()
@@ -515,10 +517,25 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
             issues.append(f"unknown section {key!r}{hint} @ {path}")
     settings = Settings(**kwargs, sections=sections, source=source, written=_written(raw))
     if issues:
-        issues.extend(i for i in _plugin_issues(settings, bad) if i not in issues)
         where = f" in {source}" if source else ""
-        raise ConfigError(f"invalid configuration{where}", issues)
+        raise InvalidSettings(f"invalid configuration{where}", issues, settings=settings, bad=frozenset(bad))
     return settings
+
+
+class InvalidSettings(ConfigError):
+    """What :func:`settings_from_dict` raises: the problems of the core sections, and what
+    it could build around them, so that a caller that loads plugins anyway (start-up,
+    ``config check``) can list the plugin tables' problems too (:meth:`add_plugin_issues`).
+    A caller that only wants a setting (the state directory) loads no plugin code."""
+
+    def __init__(self, message: str, issues: list[str], *, settings: Settings, bad: frozenset[str]) -> None:
+        super().__init__(message, issues)
+        self.settings = settings
+        self.bad = bad  # paths already reported: their values are defaults in ``settings``
+
+    def add_plugin_issues(self) -> None:
+        """Add the plugin tables' problems (:func:`_plugin_issues`) to :attr:`issues`."""
+        self.issues.extend(i for i in _plugin_issues(self.settings, set(self.bad)) if i not in self.issues)
 
 
 def _written(raw: Mapping[str, Any]) -> frozenset[str]:
