@@ -44,6 +44,7 @@ import attrs
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import TradebotError, describe
 from tradebot.core.models import TradingState, TradingStateChange
+from tradebot.core.trading_state import is_manual_resume
 from tradebot.core.validate import ge, gt, one_of
 
 if TYPE_CHECKING:
@@ -293,7 +294,7 @@ class _Track:
     ok_since: float | None = None
     persisted_at: float | None = None
     persisted: CheckResult | None = None  # the last result saved to the store
-    failures: int = 0  # evaluations in a row that raised or timed out
+    failures: int = 0  # evaluations in a row that raised
 
 
 class HealthMonitor:
@@ -581,7 +582,7 @@ class HealthMonitor:
 
     def _on_trading_change(self, change: TradingStateChange) -> None:
         """A manual resume restarts latched triggers from a clean slate."""
-        if change.current is not TradingState.ACTIVE or change.source.startswith(SOURCE_PREFIX):
+        if not is_manual_resume(change):
             return
         for track in self._tracks.values():
             track.failures = 0  # a blind check gets blind_after more rounds before it HALTs again

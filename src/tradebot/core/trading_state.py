@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.models import TradingState, TradingStateChange
 
-__all__ = ["TradingStateMachine", "TradingStateStore"]
+__all__ = ["TradingStateMachine", "TradingStateStore", "is_manual_resume"]
 
 log = logging.getLogger("tradebot.trading_state")
 
@@ -131,7 +131,7 @@ class TradingStateMachine:
             # persisted before anyone hears of it
             try:
                 self._store.save_trading_state(
-                    target.value, reason, source, change.time, manual_resume=_is_manual_resume(change)
+                    target.value, reason, source, change.time, manual_resume=is_manual_resume(change)
                 )
             except Exception as exc:
                 if target.severity <= self.state.severity:
@@ -162,6 +162,6 @@ def _fields(rec: Any) -> tuple[str, str, str, datetime]:
     return rec.state, rec.reason, rec.source, rec.time
 
 
-def _is_manual_resume(change: TradingStateChange) -> bool:
+def is_manual_resume(change: TradingStateChange) -> bool:
     """A person (not a check's auto-resume) put trading back to ACTIVE."""
     return change.current is TradingState.ACTIVE and not change.source.startswith("check:")
