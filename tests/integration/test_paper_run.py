@@ -154,5 +154,5 @@ async def test_orders_the_exchange_rejects_are_counted_as_rejected_not_placed(
         summary = await Bot(prepare(settings=settings), RunOptions(duration_s=6)).run()
     assert summary.exit_code == 0, summary.stop_reason
     assert sim.stats.requests["AddOrder"] >= 1
-    assert summary.exchange_rejected == sim.stats.requests["AddOrder"] and summary.orders_placed == 0
-    assert f"({summary.exchange_rejected} refused when sent)" in summary.render()
+    assert summary.refused_when_sent == sim.stats.requests["AddOrder"] and summary.orders_placed == 0
+    assert f"({summary.refused_when_sent} refused when sent)" in summary.render()

@@ -55,8 +55,8 @@ class RunSummary:
     signals: int = 0
     orders_placed: int = 0
     orders_rejected: int = 0
-    """Signals the risk gate refused plus orders the exchange rejected (``exchange_rejected``)."""
-    exchange_rejected: int = 0
+    """Signals the risk gate refused plus orders refused when sent (``refused_when_sent``)."""
+    refused_when_sent: int = 0
     """Orders refused when sent (by the exchange, or by the client before sending, e.g. an
     open circuit): journalled as not placed."""
     fills: int = 0
@@ -75,8 +75,8 @@ class RunSummary:
         if not self.started:
             return f"the bot did not start: {self.stop_reason or 'start-up failed'}\n  nothing was traded"
         rejected = f"  rejected {self.orders_rejected}"
-        if self.exchange_rejected:
-            rejected += f" ({self.exchange_rejected} refused when sent)"
+        if self.refused_when_sent:
+            rejected += f" ({self.refused_when_sent} refused when sent)"
         lines = [
             f"run finished after {self.duration_s:.1f}s ({self.stop_reason})",
             f"  ticks {self.ticks}  signals {self.signals}  orders placed {self.orders_placed}"
@@ -449,7 +449,7 @@ class Bot:
             else:
                 if order.status is OrderStatus.REJECTED:  # refused when sent: not placed
                     self.summary.orders_rejected += 1
-                    self.summary.exchange_rejected += 1
+                    self.summary.refused_when_sent += 1
                 else:
                     self.summary.orders_placed += 1
 
