@@ -34,6 +34,13 @@ def issues_of(result: Result) -> list[str]:
     return [line.strip()[2:] for line in result.stderr.splitlines() if line.startswith("  - ")]
 
 
+def assert_reports_exactly(cfg: Path, expected: list[str]) -> None:
+    """``config check`` of ``cfg`` fails (exit 2) listing exactly ``expected``, in any order."""
+    r = check(cfg)
+    assert r.exit_code == 2, r.output
+    assert sorted(issues_of(r)) == sorted(expected)
+
+
 def write(tmp_path: Path, text: str, name: str = "tradebot.toml") -> Path:
     cfg = tmp_path / name
     cfg.write_text(text, encoding="utf-8")
@@ -121,15 +128,14 @@ def test_every_section_is_validated_and_reported_together(tmp_path: Path) -> Non
         "[checks.staleness]\ntreshold_s = 1\n"
         '[risk]\nmax_orders_per_minute = "thirty"\nmax_position = -1\n',
     )
-    r = check(cfg)
-    assert r.exit_code == 2, r.output
-    assert sorted(issues_of(r)) == sorted(
+    assert_reports_exactly(
+        cfg,
         [
             "unknown key(s): exchnage @ $.bot",
             "unknown key(s): treshold_s @ $.checks.staleness",
             "expected int (got str 'thirty') @ $.risk.max_orders_per_minute",
             "max_position must be > 0 (got -1) @ $.risk.max_position",
-        ]
+        ],
     )
 
 
@@ -143,15 +149,14 @@ def test_values_left_at_defaults_cause_no_follow_on_errors(tmp_path: Path) -> No
         "[halt]\nposition_policy = 7\n"
         '[plugins]\nenabled = ["kraken", "sma-crossover", "close"]\n',
     )
-    r = check(cfg)
-    assert r.exit_code == 2, r.output
-    assert sorted(issues_of(r)) == sorted(
+    assert_reports_exactly(
+        cfg,
         [
             "expected str (got int 5) @ $.bot.exchange",
             "expected float (got str 'slow') @ $.strategies.sma.timeout_s",
             "expected int (got str 'x') @ $.strategies.sma.params.fast",
             "expected str (got int 7) @ $.halt.position_policy",
-        ]
+        ],
     )
 
 
