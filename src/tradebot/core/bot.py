@@ -433,6 +433,8 @@ class Bot:
         assert ctx is not None
         for sig in signals:
             self.summary.signals += 1
+            if ctx.metrics is not None:
+                ctx.metrics.signal(sig.strategy, sig.pair)
             try:
                 with tracing.span("risk_gate", pair=sig.pair, side=sig.side.value, strategy=sig.strategy):
                     request = ctx.extras["risk"].approve(sig)

@@ -408,6 +408,9 @@ class EventBus:
         self._closed = False
         self.published = 0
         self.conflated = 0
+        self.published_by_key: dict[Hashable, int] = {}
+        """Events published per conflation key (``("ticker", pair)`` ...): market data by kind
+        and pair, what the ``tradebot_market_events`` metric reads."""
 
     @property
     def closed(self) -> bool:
@@ -451,6 +454,9 @@ class EventBus:
             raise BusClosed("the event bus is closed")
         self.published += 1
         key = self._key(event)
+        if key is not None:
+            counts = self.published_by_key
+            counts[key] = counts.get(key, 0) + 1
         for sub in self._subs:
             if not sub.accepts(event):
                 continue
@@ -480,6 +486,9 @@ class EventBus:
         blocked: list[Subscription] | None = None
         if key is None:
             trace = None
+        else:
+            counts = self.published_by_key
+            counts[key] = counts.get(key, 0) + 1
         for sub in self._subs:
             # Subscription.accepts, inlined: this runs for every subscriber on every tick
             kinds = sub.kinds

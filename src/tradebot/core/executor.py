@@ -191,7 +191,7 @@ class OrderExecutor:
             try:
                 info = await self.exchange.place_order(request)
             except NOT_PLACED as exc:
-                return await self._mark_not_placed(cid, f"rejected by the exchange: {exc}")
+                return await self._mark_not_placed(cid, f"rejected by the exchange ({type(exc).__name__}): {exc}")
             except asyncio.CancelledError:
                 self.store.update_order(cid, status=OrderStatus.UNKNOWN, last_error="cancelled while sending")
                 raise

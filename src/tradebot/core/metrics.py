@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from tradebot.core.hookspecs import hookimpl
 from tradebot.core.plugins import unwrap
 
 if TYPE_CHECKING:
@@ -33,14 +34,22 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.metrics.export import MetricReader
 
     from tradebot.core.context import BotContext
+    from tradebot.core.models import Fill, OrderInfo
 
-__all__ = ["BotMetrics", "CONTENT_TYPE", "render_prometheus"]
+__all__ = ["BotMetrics", "CONTENT_TYPE", "ORDER_OUTCOMES", "reject_reason", "render_prometheus"]
 
 log = logging.getLogger("tradebot.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-DURATION_BUCKETS_S: tuple[float, ...] = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+ORDER_OUTCOMES: tuple[str, ...] = ("placed", "filled", "cancelled", "expired", "rejected", "unknown")
+"""Values of the ``outcome`` label of ``tradebot_orders_total``: ``placed`` once the exchange
+has the order, then ``filled``/``cancelled``/``expired``; ``rejected`` when it was refused
+(never placed); ``unknown`` while a send's outcome is not known (counted as ``placed`` or
+``rejected`` as well once it is)."""
+_SIDES = ("buy", "sell")
+_PLACED_STATUSES = frozenset({"open", "closed", "canceled", "expired"})
+_FINAL_OUTCOME = {"closed": "filled", "canceled": "cancelled", "expired": "expired"}
 
 _BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 _STATUS_VALUE = {"ok": 0, "degraded": 1, "critical": 2}
@@ -57,8 +66,12 @@ class BotMetrics:
     """Every metric of one bot. Cheap to call from hot paths; safe to call from anywhere.
 
     ``readers`` adds metric readers (tests, other exporters). Call :meth:`attach` once the
-    context is built so observable metrics can read it, :meth:`run_loop_monitor` as a task
-    to measure event-loop lag, :meth:`shutdown` at the end.
+    context is built: observable metrics read it, and the order and fill reports, quarantines
+    and trading-state changes are heard from there on. :meth:`run_loop_monitor` runs as a
+    task to measure event-loop lag, :meth:`shutdown` at the end.
+
+    Counters a dashboard alerts on exist from the start at 0 for every label value known at
+    start-up (pairs, sides, outcomes, risk rules, healing actions, components, plugins).
     """
 
     def __init__(self, *, readers: Sequence[MetricReader] = (), service_name: str | None = None) -> None:
@@ -78,28 +91,25 @@ class BotMetrics:
         self.loop_lag_s = 0.0
         self._started = time.monotonic()
         self._process: Any = None
+        self._orders_seen: dict[str, str] = {}  # client order id -> last status heard (until final)
+        self._quarantines: dict[str, int] = {}  # plugin -> times quarantined this run
+        self._hooked_host: Any = None
+        self._hooked_trading: Any = None
 
         c = meter.create_counter
-        self._orders_placed = c("tradebot.orders.placed", description="Orders accepted by the exchange")
-        self._orders_failed = c("tradebot.orders.failed", description="Orders that failed or were rejected")
+        self._orders = c("tradebot.orders", description="Orders by pair, side and outcome (placed, filled, "
+                         "cancelled, expired, rejected, unknown)")
+        self._order_rejections = c("tradebot.order.rejections",
+                                   description="Orders the exchange (or the client) refused, by reason class")
         self._fills = c("tradebot.fills", description="Executions received")
         self._fill_volume = c("tradebot.fill.volume", description="Executed base volume")
+        self._fees = c("tradebot.fees", description="Fees paid, in the quote currency")
         self._signals = c("tradebot.signals", description="Signals emitted by strategies")
-        self._ticks = c("tradebot.market_events", description="Market data events received")
         self._api_errors = c("tradebot.api.errors", description="Exchange API errors by endpoint and error class")
         self._retries = c("tradebot.api.retries", description="Retries of exchange calls")
         self._breaker_transitions = c("tradebot.breaker.transitions", description="Circuit breaker state changes")
-        self._healing_attempts = c("tradebot.healing.attempts", description="Recovery actions started")
-        self._healing_successes = c("tradebot.healing.successes", description="Recovery actions that healed")
-        self._restarts = c("tradebot.component.restarts", description="In-process component restarts")
         self._notifications = c("tradebot.notifications", description="Notifications by notifier and outcome")
-        self._risk_rejections = c("tradebot.risk.rejections", description="Order intents denied by the risk gate")
-        self._strategy_duration = meter.create_histogram(
-            "tradebot.strategy.duration",
-            unit="s",
-            description="Duration of strategy calls",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS_S),
-        )
+        self._halts = c("tradebot.halts", description="Times trading went HALTED, by source")
 
         g = meter.create_observable_gauge
         oc = meter.create_observable_counter
@@ -116,6 +126,7 @@ class BotMetrics:
         g("tradebot.event_loop.lag", [self._obs_loop_lag], unit="s", description="Event-loop scheduling lag")
         g("tradebot.process.rss", [self._obs_rss], unit="By", description="Resident memory of the process")
         g("tradebot.uptime", [self._obs_uptime], unit="s", description="Seconds since the bot started")
+        g("tradebot.plugins", [self._obs_plugins], description="Plugins by state (loaded, failed, quarantined)")
         oc("tradebot.process.cpu.time", [self._obs_cpu], unit="s", description="CPU seconds used by the process")
         oc("tradebot.api.calls", [self._obs_api_calls], description="Exchange API call attempts by endpoint")
         oc("tradebot.api.failures", [self._obs_api_failures], description="Exchange calls that failed after retries")
@@ -124,11 +135,22 @@ class BotMetrics:
                             ("errors", "Strategy calls that raised"), ("signals", "Signals from strategies")):
             oc(f"tradebot.strategy.{field}", [self._strategy_obs(field)], description=desc)
         oc("tradebot.process.restarts", [self._obs_process_restarts], description="Bot process starts after the first")
+        oc("tradebot.market_events", [self._obs_market_events], description="Market data events received")
+        oc("tradebot.risk.rejections", [self._obs_risk_rejections],
+           description="Signals the risk gate refused, by rule")
+        oc("tradebot.healing.attempts", [self._healing_obs("attempts")], description="Recovery actions started")
+        oc("tradebot.healing.successes", [self._healing_obs("successes")], description="Recovery actions that healed")
+        oc("tradebot.healing.failures", [self._healing_obs("failures")],
+           description="Recovery actions that did not heal")
+        oc("tradebot.component.restarts", [self._obs_restarts], description="In-process component restarts")
+        oc("tradebot.quarantines", [self._obs_quarantines],
+           description="Quarantines by plugin (and strategy instance, for a strategy instance's own)")
 
     # --- wiring ---------------------------------------------------------------------
 
     def attach(self, context: BotContext) -> None:
-        """Read observable metrics from ``context`` and listen to its exchanges' breakers and retries.
+        """Read observable metrics from ``context``, listen to its exchanges' breakers and
+        retries, its plugin host's order/fill reports and quarantines, and its trading state.
 
         Safe to call again after the exchange was rebuilt; each exchange is hooked once.
         """
@@ -152,28 +174,64 @@ class BotMetrics:
                 stats.add_listener(self._on_retry)
             log.debug("metrics attached to %s exchange %s", role, name)
 
-    # --- recording (hot paths) -------------------------------------------------------
+        host = context.plugins
+        if host is not None and self._hooked_host is not host:
+            self._hooked_host = host
+            if host.pm.get_plugin("metrics") is None:
+                host.pm.register(self, name="metrics")  # tradebot_order_report / tradebot_fill_report
+            host.quarantine_listeners.append(self._on_quarantine)
+            for plugin in host.loaded:
+                self._quarantines.setdefault(plugin, 0)
+            for plugin in host.quarantined:
+                self._quarantines[plugin] = max(1, self._quarantines.get(plugin, 0))
+        trading = context.trading
+        if trading is not None and self._hooked_trading is not trading:
+            self._hooked_trading = trading
+            trading.listeners.append(self._on_trading_state_change)
+        store = context.store
+        if store is not None:
+            try:  # orders of earlier runs still working: their later reports are not new orders
+                for entry in store.non_final_orders():
+                    self._orders_seen[entry.client_order_id] = str(entry.status.value)
+            except Exception:  # noqa: BLE001 - metrics never stop the bot
+                log.debug("could not read the working orders", exc_info=True)
+        self._seed()
 
-    def order_placed(self, pair: str, side: str) -> None:
-        self._orders_placed.add(1, {"pair": pair, "side": str(side)})
+    def _seed(self) -> None:
+        """Series a dashboard alerts on, at 0 from the start (Prometheus practice)."""
+        ctx = self.context
+        if ctx is None:
+            return
+        pairs = list(getattr(getattr(ctx.settings, "bot", None), "pairs", None) or ())
+        for pair in pairs:
+            for side in _SIDES:
+                attrs_ = {"pair": pair, "side": side}
+                for outcome in ORDER_OUTCOMES:
+                    self._orders.add(0, {**attrs_, "outcome": outcome})
+                self._fills.add(0, attrs_)
+                self._fill_volume.add(0, attrs_)
+            self._fees.add(0, {"pair": pair})
+        for name, strategy_pairs in self._strategy_pairs().items():
+            for pair in strategy_pairs or pairs:
+                self._signals.add(0, {"strategy": name, "pair": pair})
+        health = ctx.health
+        sources = ["operator:cli", "http"]
+        if health is not None:
+            from tradebot.core.health import check_source
 
-    def order_failed(self, pair: str, side: str, error: str) -> None:
-        """``error`` is the error class name (``InsufficientFunds``, ``OrderOutcomeUnknown`` ...)."""
-        self._orders_failed.add(1, {"pair": pair, "side": str(side), "error": error})
+            sources += [check_source(name) for name in dict(_read(health, "checks") or {})]
+        for source in sources:
+            self._halts.add(0, {"source": source})
 
-    def fill(self, pair: str, side: str, volume: Any = None) -> None:
-        self._fills.add(1, {"pair": pair, "side": str(side)})
-        if volume is not None:
-            self._fill_volume.add(float(volume), {"pair": pair, "side": str(side)})
+    def _strategy_pairs(self) -> dict[str, tuple[str, ...] | None]:
+        runner = self.context.extras.get("strategy_runner") if self.context is not None else None
+        handles = _read(runner, "handles") if runner is not None else None
+        return {str(name): getattr(h, "pairs", None) for name, h in dict(handles or {}).items()}
+
+    # --- recording -------------------------------------------------------------------
 
     def signal(self, strategy: str, pair: str) -> None:
         self._signals.add(1, {"strategy": strategy, "pair": pair})
-
-    def market_event(self, kind: str, pair: str) -> None:
-        self._ticks.add(1, {"kind": kind, "pair": pair})
-
-    def risk_rejected(self, reason: str) -> None:
-        self._risk_rejections.add(1, {"reason": reason})
 
     def api_error(self, endpoint: str, error: BaseException | str) -> None:
         """An exchange call failed with ``error`` (an exception or its class name)."""
@@ -183,26 +241,14 @@ class BotMetrics:
     def retry(self, endpoint: str, error: str) -> None:
         self._retries.add(1, {"endpoint": endpoint, "error": error})
 
-    def strategy_call(self, strategy: str, duration_s: float) -> None:
-        """One strategy call finished (or was cut off by its timeout) after ``duration_s``.
-
-        Call counts, timeouts and errors are read from the strategy runner's own stats.
-        """
-        self._strategy_duration.record(duration_s, {"strategy": strategy})
-
-    def healing(self, action: str, *, success: bool | None = None) -> None:
-        """A recovery action started (``success`` None) or finished."""
-        if success is None:
-            self._healing_attempts.add(1, {"action": action})
-        elif success:
-            self._healing_successes.add(1, {"action": action})
-
-    def component_restart(self, component: str) -> None:
-        self._restarts.add(1, {"component": component})
-
     def notification(self, notifier: str, outcome: str) -> None:
         """``outcome``: sent, failed, dropped, deduplicated, rate_limited."""
         self._notifications.add(1, {"notifier": notifier, "outcome": outcome})
+
+    def seed_notifier(self, notifier: str) -> None:
+        """A notifier's sent and failed counts exist from the start at 0."""
+        for outcome in ("sent", "failed", "dropped"):
+            self._notifications.add(0, {"notifier": notifier, "outcome": outcome})
 
     def breaker_transition(self, transition: Any) -> None:
         """Listener for :class:`tradebot.core.resilience.BreakerTransition`."""
@@ -213,6 +259,53 @@ class BotMetrics:
     def _on_retry(self, event: Any) -> None:
         self.retry(event.endpoint, event.error_type)
         self.api_error(event.endpoint, event.error_type)
+
+    def _on_quarantine(self, plugin: str, _reason: str) -> None:
+        self._quarantines[plugin] = self._quarantines.get(plugin, 0) + 1
+
+    def _on_trading_state_change(self, change: Any) -> None:
+        if str(getattr(change.current, "value", change.current)) == "halted":
+            self._halts.add(1, {"source": str(change.source)})
+
+    @hookimpl
+    def tradebot_order_report(self, order: OrderInfo) -> None:
+        """Count what the report says happened to the order (each outcome once per order)."""
+        cid = order.client_order_id
+        status = str(order.status.value)
+        previous = self._orders_seen.get(cid) if cid is not None else None
+        if previous == status:
+            return
+        attrs_ = {"pair": order.pair, "side": str(order.side.value)}
+        placed_before = previous in _PLACED_STATUSES
+        if status == "rejected":
+            self._orders.add(1, {**attrs_, "outcome": "rejected"})
+            self._order_rejections.add(1, {**attrs_, "reason": self._reject_reason(cid)})
+        elif status == "unknown":
+            if not placed_before:
+                self._orders.add(1, {**attrs_, "outcome": "unknown"})
+        elif status != "pending":
+            if not placed_before:
+                self._orders.add(1, {**attrs_, "outcome": "placed"})
+            final = _FINAL_OUTCOME.get(status)
+            if final is not None:
+                self._orders.add(1, {**attrs_, "outcome": final})
+        if cid is not None:
+            if order.status.is_final:
+                self._orders_seen.pop(cid, None)
+            else:
+                self._orders_seen[cid] = status if status != "unknown" or not placed_before else previous or status
+
+    @hookimpl
+    def tradebot_fill_report(self, fill: Fill) -> None:
+        attrs_ = {"pair": fill.pair, "side": str(fill.side.value)}
+        self._fills.add(1, attrs_)
+        self._fill_volume.add(float(fill.volume), attrs_)
+        self._fees.add(float(fill.fee), {"pair": fill.pair})
+
+    def _reject_reason(self, cid: str | None) -> str:
+        store = self.context.store if self.context is not None else None
+        entry = store.get_order(cid) if store is not None and cid is not None else None
+        return reject_reason(getattr(entry, "last_error", None))
 
     # --- event-loop lag ----------------------------------------------------------------
 
@@ -231,8 +324,40 @@ class BotMetrics:
         return self._reader.get_metrics_data()
 
     def render_prometheus(self) -> str:
-        """Every metric in the Prometheus text exposition format (version 0.0.4)."""
-        return render_prometheus(self.collect())
+        """Every metric in the Prometheus text exposition format (version 0.0.4).
+
+        The latency histograms (strategy calls, exchange requests, the private-request
+        queue) are kept by their components with a few additions per observation and
+        rendered here; they are not exported through OTLP.
+        """
+        return render_prometheus(self.collect()) + self._render_histograms()
+
+    def _render_histograms(self) -> str:
+        lines: list[str] = []
+        strategy = list(self._strategy_histograms())
+        _histogram_family(lines, "tradebot_strategy_duration_seconds", "Duration of strategy calls", strategy)
+        requests: list[tuple[dict[str, str], Any]] = []
+        waits: list[tuple[dict[str, str], Any]] = []
+        for role, exchange in self._exchanges:
+            client = getattr(exchange, "rest", None)
+            for labels, hist in _items(getattr(client, "request_timings", None)):
+                requests.append(({**labels, "role": role}, hist))
+            for labels, hist in _items(getattr(client, "queue_timings", None)):
+                waits.append(({**labels, "role": role}, hist))
+        _histogram_family(lines, "tradebot_exchange_request_duration_seconds",
+                          "Duration of exchange request attempts by endpoint group and outcome", requests)
+        _histogram_family(lines, "tradebot_exchange_queue_wait_seconds",
+                          "Time private exchange requests waited for their turn", waits)
+        return "\n".join(lines) + ("\n" if lines else "")
+
+    def _strategy_histograms(self) -> Iterator[tuple[dict[str, str], Any]]:
+        from tradebot.core.resilience.timings import Histogram
+        from tradebot.core.strategy import DURATION_BUCKETS_S as bounds
+
+        runner = self.context.extras.get("strategy_runner") if self.context else None
+        stats = _read(runner, "stats") if runner is not None else None
+        for name, st in dict(stats or {}).items():
+            yield {"strategy": str(name)}, Histogram(tuple(bounds), list(st.buckets), st.total_s, st.calls)
 
     def shutdown(self) -> None:
         """Flush periodic exporters and stop collection."""
@@ -249,6 +374,87 @@ class BotMetrics:
         except Exception:  # noqa: BLE001 - one bad source must not break /metrics
             log.debug("metric source failed", exc_info=True)
             return []
+
+    def _obs_market_events(self, _o: CallbackOptions) -> list[Observation]:
+        def gen() -> Iterator[tuple[float, dict[str, str]]]:
+            bus = self.context.bus if self.context else None
+            counts: dict[tuple[str, str], int] = {}
+            pairs = getattr(getattr(self.context.settings, "bot", None), "pairs", None) if self.context else None
+            for pair in pairs or ():
+                counts[("ticker", pair)] = 0
+            for key, n in dict(getattr(bus, "published_by_key", None) or {}).items():
+                if isinstance(key, tuple) and len(key) >= 2:
+                    k = (str(key[0]), str(key[1]))
+                    counts[k] = counts.get(k, 0) + n
+            for (kind, pair), n in counts.items():
+                yield float(n), {"kind": kind, "pair": pair}
+
+        return self._safe(gen)
+
+    def _obs_risk_rejections(self, _o: CallbackOptions) -> list[Observation]:
+        def gen() -> Iterator[tuple[float, dict[str, str]]]:
+            gate = self.context.extras.get("risk") if self.context else None
+            if gate is None:
+                return
+            from tradebot.core.risk import RejectReason
+
+            counts = dict(getattr(gate, "rejections", None) or {})
+            for reason in RejectReason:
+                yield float(counts.get(reason, 0)), {"rule": reason.value}
+
+        return self._safe(gen)
+
+    def _healing_obs(self, field: str) -> Callable[[CallbackOptions], list[Observation]]:
+        def callback(_o: CallbackOptions) -> list[Observation]:
+            def gen() -> Iterator[tuple[float, dict[str, str]]]:
+                healer = self.context.healer if self.context else None
+                if healer is None:
+                    return
+                table = dict(getattr(healer.counters, field))
+                for action in healer.actions:
+                    table.setdefault(str(action.name), 0)
+                for action, n in table.items():
+                    yield float(n), {"action": str(action)}
+
+            return self._safe(gen)
+
+        return callback
+
+    def _obs_restarts(self, _o: CallbackOptions) -> list[Observation]:
+        def gen() -> Iterator[tuple[float, dict[str, str]]]:
+            supervisor = self.context.supervisor if self.context else None
+            if supervisor is None:
+                return
+            for child in supervisor.status():
+                yield float(child.restarts), {"component": child.name}
+
+        return self._safe(gen)
+
+    def _obs_quarantines(self, _o: CallbackOptions) -> list[Observation]:
+        def gen() -> Iterator[tuple[float, dict[str, str]]]:
+            for plugin, n in list(self._quarantines.items()):
+                yield float(n), {"plugin": plugin, "instance": ""}
+            runner = self.context.extras.get("strategy_runner") if self.context else None
+            handles = _read(runner, "handles") if runner is not None else None
+            for name, handle in dict(handles or {}).items():
+                quarantined = getattr(handle, "quarantined", None) is not None
+                yield (1.0 if quarantined else 0.0), {"plugin": str(handle.plugin), "instance": str(name)}
+
+        return self._safe(gen)
+
+    def _obs_plugins(self, _o: CallbackOptions) -> list[Observation]:
+        def gen() -> Iterator[tuple[float, dict[str, str]]]:
+            host = self.context.plugins if self.context else None
+            if host is None:
+                return
+            quarantined = host.quarantined
+            for plugin in host.loaded:
+                yield (0.0 if plugin in quarantined else 1.0), {"plugin": plugin, "state": "loaded"}
+                yield (1.0 if plugin in quarantined else 0.0), {"plugin": plugin, "state": "quarantined"}
+            for plugin in host.report.failed:
+                yield 1.0, {"plugin": plugin, "state": "failed"}
+
+        return self._safe(gen)
 
     def _obs_trading_state(self, _o: CallbackOptions) -> list[Observation]:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
@@ -403,6 +609,47 @@ class BotMetrics:
                 yield float(max(0, store.get_counter("starts") - 1)), {}
 
         return self._safe(gen)
+
+
+def reject_reason(last_error: str | None) -> str:
+    """The reason class of a refused order from its journal entry's ``last_error``.
+
+    ``InsufficientFunds``, ``InvalidOrder``, ``CircuitOpen`` ... for a refusal by the exchange
+    or the client, ``not_found`` (looked up after the send, not there), ``never_sent``,
+    ``not_arrived`` (every send attempt lost), ``other``.
+    """
+    text = last_error or ""
+    match = re.match(r"rejected by the exchange \(([A-Za-z_][A-Za-z0-9_]*)\)", text)
+    if match:
+        return match.group(1)
+    if "never sent" in text:
+        return "never_sent"
+    if "not found on the exchange" in text:
+        return "not_found"
+    if "none arrived" in text:
+        return "not_arrived"
+    return "other"
+
+
+def _items(timings: Any) -> list[tuple[dict[str, str], Any]]:
+    items = getattr(timings, "items", None)
+    return list(items()) if callable(items) else []
+
+
+def _histogram_family(lines: list[str], name: str, help_text: str, series: list[tuple[dict[str, str], Any]]) -> None:
+    """Append one Prometheus histogram family (``bounds``/``buckets``/``sum``/``count`` per series)."""
+    if not series:
+        return
+    lines.append(f"# HELP {name} {_escape(help_text)}")
+    lines.append(f"# TYPE {name} histogram")
+    for labels, hist in series:
+        cumulative = 0
+        for bound, count in zip(hist.bounds, hist.buckets, strict=False):
+            cumulative += count
+            lines.append(f"{name}_bucket{_labels(labels, ('le', _num(float(bound))))} {cumulative}")
+        lines.append(f"{name}_bucket{_labels(labels, ('le', '+Inf'))} {hist.count}")
+        lines.append(f"{name}_sum{_labels(labels)} {_num(float(hist.sum))}")
+        lines.append(f"{name}_count{_labels(labels)} {hist.count}")
 
 
 def check_statuses(health: Any) -> dict[str, str]:

@@ -252,6 +252,10 @@ class NotificationDispatcher:
         self.outboxes = {
             name: Outbox(name, n, self.settings, clock=self.clock, metrics=self.metrics) for name, n in notifiers.items()
         }
+        seed = getattr(self.metrics, "seed_notifier", None)
+        if seed is not None:
+            for name in self.outboxes:
+                seed(name)
         self._sent_keys: dict[str, float] = {}
         self._tokens = float(self.settings.rate_per_minute)
         self._tokens_at = self.clock.monotonic()
@@ -363,6 +367,17 @@ class NotificationDispatcher:
         else:
             self.notify(Notification("startup", AlertLevel.INFO, "bot started", f"trading {pairs}{state}",
                                      key="startup"), force=True)
+        self._announce_load_failures(getattr(context, "plugins", None))
+
+    def _announce_load_failures(self, host: Any) -> None:
+        """Every enabled plugin that did not load is an alert: the bot runs without it."""
+        report = getattr(host, "report", None)
+        if report is None:
+            return
+        problems = {**{name: "enabled but not installed" for name in report.unknown}, **dict(report.failed)}
+        for name, error in problems.items():
+            self.notify(Notification("alert", AlertLevel.CRITICAL, f"plugin {name} not loaded",
+                                     f"{error}; the bot runs without it (from plugins)", key=f"plugin-load:{name}"))
 
     @hookimpl
     def tradebot_shutdown(self, context: Any, reason: str) -> None:

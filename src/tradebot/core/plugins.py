@@ -76,6 +76,9 @@ class PluginInfo:
     enabled: bool
     hooks: tuple[str, ...]
     error: str | None = None
+    state: str = "loaded"
+    """``loaded``, ``failed`` (enabled, but it did not load: see ``error``), ``quarantined``
+    (switched off for the run after repeated faults) or ``disabled``."""
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -84,6 +87,8 @@ class PluginInfo:
             "distribution": self.distribution,
             "version": self.version,
             "enabled": self.enabled,
+            "state": self.state,
+            "error": self.error,
             "hooks": list(self.hooks),
         }
 
@@ -200,12 +205,15 @@ class PluginHost:
                     )
                 log.error("%s; starting without it", msg)
                 continue
-            try:
-                obj = ep.load()
-            except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
-                self._load_failed(name, f"import failed: {type(exc).__name__}: {exc}", required)
-                continue
-            self.register(obj, name, required=required)
+            with _load_span(name) as span:
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+                    _span_failed(span, exc)
+                    self._load_failed(name, f"import failed: {type(exc).__name__}: {exc}", required)
+                    continue
+                if not self.register(obj, name, required=required):
+                    _span_failed(span, self.report.failed.get(name, "not registered"))
         return self.report
 
     def register(self, obj: object, name: str, *, required: Collection[str] = ()) -> bool:
@@ -471,6 +479,29 @@ def _required_at(name: str, required: Collection[str]) -> str:
     return ""
 
 
+def _load_span(plugin: str) -> Any:
+    """The span of loading one plugin (import and register hooks; no-op with tracing off)."""
+    import contextlib
+
+    tracer = telemetry.state.tracer if telemetry.state.enabled else None
+    if tracer is None:
+        return contextlib.nullcontext(None)
+    return tracer.start_as_current_span(
+        "plugin.load", attributes={"tradebot.plugin": plugin}, record_exception=True, set_status_on_exception=True
+    )
+
+
+def _span_failed(span: Any, error: BaseException | str) -> None:
+    """Mark a load span failed (``span`` None: tracing is off)."""
+    if span is None:
+        return
+    from opentelemetry.trace import Status, StatusCode
+
+    if isinstance(error, BaseException):
+        span.record_exception(error)
+    span.set_status(Status(StatusCode.ERROR, str(error)[:300]))
+
+
 def _plugin_span(tracer: Any, plugin: str, method: str) -> Any:
     """The span of one plugin call: exceptions recorded, status set on failure."""
     return tracer.start_as_current_span(
@@ -566,6 +597,16 @@ def gather_infos(host: PluginHost | None, enabled: Collection[str], *, include_d
             error = host.report.failed[name]
         if obj is not None:
             hooks = hook_names(obj)
+        if not is_enabled:
+            state = "disabled"
+        elif error is not None or (host is not None and name not in host.report.loaded):
+            state = "failed"
+        elif host is not None and host.is_quarantined(name):
+            state = "quarantined"
+        else:
+            state = "loaded"
+        if state == "failed" and error is None:
+            error = "not loaded"
         infos.append(
             PluginInfo(
                 name=name,
@@ -575,7 +616,13 @@ def gather_infos(host: PluginHost | None, enabled: Collection[str], *, include_d
                 enabled=is_enabled,
                 hooks=hooks,
                 error=error,
+                state=state,
             )
         )
+    if host is not None:
+        for name in host.report.unknown:
+            if name in enabled and not any(i.name == name for i in infos):
+                infos.append(PluginInfo(name=name, category="other", distribution=None, version=None, enabled=True,
+                                        hooks=(), error="enabled but not installed", state="failed"))
     return infos
 

@@ -47,6 +47,7 @@ log = logging.getLogger("tradebot.plugins")
 Probe = Callable[[], Awaitable[Any]]
 _MAX_REASON = 300  # characters of a fault's text repeated in alerts and the stop reason
 _FALLBACK_PROBES = ("server_time", "system_status")
+_CATEGORIES = ("exchange", "strategy", "check", "halt-trigger", "recovery", "policy", "notifier")
 
 
 @attrs.frozen
@@ -99,7 +100,8 @@ class CriticalPluginWatch:
 
     ``healer`` is read when a quarantine happens (None: healing is off). ``stop(reason)``
     stops the bot for a process restart; ``alert`` receives a critical alert for each
-    quarantine. Nothing is done once :meth:`close` was called or ``active()`` is false
+    quarantine of any plugin (one not in ``critical`` is only reported: the bot goes on
+    without it). :attr:`quarantines` lists them all, for the run summary. Nothing is done once :meth:`close` was called or ``active()`` is false
     (the bot is stopping).
     """
 
@@ -128,20 +130,27 @@ class CriticalPluginWatch:
         self._healed_at: dict[str, float] = {}
         self.recoveries: list[tuple[str, str]] = []
         """(plugin, outcome) per quarantine handled: ``healed``, ``escalated`` or ``stopped``."""
+        self.quarantines: list[tuple[str, str]] = []
+        """(plugin, why) of every quarantine heard of, critical or not, in order."""
+        self._alert_tasks: set[asyncio.Task[None]] = set()
 
     def attach(self) -> None:
         """Start listening to the host's quarantines (call from the event loop)."""
         self._loop = asyncio.get_running_loop()
         self._host.quarantine_listeners.append(self._on_quarantine)
-        for plugin in self._critical:
-            if self._host.is_quarantined(plugin):  # switched off before we listened
-                self._start(plugin, self._host.quarantined.get(plugin, "quarantined"))
+        for plugin, reason in self._host.quarantined.items():  # switched off before we listened
+            if plugin in self._critical:
+                self._start(plugin, reason)
+            else:
+                self._alert_quarantine(plugin, reason)
 
     async def close(self) -> None:
         """Stop listening; a recovery still running is cancelled."""
         self._closed = True
         if self._on_quarantine in self._host.quarantine_listeners:
             self._host.quarantine_listeners.remove(self._on_quarantine)
+        if self._alert_tasks:  # alerts already on their way are delivered (bounded by the notifiers)
+            await asyncio.gather(*self._alert_tasks, return_exceptions=True)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -149,13 +158,46 @@ class CriticalPluginWatch:
 
     def _on_quarantine(self, plugin: str, reason: str) -> None:
         # a listener runs inside whatever call counted the fault, possibly on a worker
-        # thread: the recovery itself is scheduled on the loop
+        # thread: the recovery (or the alert) is scheduled on the loop
         loop = self._loop
-        if plugin not in self._critical or self._closed or loop is None or loop.is_closed():
+        if self._closed or loop is None or loop.is_closed():
             return
-        loop.call_soon_threadsafe(self._start, plugin, reason)
+        if plugin in self._critical:
+            loop.call_soon_threadsafe(self._start, plugin, reason)
+        else:
+            loop.call_soon_threadsafe(self._alert_quarantine, plugin, reason)
+
+    def _alert_quarantine(self, plugin: str, reason: str) -> None:
+        """A plugin the bot trades on without was quarantined: a person hears of it."""
+        if self._closed:
+            return
+        parts = [
+            f"{comp.category} {name}"
+            for category in _CATEGORIES
+            for name, comp in self._host.components(category).items()
+            if comp.plugin == plugin
+        ]
+        what = f" ({', '.join(parts)})" if parts else ""
+        message = (
+            f"plugin {plugin!r}{what} was switched off for this run after repeated faults: {_short(reason)}. "
+            "The bot goes on without it; a restart loads it again"
+        )
+        alert = Alert(
+            level=AlertLevel.CRITICAL,
+            title=f"plugin {plugin} quarantined",
+            message=message,
+            source="plugins",
+            key=f"quarantine:{plugin}",
+        )
+        self.quarantines.append((plugin, reason))
+        task = asyncio.ensure_future(send_alert(self._alert, alert))
+        task.set_name(f"alert-quarantined:{plugin}")
+        self._alert_tasks.add(task)
+        task.add_done_callback(self._alert_tasks.discard)
 
     def _start(self, plugin: str, reason: str) -> None:
+        if not self._closed:
+            self.quarantines.append((plugin, reason))
         if self._closed or not self._active() or plugin in self._recovering:
             return
         self._recovering.add(plugin)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Mapping
 from decimal import Decimal
@@ -33,6 +34,7 @@ from tradebot.core.errors import (
 from tradebot.core.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
 from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry, retry_after_failure
+from tradebot.core.resilience.timings import LatencyHistograms
 from tradebot.core.resilience.turns import Turns
 from tradebot.exchanges.kraken.auth import sign
 from tradebot.exchanges.kraken.config import KrakenConfig, endpoint_cost
@@ -135,6 +137,15 @@ class KrakenRestClient:
         self._closed = False  # close() was called: nothing more is sent until start()
         self.sessions_created = 0
         self.requests_sent = 0
+        self.request_timings = LatencyHistograms(("group", "outcome"))
+        """Duration of each request attempt by endpoint group and outcome (``ok`` or the error's
+        class name), limiter and turn waits included."""
+        self.queue_timings = LatencyHistograms(("group",))
+        """How long private requests waited for their turn (see :meth:`_private_in_turn`)."""
+        for group in ("public", "private", "trading"):
+            self.request_timings.seed((group, "ok"))
+        for group in ("private", "trading"):
+            self.queue_timings.seed((group,))
 
     def __repr__(self) -> str:
         return f"<KrakenRestClient {self._base} private={'yes' if self._credentials else 'no'}>"
@@ -285,6 +296,7 @@ class KrakenRestClient:
         Kept in one coroutine (no helper coroutines): every frame on the await chain is
         paid again each time the request suspends and resumes.
         """
+        started = time.perf_counter()
         ticket = breaker.acquire()
         try:
             endpoint = route.endpoint
@@ -320,8 +332,10 @@ class KrakenRestClient:
             result = self._decode(endpoint, status, raw, trading=route.trading)
         except BaseException as exc:
             breaker.record(ticket, exc)
+            self.request_timings.observe((route.group, type(exc).__name__), time.perf_counter() - started)
             raise
         breaker.record(ticket, None)
+        self.request_timings.observe((route.group, "ok"), time.perf_counter() - started)
         return result
 
     async def _private_in_turn(self, route: _Route, params: dict[str, Any]) -> aiohttp.ClientResponse:
@@ -339,15 +353,18 @@ class KrakenRestClient:
         if turns is None:
             turns = self._private_turns[loop] = Turns()
         sent = False
+        waiting = time.perf_counter()
         try:
             # orders and cancels go ahead of look-ups waiting: a cancel on HALT is not kept
             # waiting behind balance and order queries
             async with asyncio.timeout(self.config.request_timeout_s), turns.turn(urgent=route.trading):
                 sent = True
+                self.queue_timings.observe((route.group,), time.perf_counter() - waiting)
                 return await self._send_private(route, params)
         except TimeoutError:
             if sent:
                 raise  # on the wire: the outcome is unknown (mapped as a request timeout)
+            self.queue_timings.observe((route.group,), time.perf_counter() - waiting)
             err = RequestTimeout(
                 f"Kraken {route.endpoint}: not sent, the private requests ahead of it took the whole"
                 f" {self.config.request_timeout_s:g}s timeout",
