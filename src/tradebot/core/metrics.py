@@ -497,7 +497,12 @@ class BotMetrics:
             portfolio = self.context.portfolio if self.context else None
             if portfolio is None:
                 return
-            for pair, pos in (_read(portfolio, "positions") or {}).items():
+            positions = dict(_read(portfolio, "positions") or {})
+            pairs = getattr(getattr(self.context.settings, "bot", None), "pairs", None) if self.context else None
+            for pair in pairs or ():
+                if pair not in positions:
+                    yield 0.0, {"pair": pair}  # flat
+            for pair, pos in positions.items():
                 yield float(pos.volume), {"pair": pair}
 
         return self._safe(gen)
@@ -560,9 +565,9 @@ class BotMetrics:
             bus = self.context.bus if self.context else None
             if bus is None:
                 return
-            depths = _read(bus, "depths") or _read(bus, "queue_depths") or {}
-            for name, depth in dict(depths).items():
-                yield float(depth), {"queue": str(name)}
+            stats = bus.stats() if callable(getattr(bus, "stats", None)) else None
+            for sub in getattr(stats, "subscribers", None) or ():
+                yield float(sub.depth), {"queue": str(sub.name)}
 
         return self._safe(gen)
 

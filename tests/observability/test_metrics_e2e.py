@@ -1,0 +1,168 @@
+"""End to end: the real bot's ``/metrics``, read with Prometheus' own parser, says what the run did.
+
+Each family the bot defines must be present and must have moved as the run summary, the
+journal and the components say; a series nothing records fails here.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tradebot.core.bootstrap import prepare
+from tradebot.core.bot import Bot, RunOptions, RunSummary
+from tradebot.core.config import settings_from_dict
+from tradebot.core.hookspecs import hookimpl
+
+# every family /metrics must show (prometheus_client strips a counter's ``_total``)
+FAMILIES = (
+    "tradebot_orders", "tradebot_fills", "tradebot_fill_volume", "tradebot_fees", "tradebot_signals",
+    "tradebot_market_events", "tradebot_risk_rejections", "tradebot_healing_attempts",
+    "tradebot_healing_successes", "tradebot_healing_failures", "tradebot_component_restarts",
+    "tradebot_quarantines", "tradebot_halts", "tradebot_strategy_duration_seconds",
+    "tradebot_exchange_request_duration_seconds", "tradebot_trading_state", "tradebot_trading_severity",
+    "tradebot_equity", "tradebot_pnl_realized", "tradebot_pnl_unrealized", "tradebot_position_volume",
+    "tradebot_breaker_state", "tradebot_ratelimiter_fill", "tradebot_check_status", "tradebot_queue_depth",
+    "tradebot_event_loop_lag_seconds", "tradebot_process_rss_bytes", "tradebot_uptime_seconds",
+    "tradebot_process_cpu_time_seconds", "tradebot_breaker_trips",
+    "tradebot_strategy_calls", "tradebot_strategy_timeouts", "tradebot_strategy_errors", "tradebot_strategy_signals",
+    "tradebot_process_restarts", "tradebot_notifications", "tradebot_plugins",
+)
+# families that move only when REST requests are made (not in paper, whose prices come over the WebSocket)
+REST_FAMILIES = ("tradebot_api_calls", "tradebot_api_failures", "tradebot_api_retries", "tradebot_api_errors",
+                 "tradebot_exchange_queue_wait_seconds")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Scraper:
+    """A plugin that reads ``/metrics`` over HTTP when the bot stops (every child stopped,
+    so nothing moves any more, while the server still runs)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.text = ""
+
+    @hookimpl
+    async def tradebot_shutdown(self, context: Any, reason: str) -> None:
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/metrics") as r:
+            assert r.status == 200
+            self.text = await r.text()
+
+
+def families(text: str) -> dict[str, Any]:
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def total(fams: dict[str, Any], name: str, where: Callable[[dict[str, str]], bool] = lambda _l: True,
+          suffix: str = "_total") -> float:
+    """Sum of a family's samples named ``name + suffix`` whose labels pass ``where``."""
+    return sum(s.value for s in fams[name].samples if s.name == name + suffix and where(s.labels))
+
+
+def histogram_count(fams: dict[str, Any], name: str, where: Callable[[dict[str, str]], bool] = lambda _l: True) -> float:
+    return total(fams, name, where, suffix="_count")
+
+
+async def run_bot(config: dict[str, Any], tmp_path: Path, options: RunOptions,
+                  during: Callable[[Bot], Any] | None = None) -> tuple[RunSummary, Bot, dict[str, Any], str]:
+    import asyncio
+
+    port = free_port()
+    config = {**config, "http": {"enabled": True, "port": port}}
+    settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+    prepared = prepare(settings=settings)
+    scraper = Scraper(port)
+    prepared.host.pm.register(scraper, name="test-scraper")
+    bot = Bot(prepared, options)
+    run = asyncio.ensure_future(bot.run())
+    if during is not None:
+        await during(bot)
+    summary = await run
+    assert scraper.text, "the bot stopped before /metrics was read"
+    return summary, bot, families(scraper.text), scraper.text
+
+
+PAPER = {
+    "bot": {"state_dir": "state", "pairs": ["BTC/USD"]},
+    "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 4}}},
+    "risk": {"max_position": "0.002"},
+    "checks": {"staleness": {"threshold_s": 5.0}},
+}
+
+
+@pytest.mark.timeout(90)
+async def test_paper_run_metrics_equal_the_run_summary_and_the_journal(tmp_path: Path) -> None:
+    summary, bot, fams, text = await run_bot(PAPER, tmp_path, RunOptions(paper=True, duration_s=6))
+    assert summary.exit_code == 0, summary.stop_reason
+    for name in FAMILIES:
+        assert name in fams, (name, sorted(fams))
+    ctx = bot.context
+    assert ctx is not None
+    from tradebot.core.store import StateStore
+
+    store = StateStore(ctx.state_dir)  # the journal as the run left it
+
+    # orders: placed == the summary's, and == the journal's orders the exchange took
+    placed = total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "placed")
+    assert placed == summary.orders_placed > 0
+    journal = store.orders()
+    assert placed == sum(1 for o in journal if o.status.value in ("open", "closed", "canceled", "expired"))
+    filled = total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "filled")
+    assert filled == sum(1 for o in journal if o.status.value == "closed")
+    assert total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "rejected") == summary.refused_when_sent
+    # every outcome of every pair and side exists, at 0 when nothing happened
+    outcomes = {(s.labels["side"], s.labels["outcome"]) for s in fams["tradebot_orders"].samples}
+    assert outcomes == {(side, o) for side in ("buy", "sell")
+                        for o in ("placed", "filled", "cancelled", "expired", "rejected", "unknown")}
+
+    # fills, volume and fees == the fills the journal recorded
+    fills = store.fills()
+    assert total(fams, "tradebot_fills") == summary.fills == len(fills) > 0
+    assert total(fams, "tradebot_fill_volume") == pytest.approx(float(sum((f.volume for f in fills), Decimal(0))))
+    fees = sum((f.fee for f in fills), Decimal(0))
+    assert fees > 0
+    assert total(fams, "tradebot_fees") == pytest.approx(float(fees))
+
+    # signals, risk refusals and market events == the summary's
+    assert total(fams, "tradebot_signals") == summary.signals > 0
+    assert total(fams, "tradebot_risk_rejections") == summary.orders_rejected - summary.refused_when_sent
+    rules = {s.labels["rule"] for s in fams["tradebot_risk_rejections"].samples}
+    assert {"halted", "max_position", "min_size", "rate_limit"} <= rules
+    assert total(fams, "tradebot_market_events") == summary.ticks > 10
+
+    # strategy calls: the duration histogram counts every call the runner made
+    calls = total(fams, "tradebot_strategy_calls")
+    assert histogram_count(fams, "tradebot_strategy_duration_seconds") == calls > 0
+
+    # series a dashboard alerts on are there at 0 in a quiet run
+    assert {s.labels["action"] for s in fams["tradebot_healing_attempts"].samples} >= {"restart-component", "escalate"}
+    assert total(fams, "tradebot_healing_attempts") == 0
+    components = {s.labels["component"]: s.value for s in fams["tradebot_component_restarts"].samples}
+    assert {"market-data", "executor", "strategies", "monitor"} <= set(components)
+    assert set(components.values()) == {0.0}
+    quarantines = {(s.labels["plugin"], s.labels["instance"]): s.value for s in fams["tradebot_quarantines"].samples}
+    assert quarantines[("paper", "")] == 0 and quarantines[("sma-crossover", "sma")] == 0
+    halts = {s.labels["source"]: s.value for s in fams["tradebot_halts"].samples}
+    assert halts["check:staleness"] == 0 and halts["operator:cli"] == 0
+    states = {(s.labels["plugin"], s.labels["state"]): s.value for s in fams["tradebot_plugins"].samples}
+    assert states[("paper", "loaded")] == 1 and states[("paper", "quarantined")] == 0
+    assert "tradebot_notifications_total{notifier=\"log\",outcome=\"sent\"}" in text
+
+    # HALTs by source == the trading-state changes of the run
+    halted = [c for c in ctx.trading.history if c.current.value == "halted"]
+    assert total(fams, "tradebot_halts") == len(halted)
+    for change in halted:
+        assert halts[change.source] >= 1
+    store.close()
