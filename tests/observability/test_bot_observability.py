@@ -102,7 +102,6 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
                         health.on_market_event(event)
                         if isinstance(event, Ticker):
                             ctx.portfolio.mark(event)
-                        metrics.market_event(type(event).__name__, event.pair)
                         if not queue.full():
                             queue.put_nowait((event, tracing.capture()))
 
@@ -111,9 +110,7 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
                 while True:
                     event, trace_ctx = await queue.get()
                     with tracing.resume(trace_ctx):
-                        started = time.perf_counter()
                         signals = await host.acall(comp.plugin, "on_event", strategy.on_event, event)
-                        metrics.strategy_call("sma", time.perf_counter() - started)
                         with tracing.span("risk_gate", signals=len(signals or ())):
                             allowed = trading.allows_new_exposure
                         if allowed and processed % 5 == 0:
@@ -143,7 +140,7 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
                 families = {f.name: f for f in text_string_to_metric_families(text)}
                 for name in ("tradebot_trading_state", "tradebot_trading_severity", "tradebot_breaker_state",
                              "tradebot_ratelimiter_fill", "tradebot_api_calls", "tradebot_check_status",
-                             "tradebot_market_events", "tradebot_strategy_duration_seconds",
+                             "tradebot_market_events", "tradebot_exchange_request_duration_seconds",
                              "tradebot_event_loop_lag_seconds", "tradebot_process_rss_bytes",
                              "tradebot_process_cpu_time_seconds", "tradebot_pnl_realized", "tradebot_equity",
                              "tradebot_notifications", "tradebot_uptime_seconds"):

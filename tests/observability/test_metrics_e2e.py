@@ -166,3 +166,122 @@ async def test_paper_run_metrics_equal_the_run_summary_and_the_journal(tmp_path:
     for change in halted:
         assert halts[change.source] >= 1
     store.close()
+
+
+class FlakyPlugin:
+    """A third-party plugin whose order-report hook always fails: the host quarantines it."""
+
+    @hookimpl
+    def tradebot_order_report(self, order: Any) -> None:
+        raise RuntimeError("flaky plugin bug")
+
+
+class BrokenPlugin:
+    """A plugin implementing a hook nobody specified: it does not load."""
+
+    @hookimpl
+    def tradebot_no_such_hook(self) -> None:  # pragma: no cover - never called
+        pass
+
+
+@pytest.mark.timeout(120)
+async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_request_metrics(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio
+    import logging
+
+    from tradebot.core.drill import DrillSettings, bot_config, write_secrets
+    from tradebot.exchanges.simulator import run_simulator
+
+    caplog.set_level(logging.INFO, logger="tradebot.notify.log")
+    async with run_simulator(seed=5, tick_interval_s=0.05, heartbeat_s=0.2, rate_tier="pro") as sim:
+        secrets = write_secrets(tmp_path / "secrets.toml", sim.api_key, sim.api_secret)
+        config = bot_config(DrillSettings(), exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
+                            state_dir=tmp_path / "state", secrets_file=secrets)
+        assert "log" in config["plugins"]["enabled"]
+        config["plugins"]["quarantine_after"] = 2
+        config["strategies"] = {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 4,
+                                                                              "volume": "0.001"}}}
+        port = free_port()
+        config["http"] = {"enabled": True, "port": port}
+        prepared = prepare(settings=settings_from_dict(config, source=str(tmp_path / "tradebot.toml")))
+        scraper = Scraper(port)
+        prepared.host.pm.register(scraper, name="test-scraper")
+        assert prepared.host.register(FlakyPlugin(), "flaky")
+        assert not prepared.host.register(BrokenPlugin(), "broken")
+        bot = Bot(prepared, RunOptions())
+        run = asyncio.ensure_future(bot.run())
+
+        async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while not predicate():
+                assert not run.done(), (await run).stop_reason
+                assert loop.time() < deadline, "condition not met in time"
+                await asyncio.sleep(0.05)
+
+        try:
+            await until(lambda: bot.summary.orders_placed >= 2)
+            ctx = bot.context
+            assert ctx is not None
+            # a component crashes: the supervisor hands it to the healing ladder, which restarts it
+            executor = ctx.executor
+            original = executor.poll_once
+
+            async def crash_once() -> int:
+                executor.poll_once = original  # type: ignore[method-assign]
+                raise RuntimeError("injected crash of the order tracker")
+
+            executor.poll_once = crash_once  # type: ignore[method-assign]
+            await until(lambda: ctx.healer.counters.successes.get("restart-component", 0) >= 1)
+            # the exchange misbehaves: private calls answer 503 a few times, an order's answer is lost
+            sim.faults.add("http5xx=503,on=private,n=3; drop_response,on=AddOrder,n=1")
+            placed = bot.summary.orders_placed
+            await until(lambda: bot.summary.orders_placed >= placed + 2 and not sim.faults.describe())
+            await until(lambda: ctx.plugins.is_quarantined("flaky"))
+            await asyncio.sleep(0.3)  # the quarantine alert is delivered
+        finally:
+            bot.request_stop("test over")
+            summary = await run
+    assert set(prepared.host.report.failed) == {"broken"}
+    assert summary.exit_code == 0, summary.stop_reason
+    fams = families(scraper.text)
+    for name in (*FAMILIES, *REST_FAMILIES):
+        assert name in fams, (name, sorted(fams))
+
+    from tradebot.core.store import StateStore
+
+    store = StateStore(tmp_path / "state")
+    journal = store.orders()
+    placed_total = total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "placed")
+    assert placed_total == summary.orders_placed
+    assert placed_total == sum(1 for o in journal if o.status.value in ("open", "closed", "canceled", "expired"))
+    assert total(fams, "tradebot_fills") == summary.fills == len(store.fills())
+    store.close()
+
+    # healing and restarts moved after the crash, as the healer and the supervisor counted them
+    assert total(fams, "tradebot_healing_attempts", lambda labels: labels["action"] == "restart-component") >= 1
+    assert total(fams, "tradebot_healing_successes", lambda labels: labels["action"] == "restart-component") >= 1
+    restarts = {s.labels["component"]: s.value for s in fams["tradebot_component_restarts"].samples}
+    assert restarts["executor"] >= 1
+
+    # the faults: retried calls, errors by class, request durations by outcome, the private queue
+    assert total(fams, "tradebot_api_retries") >= 1
+    assert total(fams, "tradebot_api_errors", lambda labels: labels["error"] == "ExchangeUnavailable") >= 1
+    assert histogram_count(fams, "tradebot_exchange_request_duration_seconds",
+                           lambda labels: labels["outcome"] == "ExchangeUnavailable") >= 1
+    assert histogram_count(fams, "tradebot_exchange_request_duration_seconds",
+                           lambda labels: labels["group"] == "trading" and labels["outcome"] == "ok") >= 1
+    assert histogram_count(fams, "tradebot_exchange_queue_wait_seconds") >= 1
+    assert total(fams, "tradebot_api_calls") > 0
+
+    # the quarantine: counted, alerted through the notifiers; the plugin that did not load too
+    quarantines = {(s.labels["plugin"], s.labels["instance"]): s.value for s in fams["tradebot_quarantines"].samples}
+    assert quarantines[("flaky", "")] == 1 and quarantines[("kraken", "")] == 0
+    states = {(s.labels["plugin"], s.labels["state"]): s.value for s in fams["tradebot_plugins"].samples}
+    assert states[("flaky", "quarantined")] == 1 and states[("broken", "failed")] == 1
+    notified = [r.getMessage() for r in caplog.records if r.name == "tradebot.notify.log"]
+    assert any("plugin flaky quarantined" in m for m in notified), notified
+    assert any("plugin broken not loaded" in m and "no spec" in m for m in notified), notified
+    assert total(fams, "tradebot_notifications", lambda labels: labels["outcome"] == "sent") >= 2

@@ -223,8 +223,8 @@ class PluginHost:
         except pluggy.PluginValidationError as exc:
             self._load_failed(name, f"invalid hook implementation: {exc}", required)
             return False
-        except ValueError as exc:  # already registered
-            self._load_failed(name, str(exc), required)
+        except ValueError:  # already registered (pluggy's message lists every plugin object)
+            self._load_failed(name, f"a plugin named {name!r} is already loaded (is it enabled twice?)", required)
             return False
         unknown = [h for h in hook_names(obj) if not hasattr(self.pm.hook, h) or getattr(self.pm.hook, h).spec is None]
         if unknown:
