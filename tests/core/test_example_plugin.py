@@ -43,7 +43,8 @@ def test_example_is_listed_enabled_and_runs(installed_example: Path, tmp_path: P
     info = {p["name"]: p for p in json.loads(listed.stdout)}["hello-check"]
     assert info == {
         "name": "hello-check", "category": "check", "distribution": "tradebot-hello-check",
-        "version": "0.1.0", "enabled": False, "hooks": ["tradebot_register_checks"],
+        "version": "0.1.0", "enabled": False, "state": "disabled", "error": None,
+        "hooks": ["tradebot_register_checks"],
     }
 
     enabled = _tradebot(["plugins", "enable", "hello-check", "--config", str(cfg)], installed_example, tmp_path)

@@ -9,7 +9,7 @@ histogram call, which matters on the order path.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Hashable, Iterator
+from collections.abc import Iterator
 
 import attrs
 
@@ -46,7 +46,7 @@ class LatencyHistograms:
     def __init__(self, labels: tuple[str, ...], bounds: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
         self.labels = labels
         self.bounds = bounds
-        self._by_key: dict[Hashable, Histogram] = {}
+        self._by_key: dict[tuple[str, ...], Histogram] = {}
 
     def observe(self, key: tuple[str, ...], value: float) -> None:
         hist = self._by_key.get(key)
@@ -62,4 +62,4 @@ class LatencyHistograms:
     def items(self) -> Iterator[tuple[dict[str, str], Histogram]]:
         """(labels, histogram) for every key seen or seeded."""
         for key, hist in list(self._by_key.items()):
-            yield dict(zip(self.labels, key, strict=True)), hist  # type: ignore[arg-type]
+            yield dict(zip(self.labels, key, strict=True)), hist
