@@ -20,6 +20,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "halt": ("tradebot.cli.health", "halt"),
     "resume": ("tradebot.cli.health", "resume"),
     "drill": ("tradebot.cli.drill", "drill"),
+    "trades": ("tradebot.cli.history", "trades"),
+    "report": ("tradebot.cli.history", "report"),
 }
 """Command name -> (module, attribute). A module that is not installed is left out."""
 
@@ -32,6 +34,8 @@ SHORT_HELP: dict[str, str] = {
     "halt": "HALT trading on a running (or the next) bot.",
     "resume": "Resume trading after a HALT.",
     "drill": "Rehearse failures against the simulator.",
+    "trades": "List every trade with price, fee, strategy and PnL.",
+    "report": "Performance per strategy and pair, lifetime and per run.",
 }
 
 

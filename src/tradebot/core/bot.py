@@ -180,6 +180,9 @@ class Bot:
         if store.restored is not None:
             log.warning("%s", store.restored.message)
         store.incr_counter("starts")
+        from tradebot.core.history import record_run_start
+
+        record_run_start(store, self.clock.now())  # `tradebot report` shows each run
         trading = TradingStateMachine(store=store, clock=self.clock)
         trading.restore()
         ctx = BotContext(

@@ -65,6 +65,8 @@ from tradebot.core.store import JournalEntry, StateStore
 __all__ = ["FLATTEN_STRATEGY", "OrderExecutor", "ReconcileReport"]
 
 log = logging.getLogger("tradebot.executor")
+trades_log = logging.getLogger("tradebot.trades")
+"""One line per execution: side, volume, pair, price, fee, strategy and order."""
 
 ZERO = Decimal(0)
 FLATTEN_STRATEGY = "flatten"
@@ -321,6 +323,15 @@ class OrderExecutor:
         self, cid: str, info: OrderInfo, *, force_emit: bool = False
     ) -> tuple[OrderInfo, bool]:
         entry, changed, fill = self._apply(cid, info)
+        if fill is not None:
+            trades_log.info(
+                "trade: %s %s %s @ %s, fee %s, strategy %s, order %s (%s)",
+                fill.side.value, fill.volume, fill.pair, fill.price, fill.fee, entry.strategy or "-", cid,
+                entry.status.value,
+                extra={"pair": fill.pair, "side": fill.side.value, "volume": str(fill.volume),
+                       "price": str(fill.price), "fee": str(fill.fee), "strategy": entry.strategy,
+                       "client_order_id": cid, "trade_id": fill.trade_id},
+            )
         out = entry.to_order_info()
         if changed or force_emit:
             await self._emit_order(out)
