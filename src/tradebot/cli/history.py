@@ -73,7 +73,7 @@ def trades(since: str | None, pair: str | None, strategy: str | None, as_json: b
     if not rows:
         click.echo("no trades")
         return
-    table = [("TIME", "PAIR", "SIDE", "VOLUME", "PRICE", "FEE", "STRATEGY", "PNL", "TRIP")]
+    table: list[tuple[str, ...]] = [("TIME", "PAIR", "SIDE", "VOLUME", "PRICE", "FEE", "STRATEGY", "PNL", "TRIP")]
     for r in rows:
         table.append((
             r.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), r.pair, r.side, f"{r.volume:f}", f"{r.price:f}",
@@ -118,7 +118,7 @@ def _print_books(books: list[dict[str, Any]]) -> None:
     if not books:
         click.echo("  no trades")
         return
-    table = [("STRATEGY", "PAIR", "TRADES", "TRIPS", "WIN%", "PNL GROSS", "FEES", "PNL NET", "MAX DD", "EXPOSURE")]
+    table: list[tuple[str, ...]] = [("STRATEGY", "PAIR", "TRADES", "TRIPS", "WIN%", "PNL GROSS", "FEES", "PNL NET", "MAX DD", "EXPOSURE")]
     for b in books:
         rate = "-" if b["win_rate"] is None else f"{100 * b['win_rate']:.0f}"
         table.append((
