@@ -97,7 +97,7 @@ async def run_bot(config: dict[str, Any], tmp_path: Path, options: RunOptions,
 PAPER = {
     "bot": {"state_dir": "state", "pairs": ["BTC/USD"]},
     "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 4}}},
-    "risk": {"max_position": "0.002"},
+    "risk": {"max_orders_per_minute": 4},  # later signals are refused by the rate rule
     "checks": {"staleness": {"threshold_s": 5.0}},
 }
 
@@ -137,9 +137,10 @@ async def test_paper_run_metrics_equal_the_run_summary_and_the_journal(tmp_path:
 
     # signals, risk refusals and market events == the summary's
     assert total(fams, "tradebot_signals") == summary.signals > 0
-    assert total(fams, "tradebot_risk_rejections") == summary.orders_rejected - summary.refused_when_sent
-    rules = {s.labels["rule"] for s in fams["tradebot_risk_rejections"].samples}
-    assert {"halted", "max_position", "min_size", "rate_limit"} <= rules
+    assert total(fams, "tradebot_risk_rejections") == summary.orders_rejected - summary.refused_when_sent > 0
+    rules = {s.labels["rule"]: s.value for s in fams["tradebot_risk_rejections"].samples}
+    assert {"halted", "max_position", "min_size", "rate_limit"} <= set(rules)
+    assert rules["rate_limit"] > 0
     assert total(fams, "tradebot_market_events") == summary.ticks > 10
 
     # strategy calls: the duration histogram counts every call the runner made
@@ -240,6 +241,9 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
             placed = bot.summary.orders_placed
             await until(lambda: bot.summary.orders_placed >= placed + 2 and not sim.faults.describe())
             await until(lambda: ctx.plugins.is_quarantined("flaky"))
+            # a person HALTs and resumes
+            await ctx.trading.halt("maintenance", "operator:cli")
+            await ctx.trading.resume("maintenance over", "operator:cli")
             await asyncio.sleep(0.3)  # the quarantine alert is delivered
         finally:
             bot.request_stop("test over")
@@ -275,6 +279,9 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
                            lambda labels: labels["group"] == "trading" and labels["outcome"] == "ok") >= 1
     assert histogram_count(fams, "tradebot_exchange_queue_wait_seconds") >= 1
     assert total(fams, "tradebot_api_calls") > 0
+
+    halts = {s.labels["source"]: s.value for s in fams["tradebot_halts"].samples}
+    assert halts["operator:cli"] == 1 and halts["http"] == 0
 
     # the quarantine: counted, alerted through the notifiers; the plugin that did not load too
     quarantines = {(s.labels["plugin"], s.labels["instance"]): s.value for s in fams["tradebot_quarantines"].samples}
