@@ -332,7 +332,8 @@ class KrakenRestClient:
             result = self._decode(endpoint, status, raw, trading=route.trading)
         except BaseException as exc:
             breaker.record(ticket, exc)
-            self.request_timings.observe((route.group, type(exc).__name__), time.perf_counter() - started)
+            outcome = "cancelled" if isinstance(exc, asyncio.CancelledError) else type(exc).__name__
+            self.request_timings.observe((route.group, outcome), time.perf_counter() - started)
             raise
         breaker.record(ticket, None)
         self.request_timings.observe((route.group, "ok"), time.perf_counter() - started)
