@@ -292,3 +292,8 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
     assert any("plugin flaky quarantined" in m for m in notified), notified
     assert any("plugin broken not loaded" in m and "no spec" in m for m in notified), notified
     assert total(fams, "tradebot_notifications", lambda labels: labels["outcome"] == "sent") >= 2
+
+    # the run summary names the quarantine and the HALT
+    text = summary.render()
+    assert "quarantined: plugin flaky: 2 consecutive failures" in text, text
+    assert "HALT " in text and "by operator:cli: maintenance" in text, text

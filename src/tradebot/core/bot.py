@@ -70,6 +70,10 @@ class RunSummary:
     exit_code: int = 0
     started: bool = False
     """Whether start-up completed (a summary of a run that never started says only why)."""
+    halts: list[str] = attrs.Factory(list)
+    """Each HALT of the run: time, source and reason."""
+    quarantines: list[str] = attrs.Factory(list)
+    """Each quarantine of the run (plugin or strategy instance) and why."""
 
     def render(self) -> str:
         if not self.started:
@@ -88,6 +92,8 @@ class RunSummary:
         ]
         if self.trading_state != "active":
             lines.append("  (kept across restarts; `tradebot resume` trades again)")
+        lines.extend(f"  HALT {h}" for h in self.halts)
+        lines.extend(f"  quarantined: {q}" for q in self.quarantines)
         return "\n".join(lines)
 
 
@@ -555,6 +561,14 @@ class Bot:
 
     def _fill_summary(self, ctx: BotContext) -> None:
         s = self.summary
+        s.halts = [
+            f"{c.time:%Y-%m-%d %H:%M:%S} by {c.source}: {c.reason}" for c in ctx.trading.history
+            if c.current.value == "halted"
+        ]
+        watch = ctx.extras.get("critical_plugins")
+        s.quarantines = [f"plugin {p}: {why}" for p, why in getattr(watch, "quarantines", [])]
+        runner = ctx.extras.get("strategy_runner")
+        s.quarantines += [f"strategy {n}: {why}" for n, why in (getattr(runner, "quarantined", None) or {}).items()]
         s.trading_state = ctx.trading.state.value
         s.trading_reason = f"{ctx.trading.reason} (by {ctx.trading.source})"
         if ctx.portfolio is not None:
