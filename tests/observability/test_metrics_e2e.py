@@ -240,6 +240,9 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
             sim.faults.add("http5xx=503,on=private,n=3; drop_response,on=AddOrder,n=1")
             placed = bot.summary.orders_placed
             await until(lambda: bot.summary.orders_placed >= placed + 2 and not sim.faults.describe())
+            # and one order is refused for want of funds
+            sim.faults.add("error=EOrder:Insufficient funds,on=AddOrder,n=1")
+            await until(lambda: bot.summary.refused_when_sent >= 1)
             await until(lambda: ctx.plugins.is_quarantined("flaky"))
             # a person HALTs and resumes
             await ctx.trading.halt("maintenance", "operator:cli")
@@ -262,6 +265,10 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
     assert placed_total == summary.orders_placed
     assert placed_total == sum(1 for o in journal if o.status.value in ("open", "closed", "canceled", "expired"))
     assert total(fams, "tradebot_fills") == summary.fills == len(store.fills())
+    refused = [o for o in journal if o.status.value == "rejected"]
+    assert total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "rejected") == len(refused)
+    assert total(fams, "tradebot_order_rejections") == len(refused) == summary.refused_when_sent >= 1
+    assert total(fams, "tradebot_order_rejections", lambda labels: labels["reason"] == "InsufficientFunds") == 1
     store.close()
 
     # healing and restarts moved after the crash, as the healer and the supervisor counted them

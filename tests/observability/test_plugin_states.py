@@ -1,0 +1,31 @@
+"""``plugins list --json`` says per plugin whether it loaded, failed (and why), is quarantined or disabled."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from tradebot.cli.main import cli
+from tradebot.core.plugins import PluginHost, gather_infos
+
+
+def test_plugins_list_json_has_state_and_error(tmp_path: Path) -> None:
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text('[bot]\nexchange = "paper"\n\n[plugins]\nenabled = ["paper", "sma-crossover", "no-such-plugin"]\n')
+    result = CliRunner().invoke(cli, ["plugins", "list", "--json", "--all", "--config", str(cfg)])
+    infos = {p["name"]: p for p in json.loads(result.stdout)}
+    assert infos["paper"]["state"] == "loaded" and infos["paper"]["error"] is None
+    assert infos["grid"]["state"] == "disabled" and infos["grid"]["enabled"] is False
+    missing = infos["no-such-plugin"]
+    assert missing["state"] == "failed" and missing["error"] == "enabled but not installed"
+    assert "no-such-plugin" in result.stderr
+
+
+def test_a_quarantined_plugin_is_listed_as_quarantined() -> None:
+    host = PluginHost()
+    host.load(["paper"])
+    host.quarantine("paper", "5 consecutive failures")
+    (info,) = gather_infos(host, ["paper"], include_disabled=False)
+    assert info.as_json()["state"] == "quarantined"
