@@ -1,11 +1,19 @@
 """Metrics: OpenTelemetry instruments, exposed as Prometheus text at ``/metrics``.
 
-:class:`BotMetrics` owns an SDK ``MeterProvider``. Counters and histograms are recorded by
-cheap calls (``metrics.order_placed("BTC/USD", "buy")``); everything the bot already keeps
-(trading state, equity, PnL, breaker states, rate-limiter fill, retry counts, check
-status, queue depths, restarts, CPU and RSS) is read at collection time by observable
-instruments from the :class:`~tradebot.core.context.BotContext` given to :meth:`attach`,
-so no component has to report it.
+:class:`BotMetrics` owns an SDK ``MeterProvider``. All wiring is in :meth:`BotMetrics.attach`:
+orders and fills are counted from the plugin host's ``tradebot_order_report`` and
+``tradebot_fill_report`` broadcasts (BotMetrics registers itself as plugin ``metrics``),
+HALTs from the trading state's listeners, quarantines from the host's quarantine
+listeners, retries and breaker transitions from each exchange's listeners; signals are
+counted where the bot hands them to the risk gate (:meth:`BotMetrics.signal`). Everything the
+bot already keeps (trading state, equity, PnL, positions, risk-gate refusals, healing
+counters, component restarts, market events per pair, strategy statistics, breaker
+states, rate-limiter fill, retry counts, check status, queue depths, CPU and RSS) is read at
+collection time by observable instruments from the
+:class:`~tradebot.core.context.BotContext`, so no component has to report it. Strategy call
+durations and exchange request/queue latencies are histograms their components keep with a
+few additions per observation (see :mod:`tradebot.core.resilience.timings`); they are
+rendered into ``/metrics`` here and not exported over OTLP.
 
 Prometheus exposition is rendered here from an in-memory reader's data rather than with
 ``opentelemetry-exporter-prometheus``: that exporter is only published as a pre-release,
