@@ -29,3 +29,22 @@ def test_a_quarantined_plugin_is_listed_as_quarantined() -> None:
     host.quarantine("paper", "5 consecutive failures")
     (info,) = gather_infos(host, ["paper"], include_disabled=False)
     assert info.as_json()["state"] == "quarantined"
+
+
+def test_plugin_loading_and_register_hooks_are_traced() -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from tradebot.core import telemetry
+
+    exporter = InMemorySpanExporter()
+    telemetry.configure_tracing("none", span_processor=SimpleSpanProcessor(exporter))
+    try:
+        PluginHost().load(["paper", "sma-crossover"])
+    finally:
+        telemetry.shutdown_tracing()
+    spans = exporter.get_finished_spans()
+    loads = {s.attributes["tradebot.plugin"]: s for s in spans if s.name == "plugin.load"}
+    assert set(loads) == {"paper", "sma-crossover"}
+    register = next(s for s in spans if s.name == "paper.tradebot_register_exchanges")
+    assert register.parent is not None and register.parent.span_id == loads["paper"].context.span_id
