@@ -135,7 +135,12 @@ def independent_replay(state_dir: Path) -> dict[tuple[str, str], dict[str, Any]]
 
 
 @pytest.mark.timeout(120)
-async def test_trades_and_report_of_two_paper_runs_equal_a_replay_of_the_journal(tmp_path: Path) -> None:
+async def test_trades_and_report_of_two_paper_runs_equal_a_replay_of_the_journal(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="tradebot.trades")
     config = {
         "bot": {"state_dir": str(tmp_path / "state"), "pairs": ["BTC/USD", "ETH/USD"]},
         "http": {"enabled": False},
@@ -172,6 +177,12 @@ async def test_trades_and_report_of_two_paper_runs_equal_a_replay_of_the_journal
     trades = json.loads(invoke("trades", "--json", "--state-dir", str(state)).output)
     assert len(trades) == sum(b["trades"] for b in expected.values())
     assert all(t["strategy"] in ("sma", "rsi") and D(t["price"]) > 0 and D(t["fee"]) >= 0 for t in trades)
+    # one trade log line per execution, with its price, fee and strategy
+    lines = [r for r in caplog.records if r.name == "tradebot.trades"]
+    assert [(r.trade_id, r.price, r.fee, r.strategy) for r in lines] == [  # type: ignore[attr-defined]
+        (t["trade_id"], t["price"], t["fee"], t["strategy"]) for t in trades
+    ]
+    assert all(f"@ {r.price}, fee {r.fee}, strategy {r.strategy}" in r.getMessage() for r in lines)  # type: ignore[attr-defined]
     gross = sum((D(t["realized_pnl"]) for t in trades if t["realized_pnl"] is not None), D(0))
     assert gross == pytest.approx(sum((b["gross"] for b in expected.values()), D(0)), abs=D("1e-12"))
 

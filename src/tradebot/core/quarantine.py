@@ -34,6 +34,7 @@ import attrs
 
 from tradebot.core.errors import describe
 from tradebot.core.healing import Failure, send_alert
+from tradebot.core.hookspecs import REGISTER_HOOKS
 from tradebot.core.models import Alert, AlertLevel
 
 if TYPE_CHECKING:
@@ -47,7 +48,6 @@ log = logging.getLogger("tradebot.plugins")
 Probe = Callable[[], Awaitable[Any]]
 _MAX_REASON = 300  # characters of a fault's text repeated in alerts and the stop reason
 _FALLBACK_PROBES = ("server_time", "system_status")
-_CATEGORIES = ("exchange", "strategy", "check", "halt-trigger", "recovery", "policy", "notifier")
 
 
 @attrs.frozen
@@ -101,8 +101,8 @@ class CriticalPluginWatch:
     ``healer`` is read when a quarantine happens (None: healing is off). ``stop(reason)``
     stops the bot for a process restart; ``alert`` receives a critical alert for each
     quarantine of any plugin (one not in ``critical`` is only reported: the bot goes on
-    without it). :attr:`quarantines` lists them all, for the run summary. Nothing is done once :meth:`close` was called or ``active()`` is false
-    (the bot is stopping).
+    without it); :attr:`quarantines` lists them all, for the run summary. Nothing is done
+    once :meth:`close` was called or ``active()`` is false (the bot is stopping).
     """
 
     def __init__(
@@ -173,7 +173,7 @@ class CriticalPluginWatch:
             return
         parts = [
             f"{comp.category} {name}"
-            for category in _CATEGORIES
+            for category in REGISTER_HOOKS.values()
             for name, comp in self._host.components(category).items()
             if comp.plugin == plugin
         ]
