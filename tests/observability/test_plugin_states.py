@@ -21,6 +21,10 @@ def test_plugins_list_json_has_state_and_error(tmp_path: Path) -> None:
     missing = infos["no-such-plugin"]
     assert missing["state"] == "failed" and missing["error"] == "enabled but not installed"
     assert "no-such-plugin" in result.stderr
+    table = CliRunner().invoke(cli, ["plugins", "list", "--config", str(cfg)]).stdout.splitlines()
+    assert table[0].split()[:4] == ["NAME", "CATEGORY", "ENABLED", "STATE"]
+    rows = {line.split()[0]: line.split() for line in table[1:]}
+    assert rows["paper"][3] == "loaded" and rows["no-such-plugin"][3] == "failed"
 
 
 def test_a_quarantined_plugin_is_listed_as_quarantined() -> None:

@@ -25,7 +25,8 @@ def plugins() -> None:
 @click.option("--all", "show_all", is_flag=True, help="Also list installed plugins that are not enabled.")
 @config_option
 def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> None:
-    """Installed plugins: name, category, distribution, version, enabled, hooks."""
+    """Installed plugins: name, category, enabled, state (loaded, failed, quarantined, disabled),
+    distribution, version, hooks."""
     settings: Settings | None
     try:
         settings = load_settings(config_path)
@@ -53,13 +54,14 @@ def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> Non
 
 
 def _print_table(infos: list[PluginInfo]) -> None:
-    rows = [("NAME", "CATEGORY", "ENABLED", "DISTRIBUTION", "VERSION", "HOOKS")]
+    rows = [("NAME", "CATEGORY", "ENABLED", "STATE", "DISTRIBUTION", "VERSION", "HOOKS")]
     for i in infos:
         hooks = ", ".join(h.removeprefix("tradebot_") for h in i.hooks)
-        rows.append((i.name, i.category, "yes" if i.enabled else "no", i.distribution or "-", i.version or "-", hooks))
-    widths = [max(len(r[c]) for r in rows) for c in range(5)]
+        rows.append((i.name, i.category, "yes" if i.enabled else "no", i.state, i.distribution or "-",
+                     i.version or "-", hooks))
+    widths = [max(len(r[c]) for r in rows) for c in range(6)]
     for r in rows:
-        click.echo("  ".join(r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5])
+        click.echo("  ".join(r[c].ljust(widths[c]) for c in range(6)) + "  " + r[6])
 
 
 def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:
