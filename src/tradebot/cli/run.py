@@ -72,10 +72,21 @@ def run(
     from tradebot.core import telemetry
     from tradebot.core.bot import RunOptions, run_bot
     telemetry.configure_tracing()
-    options = RunOptions(paper=paper, duration_s=duration, infinite=infinite, status_line=sys.stderr.isatty())
+    options = RunOptions(
+        paper=paper, duration_s=duration, infinite=infinite, status_line=sys.stderr.isatty(), hard_exit=True
+    )
     try:
         summary = run_bot(prepared, options)
     finally:
         telemetry.shutdown_tracing()
     click.echo(summary.render())
+    if summary.left_behind:
+        # a task or thread that did not stop must not keep the process alive past the stop
+        import logging
+        import os
+
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(summary.exit_code)
     sys.exit(summary.exit_code)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
@@ -27,6 +28,7 @@ from tradebot.core.clock import SystemClock
 from tradebot.core.context import BotContext
 from tradebot.core.errors import AuthError, ConfigError, StateError, TradebotError
 from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, OrderStatus, Signal, Ticker, TradingStateChange
+from tradebot.core.executor import OrdersClosed
 from tradebot.core.risk import RiskRejection
 from tradebot.core.secrets import load_secrets
 from tradebot.core.trading_state import TradingStateMachine
@@ -44,6 +46,17 @@ class RunOptions:
     duration_s: float | None = None
     infinite: bool = False
     status_line: bool = False
+    hard_exit: bool = False
+    """The bot owns its process (``tradebot run``): a stop that has not ended within the grace
+    period plus :data:`HARD_EXIT_MARGIN_S` ends the process with ``os._exit`` and the stop's
+    exit code, whatever task or thread holds on."""
+
+
+CLEANUP_S = 1.5
+"""After the grace period for the children, how long closing the exchange, the HTTP server
+and the state store may take."""
+HARD_EXIT_MARGIN_S = CLEANUP_S + 1.5
+"""How long after the grace period a process that has not ended is ended by force."""
 
 
 @attrs.define
@@ -74,6 +87,8 @@ class RunSummary:
     """Each HALT of the run: time, source and reason."""
     quarantines: list[str] = attrs.Factory(list)
     """Each quarantine of the run (plugin or strategy instance) and why."""
+    left_behind: list[str] = attrs.Factory(list)
+    """Tasks that had not ended when the stop's grace period was over (logged by name)."""
 
     def render(self) -> str:
         if not self.started:
@@ -94,6 +109,8 @@ class RunSummary:
             lines.append("  (kept across restarts; `tradebot resume` trades again)")
         lines.extend(f"  HALT {h}" for h in self.halts)
         lines.extend(f"  quarantined: {q}" for q in self.quarantines)
+        if self.left_behind:
+            lines.append(f"  not stopped within the grace period: {', '.join(self.left_behind)}")
         return "\n".join(lines)
 
 
@@ -114,16 +131,108 @@ class Bot:
         self._status_task: asyncio.Task[None] | None = None
         self._control: Any = None
         self.context: BotContext | None = None
+        self._stop_began: float | None = None  # event-loop time
+        self._stuck: list[str] = []
+        self._hard_exit: threading.Timer | None = None
 
     # --- control ----------------------------------------------------------------------
 
     def request_stop(self, reason: str, exit_code: int = 0) -> None:
-        """Ask the bot to stop gracefully (signals, duration, escalation)."""
+        """Ask the bot to stop gracefully (signals, duration, escalation, a failure).
+
+        The first request wins. From this moment no new order is sent, the heartbeat,
+        systemd's watchdog and ``/healthz`` stop proving liveness, and the stop is bounded:
+        what has not ended within ``[supervisor] stop_grace_s`` is left behind (and, in a
+        process of its own, the process ends anyway with this exit code).
+        """
         if not self._stop.is_set():
             self._stop_reason = reason
             self._exit_code = exit_code
             log.info("stopping: %s", reason)
-            self._stop.set()
+            self._begin_stop()
+
+    @property
+    def stop_reason(self) -> str:
+        return self._stop_reason
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop began (requested, escalated, or start-up failed)."""
+        return self._stop.is_set()
+
+    @property
+    def stop_grace_s(self) -> float:
+        from tradebot.core.supervisor import SupervisorSettings
+
+        settings = self.settings.section("supervisor") or SupervisorSettings()
+        return float(settings.stop_grace_s)
+
+    def _begin_stop(self) -> None:
+        self._stop.set()
+        try:
+            self._stop_began = asyncio.get_running_loop().time()
+        except RuntimeError:  # called from outside the loop (a test, a thread): the loop measures later
+            self._stop_began = None
+        ctx = self.context
+        if ctx is not None and ctx.executor is not None:
+            ctx.executor.close_for_new_orders(f"the bot is stopping ({self._stop_reason})")
+        if self.options.hard_exit and self._hard_exit is None:
+            timer = threading.Timer(self.stop_grace_s + HARD_EXIT_MARGIN_S, self._force_exit)
+            timer.daemon = True
+            timer.name = "tradebot-stop-bound"
+            self._hard_exit = timer
+            timer.start()
+
+    def _deadline(self) -> float:
+        """Event-loop time by which the children must have stopped."""
+        loop = asyncio.get_running_loop()
+        if self._stop_began is None:
+            self._stop_began = loop.time()
+        return self._stop_began + self.stop_grace_s
+
+    def _force_exit(self) -> None:
+        """The last resort (a thread of its own): the stop did not end in time; end the process."""
+        import sys
+        import traceback
+
+        code = self._exit_code
+        stuck = ", ".join(self._stuck) or "unknown (the event loop did not get that far)"
+        main = threading.main_thread()
+        frame = sys._current_frames().get(main.ident or -1)
+        where = "".join(traceback.format_stack(frame)[-6:]) if frame is not None else "?"
+        log.critical(
+            "the stop (%s) did not end within %.1fs; ending the process with exit code %d."
+            " Not stopped: %s. The main thread was at:\n%s"
+            " What was left undone is reconciled at the next start.",
+            self._stop_reason,
+            self.stop_grace_s + HARD_EXIT_MARGIN_S,
+            code,
+            stuck,
+            where,
+        )
+        self._record_stop(forced=True)
+        for handler in logging.getLogger().handlers:
+            with contextlib.suppress(Exception):
+                handler.flush()
+        with contextlib.suppress(Exception):
+            sys.stdout.write(f"run stopped by force after the grace period ({self._stop_reason}); not stopped: {stuck}\n")
+            sys.stdout.flush()
+        os._exit(code)
+
+    def _record_stop(self, *, forced: bool = False) -> None:
+        """Write how the last stop went to the state store, as far as the store takes it."""
+        ctx = self.context
+        if ctx is None:
+            return
+        import json
+
+        record = {"reason": self._stop_reason, "exit_code": self._exit_code, "not_stopped": self._stuck, "forced": forced}
+        try:
+            ctx.store.set_kv("last_stop", json.dumps(record))
+            if self._stuck or forced:
+                ctx.store.incr_counter("unclean_stops")
+        except Exception as exc:  # noqa: BLE001 - a store that refuses writes must not keep the process alive
+            log.error("could not record the stop in the state store: %s: %s", type(exc).__name__, exc)
 
     # --- run --------------------------------------------------------------------------
 
@@ -135,24 +244,11 @@ class Bot:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop, f"signal {signal.Signals(sig).name}")
         try:
-            async with AsyncExitStack() as stack:
-                try:
-                    await self._start(stack)
-                except (TradebotError, OSError) as exc:
-                    # everything started so far is stopped before the stack closes under it
-                    log.critical("start-up failed: %s", exc)
-                    self._stop_reason = f"start-up failed: {exc}"
-                    self._exit_code = 1
-                    self._stop.set()  # nothing may replace this reason and exit code now
-                    await self._shutdown()
-                else:
-                    self.summary.started = True
-                    if self.options.duration_s is not None and not self.options.infinite:
-                        loop.call_later(
-                            self.options.duration_s, self.request_stop, f"duration {self.options.duration_s:g}s reached"
-                        )
-                    await self._stop.wait()
-                    await self._shutdown()
+            stack = AsyncExitStack()
+            try:
+                await self._start_or_stop(stack, loop)
+            finally:
+                await self._close_stack(stack, loop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 with contextlib.suppress(NotImplementedError, RuntimeError):
@@ -160,7 +256,85 @@ class Bot:
         self.summary.duration_s = time.monotonic() - started
         self.summary.stop_reason = self._stop_reason
         self.summary.exit_code = self._exit_code
+        self.summary.left_behind = list(self._stuck)
         return self.summary
+
+    async def _start_or_stop(self, stack: AsyncExitStack, loop: asyncio.AbstractEventLoop) -> None:
+        """Start up (a stop request ends start-up, reconcile included), trade, shut down."""
+        start = asyncio.ensure_future(self._start(stack))
+        start.set_name("start-up")
+        stopped = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({start, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            start.cancel()
+            raise
+        finally:
+            stopped.cancel()
+        if not start.done():
+            # a stop during start-up: what was not reconciled yet is reconciled at the next start
+            log.warning("start-up interrupted by the stop (%s)", self._stop_reason)
+            start.cancel()
+            done, _ = await asyncio.wait({start}, timeout=max(0.0, self._deadline() - loop.time()))
+            if not done:
+                self._stuck.append("start-up")
+                log.error("start-up did not end within the grace period of being cancelled; left behind")
+            elif not start.cancelled() and start.exception() is not None:
+                exc = start.exception()
+                log.error("start-up ended with %s: %s while stopping", type(exc).__name__, exc)
+            await self._bounded_shutdown(loop)
+            return
+        exc = start.exception()
+        if isinstance(exc, (TradebotError, OSError)):
+            # everything started so far is stopped before the stack closes under it
+            log.critical("start-up failed: %s", exc)
+            self._stop_reason = f"start-up failed: {exc}"
+            self._exit_code = 1
+            if not self._stop.is_set():
+                self._begin_stop()  # nothing may replace this reason and exit code now
+            await self._bounded_shutdown(loop)
+            return
+        if exc is not None:
+            raise exc
+        if self._stop.is_set():  # a stop raced the end of start-up
+            self.summary.started = True
+            await self._bounded_shutdown(loop)
+            return
+        self.summary.started = True
+        if self.options.duration_s is not None and not self.options.infinite:
+            loop.call_later(self.options.duration_s, self.request_stop, f"duration {self.options.duration_s:g}s reached")
+        await self._stop.wait()
+        await self._bounded_shutdown(loop)
+
+    async def _bounded_shutdown(self, loop: asyncio.AbstractEventLoop) -> None:
+        """:meth:`_shutdown`, never past the grace period plus the clean-up time."""
+        try:
+            async with asyncio.timeout_at(self._deadline() + CLEANUP_S / 2):
+                await self._shutdown()
+        except TimeoutError:
+            log.error("shutdown did not finish within the grace period; going on with what is left")
+            if self.context is not None:
+                self._fill_summary(self.context)
+
+    async def _close_stack(self, stack: AsyncExitStack, loop: asyncio.AbstractEventLoop) -> None:
+        """Close what start-up opened (exchange, HTTP server, state store), bounded too."""
+        deadline = (self._deadline() if self._stop.is_set() else loop.time() + self.stop_grace_s) + CLEANUP_S
+        closing = asyncio.ensure_future(stack.aclose())
+        closing.set_name("closing")
+        done, _ = await asyncio.wait({closing}, timeout=max(0.1, deadline - loop.time()))
+        if not done:
+            self._stuck.append("closing (exchange, HTTP server or state store)")
+            log.error("closing the exchange, HTTP server and state store did not finish in time; left behind")
+        elif closing.exception() is not None:
+            exc = closing.exception()
+            log.error("closing failed: %s: %s", type(exc).__name__, exc, exc_info=exc)
+        if self._stuck:
+            log.error(
+                "the stop (%s) left behind: %s; exiting with code %d anyway",
+                self._stop_reason,
+                ", ".join(self._stuck),
+                self._exit_code,
+            )
 
     async def _start(self, stack: AsyncExitStack) -> None:
         from tradebot.core.store import StateStore
@@ -204,7 +378,7 @@ class Bot:
         trading.listeners.append(self._on_trading_state_change)
         from tradebot.core.supervisor import start_supervision
 
-        await start_supervision(ctx, self.request_stop, infinite=self.options.infinite)
+        await start_supervision(ctx, self.request_stop, infinite=self.options.infinite, alive=self._alive)
 
         exchange = await self._start_exchange(ctx, stack)
         ctx.exchange = exchange
@@ -218,6 +392,10 @@ class Bot:
         log.info(
             "trading %s on %s; state %s", ", ".join(settings.bot.pairs), self._exchange_name, trading.state.value
         )
+
+    def _alive(self) -> bool:
+        """Whether liveness may be proven (heartbeat, watchdog, ``/healthz``): not once a stop began."""
+        return not self._stop.is_set()
 
     @property
     def _exchange_name(self) -> str:
@@ -444,6 +622,9 @@ class Bot:
             self.summary.signals += 1
             if ctx.metrics is not None:
                 ctx.metrics.signal(sig.strategy, sig.pair)
+            if self._stop.is_set():  # no new order from the moment a stop began
+                log.info("signal %s %s %s dropped: the bot is stopping", sig.side.value, sig.volume, sig.pair)
+                continue
             try:
                 with tracing.span("risk_gate", pair=sig.pair, side=sig.side.value, strategy=sig.strategy):
                     request = ctx.extras["risk"].approve(sig)
@@ -452,6 +633,9 @@ class Bot:
                 continue
             try:
                 order = await ctx.executor.submit(request, strategy=sig.strategy, reason=sig.reason)
+            except OrdersClosed as exc:
+                log.info("%s", exc)
+                continue
             except TradebotError as exc:
                 self.summary.errors += 1
                 if ctx.health is not None:
@@ -540,23 +724,33 @@ class Bot:
 
     async def _shutdown(self) -> None:
         ctx = self.context
+        if ctx is not None and ctx.executor is not None:
+            ctx.executor.close_for_new_orders(f"the bot is stopping ({self._stop_reason})")
         if ctx is not None and "critical_plugins" in ctx.extras:
             await ctx.extras["critical_plugins"].close()  # a quarantine while stopping is not healed
+        loop = asyncio.get_running_loop()
+        deadline = self._deadline()
         if self._status_task is not None:
             self._status_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._status_task
+            await asyncio.wait({self._status_task}, timeout=max(0.0, deadline - loop.time()))
         from tradebot.core import sdnotify
 
         sdnotify.stopping()
         if ctx is not None and ctx.supervisor is not None:
-            await ctx.supervisor.stop()  # children in reverse start order, bounded
+            # children in reverse start order, all within the grace period
+            self._stuck.extend(await ctx.supervisor.stop(deadline))
         for task in reversed(self._tasks):
             task.cancel()
         if self._tasks:
-            await asyncio.wait(self._tasks, timeout=5.0)
+            _, pending = await asyncio.wait(self._tasks, timeout=max(0.0, deadline - loop.time()))
+            self._stuck.extend(t.get_name() for t in pending)
         if ctx is not None:
-            await self.host.broadcast("tradebot_shutdown", context=ctx, reason=self._stop_reason)
+            self._record_stop()
+            try:
+                async with asyncio.timeout(CLEANUP_S / 2):
+                    await self.host.broadcast("tradebot_shutdown", context=ctx, reason=self._stop_reason)
+            except TimeoutError:
+                log.error("the plugins' shutdown hooks did not finish within %.1fs; going on", CLEANUP_S / 2)
             self._fill_summary(ctx)
 
     def _fill_summary(self, ctx: BotContext) -> None:

@@ -62,7 +62,7 @@ from tradebot.core.models import Fill, OrderInfo, OrderRequest, OrderStatus, Ord
 from tradebot.core.portfolio import Portfolio
 from tradebot.core.store import JournalEntry, StateStore
 
-__all__ = ["FLATTEN_STRATEGY", "OrderExecutor", "ReconcileReport"]
+__all__ = ["FLATTEN_STRATEGY", "OrderExecutor", "OrdersClosed", "ReconcileReport"]
 
 log = logging.getLogger("tradebot.executor")
 trades_log = logging.getLogger("tradebot.trades")
@@ -106,6 +106,10 @@ class ReconcileReport:
         )
 
 
+class OrdersClosed(TradebotError):
+    """The bot is stopping: no new order is sent from the moment a stop began."""
+
+
 class _Unresolved(Exception):
     """Lookups kept failing; the order's fate is still unknown."""
 
@@ -146,6 +150,8 @@ class OrderExecutor:
         self._inflight: set[str] = set()
         self._sent_mono: dict[str, float] = {}
         self._missing_logged: set[str] = set()
+        self.closed_reason: str | None = None
+        """Set by :meth:`close_for_new_orders`: why :meth:`submit` sends nothing any more."""
 
     # --- placing -------------------------------------------------------------------
 
@@ -156,6 +162,8 @@ class OrderExecutor:
         state is returned. The result may be UNKNOWN when the exchange could not be asked;
         the tracking loop resolves it.
         """
+        if self.closed_reason is not None:
+            raise OrdersClosed(f"order for {request.pair} not sent: {self.closed_reason}")
         cid = request.client_order_id
         existing = self.store.get_order(cid)
         if existing is not None:
@@ -182,6 +190,11 @@ class OrderExecutor:
             return await self._send(request)
         finally:
             self._inflight.discard(cid)
+
+    def close_for_new_orders(self, reason: str) -> None:
+        """From now on :meth:`submit` sends nothing (the bot is stopping); tracking goes on."""
+        if self.closed_reason is None:
+            self.closed_reason = reason
 
     async def _send(self, request: OrderRequest) -> OrderInfo:
         cid = request.client_order_id

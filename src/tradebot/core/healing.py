@@ -421,7 +421,11 @@ class Healer:
         outcome, detail = "not-healed", ""
         span = span_cm.__enter__() if span_cm is not None else None
         try:
-            outcome, detail = await asyncio.wait_for(self._run(action, failure), self.settings.action_timeout_s)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation that
+            # arrives as the action finishes (the escalate rung asks the bot to stop, whose stop
+            # cancels this very task), and the task would then run on through the stop
+            async with asyncio.timeout(self.settings.action_timeout_s):
+                outcome, detail = await self._run(action, failure)
         except TimeoutError:
             outcome, detail = "error", f"timed out after {self.settings.action_timeout_s:g}s"
         except asyncio.CancelledError:

@@ -1,6 +1,7 @@
 """The bot's HTTP server: liveness, readiness, Prometheus metrics, status, and HALT/resume.
 
-``GET /healthz``  200 while the event loop answers (liveness probe).
+``GET /healthz``  200 while the event loop answers and the bot is not stopping (liveness
+                  probe); 503 from the moment a stop or an escalation began.
 ``GET /readyz``   200 when the exchange is reachable and market data is fresh, judged by
                   the health monitor's latest results of ``readiness_checks``; else 503
                   with the reasons (readiness probe).
@@ -163,6 +164,13 @@ class HttpServer:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         metrics = self.context.metrics
+        bot = self.context.extras.get("bot")
+        supervisor = self.context.supervisor
+        escalated = getattr(supervisor, "escalated", None)
+        if getattr(bot, "stopping", False) or escalated is not None:
+            # a stopping bot is not alive: a probe that restarts it must not be told otherwise
+            reason = getattr(bot, "stop_reason", "") or f"escalated: {escalated}"
+            return self._json({"status": "stopping", "reason": reason}, status=503)
         return self._json(
             {
                 "status": "alive",

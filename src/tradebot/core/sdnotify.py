@@ -5,7 +5,9 @@ abstract namespace), with no extra dependency. Outside systemd it does nothing.
 
 :class:`Heartbeat` is what a running bot calls periodically: it touches the heartbeat
 file named by ``$TRADEBOT_HEARTBEAT_FILE`` (set by the ``--auto-restart`` parent, which
-kills and restarts a child that stops beating) and sends ``WATCHDOG=1`` to systemd.
+kills and restarts a child that stops beating) and sends ``WATCHDOG=1`` to systemd, only
+while its ``alive`` check holds: from the moment a bot's stop or escalation began it sends
+nothing, so a process that cannot stop itself is replaced.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
@@ -92,8 +95,13 @@ class Heartbeat:
     smaller of 5 s and half the systemd watchdog timeout.
     """
 
-    def __init__(self, path: str | Path | None = None, *, interval_s: float | None = None) -> None:
+    def __init__(
+        self, path: str | Path | None = None, *, interval_s: float | None = None, alive: Callable[[], bool] | None = None
+    ) -> None:
         env = os.environ.get(ENV_HEARTBEAT)
+        self.alive = alive
+        """Beats are sent only while this holds (unset: always): a stopping bot proves nothing."""
+        self._silent = False
         self.path: Path | None = Path(path) if path is not None else (Path(env) if env else None)
         wd = watchdog_interval_s()
         self.interval_s = interval_s if interval_s is not None else min(5.0, wd) if wd else 5.0
@@ -104,8 +112,13 @@ class Heartbeat:
         """Whether anyone listens (a heartbeat file or systemd)."""
         return self.path is not None or bool(os.environ.get("NOTIFY_SOCKET"))
 
-    def beat(self) -> None:
-        """One heartbeat (cheap: touches a small file, sends one datagram)."""
+    def beat(self) -> bool:
+        """One heartbeat (cheap: touches a small file, sends one datagram); False when not alive."""
+        if self.alive is not None and not self.alive():
+            if not self._silent:
+                self._silent = True
+                log.warning("heartbeat stopped: the bot is stopping (no more proof of life to the watchdog)")
+            return False
         if self.path is not None:
             try:
                 self.path.write_text(str(os.getpid()))
@@ -113,11 +126,12 @@ class Heartbeat:
                 log.warning("could not write the heartbeat file %s: %s", self.path, exc)
         watchdog()
         self.beats += 1
+        return True
 
     async def run(self) -> None:
         """Beat every ``interval_s`` until cancelled; READY=1 after the first beat."""
-        await asyncio.to_thread(self.beat)
-        ready()
+        if await asyncio.to_thread(self.beat):
+            ready()
         while True:
             await asyncio.sleep(self.interval_s)
             await asyncio.to_thread(self.beat)

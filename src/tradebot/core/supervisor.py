@@ -9,7 +9,8 @@ through :meth:`Supervisor.restart_child`). Restart intensity: more than ``max_re
 restarts within ``period_s`` escalates — the supervisor calls its ``on_escalate`` callback
 (the bot stops with exit code 75 so the process supervisor restarts it). ``one_for_one``
 restarts the failed child only; ``one_for_all`` restarts every child.
-Shutdown cancels the children in reverse start order, each within a bound.
+Shutdown cancels the children in reverse start order, all within ``stop_grace_s``; a child
+that has not ended by then is named in the log and left behind (the bot then exits anyway).
 """
 
 from __future__ import annotations
@@ -65,11 +66,25 @@ class SupervisorSettings:
     strategy: str = attrs.field(default="one_for_one", validator=one_of(("one_for_one", "one_for_all")))
     restart_delay_s: float = attrs.field(default=0.0, validator=in_range(0, 3600))
     """Pause before a restart (lets a flapping dependency settle)."""
-    shutdown_timeout_s: float = attrs.field(default=10.0, validator=gt(0))
-    """Bound on stopping all children at shutdown."""
+    stop_grace_s: float = attrs.field(default=10.0, validator=in_range(0.1, 3600))
+    """Bound on any stop (escalation, signal, ``--duration``, a failure): what has not stopped
+    within it is cancelled and left behind, and the process exits with its code anyway."""
+    shutdown_timeout_s: float | None = attrs.field(default=None, validator=in_range(0.1, 3600))
+    """The old name of ``stop_grace_s``, still read: a config that sets it gets that grace."""
     heal_crashes: bool = True
     """Hand crashes to the healing ladder before restarting."""
     escalate_exit_code: int = attrs.field(default=EXIT_ESCALATE, validator=in_range(1, 255))
+
+    def __attrs_post_init__(self) -> None:
+        old = self.shutdown_timeout_s
+        if old is None:
+            return
+        if self.stop_grace_s not in (10.0, old):
+            raise ValueError(
+                f"shutdown_timeout_s is the old name of stop_grace_s; set only stop_grace_s"
+                f" (got stop_grace_s = {self.stop_grace_s:g} and shutdown_timeout_s = {old:g})"
+            )
+        object.__setattr__(self, "stop_grace_s", old)
 
 
 @attrs.frozen
@@ -182,21 +197,52 @@ class Supervisor:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
-    async def stop(self) -> None:
-        """Cancel the children in reverse start order within ``shutdown_timeout_s``."""
+    @property
+    def stopping(self) -> bool:
+        """Whether :meth:`stop` began (nothing is restarted from then on)."""
+        return self._stopping
+
+    async def stop(self, deadline: float | None = None) -> list[str]:
+        """Cancel the children in reverse start order, all within ``stop_grace_s``.
+
+        ``deadline`` (event-loop time) overrides the bound, e.g. the end of the bot's
+        grace period. Never waits past it, whatever a child or the watcher does with its
+        cancellation (a task may swallow one: :func:`asyncio.wait_for` on Python 3.11 does
+        when its inner task finishes at the same moment). Returns the names of the tasks
+        that had not ended by then, which are logged.
+        """
         self._stopping = True
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._monitor
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.shutdown_timeout_s
+        if deadline is None:
+            deadline = loop.time() + self.settings.stop_grace_s
+        stuck: list[str] = []
+        # the children are cancelled at once, so one that holds on does not eat the others' time
+        pending: list[tuple[str, asyncio.Task[Any]]] = []
+        monitor = self._monitor
+        if monitor is not None and not monitor.done() and monitor is not asyncio.current_task():
+            monitor.cancel()
+            pending.append(("supervisor", monitor))
         for name in reversed(self._order):
             child = self._children.get(name)
-            if child is None or child.task is None or child.task.done():
+            if child is None or child.task is None or child.task.done() or child.task is asyncio.current_task():
                 continue
-            await self._cancel(child, max(0.01, deadline - loop.time()))
+            child.task.cancel()
+            pending.append((name, child.task))
+        for name, task in pending:  # reverse start order: each is awaited in turn, one bound for all
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                stuck.append(name)
+            elif not task.cancelled():
+                with contextlib.suppress(BaseException):
+                    task.exception()  # retrieved: a crash while stopping was logged by the watcher or is moot
+        if stuck:
+            log.error(
+                "stop: %s did not end within the grace period of being cancelled; left behind",
+                ", ".join(stuck),
+                extra={"stuck": stuck},
+            )
         self._monitor = None
+        return stuck
 
     async def _cancel(self, child: _Child, timeout: float) -> None:
         task = child.task
@@ -254,7 +300,7 @@ class Supervisor:
         for n in reversed(targets):
             c = self._children[n]
             if c.task is not None and not c.task.done():
-                await self._cancel(c, self.settings.shutdown_timeout_s)
+                await self._cancel(c, self.settings.stop_grace_s)
         for n in targets:
             c = self._children[n]
             if c.stopped:
@@ -279,7 +325,9 @@ class Supervisor:
         while True:
             name, gen, task = await self._exits.get()
             child = self._children.get(name)
-            if child is None or gen != child.generation or self._stopping or task.cancelled():
+            if self._stopping:
+                return  # stop() began: nothing is restarted or healed any more
+            if child is None or gen != child.generation or task.cancelled():
                 continue  # an old incarnation, or a cancel we asked for
             if self.escalated is not None:
                 continue  # the bot is stopping for a process restart: restarting here is pointless
@@ -342,13 +390,15 @@ async def start_supervision(
     *,
     infinite: bool = False,
     heartbeat: bool = True,
+    alive: Callable[[], bool] | None = None,
 ) -> Supervisor:
     """Build the healer and the supervisor for a bot, attach them to ``context``, start them.
 
     ``request_stop(reason, exit_code=...)`` is the bot's stop; escalation calls it with
     the escalation exit code. Without ``infinite``, a crash the ladder cannot heal stops
     the bot (exit code 1); with it, the child is restarted anyway (up to the restart
-    intensity). A heartbeat child proves liveness to ``--auto-restart`` and systemd.
+    intensity). A heartbeat child proves liveness to ``--auto-restart`` and systemd, only
+    while ``alive()`` holds (the bot is not stopping) and nothing escalated.
     """
     from tradebot.core.healing import HealingSettings
     from tradebot.core.sdnotify import Heartbeat
@@ -370,7 +420,10 @@ async def start_supervision(
     context.healer = healer
     context.supervisor = sup
     await sup.start()
-    beat = Heartbeat()
+    def beating() -> bool:
+        return sup.escalated is None and not sup.stopping and (alive is None or alive())
+
+    beat = Heartbeat(alive=beating)
     if heartbeat and beat.active:
         sup.add(ChildSpec("heartbeat", beat.run, heal=False))
     return sup
