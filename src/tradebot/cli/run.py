@@ -80,13 +80,4 @@ def run(
     finally:
         telemetry.shutdown_tracing()
     click.echo(summary.render())
-    if summary.left_behind:
-        # a task or thread that did not stop must not keep the process alive past the stop
-        import logging
-        import os
-
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(summary.exit_code)
     sys.exit(summary.exit_code)

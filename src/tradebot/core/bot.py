@@ -257,6 +257,15 @@ class Bot:
         self.summary.stop_reason = self._stop_reason
         self.summary.exit_code = self._exit_code
         self.summary.left_behind = list(self._stuck)
+        if self._stuck and self.options.hard_exit:
+            # what did not stop (a task that swallows its cancellation, a thread) would keep the
+            # process alive in the event loop's own clean-up: end it here, with the stop's code
+            import sys
+
+            sys.stdout.write(self.summary.render() + "\n")
+            sys.stdout.flush()
+            logging.shutdown()
+            os._exit(self._exit_code)
         return self.summary
 
     async def _start_or_stop(self, stack: AsyncExitStack, loop: asyncio.AbstractEventLoop) -> None:

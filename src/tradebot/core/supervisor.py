@@ -43,6 +43,9 @@ __all__ = [
 
 log = logging.getLogger("tradebot.supervisor")
 
+_LAST_MOMENT_S = 0.25
+"""Children still running when the stop's bound is spent are cancelled and given this long."""
+
 
 class RestartType(enum.StrEnum):
     """When a child that ended is started again."""
@@ -216,25 +219,26 @@ class Supervisor:
         if deadline is None:
             deadline = loop.time() + self.settings.stop_grace_s
         stuck: list[str] = []
-        # the children are cancelled at once, so one that holds on does not eat the others' time
-        pending: list[tuple[str, asyncio.Task[Any]]] = []
         monitor = self._monitor
         if monitor is not None and not monitor.done() and monitor is not asyncio.current_task():
             monitor.cancel()
-            pending.append(("supervisor", monitor))
-        for name in reversed(self._order):
+            if not await self._ended(monitor, max(0.0, deadline - loop.time())):
+                stuck.append("supervisor")
+        late: list[tuple[str, asyncio.Task[Any]]] = []
+        for name in reversed(self._order):  # reverse start order, each in turn, one bound for all
             child = self._children.get(name)
-            if child is None or child.task is None or child.task.done() or child.task is asyncio.current_task():
+            task = child.task if child is not None else None
+            if task is None or task.done() or task is asyncio.current_task():
                 continue
-            child.task.cancel()
-            pending.append((name, child.task))
-        for name, task in pending:  # reverse start order: each is awaited in turn, one bound for all
-            done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
-            if not done:
+            task.cancel()
+            left = deadline - loop.time()
+            if left <= 0:
+                late.append((name, task))  # the bound is spent: cancelled, given a last moment below
+            elif not await self._ended(task, left):
                 stuck.append(name)
-            elif not task.cancelled():
-                with contextlib.suppress(BaseException):
-                    task.exception()  # retrieved: a crash while stopping was logged by the watcher or is moot
+        if late:
+            await asyncio.wait({t for _, t in late}, timeout=_LAST_MOMENT_S)
+            stuck.extend(n for n, t in late if not t.done())
         if stuck:
             log.error(
                 "stop: %s did not end within the grace period of being cancelled; left behind",
@@ -243,6 +247,14 @@ class Supervisor:
             )
         self._monitor = None
         return stuck
+
+    @staticmethod
+    async def _ended(task: asyncio.Task[Any], timeout: float) -> bool:
+        """Wait (never past ``timeout``) for a cancelled task to end; never raises its error."""
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if done and not task.cancelled():
+            task.exception()  # retrieved: a crash while stopping is moot
+        return bool(done)
 
     async def _cancel(self, child: _Child, timeout: float) -> None:
         task = child.task

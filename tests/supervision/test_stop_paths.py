@@ -1,0 +1,251 @@
+"""Every stop path of a real ``tradebot run`` process is bounded and ends the process.
+
+The bot trades live (the Kraken path) against the built-in simulator, which runs in the test
+and records when each AddOrder reached it. Each test drives the process into one stop path
+and checks: the process ended within the grace period plus a small margin, with the right
+exit code; no order reached the exchange after the stop began; the journal and the exchange
+agree (after the reconcile a next start performs) and the state database is sound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tradebot.core.bot import HARD_EXIT_MARGIN_S
+from tradebot.core.drill import DRILL_PLUGINS, DrillSettings, _verify_with_exchange, bot_config, to_toml, write_secrets
+from tradebot.core.healing import EXIT_ESCALATE
+from tradebot.exchanges.simulator import run_simulator
+
+pytestmark = pytest.mark.timeout(120)
+
+GRACE_S = 2.0
+SLACK_S = 2.5  # process teardown and a loaded machine
+BOUND_S = GRACE_S + HARD_EXIT_MARGIN_S + SLACK_S
+PLUGIN = Path(__file__).parent / "stop_plugin" / "tb_stop_faults.py"
+
+
+class ArrivalLog(collections.Counter):  # type: ignore[type-arg]
+    """The simulator's AddOrder counter, also noting when (wall clock) each call arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: list[tuple[float, str]] = []
+
+    def __setitem__(self, key: str, value: int) -> None:
+        self.arrivals.append((time.time(), key))
+        super().__setitem__(key, value)
+
+
+def _plugin_site(root: Path) -> Path:
+    """The test plugin, installed as a distribution with an entry point (no pip needed)."""
+    site = root / "site"
+    dist = site / "tb_stop_faults-0.1.dist-info"
+    dist.mkdir(parents=True)
+    shutil.copy(PLUGIN, site / PLUGIN.name)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tb-stop-faults\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[tradebot]\nstop-faults = tb_stop_faults\n")
+    return site
+
+
+class BotUnderTest:
+    def __init__(self, tmp: Path, sim: Any, *, extra: dict[str, Any] | None = None) -> None:
+        self.tmp = tmp
+        self.sim = sim
+        self.state_dir = tmp / "state"
+        self.log_path = tmp / "bot.log"
+        secrets = write_secrets(tmp / "secrets.toml", sim.api_key, sim.api_secret)
+        raw = bot_config(
+            DrillSettings(), exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
+            state_dir=self.state_dir, secrets_file=secrets,
+        )
+        raw["plugins"]["enabled"] = [*DRILL_PLUGINS, "stop-faults"]
+        raw["strategies"]["drill"]["params"] = {"fast": 2, "slow": 3, "volume": "0.001"}
+        raw["supervisor"] = {"restart_delay_s": 0.05, "stop_grace_s": GRACE_S, "max_restarts": 3}
+        for key, table in (extra or {}).items():
+            raw.setdefault(key, {}).update(table)
+        self.config = tmp / "bot.toml"
+        self.config.write_text(to_toml(raw))
+        self.site = _plugin_site(tmp)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.ended_at: float | None = None
+
+    async def start(self, faults: str = "", *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
+        env["PYTHONPATH"] = str(self.site)
+        env["TB_STOP_FAULTS"] = faults
+        with self.log_path.open("ab") as log_file:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "tradebot", "run", "--config", str(self.config), *args,
+                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+            )
+
+    async def wait(self, timeout: float) -> int:
+        assert self.proc is not None
+        try:
+            code = await asyncio.wait_for(self.proc.wait(), timeout)
+        except TimeoutError:
+            self.proc.kill()
+            await self.proc.wait()
+            pytest.fail(f"the bot did not exit within {timeout:g}s; log:\n{self.log()[-4000:]}")
+        self.ended_at = time.time()
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop_began(self) -> float:
+        """Wall time of the bot's own "stopping: ..." log line."""
+        for line in self.log().splitlines():
+            if line.startswith("{") and '"stopping: ' in line:
+                rec = json.loads(line)
+                if rec.get("message", "").startswith("stopping: "):
+                    return datetime.fromisoformat(rec["time"]).timestamp()
+        pytest.fail(f"the bot never logged that it was stopping; log:\n{self.log()[-4000:]}")
+
+
+async def until(cond: Callable[[], bool], timeout: float, what: str, bot: BotUnderTest) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline or (bot.proc is not None and bot.proc.returncode is not None):
+            pytest.fail(f"{what}: not seen within {timeout:g}s; log:\n{bot.log()[-4000:]}")
+        await asyncio.sleep(0.02)
+
+
+def assert_no_order_after(bot: BotUnderTest, arrivals: ArrivalLog, stop_at: float) -> None:
+    late = [(t - stop_at, cid) for t, cid in arrivals.arrivals if t > stop_at + 0.05]
+    assert not late, f"orders reached the exchange after the stop began: {late}"
+
+
+async def assert_consistent(bot: BotUnderTest) -> None:
+    """Journal == exchange (each order once, none missing), sound database, positions = fills."""
+    from tradebot.core.store import StateStore
+
+    ok, msg = await _verify_with_exchange(bot.state_dir, bot.sim, live=True)
+    assert ok, msg
+    store = StateStore(bot.state_dir)
+    try:
+        journal = {e.client_order_id: e for e in store.orders()}
+        assert not store.non_final_orders()
+    finally:
+        store.close()
+    created = {cid: n for cid, n in bot.sim.account.orders_created.items() if n}
+    assert all(n == 1 for n in created.values()), f"duplicates on the exchange: {created}"
+    placed = {cid for cid, e in journal.items() if e.status.value not in ("rejected",)}
+    assert set(created) == placed, f"journal {sorted(placed)} != exchange {sorted(created)}"
+
+
+async def _sim(**kw: Any) -> Any:
+    return run_simulator(seed=7, tick_interval_s=0.05, heartbeat_s=0.2, rate_tier="pro", **kw)
+
+
+async def test_escalation_from_a_component_that_keeps_failing(tmp_path: Path) -> None:
+    async with await _sim() as sim:
+        arrivals = sim.stats.add_order_calls = ArrivalLog()
+        bot = BotUnderTest(tmp_path, sim)
+        await bot.start("crash")
+        code = await bot.wait(60)
+        stop_at = bot.stop_began()
+        assert code == EXIT_ESCALATE, bot.log()[-3000:]
+        assert "escalating (exit code 75)" in bot.log()
+        assert bot.ended_at is not None and bot.ended_at - stop_at < BOUND_S, bot.ended_at - stop_at
+        assert arrivals.arrivals, "the bot placed no order before escalating"
+        assert_no_order_after(bot, arrivals, stop_at)
+        await assert_consistent(bot)
+
+
+@pytest.mark.parametrize("stuck", ["swallow,thread", "blockloop"])
+async def test_escalation_while_another_task_ignores_cancellation(tmp_path: Path, stuck: str) -> None:
+    async with await _sim() as sim:
+        arrivals = sim.stats.add_order_calls = ArrivalLog()
+        bot = BotUnderTest(tmp_path, sim)
+        await bot.start(f"{stuck},crash")
+        code = await bot.wait(60)
+        stop_at = bot.stop_began()
+        log = bot.log()
+        assert code == EXIT_ESCALATE, log[-3000:]
+        assert bot.ended_at is not None and bot.ended_at - stop_at < BOUND_S, bot.ended_at - stop_at
+        if stuck == "blockloop":  # the event loop itself is stuck: the last resort ends the process
+            assert "did not end within" in log and "ending the process with exit code 75" in log
+            assert "tb_stop_faults" in log  # where the main thread was stuck is logged
+        else:  # named in the log, in the summary and in the state store
+            assert "fault-swallow did not end within the grace period" in log, log[-3000:]
+            assert "not stopped within the grace period: fault-swallow" in log
+        assert_no_order_after(bot, arrivals, stop_at)
+        await assert_consistent(bot)
+
+
+async def test_sigterm_during_a_long_start_up_reconcile(tmp_path: Path) -> None:
+    from tradebot.core.models import OrderStatus, OrderType, Side
+    from tradebot.core.store import JournalEntry, StateStore
+
+    async with await _sim(faults="latency=0.5,on=private") as sim:
+        arrivals = sim.stats.add_order_calls = ArrivalLog()
+        bot = BotUnderTest(tmp_path, sim)
+        bot.state_dir.mkdir()
+        store = StateStore(bot.state_dir)
+        long_ago = datetime.now(UTC) - timedelta(hours=1)
+        for i in range(40):  # sent an hour ago, never acknowledged: each needs lookups at the exchange
+            store.journal_order(JournalEntry(
+                client_order_id=f"stale-{i:03d}", pair="BTC/USD", side=Side.BUY, order_type=OrderType.MARKET,
+                volume=Decimal("0.001"), status=OrderStatus.PENDING, created_at=long_ago, updated_at=long_ago,
+                attempts=1, sent_at=long_ago,
+            ))
+        store.close()
+        await bot.start()
+        await until(lambda: sim.stats.requests.get("QueryOrders", 0) + sim.stats.requests.get("ClosedOrders", 0) >= 2,
+                    40, "the start-up reconcile", bot)
+        sent = time.time()
+        assert bot.proc is not None
+        bot.proc.send_signal(signal.SIGTERM)
+        code = await bot.wait(30)
+        log = bot.log()
+        assert code == 0, log[-3000:]
+        assert bot.ended_at is not None and bot.ended_at - sent < BOUND_S, bot.ended_at - sent
+        assert "start-up interrupted by the stop (signal SIGTERM)" in log
+        assert not arrivals.arrivals, "no order may be sent by a bot stopped during start-up"
+        store = StateStore(bot.state_dir)
+        left = len(store.non_final_orders())
+        store.close()
+        assert 0 < left < 40, f"{left} unreconciled: the stop should have cut the reconcile short"
+        # the next start reconciles what was left
+        sim.faults.clear()
+        await sim.sync_faults()
+        await bot.start("", "--duration", "3")
+        assert await bot.wait(60) == 0, bot.log()[-3000:]
+        await assert_consistent(bot)
+
+
+async def test_sigterm_while_an_order_is_in_flight(tmp_path: Path) -> None:
+    async with await _sim(faults="latency=1.5,on=AddOrder") as sim:
+        arrivals = sim.stats.add_order_calls = ArrivalLog()
+        bot = BotUnderTest(tmp_path, sim)
+        await bot.start()
+        await until(lambda: bool(arrivals.arrivals), 40, "an order on its way", bot)
+        assert bot.proc is not None
+        bot.proc.send_signal(signal.SIGTERM)
+        sent = time.time()
+        code = await bot.wait(30)
+        log = bot.log()
+        assert code == 0, log[-3000:]
+        assert bot.ended_at is not None and bot.ended_at - sent < BOUND_S, bot.ended_at - sent
+        assert_no_order_after(bot, arrivals, bot.stop_began())
+        await asyncio.sleep(1.6)  # the order in flight is created by the exchange after its latency
+        sim.faults.clear()
+        await sim.sync_faults()
+        await bot.start("", "--duration", "2")
+        assert await bot.wait(60) == 0, bot.log()[-3000:]
+        await assert_consistent(bot)
