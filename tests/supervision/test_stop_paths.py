@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 from tradebot.core.bot import HARD_EXIT_MARGIN_S
-from tradebot.core.drill import DRILL_PLUGINS, DrillSettings, _verify_with_exchange, bot_config, to_toml, write_secrets
+from tradebot.core.drill import DRILL_PLUGINS, DrillSettings, bot_config, to_toml, write_secrets
 from tradebot.core.healing import EXIT_ESCALATE
 from tradebot.exchanges.simulator import run_simulator
 
@@ -83,10 +83,11 @@ class BotUnderTest:
         self.proc: asyncio.subprocess.Process | None = None
         self.ended_at: float | None = None
 
-    async def start(self, faults: str = "", *args: str) -> None:
+    async def start(self, faults: str = "", *args: str, env_extra: dict[str, str] | None = None) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
         env["PYTHONPATH"] = str(self.site)
         env["TB_STOP_FAULTS"] = faults
+        env.update(env_extra or {})
         with self.log_path.open("ab") as log_file:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tradebot", "run", "--config", str(self.config), *args,
@@ -130,22 +131,42 @@ def assert_no_order_after(bot: BotUnderTest, arrivals: ArrivalLog, stop_at: floa
     assert not late, f"orders reached the exchange after the stop began: {late}"
 
 
-async def assert_consistent(bot: BotUnderTest) -> None:
-    """Journal == exchange (each order once, none missing), sound database, positions = fills."""
+async def assert_consistent(bot: BotUnderTest, *, settled: bool = False) -> None:
+    """Journal == exchange: each order on the exchange once, and journalled as sent (the next
+    start reconciles its state); each journalled exchange id exists there; a sound database.
+    ``settled``: a later run reconciled, so no journal entry is left unfinished."""
+    import sqlite3
+
     from tradebot.core.store import StateStore
 
-    ok, msg = await _verify_with_exchange(bot.state_dir, bot.sim, live=True)
-    assert ok, msg
+    db = sqlite3.connect(bot.state_dir / "tradebot.db")
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    finally:
+        db.close()
     store = StateStore(bot.state_dir)
     try:
+        assert store.restored is None
         journal = {e.client_order_id: e for e in store.orders()}
-        assert not store.non_final_orders()
+        unfinished = store.non_final_orders()
     finally:
         store.close()
     created = {cid: n for cid, n in bot.sim.account.orders_created.items() if n}
     assert all(n == 1 for n in created.values()), f"duplicates on the exchange: {created}"
-    placed = {cid for cid, e in journal.items() if e.status.value not in ("rejected",)}
-    assert set(created) == placed, f"journal {sorted(placed)} != exchange {sorted(created)}"
+    state = bot.sim.state()
+    txids = {o["txid"] for o in state["open_orders"] + state["closed_orders"]}
+    missing = sorted(set(created) - set(journal))
+    assert not missing, f"orders on the exchange the journal does not know: {missing}"
+    for cid in created:
+        entry = journal[cid]
+        assert entry.attempts >= 1 and entry.status.value not in ("rejected",), entry
+    for cid, entry in journal.items():
+        if entry.exchange_order_id is not None:
+            assert entry.exchange_order_id in txids, entry
+        if cid not in created and entry.status.is_final:
+            assert entry.status.value == "rejected" or entry.filled_volume == 0, entry
+    if settled:
+        assert not unfinished, unfinished
 
 
 async def _sim(**kw: Any) -> Any:
@@ -167,15 +188,90 @@ async def test_escalation_from_a_component_that_keeps_failing(tmp_path: Path) ->
         await assert_consistent(bot)
 
 
+class LivenessWatch:
+    """What a watchdog sees of the bot: systemd WATCHDOG=1 datagrams, the heartbeat file, /healthz."""
+
+    def __init__(self, tmp: Path) -> None:
+        import socket
+
+        self.heartbeat = tmp / "heartbeat"
+        self.socket_path = str(tmp / "notify.sock")
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.socket_path)
+        self.sock.setblocking(False)
+        self.watchdog: list[float] = []
+        self.beats: list[float] = []
+        self.healthz: list[tuple[float, int]] = []
+        asyncio.get_running_loop().add_reader(self.sock.fileno(), self._read)
+
+    def env(self) -> dict[str, str]:
+        return {"NOTIFY_SOCKET": self.socket_path, "WATCHDOG_USEC": "200000", "TRADEBOT_HEARTBEAT_FILE": str(self.heartbeat)}
+
+    def _read(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(4096)
+            except BlockingIOError:
+                return
+            if b"WATCHDOG=1" in data:
+                self.watchdog.append(time.time())
+
+    async def poll(self, bot: BotUnderTest) -> None:
+        import re
+
+        import aiohttp
+
+        port = None
+        async with aiohttp.ClientSession() as http:
+            while bot.proc is None or bot.proc.returncode is None:
+                with_beat = self.heartbeat.stat().st_mtime if self.heartbeat.exists() else None
+                if with_beat is not None and (not self.beats or self.beats[-1] != with_beat):
+                    self.beats.append(with_beat)
+                if port is None:
+                    found = re.search(r"HTTP health/control server on http://127\.0\.0\.1:(\d+)", bot.log())
+                    port = int(found.group(1)) if found else None
+                else:
+                    asked = time.time()
+                    try:
+                        async with http.get(f"http://127.0.0.1:{port}/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                            self.healthz.append((asked, r.status))
+                    except (aiohttp.ClientError, TimeoutError):
+                        pass
+                await asyncio.sleep(0.03)
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def assert_silent_after(self, stop_at: float) -> None:
+        assert any(t < stop_at for t in self.watchdog), "no WATCHDOG=1 while trading"
+        assert any(t < stop_at for t in self.beats), "no heartbeat while trading"
+        assert any(t < stop_at and code == 200 for t, code in self.healthz), f"/healthz never 200: {self.healthz}"
+        eps = 0.15  # a beat or an answer already on its way when the stop began
+        assert not [t - stop_at for t in self.watchdog if t > stop_at + eps], "WATCHDOG=1 sent after the stop began"
+        assert not [t - stop_at for t in self.beats if t > stop_at + eps], "heartbeat touched after the stop began"
+        late = [(t - stop_at, c) for t, c in self.healthz if t > stop_at + eps and c == 200]
+        assert not late, f"/healthz said alive after the stop began: {late}"
+        assert any(t > stop_at and c == 503 for t, c in self.healthz), f"/healthz did not say stopping: {self.healthz}"
+
+
 @pytest.mark.parametrize("stuck", ["swallow,thread", "blockloop"])
 async def test_escalation_while_another_task_ignores_cancellation(tmp_path: Path, stuck: str) -> None:
     async with await _sim() as sim:
         arrivals = sim.stats.add_order_calls = ArrivalLog()
-        bot = BotUnderTest(tmp_path, sim)
-        await bot.start(f"{stuck},crash")
-        code = await bot.wait(60)
+        bot = BotUnderTest(tmp_path, sim, extra={"http": {"enabled": True, "port": 0}})
+        watch = LivenessWatch(tmp_path)
+        await bot.start(f"{stuck},crash", env_extra=watch.env())
+        poller = asyncio.ensure_future(watch.poll(bot))
+        try:
+            code = await bot.wait(60)
+        finally:
+            poller.cancel()
+            watch.close()
         stop_at = bot.stop_began()
         log = bot.log()
+        if stuck != "blockloop":  # liveness ends with the stop (a blocked loop proves none anyway)
+            watch.assert_silent_after(stop_at)
         assert code == EXIT_ESCALATE, log[-3000:]
         assert bot.ended_at is not None and bot.ended_at - stop_at < BOUND_S, bot.ended_at - stop_at
         if stuck == "blockloop":  # the event loop itself is stuck: the last resort ends the process
@@ -198,7 +294,7 @@ async def test_sigterm_during_a_long_start_up_reconcile(tmp_path: Path) -> None:
         bot.state_dir.mkdir()
         store = StateStore(bot.state_dir)
         long_ago = datetime.now(UTC) - timedelta(hours=1)
-        for i in range(40):  # sent an hour ago, never acknowledged: each needs lookups at the exchange
+        for i in range(12):  # sent an hour ago, never acknowledged: each needs lookups at the exchange
             store.journal_order(JournalEntry(
                 client_order_id=f"stale-{i:03d}", pair="BTC/USD", side=Side.BUY, order_type=OrderType.MARKET,
                 volume=Decimal("0.001"), status=OrderStatus.PENDING, created_at=long_ago, updated_at=long_ago,
@@ -220,13 +316,13 @@ async def test_sigterm_during_a_long_start_up_reconcile(tmp_path: Path) -> None:
         store = StateStore(bot.state_dir)
         left = len(store.non_final_orders())
         store.close()
-        assert 0 < left < 40, f"{left} unreconciled: the stop should have cut the reconcile short"
+        assert 0 < left < 12, f"{left} unreconciled: the stop should have cut the reconcile short"
         # the next start reconciles what was left
         sim.faults.clear()
         await sim.sync_faults()
         await bot.start("", "--duration", "3")
         assert await bot.wait(60) == 0, bot.log()[-3000:]
-        await assert_consistent(bot)
+        await assert_consistent(bot, settled=True)
 
 
 async def test_sigterm_while_an_order_is_in_flight(tmp_path: Path) -> None:
@@ -248,4 +344,4 @@ async def test_sigterm_while_an_order_is_in_flight(tmp_path: Path) -> None:
         await sim.sync_faults()
         await bot.start("", "--duration", "2")
         assert await bot.wait(60) == 0, bot.log()[-3000:]
-        await assert_consistent(bot)
+        await assert_consistent(bot, settled=True)

@@ -223,3 +223,170 @@ async def test_failure_from_child_names_component() -> None:
         await until(lambda: w.starts == 2)
     assert seen[0].component == "monitor" and seen[0].plugin == "staleness"
     assert seen[0].module == __name__
+
+
+# --- stops are bounded, cancellations are never lost ---------------------------------------
+
+
+class _CancelsItsCaller:
+    """A recovery action that, like the escalate rung, gets the task running it cancelled
+    (the bot's stop) at the very moment it finishes."""
+
+    name = "escalate"
+    limits = EscalateConfig()
+
+    def __init__(self) -> None:
+        self.victim: asyncio.Task[Any] | None = None
+
+    def applies_to(self, failure: Failure) -> bool:
+        return True
+
+    async def recover(self, failure: Failure) -> bool:
+        assert self.victim is not None
+        self.victim.cancel()
+        return True
+
+    async def verify(self, failure: Failure) -> bool:
+        return True
+
+
+async def test_a_cancellation_during_the_escalate_rung_ends_the_healing_task() -> None:
+    """asyncio.wait_for on Python 3.11 returned the rung's result and dropped this cancellation."""
+    action = _CancelsItsCaller()
+    healer = Healer([action])
+    task = asyncio.ensure_future(healer.heal(Failure.from_exception(RuntimeError("boom"), component="x")))
+    action.victim = task
+    await asyncio.wait({task}, timeout=2)
+    assert task.done() and task.cancelled()
+
+
+async def test_stop_is_bounded_when_children_swallow_cancellation() -> None:
+    class Stubborn:
+        cancels = 0
+        released = False  # at the end of the test, so the test's own loop can close
+
+        async def run(self) -> None:
+            while not Stubborn.released:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    Stubborn.cancels += 1
+
+    polite = Worker()
+    sup = Supervisor(SupervisorSettings(stop_grace_s=0.3))
+    await sup.start()
+    sup.add(ChildSpec("polite", polite.run))
+    sup.add(ChildSpec("stubborn", Stubborn().run))
+    sup.add(ChildSpec("last", Worker().run))
+    await until(lambda: sup.is_running("stubborn") and polite.starts == 1)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    stuck = await sup.stop()
+    took = loop.time() - began
+    assert stuck == ["stubborn"]
+    assert took < 0.3 + 0.25 + 0.2, took  # grace + the last moment for the rest + scheduling
+    assert polite.cancelled == 1  # cancelled and ended, although the stubborn child was before it
+    assert Stubborn.cancels >= 1
+    Stubborn.released = True
+    for task in asyncio.all_tasks():
+        if task.get_name() == "stubborn":
+            task.cancel()
+
+
+async def test_stop_is_bounded_when_the_watcher_itself_hangs() -> None:
+    """The supervisor's own watcher stuck in a heal that ignores its cancellation."""
+    entered = asyncio.Event()
+
+    class Hangs:
+        name = "restart-component"
+        limits = RestartComponentConfig()
+
+        def applies_to(self, failure: Failure) -> bool:
+            return True
+
+        released = False
+
+        async def recover(self, failure: Failure) -> bool:
+            entered.set()
+            while not self.released:
+                try:
+                    await asyncio.sleep(3600)
+                except asyncio.CancelledError:
+                    pass
+            return False
+
+        async def verify(self, failure: Failure) -> bool:
+            return False
+
+    hangs = Hangs()
+    sup = Supervisor(SupervisorSettings(stop_grace_s=0.3), healer=Healer([hangs]))
+    await sup.start()
+    sup.add(ChildSpec("a", Worker(crashes=1).run))
+    await asyncio.wait_for(entered.wait(), 2)
+    began = asyncio.get_running_loop().time()
+    stuck = await sup.stop()
+    assert asyncio.get_running_loop().time() - began < 0.8
+    assert stuck == ["supervisor"]
+    hangs.released = True
+    for task in asyncio.all_tasks():
+        if task.get_name() == "supervisor":
+            task.cancel()
+
+
+async def test_cancel_and_wait_never_swallows_the_callers_cancellation() -> None:
+    from tradebot.core.tasks import cancel_and_wait
+
+    async def slow_to_end() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await asyncio.sleep(0.2)  # still ending when the caller is cancelled
+
+    async def stopper() -> str:
+        inner = asyncio.ensure_future(slow_to_end())
+        await asyncio.sleep(0)
+        await cancel_and_wait(inner)
+        return "ran on past its own cancellation"
+
+    task = asyncio.ensure_future(stopper())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.wait({task}, timeout=2)
+    assert task.cancelled()
+
+
+def test_stop_grace_setting_and_its_old_name() -> None:
+    assert SupervisorSettings().stop_grace_s == 10.0
+    assert SupervisorSettings(shutdown_timeout_s=4).stop_grace_s == 4
+    assert SupervisorSettings(stop_grace_s=3, shutdown_timeout_s=3).stop_grace_s == 3
+    with pytest.raises(ValueError, match="shutdown_timeout_s is the old name of stop_grace_s"):
+        SupervisorSettings(stop_grace_s=3, shutdown_timeout_s=4)
+
+
+def test_the_old_setting_name_is_read_from_a_config_file(tmp_path: Any) -> None:
+    from tradebot.core.config import load_settings
+
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text("[supervisor]\nshutdown_timeout_s = 4\n")
+    assert load_settings(cfg).section("supervisor").stop_grace_s == 4
+    cfg.write_text("[supervisor]\nstop_grace_s = 2\nshutdown_timeout_s = 4\n")
+    from tradebot.core.errors import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        load_settings(cfg)
+    assert "shutdown_timeout_s is the old name of stop_grace_s" in str(err.value) + " ".join(err.value.issues)
+
+
+async def test_the_heartbeat_stops_when_the_bot_is_no_longer_alive(tmp_path: Any) -> None:
+    from tradebot.core.sdnotify import Heartbeat
+
+    alive = True
+    beat = Heartbeat(tmp_path / "hb", interval_s=0.01, alive=lambda: alive)
+    task = asyncio.ensure_future(beat.run())
+    await until(lambda: beat.beats >= 3)
+    alive = False
+    await asyncio.sleep(0.05)
+    frozen = beat.beats
+    await asyncio.sleep(0.1)
+    assert beat.beats == frozen
+    task.cancel()

@@ -70,10 +70,12 @@ class ApiConnectivityCheck(BaseCheck):
         started = self.clock.monotonic()
         status: str | None = None
         try:
-            sys_status = await asyncio.wait_for(self.exchange.system_status(), cfg.call_timeout_s)
+            async with asyncio.timeout(cfg.call_timeout_s):  # not wait_for: it can lose a cancel
+                sys_status = await self.exchange.system_status()
             status = sys_status.status
             if cfg.check_balance:
-                balances = await asyncio.wait_for(self.exchange.balances(), cfg.call_timeout_s)
+                async with asyncio.timeout(cfg.call_timeout_s):
+                    balances = await self.exchange.balances()
                 if getattr(balances, "stale", False):
                     raise ConnectionError(f"balances served from cache, {getattr(balances, 'age_s', 0):.0f}s old")
         except Exception as exc:  # noqa: BLE001 - every failure is what this check measures

@@ -14,7 +14,6 @@ critical only when sustained like the others.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -81,9 +80,9 @@ class PsutilSampler:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            from tradebot.core.tasks import cancel_and_wait
+
+            await cancel_and_wait(task)
 
     async def _probe(self) -> None:
         loop = asyncio.get_running_loop()

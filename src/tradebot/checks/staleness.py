@@ -10,7 +10,6 @@ the deadline passes, not a polling interval later. A pair never seen within
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -62,11 +61,12 @@ class StalenessCheck(BaseCheck):
 
     async def stop(self) -> None:
         waiters, self._waiters = list(self._waiters.values()), {}
+        from tradebot.core.tasks import cancel_and_wait
+
         for task in waiters:
             task.cancel()
         for task in waiters:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         await super().stop()
 
     def on_market_event(self, event: Any) -> None:

@@ -476,7 +476,8 @@ class HealthMonitor:
     async def _evaluate(self, track: _Track) -> CheckResult:
         check = track.check
         try:
-            result: CheckResult = await asyncio.wait_for(check.evaluate(), self.settings.check_timeout_s)
+            async with asyncio.timeout(self.settings.check_timeout_s):  # not wait_for: it can lose a cancel
+                result: CheckResult = await check.evaluate()
         except TimeoutError:
             # slow is not broken: a check timing out often measures a slow exchange, which
             # is its own business (api-connectivity's thresholds); it stays degraded

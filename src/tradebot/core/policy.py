@@ -16,7 +16,6 @@ of the state machine.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from decimal import Decimal
@@ -177,9 +176,9 @@ class PolicyRunner:
         """Stop a running policy (the state left HALTED, or the bot stops)."""
         task, self._task = self._task, None
         if task is not None and not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            from tradebot.core.tasks import cancel_and_wait
+
+            await cancel_and_wait(task)
 
     def _on_change(self, change: TradingStateChange) -> None:
         if change.current is TradingState.HALTED:
@@ -199,7 +198,8 @@ class PolicyRunner:
         name = getattr(self.policy, "name", "?")
         log.warning("trading HALTED (%s): applying position policy %r", change.reason, name)
         try:
-            outcome: PolicyOutcome = await asyncio.wait_for(self.policy.apply(change), self.settings.policy_timeout_s)
+            async with asyncio.timeout(self.settings.policy_timeout_s):  # not wait_for: it can lose a cancel
+                outcome: PolicyOutcome = await self.policy.apply(change)
         except TimeoutError:
             outcome = PolicyOutcome(name, False, f"policy did not finish within {self.settings.policy_timeout_s:g}s")
         except asyncio.CancelledError:

@@ -73,9 +73,8 @@ class DnsAction(ActionBase):
         delay = cfg.backoff_initial_s
         for attempt in range(1, cfg.resolve_attempts + 1):
             try:
-                infos = await asyncio.wait_for(
-                    loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM), cfg.resolve_timeout_s
-                )
+                async with asyncio.timeout(cfg.resolve_timeout_s):  # not wait_for: it can lose a cancel
+                    infos = await loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
             except (OSError, TimeoutError) as exc:
                 log.warning("dns: %s does not resolve (attempt %d of %d): %s", host, attempt, cfg.resolve_attempts, exc)
             else:
