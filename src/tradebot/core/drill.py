@@ -221,6 +221,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         "process-kill", "process kill (SIGKILL)", "process",
         expected="bot killed with SIGKILL and restarted; zero lost and zero duplicate orders",
     ),
+    Scenario(
+        "escalation", "state store refuses writes (escalation)", "escalation",
+        expected="the bot escalates and exits with code 75 within its grace period; --auto-restart starts a"
+        " fresh one that trades again; zero lost and zero duplicate orders",
+    ),
 )
 
 
@@ -1028,6 +1033,103 @@ async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: M
     return report
 
 
+# --- the escalation scenario -----------------------------------------------------------------
+
+
+async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
+    """``tradebot run --auto-restart`` whose state store starts refusing writes (another
+    process holds its write lock): the bot must escalate, exit with code 75 within its grace
+    period, and a fresh child must trade again once the store takes writes."""
+    import sqlite3
+
+    from tradebot.core.store import StateStore
+    from tradebot.exchanges.simulator import run_simulator
+
+    report = ScenarioReport(scenario)
+    grace_s = 3.0
+    async with run_simulator(
+        seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
+    ) as sim:
+        state_dir = workdir / scenario.name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
+        raw = bot_config(
+            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
+            state_dir=state_dir, secrets_file=secrets, base=base,
+        )
+        raw["supervisor"] = {**raw.get("supervisor", {}), "stop_grace_s": grace_s}
+        raw["healing"] = {"ladder": ["escalate"]}  # a failing write is not healed in-process
+        config = workdir / f"{scenario.name}.toml"
+        config.write_text(to_toml(raw), encoding="utf-8")
+        log_path = workdir / f"{scenario.name}.log"
+        log_path.write_bytes(b"")
+
+        def created() -> int:
+            return sum(sim.account.orders_created.values())
+
+        def logged(text: str) -> bool:
+            return text.encode() in log_path.read_bytes()
+
+        parent = await _spawn_bot(config, log_path, "--auto-restart", "--restart-delay", "0.2")
+        lock: sqlite3.Connection | None = None
+        try:
+            if await _wait_for(lambda: created() > 0 or parent.returncode is not None, settings.process_start_timeout_s) is None \
+                    or parent.returncode is not None:
+                report.error = f"the bot placed no order within {settings.process_start_timeout_s:g}s (log {log_path})"
+                return report
+            lock = sqlite3.connect(state_dir / "tradebot.db", isolation_level=None, timeout=30)
+            lock.execute("BEGIN IMMEDIATE")  # from now on every write of the bot waits, then fails
+            locked = time.monotonic()
+            report.detected_s = await _wait_for(lambda: logged("escalating (exit code"), 120.0, 0.1)
+            # from the bot's "escalating" to its parent seeing it exit with code 75
+            exit_s = await _wait_for(lambda: logged("exit code 75: healing escalated"), grace_s + 10, 0.05)
+            escalated = exit_s
+            report.expect(
+                "escalated", "exit code 75", "exit code 75" if escalated is not None else "none",
+                escalated is not None, "the bot did not escalate and exit with code 75 (see the log)",
+            )
+            report.expect(
+                "exit after escalating", f"within {grace_s:g}s + 3s", _fmt_s(exit_s),
+                exit_s is not None and exit_s <= grace_s + 3.0, "the escalated bot did not exit within its grace period",
+            )
+            lock.execute("ROLLBACK")  # the store takes writes again
+            lock.close()
+            lock = None
+            at_restart = created()
+            traded = await _wait_for(lambda: created() > at_restart, settings.process_start_timeout_s + 10, 0.05)
+            report.healed_s = None if traded is None else time.monotonic() - locked
+            report.orders_after_heal = created() - at_restart
+            report.expect(
+                "fresh child trades", "> 0 orders", str(created() - at_restart), traded is not None,
+                "no order after the restart: the fresh child did not get back to trading",
+            )
+        finally:
+            if lock is not None:
+                lock.close()
+            if parent.returncode is None:
+                parent.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(parent.wait(), timeout=grace_s + 35)
+            except TimeoutError:
+                await _kill(parent)
+        # a last, clean run: reconciles what the stops left unfinished, exits by itself
+        final = await _spawn_bot(config, log_path, "--duration", "2")
+        try:
+            code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 30)
+        except TimeoutError:
+            await _kill(final)
+            code = -1
+        report.expect("clean restart", "exit code 0", f"exit code {code}", code == 0, f"see {log_path}")
+        ok, msg = await _verify_with_exchange(state_dir, sim, live=True)
+        store = StateStore(state_dir)
+        journal = store.orders()
+        store.close()
+        counts = {str(k): int(v) for k, v in sim.state()["orders_created"].items()}
+        _orders_verdict(report, journal, counts)
+        _judge_common(report, ok, msg, report.orders_after_heal)
+    return report
+
+
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -1045,7 +1147,7 @@ async def run_scenario(
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tradebot-drill-")))
-        runner = _run_process_kill if scenario.exchange == "process" else _run_inprocess
+        runner = {"process": _run_process_kill, "escalation": _run_escalation}.get(scenario.exchange, _run_inprocess)
         try:
             report = await runner(scenario, settings, base or {}, workdir)
         except Exception as exc:  # noqa: BLE001 - a scenario that crashes is a failed scenario, reported
