@@ -210,7 +210,13 @@ class Bot:
             stuck,
             where,
         )
-        self._record_stop(forced=True)
+        # what it can: a store that is itself what hangs (a write waiting on a lock) must not
+        # hold the exit up, so the record gets a thread and a moment of its own
+        record = threading.Thread(target=self._record_stop, kwargs={"forced": True}, daemon=True)
+        record.start()
+        record.join(timeout=0.5)
+        if record.is_alive():
+            log.error("the state store did not take the record of this stop within 0.5s; not waiting for it")
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
