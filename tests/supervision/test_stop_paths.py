@@ -347,3 +347,31 @@ async def test_sigterm_while_an_order_is_in_flight(tmp_path: Path) -> None:
         await bot.start("", "--duration", "2")
         assert await bot.wait(60) == 0, bot.log()[-3000:]
         await assert_consistent(bot, settled=lambda cid: cid == in_flight)
+
+
+async def test_auto_restart_kills_a_bot_that_stopped_heartbeating_and_a_fresh_one_trades(tmp_path: Path) -> None:
+    async with await _sim() as sim:
+        sim.stats.add_order_calls = ArrivalLog()
+        bot = BotUnderTest(tmp_path, sim)
+        marker = tmp_path / "freeze-once"
+        marker.write_text("")
+        await bot.start(
+            "freeze", "--auto-restart", "--restart-delay", "0.2", "--heartbeat-timeout", "7",
+            env_extra={"TB_FREEZE_ONCE": str(marker)},
+        )
+        await until(lambda: not marker.exists(), 40, "the first bot freezing", bot)
+        frozen = time.monotonic()
+        await until(lambda: "started the bot (pid" in bot.log().split("no heartbeat for", 1)[-1]
+                    and "no heartbeat for" in bot.log(), 7 + 5 + GRACE_S + HARD_EXIT_MARGIN_S + 1 + SLACK_S + 5,
+                    "the hung bot killed and a fresh one started", bot)
+        replaced = time.monotonic() - frozen
+        log = bot.log()
+        assert "(it had stopped heartbeating); sending SIGKILL" in log, log[-3000:]
+        # heartbeat timeout (plus one 5 s beat interval) + SIGTERM..SIGKILL (grace + margin + 1)
+        assert replaced < 7 + 5 + GRACE_S + HARD_EXIT_MARGIN_S + 1 + SLACK_S, replaced
+        at_restart = sum(sim.account.orders_created.values())
+        await until(lambda: sum(sim.account.orders_created.values()) > at_restart, 40, "the fresh bot trading", bot)
+        assert bot.proc is not None
+        bot.proc.send_signal(signal.SIGTERM)
+        assert await bot.wait(30) == 0, bot.log()[-3000:]
+        await assert_consistent(bot)

@@ -20,6 +20,7 @@ from tradebot.core import loop as event_loop
 @click.option("--auto-restart", is_flag=True, help="Run the bot as a child process and restart it when it crashes or hangs.")
 @click.option("--max-restarts", type=click.IntRange(min=0), default=1000, show_default=True, help="With --auto-restart: give up after N restarts.")
 @click.option("--restart-delay", type=click.FloatRange(min=0), default=30.0, show_default=True, help="With --auto-restart: first backoff delay in seconds (doubles up to the cap).")
+@click.option("--heartbeat-timeout", type=click.FloatRange(min=0, min_open=True), default=120.0, show_default=True, help="With --auto-restart: kill and restart a bot whose heartbeat is older than S seconds.")
 def run(
     config_path: Path | None,
     paper: bool,
@@ -29,6 +30,7 @@ def run(
     auto_restart: bool,
     max_restarts: int,
     restart_delay: float,
+    heartbeat_timeout: float,
 ) -> None:
     """Run the bot. With no config file and no network, `tradebot run --paper --duration 30`
     trades on the paper exchange against the built-in simulator."""
@@ -42,7 +44,15 @@ def run(
         from tradebot.core.autorestart import child_argv_from, run_with_auto_restart
 
         argv = child_argv_from(sys.argv[1:])
-        sys.exit(run_with_auto_restart(argv, max_restarts=max_restarts, restart_delay_s=restart_delay, config_path=config_path))
+        sys.exit(
+            run_with_auto_restart(
+                argv,
+                max_restarts=max_restarts,
+                restart_delay_s=restart_delay,
+                config_path=config_path,
+                heartbeat_timeout_s=heartbeat_timeout,
+            )
+        )
 
     from tradebot.core.bootstrap import prepare
     from tradebot.core.logs import configure_logging

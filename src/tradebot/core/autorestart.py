@@ -10,6 +10,10 @@ The parent gives up after ``max_restarts`` restarts or more than
 Exit code 0 (the bot finished, e.g. a HALT that closed positions) and 2 (bad
 configuration) end the parent too: restarting cannot help.
 
+A child that stops heartbeating (a bot beats only while it trades: not once its stop or
+an escalation began, nor while its event loop is stuck) gets SIGTERM, then SIGKILL after
+``term_timeout_s`` (by default the bot's ``[supervisor] stop_grace_s`` plus the time the bot
+itself takes to end a stop by force), and is restarted.
 Ctrl+C / SIGTERM stop the child gracefully (SIGTERM, then SIGKILL after
 ``term_timeout_s``) and never restart it. Under systemd the parent sends READY=1 when the
 child first beats and WATCHDOG=1 on every beat. Restarts are counted in the state store
@@ -55,7 +59,7 @@ __all__ = [
 
 log = logging.getLogger("tradebot.autorestart")
 
-_PARENT_FLAGS = {"--auto-restart": 0, "--max-restarts": 1, "--restart-delay": 1}
+_PARENT_FLAGS = {"--auto-restart": 0, "--max-restarts": 1, "--restart-delay": 1, "--heartbeat-timeout": 1}
 
 AlertSink = Callable[[Alert], None]
 
@@ -307,13 +311,15 @@ class AutoRestarter:
         if proc.poll() is not None:
             return
         timeout = self.policy.term_timeout_s
-        if hung:
-            timeout = min(timeout, max(1.0, (self.policy.heartbeat_timeout_s or timeout) / 2))
         try:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            log.error("auto-restart: the bot did not stop within %.1fs of SIGTERM; sending SIGKILL", timeout)
+            log.error(
+                "auto-restart: the bot did not stop within %.1fs of SIGTERM%s; sending SIGKILL",
+                timeout,
+                " (it had stopped heartbeating)" if hung else "",
+            )
             proc.kill()
             proc.wait()
         except ProcessLookupError:
@@ -403,6 +409,22 @@ def _state_dir_from(config_path: str | Path | None) -> Path | None:
         return None
 
 
+def term_timeout_from(config_path: str | Path | None) -> float:
+    """SIGTERM to SIGKILL: the bot's stop grace period plus the time it takes to end a stop
+    by force, plus a second (the bot ends itself by then unless it is stuck for good)."""
+    from tradebot.core.bot import HARD_EXIT_MARGIN_S
+    from tradebot.core.supervisor import SupervisorSettings
+
+    grace = SupervisorSettings().stop_grace_s
+    try:
+        from tradebot.core.config import load_settings
+
+        grace = load_settings(config_path).section("supervisor").stop_grace_s
+    except Exception as exc:  # noqa: BLE001 - the child reports config errors itself
+        log.warning("auto-restart: could not read [supervisor] stop_grace_s from the config: %s", exc)
+    return float(grace) + HARD_EXIT_MARGIN_S + 1.0
+
+
 def run_with_auto_restart(
     child_argv: Sequence[str],
     *,
@@ -414,7 +436,7 @@ def run_with_auto_restart(
     stable_period_s: float = 600.0,
     max_consecutive_failures: int = 10,
     heartbeat_timeout_s: float | None = 120.0,
-    term_timeout_s: float = 30.0,
+    term_timeout_s: float | None = None,
     state_dir: str | Path | None = None,
     alert: AlertSink | None = None,
 ) -> int:
@@ -422,6 +444,7 @@ def run_with_auto_restart(
 
     0 when the bot finished or was stopped by Ctrl+C/SIGTERM; 1 when a restart limit was
     reached; the child's code when it cannot start (2: bad configuration).
+    ``term_timeout_s`` unset: from the config (:func:`term_timeout_from`).
     """
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -433,7 +456,7 @@ def run_with_auto_restart(
         stable_period_s=stable_period_s,
         max_consecutive_failures=max_consecutive_failures,
         heartbeat_timeout_s=heartbeat_timeout_s,
-        term_timeout_s=term_timeout_s,
+        term_timeout_s=term_timeout_s if term_timeout_s is not None else term_timeout_from(config_path),
     )
     sdir = Path(state_dir) if state_dir is not None else _state_dir_from(config_path)
     restarter = AutoRestarter(

@@ -6,6 +6,8 @@
 ``swallow``    a task that swallows every cancellation and runs on
 ``thread``     waits on a thread that never ends (cancelling the task does not stop the thread)
 ``blockloop``  on cancellation, blocks the whole event loop (a synchronous call that never returns)
+``freeze``     once the bot journalled an order, blocks the whole event loop for good, if the file
+               ``TB_FREEZE_ONCE`` names exists (it is removed: the next process trades normally)
 """
 
 from __future__ import annotations
@@ -48,8 +50,23 @@ def _crash(context: Any) -> Any:
     return run
 
 
+def _freeze(context: Any) -> Any:
+    async def run() -> None:
+        marker = os.environ.get("TB_FREEZE_ONCE", "")
+        while not context.store.orders():
+            await asyncio.sleep(0.05)
+        if marker and os.path.exists(marker):
+            os.remove(marker)
+            time.sleep(3600)  # a bot hung for real: no heartbeat, no signal handled
+        await asyncio.Event().wait()
+
+    return run
+
+
 @hookimpl
 def tradebot_startup(context: Any) -> None:
     for fault in filter(None, os.environ.get("TB_STOP_FAULTS", "").split(",")):
-        start = {"swallow": _swallow, "thread": _thread, "blockloop": _blockloop}.get(fault) or _crash(context)
+        start = {"swallow": _swallow, "thread": _thread, "blockloop": _blockloop}.get(fault) or (
+            _freeze(context) if fault == "freeze" else _crash(context)
+        )
         context.supervisor.add(ChildSpec(f"fault-{fault}", start, heal=fault == "crash"))
