@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.bot import HARD_EXIT_MARGIN_S
+from tradebot.core.bot import HARD_EXIT_MARGIN_S, STOP_BOUND_S
 from tradebot.core.drill import DRILL_PLUGINS, DrillSettings, bot_config, to_toml, write_secrets
 from tradebot.core.healing import EXIT_ESCALATE
 from tradebot.exchanges.simulator import run_simulator
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.timeout(120)
 
 GRACE_S = 2.0
 SLACK_S = 2.5  # process teardown and a loaded machine
-BOUND_S = GRACE_S + HARD_EXIT_MARGIN_S + SLACK_S
+BOUND_S = GRACE_S + STOP_BOUND_S + SLACK_S
 PLUGIN = Path(__file__).parent / "stop_plugin" / "tb_stop_faults.py"
 
 

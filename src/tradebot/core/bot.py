@@ -57,6 +57,10 @@ CLEANUP_S = 1.5
 and the state store may take."""
 HARD_EXIT_MARGIN_S = CLEANUP_S + 1.5
 """How long after the grace period a process that has not ended is ended by force."""
+RECORD_WAIT_S = 0.5
+"""How long a stop waits for the state store to take the record of the stop."""
+STOP_BOUND_S = HARD_EXIT_MARGIN_S + RECORD_WAIT_S
+"""Every stop ends the process within ``[supervisor] stop_grace_s`` plus this."""
 
 
 @attrs.define
@@ -214,9 +218,9 @@ class Bot:
         # hold the exit up, so the record gets a thread and a moment of its own
         record = threading.Thread(target=self._record_stop, kwargs={"forced": True}, daemon=True)
         record.start()
-        record.join(timeout=0.5)
+        record.join(timeout=RECORD_WAIT_S)
         if record.is_alive():
-            log.error("the state store did not take the record of this stop within 0.5s; not waiting for it")
+            log.error("the state store did not take the record of this stop within %gs; not waiting for it", RECORD_WAIT_S)
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
@@ -760,7 +764,10 @@ class Bot:
             _, pending = await asyncio.wait(self._tasks, timeout=max(0.0, deadline - loop.time()))
             self._stuck.extend(t.get_name() for t in pending)
         if ctx is not None:
-            self._record_stop()
+            # in a thread, bounded: a store that refuses writes may hold a write for seconds
+            recording = asyncio.ensure_future(asyncio.to_thread(self._record_stop))
+            if not (await asyncio.wait({recording}, timeout=RECORD_WAIT_S))[0]:
+                log.error("the state store did not take the record of this stop within %gs; going on", RECORD_WAIT_S)
             try:
                 async with asyncio.timeout(CLEANUP_S / 2):
                     await self.host.broadcast("tradebot_shutdown", context=ctx, reason=self._stop_reason)

@@ -1042,6 +1042,7 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
     period, and a fresh child must trade again once the store takes writes."""
     import sqlite3
 
+    from tradebot.core.bot import STOP_BOUND_S
     from tradebot.core.store import StateStore
     from tradebot.exchanges.simulator import run_simulator
 
@@ -1088,9 +1089,10 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
                 "escalated", "exit code 75", "exit code 75" if escalated is not None else "none",
                 escalated is not None, "the bot did not escalate and exit with code 75 (see the log)",
             )
+            bound = grace_s + STOP_BOUND_S + 0.5  # and the parent's poll
             report.expect(
-                "exit after escalating", f"within {grace_s:g}s + 3s", _fmt_s(exit_s),
-                exit_s is not None and exit_s <= grace_s + 3.0, "the escalated bot did not exit within its grace period",
+                "exit after escalating", f"within {bound:g}s", _fmt_s(exit_s),
+                exit_s is not None and exit_s <= bound, "the escalated bot did not exit within its grace period",
             )
             lock.execute("ROLLBACK")  # the store takes writes again
             lock.close()
