@@ -375,3 +375,28 @@ async def test_auto_restart_kills_a_bot_that_stopped_heartbeating_and_a_fresh_on
         bot.proc.send_signal(signal.SIGTERM)
         assert await bot.wait(30) == 0, bot.log()[-3000:]
         await assert_consistent(bot)
+
+
+async def test_duration_ends_the_run_although_a_task_ignores_cancellation(tmp_path: Path) -> None:
+    from tradebot.core.store import StateStore
+
+    async with await _sim() as sim:
+        arrivals = sim.stats.add_order_calls = ArrivalLog()
+        bot = BotUnderTest(tmp_path, sim)
+        await bot.start("swallow", "--duration", "3")
+        code = await bot.wait(60)
+        stop_at = bot.stop_began()
+        log = bot.log()
+        assert code == 0, log[-3000:]
+        assert "stopping: duration 3s reached" in log
+        assert bot.ended_at is not None and bot.ended_at - stop_at < BOUND_S, bot.ended_at - stop_at
+        assert "not stopped within the grace period: fault-swallow" in log
+        assert_no_order_after(bot, arrivals, stop_at)
+        await assert_consistent(bot)
+        store = StateStore(bot.state_dir)
+        try:
+            record = json.loads(store.get_kv("last_stop") or "{}")
+            assert record["not_stopped"] == ["fault-swallow"] and record["exit_code"] == 0
+            assert store.get_counter("unclean_stops") == 1
+        finally:
+            store.close()
