@@ -28,7 +28,6 @@ from tradebot.core.clock import SystemClock
 from tradebot.core.context import BotContext
 from tradebot.core.errors import AuthError, ConfigError, StateError, TradebotError
 from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, OrderStatus, Signal, Ticker, TradingStateChange
-from tradebot.core.executor import OrdersClosed
 from tradebot.core.risk import RiskRejection
 from tradebot.core.secrets import load_secrets
 from tradebot.core.trading_state import TradingStateMachine
@@ -96,7 +95,10 @@ class RunSummary:
 
     def render(self) -> str:
         if not self.started:
-            return f"the bot did not start: {self.stop_reason or 'start-up failed'}\n  nothing was traded"
+            text = f"the bot did not start: {self.stop_reason or 'start-up failed'}\n  nothing was traded"
+            if self.left_behind:
+                text += f"\n  not stopped within the grace period: {', '.join(self.left_behind)}"
+            return text
         rejected = f"  rejected {self.orders_rejected}"
         if self.refused_when_sent:
             rejected += f" ({self.refused_when_sent} refused when sent)"
@@ -313,7 +315,13 @@ class Bot:
                 self._begin_stop()  # nothing may replace this reason and exit code now
             await self._bounded_shutdown(loop)
             return
-        if exc is not None:
+        if exc is not None:  # a bug: what started is stopped (bounded) before it is raised
+            log.critical("start-up failed: %s: %s", type(exc).__name__, exc)
+            self._stop_reason = f"start-up failed: {type(exc).__name__}: {exc}"
+            self._exit_code = 1
+            if not self._stop.is_set():
+                self._begin_stop()
+            await self._bounded_shutdown(loop)
             raise exc
         if self._stop.is_set():  # a stop raced the end of start-up
             self.summary.started = True
@@ -634,6 +642,7 @@ class Bot:
 
     async def _on_signals(self, signals: list[Signal]) -> None:
         from tradebot.core import tracing
+        from tradebot.core.executor import OrdersClosed
 
         ctx = self.context
         assert ctx is not None

@@ -120,8 +120,10 @@ class Heartbeat:
                 log.warning("heartbeat stopped: the bot is stopping (no more proof of life to the watchdog)")
             return False
         if self.path is not None:
-            try:
-                self.path.write_text(str(os.getpid()))
+            try:  # replaced whole: a reader never sees the file half written
+                part = self.path.with_name(self.path.name + ".part")
+                part.write_text(str(os.getpid()))
+                os.replace(part, self.path)
             except OSError as exc:
                 log.warning("could not write the heartbeat file %s: %s", self.path, exc)
         watchdog()
