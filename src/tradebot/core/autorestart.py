@@ -328,10 +328,11 @@ class AutoRestarter:
     # --- side effects -------------------------------------------------------------------------
 
     def _remove_heartbeat(self) -> None:
-        try:
-            self.heartbeat_path.unlink()
-        except OSError:
-            pass
+        for path in (self.heartbeat_path, self.heartbeat_path.with_name(self.heartbeat_path.name + ".part")):
+            try:
+                path.unlink()
+            except OSError:
+                pass
 
     def _count_restart(self) -> None:
         if self.state_dir is None:
