@@ -56,8 +56,9 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     try:
         deadline = time.monotonic() + 40
         # started (a SIGTERM during start-up ends start-up instead: another test's business)
-        while time.monotonic() < deadline and '"trading BTC/USD on paper' not in err_log.read_text():
+        while time.monotonic() < deadline and " on paper; state " not in err_log.read_text():
             time.sleep(0.1)
+        assert " on paper; state " in err_log.read_text(), err_log.read_text()[-3000:]
         time.sleep(1)  # let it trade a little
         assert proc.poll() is None, proc.communicate()
         sent = time.monotonic()
