@@ -60,7 +60,9 @@ def test_crashing_child_is_restarted_with_backoff_until_max_restarts(tmp_path: P
     assert [run.delay_before_s for run in r.runs] == [0.0, 0.1, 0.2, 0.4]
     gaps = [b.started - a.ended for a, b in zip(r.runs, r.runs[1:])]  # type: ignore[operator]
     for gap, expected in zip(gaps, [0.1, 0.2, 0.4]):
-        assert expected <= gap < expected + 0.5
+        # the gap also holds counting the restart in the state store and starting a process,
+        # which on a machine with every CPU busy takes a good part of a second
+        assert expected <= gap < expected + 3.0
     assert elapsed >= 0.7
     assert all(run.exit_code == 3 for run in r.runs)
     assert "limit of 3 restarts" in r.final_message
