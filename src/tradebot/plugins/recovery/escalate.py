@@ -5,6 +5,11 @@ The last rung: applies to every failure. It asks the in-process supervisor to es
 other escalation uses too; ``exit_code`` here overrides it for this rung); ``--auto-restart`` and systemd's
 ``Restart=on-failure`` then start a fresh process. Positions, trading state and counters
 live in the state store and survive the restart.
+
+The stop it asks for cancels, among the rest, the very task running this rung; the healer
+lets that cancellation through (``asyncio.timeout``, not ``wait_for``), and the stop is
+bounded by ``[supervisor] stop_grace_s``: the process exits with the escalation code within
+it (plus a few seconds at most), whatever task is stuck.
 """
 
 from __future__ import annotations
