@@ -865,7 +865,8 @@ def private_trade_volume(sim: Simulator, params: Params) -> dict[str, Any]:
             volume += Decimal(trade["cost"]) * sim.price_in(pair.quote.code, "USD")
     result: dict[str, Any] = {"currency": "ZUSD", "volume": fmt_decimal(volume, 4)}
     if pairs:
-        fees, fees_maker = {}, {}
+        fees: dict[str, Any] = {}
+        fees_maker: dict[str, Any] = {}
         for pair in pairs:
             taker, maker = fee_rates(pair)
             for table, rate in ((fees, taker), (fees_maker, maker)):
