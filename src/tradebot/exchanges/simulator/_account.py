@@ -55,10 +55,9 @@ ORDER_TYPES = (
     "trailing-stop-limit",
 )
 CONDITIONAL_TYPES = frozenset(ORDER_TYPES[2:])
-_LIMIT_TYPES = frozenset({"limit", "stop-loss-limit", "take-profit-limit", "trailing-stop-limit"})
 _FLAGS = frozenset({"post", "fcib", "fciq", "nompp", "viqc"})
 _TIME_IN_FORCE = ("GTC", "IOC", "GTD")
-Listener = Callable[[str, "SimOrder", "dict[str, Any] | None"], None]
+Listener = Callable[[str, "SimOrder | None", "dict[str, Any] | None"], None]
 
 
 def fee_rates(pair: PairInfo) -> tuple[Decimal, Decimal]:
@@ -236,6 +235,18 @@ def parse_order_params(
     displayvol = None
     if params.get("displayvol") not in (None, ""):
         raise invalid("displayvol")  # iceberg orders: not served (see README)
+    if any(str(k).startswith("close") for k in params):
+        raise invalid("close")  # conditional close orders: not served (see README)
+    deadline = params.get("deadline")
+    if deadline not in (None, ""):
+        try:
+            when = datetime.fromisoformat(str(deadline).replace("Z", "+00:00"))
+        except ValueError:
+            raise invalid("deadline") from None
+        if when.tzinfo is None:
+            raise invalid("deadline")
+        if when.timestamp() < now:
+            raise KrakenRejection("EService:Deadline elapsed")
 
     def absolute(text: Any, field: str) -> Decimal:
         offset = _offset(text, field)
@@ -330,6 +341,21 @@ class SimOrder:
     limitprice: Decimal | None = None  # the limit a triggered *-limit order rests at
     extreme: Decimal | None = None  # best last price since placement (trailing stops)
     amends: int = 0
+    amend_log: list[dict[str, Any]] = attrs.Factory(list)
+
+    def amend_entry(self, amend_id: str, amend_type: str, now: float) -> dict[str, Any]:
+        """One row of OrderAmends: the order's quantities and prices as they are now."""
+        d = self.pair.pair_decimals
+        return {
+            "amend_id": amend_id,
+            "amend_type": amend_type,
+            "order_qty": fmt_decimal(self.volume, 8),
+            "remaining_qty": fmt_decimal(self.remaining, 8),
+            "limit_price": fmt_decimal(self.working_limit() or self.price2 or Decimal(0), d),
+            "trigger_price": fmt_decimal(self.stopprice or Decimal(0), d),
+            "post_only": self.post_only,
+            "timestamp": int(now * 1000),
+        }
 
     @property
     def is_open(self) -> bool:
@@ -459,7 +485,9 @@ class Account:
     ``triggered``) and every ledger entry (``ledger``), as the WebSocket private channels need.
     """
 
-    def __init__(self, catalog: Catalog, balances: Mapping[str, Decimal], rng: random.Random) -> None:
+    def __init__(
+        self, catalog: Catalog, balances: Mapping[str, Decimal], rng: random.Random, *, opened_at: float = 0.0
+    ) -> None:
         self.catalog = catalog
         self.balances: dict[str, Decimal] = {code: Decimal(0) for code in catalog.assets}
         self.orders: dict[str, SimOrder] = {}
@@ -475,7 +503,7 @@ class Account:
                 raise ValueError(f"unknown asset in starting balances: {code!r}")
             self.balances[asset.code] = Decimal(amount)
             if amount:
-                self._ledger_entry(asset.code, Decimal(amount), Decimal(0), "deposit", self._new_id("Q"), 0.0)
+                self._ledger_entry(asset.code, Decimal(amount), Decimal(0), "deposit", self._new_id("Q"), opened_at)
 
     def _emit(self, event: str, order: SimOrder, detail: dict[str, Any] | None = None) -> None:
         for listener in list(self.listeners):
@@ -621,7 +649,8 @@ class Account:
             self._take(order, pm, limit, now=now)
         if order.is_open and (order.timeinforce == "IOC" or limit is None):
             # what an IOC or market order could not take is cancelled, never rests
-            self._close(order, "canceled", "Immediate or cancel" if limit is not None else "Insufficient liquidity", now=now)
+            reason = "Immediate or cancel" if limit is not None else "Insufficient liquidity"
+            self._close(order, "canceled", reason, now=now)
 
     def _take(self, order: SimOrder, pm: PairMarket, limit: Decimal | None, *, now: float) -> None:
         for price, qty in self.sweep(pm, order.side, order.remaining, limit):
@@ -718,6 +747,7 @@ class Account:
         price: Decimal | None = None,
         price2: Decimal | None = None,
         post_only: bool = False,
+        amend_id: str = "",
     ) -> None:
         """Change an open order in place (AmendOrder / amend_order): same txid, same queue."""
         if not order.is_open:
@@ -726,27 +756,32 @@ class Account:
         if volume is not None:
             if volume <= order.vol_exec or volume < order.pair.ordermin:
                 raise KrakenRejection("EOrder:Invalid order")
-        if price is not None and order.ordertype not in ("limit", *CONDITIONAL_TYPES - {"trailing-stop", "trailing-stop-limit"}):
-            raise invalid("limit_price")
-        new_limit = price if order.ordertype == "limit" else order.working_limit()
-        if post_only and new_limit is not None and order.ordertype == "limit":
+        # ``price``: a limit order's limit, or a conditional order's trigger; ``price2``: the
+        # limit of a stop-loss-limit / take-profit-limit (before or after it triggered)
+        if price is not None and (order.trail is not None or (order.ordertype != "limit" and order.triggered)):
+            raise KrakenRejection("EOrder:Invalid order")
+        if price2 is not None and order.ordertype not in ("stop-loss-limit", "take-profit-limit"):
+            raise KrakenRejection("EOrder:Invalid order")
+        new_limit = price if order.ordertype == "limit" else (price2 if order.triggered else None)
+        if post_only and new_limit is not None:
             if pm.ask <= new_limit if order.side == "buy" else pm.bid >= new_limit:
                 raise KrakenRejection("EOrder:Post only order")
+        order_original = order.amend_entry(order.txid, "original", order.opentm)
         if volume is not None:
             order.volume = volume
         if price is not None:
-            if order.ordertype == "limit" or order.ordertype.endswith("-limit") and order.triggered:
-                if order.ordertype == "limit":
-                    order.price = price
-                else:
-                    order.limitprice = price
+            order.price = price
+            if order.ordertype != "limit":
+                order.stopprice = price
+        if price2 is not None:
+            if order.triggered:
+                order.limitprice = price2
             else:
-                order.price = price
-                if not order.triggered:
-                    order.stopprice = price
-        if price2 is not None and order.ordertype in ("stop-loss-limit", "take-profit-limit"):
-            order.price2 = price2
+                order.price2 = price2
+        if not order.amend_log:
+            order.amend_log.append(order_original)
         order.amends += 1
+        order.amend_log.append(order.amend_entry(amend_id, "user", now))
         self._emit("amended", order)
         if order.is_open and not (order.ordertype in CONDITIONAL_TYPES and not order.triggered):
             limit = order.working_limit()
@@ -826,4 +861,4 @@ class Account:
         }
         self.ledger[entry_id] = entry
         for listener in list(self.listeners):
-            listener("ledger", None, {"id": entry_id, "code": asset, **entry})  # type: ignore[arg-type]
+            listener("ledger", None, {"id": entry_id, "code": asset, **entry})

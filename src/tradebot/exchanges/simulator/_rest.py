@@ -659,14 +659,29 @@ def private_amend_order(sim: Simulator, params: Params) -> dict[str, Any]:
     if not sim.admit_order_call(order.pair.key, 1 + amend_age_penalty(age)):
         raise KrakenRejection("EOrder:Rate limit exceeded")
     now = sim.clock.now().timestamp()
+    amend_id = sim.new_id("T")
     if order.ordertype in ("stop-loss-limit", "take-profit-limit"):
-        sim.account.amend(order, sim.market, now=now, volume=volume, price=trigger, price2=price, post_only=post_only)
+        sim.account.amend(
+            order, sim.market, now=now, volume=volume, price=trigger, price2=price, post_only=post_only, amend_id=amend_id
+        )
     elif order.ordertype == "limit":
-        sim.account.amend(order, sim.market, now=now, volume=volume, price=price, post_only=post_only)
+        if trigger is not None:
+            raise KrakenRejection(f"{INVALID}:trigger_price")
+        sim.account.amend(order, sim.market, now=now, volume=volume, price=price, post_only=post_only, amend_id=amend_id)
     else:
-        sim.account.amend(order, sim.market, now=now, volume=volume, price=trigger)
+        if price is not None:
+            raise KrakenRejection(f"{INVALID}:limit_price")
+        sim.account.amend(order, sim.market, now=now, volume=volume, price=trigger, amend_id=amend_id)
     order.opened_mono = sim.clock.monotonic()
-    return {"amend_id": sim.new_id("T")}
+    return {"amend_id": amend_id}
+
+
+def private_order_amends(sim: Simulator, params: Params) -> dict[str, Any]:
+    txid = params.get("order_id", "").strip()
+    order = sim.account.orders.get(txid)
+    if order is None:
+        raise KrakenRejection("EOrder:Unknown order")
+    return {"amends": list(order.amend_log), "count": len(order.amend_log)}
 
 
 def private_edit_order(sim: Simulator, params: Params) -> dict[str, Any]:
@@ -1024,6 +1039,7 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint("CancelOrderBatch", private_cancel_order_batch, True, cost=0),
         Endpoint("EditOrder", private_edit_order, True, cost=0),
         Endpoint("AmendOrder", private_amend_order, True, cost=0),
+        Endpoint("OrderAmends", private_order_amends, True),
         Endpoint("CancelAllOrdersAfter", private_cancel_all_orders_after, True),
         Endpoint("GetWebSocketsToken", private_get_websockets_token, True),
         Endpoint("TradeBalance", private_trade_balance, True),

@@ -107,7 +107,12 @@ class Simulator:
         self.market = Market(
             self.catalog, config.seed, self.clock.now(), volatility=config.volatility, trend=config.trend
         )
-        self.account = Account(self.catalog, config.balances, random.Random(f"{config.seed}:ids"))
+        self.account = Account(
+            self.catalog,
+            config.balances,
+            random.Random(f"{config.seed}:ids"),
+            opened_at=self.clock.now().timestamp(),
+        )
         self.faults = FaultInjector(config.seed, self.clock, known_targets=ENDPOINTS)
         if config.faults:
             self.faults.add(config.faults)
