@@ -100,9 +100,18 @@ async def token(kraken: KrakenTestClient) -> str:
     return value
 
 
-async def call(ws: aiohttp.ClientWebSocketResponse, method: str, req_id: int, **params: Any) -> dict[str, Any]:
+async def call(
+    ws: aiohttp.ClientWebSocketResponse, method: str, req_id: int, *, inbox: list[Any] | None = None, **params: Any
+) -> dict[str, Any]:
+    """Send one request and wait for its reply; other messages go to ``inbox`` when given."""
     await ws.send_json({"method": method, "params": params, "req_id": req_id})
-    return await receive_until(ws, lambda m: m.get("method") == method and m.get("req_id") == req_id)
+    for _ in range(200):
+        message = await receive(ws)
+        if message.get("method") == method and message.get("req_id") == req_id:
+            return message
+        if inbox is not None:
+            inbox.append(message)
+    raise AssertionError(f"no reply to {method}")
 
 
 async def test_private_channels_need_a_token(session: aiohttp.ClientSession, sim: Simulator) -> None:
@@ -131,48 +140,53 @@ async def test_executions_and_balances_report_what_rest_shows(
     assert {b["asset"]: b["balance"] for b in balances["data"]}["USD"] == 100000.0
 
     pm = sim.market["XXBTZUSD"]
+    inbox: list[dict[str, Any]] = []
     # trading over the socket and over REST lands on the same account
-    placed = await call(ws, "add_order", 10, token=tok, order_type="market", side="buy", order_qty=0.1, symbol="BTC/USD", cl_ord_id="ws-1")
+    placed = await call(ws, "add_order", 10, token=tok, inbox=inbox, order_type="market", side="buy", order_qty=0.1, symbol="BTC/USD", cl_ord_id="ws-1")
     assert placed["success"] is True and placed["result"]["cl_ord_id"] == "ws-1", placed
-    resting = await call(ws, "add_order", 11, token=tok, order_type="limit", side="buy", order_qty=0.01, symbol="BTC/USD",
+    resting = await call(ws, "add_order", 11, token=tok, inbox=inbox, order_type="limit", side="buy", order_qty=0.01, symbol="BTC/USD",
         limit_price=float(pm.bid - 100), post_only=True,
     )
     rest_placed = await kraken.private(
         "AddOrder", pair="XBTUSD", type="sell", ordertype="stop-loss", volume="0.01", price=str(pm.bid - 500)
     )
-    amended = await call(ws, "amend_order", 12, token=tok, order_id=resting["result"]["order_id"], order_qty=0.02)
+    amended = await call(ws, "amend_order", 12, token=tok, inbox=inbox, order_id=resting["result"]["order_id"], order_qty=0.02)
     assert amended["success"] is True and amended["result"]["amend_id"]
-    edited = await call(ws, "edit_order", 13, token=tok, order_id=rest_placed["result"]["txid"][0], symbol="BTC/USD", order_qty=0.02
+    edited = await call(ws, "edit_order", 13, token=tok, inbox=inbox, order_id=rest_placed["result"]["txid"][0], symbol="BTC/USD", order_qty=0.02
     )
     assert edited["success"] is True and edited["result"]["original_order_id"] == rest_placed["result"]["txid"][0]
-    refused = await call(ws, "add_order", 14, token=tok, order_type="market", side="buy", order_qty=500, symbol="BTC/USD")
+    refused = await call(ws, "add_order", 14, token=tok, inbox=inbox, order_type="market", side="buy", order_qty=500, symbol="BTC/USD")
     assert refused["success"] is False and refused["error"] == "EOrder:Insufficient funds"
-    malformed = await call(ws, "add_order", 15, token=tok, order_type="limit", side="buy", order_qty="lots", symbol="BTC/USD")
+    malformed = await call(ws, "add_order", 15, token=tok, inbox=inbox, order_type="limit", side="buy", order_qty="lots", symbol="BTC/USD")
     assert malformed["success"] is False and malformed["error"].startswith("EGeneral:Invalid arguments")
-    batch = await call(ws, "batch_add", 16, token=tok, symbol="BTC/USD",
+    batch = await call(ws, "batch_add", 16, token=tok, inbox=inbox, symbol="BTC/USD",
         orders=[
             {"order_type": "limit", "side": "buy", "order_qty": 0.01, "limit_price": float(pm.bid - 200)},
             {"order_type": "limit", "side": "buy", "order_qty": 0.01, "limit_price": float(pm.bid - 300)},
         ],
     )
     assert batch["success"] is True and len(batch["result"]) == 2
-    cancelled = await call(ws, "cancel_order", 17, token=tok, order_id=[batch["result"][0]["order_id"]])
+    cancelled = await call(ws, "cancel_order", 17, token=tok, inbox=inbox, order_id=[batch["result"][0]["order_id"]])
     assert cancelled["success"] is True and cancelled["result"] == {"order_id": batch["result"][0]["order_id"]}
-    switch = await call(ws, "cancel_all_orders_after", 18, token=tok, timeout=60)
+    switch = await call(ws, "cancel_all_orders_after", 18, token=tok, inbox=inbox, timeout=60)
     assert switch["success"] is True and switch["result"]["triggerTime"] != "0"
     assert sim.dead_mans_switch is not None
-    everything = await call(ws, "cancel_all", 19, token=tok)
+    everything = await call(ws, "cancel_all", 19, token=tok, inbox=inbox)
     open_now = len([o for o in sim.account.orders.values() if o.status == "canceled"])
     assert everything["success"] is True and everything["result"]["count"] >= 3 and open_now >= 4
 
     # collect the update stream until the last cancel is reported
     reports: list[dict[str, Any]] = []
     ledger_updates: list[dict[str, Any]] = []
-    while True:
+    quiet_until = asyncio.get_running_loop().time() + 0.5  # heartbeats do not count as news
+    while (left := quiet_until - asyncio.get_running_loop().time()) > 0:
         try:
-            message = await receive(ws, timeout=0.5)
-        except asyncio.TimeoutError:
+            inbox.append(await receive(ws, timeout=left))
+        except TimeoutError:
             break
+        if inbox[-1].get("channel") in ("executions", "balances"):
+            quiet_until = asyncio.get_running_loop().time() + 0.5
+    for message in inbox:
         if message.get("channel") == "executions":
             assert len(message["data"]) == 1 and message["sequence"] > 0
             reports.extend(message["data"])
