@@ -346,10 +346,20 @@ def public_assets(sim: Simulator, params: Params) -> dict[str, Any]:
     }
 
 
+def _answer_keys(params: Params, pairs: list[PairInfo]) -> list[str]:
+    """Kraken keys an answer by the pair's REST key, except a pair asked for by its ``BASE/QUOTE``
+    name, which comes back under that name (clients look it up so)."""
+    names = [n.strip() for n in params.get("pair", "").split(",") if n.strip()]
+    if len(names) != len(pairs):
+        return [p.key for p in pairs]
+    return [name if "/" in name else p.key for name, p in zip(names, pairs, strict=True)]
+
+
 def public_asset_pairs(sim: Simulator, params: Params) -> dict[str, Any]:
     result = {}
-    for p in _pairs_param(sim, params, required=False):
-        result[p.key] = {
+    pairs = _pairs_param(sim, params, required=False)
+    for key, p in zip(_answer_keys(params, pairs), pairs, strict=True):
+        result[key] = {
             "altname": p.altname,
             "wsname": p.wsname,
             "aclass_base": "currency",
