@@ -90,6 +90,9 @@ async def test_private_rest_order_life_cycle(rest: Any, sim: Simulator) -> None:
     # post-only above the ask: Kraken cancels it
     crossing = await rest.create_order(SYMBOL, "limit", "buy", 0.01, float(sim.market["XXBTZUSD"].ask + 500), {"postOnly": True})
     assert (await rest.fetch_order(crossing["id"]))["status"] == "canceled"
+    by_cost = await rest.create_market_buy_order_with_cost(SYMBOL, 500)
+    spent = await rest.fetch_order(by_cost["id"])
+    assert spent["status"] == "closed" and 499 <= spent["cost"] <= 500
     market_buy = await rest.create_order(SYMBOL, "market", "buy", 0.05)
     filled = await rest.fetch_order(market_buy["id"], None, {"trades": True})
     assert filled["status"] == "closed" and filled["filled"] == 0.05

@@ -338,3 +338,14 @@ async def test_ledger_trade_balance_volume_and_public_tapes(kraken: KrakenTestCl
     assets = (await kraken.public("Assets"))["result"]
     assert assets["ZUSD"]["altname"] == "USD" and assets["ZEUR"]["altname"] == "EUR"
     assert assets["XXBT"]["altname"] == "XBT"
+
+
+async def test_viqc_market_order_spends_a_quote_amount(kraken: KrakenTestClient, sim: Simulator) -> None:
+    placed = await add(kraken, ordertype="market", volume="1000", oflags="viqc")
+    assert placed["error"] == [], placed
+    info = await order(kraken, placed["result"]["txid"][0])
+    assert info["status"] == "closed" and "viqc" in info["oflags"]
+    assert Decimal("999") <= Decimal(info["cost"]) <= Decimal("1000")
+    assert (await add(kraken, ordertype="limit", price="1000", oflags="viqc"))["error"] == [
+        "EGeneral:Invalid arguments:oflags"
+    ]

@@ -205,13 +205,13 @@ def parse_order_params(
         if pair is None:
             raise KrakenRejection("EQuery:Unknown asset pair")
     volume = _decimal(params.get("volume"), "volume")
-    if _places(volume) > pair.lot_decimals:
-        raise invalid("volume")
     oflags = frozenset(f.strip() for f in str(params.get("oflags", "")).split(",") if f.strip())
     if not oflags <= _FLAGS or {"fcib", "fciq"} <= oflags:
         raise invalid("oflags")
-    if "viqc" in oflags:
-        raise invalid("oflags")  # volume in quote currency: not served (see README)
+    if "viqc" in oflags and ordertype != "market":
+        raise invalid("oflags")  # volume in quote currency: market orders only
+    if _places(volume) > (pair.quote.decimals if "viqc" in oflags else pair.lot_decimals):
+        raise invalid("volume")
     if "post" in oflags and ordertype != "limit":
         raise invalid("oflags")
     timeinforce = str(params.get("timeinforce", "GTC")).upper() or "GTC"
@@ -282,7 +282,7 @@ def parse_order_params(
         price = absolute(params.get("price"), "price")
         if ordertype in ("stop-loss-limit", "take-profit-limit"):
             price2 = absolute(params.get("price2"), "price2")
-    if volume < pair.ordermin:
+    if "viqc" not in oflags and volume < pair.ordermin:
         raise KrakenRejection("EOrder:Order minimum not met")
     validate = _bool(params.get("validate", "false"), "validate")
     return OrderParams(
@@ -621,6 +621,8 @@ class Account:
 
         Returns the order, or None for a validate-only request.
         """
+        if "viqc" in params.oflags:
+            params = self._base_volume(params, market[params.pair.key])
         self.check(params, market)
         if params.validate:
             return None
@@ -632,6 +634,23 @@ class Account:
         if order.status == "open":
             self._activate(order, market[order.pair.key], now=now)
         return order
+
+    def _base_volume(self, params: OrderParams, pm: PairMarket) -> OrderParams:
+        """A ``viqc`` order: its volume is what to spend (buy) or get (sell) in the quote currency;
+        the base volume is what the book gives for it now."""
+        pair = params.pair
+        asks, bids = pm.depth(_BOOK_LEVELS)
+        left, base = params.volume, Decimal(0)
+        for price, size in asks if params.side == "buy" else bids:
+            if left <= 0:
+                break
+            take = min(size, left / price)
+            base += take
+            left -= take * price
+        base = quantize(base, pair.lot_decimals, down=True)
+        if base < pair.ordermin:
+            raise KrakenRejection("EOrder:Order minimum not met")
+        return attrs.evolve(params, volume=base)
 
     def _activate(self, order: SimOrder, pm: PairMarket, *, now: float) -> None:
         """An order just became live: take what it can, apply post-only and IOC, arm triggers."""
