@@ -306,6 +306,9 @@ class KrakenExchange:
     async def place_order(self, request: OrderRequest) -> OrderInfo:
         params = self._order_params(request)
         self._start_trading_guards()
+        if self.executions is not None and request.order_type is OrderType.MARKET:
+            # a market order is done at once: the stream answers once it has said so
+            self.executions.expect_final(request.client_order_id)
         last_unknown: BaseException | None = None
         for send_no in range(1, self.config.max_order_sends + 1):
             try:
@@ -362,6 +365,8 @@ class KrakenExchange:
         return pair, next((cost for limit, cost in _CANCEL_COST if age < limit), 0)
 
     async def cancel_order(self, client_order_id: str) -> bool:
+        if self.executions is not None:
+            self.executions.expect_final(client_order_id)
         pair, cost = self._cancel_cost(client_order_id)
         await self.trading_limiter.acquire(pair, cost)
         attempts_before = self.retry_stats.of("private/CancelOrder").attempts

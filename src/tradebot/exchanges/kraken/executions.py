@@ -100,6 +100,7 @@ class ExecutionsStream:
         self._clock: Clock = clock or SystemClock()
         self._orders: OrderedDict[str, _Order] = OrderedDict()  # order_id -> state
         self._by_client_id: dict[str, str] = {}
+        self._awaiting_final: set[str] = set()  # client ids this bot just cancelled
         self._snapshot_seen = False
         self._sequence: int | None = None
         self._task: asyncio.Task[None] | None = None
@@ -140,6 +141,13 @@ class ExecutionsStream:
 
     # --- lookups ----------------------------------------------------------------------
 
+    def expect_final(self, client_order_id: str) -> None:
+        """The bot just acted on the order (a cancel): until the stream reports it final, the
+        stream's picture of it is older than the action, so lookups go to REST."""
+        self._awaiting_final.add(client_order_id)
+        if len(self._awaiting_final) > _KEPT:
+            self._awaiting_final.pop()
+
     def lookup(self, client_order_id: str) -> OrderInfo | None:
         """The order's state from the stream, or None when REST must be asked."""
         order_id = self._by_client_id.get(client_order_id)
@@ -147,6 +155,11 @@ class ExecutionsStream:
         if state is None or not state.complete or not self.live:
             self.stats.lookups_deferred += 1
             return None
+        if client_order_id in self._awaiting_final:
+            if _STATUS.get(str(state.fields.get("order_status"))) in (None, OrderStatus.OPEN):
+                self.stats.lookups_deferred += 1
+                return None
+            self._awaiting_final.discard(client_order_id)
         try:
             info = self._to_info(order_id or "", state)
         except (KeyError, ValueError, InvalidOperation, TradebotError) as exc:
