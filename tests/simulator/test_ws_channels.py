@@ -217,3 +217,37 @@ async def test_executions_and_balances_report_what_rest_shows(
     rest_balances = (await kraken.private("Balance"))["result"]
     last_balance = {u["asset"]: u["balance"] for u in ledger_updates}
     assert last_balance["USD"] == float(rest_balances["ZUSD"]) and last_balance["BTC"] == float(rest_balances["XXBT"])
+
+
+async def test_garbage_requests_get_error_replies_and_the_socket_lives_on(
+    session: aiohttp.ClientSession, sim: Simulator, kraken: KrakenTestClient
+) -> None:
+    import random
+
+    tok = await token(kraken)
+    rng = random.Random(3)
+    methods = ["add_order", "amend_order", "edit_order", "cancel_order", "cancel_all", "cancel_all_orders_after",
+               "batch_add", "batch_cancel", "subscribe", "unsubscribe", "nope"]
+    values: list[Any] = [None, 0, -1, 1e308, "x", "", [], {}, [1, "a"], {"price": "x"}, True, 0.01, "BTC/USD",
+                         "limit", "market", "buy", "stop-loss", {"price": 1, "price_type": "pct"}, tok]
+    keys = ["order_type", "side", "order_qty", "symbol", "limit_price", "triggers", "order_id", "cl_ord_id",
+            "orders", "timeout", "channel", "depth", "snapshot", "token", "time_in_force", "expire_time", "post_only"]
+    ws = await connect(session, sim)
+    for req_id in range(1, 301):
+        params = {rng.choice(keys): rng.choice(values) for _ in range(rng.randint(0, 6))}
+        if rng.random() < 0.7:
+            params["token"] = tok
+        await ws.send_json({"method": rng.choice(methods), "params": params, "req_id": req_id})
+    await ws.send_json({"method": "ping", "req_id": 999})
+    errors: list[str] = []
+
+    def seen(message: dict[str, Any]) -> bool:
+        if message.get("success") is False:
+            errors.append(str(message.get("error")))
+        return message.get("method") == "pong"
+
+    pong = await receive_until(ws, seen, limit=5000)
+    assert pong["req_id"] == 999
+    assert errors and "EGeneral:Internal error" not in errors
+    assert not ws.closed
+    await ws.close()

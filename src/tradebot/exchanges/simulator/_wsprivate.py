@@ -7,6 +7,7 @@ error strings; ``executions`` reports every order event and fill of the account 
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from tradebot.exchanges.simulator._ws import WebSocketHub, _Client
 
 __all__ = ["PrivateChannels", "book_checksum"]
+
+log = logging.getLogger(__name__)
 
 INVALID = "EGeneral:Invalid arguments"
 INVALID_SESSION = "ESession:Invalid session"
@@ -108,8 +111,11 @@ class PrivateChannels:
             results = handler(params)
         except KrakenRejection as rejection:
             return [self._reply(method, req_id, time_in, error=rejection.error)]
-        except (TypeError, ValueError, ArithmeticError):
+        except (TypeError, ValueError, ArithmeticError, AttributeError):
             return [self._reply(method, req_id, time_in, error=INVALID)]
+        except Exception:  # a simulator bug must look like an exchange error, not a dead socket
+            log.exception("simulator failed on WebSocket %s", method)
+            return [self._reply(method, req_id, time_in, error="EGeneral:Internal error")]
         if method == "cancel_order":
             return [self._reply(method, req_id, time_in, result=r) for r in results]
         return [self._reply(method, req_id, time_in, result=results)]
