@@ -138,6 +138,8 @@ async def test_private_rest_batches_fees_ledger(rest: Any, sim: Simulator) -> No
     await rest.create_order(SYMBOL, "market", "sell", 0.01)
     ledger = await rest.fetch_ledger()
     assert {e["currency"] for e in ledger} >= {"BTC", "USD"}
+    by_id = await rest.fetch_ledger_entries_by_ids([ledger[-1]["id"]])
+    assert [e["id"] for e in by_id] == [ledger[-1]["id"]]
     trade_balance = await rest.privatePostTradeBalance()
     assert float(trade_balance["result"]["eb"]) > 100000
     token = await rest.privatePostGetWebSocketsToken()
