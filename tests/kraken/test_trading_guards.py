@@ -117,3 +117,42 @@ async def test_executions_channel_answers_lookups_and_rest_covers_when_it_is_dow
         assert ex.executions.stats.connects >= 2
     finally:
         await ex.close()
+
+
+async def test_the_order_executor_tracks_a_fill_through_the_executions_channel(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """The bot's order executor polls order look-ups; with the channel live, they cost no REST
+    call, and the journal ends where the exchange is."""
+    from tradebot.core.executor import OrderExecutor
+    from tradebot.core.portfolio import Portfolio
+    from tradebot.core.store import StateStore
+
+    ex = connect(sim, tmp_path / "kraken", dead_mans_switch_s=0)
+    store = StateStore(tmp_path)
+    executor = OrderExecutor(ex, store, Portfolio(store, starting_cash=Decimal(100000)), poll_interval_s=0.05)
+    await ex.start()
+    task = asyncio.ensure_future(executor.run())
+    try:
+        pm = sim.market["XXBTZUSD"]
+        price = pm.bid - 50
+        await executor.submit(limit("tracked-1", price, "0.02"))
+        assert ex.executions is not None
+        await wait_for(lambda: ex.executions is not None and ex.executions.lookup("tracked-1") is not None)
+        lookups = lambda: sim.stats.requests["OpenOrders"] + sim.stats.requests["ClosedOrders"]  # noqa: E731
+        before = lookups()
+        served = ex.executions.stats.lookups_served
+        await asyncio.sleep(0.3)  # several polling rounds
+        assert lookups() == before and ex.executions.stats.lookups_served > served
+        pm._mid = float(price) * 0.999
+        await wait_for(lambda: (e := store.get_order("tracked-1")) is not None and e.status is OrderStatus.CLOSED)
+        order = sim.account.find(cl_ord_id="tracked-1")[0]
+        fills = store.fills("BTC/USD")
+        assert sum(f.volume for f in fills) == order.vol_exec == Decimal("0.02")
+        assert sum(f.fee for f in fills) == order.fee
+        assert lookups() == before  # the fill itself came from the channel too
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await ex.close()
+        store.close()
