@@ -349,3 +349,36 @@ async def test_viqc_market_order_spends_a_quote_amount(kraken: KrakenTestClient,
     assert (await add(kraken, ordertype="limit", price="1000", oflags="viqc"))["error"] == [
         "EGeneral:Invalid arguments:oflags"
     ]
+
+
+async def test_trailing_stop_limit_and_delayed_start(kraken: KrakenTestClient, sim: Simulator) -> None:
+    assert isinstance(sim.clock, FakeClock)
+    last = move(sim, 0)
+    placed = await add(kraken, type="sell", ordertype="trailing-stop-limit", price="+100", price2="-50")
+    assert placed["error"] == [], placed
+    txid = placed["result"]["txid"][0]
+    info = await order(kraken, txid)
+    assert info["descr"]["price"] == "+100" and info["descr"]["price2"] == "-50"
+    assert Decimal(info["stopprice"]) == last - 100
+    drop = move(sim, -0.5)  # through the trigger: now a sell limit 50 below the trigger level,
+    info = await order(kraken, txid)  # above the market, so it rests
+    assert Decimal(info["limitprice"]) == last - 100 - 50 and drop < last - 100
+    assert info["status"] == "open" and Decimal(info["vol_exec"]) == 0
+    move(sim, 0.45)  # the market comes back to the limit: it fills
+    assert (await order(kraken, txid))["status"] == "closed"
+    # an order with a start time waits, pending, until then
+    later = await add(kraken, ordertype="limit", price=str(sim.market[PAIR].bid - 100), starttm="+10")
+    txid = later["result"]["txid"][0]
+    assert (await order(kraken, txid))["status"] == "pending"
+    await sim.clock.advance(11)
+    sim.step()
+    assert (await order(kraken, txid))["status"] == "open"
+
+
+async def test_edit_costs_more_than_amend_on_the_order_counter(kraken: KrakenTestClient, sim: Simulator) -> None:
+    pm = sim.market[PAIR]
+    level = lambda: sim._order_limiters[PAIR].level  # noqa: E731
+    first = await add(kraken, ordertype="limit", price=str(pm.bid - 100))
+    before = level()
+    await kraken.private("EditOrder", txid=first["result"]["txid"][0], pair="XBTUSD", volume="0.02")
+    assert level() - before == pytest.approx(1 + 6, abs=0.01)  # edit of an order younger than 5 s
