@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -63,6 +64,19 @@ class KrakenTestClient:
         **params: Any,
     ) -> dict[str, Any]:
         path, body, headers = self.signed(method, params, nonce=nonce, key=key, secret=secret)
+        async with self.session.post(f"{self.sim.base_url}{path}", data=body, headers=headers) as resp:
+            return await resp.json(content_type=None)
+
+    async def private_json(self, method: str, **params: Any) -> dict[str, Any]:
+        """A private call with a JSON body (as AddOrderBatch / CancelOrderBatch clients send)."""
+        nonce = self.nonce()
+        body = json.dumps({"nonce": nonce, **params})
+        path = f"/0/private/{method}"
+        headers = {
+            "API-Key": self.sim.api_key,
+            "API-Sign": sign(path, nonce, body, self.sim.api_secret),
+            "Content-Type": "application/json",
+        }
         async with self.session.post(f"{self.sim.base_url}{path}", data=body, headers=headers) as resp:
             return await resp.json(content_type=None)
 

@@ -30,6 +30,22 @@ KEYS = [
     "validate",
     "trades",
     "nonce",
+    "oflags",
+    "timeinforce",
+    "expiretm",
+    "starttm",
+    "price2",
+    "trigger",
+    "orders",
+    "cl_ord_ids",
+    "timeout",
+    "order_qty",
+    "limit_price",
+    "trigger_price",
+    "post_only",
+    "id",
+    "reduce_only",
+    "deadline",
 ]
 VALUES = [
     "",
@@ -54,6 +70,18 @@ VALUES = [
     "{}",
     "60000.05",
     "1.123456789",
+    "+50",
+    "-1.5%",
+    "post",
+    "post,fciq",
+    "IOC",
+    "GTD",
+    "+5",
+    "stop-loss",
+    "trailing-stop",
+    "take-profit-limit",
+    "86401",
+    "2030-01-01T00:00:00Z",
 ]
 
 
@@ -61,7 +89,7 @@ async def test_random_requests_get_kraken_shaped_answers(
     kraken: KrakenTestClient, sim: Simulator, session: aiohttp.ClientSession
 ) -> None:
     rng = random.Random(5)
-    for _ in range(250):
+    for _ in range(600):
         name = rng.choice(sorted(ENDPOINTS))
         params = {rng.choice(KEYS): rng.choice(VALUES) for _ in range(rng.randint(0, 5))}
         params.pop("nonce", None)
@@ -75,3 +103,34 @@ async def test_random_requests_get_kraken_shaped_answers(
         assert response["error"] or "result" in response
         assert "EGeneral:Internal error" not in response["error"], (name, params)
         sim.step()
+
+
+async def test_random_parameters_reach_every_handler_and_get_kraken_errors(sim: Simulator) -> None:
+    """Past auth and rate limits: every handler answers garbage with a Kraken error string only."""
+    from tradebot.exchanges.simulator._protocol import KrakenRejection
+    from tradebot.exchanges.simulator._rest import ParamDict
+
+    rng = random.Random(11)
+    seen: set[str] = set()
+    for _ in range(4000):
+        name = rng.choice(sorted(ENDPOINTS))
+        params = ParamDict({rng.choice(KEYS): rng.choice(VALUES) for _ in range(rng.randint(0, 6))})
+        if rng.random() < 0.3:
+            params.structured["orders"] = rng.choice(
+                [
+                    [{"type": "buy", "ordertype": "limit", "volume": "0.01", "price": "50000"}] * 2,
+                    [{"type": rng.choice(VALUES), "ordertype": rng.choice(VALUES), "volume": rng.choice(VALUES)}] * 3,
+                    ["x", None, 5],
+                    {"a": 1},
+                    [{"txid": None}],
+                ]
+            )
+        try:
+            ENDPOINTS[name].handler(sim, params)
+        except KrakenRejection as rejection:
+            assert rejection.error.startswith("E") and ":" in rejection.error, (name, params)
+            seen.add(rejection.error.split(":")[0])
+        if rng.random() < 0.2:
+            sim.step()
+        sim.housekeeping()
+    assert {"EGeneral", "EOrder", "EQuery"} <= seen

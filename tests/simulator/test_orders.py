@@ -88,19 +88,19 @@ async def test_cl_ord_id_unique_among_open_orders(kraken: KrakenTestClient, sim:
 async def test_argument_errors(kraken: KrakenTestClient) -> None:
     base = dict(pair="XBTUSD", type="buy", ordertype="market", volume="0.01")
     cases = [
-        ({"cl_ord_id": "a", "userref": "5"}, "EGeneral:Invalid arguments"),
-        ({"type": "hold"}, "EGeneral:Invalid arguments"),
-        ({"ordertype": "iceberg"}, "EGeneral:Invalid arguments"),
-        ({"volume": "abc"}, "EGeneral:Invalid arguments"),
-        ({"volume": "-1"}, "EGeneral:Invalid arguments"),
-        ({"volume": "NaN"}, "EGeneral:Invalid arguments"),
-        ({"volume": "0.000000001"}, "EGeneral:Invalid arguments"),
-        ({"ordertype": "limit"}, "EGeneral:Invalid arguments"),
+        ({"cl_ord_id": "a", "userref": "5"}, "EGeneral:Invalid arguments:cl_ord_id"),
+        ({"type": "hold"}, "EGeneral:Invalid arguments:type"),
+        ({"ordertype": "iceberg"}, "EGeneral:Invalid arguments:ordertype"),
+        ({"volume": "abc"}, "EGeneral:Invalid arguments:volume"),
+        ({"volume": "-1"}, "EGeneral:Invalid arguments:volume"),
+        ({"volume": "NaN"}, "EGeneral:Invalid arguments:volume"),
+        ({"volume": "0.000000001"}, "EGeneral:Invalid arguments:volume"),
+        ({"ordertype": "limit"}, "EGeneral:Invalid arguments:price"),
         ({"ordertype": "limit", "price": "100.123"}, "EOrder:Invalid price"),
         ({"pair": "DOGEXYZ"}, "EQuery:Unknown asset pair"),
         ({"volume": "0.00001"}, "EOrder:Order minimum not met"),
         ({"volume": "50"}, "EOrder:Insufficient funds"),
-        ({"userref": "99999999999"}, "EGeneral:Invalid arguments"),
+        ({"userref": "99999999999"}, "EGeneral:Invalid arguments:userref"),
     ]
     for change, error in cases:
         assert (await kraken.private("AddOrder", **{**base, **change}))["error"] == [error], change

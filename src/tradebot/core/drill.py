@@ -226,6 +226,10 @@ SCENARIOS: tuple[Scenario, ...] = (
         expected="the bot escalates and exits with code 75 within its grace period; --auto-restart starts a"
         " fresh one that trades again; zero lost and zero duplicate orders",
     ),
+    Scenario(
+        "dead-mans-switch", "killed with orders open", "dead-mans-switch",
+        expected="bot killed with orders open: Kraken's dead man's switch cancels them within its timeout",
+    ),
 )
 
 
@@ -1132,6 +1136,112 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
     return report
 
 
+# --- the dead-man's-switch scenario ---------------------------------------------------------
+
+DEAD_MANS_SWITCH_S = 3
+"""The switch's timeout in the drill (the bot refreshes it every sixth of that)."""
+
+
+async def _run_dead_mans_switch(
+    scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path
+) -> ScenarioReport:
+    """A real ``tradebot run`` child trades on the simulator with the switch armed; orders rest
+    on its account; it is killed with SIGKILL. While it lived, the orders outlived the timeout
+    (it kept refreshing); after the kill, the exchange cancels them within the timeout. A last
+    clean run then trades, exits, and leaves the switch disarmed."""
+    from tradebot.core.store import StateStore
+    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.exchanges.simulator._account import parse_order_params
+
+    report = ScenarioReport(scenario)
+    timeout = DEAD_MANS_SWITCH_S
+    async with run_simulator(
+        seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
+    ) as sim:
+        state_dir = workdir / scenario.name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
+        raw = bot_config(
+            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
+            state_dir=state_dir, secrets_file=secrets, base=base,
+        )
+        raw["exchanges"]["kraken"].update(
+            {"dead_mans_switch_s": timeout, "dead_mans_switch_refresh_s": timeout / 6}
+        )
+        config = workdir / f"{scenario.name}.toml"
+        config.write_text(to_toml(raw), encoding="utf-8")
+        log_path = workdir / f"{scenario.name}.log"
+
+        def created() -> int:
+            return sum(sim.account.orders_created.values())
+
+        def resting() -> list[Any]:
+            return [o for o in sim.account.open_orders() if o.userref == 4242]
+
+        proc = await _spawn_bot(config, log_path)
+        try:
+            armed = await _wait_for(
+                lambda: sim.dead_mans_switch is not None or proc.returncode is not None,
+                settings.process_start_timeout_s,
+            )
+            if armed is None or proc.returncode is not None:
+                report.error = (
+                    f"the bot armed no dead man's switch within {settings.process_start_timeout_s:g}s"
+                    f" (exit code {proc.returncode}; log {log_path})"
+                )
+                return report
+            # orders resting on the bot's account, far from the market (as a limit strategy leaves)
+            bid = sim.market["XXBTZUSD"].bid
+            for step in range(3):
+                params = parse_order_params(
+                    {"pair": "XBTUSD", "type": "buy", "ordertype": "limit", "volume": "0.001",
+                     "price": str((bid * Decimal("0.9")).quantize(Decimal(1)) - step), "userref": "4242"},
+                    sim.catalog,
+                )
+                sim.place_order(params)
+            await asyncio.sleep(timeout + 1.0)
+            alive_ok = len(resting()) == 3 and proc.returncode is None
+            report.expect(
+                "orders kept while the bot lives", f"3 open after {timeout + 1:g}s", f"{len(resting())} open",
+                alive_ok, "the switch fired while the bot was running: it was not refreshed in time",
+            )
+        finally:
+            await _kill(proc)
+        killed_at = time.monotonic()
+        cancelled = await _wait_for(lambda: not resting(), timeout + 3.0)
+        report.detected_s = report.healed_s = cancelled
+        report.expect(
+            "cancelled by the exchange", f"within {timeout}s of the kill",
+            "never" if cancelled is None else f"after {cancelled:.2f}s",
+            cancelled is not None and cancelled <= timeout + 0.5,
+            "the orders stayed open after the bot died: the dead man's switch did not fire",
+        )
+        # a clean run: reconciles, trades, exits by itself, and disarms the switch on the way out
+        before = created()
+        final = await _spawn_bot(config, log_path, "--duration", "3")
+        try:
+            code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 10)
+        except TimeoutError:
+            await _kill(final)
+            code = -1
+        report.orders_after_heal = created() - before
+        report.expect(
+            "clean exit disarms", "exit code 0, switch off",
+            f"exit code {code}, switch {'off' if sim.dead_mans_switch is None else 'armed'}",
+            code == 0 and sim.dead_mans_switch is None,
+            f"a clean shutdown must disarm the switch, or orders left by policy get cancelled (see {log_path})",
+        )
+        log.info("dead-man's-switch drill: killed at %.2f, orders cancelled %.2fs later", killed_at, cancelled or -1)
+        ok, msg = await _verify_with_exchange(state_dir, sim, live=True)
+        store = StateStore(state_dir)
+        journal = store.orders()
+        store.close()
+        counts = {str(k): int(v) for k, v in sim.state()["orders_created"].items()}
+        _orders_verdict(report, journal, counts)
+        _judge_common(report, ok, msg, report.orders_after_heal)
+    return report
+
+
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -1149,7 +1259,11 @@ async def run_scenario(
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tradebot-drill-")))
-        runner = {"process": _run_process_kill, "escalation": _run_escalation}.get(scenario.exchange, _run_inprocess)
+        runner = {
+            "process": _run_process_kill,
+            "escalation": _run_escalation,
+            "dead-mans-switch": _run_dead_mans_switch,
+        }.get(scenario.exchange, _run_inprocess)
         try:
             report = await runner(scenario, settings, base or {}, workdir)
         except Exception as exc:  # noqa: BLE001 - a scenario that crashes is a failed scenario, reported

@@ -89,9 +89,28 @@ class KrakenConfig:
     rest_fallback_poll_s: float = attrs.field(default=2.0, validator=gt(0))
     # balances
     balance_cache_s: float = attrs.field(default=0.0, validator=ge(0))
+    # trading safety: Kraken's dead man's switch, and fills from the executions channel
+    dead_mans_switch_s: int = attrs.field(default=60, validator=in_range(0, 86400))
+    """While trading, Kraken cancels every open order this long after the bot last checked in
+    (CancelAllOrdersAfter); 0 turns the switch off. Disarmed on a clean shutdown."""
+    dead_mans_switch_refresh_s: float = attrs.field(default=15.0, validator=gt(0))
+    """How often the switch is refreshed (must be well below ``dead_mans_switch_s``)."""
+    executions_channel: bool = True
+    """Follow orders and fills on the authenticated WebSocket ``executions`` channel; order
+    lookups then come from it while it is live, and from REST otherwise."""
+    ws_auth_url: str = ""
+    """The authenticated WebSocket; empty: ``wss://ws-auth.kraken.com/v2`` with Kraken's public
+    ``ws_url``, else ``ws_url`` itself (the simulator serves both on one address)."""
 
     def __attrs_post_init__(self) -> None:
         self.breaker_config()  # validates the combination (min_calls <= window ...)
+        if self.ws_auth_url:
+            _url(self, attrs.fields(KrakenConfig).ws_auth_url, self.ws_auth_url)
+        if self.dead_mans_switch_s and self.dead_mans_switch_refresh_s >= self.dead_mans_switch_s:
+            raise ValueError(
+                f"dead_mans_switch_refresh_s ({self.dead_mans_switch_refresh_s}) must be below "
+                f"dead_mans_switch_s ({self.dead_mans_switch_s}), or the switch fires while the bot runs"
+            )
 
     def breaker_config(self) -> BreakerConfig:
         """The circuit-breaker settings of every endpoint group."""

@@ -11,6 +11,7 @@ from typing import Any
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import (
+    BadDataError,
     ConfigError,
     InvalidOrder,
     OrderNotFound,
@@ -34,7 +35,9 @@ from tradebot.core.resilience.retry import RetryListener, RetryStats, call_with_
 from tradebot.exchanges.kraken.balances import BalanceManager
 from tradebot.exchanges.kraken.client import ENDPOINT_GROUPS, Credentials, KrakenRestClient
 from tradebot.exchanges.kraken.config import KrakenConfig
+from tradebot.exchanges.kraken.deadman import DeadMansSwitch
 from tradebot.exchanges.kraken.errors import definitely_not_placed
+from tradebot.exchanges.kraken.executions import ExecutionsStream
 from tradebot.exchanges.kraken.nonce import NonceSource
 from tradebot.exchanges.kraken.pairs import PairRegistry
 from tradebot.exchanges.kraken.parse import (
@@ -117,6 +120,24 @@ class KrakenExchange:
         self._streams: list[MarketDataStream] = []
         self.orders_resolved_by_lookup = 0
         self.order_resends = 0
+        # started with the first order (or the first open order seen): "while trading"
+        self.dead_mans_switch: DeadMansSwitch | None = None
+        if credentials is not None and config.dead_mans_switch_s > 0:
+            self.dead_mans_switch = DeadMansSwitch(
+                self.rest.private,
+                timeout_s=config.dead_mans_switch_s,
+                refresh_s=config.dead_mans_switch_refresh_s,
+                clock=self._clock,
+            )
+        self.executions: ExecutionsStream | None = None
+        if credentials is not None and config.executions_channel:
+            self.executions = ExecutionsStream(
+                config=config,
+                registry=self.pairs,
+                session=lambda: self.rest.session,
+                token=self._ws_token,
+                clock=self._clock,
+            )
 
     def __repr__(self) -> str:
         return f"<KrakenExchange {self.config.base_url} private={'yes' if self.rest.has_credentials else 'no'}>"
@@ -127,9 +148,30 @@ class KrakenExchange:
         await self.rest.start()
 
     async def close(self) -> None:
+        if self.executions is not None:
+            await self.executions.stop()
+        if self.dead_mans_switch is not None and self.dead_mans_switch.running:
+            # a clean stop: the shutdown policy has cancelled (or chosen to leave) the orders
+            await self.dead_mans_switch.stop(disarm=True, timeout_s=self.config.request_timeout_s)
         for stream in self._streams:
             await stream.stop()
         await self.rest.close()
+
+    def _start_trading_guards(self) -> None:
+        """Arm the dead man's switch and follow executions (idempotent)."""
+        if self.dead_mans_switch is not None and not self.dead_mans_switch.running:
+            self.dead_mans_switch.start()
+        if self.executions is not None and not self.executions.running:
+            self.executions.start()
+
+    async def _ws_token(self) -> str:
+        result = await self.rest.private("GetWebSocketsToken")
+        token = result.get("token") if isinstance(result, dict) else None
+        if not isinstance(token, str) or not token:
+            raise BadDataError(
+                "Kraken private/GetWebSocketsToken: the answer has no token", endpoint="private/GetWebSocketsToken"
+            )
+        return token
 
     async def reconnect(self) -> None:
         """New HTTP session (fresh connections) and a reconnect of every WebSocket."""
@@ -181,9 +223,16 @@ class KrakenExchange:
 
     async def open_orders(self) -> Sequence[OrderInfo]:
         result = await self.rest.private("OpenOrders")
-        return parse_orders(result, self.pairs, "private/OpenOrders", "open")
+        orders = parse_orders(result, self.pairs, "private/OpenOrders", "open")
+        if orders:
+            self._start_trading_guards()  # orders left from before are guarded too
+        return orders
 
     async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
+        if self.executions is not None:
+            streamed = self.executions.lookup(client_order_id)
+            if streamed is not None:
+                return streamed
         for method, key in (("OpenOrders", "open"), ("ClosedOrders", "closed")):
             result = await self.rest.private(method, {"cl_ord_id": client_order_id})
             for order in parse_orders(result, self.pairs, f"private/{method}", key):
@@ -256,6 +305,10 @@ class KrakenExchange:
 
     async def place_order(self, request: OrderRequest) -> OrderInfo:
         params = self._order_params(request)
+        self._start_trading_guards()
+        if self.executions is not None and request.order_type is OrderType.MARKET:
+            # a market order is done at once: the stream answers once it has said so
+            self.executions.expect_final(request.client_order_id)
         last_unknown: BaseException | None = None
         for send_no in range(1, self.config.max_order_sends + 1):
             try:
@@ -312,6 +365,8 @@ class KrakenExchange:
         return pair, next((cost for limit, cost in _CANCEL_COST if age < limit), 0)
 
     async def cancel_order(self, client_order_id: str) -> bool:
+        if self.executions is not None:
+            self.executions.expect_final(client_order_id)
         pair, cost = self._cancel_cost(client_order_id)
         await self.trading_limiter.acquire(pair, cost)
         attempts_before = self.retry_stats.of("private/CancelOrder").attempts

@@ -77,8 +77,8 @@ def default_catalog() -> Catalog:
     btc = AssetInfo("BTC", "XXBT", "XBT", 10, 5)
     eth = AssetInfo("ETH", "XETH", "ETH", 10, 5)
     sol = AssetInfo("SOL", "SOL", "SOL", 10, 5)
-    usd = AssetInfo("USD", "ZUSD", "ZUSD", 4, 2)
-    eur = AssetInfo("EUR", "ZEUR", "ZEUR", 4, 2)
+    usd = AssetInfo("USD", "ZUSD", "USD", 4, 2)
+    eur = AssetInfo("EUR", "ZEUR", "EUR", 4, 2)
     pairs = [
         PairInfo(
             "XXBTZUSD",

@@ -22,10 +22,11 @@ import attrs
 from tradebot.exchanges.simulator._catalog import Catalog, PairInfo
 from tradebot.exchanges.simulator._protocol import quantize
 
-__all__ = ["OHLC_INTERVALS", "CandleBar", "Market", "PairMarket", "TickerStats"]
+__all__ = ["OHLC_INTERVALS", "CandleBar", "Market", "MarketTrade", "PairMarket", "TickerStats"]
 
 OHLC_INTERVALS: tuple[int, ...] = (1, 5, 15, 30, 60, 240, 1440, 10080, 21600)
 MAX_CANDLES = 720
+TAPE_LENGTH = 1000  # public trades and spreads kept per pair (Kraken's Trades answers at most 1000)
 _SPREAD = 0.00005  # bid/ask each half a basis point from the mid
 
 
@@ -53,6 +54,18 @@ class CandleBar:
         self.volume += volume
         self.notional += price * volume
         self.count += 1
+
+
+@attrs.frozen
+class MarketTrade:
+    """One public trade on a pair's tape (simulated market flow or the account's own fills)."""
+
+    trade_id: int
+    time: float
+    price: Decimal
+    qty: Decimal
+    side: str  # "buy" | "sell": the taker's side
+    ordertype: str  # "market" | "limit"
 
 
 @attrs.frozen
@@ -153,6 +166,9 @@ class PairMarket:
         self.bid_qty = Decimal(1)
         self.ask_qty = Decimal(1)
         self.candles: dict[int, deque[CandleBar]] = {}
+        self.trades: deque[MarketTrade] = deque(maxlen=TAPE_LENGTH)
+        self.spreads: deque[tuple[float, Decimal, Decimal]] = deque(maxlen=TAPE_LENGTH)
+        self._trade_ids = 0
         self._stats_cache: tuple[tuple[int, int], TickerStats] | None = None
         for interval in OHLC_INTERVALS:
             span = interval * 60
@@ -191,6 +207,33 @@ class PairMarket:
         self.bid_qty = quantize(Decimal(repr(rng.uniform(0.2, 3.0))) * self.pair.trade_size * 10, 3)
         self.ask_qty = quantize(Decimal(repr(rng.uniform(0.2, 3.0))) * self.pair.trade_size * 10, 3)
         self._record(now, self.last, qty)
+        self.add_trade(now, self.last, qty, "buy" if buy else "sell", "market")
+        self.spreads.append((now.timestamp(), self.bid, self.ask))
+
+    def add_trade(self, now: datetime, price: Decimal, qty: Decimal, side: str, ordertype: str) -> MarketTrade:
+        """Put one trade on the public tape (the account's fills call this too)."""
+        self._trade_ids += 1
+        trade = MarketTrade(self._trade_ids, now.timestamp(), price, qty, side, ordertype)
+        self.trades.append(trade)
+        return trade
+
+    def depth(self, count: int) -> tuple[list[tuple[Decimal, Decimal]], list[tuple[Decimal, Decimal]]]:
+        """The simulated order book: ``count`` ask levels (best first) and ``count`` bid levels.
+
+        A function of the price and the tick count only, so Depth, the WebSocket ``book``
+        channel and order matching all see the same book.
+        """
+        pair = self.pair
+        asks: list[tuple[Decimal, Decimal]] = []
+        bids: list[tuple[Decimal, Decimal]] = []
+        ask, bid = self.ask, self.bid
+        for level in range(count):
+            step = pair.tick_size * (level * (level + 1) // 2 + level)
+            size = quantize(pair.trade_size * (3 + (level * 7919 + self.ticks) % 17), 3)
+            asks.append((ask + step, size))
+            if bid - step > 0:
+                bids.append((bid - step, size))
+        return asks, bids
 
     # --- candles --------------------------------------------------------------
 

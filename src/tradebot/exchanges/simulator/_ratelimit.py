@@ -6,7 +6,7 @@ import attrs
 
 from tradebot.core.clock import Clock
 
-__all__ = ["RATE_TIERS", "DecayCounter", "RateTier", "order_age_penalty"]
+__all__ = ["RATE_TIERS", "DecayCounter", "RateTier", "amend_age_penalty", "edit_age_penalty", "order_age_penalty"]
 
 
 @attrs.frozen
@@ -47,6 +47,10 @@ class DecayCounter:
         self._at = now
         return self._level
 
+    def force_add(self, cost: float) -> None:
+        """Count ``cost`` units whatever the level (the level may pass the maximum)."""
+        self._level = self.level + cost
+
     def try_add(self, cost: float, *, maximum: float | None = None, decay: float | None = None) -> bool:
         """Admit a call of ``cost`` units; ``maximum``/``decay`` override the limits (faults)."""
         if decay is not None and decay != self.decay:
@@ -62,6 +66,22 @@ class DecayCounter:
 def order_age_penalty(age_s: float) -> int:
     """Extra matching-engine cost of cancelling an order ``age_s`` seconds after it was placed."""
     for limit, penalty in ((5, 8), (10, 6), (15, 5), (45, 4), (90, 2), (300, 1)):
+        if age_s < limit:
+            return penalty
+    return 0
+
+
+def edit_age_penalty(age_s: float) -> int:
+    """Extra cost of EditOrder on an order created or amended ``age_s`` seconds ago."""
+    for limit, penalty in ((5, 6), (10, 5), (15, 4), (45, 2), (90, 1)):
+        if age_s < limit:
+            return penalty
+    return 0
+
+
+def amend_age_penalty(age_s: float) -> int:
+    """Extra cost of AmendOrder (cheaper than cancel + add: the order keeps its place)."""
+    for limit, penalty in ((5, 3), (10, 2), (15, 1)):
         if age_s < limit:
             return penalty
     return 0

@@ -18,12 +18,12 @@ import attrs
 from aiohttp import web
 
 from tradebot.exchanges.kraken.auth import verify
-from tradebot.exchanges.simulator._account import INVALID, SimOrder, parse_order_params
+from tradebot.exchanges.simulator._account import INVALID, OrderParams, SimOrder, fee_rates, parse_order_params
 from tradebot.exchanges.simulator._catalog import PairInfo
 from tradebot.exchanges.simulator._faults import FaultRule
 from tradebot.exchanges.simulator._market import OHLC_INTERVALS, TickerStats
 from tradebot.exchanges.simulator._protocol import KrakenRejection, fmt_decimal, quantize
-from tradebot.exchanges.simulator._ratelimit import order_age_penalty
+from tradebot.exchanges.simulator._ratelimit import amend_age_penalty, edit_age_penalty, order_age_penalty
 
 if TYPE_CHECKING:
     from tradebot.exchanges.simulator._server import Simulator
@@ -136,6 +136,7 @@ class RestApi:
             if "error" in kinds:
                 return self._respond(kraken_body([str(kinds["error"].value)]))
 
+        sim.housekeeping()
         try:
             if parse_error:
                 raise KrakenRejection(parse_error)
@@ -215,9 +216,23 @@ class RestApi:
             raise KrakenRejection("EAPI:Rate limit exceeded")
 
 
-def _parse_params(request: web.Request, raw: bytes) -> tuple[dict[str, str], str | None]:
+class ParamDict(dict[str, str]):
+    """Request parameters as text, plus the JSON body's lists and objects as sent (``structured``).
+
+    Every value is also available as text (a list joined with commas), as Kraken's form-encoded
+    API reads it; AddOrderBatch and CancelOrderBatch read their ``orders`` from ``structured``.
+    """
+
+    structured: dict[str, Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.structured = {}
+
+
+def _parse_params(request: web.Request, raw: bytes) -> tuple[ParamDict, str | None]:
     """Query + body parameters, and the Kraken error to answer when they make no sense."""
-    params: dict[str, str] = {k: v for k, v in request.query.items()}
+    params = ParamDict({k: v for k, v in request.query.items()})
     if not raw:
         return params, None
     try:
@@ -232,6 +247,7 @@ def _parse_params(request: web.Request, raw: bytes) -> tuple[dict[str, str], str
         if not isinstance(data, dict):
             return params, INVALID
         for key, value in data.items():
+            params.structured[str(key)] = value
             if isinstance(value, list):
                 value = ",".join(str(v) for v in value)
             elif isinstance(value, bool):
@@ -239,9 +255,17 @@ def _parse_params(request: web.Request, raw: bytes) -> tuple[dict[str, str], str
             params[str(key)] = str(value)
         return params, None
     try:
-        params.update(parse_qsl(text, keep_blank_values=True, strict_parsing=True))
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
     except ValueError:
         return params, INVALID
+    repeated: dict[str, list[str]] = {}
+    for key, value in pairs:
+        repeated.setdefault(key, []).append(value)
+    for key, values in repeated.items():
+        # ``txid=a&txid=b`` (a list sent with repeated keys) reads as ``a,b``
+        params[key] = ",".join(values)
+        if len(values) > 1:
+            params.structured[key] = values
     return params, None
 
 
@@ -322,10 +346,20 @@ def public_assets(sim: Simulator, params: Params) -> dict[str, Any]:
     }
 
 
+def _answer_keys(params: Params, pairs: list[PairInfo]) -> list[str]:
+    """Kraken keys an answer by the pair's REST key, except a pair asked for by its ``BASE/QUOTE``
+    name, which comes back under that name (clients look it up so)."""
+    names = [n.strip() for n in params.get("pair", "").split(",") if n.strip()]
+    if len(names) != len(pairs):
+        return [p.key for p in pairs]
+    return [name if "/" in name else p.key for name, p in zip(names, pairs, strict=True)]
+
+
 def public_asset_pairs(sim: Simulator, params: Params) -> dict[str, Any]:
     result = {}
-    for p in _pairs_param(sim, params, required=False):
-        result[p.key] = {
+    pairs = _pairs_param(sim, params, required=False)
+    for key, p in zip(_answer_keys(params, pairs), pairs, strict=True):
+        result[key] = {
             "altname": p.altname,
             "wsname": p.wsname,
             "aclass_base": "currency",
@@ -434,13 +468,49 @@ def public_depth(sim: Simulator, params: Params) -> dict[str, Any]:
     pm = sim.market[pair.key]
     ts = int(_now(sim).timestamp())
     d = pair.pair_decimals
-    asks, bids = [], []
-    for level in range(count):
-        step = pair.tick_size * (level * (level + 1) // 2 + level)
-        size = quantize(pair.trade_size * (3 + (level * 7919 + pm.ticks) % 17), pair.lot_decimals)
-        asks.append([fmt_decimal(pm.ask + step, d), fmt_decimal(size, 3), ts])
-        bids.append([fmt_decimal(pm.bid - step, d), fmt_decimal(size, 3), ts])
-    return {pair.key: {"asks": asks, "bids": bids}}
+    asks, bids = pm.depth(count)
+    return {
+        pair.key: {
+            "asks": [[fmt_decimal(p, d), fmt_decimal(q, 3), ts] for p, q in asks],
+            "bids": [[fmt_decimal(p, d), fmt_decimal(q, 3), ts] for p, q in bids],
+        }
+    }
+
+
+def public_trades(sim: Simulator, params: Params) -> dict[str, Any]:
+    """Recent public trades: ``[price, volume, time, b|s, m|l, misc, trade_id]``; ``since`` in ns."""
+    (pair,) = _pairs_param(sim, params, required=True)[:1]
+    since = _int_param(params, "since", 0)
+    count = _int_param(params, "count", 1000)
+    if not 1 <= count <= 1000 or since < 0:
+        raise KrakenRejection(INVALID)
+    d = pair.pair_decimals
+    trades = [t for t in sim.market[pair.key].trades if int(t.time * 1e9) > since][:count]
+    rows = [
+        [
+            fmt_decimal(t.price, d),
+            fmt_decimal(t.qty, 8),
+            round(t.time, 4),
+            "b" if t.side == "buy" else "s",
+            "l" if t.ordertype == "limit" else "m",
+            "",
+            t.trade_id,
+        ]
+        for t in trades
+    ]
+    last = int(trades[-1].time * 1e9) if trades else since
+    return {pair.key: rows, "last": str(last)}
+
+
+def public_spread(sim: Simulator, params: Params) -> dict[str, Any]:
+    """Recent best bid/ask: ``[time, bid, ask]`` per market tick, ``since`` in seconds."""
+    (pair,) = _pairs_param(sim, params, required=True)[:1]
+    since = _int_param(params, "since", 0)
+    d = pair.pair_decimals
+    rows = [
+        [int(t), fmt_decimal(b, d), fmt_decimal(a, d)] for t, b, a in sim.market[pair.key].spreads if t > since
+    ]
+    return {pair.key: rows, "last": rows[-1][0] if rows else since}
 
 
 # --- private handlers ---------------------------------------------------------
@@ -454,7 +524,7 @@ def private_balance(sim: Simulator, params: Params) -> dict[str, Any]:
 
 
 def private_balance_ex(sim: Simulator, params: Params) -> dict[str, Any]:
-    holds = sim.account.holds()
+    holds = sim.account.holds(sim.market)
     result = {}
     for code, amount in sim.account.balances.items():
         places = sim.catalog.assets[code].decimals
@@ -465,29 +535,238 @@ def private_balance_ex(sim: Simulator, params: Params) -> dict[str, Any]:
     return result
 
 
-def private_add_order(sim: Simulator, params: Params) -> dict[str, Any]:
+def _trading_allowed(sim: Simulator) -> None:
     status = sim.status
     if status == "maintenance":
         raise KrakenRejection("EService:Unavailable")
     if status == "cancel_only":
         raise KrakenRejection("EService:Market in cancel_only mode")
-    order = parse_order_params(params, sim.catalog)
-    if status == "post_only":
+
+
+def _parse_order(sim: Simulator, params: Mapping[str, Any], *, pair: PairInfo | None = None) -> OrderParams:
+    order = parse_order_params(
+        params,
+        sim.catalog,
+        last_price=lambda p: sim.market[p.key].last,
+        now=sim.clock.now().timestamp(),
+        pair=pair,
+    )
+    if sim.status == "post_only":
         pm = sim.market[order.pair.key]
-        crosses = order.price is None or (
-            pm.ask <= order.price if order.side == "buy" else pm.bid >= order.price
+        crosses = order.ordertype != "limit" or (
+            order.price is not None and (pm.ask <= order.price if order.side == "buy" else pm.bid >= order.price)
         )
-        if crosses:
+        if crosses and "post" not in order.oflags:
             raise KrakenRejection("EService:Market in post_only mode")
+    return order
+
+
+def _describe(order: OrderParams) -> str:
+    probe = SimOrder(
+        "",
+        order.pair,
+        order.side,
+        order.ordertype,
+        order.volume,
+        order.price,
+        None,
+        0,
+        0,
+        0,
+        price2=order.price2,
+        trail=order.trail,
+        trail_limit=order.trail_limit,
+    )
+    return probe.description()
+
+
+def private_add_order(sim: Simulator, params: Params) -> dict[str, Any]:
+    _trading_allowed(sim)
+    order = _parse_order(sim, params)
     if not order.validate and not sim.admit_order_call(order.pair.key, 1):
         raise KrakenRejection("EOrder:Rate limit exceeded")
     placed = sim.place_order(order)
     if placed is None:
-        probe = SimOrder(
-            "", order.pair, order.side, order.ordertype, order.volume, order.price, None, 0, 0, 0
-        )
-        return {"descr": {"order": probe.description()}}
+        return {"descr": {"order": _describe(order)}}
     return {"descr": {"order": placed.description()}, "txid": [placed.txid]}
+
+
+def _structured_list(params: Params, name: str) -> list[Any]:
+    value = getattr(params, "structured", {}).get(name)
+    if value is None:
+        text = params.get(name, "")
+        return [t for t in text.split(",") if t.strip()] if text else []
+    if not isinstance(value, list):
+        raise KrakenRejection(f"{INVALID}:{name}")
+    return value
+
+
+def private_add_order_batch(sim: Simulator, params: Params) -> dict[str, Any]:
+    """2 to 15 orders on one pair; the whole batch is refused if one order is malformed."""
+    _trading_allowed(sim)
+    pair = sim.catalog.pair(params.get("pair", ""))
+    if pair is None:
+        raise KrakenRejection("EQuery:Unknown asset pair")
+    raw_orders = _structured_list(params, "orders")
+    if not 2 <= len(raw_orders) <= 15 or not all(isinstance(o, dict) for o in raw_orders):
+        raise KrakenRejection(f"{INVALID}:orders")
+    validate = params.get("validate", "false").lower() in ("true", "1")
+    parsed = []
+    for raw in raw_orders:
+        fields = {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in raw.items()}
+        fields["validate"] = "true" if validate else "false"
+        parsed.append(_parse_order(sim, fields, pair=pair))
+    if not validate and not sim.admit_order_call(pair.key, math.ceil(len(parsed) / 2)):
+        raise KrakenRejection("EOrder:Rate limit exceeded")
+    results: list[dict[str, Any]] = []
+    for order in parsed:
+        try:
+            placed = sim.place_order(order)
+        except KrakenRejection as rejection:
+            results.append({"error": rejection.error})
+            continue
+        if placed is None:
+            results.append({"descr": {"order": _describe(order)}})
+        else:
+            entry: dict[str, Any] = {"txid": placed.txid, "descr": {"order": placed.description()}}
+            if placed.cl_ord_id is not None:
+                entry["cl_ord_id"] = placed.cl_ord_id
+            results.append(entry)
+    return {"orders": results}
+
+
+def _one_open_order(sim: Simulator, params: Params, *, id_field: str = "txid") -> SimOrder:
+    if "cl_ord_id" in params and id_field in params:
+        raise KrakenRejection(f"{INVALID}:cl_ord_id")
+    if "cl_ord_id" in params:
+        found = sim.account.find(cl_ord_id=params["cl_ord_id"], orders=sim.account.open_orders())
+    else:
+        ref = params.get(id_field, "").strip()
+        if not ref:
+            raise KrakenRejection(f"{INVALID}:{id_field}")
+        if ref.lstrip("-").isdigit():
+            found = sim.account.find(userref=int(ref), orders=sim.account.open_orders())
+        else:
+            found = sim.account.find(txid=ref)
+    if not found or not found[0].is_open:
+        raise KrakenRejection("EOrder:Unknown order")
+    return found[0]
+
+
+def private_amend_order(sim: Simulator, params: Params) -> dict[str, Any]:
+    """Change quantity or prices of an open order in place: same txid, queue priority kept."""
+    _trading_allowed(sim)
+    order = _one_open_order(sim, params)
+    volume = _decimal_param(params, "order_qty", order.pair.lot_decimals)
+    price = _price_param(params, "limit_price", order.pair)
+    trigger = _price_param(params, "trigger_price", order.pair)
+    if params.get("display_qty"):
+        raise KrakenRejection(f"{INVALID}:display_qty")
+    if volume is None and price is None and trigger is None:
+        raise KrakenRejection(f"{INVALID}:order_qty")
+    post_only = params.get("post_only", "false").lower() in ("true", "1")
+    age = sim.clock.monotonic() - order.opened_mono
+    if not sim.admit_order_call(order.pair.key, 1 + amend_age_penalty(age)):
+        raise KrakenRejection("EOrder:Rate limit exceeded")
+    now = sim.clock.now().timestamp()
+    amend_id = sim.new_id("T")
+    if order.ordertype in ("stop-loss-limit", "take-profit-limit"):
+        sim.account.amend(
+            order, sim.market, now=now, volume=volume, price=trigger, price2=price, post_only=post_only, amend_id=amend_id
+        )
+    elif order.ordertype == "limit":
+        if trigger is not None:
+            raise KrakenRejection(f"{INVALID}:trigger_price")
+        sim.account.amend(order, sim.market, now=now, volume=volume, price=price, post_only=post_only, amend_id=amend_id)
+    else:
+        if price is not None:
+            raise KrakenRejection(f"{INVALID}:limit_price")
+        sim.account.amend(order, sim.market, now=now, volume=volume, price=trigger, amend_id=amend_id)
+    order.opened_mono = sim.clock.monotonic()
+    return {"amend_id": amend_id}
+
+
+def private_order_amends(sim: Simulator, params: Params) -> dict[str, Any]:
+    txid = params.get("order_id", "").strip()
+    order = sim.account.orders.get(txid)
+    if order is None:
+        raise KrakenRejection("EOrder:Unknown order")
+    return {"amends": list(order.amend_log), "count": len(order.amend_log)}
+
+
+def private_edit_order(sim: Simulator, params: Params) -> dict[str, Any]:
+    """Kraken's EditOrder: the order is cancelled and a new one (new txid) placed in its stead."""
+    _trading_allowed(sim)
+    if "cl_ord_id" in params:
+        raise KrakenRejection(f"{INVALID}:cl_ord_id")  # not supported by EditOrder on Kraken
+    pair = sim.catalog.pair(params.get("pair", ""))
+    if pair is None:
+        raise KrakenRejection("EQuery:Unknown asset pair")
+    order = _one_open_order(sim, params)
+    if order.pair != pair:
+        raise KrakenRejection("EOrder:Unknown order")
+    if order.ordertype in ("trailing-stop", "trailing-stop-limit") or order.triggered:
+        raise KrakenRejection("EOrder:Invalid order")
+    fields: dict[str, str] = {
+        "type": order.side,
+        "ordertype": order.ordertype,
+        "volume": params.get("volume") or fmt_decimal(order.volume, 8),
+        "oflags": params.get("oflags", ",".join(sorted(order.oflags))),
+        "userref": params.get("userref", str(order.userref)),
+        "validate": params.get("validate", "false"),
+    }
+    if order.price is not None:
+        fields["price"] = params.get("price") or fmt_decimal(order.price, pair.pair_decimals)
+    if order.price2 is not None:
+        fields["price2"] = params.get("price2") or fmt_decimal(order.price2, pair.pair_decimals)
+    new = _parse_order(sim, fields, pair=pair)
+    if new.volume <= order.vol_exec:
+        raise KrakenRejection("EOrder:Invalid order")
+    age = sim.clock.monotonic() - order.opened_mono
+    if not new.validate and not sim.admit_order_call(pair.key, 1 + edit_age_penalty(age)):
+        raise KrakenRejection("EOrder:Rate limit exceeded")
+    remaining = attrs.evolve(new, volume=new.volume - order.vol_exec)
+    if new.validate:
+        return {"status": "ok", "descr": {"order": _describe(new)}}
+    now = sim.clock.now().timestamp()
+    sim.account.cancel(order, now=now, reason="Order replaced")
+    try:
+        placed = sim.place_order(remaining)
+    except KrakenRejection:
+        order.status, order.closetm, order.reason = "open", None, None  # nothing changes on refusal
+        raise
+    assert placed is not None
+    d = pair.pair_decimals
+    return {
+        "status": "ok",
+        "txid": placed.txid,
+        "originaltxid": order.txid,
+        "volume": fmt_decimal(new.volume, 8),
+        "price": fmt_decimal(new.price or Decimal(0), d),
+        "price2": fmt_decimal(new.price2 or Decimal(0), d),
+        "orders_cancelled": 1,
+        "descr": {"order": placed.description()},
+    }
+
+
+def _decimal_param(params: Params, name: str, places: int) -> Decimal | None:
+    text = params.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        value = Decimal(text)
+    except ArithmeticError:
+        raise KrakenRejection(f"{INVALID}:{name}") from None
+    if not value.is_finite() or value <= 0 or -value.as_tuple().exponent > places:  # type: ignore[operator]
+        raise KrakenRejection(f"{INVALID}:{name}")
+    return value
+
+
+def _price_param(params: Params, name: str, pair: PairInfo) -> Decimal | None:
+    value = _decimal_param(params, name, 18)
+    if value is not None and -value.as_tuple().exponent > pair.pair_decimals:  # type: ignore[operator]
+        raise KrakenRejection("EOrder:Invalid price")
+    return value
 
 
 def _orders_by_ref(sim: Simulator, params: Params) -> list[SimOrder]:
@@ -524,6 +803,36 @@ def private_cancel_order(sim: Simulator, params: Params) -> dict[str, Any]:
     return {"count": count}
 
 
+def private_cancel_order_batch(sim: Simulator, params: Params) -> dict[str, Any]:
+    """Up to 50 orders by txid or userref (``orders``) and/or client id (``cl_ord_ids``)."""
+    if sim.status == "maintenance":
+        raise KrakenRejection("EService:Unavailable")
+    refs: list[str] = []
+    for item in _structured_list(params, "orders"):
+        if isinstance(item, dict):
+            item = item.get("txid")
+        if not isinstance(item, (str, int)) or isinstance(item, bool) or not str(item).strip():
+            raise KrakenRejection(f"{INVALID}:orders")
+        refs.append(str(item).strip())
+    client_ids = [str(c) for c in _structured_list(params, "cl_ord_ids")]
+    if not refs and not client_ids or len(refs) + len(client_ids) > 50:
+        raise KrakenRejection(f"{INVALID}:orders")
+    account = sim.account
+    targets: dict[str, SimOrder] = {}
+    for ref in refs:
+        found = account.find(userref=int(ref)) if ref.lstrip("-").isdigit() else account.find(txid=ref)
+        targets.update((o.txid, o) for o in found if o.is_open)
+    for client_id in client_ids:
+        targets.update((o.txid, o) for o in account.find(cl_ord_id=client_id) if o.is_open)
+    now_mono = sim.clock.monotonic()
+    now = sim.clock.now().timestamp()
+    for order in targets.values():
+        # a batch cancel is accepted even past the limit (Kraken's documented exception)
+        sim.admit_order_call(order.pair.key, order_age_penalty(now_mono - order.opened_mono), force=True)
+        account.cancel(order, now=now)
+    return {"count": len(targets)}
+
+
 def private_cancel_all(sim: Simulator, params: Params) -> dict[str, Any]:
     if sim.status == "maintenance":
         raise KrakenRejection("EService:Unavailable")
@@ -532,6 +841,129 @@ def private_cancel_all(sim: Simulator, params: Params) -> dict[str, Any]:
     for order in orders:
         sim.account.cancel(order, now=now)
     return {"count": len(orders)}
+
+
+def private_cancel_all_orders_after(sim: Simulator, params: Params) -> dict[str, Any]:
+    """The dead man's switch: cancel every open order unless called again within ``timeout`` s."""
+    text = params.get("timeout", "").strip()
+    if not text.isdigit():
+        raise KrakenRejection(f"{INVALID}:timeout")
+    timeout = int(text)
+    if timeout > 86400:
+        raise KrakenRejection(f"{INVALID}:timeout")
+    now = sim.clock.now()
+    trigger = sim.arm_dead_mans_switch(timeout)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return {
+        "currentTime": now.astimezone(UTC).strftime(stamp),
+        "triggerTime": "0" if trigger is None else trigger.astimezone(UTC).strftime(stamp),
+    }
+
+
+def private_get_websockets_token(sim: Simulator, params: Params) -> dict[str, Any]:
+    return {"token": sim.issue_ws_token(), "expires": 900}
+
+
+def private_trade_balance(sim: Simulator, params: Params) -> dict[str, Any]:
+    """Spot equity valued in ``asset`` (default ZUSD); no margin positions, so m, n, c, v are 0."""
+    asset = sim.catalog.asset(params.get("asset", "ZUSD") or "ZUSD")
+    if asset is None:
+        raise KrakenRejection("EQuery:Unknown asset")
+    total = Decimal(0)
+    for code, amount in sim.account.balances.items():
+        if amount:
+            total += amount * sim.price_in(code, asset.code)
+    places = asset.decimals
+    zero = fmt_decimal(Decimal(0), places)
+    equity = fmt_decimal(total, places)
+    return {"eb": equity, "tb": equity, "m": zero, "uv": zero, "n": zero, "c": zero, "v": zero, "e": equity, "mf": equity}
+
+
+def private_trade_volume(sim: Simulator, params: Params) -> dict[str, Any]:
+    """30-day USD volume of the account's trades, and the fee rates of the pairs asked for."""
+    pairs = _pairs_param(sim, params, required=False) if params.get("pair", "").strip() else []
+    since = sim.clock.now().timestamp() - 30 * 86400
+    volume = Decimal(0)
+    for trade in sim.account.trades.values():
+        if trade["time"] >= since:
+            pair = sim.catalog.pairs[trade["pair"]]
+            volume += Decimal(trade["cost"]) * sim.price_in(pair.quote.code, "USD")
+    result: dict[str, Any] = {"currency": "ZUSD", "volume": fmt_decimal(volume, 4)}
+    if pairs:
+        fees: dict[str, Any] = {}
+        fees_maker: dict[str, Any] = {}
+        for pair in pairs:
+            taker, maker = fee_rates(pair)
+            for table, rate in ((fees, taker), (fees_maker, maker)):
+                pct = fmt_decimal(rate * 100, 4)
+                table[pair.key] = {
+                    "fee": pct,
+                    "minfee": pct,
+                    "maxfee": pct,
+                    "nextfee": None,
+                    "nextvolume": None,
+                    "tiervolume": fmt_decimal(Decimal(0), 4),
+                }
+        result["fees"] = fees
+        result["fees_maker"] = fees_maker
+    return result
+
+
+def _ledger_filter(sim: Simulator, params: Params) -> list[tuple[str, dict[str, Any]]]:
+    names = [n for n in params.get("asset", "").split(",") if n.strip() and n.strip().lower() != "all"]
+    codes = set()
+    for name in names:
+        asset = sim.catalog.asset(name)
+        if asset is None:
+            raise KrakenRejection("EQuery:Unknown asset")
+        codes.add(asset.kraken)
+    kind = params.get("type", "all") or "all"
+    known = ("all", "trade", "deposit", "withdrawal", "transfer", "margin", "rollover", "spend", "receive", "settled", "adjustment", "staking", "sale", "credit", "dividend")
+    if kind not in known:
+        raise KrakenRejection(f"{INVALID}:type")
+    start = _time_param(params, "start", -1.0)
+    end = _time_param(params, "end", math.inf)
+    entries = [
+        (k, v)
+        for k, v in sim.account.ledger.items()
+        if (not codes or v["asset"] in codes) and kind in ("all", v["type"]) and start < v["time"] <= end
+    ]
+    entries.sort(key=lambda kv: kv[1]["time"], reverse=True)
+    return entries
+
+
+def private_ledgers(sim: Simulator, params: Params) -> dict[str, Any]:
+    entries = _ledger_filter(sim, params)
+    ofs = max(0, _int_param(params, "ofs", 0))
+    result: dict[str, Any] = {"ledger": dict(entries[ofs : ofs + _PAGE])}
+    if params.get("without_count", "false").lower() not in ("true", "1"):
+        result["count"] = len(entries)
+    return result
+
+
+def private_query_ledgers(sim: Simulator, params: Params) -> dict[str, Any]:
+    ids = [i.strip() for i in params.get("id", "").split(",") if i.strip()]
+    if not ids or len(ids) > 20:
+        raise KrakenRejection(f"{INVALID}:id")
+    result = {}
+    for entry_id in ids:
+        if entry_id not in sim.account.ledger:
+            raise KrakenRejection(f"{INVALID}:id")
+        result[entry_id] = sim.account.ledger[entry_id]
+    return result
+
+
+def private_query_trades(sim: Simulator, params: Params) -> dict[str, Any]:
+    txids = [t.strip() for t in params.get("txid", "").split(",") if t.strip()]
+    if not txids or len(txids) > 20:
+        raise KrakenRejection(f"{INVALID}:txid")
+    result = {}
+    for txid in txids:
+        trade = sim.account.trades.get(txid)
+        if trade is None:
+            raise KrakenRejection(f"{INVALID}:txid")
+        result[txid] = trade
+    return result
 
 
 def _filters(params: Params) -> dict[str, Any]:
@@ -605,12 +1037,26 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint("Ticker", public_ticker, False),
         Endpoint("OHLC", public_ohlc, False),
         Endpoint("Depth", public_depth, False),
+        Endpoint("Trades", public_trades, False),
+        Endpoint("Spread", public_spread, False),
         Endpoint("Balance", private_balance, True),
         Endpoint("BalanceEx", private_balance_ex, True),
         # trading calls count on the per-pair matching-engine limiter instead
         Endpoint("AddOrder", private_add_order, True, cost=0),
         Endpoint("CancelOrder", private_cancel_order, True, cost=0),
         Endpoint("CancelAll", private_cancel_all, True, cost=0),
+        Endpoint("AddOrderBatch", private_add_order_batch, True, cost=0),
+        Endpoint("CancelOrderBatch", private_cancel_order_batch, True, cost=0),
+        Endpoint("EditOrder", private_edit_order, True, cost=0),
+        Endpoint("AmendOrder", private_amend_order, True, cost=0),
+        Endpoint("OrderAmends", private_order_amends, True),
+        Endpoint("CancelAllOrdersAfter", private_cancel_all_orders_after, True),
+        Endpoint("GetWebSocketsToken", private_get_websockets_token, True),
+        Endpoint("TradeBalance", private_trade_balance, True),
+        Endpoint("TradeVolume", private_trade_volume, True),
+        Endpoint("Ledgers", private_ledgers, True, cost=2),
+        Endpoint("QueryLedgers", private_query_ledgers, True, cost=2),
+        Endpoint("QueryTrades", private_query_trades, True, cost=2),
         Endpoint("OpenOrders", private_open_orders, True),
         Endpoint("ClosedOrders", private_closed_orders, True),
         Endpoint("QueryOrders", private_query_orders, True),

@@ -9,6 +9,7 @@ import random
 import secrets
 from collections import Counter
 from collections.abc import AsyncIterator, Mapping
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -106,7 +107,12 @@ class Simulator:
         self.market = Market(
             self.catalog, config.seed, self.clock.now(), volatility=config.volatility, trend=config.trend
         )
-        self.account = Account(self.catalog, config.balances, random.Random(f"{config.seed}:ids"))
+        self.account = Account(
+            self.catalog,
+            config.balances,
+            random.Random(f"{config.seed}:ids"),
+            opened_at=self.clock.now().timestamp(),
+        )
         self.faults = FaultInjector(config.seed, self.clock, known_targets=ENDPOINTS)
         if config.faults:
             self.faults.add(config.faults)
@@ -133,6 +139,10 @@ class Simulator:
         self._closing = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._status_seen = self.status
+        self.dead_mans_switch: float | None = None  # unix time CancelAllOrdersAfter fires at
+        self.dead_mans_switch_fired = 0
+        self._ws_tokens: dict[str, float] = {}  # token -> unix time it stops being accepted
+        self._ids = random.Random(f"{config.seed}:sim-ids")
 
     def __repr__(self) -> str:
         return f"<Simulator {self.base_url if self._port else 'stopped'} seed={self.config.seed}>"
@@ -201,7 +211,63 @@ class Simulator:
     async def _fault_loop(self) -> None:
         while True:
             await self.sync_faults()
+            self.housekeeping()
             await asyncio.sleep(0.05)
+
+    def housekeeping(self) -> None:
+        """Time-driven exchange behaviour between ticks: GTD expiry and the dead man's switch."""
+        now = self.clock.now().timestamp()
+        self.account.expire(now=now)
+        deadline = self.dead_mans_switch
+        if deadline is not None and now >= deadline:
+            self.dead_mans_switch = None
+            self.dead_mans_switch_fired += 1
+            for order in self.account.open_orders():
+                self.account.cancel(order, now=now)
+
+    def arm_dead_mans_switch(self, timeout_s: int) -> datetime | None:
+        """CancelAllOrdersAfter: (re)start the countdown, or with 0 disarm it; returns the trigger time."""
+        if timeout_s == 0:
+            self.dead_mans_switch = None
+            return None
+        now = self.clock.now()
+        self.dead_mans_switch = now.timestamp() + timeout_s
+        return now + timedelta(seconds=timeout_s)
+
+    def issue_ws_token(self) -> str:
+        """A WebSocket token (GetWebSocketsToken): must be used to connect within 15 minutes."""
+        token = base64.b64encode(secrets.token_bytes(30)).decode()
+        now = self.clock.now().timestamp()
+        self._ws_tokens = {t: exp for t, exp in self._ws_tokens.items() if exp > now}
+        self._ws_tokens[token] = now + 900
+        return token
+
+    def ws_token_valid(self, token: object) -> bool:
+        if not isinstance(token, str):
+            return False
+        expires = self._ws_tokens.get(token)
+        return expires is not None and expires > self.clock.now().timestamp()
+
+    def new_id(self, prefix: str) -> str:
+        chars = "".join(self._ids.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16))
+        return f"{prefix}{chars[:5]}-{chars[5:10]}-{chars[10:]}"
+
+    def price_in(self, code: str, target: str) -> Decimal:
+        """The value of one ``code`` in ``target`` at the current mid (through USD if need be)."""
+        if code == target:
+            return Decimal(1)
+        for pair in self.catalog.pairs.values():
+            pm = self.market[pair.key]
+            mid = (pm.bid + pm.ask) / 2
+            if pair.base.code == code and pair.quote.code == target:
+                return mid
+            if pair.quote.code == code and pair.base.code == target:
+                return 1 / mid
+        if "USD" not in (code, target):
+            return self.price_in(code, "USD") * self.price_in("USD", target)
+        if code == "USD":  # e.g. USD -> EUR through BTC
+            return self.price_in("BTC", target) / self.price_in("BTC", "USD")
+        return self.price_in(code, "BTC") * self.price_in("BTC", target)
 
     async def sync_faults(self) -> None:
         """Act on fault changes: fire ``ws_disconnect`` rules, announce status changes."""
@@ -249,14 +315,20 @@ class Simulator:
             return limiter.try_add(cost, decay=self.tier.rest_decay)
         return limiter.try_add(cost, maximum=override[0], decay=override[1] or self.tier.rest_decay)
 
-    def admit_order_call(self, pair_key: str, cost: int) -> bool:
-        """Kraken's per-pair matching-engine counter for AddOrder/CancelOrder."""
+    def admit_order_call(self, pair_key: str, cost: float, *, force: bool = False) -> bool:
+        """Kraken's per-pair matching-engine counter for AddOrder/CancelOrder.
+
+        ``force`` counts the cost even past the limit (a batch cancel is never refused).
+        """
         limiter = self._order_limiters.get(pair_key)
         if limiter is None:
             limiter = self._order_limiters[pair_key] = DecayCounter(
                 self.tier.order_max, self.tier.order_decay, self.clock
             )
         override = self.faults.order_limit()
+        if force:
+            limiter.force_add(cost)
+            return True
         if override is None:
             return limiter.try_add(cost, decay=self.tier.order_decay)
         return limiter.try_add(cost, maximum=override[0], decay=override[1] or self.tier.order_decay)
@@ -266,7 +338,7 @@ class Simulator:
     def state(self) -> dict[str, Any]:
         """A JSON-ready picture of the exchange (what ``GET /_sim/state`` returns). No secrets."""
         catalog = self.catalog
-        holds = self.account.holds()
+        holds = self.account.holds(self.market)
 
         def amount(code: str, value: Decimal) -> str:
             return fmt_decimal(value, catalog.assets[code].decimals)
@@ -302,6 +374,7 @@ class Simulator:
                 "refusing_for_s": max(0.0, self.ws.refuse_until - self.clock.monotonic()),
             },
             "faults": self.faults.describe(),
+            "dead_mans_switch": {"trigger_at": self.dead_mans_switch, "fired": self.dead_mans_switch_fired},
         }
 
 

@@ -1,4 +1,12 @@
-"""Kraken WebSocket v2 at ``/v2``: status, heartbeat, ticker and ohlc channels."""
+"""Kraken WebSocket v2 at ``/v2`` (public and authenticated in one endpoint).
+
+Channels: ``status``, ``heartbeat``, ``ticker``, ``ohlc``, ``book`` (with Kraken's CRC32
+checksum of the top ten levels), ``trade``, ``instrument``, and with a token from
+GetWebSocketsToken ``executions`` and ``balances``. Methods: ``ping``, ``subscribe``,
+``unsubscribe``, ``add_order``, ``amend_order``, ``edit_order``, ``cancel_order``,
+``cancel_all``, ``cancel_all_orders_after``, ``batch_add`` and ``batch_cancel``; trading methods
+run the same code as their REST twins, so both see one account. Numbers are JSON numbers.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +15,15 @@ import contextlib
 import itertools
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
 from tradebot.exchanges.simulator._catalog import PairInfo
-from tradebot.exchanges.simulator._market import OHLC_INTERVALS, CandleBar, TickerStats
+from tradebot.exchanges.simulator._market import OHLC_INTERVALS, CandleBar, MarketTrade, TickerStats
 from tradebot.exchanges.simulator._protocol import rfc3339
+from tradebot.exchanges.simulator._wsprivate import PrivateChannels, book_checksum
 
 if TYPE_CHECKING:
     from tradebot.exchanges.simulator._server import Simulator
@@ -23,6 +33,8 @@ __all__ = ["WebSocketHub"]
 API_VERSION = "v2"
 ENGINE_VERSION = "2.0.10"
 OHLC_SNAPSHOT_BARS = 100
+TRADE_SNAPSHOT = 50
+BOOK_DEPTHS = (10, 25, 100, 500, 1000)
 _QUEUE_LIMIT = 5000
 
 
@@ -64,6 +76,18 @@ def ohlc_data(pair: PairInfo, interval: int, bar: CandleBar, stamp: str) -> dict
     }
 
 
+def trade_data(pair: PairInfo, trade: MarketTrade) -> dict[str, Any]:
+    return {
+        "symbol": pair.wsname,
+        "side": trade.side,
+        "price": _num(trade.price),
+        "qty": _num(trade.qty),
+        "ord_type": trade.ordertype,
+        "trade_id": trade.trade_id,
+        "timestamp": rfc3339(datetime.fromtimestamp(trade.time, UTC)),
+    }
+
+
 class _Client:
     """One connected socket: its subscriptions and an outbox drained by a writer task."""
 
@@ -72,6 +96,13 @@ class _Client:
         self.id = connection_id
         self.tickers: set[str] = set()  # wsnames
         self.ohlc: set[tuple[str, int]] = set()  # (wsname, interval)
+        self.books: dict[str, int] = {}  # wsname -> depth
+        self.book_state: dict[str, tuple[dict[Decimal, Decimal], dict[Decimal, Decimal]]] = {}
+        self.trades: set[str] = set()
+        self.instrument = False
+        self.executions: dict[str, Any] | None = None  # subscription options
+        self.balances = False
+        self.sequence = 0
         self.outbox: asyncio.Queue[str] = asyncio.Queue(maxsize=_QUEUE_LIMIT)
 
     def send(self, payload: dict[str, Any]) -> None:
@@ -101,8 +132,13 @@ class WebSocketHub:
         self._heartbeat_s = heartbeat_s
         self._clients: set[_Client] = set()
         self._ids = itertools.count(1)
+        self._trades_sent: dict[str, int] = {}  # pair key -> last public trade id broadcast
+        self.private = PrivateChannels(sim, self)
         self.refuse_until = 0.0
         self.connections_total = 0
+
+    def clients(self) -> list[_Client]:
+        return list(self._clients)
 
     @property
     def connected(self) -> int:
@@ -163,6 +199,14 @@ class WebSocketHub:
                 reply["req_id"] = req_id
             client.send(reply)
             return
+        if isinstance(method, str) and method in self.private.METHODS:
+            params = request.get("params")
+            if not isinstance(params, dict):
+                client.send(self._error(method, req_id, "EGeneral:Invalid arguments"))
+                return
+            for reply in self.private.call(method, params, req_id, time_in):
+                client.send(reply)
+            return
         if method not in ("subscribe", "unsubscribe"):
             client.send(self._error(method if isinstance(method, str) else None, req_id, "Method not found"))
             return
@@ -174,7 +218,13 @@ class WebSocketHub:
         if channel in ("heartbeat", "status"):
             self._ack(client, method, req_id, time_in, {"channel": channel})
             return
-        if channel not in ("ticker", "ohlc"):
+        if channel in ("executions", "balances"):
+            self.private.subscribe(client, method, params, req_id, time_in)
+            return
+        if channel == "instrument":
+            self._instrument(client, method, params, req_id, time_in)
+            return
+        if channel not in ("ticker", "ohlc", "book", "trade"):
             client.send(self._error(method, req_id, f"Channel {channel} not supported"))
             return
         symbols = params.get("symbol")
@@ -185,6 +235,11 @@ class WebSocketHub:
         if channel == "ohlc" and interval not in OHLC_INTERVALS:
             client.send(self._error(method, req_id, "Subscription ohlc interval not supported"))
             return
+        if channel == "book":
+            interval = params.get("depth", 10)
+            if interval not in BOOK_DEPTHS:
+                client.send(self._error(method, req_id, "Subscription depth not supported"))
+                return
         snapshot = params.get("snapshot", True) is not False
         for symbol in symbols:
             self._one_symbol(client, method, req_id, time_in, channel, symbol, interval, snapshot)
@@ -207,18 +262,28 @@ class WebSocketHub:
         result: dict[str, Any] = {"channel": channel, "symbol": symbol}
         if channel == "ohlc":
             result["interval"] = interval
-            key = (symbol, interval)
-            subscribed = key in client.ohlc
+        elif channel == "book":
+            result["depth"] = interval
+        subs: set[Any] | dict[str, int]
+        key: Any
+        if channel == "ohlc":
+            subs, key = client.ohlc, (symbol, interval)
+        elif channel == "book":
+            subs, key = client.books, symbol
+        elif channel == "trade":
+            subs, key = client.trades, symbol
         else:
-            subscribed = symbol in client.tickers
+            subs, key = client.tickers, symbol
+        subscribed = key in subs
         if method == "unsubscribe":
             if not subscribed:
                 client.send(self._error(method, req_id, "Subscription Not Found", symbol=symbol))
                 return
-            if channel == "ohlc":
-                client.ohlc.discard((symbol, interval))
+            if isinstance(subs, dict):
+                del subs[key]
+                client.book_state.pop(symbol, None)
             else:
-                client.tickers.discard(symbol)
+                subs.discard(key)
             self._ack(client, method, req_id, time_in, result)
             return
         if subscribed:
@@ -226,11 +291,12 @@ class WebSocketHub:
             return
         result["snapshot"] = snapshot
         self._ack(client, method, req_id, time_in, result)
+        pm = self._sim.market[pair.key]
         if channel == "ohlc":
             client.ohlc.add((symbol, interval))
             if snapshot:
                 stamp = self._now()
-                bars = list(self._sim.market[pair.key].candles[interval])[-OHLC_SNAPSHOT_BARS:]
+                bars = list(pm.candles[interval])[-OHLC_SNAPSHOT_BARS:]
                 client.send(
                     {
                         "channel": "ohlc",
@@ -239,11 +305,89 @@ class WebSocketHub:
                         "data": [ohlc_data(pair, interval, b, stamp) for b in bars],
                     }
                 )
+        elif channel == "book":
+            client.books[symbol] = interval
+            asks, bids = pm.depth(interval)
+            client.book_state[symbol] = (dict(asks), dict(bids))
+            # the book always starts with a snapshot: updates only make sense on top of one
+            client.send(
+                {
+                    "channel": "book",
+                    "type": "snapshot",
+                    "data": [
+                        {
+                            "symbol": symbol,
+                            "bids": [{"price": _num(p), "qty": _num(q)} for p, q in bids],
+                            "asks": [{"price": _num(p), "qty": _num(q)} for p, q in asks],
+                            "checksum": book_checksum(pair, asks, bids),
+                            "timestamp": self._now(),
+                        }
+                    ],
+                }
+            )
+        elif channel == "trade":
+            client.trades.add(symbol)
+            if snapshot:
+                recent = list(pm.trades)[-TRADE_SNAPSHOT:]
+                client.send({"channel": "trade", "type": "snapshot", "data": [trade_data(pair, t) for t in recent]})
         else:
             client.tickers.add(symbol)
             if snapshot:
-                stats = self._sim.market[pair.key].stats(self._sim.clock.now())
+                stats = pm.stats(self._sim.clock.now())
                 client.send({"channel": "ticker", "type": "snapshot", "data": [ticker_data(stats)]})
+
+    def _instrument(self, client: _Client, method: str, params: dict[str, Any], req_id: Any, time_in: str) -> None:
+        if method == "unsubscribe":
+            if not client.instrument:
+                client.send(self._error(method, req_id, "Subscription Not Found"))
+                return
+            client.instrument = False
+            self._ack(client, method, req_id, time_in, {"channel": "instrument"})
+            return
+        if client.instrument:
+            client.send(self._error(method, req_id, "Already subscribed"))
+            return
+        snapshot = params.get("snapshot", True) is not False
+        client.instrument = True
+        self._ack(client, method, req_id, time_in, {"channel": "instrument", "snapshot": snapshot})
+        if snapshot:
+            client.send({"channel": "instrument", "type": "snapshot", "data": self.instrument_data()})
+
+    def instrument_data(self) -> dict[str, Any]:
+        catalog = self._sim.catalog
+        return {
+            "assets": [
+                {
+                    "id": a.code,
+                    "status": "enabled",
+                    "precision": a.decimals,
+                    "precision_display": a.display_decimals,
+                    "borrowable": False,
+                    "collateral_value": 1.0 if a.code in ("USD", "EUR") else 0.0,
+                    "margin_rate": 0.0,
+                }
+                for a in catalog.assets.values()
+            ],
+            "pairs": [
+                {
+                    "symbol": p.wsname,
+                    "base": p.base.code,
+                    "quote": p.quote.code,
+                    "status": "online",
+                    "qty_precision": p.lot_decimals,
+                    "qty_increment": float(Decimal(1).scaleb(-p.lot_decimals)),
+                    "price_precision": p.pair_decimals,
+                    "cost_precision": p.quote.decimals + 1,
+                    "marginable": False,
+                    "has_index": True,
+                    "cost_min": _num(p.costmin),
+                    "tick_size": _num(p.tick_size),
+                    "price_increment": _num(p.tick_size),
+                    "qty_min": _num(p.ordermin),
+                }
+                for p in catalog.pairs.values()
+            ],
+        }
 
     def _ack(self, client: _Client, method: str, req_id: Any, time_in: str, result: dict[str, Any]) -> None:
         reply: dict[str, Any] = {
@@ -278,12 +422,14 @@ class WebSocketHub:
             client.send(self._status_message(client))
 
     def broadcast_tick(self) -> None:
-        """Send ticker and ohlc updates for the tick just taken."""
+        """Send ticker, ohlc, book and trade updates for the tick just taken."""
         if not self._clients:
+            self.mark_trades_sent()
             return
         now = self._sim.clock.now()
         stamp = rfc3339(now)
         tickers: dict[str, dict[str, Any]] = {}
+        new_trades: dict[str, list[dict[str, Any]]] = {}
         for client in list(self._clients):
             for symbol in client.tickers:
                 if symbol not in tickers:
@@ -291,6 +437,19 @@ class WebSocketHub:
                     assert pair is not None
                     tickers[symbol] = ticker_data(self._sim.market[pair.key].stats(now))
                 client.send({"channel": "ticker", "type": "update", "data": [tickers[symbol]]})
+            for symbol, depth in client.books.items():
+                self._book_update(client, symbol, depth, stamp)
+            for symbol in client.trades:
+                pair = self._sim.catalog.pair_by_wsname(symbol)
+                assert pair is not None
+                fresh = new_trades.get(pair.key)
+                if fresh is None:
+                    last_id = self._trades_sent.get(pair.key, 0)
+                    fresh = new_trades[pair.key] = [
+                        trade_data(pair, t) for t in self._sim.market[pair.key].trades if t.trade_id > last_id
+                    ]
+                if fresh:
+                    client.send({"channel": "trade", "type": "update", "data": fresh})
             for symbol, interval in client.ohlc:
                 pair = self._sim.catalog.pair_by_wsname(symbol)
                 assert pair is not None
@@ -303,6 +462,44 @@ class WebSocketHub:
                         "data": [ohlc_data(pair, interval, bar, stamp)],
                     }
                 )
+        self.mark_trades_sent()
+
+    def mark_trades_sent(self) -> None:
+        for key, pm in self._sim.market.pairs.items():
+            if pm.trades:
+                self._trades_sent[key] = pm.trades[-1].trade_id
+
+    def _book_update(self, client: _Client, symbol: str, depth: int, stamp: str) -> None:
+        pair = self._sim.catalog.pair_by_wsname(symbol)
+        assert pair is not None
+        asks, bids = self._sim.market[pair.key].depth(depth)
+        old_asks, old_bids = client.book_state.get(symbol, ({}, {}))
+        new_asks, new_bids = dict(asks), dict(bids)
+
+        def changes(old: dict[Decimal, Decimal], new: dict[Decimal, Decimal]) -> list[dict[str, float]]:
+            out = [{"price": _num(p), "qty": 0.0} for p in old if p not in new]
+            out += [{"price": _num(p), "qty": _num(q)} for p, q in new.items() if old.get(p) != q]
+            return out
+
+        ask_changes, bid_changes = changes(old_asks, new_asks), changes(old_bids, new_bids)
+        client.book_state[symbol] = (new_asks, new_bids)
+        if not ask_changes and not bid_changes:
+            return
+        client.send(
+            {
+                "channel": "book",
+                "type": "update",
+                "data": [
+                    {
+                        "symbol": symbol,
+                        "bids": bid_changes,
+                        "asks": ask_changes,
+                        "checksum": book_checksum(pair, asks, bids),
+                        "timestamp": stamp,
+                    }
+                ],
+            }
+        )
 
     async def disconnect_all(self, refuse_s: float = 0.0) -> int:
         """Close every socket now; refuse new connections for ``refuse_s`` seconds."""
