@@ -34,7 +34,7 @@ def prepare(config: str | Path | None = None, *, settings: Settings | None = Non
         except InvalidSettings as exc:
             exc.add_plugin_issues()  # plugins are loaded here anyway: list their tables' problems too
             raise
-    enabled = resolve_enabled(settings.plugins.enabled, installed_plugins())
+    enabled = resolve_enabled(settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled)
     host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
     host.load(enabled, required=settings.plugins.required)
     issues = validate_plugin_tables(settings, host)

@@ -112,6 +112,8 @@ class PluginsSettings:
     """``[plugins]``: which plugins load, which must load, and when to quarantine."""
 
     enabled: list[str] | None = None
+    disabled: list[str] = attrs.field(factory=list)
+    """Plugins not to load, whatever ``enabled`` or the default set says."""
     required: list[str] = attrs.field(factory=list)
     quarantine_after: int = attrs.field(default=5, validator=gt(0))
 
@@ -565,7 +567,7 @@ def _plugin_issues(settings: Settings, bad: set[str]) -> list[str]:
     try:
         host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
         # without `required`: a required plugin that fails is one more problem in the list
-        host.load(resolve_enabled(settings.plugins.enabled, installed_plugins()))
+        host.load(resolve_enabled(settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled))
         found = _validate_plugin_tables(settings, host, log_notes=False)
     except Exception:  # noqa: BLE001 - the problems found so far are reported whatever happens here
         log.debug("plugin tables not checked", exc_info=True)
@@ -729,6 +731,8 @@ def _why_not_loaded(name: str, settings: Settings, host: PluginHost, installed: 
     """
     if name in host.report.failed:
         return f": its plugin failed to load ({host.report.failed[name]})", "fix or reinstall it"
+    if _left_out(name, host, installed) and name in settings.plugins.disabled and os.environ.get("TRADEBOT_PLUGINS") is None:
+        return ": [plugins] disabled names it", f"remove it from there (tradebot plugins enable {name})"
     if _left_out(name, host, installed):
         source, add = _enabled_source(settings)
         return f": {source} leaves out its plugin", add.format(name)

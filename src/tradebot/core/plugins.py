@@ -133,18 +133,23 @@ def resolve_enabled(
     configured: Collection[str] | None,
     installed: Collection[str],
     environ: dict[str, str] | None = None,
+    *,
+    disabled: Collection[str] = (),
 ) -> list[str]:
     """The plugin set to load: ``TRADEBOT_PLUGINS`` wins, then the config, then the default.
 
-    The default is every installed plugin except :data:`DEFAULT_DISABLED`.
+    The default is every installed plugin except :data:`DEFAULT_DISABLED`. ``disabled``
+    (``[plugins] disabled``) is taken out of the configured or default set, so a plugin
+    installed later is still loaded by default.
     """
     env = os.environ if environ is None else environ
     raw = env.get(ENV_PLUGINS)
     if raw is not None:
         return [n.strip() for n in raw.split(",") if n.strip()]
+    off = set(disabled)
     if configured is not None:
-        return list(configured)
-    return sorted(n for n in installed if n not in DEFAULT_DISABLED)
+        return [n for n in configured if n not in off]
+    return sorted(n for n in installed if n not in DEFAULT_DISABLED and n not in off)
 
 
 @attrs.frozen
