@@ -6,7 +6,7 @@ from pathlib import Path
 
 import attrs
 
-from tradebot.core.config import InvalidSettings, Settings, load_settings, validate_plugin_tables
+from tradebot.core.config import InvalidSettings, Settings, load_settings, protection_issues, validate_plugin_tables
 from tradebot.core.errors import ConfigError
 from tradebot.core.plugins import PluginHost, installed_plugins, resolve_enabled
 
@@ -38,6 +38,7 @@ def prepare(config: str | Path | None = None, *, settings: Settings | None = Non
     host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
     host.load(enabled, required=settings.plugins.required)
     issues = validate_plugin_tables(settings, host)
+    issues += [i for i in protection_issues(settings, host) if i not in issues]
     if issues:
         where = f" in {settings.source}" if settings.source else ""
         raise ConfigError(f"invalid configuration{where}", issues)

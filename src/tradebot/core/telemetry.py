@@ -17,7 +17,7 @@ attributes, status and events (exception messages and stack traces included) wen
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
@@ -75,7 +75,7 @@ def configure_tracing(
     )
     provider = TracerProvider(resource=resource)
     for proc in processors:
-        provider.add_span_processor(RedactingSpanProcessor(proc))
+        provider.add_span_processor(cast(Any, RedactingSpanProcessor(proc)))
     # A process-global provider can be set only once; keep ours explicit instead.
     state.provider = provider
     state.tracer = provider.get_tracer(TRACER_NAME)
