@@ -136,6 +136,7 @@ url = "{hook_url}"
 
 [http]
 port = {port}
+auth = "all"
 
 
 [logging]
@@ -208,6 +209,8 @@ def test_no_secret_in_any_output_file_or_answer(run: dict[str, Any]) -> None:
     assert "refused with ***" in run["stdout"]  # the leaky notifier's error, traced, redacted
     assert '"name":' in run["stdout"]  # spans were exported to the console
     assert run["codes"] == {"/status": 200, "/metrics": 200, "/readyz": run["codes"]["/readyz"]}
+    # [http] auth = "all": cash, equity, positions and metrics need the token
+    assert run["anonymous"]["/status"] == 401 and run["anonymous"]["/metrics"] == 401
     assert run["health"].returncode == 2, run["health"].stderr  # HALTED by the test
     assert run["show"].returncode == 0, run["show"].stderr
     files = [state / "bot.log", *state.glob("tradebot.db*"), *(state / "backups").glob("*")]

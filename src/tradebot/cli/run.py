@@ -45,10 +45,11 @@ def run(
         sys.exit(run_with_auto_restart(argv, max_restarts=max_restarts, restart_delay_s=restart_delay, config_path=config_path))
 
     from tradebot.core.bootstrap import prepare
-    from tradebot.core.files import restrict_umask
+    from tradebot.core.files import raise_open_file_limit, restrict_umask
     from tradebot.core.logs import configure_logging
 
     restrict_umask()  # state, backups, logs and control files: the bot's user's only
+    raise_open_file_limit()  # connections to the HTTP server never leave trading without descriptors
 
     try:
         prepared = prepare(config_path)

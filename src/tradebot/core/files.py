@@ -43,3 +43,31 @@ def private_files(*paths: Path) -> None:
 def restrict_umask() -> int:
     """Files and folders this process creates from now on are its user's only; returns the old umask."""
     return os.umask(0o077)
+
+
+def raise_open_file_limit() -> tuple[int, int] | None:
+    """Raise the soft open-file limit to the hard limit, so that no burst of connections
+    (to the HTTP server, say) leaves trading without file descriptors; returns
+    (before, after), or None where the limit cannot be read or changed."""
+    try:
+        import resource
+    except ImportError:  # not on this platform
+        return None
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        return None
+    target = hard
+    if target == resource.RLIM_INFINITY:
+        target = 1 << 20  # the kernel's usual ceiling for one process
+    if soft != resource.RLIM_INFINITY and soft >= target:
+        return soft, soft
+    for value in (target, 1 << 16):
+        if soft != resource.RLIM_INFINITY and value <= soft:
+            continue
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (value, hard))
+        except (OSError, ValueError):
+            continue
+        return soft, value
+    return None
