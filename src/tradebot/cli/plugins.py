@@ -12,7 +12,15 @@ import click
 from tradebot.cli._common import config_option
 from tradebot.core.config import Settings, find_config, load_settings, required_plugin_issues
 from tradebot.core.errors import ConfigError
-from tradebot.core.plugins import DEFAULT_DISABLED, PluginHost, PluginInfo, gather_infos, installed_plugins, resolve_enabled
+from tradebot.core.plugins import (
+    DEFAULT_DISABLED,
+    PluginHost,
+    PluginInfo,
+    gather_infos,
+    installed_plugins,
+    name_clashes,
+    resolve_enabled,
+)
 
 
 @click.group()
@@ -50,6 +58,8 @@ def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> Non
             click.echo(f"error: plugin {i.name!r}: {i.error}", err=True)
     for name in host.report.unknown:
         click.echo(f"error: plugin {name!r} is enabled but not installed", err=True)
+    for issue in name_clashes():
+        click.echo(f"error: {issue}", err=True)
     for issue in required_plugin_issues(settings, host) if settings is not None else []:
         click.echo(f"error: {issue}", err=True)
 

@@ -8,7 +8,7 @@ import attrs
 
 from tradebot.core.config import InvalidSettings, Settings, load_settings, protection_issues, validate_plugin_tables
 from tradebot.core.errors import ConfigError
-from tradebot.core.plugins import PluginHost, installed_plugins, resolve_enabled
+from tradebot.core.plugins import PluginHost, installed_plugins, name_clashes, resolve_enabled
 
 __all__ = ["Prepared", "prepare"]
 
@@ -37,7 +37,8 @@ def prepare(config: str | Path | None = None, *, settings: Settings | None = Non
     enabled = resolve_enabled(settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled)
     host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
     host.load(enabled, required=settings.plugins.required)
-    issues = validate_plugin_tables(settings, host)
+    issues = name_clashes()
+    issues += validate_plugin_tables(settings, host)
     issues += [i for i in protection_issues(settings, host) if i not in issues]
     if issues:
         where = f" in {settings.source}" if settings.source else ""

@@ -596,7 +596,7 @@ def _plugin_issues(settings: Settings, bad: set[str]) -> list[str]:
     """
     if any(_under(p, "$.plugins") for p in bad):
         return []
-    from tradebot.core.plugins import PluginHost, installed_plugins, resolve_enabled
+    from tradebot.core.plugins import PluginHost, installed_plugins, name_clashes, resolve_enabled
 
     plugin_log = logging.getLogger("tradebot.plugins")
     # its "not loaded, starting without it" would mislead: nothing starts
@@ -605,7 +605,7 @@ def _plugin_issues(settings: Settings, bad: set[str]) -> list[str]:
         host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
         # without `required`: a required plugin that fails is one more problem in the list
         host.load(resolve_enabled(settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled))
-        found = _validate_plugin_tables(settings, host, log_notes=False)
+        found = name_clashes() + _validate_plugin_tables(settings, host, log_notes=False)
         if not any(_under(p, "$.risk") or _under(p, "$.strategies") or _under(p, "$.bot") for p in bad):
             found += protection_issues(settings, host)
     except Exception:  # noqa: BLE001 - the problems found so far are reported whatever happens here

@@ -33,6 +33,7 @@ __all__ = [
     "QuarantineCause",
     "RegisteredComponent",
     "installed_plugins",
+    "name_clashes",
 ]
 
 log = logging.getLogger("tradebot.plugins")
@@ -105,6 +106,23 @@ class LoadReport:
 def installed_plugins() -> dict[str, metadata.EntryPoint]:
     """Every entry point of group ``tradebot``, by name (no import happens)."""
     return {ep.name: ep for ep in metadata.entry_points(group=GROUP)}
+
+
+def name_clashes() -> list[str]:
+    """Plugin names that more than one installed distribution claims, each as a problem
+    naming the distributions: which one loads would be an accident of install order."""
+    claims: dict[str, list[str]] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown distribution"
+        where = f"{dist} ({ep.value})"
+        if where not in claims.setdefault(ep.name, []):
+            claims[ep.name].append(where)
+    return [
+        f"plugin name {name!r} is claimed by {len(dists)} distributions: {' and '.join(dists)}; uninstall or rename "
+        f"one of them @ $.plugins"
+        for name, dists in sorted(claims.items())
+        if len(dists) > 1
+    ]
 
 
 def hook_names(module: object) -> tuple[str, ...]:
