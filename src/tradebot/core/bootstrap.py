@@ -22,8 +22,13 @@ class Prepared:
     enabled: list[str]
 
 
-def prepare(config: str | Path | None = None, *, settings: Settings | None = None) -> Prepared:
+def prepare(
+    config: str | Path | None = None, *, settings: Settings | None = None, signals_from_code: bool = False
+) -> Prepared:
     """Load settings and plugins and validate every plugin table.
+
+    ``signals_from_code``: the caller feeds the bot its signals itself (the drill), so a
+    config with no strategy instance is not refused as one that would trade nothing.
 
     Raises :class:`ConfigError` listing every problem, or :class:`PluginError` when a
     required plugin cannot load.
@@ -39,7 +44,7 @@ def prepare(config: str | Path | None = None, *, settings: Settings | None = Non
     host.load(enabled, required=settings.plugins.required)
     issues = name_clashes()
     issues += validate_plugin_tables(settings, host)
-    issues += [i for i in protection_issues(settings, host) if i not in issues]
+    issues += [i for i in protection_issues(settings, host, need_strategy=not signals_from_code) if i not in issues]
     if issues:
         where = f" in {settings.source}" if settings.source else ""
         raise ConfigError(f"invalid configuration{where}", issues)

@@ -773,7 +773,7 @@ PROTECTION: dict[str, str] = {
 """The HALT triggers a bot trading money must run, by component name."""
 
 
-def protection_issues(settings: Settings, host: PluginHost) -> list[str]:
+def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bool = True) -> list[str]:
     """What keeps this config from protecting the money it trades, each with its path.
 
     A config without a drawdown trigger, a loss trigger and a staleness check that HALT (or
@@ -800,7 +800,7 @@ def protection_issues(settings: Settings, host: PluginHost) -> list[str]:
                 "[risk] accept_unprotected = true to run without them on purpose @ $.risk.accept_unprotected"
             )
     enabled = [name for name, inst in settings.strategies.items() if inst.enabled]
-    if not enabled:
+    if not enabled and need_strategy:
         issues.append(
             "no strategy instance is enabled: the bot would trade nothing; enable one or add one, like "
             '[strategies.sma] plugin = "sma-crossover" @ $.strategies'
