@@ -91,9 +91,28 @@ def create(config, context):
     return Leaky(context.extras["secrets"])
 
 
+class LeakyCheck:
+    # and a careless check: it fails quoting them too (the monitor records why it failed)
+    name = "leaky-check"
+    interval_s = 0.2
+    auto_resume_after_s = None
+
+    def __init__(self, secrets):
+        self.leaky = Leaky(secrets)
+
+    async def evaluate(self):
+        await self.leaky.send(None)
+
+
 @hookimpl
 def tradebot_register_notifiers():
     return [ComponentSpec(name="leaky", factory=create, config_cls=None, description="leaks")]
+
+
+@hookimpl
+def tradebot_register_checks():
+    return [ComponentSpec(name="leaky-check", factory=lambda c, ctx: LeakyCheck(ctx.extras["secrets"]),
+                          config_cls=None, description="leaks")]
 """
 
 
@@ -207,6 +226,9 @@ def test_no_secret_in_any_output_file_or_answer(run: dict[str, Any]) -> None:
     assert "run finished" in run["stdout"], run["stdout"][-3000:] + run["stderr"][-3000:]
     assert "Telegram sendMessage: HTTP" in run["stderr"] and "webhook: HTTP 500" in run["stderr"]  # both failed
     assert "refused with ***" in run["stdout"]  # the leaky notifier's error, traced, redacted
+    assert "check failed: PluginError: plugin 'tbtest-leaky' failed in evaluate: RuntimeError: refused with ***" in (
+        work / "state" / "bot.log"
+    ).read_text()
     assert '"name":' in run["stdout"]  # spans were exported to the console
     assert run["codes"] == {"/status": 200, "/metrics": 200, "/readyz": run["codes"]["/readyz"]}
     # [http] auth = "all": cash, equity, positions and metrics need the token

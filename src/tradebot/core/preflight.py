@@ -89,7 +89,9 @@ class PreflightReport:
             lines.append(f"  [{verdict}] {i.name.ljust(width)}  {i.detail}")
         failed = sum(not i.ok for i in self.items)
         lines.append("ready to trade" if not failed else f"NOT ready: {failed} check(s) failed")
-        return "\n".join(lines)
+        from tradebot.core.secrets import redact
+
+        return redact("\n".join(lines))  # an exchange's error may quote what it was sent
 
 
 async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
