@@ -247,3 +247,13 @@ def test_a_plugin_name_claimed_twice_names_both_distributions(tmp_path: Path, ex
     assert "(tradebot.plugins.notifiers.log)" in issue
     run = tb("run", "--paper", "--duration", "3", "--config", str(cfg), cwd=tmp_path)
     assert run.returncode == 2 and "plugin name 'log' is claimed by 2 distributions" in run.stderr
+
+
+def test_non_finite_numbers_on_the_command_line_and_in_the_environment_are_refused(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "")
+    r = tb("run", "--paper", "--duration", "inf", "--config", str(cfg), cwd=tmp_path)
+    assert r.returncode == 2 and "must be a finite number of seconds (got inf)" in r.stderr, r.stderr
+    r = tb("run", "--paper", "--duration", "3", "--config", str(cfg), cwd=tmp_path,
+           env={"TRADEBOT_TRACE_STRATEGY_INTERVAL_S": "inf"})
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "TRADEBOT_TRACE_STRATEGY_INTERVAL_S must be a finite number >= 0 (got 'inf')" in r.stdout + r.stderr

@@ -34,6 +34,11 @@ def run(
     trades on the paper exchange against the built-in simulator."""
     from tradebot.core.errors import ConfigError, PluginError
 
+    import math
+
+    for option, value in (("--duration", duration), ("--restart-delay", restart_delay)):
+        if value is not None and not math.isfinite(value):
+            raise click.BadParameter(f"must be a finite number of seconds (got {value})", param_hint=option)
     if infinite and duration is not None:
         raise click.UsageError("--infinite runs until a critical condition; it cannot also stop after --duration")
     if dry_run and (infinite or duration is not None or auto_restart):

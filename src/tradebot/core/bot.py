@@ -620,6 +620,6 @@ def _env_number(name: str, default: float, cast: Callable[[str], float], *, mini
     except ValueError:
         kind = "an integer" if cast is int else "a number"
         raise ConfigError(f"{name} must be {kind} (got {raw!r})") from None
-    if not value >= minimum:
-        raise ConfigError(f"{name} must be >= {minimum:g} (got {raw!r})")
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= {minimum:g} (got {raw!r})")
     return value
