@@ -788,7 +788,13 @@ def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bo
         for name, what in PROTECTION.items():
             comp = loaded.get(name)
             if comp is None:
-                missing.append(f"{what} is not loaded")
+                from tradebot.core.plugins import installed_plugins
+
+                installed = set(installed_plugins())
+                cause, _fix = _why_not_loaded(name, settings, host, installed)
+                if not cause and name not in installed:
+                    cause = " (not installed)"
+                missing.append(f"{what} is not loaded{cause}")
                 continue
             cfg = settings.plugin_config(comp.category, name)
             on_critical = getattr(cfg, "on_critical", "halt")
