@@ -104,6 +104,20 @@ class LeakyCheck:
         await self.leaky.send(None)
 
 
+class WordyCheck(LeakyCheck):
+    # and one that answers, quoting them in its message (which goes to the state and /status)
+    name = "wordy-check"
+
+    async def evaluate(self):
+        from tradebot.core.health import CheckResult, HealthStatus
+        from tradebot.core.models import utc_now
+
+        try:
+            await self.leaky.send(None)
+        except RuntimeError as exc:
+            return CheckResult(check=self.name, status=HealthStatus.DEGRADED, message=str(exc), time=utc_now())
+
+
 @hookimpl
 def tradebot_register_notifiers():
     return [ComponentSpec(name="leaky", factory=create, config_cls=None, description="leaks")]
@@ -111,8 +125,12 @@ def tradebot_register_notifiers():
 
 @hookimpl
 def tradebot_register_checks():
-    return [ComponentSpec(name="leaky-check", factory=lambda c, ctx: LeakyCheck(ctx.extras["secrets"]),
-                          config_cls=None, description="leaks")]
+    return [
+        ComponentSpec(name="leaky-check", factory=lambda c, ctx: LeakyCheck(ctx.extras["secrets"]),
+                      config_cls=None, description="leaks"),
+        ComponentSpec(name="wordy-check", factory=lambda c, ctx: WordyCheck(ctx.extras["secrets"]),
+                      config_cls=None, description="leaks"),
+    ]
 """
 
 
@@ -226,6 +244,7 @@ def test_no_secret_in_any_output_file_or_answer(run: dict[str, Any]) -> None:
     assert "run finished" in run["stdout"], run["stdout"][-3000:] + run["stderr"][-3000:]
     assert "Telegram sendMessage: HTTP" in run["stderr"] and "webhook: HTTP 500" in run["stderr"]  # both failed
     assert "refused with ***" in run["stdout"]  # the leaky notifier's error, traced, redacted
+    assert '"check": "wordy-check",\n    "status": "degraded",\n    "message": "refused with ***' in run["bodies"][0]
     assert "check failed: PluginError: plugin 'tbtest-leaky' failed in evaluate: RuntimeError: refused with ***" in (
         work / "state" / "bot.log"
     ).read_text()
