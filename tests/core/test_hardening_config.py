@@ -257,3 +257,19 @@ def test_non_finite_numbers_on_the_command_line_and_in_the_environment_are_refus
            env={"TRADEBOT_TRACE_STRATEGY_INTERVAL_S": "inf"})
     assert r.returncode == 2, r.stdout + r.stderr
     assert "TRADEBOT_TRACE_STRATEGY_INTERVAL_S must be a finite number >= 0 (got 'inf')" in r.stdout + r.stderr
+
+
+def test_dry_run_fails_when_a_bot_already_runs_on_the_state(tmp_path: Path) -> None:
+    from tradebot.core.control import BotLock
+    from tradebot.core.store import StateStore
+
+    StateStore(tmp_path / "state").close()
+    lock = BotLock(tmp_path / "state")
+    assert lock.try_acquire()  # as a running bot holds it
+    try:
+        cfg = write(tmp_path, "")
+        dry = tb("run", "--paper", "--dry-run", "--config", str(cfg), cwd=tmp_path)
+        assert dry.returncode == 1, dry.stdout + dry.stderr
+        assert "[FAIL] state store" in dry.stdout and "a second one would not start" in dry.stdout
+    finally:
+        lock.release()
