@@ -124,7 +124,7 @@ def test_malformed_credentials_get_401_with_a_token_configured(tmp_path: Path) -
     """With a control token set, every malformed Authorization header is 401 (not 500)."""
     port = free_port()
     cfg = tmp_path / "tradebot.toml"
-    cfg.write_text(f'[bot]\nstate_dir = "state"\n\n[http]\nport = {port}\n')
+    cfg.write_text(f'[bot]\nstate_dir = "state"\n\n[http]\nport = {port}\nidle_timeout_s = 1.0\nrequest_timeout_s = 0.5\n')
     env = {**os.environ, "TRADEBOT_CONTROL_TOKEN": "the-control-token"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "20", "--config", str(cfg)],
@@ -147,6 +147,22 @@ def test_malformed_credentials_get_401_with_a_token_configured(tmp_path: Path) -
         ):
             answer = raw_request(port, b"POST /halt HTTP/1.1\r\nHost: x\r\n" + header + b"Content-Length: 0\r\n\r\n")
             assert answer.startswith(b"HTTP/1.1 401"), (header, answer[:300])
+        # a body that never arrives: 408 after request_timeout_s, and nothing changes
+        started = time.monotonic()
+        answer = raw_request(
+            port, b"POST /halt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-control-token\r\n"
+            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"rea",
+        )
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
+        assert time.monotonic() - started < 5
+        # a connection that sends nothing is closed after idle_timeout_s
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
+            started = time.monotonic()
+            try:
+                assert idle.recv(1) == b""
+            except ConnectionResetError:
+                pass
+            assert 0.8 < time.monotonic() - started < 5
     finally:
         proc.terminate()
         out, err = proc.communicate(timeout=60)
