@@ -151,20 +151,52 @@ def test_quote_that_the_pairs_are_not_quoted_in_is_refused(tmp_path: Path) -> No
     )
 
 
-def test_strategy_volume_over_max_position_is_refused(tmp_path: Path) -> None:
-    from tradebot.core.bootstrap import prepare
+SIZED = """
+import attrs
+from decimal import Decimal
+from tradebot.core.components import ComponentSpec
+from tradebot.core.hookspecs import hookimpl
 
-    strategies = prepare(None).settings.plugin_configs
-    sized = [(n, c) for (kind, n), c in strategies.items() if kind == "strategy-instance" and hasattr(c, "volume")]
-    if not sized:
-        pytest.skip("no built-in strategy sizes its orders by a base volume")
-    name, _ = sized[0]
-    plugin = {"sma": "sma-crossover", "rsi": "rsi-reversion"}[name]
-    text = f'[risk]\nmax_position = "0.01"\n[strategies.{name}]\nplugin = "{plugin}"\nparams = {{volume = "0.5"}}\n'
+
+@attrs.frozen
+class SizedConfig:
+    quote_amount: Decimal = Decimal("20")
+    volume: Decimal | None = None
+
+
+@hookimpl
+def tradebot_register_strategies():
+    return [ComponentSpec(name="sized", factory=lambda c, ctx: object(), config_cls=SizedConfig, description="x")]
+"""
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ('volume = "0.5"', "volume 0.5 is over [risk] max_position 0.01: every order of this strategy would be refused"),
+        (
+            'quote_amount = "900"',
+            "quote_amount 900 is over [risk] max_notional_per_order 500: every order of this strategy would be refused",
+        ),
+    ],
+)
+def test_strategy_order_size_over_the_risk_limits_is_refused(
+    tmp_path: Path, extra_site: Path, params: str, expected: str
+) -> None:
+    make_dist(extra_site, "tbtest-sized", {"tbtest_sized": SIZED}, {"tbtest-sized": "tbtest_sized"})
+    text = (
+        '[risk]\nmax_position = "0.01"\nmax_notional_per_order = "500"\n'
+        f'[strategies.s]\nplugin = "sized"\nparams = {{{params}}}\n'
+    )
     r = check(write(tmp_path, text))
     assert r.exit_code == 2, r.output
-    assert f"volume 0.5 is over [risk] max_position 0.01: every order of this strategy would be refused" in r.stderr
-    assert f"@ $.strategies.{name}.params.volume" in r.stderr
+    key = params.split(" ")[0]
+    assert [i for i in issues_of(r) if "over [risk]" in i] == [
+        f"{expected}; lower it or raise {expected.split('[risk] ')[1].split(' ')[0]} @ $.strategies.s.params.{key}"
+    ]
+    # within the limits: accepted
+    ok = text.replace('"0.5"', '"0.005"').replace('"900"', '"100"')
+    assert check(write(tmp_path, ok)).exit_code == 0
 
 
 def test_non_base64_api_secret_is_refused_before_it_can_loop_restarts(tmp_path: Path) -> None:

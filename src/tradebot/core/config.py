@@ -779,7 +779,8 @@ def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bo
     A config without a drawdown trigger, a loss trigger and a staleness check that HALT (or
     reduce) trading is refused unless ``[risk] accept_unprotected = true``; so is one with
     no enabled strategy (it would trade nothing), a pair not quoted in ``[bot] quote``, and
-    a strategy whose order volume is over ``[risk] max_position``.
+    a strategy whose order size is over ``[risk] max_position`` (a base ``volume``) or
+    ``max_notional_per_order`` (a ``quote_amount``).
     """
     issues: list[str] = []
     if not settings.risk.accept_unprotected:
@@ -823,16 +824,23 @@ def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bo
                     f"limit are counted in {quote}; trade pairs quoted in {quote}, or set [bot] quote = "
                     f"{pair_quote!r} @ {path}[{i}]"
                 )
-    limit = settings.risk.max_position
+    # order sizes a strategy's params set (by base volume or by quote amount) that the risk
+    # gate would refuse every time: generic, by the names sizing params go by
+    limits = (
+        (("volume", "order_volume"), "max_position", settings.risk.max_position),
+        (("quote_amount", "order_value", "notional"), "max_notional_per_order", settings.risk.max_notional_per_order),
+    )
     for name, inst in settings.strategies.items():
         cfg = settings.plugin_config("strategy-instance", name)
-        for key in ("volume", "order_volume"):
-            volume = getattr(cfg, key, None)
-            if isinstance(volume, (int, float, Decimal)) and not isinstance(volume, bool) and inst.enabled:
-                if Decimal(str(volume)) > limit:
+        if cfg is None or not inst.enabled:
+            continue
+        for keys, limit_name, limit in limits:
+            for key in keys:
+                size = getattr(cfg, key, None)
+                if isinstance(size, (int, float, Decimal)) and not isinstance(size, bool) and Decimal(str(size)) > limit:
                     issues.append(
-                        f"{key} {volume} is over [risk] max_position {limit}: every order of this strategy would "
-                        f"be refused; lower it or raise max_position @ $.strategies.{name}.params.{key}"
+                        f"{key} {size} is over [risk] {limit_name} {limit}: every order of this strategy would "
+                        f"be refused; lower it or raise {limit_name} @ $.strategies.{name}.params.{key}"
                     )
     return issues
 
