@@ -24,7 +24,12 @@ __all__ = ["halt", "health", "read_health", "resume"]
 _STATUS_ORDER = {"ok": 0, "degraded": 1, "critical": 2}
 
 
-def _state_dir(config_path: Path | None, state_dir: Path | None) -> tuple[Path, str]:
+def _state_dir(config_path: Path | None, state_dir: Path | None) -> Path:
+    """The state directory to work on (exit 2 listing the problems of a bad config)."""
+    return _located_state_dir(config_path, state_dir)[0]
+
+
+def _located_state_dir(config_path: Path | None, state_dir: Path | None) -> tuple[Path, str]:
     """The state directory to work on, and where that choice came from (for messages)."""
     if state_dir is not None:
         return state_dir, "given with --state-dir"
@@ -56,7 +61,7 @@ def _existing_state(config_path: Path | None, state_dir: Path | None) -> Path:
     """
     from tradebot.core.store import DB_NAME
 
-    directory, how = _state_dir(config_path, state_dir)
+    directory, how = _located_state_dir(config_path, state_dir)
     if directory.is_dir() and (directory / DB_NAME).is_file():
         return directory
     if not directory.exists():
