@@ -17,7 +17,16 @@ from pathlib import Path
 
 from tradebot.core.errors import ConfigError
 
-__all__ = ["KNOWN_SECRETS", "SecretStore", "load_secrets", "redact", "register_secret"]
+__all__ = [
+    "KNOWN_SECRETS",
+    "SecretStore",
+    "check_private",
+    "encoded_forms",
+    "has_secrets",
+    "load_secrets",
+    "redact",
+    "register_secret",
+]
 
 KNOWN_SECRETS: dict[str, str] = {
     "kraken_api_key": "TRADEBOT_KRAKEN_API_KEY",
@@ -59,6 +68,11 @@ def register_secret(value: str) -> None:
             _REGISTERED.update(forms)
             # the longest form first, so no shorter one leaves part of it behind
             _PATTERN = re.compile("|".join(re.escape(f) for f in sorted(_REGISTERED, key=len, reverse=True)))
+
+
+def has_secrets() -> bool:
+    """Whether any secret is registered (else :func:`redact` changes nothing)."""
+    return _PATTERN is not None
 
 
 def redact(text: str) -> str:

@@ -164,7 +164,9 @@ class RedactingSpanProcessor:
         self.inner.on_start(span, parent_context=parent_context)
 
     def on_end(self, span: Any) -> None:
-        self.inner.on_end(redacted_span(span))
+        from tradebot.core.secrets import has_secrets
+
+        self.inner.on_end(redacted_span(span) if has_secrets() else span)
 
     def _on_ending(self, span: Any) -> None:
         hook = getattr(self.inner, "_on_ending", None)
