@@ -167,7 +167,10 @@ async def test_pair_never_seen_within_grace_is_stale() -> None:
 
 class ScriptedSampler:
     def __init__(self) -> None:
-        self.values = {"host_cpu_pct": 10.0, "host_mem_pct": 50.0, "process_cpu_pct": 1.0, "process_rss_mb": 80.0, "loop_lag_s": 0.0}
+        self.values = {
+            "host_cpu_pct": 10.0, "host_mem_pct": 50.0, "mem_headroom_mb": 4000.0, "process_cpu_pct": 1.0,
+            "process_rss_mb": 80.0, "loop_lag_s": 0.0,
+        }
         self.started = False
 
     async def start(self) -> None:
@@ -183,22 +186,40 @@ class ScriptedSampler:
 async def test_resources_critical_only_when_sustained_for_the_window() -> None:
     clock = FakeClock()
     sampler = ScriptedSampler()
-    cfg = ResourcesConfig(sustained_s=60, host_mem_warn_pct=90, host_mem_critical_pct=97)
+    cfg = ResourcesConfig(sustained_s=60, mem_headroom_warn_mb=256, mem_headroom_critical_mb=64)
     check = ResourceCheck("resources", cfg, sampler, clock)
-    sampler.values["host_mem_pct"] = 97.0
+    sampler.values["mem_headroom_mb"] = 64.0
     assert (await check.evaluate()).status is OK  # just crossed: not sustained yet
     await clock.advance(59.9)
     assert (await check.evaluate()).status is OK
     await clock.advance(0.1)
     result = await check.evaluate()
-    assert result.status is CRITICAL and "host_mem_pct" in result.message
-    assert result.metrics["host_mem_pct"] == 97.0
-    # one sample under the limit restarts the clock
-    sampler.values["host_mem_pct"] = 96.9
-    assert (await check.evaluate()).status is DEGRADED  # still over warn for >= 60 s
-    sampler.values["host_mem_pct"] = 97.0
+    assert result.status is CRITICAL and "mem_headroom_mb" in result.message
+    assert result.metrics["mem_headroom_mb"] == 64.0
+    # one sample over the limit restarts the clock
+    sampler.values["mem_headroom_mb"] = 64.1
+    assert (await check.evaluate()).status is DEGRADED  # still under warn for >= 60 s
+    sampler.values["mem_headroom_mb"] = 64.0
     await clock.advance(30)
     assert (await check.evaluate()).status is DEGRADED
+
+
+async def test_host_wide_load_is_at_most_degraded_however_long_it_lasts() -> None:
+    clock = FakeClock()
+    sampler = ScriptedSampler()
+    check = ResourceCheck("resources", ResourcesConfig(sustained_s=60), sampler, clock)
+    sampler.values.update(host_cpu_pct=100.0, host_mem_pct=99.9)  # other processes keep the host busy
+    assert (await check.evaluate()).status is OK  # not sustained yet
+    for _ in range(20):
+        await clock.advance(60)
+        result = await check.evaluate()
+        assert result.status is DEGRADED, result.message
+    assert "host_cpu_pct" in result.message and "host_mem_pct" in result.message
+    # the bot's own loop lag, sustained, is what HALTs
+    sampler.values["loop_lag_s"] = 2.5
+    await check.evaluate()
+    await clock.advance(60)
+    assert (await check.evaluate()).status is CRITICAL
 
 
 async def test_resources_spike_below_window_is_ok_and_loop_lag_degrades_at_once() -> None:

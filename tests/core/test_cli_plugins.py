@@ -32,7 +32,9 @@ def test_enable_and_disable_keep_comments_and_layout(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     import tomllib
 
-    assert tomllib.loads(cfg.read_text())["plugins"]["enabled"] == ["paper", "grid"]
+    plugins = tomllib.loads(cfg.read_text())["plugins"]
+    assert plugins["enabled"] == ["paper", "sma-crossover", "grid"]  # left as it was
+    assert plugins["disabled"] == ["sma-crossover"]
     assert cfg.read_text().startswith("# my bot: keep this comment\n[bot]\nexchange = \"paper\"   # trailing comment stays\n")
 
 

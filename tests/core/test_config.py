@@ -119,6 +119,7 @@ def test_plugin_tables_validated_against_plugin_config_classes() -> None:
 def test_secrets_from_env_and_file_never_shown(tmp_path: Path) -> None:
     f = tmp_path / "secrets.toml"
     f.write_text('kraken_api_key = "KEYFROMFILE"\nkraken_api_secret = "U0VDUkVUU0VDUkVU"\n')
+    f.chmod(0o600)
     store = load_secrets(f, environ={"TRADEBOT_KRAKEN_API_KEY": "KEYFROMENV"})
     assert store["kraken_api_key"] == "KEYFROMENV"
     assert store["kraken_api_secret"] == "U0VDUkVUU0VDUkVU"

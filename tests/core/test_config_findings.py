@@ -207,7 +207,7 @@ def test_badly_formed_pair_is_reported_at_pairs(tmp_path: Path) -> None:
 
 
 def test_default_strategy_instances_of_plugins_not_enabled_are_dropped_with_a_note(tmp_path: Path) -> None:
-    cfg = write(tmp_path, '[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain"]\n')
+    cfg = write(tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain"]\n')
     r = check(cfg)
     assert r.exit_code == 0, r.output
     assert "rsi" not in r.stdout
@@ -221,7 +221,7 @@ def test_default_strategy_instances_of_plugins_not_enabled_are_dropped_with_a_no
 
 
 def test_default_position_policy_not_enabled_is_an_error_saying_so(tmp_path: Path) -> None:
-    cfg = write(tmp_path, '[plugins]\nenabled = ["paper", "sma-crossover"]\n')
+    cfg = write(tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "sma-crossover"]\n')
     r = check(cfg)
     assert r.exit_code == 2, r.output
     assert issues_of(r) == [
@@ -237,7 +237,7 @@ def test_default_position_policy_not_enabled_is_an_error_saying_so(tmp_path: Pat
 
 def test_paper_exchange_without_the_kraken_plugin_gets_a_note(tmp_path: Path) -> None:
     # paper trading reads its prices through the kraken plugin's client: say so before `run` fails
-    cfg = write(tmp_path, '[plugins]\nenabled = ["paper", "sma-crossover", "maintain"]\n')
+    cfg = write(tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "sma-crossover", "maintain"]\n')
     r = check(cfg)
     assert r.exit_code == 0, r.output
     assert (
@@ -250,7 +250,7 @@ def test_paper_exchange_without_the_kraken_plugin_gets_a_note(tmp_path: Path) ->
 def test_strategy_the_user_wrote_for_a_plugin_not_enabled_is_an_error(tmp_path: Path) -> None:
     cfg = write(
         tmp_path,
-        '[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain"]\n[strategies.rsi]\nplugin = "rsi-reversion"\n',
+        '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain"]\n[strategies.rsi]\nplugin = "rsi-reversion"\n',
     )
     r = check(cfg)
     assert r.exit_code == 2, r.output
@@ -262,18 +262,21 @@ def test_strategy_the_user_wrote_for_a_plugin_not_enabled_is_an_error(tmp_path: 
     ]
 
 
-def test_only_strategy_instances_left_out_leaves_a_note_that_nothing_trades(tmp_path: Path) -> None:
-    cfg = write(tmp_path, '[plugins]\nenabled = ["paper", "kraken", "maintain"]\n')
+def test_only_strategy_instances_left_out_is_an_error_as_nothing_would_trade(tmp_path: Path) -> None:
+    cfg = write(tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "kraken", "maintain"]\n')
     r = check(cfg)
-    assert r.exit_code == 0, r.output
+    assert r.exit_code == 2, r.output
     assert "note: built-in strategy instance 'sma'" in r.stderr and "note: built-in strategy instance 'rsi'" in r.stderr
-    assert "note: no strategy instance is left to run" in r.stderr
+    assert issues_of(r) == [
+        "no strategy instance is enabled: the bot would trade nothing; enable one or add one, like "
+        '[strategies.sma] plugin = "sma-crossover" @ $.strategies'
+    ]
 
 
 def test_minimal_plugin_set_that_config_check_accepts_also_runs(tmp_path: Path) -> None:
     cfg = write(
         tmp_path,
-        '[bot]\nstate_dir = "state"\n[http]\nport = 0\n[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain"]\n',
+        '[bot]\nstate_dir = "state"\n[http]\nport = 0\n[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain"]\n',
     )
     assert check(cfg).exit_code == 0
     r = run_cli("run", "--paper", "--duration", "1", "--config", str(cfg))

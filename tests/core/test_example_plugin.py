@@ -36,7 +36,7 @@ def test_example_is_listed_enabled_and_runs(installed_example: Path, tmp_path: P
     cfg.write_text(
         "# my config\n[bot]\nstate_dir = \"state\"\n\n[plugins]\n"
         "enabled = [\"kraken\", \"paper\", \"sma-crossover\", \"rsi-reversion\", \"maintain\", \"log\"]\n\n"
-        "[http]\nenabled = false\n"
+        "[http]\nenabled = false\n\n[risk]\naccept_unprotected = true\n"
     )
     listed = _tradebot(["plugins", "list", "--all", "--json", "--config", str(cfg)], installed_example, tmp_path)
     assert listed.returncode == 0, listed.stderr

@@ -88,7 +88,7 @@ def test_halt_and_resume_reach_a_running_bot_within_a_second(tmp_path: Path) -> 
         assert saved_state(state_dir) == "halted"
 
         health = tradebot("health", "--json", "--state-dir", str(state_dir))
-        assert health.returncode == 0, health.stderr
+        assert health.returncode == 2, health.stderr  # HALTED
         data = json.loads(health.stdout)
         assert data["running"] is True and data["pid"] == bot.pid
         assert data["trading"]["state"] == "halted" and data["trading"]["source"] == "operator:cli"
@@ -127,7 +127,8 @@ def test_halt_with_no_bot_running_is_honoured_by_the_next_start(tmp_path: Path) 
 
 def test_health_with_no_state_yet(tmp_path: Path) -> None:
     out = tradebot("health", "--state-dir", str(tmp_path / "nothing"))
-    assert out.returncode == 0 and "no saved state yet" in out.stdout
+    assert out.returncode == 2 and "no bot state at" in out.stderr and "--state-dir" in out.stderr
+    assert not (tmp_path / "nothing").exists()
     assert "halt" in tradebot("halt", "--help").stdout.lower()
     assert tradebot("halt", "--state-dir", str(tmp_path)).returncode == 2  # --reason is required
     blank = tradebot("halt", "--reason", "  ", "--state-dir", str(tmp_path))
@@ -140,7 +141,7 @@ def test_a_state_dir_that_is_a_file_is_named_not_a_traceback(tmp_path: Path, com
     config = tmp_path / "tradebot.toml"
     config.write_text('[bot]\nstate_dir = "state"\n')  # (--state-dir itself is checked by the option)
     out = tradebot(*command, "--config", str(config))
-    assert out.returncode == 1, out.stdout + out.stderr
+    assert out.returncode == 2, out.stdout + out.stderr
     assert "Traceback" not in out.stderr and str(tmp_path / "state") in out.stderr
     assert "not a directory" in out.stderr or "File exists" in out.stderr
 

@@ -335,10 +335,11 @@ async def test_market_events_reach_checks_through_the_plugin_host(tmp_path: Path
 
     settings = settings_from_dict(
         {
-            "plugins": {"enabled": ["staleness", "volatility", "api-error-rate", "paper", "maintain"]},
+            "plugins": {"enabled": ["staleness", "volatility", "api-error-rate", "paper", "maintain", "sma-crossover"]},
             "checks": {"staleness": {"threshold_s": 0.05, "startup_grace_s": 0.05, "pairs": ["BTC/USD"]}},
             "bot": {"exchange": "paper"},
-            "strategies": {},
+            "risk": {"accept_unprotected": True},
+            "strategies": {"sma": {"plugin": "sma-crossover"}},
         }
     )
     prepared = prepare(settings=settings)

@@ -109,7 +109,7 @@ def test_unreadable_secrets_file_is_a_clear_error(tmp_path: Path) -> None:
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text('[bot]\nstate_dir = "state"\nsecrets_file = "secrets"\n\n[http]\nenabled = false\n')
     r = _tradebot(["run", "--paper", "--duration", "2", "--config", str(cfg)], tmp_path)
-    assert r.returncode == 1
+    assert r.returncode == 2  # a configuration error: restarting cannot help
     assert "cannot read secrets file" in r.stdout and "Traceback" not in r.stderr
 
 

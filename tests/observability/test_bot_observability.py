@@ -59,6 +59,7 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
             settings = settings_from_dict({
                 "bot": {"exchange": "kraken", "pairs": ["BTC/USD"], "state_dir": str(tmp_path)},
                 "plugins": {"enabled": ["kraken", "staleness", "api-connectivity", "sma-crossover", "log", "telegram", "maintain"]},
+                "risk": {"accept_unprotected": True},
                 "strategies": {"sma": {"plugin": "sma-crossover"}},
                 "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0}},
                 "checks": {

@@ -1,5 +1,10 @@
 """System resources: host and bot-process CPU and RAM, and event-loop lag.
 
+Only what threatens this bot can make the check critical (and so HALT trading): its own
+event-loop lag, its own memory (``process_rss_critical_mb``) and its memory headroom (the
+host memory still available to it, ``mem_headroom_critical_mb``). Host-wide CPU and memory
+use, which other processes cause, is at most degraded.
+
 Every ``interval_s`` a sample is taken (psutil, non-blocking). A metric is degraded once
 it has stayed at or over its ``*_warn`` threshold for ``sustained_s`` and critical once it
 has stayed at or over its ``*_critical`` threshold that long; one sample under the
@@ -36,9 +41,13 @@ class ResourcesConfig(TriggerOptions):
     interval_s: float = attrs.field(default=5.0, validator=gt(0))
     sustained_s: float = attrs.field(default=60.0, validator=gt(0))
     host_cpu_warn_pct: float | None = attrs.field(default=90.0, validator=_pct)
-    host_cpu_critical_pct: float | None = attrs.field(default=99.0, validator=_pct)
+    """Host-wide CPU use: degraded only (other processes cause it)."""
     host_mem_warn_pct: float | None = attrs.field(default=90.0, validator=_pct)
-    host_mem_critical_pct: float | None = attrs.field(default=97.0, validator=_pct)
+    """Host-wide memory use: degraded only; see the headroom limits for what HALTs."""
+    mem_headroom_warn_mb: float | None = attrs.field(default=256.0, validator=gt(0))
+    mem_headroom_critical_mb: float | None = attrs.field(default=64.0, validator=gt(0))
+    """Memory still available to the bot (the host's available memory), below which it
+    would soon fail to allocate: critical when it stays under this."""
     process_cpu_warn_pct: float | None = attrs.field(default=None, validator=gt(0))
     process_cpu_critical_pct: float | None = attrs.field(default=None, validator=gt(0))
     process_rss_warn_mb: float | None = attrs.field(default=None, validator=gt(0))
@@ -93,27 +102,31 @@ class PsutilSampler:
 
     def sample(self) -> dict[str, float]:
         lag, self._max_lag = self._max_lag, 0.0
+        memory = self._psutil.virtual_memory()
         with self._proc.oneshot():
             rss_mb = self._proc.memory_info().rss / 1_048_576
             proc_cpu = self._proc.cpu_percent(None)
         return {
             "host_cpu_pct": float(self._psutil.cpu_percent(None)),
-            "host_mem_pct": float(self._psutil.virtual_memory().percent),
+            "host_mem_pct": float(memory.percent),
+            "mem_headroom_mb": float(memory.available / 1_048_576),
             "process_cpu_pct": float(proc_cpu),
             "process_rss_mb": float(rss_mb),
             "loop_lag_s": float(lag),
         }
 
 
-# metric -> (warn field, critical field, unit)
-_LIMITS = {
-    "host_cpu_pct": ("host_cpu_warn_pct", "host_cpu_critical_pct", "%"),
-    "host_mem_pct": ("host_mem_warn_pct", "host_mem_critical_pct", "%"),
+# metric -> (warn field, critical field, unit); host-wide load has no critical level
+_LIMITS: dict[str, tuple[str | None, str | None, str]] = {
+    "host_cpu_pct": ("host_cpu_warn_pct", None, "%"),
+    "host_mem_pct": ("host_mem_warn_pct", None, "%"),
+    "mem_headroom_mb": ("mem_headroom_warn_mb", "mem_headroom_critical_mb", " MB"),
     "process_cpu_pct": ("process_cpu_warn_pct", "process_cpu_critical_pct", "%"),
     "process_rss_mb": ("process_rss_warn_mb", "process_rss_critical_mb", " MB"),
     "loop_lag_s": ("lag_warn_s", "lag_critical_s", " s"),
 }
 _IMMEDIATE_WARN = frozenset({"loop_lag_s"})
+_BELOW = frozenset({"mem_headroom_mb"})  # bad when it falls under its limits
 
 
 class ResourceCheck(BaseCheck):
@@ -143,15 +156,16 @@ class ResourceCheck(BaseCheck):
             value = sample.get(metric)
             if value is None:
                 continue
+            below = metric in _BELOW
             for level, field in (("critical", crit_f), ("warn", warn_f)):
-                limit = getattr(self.config, field)
+                limit = getattr(self.config, field) if field is not None else None
                 key = (metric, level)
-                if limit is None or value < limit:
+                if limit is None or (value > limit if below else value < limit):
                     self._over_since.pop(key, None)
                     continue
                 since = self._over_since.setdefault(key, now)
                 held = now - since
-                text = f"{metric} {value:.2f}{unit} >= {limit:g}{unit}"
+                text = f"{metric} {value:.2f}{unit} {'<=' if below else '>='} {limit:g}{unit}"
                 if level == "critical" and held >= self.config.sustained_s:
                     critical.append(f"{text} for {held:.0f}s")
                 elif level == "warn" and (held >= self.config.sustained_s or metric in _IMMEDIATE_WARN):

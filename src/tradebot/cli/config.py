@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -33,7 +34,7 @@ def check(config_path: Path | None) -> None:
         raise
     finally:
         logger.removeHandler(notes)
-    problems = _runtime_problems(prepared.settings)
+    problems = _runtime_problems(prepared.settings, prepared.host)
     if problems:
         click.echo("error: the configuration is valid but this setup cannot start", err=True)
         for problem in problems:
@@ -64,16 +65,19 @@ class _Notes(logging.Handler):
             click.echo(line, err=True)
 
 
-def _runtime_problems(settings: Settings) -> list[str]:
-    """What a valid config still cannot do here: read its secrets, write its state."""
+def _runtime_problems(settings: Settings, host: Any) -> list[str]:
+    """What a valid config still cannot do here: read its secrets and run with them, write its state."""
     from tradebot.core.errors import ConfigError
+    from tradebot.core.preflight import setup_problems
     from tradebot.core.secrets import load_secrets
 
     problems = []
     try:
-        load_secrets(settings.secrets_path)
+        secrets = load_secrets(settings.secrets_path)
     except ConfigError as exc:
         problems.append(f"{exc.message} @ $.bot.secrets_file")
+    else:
+        problems.extend(setup_problems(settings, secrets, host))
     state = settings.state_path
     existing = next((p for p in (state, *state.parents) if p.exists()), None)
     if existing is None or not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

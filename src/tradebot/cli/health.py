@@ -25,15 +25,58 @@ _STATUS_ORDER = {"ok": 0, "degraded": 1, "critical": 2}
 
 
 def _state_dir(config_path: Path | None, state_dir: Path | None) -> Path:
+    """The state directory to work on (exit 2 listing the problems of a bad config)."""
+    return _located_state_dir(config_path, state_dir)[0]
+
+
+def _located_state_dir(config_path: Path | None, state_dir: Path | None) -> tuple[Path, str]:
+    """The state directory to work on, and where that choice came from (for messages)."""
     if state_dir is not None:
-        return state_dir
-    from tradebot.core.config import load_settings
+        return state_dir, "given with --state-dir"
+    from tradebot.core.config import find_config, load_settings
     from tradebot.core.errors import ConfigError
 
     try:
-        return load_settings(config_path).state_path
+        settings = load_settings(config_path)
     except ConfigError as exc:
-        raise click.ClickException(str(exc)) from None
+        from tradebot.cli._common import echo_problem
+
+        echo_problem(exc)
+        sys.exit(2)
+    found = find_config(config_path)
+    if found is None:
+        how = "the default [bot] state_dir, as no config file was found (./tradebot.toml, $TRADEBOT_CONFIG)"
+    elif settings.is_written("$.bot.state_dir"):
+        how = f"[bot] state_dir of {found}"
+    else:
+        how = f"the default [bot] state_dir of {found}"
+    return settings.state_path, how
+
+
+def _existing_state(config_path: Path | None, state_dir: Path | None) -> Path:
+    """The state directory of a bot that has run; exit 2 naming where it looked otherwise.
+
+    ``halt``, ``resume`` and ``health`` never create state: a command aimed at the wrong
+    folder must fail, not report success for a bot that does not read that folder.
+    """
+    from tradebot.core.store import DB_NAME
+
+    directory, how = _located_state_dir(config_path, state_dir)
+    if directory.is_dir() and (directory / DB_NAME).is_file():
+        return directory
+    if not directory.exists():
+        what = "does not exist"
+    elif not directory.is_dir():
+        what = "is not a directory"
+    else:
+        what = f"holds no bot state ({DB_NAME})"
+    click.echo(
+        f"error: no bot state at {directory.resolve()} ({how}): it {what}\n"
+        "  point the command at the bot's state with --state-dir DIR, or at its config with "
+        "--config FILE (or $TRADEBOT_CONFIG)",
+        err=True,
+    )
+    sys.exit(2)
 
 
 state_dir_option = click.option(
@@ -131,15 +174,30 @@ def render(data: dict[str, Any]) -> str:
 @config_option
 @state_dir_option
 def health(as_json: bool, config_path: Path | None, state_dir: Path | None) -> None:
-    """Health per check and the trading state (from the running bot or the saved state)."""
+    """Health per check and the trading state (from the running bot or the saved state).
+
+    Exit status: 0 ok, 1 degraded (or nothing measured yet, or REDUCING), 2 critical or
+    HALTED; 2 also when there is no bot state where it looked."""
     from tradebot.core.errors import StateError
 
-    directory = _state_dir(config_path, state_dir)
+    directory = _existing_state(config_path, state_dir)
     try:
         data = read_health(directory)
     except StateError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(data, indent=2) if as_json else render(data))
+    sys.exit(exit_code(data))
+
+
+def exit_code(data: dict[str, Any]) -> int:
+    """For monitoring tools: 0 ok, 1 degraded (or nothing measured yet), 2 critical or HALTED."""
+    trading = (data.get("trading") or {}).get("state")
+    status = data.get("status")
+    if trading == "halted" or status == "critical":
+        return 2
+    if status == "ok" and trading in (None, "active"):
+        return 0
+    return 1
 
 
 def _non_empty_reason(value: str) -> str:
@@ -152,7 +210,7 @@ def _send(action: str, reason: str, config_path: Path | None, state_dir: Path | 
     from tradebot.core.control import send_command
     from tradebot.core.errors import StateError
 
-    directory = _state_dir(config_path, state_dir)
+    directory = _existing_state(config_path, state_dir)
     # the command prints the outcome itself; the state machine's own log lines would repeat it
     logging.getLogger("tradebot").addHandler(logging.NullHandler())
     try:

@@ -12,7 +12,15 @@ import click
 from tradebot.cli._common import config_option
 from tradebot.core.config import Settings, find_config, load_settings, required_plugin_issues
 from tradebot.core.errors import ConfigError
-from tradebot.core.plugins import PluginHost, PluginInfo, gather_infos, installed_plugins, resolve_enabled
+from tradebot.core.plugins import (
+    DEFAULT_DISABLED,
+    PluginHost,
+    PluginInfo,
+    gather_infos,
+    installed_plugins,
+    name_clashes,
+    resolve_enabled,
+)
 
 
 @click.group()
@@ -31,10 +39,11 @@ def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> Non
     try:
         settings = load_settings(config_path)
         configured, quarantine_after = settings.plugins.enabled, settings.plugins.quarantine_after
+        disabled = settings.plugins.disabled
     except ConfigError as exc:
         click.echo(f"warning: {exc}\n(listing with the default plugin set)", err=True)
-        settings, configured, quarantine_after = None, None, 5
-    enabled = resolve_enabled(configured, installed_plugins())
+        settings, configured, quarantine_after, disabled = None, None, 5, []
+    enabled = resolve_enabled(configured, installed_plugins(), disabled=disabled)
     # load problems are printed below, once, instead of as log lines
     logging.getLogger("tradebot.plugins").addHandler(logging.NullHandler())
     host = PluginHost(quarantine_after=quarantine_after)
@@ -49,6 +58,8 @@ def list_plugins(as_json: bool, show_all: bool, config_path: Path | None) -> Non
             click.echo(f"error: plugin {i.name!r}: {i.error}", err=True)
     for name in host.report.unknown:
         click.echo(f"error: plugin {name!r} is enabled but not installed", err=True)
+    for issue in name_clashes():
+        click.echo(f"error: {issue}", err=True)
     for issue in required_plugin_issues(settings, host) if settings is not None else []:
         click.echo(f"error: {issue}", err=True)
 
@@ -84,24 +95,42 @@ def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:
     if table is None:
         table = tomlkit.table()
         doc["plugins"] = table
+    disabled = table.get("disabled")
+    off = [str(x) for x in disabled] if disabled is not None else []
     current = table.get("enabled")
-    if current is None:
-        # start from the default set so that enabling one plugin disables none
-        current = tomlkit.array()
-        for n in resolve_enabled(None, installed, environ={}):
-            current.append(n)
-        current.multiline(True)
-        table["enabled"] = current
-    names = [str(x) for x in current]
+    names = [str(x) for x in current] if current is not None else None
     required = table.get("required")
     still_required = not enable and isinstance(required, list) and name in [str(x) for x in required]
-    if enable and name not in names:
-        current.append(name)
-    elif not enable and name in names:
-        current.remove(name)
+    if enable:
+        default_on = name not in DEFAULT_DISABLED if names is None else name in names
+        if default_on and name not in off:
+            click.echo(f"{name} is already enabled in {path}")
+            return
+        if name in off:
+            assert disabled is not None
+            disabled.remove(name)
+            if not len(disabled):
+                del table["disabled"]
+        if not default_on:
+            if current is None:
+                # a plugin that is off by default: the enabled set is written out, from the
+                # default set, so that enabling one plugin disables none
+                current = tomlkit.array()
+                for n in resolve_enabled(None, installed, environ={}, disabled=off):
+                    current.append(n)
+                current.multiline(True)
+                table["enabled"] = current
+            current.append(name)
     else:
-        click.echo(f"{name} is already {'enabled' if enable else 'disabled'} in {path}")
-        return
+        loaded = name not in DEFAULT_DISABLED if names is None else name in names
+        if name in off or not loaded:
+            click.echo(f"{name} is already disabled in {path}")
+            return
+        # [plugins] enabled is left as it is: plugins installed later still load by default
+        if disabled is None:
+            disabled = tomlkit.array()
+            table["disabled"] = disabled
+        disabled.append(name)
     path.write_text(tomlkit.dumps(doc), encoding="utf-8")
     click.echo(f"{'enabled' if enable else 'disabled'} {name} in {path}")
     if still_required:

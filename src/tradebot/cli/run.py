@@ -36,6 +36,11 @@ def run(
     trades on the paper exchange against the built-in simulator."""
     from tradebot.core.errors import ConfigError, PluginError
 
+    import math
+
+    for option, value in (("--duration", duration), ("--restart-delay", restart_delay)):
+        if value is not None and not math.isfinite(value):
+            raise click.BadParameter(f"must be a finite number of seconds (got {value})", param_hint=option)
     if infinite and duration is not None:
         raise click.UsageError("--infinite runs until a critical condition; it cannot also stop after --duration")
     if dry_run and (infinite or duration is not None or auto_restart):
@@ -55,7 +60,11 @@ def run(
         )
 
     from tradebot.core.bootstrap import prepare
+    from tradebot.core.files import raise_open_file_limit, restrict_umask
     from tradebot.core.logs import configure_logging
+
+    restrict_umask()  # state, backups, logs and control files: the bot's user's only
+    raise_open_file_limit()  # connections to the HTTP server never leave trading without descriptors
 
     try:
         prepared = prepare(config_path)

@@ -310,7 +310,7 @@ class Bot:
             # everything started so far is stopped before the stack closes under it
             log.critical("start-up failed: %s", exc)
             self._stop_reason = f"start-up failed: {exc}"
-            self._exit_code = 1
+            self._exit_code = 2 if isinstance(exc, ConfigError) else 1  # a setup error: restarting cannot help
             if not self._stop.is_set():
                 self._begin_stop()  # nothing may replace this reason and exit code now
             await self._bounded_shutdown(loop)
@@ -380,6 +380,16 @@ class Bot:
         stack.callback(control.release)
         self._control = control
         secrets = load_secrets(settings.secrets_path)
+        from tradebot.core.preflight import setup_problems
+
+        problems = setup_problems(settings, secrets, self.host, paper=self.options.paper)
+        from tradebot.core.http_server import check_bind
+
+        busy = check_bind(settings.section("http"))  # said before anything trades
+        if busy is not None:
+            problems.append(busy)
+        if problems:
+            raise ConfigError("this setup cannot run", problems)
         store = StateStore(
             state_dir, backup_count=settings.backup.count, backup_interval_s=settings.backup.interval_s
         )
@@ -594,11 +604,10 @@ class Bot:
             server = HttpServer(ctx, http)
             try:
                 port = await server.start()
-            except OSError as exc:
-                log.error("HTTP server not started on %s:%s: %s; trading goes on without it", http.host, http.port, exc)
-            else:
-                stack.push_async_callback(server.stop)
-                log.info("HTTP health/control server on http://%s:%d", http.host, port)
+            except OSError as exc:  # the port is taken: a setup error, said before trading starts
+                raise ConfigError("the HTTP server cannot start", [exc.strerror or str(exc)]) from None
+            stack.push_async_callback(server.stop)
+            log.info("HTTP health/control server on http://%s:%d", http.host, port)
 
     def _spawn(self, name: str, start: Callable[[], Awaitable[Any]]) -> asyncio.Task[Any] | None:
         """Run a long-lived part: as a supervised child (restarted, healed) when supervision is on."""
@@ -836,6 +845,6 @@ def _env_number(name: str, default: float, cast: Callable[[str], float], *, mini
     except ValueError:
         kind = "an integer" if cast is int else "a number"
         raise ConfigError(f"{name} must be {kind} (got {raw!r})") from None
-    if not value >= minimum:
-        raise ConfigError(f"{name} must be >= {minimum:g} (got {raw!r})")
+    if not value >= minimum or value == float("inf"):
+        raise ConfigError(f"{name} must be a finite number >= {minimum:g} (got {raw!r})")
     return value

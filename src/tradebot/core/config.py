@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -48,6 +49,7 @@ __all__ = [
     "StrategyInstance",
     "find_config",
     "load_settings",
+    "protection_issues",
     "required_plugin_issues",
     "structure",
     "validate_plugin_tables",
@@ -112,6 +114,8 @@ class PluginsSettings:
     """``[plugins]``: which plugins load, which must load, and when to quarantine."""
 
     enabled: list[str] | None = None
+    disabled: list[str] = attrs.field(factory=list)
+    """Plugins not to load, whatever ``enabled`` or the default set says."""
     required: list[str] = attrs.field(factory=list)
     quarantine_after: int = attrs.field(default=5, validator=gt(0))
 
@@ -126,6 +130,9 @@ class RiskSettings:
     """Largest order value, in quote currency."""
     max_orders_per_minute: int = attrs.field(default=30, validator=gt(0))
     min_order_volume: Decimal = attrs.field(default=Decimal("0.0001"), validator=ge(0))
+    accept_unprotected: bool = False
+    """Run without a drawdown trigger, a loss trigger or a staleness check HALTing (or
+    reducing) trading, on purpose; otherwise such a config is refused."""
 
 
 @attrs.frozen
@@ -239,6 +246,8 @@ def _make_converter() -> cattrs.Converter:
                 return float(value)
             if type(value) is not kind:
                 raise ValueError(f"expected {kind.__name__} (got {type(value).__name__} {value!r})")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"expected a finite number (got {value!r})")
             return value
 
         return check
@@ -447,9 +456,35 @@ def parse_toml(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read config file {path}: {exc}") from None
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(
+            f"config file {path} nests tables or arrays too deeply (at most {MAX_DEPTH} levels)"
+        ) from None
+    return data
+
+
+MAX_DEPTH = 32
+"""How deep tables and arrays may nest in a config file (no setting needs more than a few)."""
+
+
+def _too_deep(value: Any, path: str, depth: int) -> str | None:
+    """The path where ``value`` nests deeper than :data:`MAX_DEPTH`, or None."""
+    if depth > MAX_DEPTH:
+        return path
+    if isinstance(value, Mapping):
+        items: Any = ((f"{path}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    for sub, v in items:
+        found = _too_deep(v, sub, depth + 1)
+        if found is not None:
+            return found
+    return None
 
 
 def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> Settings:
@@ -460,6 +495,10 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
     so that one ``config check`` lists every problem of the file, not those of the core
     sections first and the rest later.
     """
+    where = _too_deep(raw, "$", 0)
+    if where is not None:
+        place = f"config file {source}" if source else "the configuration"
+        raise ConfigError(f"{place} nests tables or arrays too deeply", [f"more than {MAX_DEPTH} levels @ {where}"])
     issues: list[str] = []
     secrets: set[str] = set()
     _find_secret_keys(raw, "$", issues, secrets)
@@ -557,7 +596,7 @@ def _plugin_issues(settings: Settings, bad: set[str]) -> list[str]:
     """
     if any(_under(p, "$.plugins") for p in bad):
         return []
-    from tradebot.core.plugins import PluginHost, installed_plugins, resolve_enabled
+    from tradebot.core.plugins import PluginHost, installed_plugins, name_clashes, resolve_enabled
 
     plugin_log = logging.getLogger("tradebot.plugins")
     # its "not loaded, starting without it" would mislead: nothing starts
@@ -565,8 +604,10 @@ def _plugin_issues(settings: Settings, bad: set[str]) -> list[str]:
     try:
         host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
         # without `required`: a required plugin that fails is one more problem in the list
-        host.load(resolve_enabled(settings.plugins.enabled, installed_plugins()))
-        found = _validate_plugin_tables(settings, host, log_notes=False)
+        host.load(resolve_enabled(settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled))
+        found = name_clashes() + _validate_plugin_tables(settings, host, log_notes=False)
+        if not any(_under(p, "$.risk") or _under(p, "$.strategies") or _under(p, "$.bot") for p in bad):
+            found += protection_issues(settings, host)
     except Exception:  # noqa: BLE001 - the problems found so far are reported whatever happens here
         log.debug("plugin tables not checked", exc_info=True)
         return []
@@ -639,7 +680,6 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
             if not errs:
                 configs[(cat, name)] = obj
     strategies = host.components("strategy")
-    dropped = False
     for inst_name, inst in list(settings.strategies.items()):
         path = f"$.strategies.{inst_name}"
         strategy_comp = strategies.get(inst.plugin)
@@ -647,7 +687,6 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
             if not settings.is_written("$.strategies") and _left_out(inst.plugin, host, installed):
                 # a built-in default instance of a plugin the user did not enable: not wanted
                 del settings.strategies[inst_name]
-                dropped = True
                 note(
                     f"built-in strategy instance {inst_name!r} (plugin {inst.plugin!r}) is left out"
                     f"{why(inst.plugin, 'to run it, ')} @ {path}"
@@ -660,11 +699,6 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
         issues.extend(errs)
         if not errs:
             configs[("strategy-instance", inst_name)] = obj
-    if dropped and not settings.strategies:
-        note(
-            "no strategy instance is left to run: the bot will trade nothing; add one, like "
-            '[strategies.sma] plugin = "sma-crossover" @ $.strategies'
-        )
     halt = settings.section("halt")
     policy = getattr(halt, "position_policy", None)
     if policy is not None and policy not in host.components("policy"):
@@ -698,9 +732,116 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
             f"{cause or ', which is not loaded'}, so paper trading cannot start; "
             f"{fix or 'install or enable it'} @ $.bot.market_data"
         )
+    issues.extend(_reference_issues(settings, host, why))
     if log_notes:
         for text in notes:
             log.warning("note: %s", text)
+    return issues
+
+
+def _reference_issues(settings: Settings, host: PluginHost, why: Any) -> list[str]:
+    """Names the config file writes that must name a loaded component: healing ladder
+    steps, notifiers, readiness checks. (Defaults that name a plugin left out are not the
+    user's mistake: the step, notifier or check is then skipped.)"""
+    checks = {**host.components("check"), **host.components("halt-trigger")}
+    refs = [
+        ("healing", "ladder", "recovery action", host.components("recovery")),
+        ("notifications", "notifiers", "notifier", host.components("notifier")),
+        ("http", "readiness_checks", "check", checks),
+    ]
+    issues = []
+    for section, key, what, loaded in refs:
+        if not settings.is_written(f"$.{section}.{key}"):
+            continue
+        names = getattr(settings.section(section), key, None) or []
+        for i, name in enumerate(names):
+            if name in loaded:
+                continue
+            known = sorted(loaded)
+            issues.append(
+                f"no loaded {what} named {name!r}{_near(name, known)}{why(name)}; loaded: {', '.join(known) or 'none'}"
+                f" @ $.{section}.{key}[{i}]"
+            )
+    return issues
+
+
+PROTECTION: dict[str, str] = {
+    "drawdown": "a drawdown trigger (plugin 'drawdown')",
+    "consecutive-losses": "a loss trigger (plugin 'consecutive-losses')",
+    "staleness": "a staleness check (plugin 'staleness')",
+}
+"""The HALT triggers a bot trading money must run, by component name."""
+
+
+def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bool = True) -> list[str]:
+    """What keeps this config from protecting the money it trades, each with its path.
+
+    A config without a drawdown trigger, a loss trigger and a staleness check that HALT (or
+    reduce) trading is refused unless ``[risk] accept_unprotected = true``; so is one with
+    no enabled strategy (it would trade nothing), a pair not quoted in ``[bot] quote``, and
+    a strategy whose order size is over ``[risk] max_position`` (a base ``volume``) or
+    ``max_notional_per_order`` (a ``quote_amount``).
+    """
+    issues: list[str] = []
+    if not settings.risk.accept_unprotected:
+        loaded = {**host.components("check"), **host.components("halt-trigger")}
+        missing = []
+        for name, what in PROTECTION.items():
+            comp = loaded.get(name)
+            if comp is None:
+                from tradebot.core.plugins import installed_plugins
+
+                installed = set(installed_plugins())
+                cause, _fix = _why_not_loaded(name, settings, host, installed)
+                if not cause and name not in installed:
+                    cause = " (not installed)"
+                missing.append(f"{what} is not loaded{cause}")
+                continue
+            cfg = settings.plugin_config(comp.category, name)
+            on_critical = getattr(cfg, "on_critical", "halt")
+            if on_critical not in ("halt", "reduce"):
+                missing.append(f"{what} only alerts ([checks.{name}] on_critical = {on_critical!r})")
+        if missing:
+            issues.append(
+                "trading would run unprotected: " + "; ".join(missing) + "; enable and configure them, or set "
+                "[risk] accept_unprotected = true to run without them on purpose @ $.risk.accept_unprotected"
+            )
+    enabled = [name for name, inst in settings.strategies.items() if inst.enabled]
+    if not enabled and need_strategy:
+        issues.append(
+            "no strategy instance is enabled: the bot would trade nothing; enable one or add one, like "
+            '[strategies.sma] plugin = "sma-crossover" @ $.strategies'
+        )
+    quote = settings.bot.quote
+    pair_lists = [("$.bot.pairs", settings.bot.pairs)]
+    pair_lists += [(f"$.strategies.{n}.pairs", i.pairs or []) for n, i in settings.strategies.items()]
+    for path, pairs in pair_lists:
+        for i, pair in enumerate(pairs):
+            pair_quote = pair.rpartition("/")[2]
+            if pair_quote != quote:
+                issues.append(
+                    f"pair {pair!r} is quoted in {pair_quote}, but [bot] quote is {quote!r}: cash, equity and every "
+                    f"limit are counted in {quote}; trade pairs quoted in {quote}, or set [bot] quote = "
+                    f"{pair_quote!r} @ {path}[{i}]"
+                )
+    # order sizes a strategy's params set (by base volume or by quote amount) that the risk
+    # gate would refuse every time: generic, by the names sizing params go by
+    limits = (
+        (("volume", "order_volume"), "max_position", settings.risk.max_position),
+        (("quote_amount", "order_value", "notional"), "max_notional_per_order", settings.risk.max_notional_per_order),
+    )
+    for name, inst in settings.strategies.items():
+        cfg = settings.plugin_config("strategy-instance", name)
+        if cfg is None or not inst.enabled:
+            continue
+        for keys, limit_name, limit in limits:
+            for key in keys:
+                size = getattr(cfg, key, None)
+                if isinstance(size, (int, float, Decimal)) and not isinstance(size, bool) and Decimal(str(size)) > limit:
+                    issues.append(
+                        f"{key} {size} is over [risk] {limit_name} {limit}: every order of this strategy would "
+                        f"be refused; lower it or raise {limit_name} @ $.strategies.{name}.params.{key}"
+                    )
     return issues
 
 
@@ -729,6 +870,8 @@ def _why_not_loaded(name: str, settings: Settings, host: PluginHost, installed: 
     """
     if name in host.report.failed:
         return f": its plugin failed to load ({host.report.failed[name]})", "fix or reinstall it"
+    if _left_out(name, host, installed) and name in settings.plugins.disabled and os.environ.get("TRADEBOT_PLUGINS") is None:
+        return ": [plugins] disabled names it", f"remove it from there (tradebot plugins enable {name})"
     if _left_out(name, host, installed):
         source, add = _enabled_source(settings)
         return f": {source} leaves out its plugin", add.format(name)

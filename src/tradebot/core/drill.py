@@ -422,7 +422,10 @@ def bot_config(
             },
         },
         "plugins": {"enabled": list(DRILL_PLUGINS)},
-        "risk": {"max_orders_per_minute": 100_000, "max_position": "1", "max_notional_per_order": "100000"},
+        "risk": {
+            "max_orders_per_minute": 100_000, "max_position": "1", "max_notional_per_order": "100000",
+            "accept_unprotected": True,  # a drill rehearses healing, not the HALT triggers
+        },
         "strategies": {
             # the process-kill child trades through a registered strategy; in-process
             # scenarios add DrillSignals to the running bot instead
@@ -788,7 +791,7 @@ async def _run_inprocess(scenario: Scenario, settings: DrillSettings, base: Mapp
                 ws_url=sim.ws_url, state_dir=state_dir, secrets_file=secrets, base=base,
             )
             raw["strategies"] = {}
-            prepared = prepare(settings=settings_from_dict(raw))
+            prepared = prepare(settings=settings_from_dict(raw), signals_from_code=True)
             bot = Bot(prepared, RunOptions())
             run_task = asyncio.create_task(bot.run(), name=f"drill-bot-{scenario.name}")
             watcher = _Watcher(bot)

@@ -193,9 +193,11 @@ def describe(exc: BaseException) -> str:
     """``str(exc)``, or what can be said of it when its own ``__str__`` fails.
 
     For messages about errors raised by plugin code, which may be of any class: reporting a
-    failure must never fail in turn.
+    failure must never fail in turn. Every registered secret is redacted.
     """
+    from tradebot.core.secrets import redact  # an error's text may quote a secret: it never goes further
+
     try:
-        return str(exc)
+        return redact(str(exc))
     except Exception:  # noqa: BLE001 - a broken __str__ must not break the report of the error
         return f"<{type(exc).__name__} that cannot be shown>"

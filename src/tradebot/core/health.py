@@ -508,6 +508,10 @@ class HealthMonitor:
 
     async def process(self, result: CheckResult) -> None:
         """Record a result, log/persist status changes and escalate a critical one."""
+        from tradebot.core.secrets import redact
+
+        if (shown := redact(result.message)) != result.message:  # a check's words go to the state, alerts, /status
+            result = attrs.evolve(result, message=shown)
         track = self._tracks.get(result.check)
         if track is None:
             log.warning("result from unknown check %r ignored", result.check)

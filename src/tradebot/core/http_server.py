@@ -14,13 +14,23 @@
 
 Listens on 127.0.0.1 by default; ``port = 0`` takes any free port (see :attr:`HttpServer.port`).
 No answer ever holds a secret: every body passes :func:`tradebot.core.secrets.redact`.
+
+Nobody who can reach the port can hurt trading: at most ``max_connections`` connections
+are open at once (further ones are closed at once), one that sends nothing for
+``idle_timeout_s`` is closed, a request not answered within ``request_timeout_s`` gets
+408, and any malformed credential gets 401. ``auth = "all"`` puts ``/status`` and
+``/metrics`` behind the bearer token too. A non-loopback ``host`` needs the control token.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
+import ipaddress
 import json
 import logging
+import socket
 import time
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -28,14 +38,14 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from tradebot.core.secrets import redact
-from tradebot.core.validate import in_range, non_empty, one_of
+from tradebot.core.validate import gt, in_range, non_empty, one_of
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from tradebot.core.context import BotContext
 
-__all__ = ["HttpServer", "HttpSettings", "readiness"]
+__all__ = ["HttpServer", "HttpSettings", "check_bind", "http_problems", "is_loopback", "readiness"]
 
 log = logging.getLogger("tradebot.http")
 
@@ -57,6 +67,165 @@ class HttpSettings:
     port: int = attrs.field(default=8765, validator=in_range(0, 65535))
     readiness_checks: list[str] = attrs.field(factory=lambda: ["api-connectivity", "staleness"])
     not_ready_at: str = attrs.field(default="critical", validator=one_of(("degraded", "critical")))
+    auth: str = attrs.field(default="control", validator=one_of(("control", "all")))
+    """Which endpoints need the bearer token: ``control`` (``/halt``, ``/resume``) or ``all``
+    (``/status`` and ``/metrics`` too; ``/healthz`` and ``/readyz`` stay open for probes)."""
+    max_connections: int = attrs.field(default=64, validator=gt(0))
+    """Connections open at once; more are closed at once (never more than an eighth of the
+    process's open-file limit, so trading always has file descriptors)."""
+    idle_timeout_s: float = attrs.field(default=10.0, validator=gt(0))
+    """A connection that sends nothing this long is closed."""
+    request_timeout_s: float = attrs.field(default=10.0, validator=gt(0))
+    """A request (its body included) not answered within this gets 408."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (``127.0.0.1``, ``::1``, ``localhost``)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def http_problems(settings: HttpSettings, secrets: Any) -> list[str]:
+    """What keeps these ``[http]`` settings from running safely with these secrets."""
+    if not settings.enabled:
+        return []
+    token = secrets.get("control_token") if hasattr(secrets, "get") else None
+    problems = []
+    if not token and not is_loopback(settings.host):
+        problems.append(
+            f"the HTTP server would listen on {settings.host}, reachable from other hosts, without a control token: "
+            "set control_token (TRADEBOT_CONTROL_TOKEN or the secrets file) and [http] auth = \"all\", or listen on "
+            "127.0.0.1 @ $.http.host"
+        )
+    if not token and settings.auth == "all":
+        problems.append(
+            "[http] auth = \"all\" needs a control token: set control_token (TRADEBOT_CONTROL_TOKEN or the secrets "
+            "file) @ $.http.auth"
+        )
+    return problems
+
+
+def check_bind(settings: HttpSettings) -> str | None:
+    """Why the server could not listen on its host and port now (None: it could)."""
+    if not settings.enabled or settings.port == 0:
+        return None
+    try:
+        infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError as exc:
+        return f"the HTTP server cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} @ $.http.host"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return _bind_message(settings, exc)
+    return None
+
+
+def _bind_message(settings: HttpSettings, exc: OSError) -> str:
+    return (
+        f"the HTTP server cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}; stop what uses the "
+        "port, choose another [http] port (0 takes any free one), or set [http] enabled = false @ $.http.port"
+    )
+
+
+def open_file_limit() -> int | None:
+    """The process's soft open-file limit (None where it cannot be read)."""
+    try:
+        import resource
+
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if soft == resource.RLIM_INFINITY else int(soft)
+
+
+class _Gate:
+    """Counts the server's open connections and refuses those over the cap."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.open: set[_GuardedConnection] = set()
+        self.refused = 0
+        self._warned_at = 0.0
+
+    def admit(self, conn: _GuardedConnection) -> bool:
+        if len(self.open) >= self.cap:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._warned_at > 60:
+                self._warned_at = now
+                log.warning("HTTP server: %d connections open, the most it takes: closing new ones (%d so far)",
+                            len(self.open), self.refused)
+            return False
+        self.open.add(conn)
+        return True
+
+
+class _GuardedConnection(asyncio.Protocol):
+    """One connection: admitted under the cap, closed when it sends nothing for a while;
+    everything else is aiohttp's request handler, which this passes every event to."""
+
+    def __init__(self, gate: _Gate, make: Any, idle_s: float) -> None:
+        self._gate = gate
+        self._make = make
+        self._idle_s = idle_s
+        self._inner: Any = None
+        self._transport: Any = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self._transport = transport
+        if not self._gate.admit(self):
+            transport.abort()
+            return
+        self._inner = self._make()
+        self._inner.connection_made(transport)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(self._idle_s, self._idle)
+
+    def _idle(self) -> None:
+        self._timer = None
+        if self._transport is not None:
+            self._transport.abort()
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is not None:
+            self._arm()
+            self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._gate.open.discard(self)
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+        self._transport = None
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
 
 
 def _json_default(value: Any) -> Any:
@@ -107,6 +276,8 @@ class HttpServer:
         self.settings = settings or HttpSettings()
         self.port: int | None = None
         self._runner: web.AppRunner | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._gate = _Gate(self.settings.max_connections)
         self._started = time.monotonic()
 
     @property
@@ -118,7 +289,17 @@ class HttpServer:
         """The aiohttp application (routes only; used by :meth:`start` and by tests)."""
         from aiohttp import web
 
-        app = web.Application()
+        timeout_s = self.settings.request_timeout_s
+
+        @web.middleware
+        async def bounded(request: web.Request, handler: Any) -> web.StreamResponse:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await handler(request)
+            except TimeoutError:
+                return self._json({"error": f"request not complete within {timeout_s:g}s"}, status=408)
+
+        app = web.Application(middlewares=[bounded])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics)
@@ -128,28 +309,55 @@ class HttpServer:
         return app
 
     async def start(self) -> int:
-        """Bind and serve; returns the bound port (useful with ``port = 0``)."""
+        """Bind and serve; returns the bound port (useful with ``port = 0``).
+
+        :class:`OSError` naming the host, the port and what to do when it cannot listen.
+        """
         from aiohttp import web
 
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        cfg = self.settings
+        runner = web.AppRunner(
+            self.app(), access_log=None, handle_signals=False, keepalive_timeout=cfg.idle_timeout_s
+        )
         await runner.setup()
-        site = web.TCPSite(runner, self.settings.host, self.settings.port, reuse_address=True)
+        limit = open_file_limit()
+        cap = cfg.max_connections if limit is None else max(1, min(cfg.max_connections, limit // 8))
+        self._gate = _Gate(cap)
+        make = runner.server
+        assert make is not None  # set by setup()
+        loop = asyncio.get_running_loop()
         try:
-            await site.start()
-        except OSError:
+            self._server = await loop.create_server(
+                lambda: _GuardedConnection(self._gate, make, cfg.idle_timeout_s),
+                cfg.host, cfg.port, reuse_address=True, backlog=min(128, cap * 2),
+            )
+        except OSError as exc:
             await runner.cleanup()
-            raise
+            raise OSError(exc.errno, _bind_message(cfg, exc)) from None
         self._runner = runner
         self._started = time.monotonic()
-        self.port = int(runner.addresses[0][1])
+        self.port = int(self._server.sockets[0].getsockname()[1])
         self.context.extras["http_url"] = self.url
-        log.info("HTTP server listening on %s (/healthz /readyz /metrics /status)", self.url)
+        log.info("HTTP server listening on %s (/healthz /readyz /metrics /status; at most %d connections)", self.url, cap)
         return self.port
 
     async def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()  # no new connections
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        for conn in list(self._gate.open):
+            conn.close()
+        if server is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5.0)
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now."""
+        return len(self._gate.open)
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -186,18 +394,22 @@ class HttpServer:
             ready, reasons = False, [f"readiness could not be judged: {type(exc).__name__}: {exc}"]
         return self._json({"ready": ready, "reasons": reasons}, status=200 if ready else 503)
 
-    async def metrics(self, _request: web.Request) -> web.Response:
+    async def metrics(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
         from tradebot.core.metrics import CONTENT_TYPE
 
+        if self.settings.auth == "all" and (denied := await self._authorise(request)) is not None:
+            return denied
         metrics = self.context.metrics
         if metrics is None:
             return self._json({"error": "metrics are not collected in this run"}, status=503)
         text = redact(metrics.render_prometheus())
         return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def status(self, _request: web.Request) -> web.Response:
+    async def status(self, request: web.Request) -> web.Response:
+        if self.settings.auth == "all" and (denied := await self._authorise(request)) is not None:
+            return denied
         return self._json(self.status_data())
 
     def status_data(self) -> dict[str, Any]:
@@ -275,10 +487,12 @@ class HttpServer:
             )
         header = request.headers.get("Authorization", "")
         scheme, _, given = header.partition(" ")
-        ok = scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), expected.encode())
+        # any bytes a client sends compare as bytes: a malformed header is a wrong token, never an error
+        given_bytes = given.strip().encode("utf-8", "surrogateescape")
+        ok = scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, expected.encode("utf-8"))
         if not ok:
-            log.warning("control request to %s rejected: %s", request.path,
-                        "missing bearer token" if not header else "wrong token")
+            log.warning("request to %s rejected: %s", request.path,
+                        "missing bearer token" if not header else "wrong or malformed token")
             resp = self._json({"error": "missing or wrong bearer token"}, status=401)
             resp.headers["WWW-Authenticate"] = 'Bearer realm="tradebot"'
             return resp

@@ -156,6 +156,17 @@ class TextFormatter(logging.Formatter):
 _INSTALLED_ATTR = "_tradebot_handler"
 
 
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file readable by its owner only (``0600``), each rotated file too."""
+
+    def _open(self) -> Any:
+        from tradebot.core.files import private_files
+
+        stream = super()._open()
+        private_files(Path(self.baseFilename))
+        return stream
+
+
 def configure_logging(
     settings: LoggingSettings | None = None,
     *,
@@ -186,7 +197,7 @@ def configure_logging(
         if not path.is_absolute() and state_dir is not None:
             path = state_dir / path
         path.parent.mkdir(parents=True, exist_ok=True)
-        rotating = logging.handlers.RotatingFileHandler(
+        rotating = _PrivateRotatingFileHandler(
             path, maxBytes=settings.file_max_bytes, backupCount=settings.file_backups, encoding="utf-8"
         )
         rotating.setFormatter(JsonFormatter())

@@ -33,6 +33,7 @@ __all__ = [
     "QuarantineCause",
     "RegisteredComponent",
     "installed_plugins",
+    "name_clashes",
 ]
 
 log = logging.getLogger("tradebot.plugins")
@@ -107,6 +108,23 @@ def installed_plugins() -> dict[str, metadata.EntryPoint]:
     return {ep.name: ep for ep in metadata.entry_points(group=GROUP)}
 
 
+def name_clashes() -> list[str]:
+    """Plugin names that more than one installed distribution claims, each as a problem
+    naming the distributions: which one loads would be an accident of install order."""
+    claims: dict[str, list[str]] = {}
+    for ep in metadata.entry_points(group=GROUP):
+        dist = f"{ep.dist.name} {ep.dist.version}" if ep.dist is not None else "an unknown distribution"
+        where = f"{dist} ({ep.value})"
+        if where not in claims.setdefault(ep.name, []):
+            claims[ep.name].append(where)
+    return [
+        f"plugin name {name!r} is claimed by {len(dists)} distributions: {' and '.join(dists)}; uninstall or rename "
+        f"one of them @ $.plugins"
+        for name, dists in sorted(claims.items())
+        if len(dists) > 1
+    ]
+
+
 def hook_names(module: object) -> tuple[str, ...]:
     """The tradebot hook implementations a plugin object defines."""
     marker = f"{hookspecs.PROJECT}_impl"
@@ -133,18 +151,23 @@ def resolve_enabled(
     configured: Collection[str] | None,
     installed: Collection[str],
     environ: dict[str, str] | None = None,
+    *,
+    disabled: Collection[str] = (),
 ) -> list[str]:
     """The plugin set to load: ``TRADEBOT_PLUGINS`` wins, then the config, then the default.
 
-    The default is every installed plugin except :data:`DEFAULT_DISABLED`.
+    The default is every installed plugin except :data:`DEFAULT_DISABLED`. ``disabled``
+    (``[plugins] disabled``) is taken out of the configured or default set, so a plugin
+    installed later is still loaded by default.
     """
     env = os.environ if environ is None else environ
     raw = env.get(ENV_PLUGINS)
     if raw is not None:
         return [n.strip() for n in raw.split(",") if n.strip()]
+    off = set(disabled)
     if configured is not None:
-        return list(configured)
-    return sorted(n for n in installed if n not in DEFAULT_DISABLED)
+        return [n for n in configured if n not in off]
+    return sorted(n for n in installed if n not in DEFAULT_DISABLED and n not in off)
 
 
 @attrs.frozen

@@ -2,17 +2,60 @@
 
 from __future__ import annotations
 
+import binascii
 import time
 from contextlib import AsyncExitStack
+from typing import Any
 
 import attrs
 
 from tradebot.core.bootstrap import Prepared
 from tradebot.core.errors import TradebotError
 
-__all__ = ["PreflightReport", "run_preflight"]
+__all__ = ["PreflightReport", "run_preflight", "setup_problems"]
 
 MAX_CLOCK_SKEW_S = 5.0
+
+
+def setup_problems(settings: Any, secrets: Any, host: Any, *, paper: bool = False) -> list[str]:
+    """What stops this config from running with these secrets, each with its path: checked by
+    ``config check``, ``run --dry-run`` and at start-up (a configuration error, exit 2).
+
+    A Kraken API secret that is not base64 (every signed request would fail), a notifier in
+    use without its secrets, an HTTP server reachable from other hosts without a token.
+    """
+    from tradebot.core.http_server import http_problems
+
+    problems: list[str] = []
+    exchange = "paper" if paper else settings.bot.exchange
+    api_secret = secrets.get("kraken_api_secret")
+    if exchange == "kraken" and api_secret:
+        try:
+            binascii.a2b_base64(api_secret.encode("ascii"), strict_mode=True)
+        except (binascii.Error, UnicodeEncodeError, ValueError):
+            problems.append(
+                "the Kraken API secret (kraken_api_secret) is not valid base64, as Kraken's private keys are: every "
+                "signed request would fail; copy it again from Kraken's API key page @ secrets:kraken_api_secret"
+            )
+    notifications = settings.section("notifications")
+    loaded = host.components("notifier") if host is not None else {}
+    names = getattr(notifications, "notifiers", None)
+    in_use = [n for n in (names if names is not None else sorted(loaded)) if n in loaded]
+    needs = {"telegram": ("telegram_bot_token", "telegram_chat_id")}
+    for name in in_use:
+        missing = [k for k in needs.get(name, ()) if not secrets.get(k)]
+        if missing:
+            from tradebot.core.secrets import KNOWN_SECRETS
+
+            env = ", ".join(KNOWN_SECRETS[k] for k in missing)
+            problems.append(
+                f"the {name} notifier is enabled but its secret(s) {', '.join(missing)} are not set: set {env} or put "
+                f"them in the secrets file, or disable it (tradebot plugins disable {name}) @ $.notifiers.{name}"
+            )
+    http = settings.section("http")
+    if http is not None:
+        problems.extend(http_problems(http, secrets))
+    return problems
 
 
 @attrs.define
@@ -20,6 +63,8 @@ class PreflightItem:
     name: str
     ok: bool
     detail: str
+    warn: bool = False
+    """Passes, but the user should know (the bot will start HALTED ...)."""
 
 
 @attrs.define
@@ -28,8 +73,8 @@ class PreflightReport:
 
     items: list[PreflightItem] = attrs.Factory(list)
 
-    def add(self, name: str, ok: bool, detail: str) -> bool:
-        self.items.append(PreflightItem(name, ok, detail))
+    def add(self, name: str, ok: bool, detail: str, *, warn: bool = False) -> bool:
+        self.items.append(PreflightItem(name, ok, detail, warn=warn))
         return ok
 
     @property
@@ -40,10 +85,13 @@ class PreflightReport:
         width = max(len(i.name) for i in self.items) if self.items else 0
         lines = ["pre-flight checks:"]
         for i in self.items:
-            lines.append(f"  [{'PASS' if i.ok else 'FAIL'}] {i.name.ljust(width)}  {i.detail}")
+            verdict = "FAIL" if not i.ok else "WARN" if i.warn else "PASS"
+            lines.append(f"  [{verdict}] {i.name.ljust(width)}  {i.detail}")
         failed = sum(not i.ok for i in self.items)
         lines.append("ready to trade" if not failed else f"NOT ready: {failed} check(s) failed")
-        return "\n".join(lines)
+        from tradebot.core.secrets import redact
+
+        return redact("\n".join(lines))  # an exchange's error may quote what it was sent
 
 
 async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
@@ -68,6 +116,15 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
     except TradebotError as exc:
         report.add("secrets", False, str(exc))
         return report
+    problems = setup_problems(settings, secrets, host, paper=paper)
+    if problems:
+        report.add("setup", False, "\n      ".join(problems))
+    from tradebot.core.http_server import check_bind
+
+    http = settings.section("http")
+    if http is not None and http.enabled:
+        busy = check_bind(http)
+        report.add("http server", busy is None, busy or f"{http.host}:{http.port} is free")
     try:
         store = StateStore(settings.state_path, backup_count=settings.backup.count, backup_interval_s=settings.backup.interval_s)
     except (TradebotError, OSError) as exc:
@@ -75,6 +132,20 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
         return report
     restored = f"; {store.restored.message}" if store.restored is not None else ""
     report.add("state store", True, f"{store.path} (schema v{store.schema_version}){restored}")
+    from tradebot.core.control import BotLock, bot_running
+
+    if bot_running(settings.state_path):
+        pid = BotLock(settings.state_path).holder_pid()
+        report.add("state store", False, f"a bot (pid {pid or 'unknown'}) is running on {settings.state_path}: "
+                   "a second one would not start")
+    saved = store.load_trading_state()
+    if saved is not None and saved.state.value != "active":
+        report.add(
+            "trading state", True,
+            f"the saved state will start the bot {saved.state.value.upper()} ({saved.reason}; by {saved.source}, "
+            f"since {saved.time.isoformat(timespec='seconds')}): it places no new orders until "
+            "`tradebot resume`", warn=True,
+        )
     bot = Bot(prepared, RunOptions(paper=paper))
     ctx = BotContext(settings=settings, plugins=host, state_dir=settings.state_path, store=store, extras={"secrets": secrets})
     async with AsyncExitStack() as stack:

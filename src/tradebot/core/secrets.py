@@ -6,14 +6,27 @@ error messages can redact it (:func:`redact`).
 
 from __future__ import annotations
 
+import base64
 import os
+import re
+import stat
 import tomllib
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tradebot.core.errors import ConfigError
 
-__all__ = ["KNOWN_SECRETS", "SecretStore", "load_secrets", "redact", "register_secret"]
+__all__ = [
+    "KNOWN_SECRETS",
+    "SecretStore",
+    "check_private",
+    "encoded_forms",
+    "has_secrets",
+    "load_secrets",
+    "redact",
+    "register_secret",
+]
 
 KNOWN_SECRETS: dict[str, str] = {
     "kraken_api_key": "TRADEBOT_KRAKEN_API_KEY",
@@ -26,23 +39,60 @@ KNOWN_SECRETS: dict[str, str] = {
 """Secret name -> the environment variable that provides it."""
 
 _REGISTERED: set[str] = set()
+_PATTERN: re.Pattern[str] | None = None
 MASK = "***"
 
 
+def encoded_forms(value: str) -> set[str]:
+    """A secret as it can appear in text: as is, URL-encoded, base64-encoded, JSON-escaped."""
+    raw = value.encode("utf-8")
+    forms = {
+        value,
+        urllib.parse.quote(value, safe=""),
+        urllib.parse.quote_plus(value, safe=""),
+        urllib.parse.quote(value),
+        base64.b64encode(raw).decode("ascii"),
+        base64.urlsafe_b64encode(raw).decode("ascii"),
+        base64.b64encode(raw).decode("ascii").rstrip("="),
+        value.replace("/", "\\/"),
+    }
+    return {f for f in forms if f}
+
+
 def register_secret(value: str) -> None:
-    """Remember a secret value so :func:`redact` hides it everywhere."""
+    """Remember a secret value so :func:`redact` hides it everywhere, in every encoded form."""
+    global _PATTERN
     if value and len(value) >= 4:
-        _REGISTERED.add(value)
+        forms = encoded_forms(value)
+        if not forms <= _REGISTERED:
+            _REGISTERED.update(forms)
+            # the longest form first, so no shorter one leaves part of it behind
+            _PATTERN = re.compile("|".join(re.escape(f) for f in sorted(_REGISTERED, key=len, reverse=True)))
+
+
+def has_secrets() -> bool:
+    """Whether any secret is registered (else :func:`redact` changes nothing)."""
+    return _PATTERN is not None
 
 
 def redact(text: str) -> str:
-    """Replace every registered secret value in ``text`` with ``***``."""
-    if not _REGISTERED or not text:
+    """Replace every registered secret value (and its encoded forms) in ``text`` with ``***``."""
+    if _PATTERN is None or not text:
         return text
-    for value in _REGISTERED:
-        if value in text:
-            text = text.replace(value, MASK)
-    return text
+    return _PATTERN.sub(MASK, text)
+
+
+def check_private(path: Path) -> None:
+    """Refuse a secrets file that the group or others can read or write (as ssh does)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # reading it reports the problem
+    if stat.S_ISREG(mode) and mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"secrets file {path} is accessible by others (mode {stat.S_IMODE(mode):04o}): it must be readable by "
+            f"its owner only; run: chmod 600 {path}"
+        )
 
 
 class SecretStore(Mapping[str, str]):
@@ -78,6 +128,7 @@ def load_secrets(secrets_file: str | Path | None = None, environ: Mapping[str, s
     path = secrets_file or env.get("TRADEBOT_SECRETS_FILE")
     if path:
         p = Path(path).expanduser()
+        check_private(p)
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except FileNotFoundError:

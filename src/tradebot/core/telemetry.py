@@ -7,18 +7,23 @@ turns everything off.
 
 With tracing off, :data:`state.enabled` is false and the core's guarded call path does
 not create spans at all, so the cost is one attribute read per call.
+
+No exporter ever sees a secret: every span processor is wrapped in
+:class:`RedactingSpanProcessor`, which hands on a copy of each finished span whose name,
+attributes, status and events (exception messages and stack traces included) went through
+:func:`tradebot.core.secrets.redact`.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.trace import Tracer
 
-__all__ = ["configure_tracing", "get_tracer", "shutdown_tracing", "state"]
+__all__ = ["RedactingSpanProcessor", "configure_tracing", "get_tracer", "redacted_span", "shutdown_tracing", "state"]
 
 TRACER_NAME = "tradebot"
 
@@ -70,7 +75,7 @@ def configure_tracing(
     )
     provider = TracerProvider(resource=resource)
     for proc in processors:
-        provider.add_span_processor(proc)
+        provider.add_span_processor(cast(Any, RedactingSpanProcessor(proc)))
     # A process-global provider can be set only once; keep ours explicit instead.
     state.provider = provider
     state.tracer = provider.get_tracer(TRACER_NAME)
@@ -104,6 +109,75 @@ def _processor_for(name: str) -> Any:
             ) from exc
         return BatchSpanProcessor(OTLPSpanExporter())
     raise ValueError(f"OTEL_TRACES_EXPORTER: unknown exporter {name!r} (use console, otlp or none)")
+
+
+def _redact_value(value: Any) -> Any:
+    from tradebot.core.secrets import redact
+
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_redact_value(v) for v in value)
+    return value
+
+
+def _redact_attributes(attributes: Any) -> dict[str, Any]:
+    return {k: _redact_value(v) for k, v in (attributes or {}).items()}
+
+
+def redacted_span(span: Any) -> Any:
+    """A copy of a finished span with every registered secret replaced by ``***``."""
+    from opentelemetry.sdk.trace import Event, ReadableSpan
+    from opentelemetry.trace import Status
+
+    from tradebot.core.secrets import redact
+
+    status = span.status
+    if status is not None and status.description:
+        status = Status(status.status_code, redact(status.description))
+    events = [
+        Event(redact(e.name), _redact_attributes(e.attributes), timestamp=e.timestamp) for e in span.events
+    ]
+    return ReadableSpan(
+        name=redact(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=_redact_attributes(span.attributes),
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class RedactingSpanProcessor:
+    """Wraps a span processor (and so its exporter): it only ever gets redacted spans."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: Any) -> None:
+        from tradebot.core.secrets import has_secrets
+
+        self.inner.on_end(redacted_span(span) if has_secrets() else span)
+
+    def _on_ending(self, span: Any) -> None:
+        hook = getattr(self.inner, "_on_ending", None)
+        if hook is not None:
+            hook(span)
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return bool(self.inner.force_flush(timeout_millis))
 
 
 def get_tracer() -> Tracer | None:

@@ -16,6 +16,7 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tradebot.core.files import private_dir, private_files
 from tradebot.core.errors import StateError
 from tradebot.core.store._records import RestoreReport
 
@@ -85,7 +86,7 @@ def list_backups(backup_dir: Path) -> list[Path]:
 
 def write_backup(db_path: Path, backup_dir: Path, now: datetime) -> Path:
     """Copy the live database into ``backup_dir`` atomically; return the new file."""
-    backup_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(backup_dir)
     final = backup_dir / f"tradebot-{_stamp(now)}.db"
     tmp = final.with_name(final.name + ".tmp")
     tmp.unlink(missing_ok=True)
@@ -100,6 +101,7 @@ def write_backup(db_path: Path, backup_dir: Path, now: datetime) -> Path:
             dst.close()
     finally:
         src.close()
+    private_files(tmp)
     _fsync_file(tmp)
     os.replace(tmp, final)
     _fsync_dir(backup_dir)

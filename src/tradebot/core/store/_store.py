@@ -23,6 +23,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from tradebot.core.files import private_dir, private_files
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import StateError
 from tradebot.core.models import Fill, OrderStatus, OrderType, Side, TradingState
@@ -257,7 +258,7 @@ class StateStore:
         if backup_count < 1:
             raise ValueError(f"backup_count must be >= 1 (got {backup_count})")
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.state_dir)
         self.path = self.state_dir / DB_NAME
         self.backup_dir = self.state_dir / BACKUP_DIR
         self.backup_count = backup_count
@@ -270,6 +271,7 @@ class StateStore:
         self._last_backup_mono: float | None = None
         self.restored: RestoreReport | None = None
         self._conn = self._open()
+        private_files(self.path, *(self.path.with_name(self.path.name + x) for x in ("-wal", "-shm")))
 
     # --- opening ---------------------------------------------------------------
 
