@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -34,6 +35,10 @@ from tradebot.core.trading_state import TradingStateMachine
 __all__ = ["Bot", "RunOptions", "RunSummary"]
 
 log = logging.getLogger("tradebot.bot")
+
+BALANCE_CHECK_KEY = "startup.balance_check"
+"""Where the start-up comparison of the bot's cash and positions with the exchange's
+balances is kept (JSON: ok, problems, unexplained, cash, positions, exchange)."""
 
 
 @attrs.frozen
@@ -424,6 +429,18 @@ class Bot:
             holding_tolerance_pct=risk.holding_tolerance_pct,
         )
         ctx.extras["balance_check"] = check
+        portfolio = ctx.portfolio
+        assets = {portfolio.quote} | {pair.partition("/")[0] for pair in (*self.settings.bot.pairs, *portfolio.positions())}
+        record = {
+            "time": self.clock.now().isoformat(),
+            "ok": check.ok,
+            "problems": list(check.problems),
+            "unexplained": list(check.unexplained),
+            "cash": str(portfolio.cash),
+            "positions": {pair: str(pos.volume) for pair, pos in portfolio.positions().items()},
+            "exchange": {asset: str(balances.get(asset)) for asset in sorted(assets)},
+        }
+        ctx.store.set_kv(BALANCE_CHECK_KEY, json.dumps(record, sort_keys=True))
         for line in check.unexplained:
             log.warning("exchange balance not explained by the journal: %s", line)
         if not check.ok:
