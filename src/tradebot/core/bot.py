@@ -340,7 +340,8 @@ class Bot:
 
     async def _start_engine(self, ctx: BotContext, stack: AsyncExitStack) -> None:
         from tradebot.core.bus import EventBus
-        from tradebot.core.exchange_calls import ErrorReportingExchange
+        from tradebot.core.exchange_calls import ErrorReportingExchange, watch_requests
+        from tradebot.core.plugins import unwrap
         from tradebot.core.executor import OrderExecutor
         from tradebot.core.portfolio import Portfolio
         from tradebot.core.risk import RiskGate
@@ -350,9 +351,12 @@ class Bot:
         bus = EventBus()
         ctx.bus = bus
         assert ctx.exchange is not None  # _start() sets it, from the started exchange, just before this
-        # every failed call of the running bot reaches the API-error-rate trigger
-        exchange = ErrorReportingExchange(ctx.exchange, self._on_exchange_error)
-        ctx.exchange = exchange  # type: ignore[assignment]
+        # every failed call of the running bot reaches the API-error-rate trigger: each failed
+        # request where the client reports them, else each failed call of the exchange
+        exchange: Any = ctx.exchange
+        if not watch_requests(unwrap(exchange), self._on_exchange_error):
+            exchange = ErrorReportingExchange(exchange, self._on_exchange_error)
+            ctx.exchange = exchange
         starting_cash = None
         if not Portfolio.exists(ctx.store):
             # a new state: the bot's starting cash is what the exchange holds of the quote now
