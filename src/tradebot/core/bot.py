@@ -384,7 +384,7 @@ class Bot:
             ctx.trading,
             portfolio,
             pending_exposure=executor.pending_exposure,
-            working_orders=executor.working_orders,
+            working_orders=lambda: executor.working_orders(),
             clock=self.clock,
         )
         ctx.extras["risk"] = risk

@@ -110,16 +110,29 @@ def _split_fill(fill: Fill, volume: Decimal) -> Fill:
 def _attribute(book: dict[tuple[str, str], Position], fill: Fill, strategy: str) -> dict[tuple[str, str], Position]:
     """The per-strategy positions ``fill`` changes (new values by (strategy, pair)).
 
-    A fill of a strategy's order is that strategy's. A sell no strategy placed (a flatten)
-    takes from the strategies holding the pair, in name order, and the rest (if any) goes
-    to :data:`UNATTRIBUTED`.
+    A fill of a strategy's order is that strategy's; a sell beyond the strategy's own
+    position takes the rest from the unattributed holding (what no instance owns). A sell
+    no strategy placed (a flatten) takes from the strategies holding the pair, in name
+    order, and the rest (if any) goes to :data:`UNATTRIBUTED`.
     """
     pair = fill.pair
     if strategy != UNATTRIBUTED and strategy != FLATTEN_STRATEGY:
         key = (strategy, pair)
-        new, _ = apply_fill_to_position(book.get(key) or Position(pair), fill)
+        own = book.get(key) or Position(pair)
+        spare = book.get((UNATTRIBUTED, pair)) or Position(pair)
+        if fill.side is Side.SELL and fill.volume > max(own.volume, ZERO) and spare.volume > 0:
+            # beyond its own lot a strategy sells from what no instance owns (never another's)
+            mine = max(own.volume, ZERO)
+            theirs = min(fill.volume - mine, spare.volume)
+            changes: dict[tuple[str, str], Position] = {}
+            changes[(UNATTRIBUTED, pair)], _ = apply_fill_to_position(spare, _split_fill(fill, theirs))
+            rest = fill.volume - theirs
+            if rest > 0:
+                changes[key], _ = apply_fill_to_position(own, _split_fill(fill, rest))
+            return changes
+        new, _ = apply_fill_to_position(own, fill)
         return {key: new}
-    changes: dict[tuple[str, str], Position] = {}
+    changes = {}
     left = fill.volume
     if fill.side is Side.SELL:
         holders = sorted(k for k, p in book.items() if k[1] == pair and k[0] != UNATTRIBUTED and p.volume > 0)
@@ -244,7 +257,8 @@ class Portfolio:
         return self._positions.get(pair) or Position(pair)
 
     def strategy_position(self, strategy: str, pair: str) -> Position:
-        """What the strategy instance ``strategy`` holds of ``pair`` (its attributed share)."""
+        """What the strategy instance ``strategy`` holds of ``pair`` (its attributed share;
+        ``""``: what no instance owns, e.g. fills of orders placed without a strategy)."""
         return self._book.get((strategy, pair)) or Position(pair)
 
     def strategy_positions(self) -> dict[tuple[str, str], Position]:

@@ -14,8 +14,8 @@ Spot-account rules (``spot = true``, the default; every order of every strategy)
   the unfilled volume of every working sell of the pair, whichever strategy placed it; a
   sell with nothing left to sell is a short, which a spot account cannot hold;
 - a strategy instance may not sell more than its own attributed position (see
-  :class:`~tradebot.core.portfolio.Portfolio`), net of its own working sells, so two
-  strategies on one pair never sell the same lot;
+  :class:`~tradebot.core.portfolio.Portfolio`) plus what no instance owns, net of its own
+  working sells, so two strategies on one pair never sell the same lot;
 - a buy needs the quote currency it costs (volume x limit price, or x the mark for a market
   order), net of the cost of every working buy.
 
@@ -148,10 +148,17 @@ class PositionSource(Protocol):
 class WorkingOrder(Protocol):
     """A working order as the spot rules see it (``JournalEntry`` is one)."""
 
-    pair: str
-    side: Side
-    price: Decimal | None
-    strategy: str
+    @property
+    def pair(self) -> str: ...
+
+    @property
+    def side(self) -> Side: ...
+
+    @property
+    def price(self) -> Decimal | None: ...
+
+    @property
+    def strategy(self) -> str: ...
 
     @property
     def remaining(self) -> Decimal: ...
@@ -335,16 +342,18 @@ class RiskGate:
         by_strategy = getattr(self.portfolio, "strategy_position", None)
         if by_strategy is None or not signal.strategy:
             return
-        own: Decimal = by_strategy(signal.strategy, pair).volume
+        own: Decimal = max(by_strategy(signal.strategy, pair).volume, ZERO)
+        spare: Decimal = max(by_strategy("", pair).volume, ZERO)  # what no instance owns
         own_selling = sum(
             (o.remaining for o in working if o.pair == pair and o.side is Side.SELL and o.strategy == signal.strategy),
             ZERO,
         )
-        if volume > own - own_selling:
+        if volume > own + spare - own_selling:
+            owner = f"holds {own} of it" + (f" (and {spare} no strategy owns)" if spare else "")
             raise RiskRejection(
                 RejectReason.STRATEGY_HOLDINGS,
-                f"strategy {signal.strategy!r} sells {volume} {pair} but holds {own} of it with {own_selling} "
-                f"already being sold (available {max(own - own_selling, ZERO)}); the rest is not its to sell",
+                f"strategy {signal.strategy!r} sells {volume} {pair} but {owner} with {own_selling} already being "
+                f"sold (available {max(own + spare - own_selling, ZERO)}); the rest is another strategy's",
                 signal=signal,
             )
 
