@@ -526,10 +526,20 @@ class DrillSignals:
 
     blocking = False  # quick: runs inline on the event loop
 
-    def __init__(self, pair: str, *, interval_s: float, volume: Decimal = Decimal("0.001")) -> None:
+    def __init__(
+        self,
+        pair: str,
+        *,
+        interval_s: float,
+        volume: Decimal = Decimal("0.001"),
+        sellable: Callable[[], Decimal] | None = None,
+    ) -> None:
         self.pair = pair
         self.interval_s = interval_s
         self.volume = volume
+        self.sellable = sellable
+        """What the drill's orders hold and may sell (a spot account sells only that): a
+        sell turn with less than ``volume`` to sell buys instead."""
         self.sent = 0
         self._last = float("-inf")
 
@@ -547,6 +557,8 @@ class DrillSignals:
             return []
         self._last = now
         side = Side.BUY if self.sent % 2 == 0 else Side.SELL
+        if side is Side.SELL and self.sellable is not None and self.sellable() < self.volume:
+            side = Side.BUY
         self.sent += 1
         return [Signal("drill", self.pair, side, self.volume, reason=f"drill order {self.sent}")]
 
@@ -848,7 +860,16 @@ async def _drive(
         return run_task.done() or (bot.context is not None and "strategy_runner" in bot.context.extras)
 
     await _wait_for(runner_up, 20.0)
-    signals = DrillSignals(bot.settings.bot.pairs[0], interval_s=settings.order_interval_s)
+    pair = bot.settings.bot.pairs[0]
+
+    def sellable() -> Decimal:  # the drill's own filled position, less its working sells
+        ctx = bot.context
+        if ctx is None or ctx.portfolio is None or ctx.executor is None:
+            return Decimal(0)
+        selling = sum((e.remaining for e in ctx.executor.working_orders(pair) if e.side.value == "sell"), Decimal(0))
+        return Decimal(ctx.portfolio.strategy_position("drill", pair).volume) - selling
+
+    signals = DrillSignals(pair, interval_s=settings.order_interval_s, sellable=sellable)
     if bot.context is not None and "strategy_runner" in bot.context.extras:
         bot.context.extras["strategy_runner"].add("drill", signals, plugin="drill")
 
