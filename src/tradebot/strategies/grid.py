@@ -13,10 +13,10 @@ on a level is not a crossing. Long only; Decimal throughout.
 
 What the instance holds is read from its context (the bot's persisted portfolio, see
 :class:`~tradebot.core.strategy.StrategyContext`), and the set of held levels follows it
-before every decision: a lot that was refused or never filled is dropped (the lowest held
-level first, the last bought in a falling market), and a holding the grid does not know
+before every decision: a lot that was refused or never filled is dropped (the levels taken
+last first), and a holding the grid does not know
 of (after a restart the grid is rebuilt around the first price) is taken as lots of the
-levels just below the current price, to be sold one level higher. A sell never exceeds
+levels at and just below the current price, each to be sold one level higher. A sell never exceeds
 what the instance holds.
 """
 
@@ -76,6 +76,7 @@ class _PairGrid:
     levels: list[Decimal]
     last: Decimal
     held: set[int] = attrs.Factory(set)  # indexes of levels whose lot was bought
+    taken: list[int] = attrs.Factory(list)  # the held levels in the order they were taken
 
 
 class Grid:
@@ -125,6 +126,7 @@ class Grid:
             if not bought:
                 return ()
             grid.held.update(bought)
+            grid.taken.extend(bought)
             volume = self.config.volume * len(bought)
             return (self._signal(pair, Side.BUY, volume, "fell through", [grid.levels[i] for i in bought]),)
         if price > last:
@@ -132,6 +134,7 @@ class Grid:
             if not sold:
                 return ()
             grid.held.difference_update(i - 1 for i in sold)
+            grid.taken = [i for i in grid.taken if i in grid.held]
             volume = min(self.config.volume * len(sold), self.context.sellable(pair))
             if volume <= 0:
                 return ()
@@ -141,16 +144,21 @@ class Grid:
     def _follow_position(self, pair: str, grid: _PairGrid) -> None:
         """Make the held levels match what the instance holds (or has on its way)."""
         lots = int(max(self.context.exposure(pair), Decimal(0)) // self.config.volume)
-        held = sorted(grid.held)
-        while len(held) > lots:
-            grid.held.discard(held.pop(0))
+        if len(grid.held) > lots:  # drop the levels taken last (a refused buy's)
+            order = [i for i in grid.taken if i in grid.held] + sorted(i for i in grid.held if i not in grid.taken)
+            for i in order[lots:]:
+                grid.held.discard(i)
+            grid.taken = [i for i in grid.taken if i in grid.held]
         if len(grid.held) < lots:
             top = len(grid.levels) - 1
-            below = [i for i, level in enumerate(grid.levels) if level < grid.last and i < top and i not in grid.held]
+            # the lot of a level sells when the price rises through the next level up: the
+            # levels at or just below the price sell first
+            below = [i for i, level in enumerate(grid.levels) if level <= grid.last and i < top and i not in grid.held]
             for i in reversed(below):
                 if len(grid.held) >= lots:
                     break
                 grid.held.add(i)
+                grid.taken.append(i)
 
     def _signal(self, pair: str, side: Side, volume: Decimal, what: str, prices: list[Decimal]) -> Signal:
         shown = ", ".join(f"{p:.2f}" for p in prices)
