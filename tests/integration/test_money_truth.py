@@ -190,6 +190,33 @@ async def test_positions_the_journal_cannot_explain_are_reported_not_adopted(
     await stop(bot, run)
 
 
+@pytest.mark.timeout(90)
+async def test_balances_that_cannot_be_read_after_a_restart_start_halted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tradebot.exchanges.simulator import run_simulator
+
+    async with run_simulator(seed=3, tick_interval_s=0.05) as sim:
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
+        raw = {
+            "bot": {"state_dir": str(tmp_path / "state"), "exchange": "kraken", "pairs": [PAIR]},
+            "http": {"enabled": False},
+            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "retry_wait_initial_s": 0.01,
+                                     "retry_wait_max_s": 0.05}},
+            "strategies": IDLE,
+        }
+        settings = settings_from_dict(raw, source=str(tmp_path / "tradebot.toml"))
+        summary = await Bot(prepare(settings=settings), RunOptions(duration_s=0.5)).run()
+        assert summary.trading_state == "active", summary.trading_reason
+        sim.faults.add("http5xx=503,on=Balance")
+        await sim.sync_faults()
+        summary = await Bot(prepare(settings=settings), RunOptions(duration_s=0.5)).run()
+    assert summary.trading_state == "halted"
+    assert "could not read the exchange's balances to verify" in summary.trading_reason
+    assert not balance_record(tmp_path)["ok"]
+
+
 # --- strategies read their positions from the portfolio ----------------------------------------
 
 

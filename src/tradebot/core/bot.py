@@ -424,6 +424,8 @@ class Bot:
         except TradebotError as exc:
             reason = f"could not read the exchange's balances to verify the bot's cash and positions: {exc}"
             log.critical("%s; trading starts HALTED", reason)
+            record = {"time": self.clock.now().isoformat(), "ok": False, "problems": [reason], "unexplained": []}
+            ctx.store.set_kv(BALANCE_CHECK_KEY, json.dumps(record, sort_keys=True))
             await ctx.trading.escalate(TradingState.HALTED, reason, "balance-check")
             return
         check = ctx.portfolio.verify_balances(
