@@ -165,6 +165,7 @@ class Bot:
         self.context: BotContext | None = None
         self._early_errors: list[BaseException] = []
         self._strategy_contexts: dict[str, Any] = {}
+        self._positions: Any = None  # what strategies read their positions from
 
     # --- control ----------------------------------------------------------------------
 
@@ -467,6 +468,7 @@ class Bot:
         from tradebot.core.strategy import BotPositions, StrategyContext
 
         positions = BotPositions(ctx.portfolio, ctx.executor.working_orders)
+        self._positions = positions
         for inst_name, inst in self.settings.strategies.items():
             if not inst.enabled:
                 continue
@@ -586,6 +588,8 @@ class Bot:
                 continue
             if sctx is not None:
                 sctx.settle(sig)  # journalled by submit() before its first await: a working order now
+            if self._positions is not None:
+                self._positions.invalidate()
             try:
                 order = await ctx.executor.submit(request, strategy=sig.strategy, reason=sig.reason)
             except TradebotError as exc:
@@ -612,9 +616,13 @@ class Bot:
             await asyncio.to_thread(ctx.portfolio.snapshot_equity)
 
     async def _on_order(self, order: OrderInfo) -> None:
+        if self._positions is not None:
+            self._positions.invalidate()
         await self.host.broadcast("tradebot_order_report", order=order)
 
     async def _on_fill(self, fill: Fill) -> None:
+        if self._positions is not None:
+            self._positions.invalidate()
         self.summary.fills += 1
         await self.host.broadcast("tradebot_fill_report", fill=fill)
 

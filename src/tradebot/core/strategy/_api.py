@@ -63,25 +63,39 @@ class PositionReader(Protocol):
 
 
 class BotPositions:
-    """:class:`PositionReader` over the bot's portfolio and order journal."""
+    """:class:`PositionReader` over the bot's portfolio and order journal.
+
+    The working orders are read from the journal once and kept until :meth:`invalidate`
+    (the bot calls it whenever an order is journalled, changes or fills), so a strategy that
+    asks on every tick costs a dictionary lookup, not a database query.
+    """
 
     def __init__(self, portfolio: Any, working_orders: Callable[[], Iterable[Any]]) -> None:
         self.portfolio = portfolio
         self.working_orders = working_orders
+        self._working: dict[tuple[str, str], tuple[Decimal, Decimal]] | None = None
+
+    def invalidate(self) -> None:
+        """The journal's working orders changed: read them again when next asked."""
+        self._working = None
 
     def position(self, strategy: str, pair: str) -> Decimal:
         volume: Decimal = self.portfolio.strategy_position(strategy, pair).volume
         return volume
 
     def working(self, strategy: str, pair: str) -> tuple[Decimal, Decimal]:
-        buys = sells = ZERO
-        for order in self.working_orders():
-            if order.strategy == strategy and order.pair == pair:
+        if self._working is None:
+            working: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+            for order in self.working_orders():
+                key = (order.strategy, order.pair)
+                buys, sells = working.get(key, (ZERO, ZERO))
                 if order.side is Side.BUY:
                     buys += order.remaining
                 else:
                     sells += order.remaining
-        return buys, sells
+                working[key] = (buys, sells)
+            self._working = working
+        return self._working.get((strategy, pair), (ZERO, ZERO))
 
 
 IN_FLIGHT_TTL_S = 30.0
