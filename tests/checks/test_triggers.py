@@ -541,3 +541,16 @@ def test_config_errors_name_the_rule_and_the_path() -> None:
     assert obj is None and "critical_after must be >= degraded_after" in issues[0]
     obj, issues = structure({"auto_resume_after_s": 30, "interval_s": 2}, VolatilityConfig, "$.checks.volatility")
     assert issues == [] and attrs.asdict(obj)["auto_resume_after_s"] == 30
+
+
+async def test_api_error_rate_names_and_ignores_a_failed_request_by_its_error() -> None:
+    from tradebot.core.exchange_calls import FailedCall
+
+    clock = FakeClock()
+    check = ApiErrorRateCheck("api-error-rate", ApiErrorRateConfig(max_errors=2, window_s=10, ignore=["RateLimited"]), clock)
+    check.record_error(FailedCall("private/AddOrder", "RateLimited"))
+    assert (await check.evaluate()).status is OK
+    check.record_error(FailedCall("private/AddOrder", "ExchangeUnavailable", "HTTP 502"))
+    check.record_error(FailedCall("private/AddOrder", "ExchangeUnavailable", "HTTP 502"))
+    result = await check.evaluate()
+    assert result.status is CRITICAL and "ExchangeUnavailable x2" in result.message

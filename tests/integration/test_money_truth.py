@@ -108,7 +108,7 @@ async def leave_a_fill_unrecorded(tmp_path: Path, volume: D, price: D, strategy:
 
 @pytest.mark.timeout(90)
 async def test_restart_after_a_fill_made_while_down_matches_the_exchange(tmp_path: Path) -> None:
-    settings = config(tmp_path)
+    settings = config(tmp_path, checks={"drawdown": {"interval_s": 0.1}, "staleness": {"threshold_s": 5.0}})
     bot, run = await start(settings)
     await stop(bot, run)  # a first run creates the state: starting cash = the exchange's 10000 USD
     with StateStore(tmp_path / "state") as store:
@@ -129,6 +129,8 @@ async def test_restart_after_a_fill_made_while_down_matches_the_exchange(tmp_pat
     assert ctx.store.get_order(cid).status is OrderStatus.CLOSED
     record = balance_record(tmp_path)
     assert record["ok"] and D(record["cash"]) == D(record["exchange"]["USD"]) == usd
+    # the running bot's drawdown trigger keeps the last price of what it holds (for a restart)
+    await wait_for(lambda: PAIR in (ctx.store.get_kv("checks.drawdown.marks") or ""), 10, "the drawdown trigger's marks")
     summary = await stop(bot, run)
     assert summary.starting_cash == D(10000) and summary.open_positions == {PAIR: D("0.05")}
     assert summary.fees_paid == 0 and summary.lifetime_fees_paid > 0  # the fill was made before this run
@@ -262,6 +264,22 @@ async def test_restarted_strategies_see_their_positions_and_sell_them(tmp_path: 
         # its first order after the restart sells the lot it held: it did not believe it was flat
         assert first.side is Side.SELL and first.volume == held[name], (name, first)
     assert summary.exit_code == 0
+
+
+@pytest.mark.timeout(60)
+async def test_a_refused_buy_leaves_the_strategy_flat(tmp_path: Path) -> None:
+    strategies = {"big": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "5"}}}
+    settings = config(tmp_path, strategies)
+    bot, run = await start(settings)
+    ctx = bot.context
+    assert ctx is not None
+    risk = ctx.extras["risk"]
+    strategy = ctx.extras["strategy_runner"]["big"].strategy
+    await wait_for(lambda: sum(risk.rejections.values()) >= 1, 30, "the oversized buy to be refused")
+    await asyncio.sleep(0.1)
+    assert not strategy.holding(PAIR) and strategy.context.exposure(PAIR) == 0
+    assert ctx.store.orders() == []
+    await stop(bot, run)
 
 
 # --- spot rules through the bot ------------------------------------------------------------------
