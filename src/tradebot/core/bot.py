@@ -358,6 +358,9 @@ class Bot:
         if not watch_requests(unwrap(exchange), self._on_exchange_error):
             exchange = ErrorReportingExchange(exchange, self._on_exchange_error)
             ctx.exchange = exchange
+        source = ctx.extras.get("market_data_source")  # paper trading's prices come from an exchange too
+        if source is not None:
+            watch_requests(unwrap(source), self._on_exchange_error)
         starting_cash = None
         if not Portfolio.exists(ctx.store):
             # a new state: the bot's starting cash is what the exchange holds of the quote now
