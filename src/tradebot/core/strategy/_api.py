@@ -136,14 +136,16 @@ class StrategyContext:
     positions: PositionReader | None = attrs.field(default=None, eq=False, repr=False)
     """Where the instance's position is read (set by the bot)."""
     _sent: deque[tuple[str, Decimal, float]] = attrs.field(factory=deque, init=False, eq=False, repr=False)
-    """Signals made through :meth:`signal`: (pair, signed volume, monotonic time)."""
+    """Signals made through :meth:`signal` not yet settled: (pair, signed volume, monotonic time)."""
+    _filled: dict[str, Decimal] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    """Without a position reader: the net of the signals made, counted as filled at once."""
 
     # --- positions ----------------------------------------------------------------------
 
     def _on_the_way(self, pair: str) -> tuple[Decimal, Decimal]:
         """(buy volume, sell volume) of signals not yet settled by the bot."""
         sent = self._sent
-        if self.positions is not None:
+        if sent:
             horizon = self.clock.monotonic() - IN_FLIGHT_TTL_S
             while sent and sent[0][2] < horizon:
                 sent.popleft()
@@ -159,8 +161,7 @@ class StrategyContext:
     def position(self, pair: str) -> Decimal:
         """Base volume this instance holds of ``pair``, as the bot's portfolio records it."""
         if self.positions is None:
-            buys, sells = self._on_the_way(pair)
-            return buys - sells
+            return self._filled.get(pair, ZERO)
         return self.positions.position(self.name, pair)
 
     def exposure(self, pair: str) -> Decimal:
@@ -199,7 +200,11 @@ class StrategyContext:
             limit_price=limit_price,
             reason=reason,
         )
-        self._sent.append((pair, volume if side is Side.BUY else -volume, self.clock.monotonic()))
+        signed = volume if side is Side.BUY else -volume
+        if self.positions is None:
+            self._filled[pair] = self._filled.get(pair, ZERO) + signed
+        else:
+            self._sent.append((pair, signed, self.clock.monotonic()))
         return sig
 
     def settle(self, signal: Signal) -> None:
