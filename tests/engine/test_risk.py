@@ -227,3 +227,13 @@ def test_low_priced_limit_sell_is_valued_at_the_mark_for_the_notional_cap() -> N
     text = str(info.value)
     assert "order notional 60000" in text and "limit price 1 is below the mark" in text and "5000" in text
     assert g.approve(sig(Side.SELL, "0.05", order_type=OrderType.LIMIT, limit_price=D(1))).volume == D("0.05")
+
+
+def test_reducing_clips_a_spot_sell_to_what_is_held_not_to_exposure_with_working_buys() -> None:
+    g, book, working = spot_gate()
+    g.trading.state = TradingState.REDUCING  # type: ignore[attr-defined]
+    book.volumes["BTC/USD"] = D("0.5")
+    book.own[("s", "BTC/USD")] = D("0.5")
+    working.append(Working("BTC/USD", Side.BUY, D("0.2"), price=D(100)))  # exposure 0.7
+    g.pending_exposure = lambda p: D("0.2")
+    assert g.approve(sig(Side.SELL, "1")).volume == D("0.5")

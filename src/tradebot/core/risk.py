@@ -238,6 +238,11 @@ class RiskGate:
                     signal=signal,
                 )
             volume = min(volume, abs(exposure))
+            if limits.spot and signal.side is Side.SELL:
+                # exposure counts working buys too; on a spot account only what is held can go
+                room = self._sell_room(signal.pair, self._working())
+                if room > 0:
+                    volume = min(volume, room)
 
         min_size = limits.min_size(signal.pair)
         if volume < min_size:
@@ -316,14 +321,23 @@ class RiskGate:
         else:
             self._spot_buy(signal, volume, working)
 
-    def _spot_sell(self, signal: Signal, volume: Decimal, working: list[WorkingOrder]) -> None:
-        pair = signal.pair
+    def _held_and_selling(self, pair: str, working: list[WorkingOrder]) -> tuple[Decimal, Decimal]:
+        """(the bot's position, unfilled volume of every working sell) of ``pair``."""
         held: Decimal = getattr(self.portfolio.position(pair), "volume", ZERO)
         if self.working_orders is not None:
             selling = sum((o.remaining for o in working if o.pair == pair and o.side is Side.SELL), ZERO)
         else:
             pending = self.pending_exposure(pair) if self.pending_exposure is not None else ZERO
             selling = max(-pending, ZERO)
+        return held, selling
+
+    def _sell_room(self, pair: str, working: list[WorkingOrder]) -> Decimal:
+        held, selling = self._held_and_selling(pair, working)
+        return held - selling
+
+    def _spot_sell(self, signal: Signal, volume: Decimal, working: list[WorkingOrder]) -> None:
+        pair = signal.pair
+        held, selling = self._held_and_selling(pair, working)
         available = held - selling
         if available <= 0:
             raise RiskRejection(
