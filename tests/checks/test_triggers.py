@@ -429,7 +429,58 @@ async def test_drawdown_without_a_price_is_not_a_made_up_number() -> None:
             return None
 
     result = await DrawdownCheck("drawdown", DrawdownConfig(), NoMark(), None, FakeClock()).evaluate()
-    assert result.status is OK and "not known" in result.message
+    assert result.status is DEGRADED and "not known" in result.message
+
+
+async def test_drawdown_values_a_pair_without_a_price_at_its_last_known_one(tmp_path: Any) -> None:
+    """BTC falls 50 % and then its price goes missing (a restart): the drawdown still shows,
+    and once the last known price is older than the limit the check says so."""
+    from tradebot.core.models import Fill, Side
+    from tradebot.core.portfolio import Portfolio
+
+    store = StateStore(tmp_path)
+    try:
+        clock = FakeClock()
+        cfg = DrawdownConfig(max_drawdown_pct=10, price_max_age_s=60)
+        pf = Portfolio(store, starting_cash=D(1000), clock=clock)
+        pf.apply_fill(Fill("t1", "c1", "o1", "BTC/USD", Side.BUY, D(100), D(9), D(0), clock.now()))
+        pf.set_mark("BTC/USD", D(100))
+        check = DrawdownCheck("drawdown", cfg, pf, store, clock)
+        assert (await check.evaluate()).status is OK  # equity 1000, the peak
+        pf.set_mark("BTC/USD", D(50))
+        assert (await check.evaluate()).status is CRITICAL  # equity 550
+        # a restart: the portfolio has no price of BTC yet
+        pf2 = Portfolio(store, clock=clock)
+        assert pf2.mark_price("BTC/USD") is None and pf2.equity() is None
+        again = DrawdownCheck("drawdown", cfg, pf2, store, clock)
+        result = await again.evaluate()
+        assert result.status is CRITICAL and result.metrics["equity"] == 550.0
+        await clock.advance(61)
+        result = await again.evaluate()
+        assert "BTC/USD (price 50 is 61s old; valued at 50)" in result.message
+        # back to the peak price, but too old to trust: degraded, not ok
+        store.set_kv("checks.drawdown.marks", '{"BTC/USD": ["112", "%s"]}' % (clock.now() - timedelta(seconds=90)).isoformat())
+        third = DrawdownCheck("drawdown", cfg, Portfolio(store, clock=clock), store, clock)
+        third.peak = D(1000)
+        result = await third.evaluate()
+        assert result.status is DEGRADED and "price 112 is 90s old" in result.message
+    finally:
+        store.close()
+
+
+async def test_drawdown_without_any_price_values_at_cost_and_is_degraded(tmp_path: Any) -> None:
+    from tradebot.core.models import Fill, Side
+    from tradebot.core.portfolio import Portfolio
+
+    store = StateStore(tmp_path)
+    try:
+        clock = FakeClock()
+        pf = Portfolio(store, starting_cash=D(1000), clock=clock)
+        pf.apply_fill(Fill("t1", "c1", "o1", "BTC/USD", Side.BUY, D(100), D(2), D(0), clock.now()))
+        result = await DrawdownCheck("drawdown", DrawdownConfig(), pf, store, clock).evaluate()
+        assert result.status is DEGRADED and "BTC/USD (no price seen; valued at 100)" in result.message
+    finally:
+        store.close()
 
 
 # --- API error rate ----------------------------------------------------------------------------------
@@ -511,3 +562,16 @@ def test_config_errors_name_the_rule_and_the_path() -> None:
     assert obj is None and "critical_after must be >= degraded_after" in issues[0]
     obj, issues = structure({"auto_resume_after_s": 30, "interval_s": 2}, VolatilityConfig, "$.checks.volatility")
     assert issues == [] and attrs.asdict(obj)["auto_resume_after_s"] == 30
+
+
+async def test_api_error_rate_names_and_ignores_a_failed_request_by_its_error() -> None:
+    from tradebot.core.exchange_calls import FailedCall
+
+    clock = FakeClock()
+    check = ApiErrorRateCheck("api-error-rate", ApiErrorRateConfig(max_errors=2, window_s=10, ignore=["RateLimited"]), clock)
+    check.record_error(FailedCall("private/AddOrder", "RateLimited"))
+    assert (await check.evaluate()).status is OK
+    check.record_error(FailedCall("private/AddOrder", "ExchangeUnavailable", "HTTP 502"))
+    check.record_error(FailedCall("private/AddOrder", "ExchangeUnavailable", "HTTP 502"))
+    result = await check.evaluate()
+    assert result.status is CRITICAL and "ExchangeUnavailable x2" in result.message

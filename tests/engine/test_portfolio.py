@@ -89,8 +89,53 @@ def test_equity_needs_marks_and_snapshots_feed_peak(tmp_path: Path) -> None:
         assert [s.equity for s in store.recent_equity()] == [D(1010), D(950)]
 
 
-def test_sync_cash_from_exchange(tmp_path: Path) -> None:
+def test_cash_is_never_copied_from_the_exchange_only_compared(tmp_path: Path) -> None:
     with StateStore(tmp_path) as store:
         pf = Portfolio(store, starting_cash=D(1000), quote="USD")
-        assert pf.sync_cash(Balances({"USD": D(990), "BTC": D(1)}, T0)) == D(-10)
-        assert Portfolio(store).cash == D(990)
+        pf.apply_fill(f(Side.BUY, "1", "100", fee="1"))
+        assert pf.cash == D(899)
+        same = pf.verify_balances(Balances({"USD": D("899.5"), "BTC": D(1)}, T0), pairs=["BTC/USD"])
+        assert same.ok and not same.unexplained
+        # a shared account: more than the bot's is reported, never adopted
+        more = pf.verify_balances(Balances({"USD": D(5000), "BTC": D(3)}, T0), pairs=["BTC/USD"])
+        assert more.ok and len(more.unexplained) == 2 and "2 more than the bot's position 1" in more.unexplained[1]
+        assert pf.cash == D(899) and pf.position("BTC/USD").volume == 1
+        # less than the bot's: a problem naming both figures
+        less = pf.verify_balances(Balances({"USD": D(700), "BTC": D("0.5")}, T0), pairs=["BTC/USD"])
+        assert not less.ok
+        assert "cash is 899 by its journal but the exchange holds 700" in less.message
+        assert "BTC: the bot holds 1 by its journal but the exchange holds 0.5" in less.message
+
+
+def test_starting_cash_stored_and_rebuild_reproduces_exactly(tmp_path: Path) -> None:
+    with StateStore(tmp_path) as store:
+        pf = Portfolio(store, starting_cash=D(10000))
+        for fill in (f(Side.BUY, "0.5", "100", "0.13"), f(Side.BUY, "0.25", "90", "0.05"), f(Side.SELL, "0.6", "120", "0.2")):
+            pf.apply_fill(fill)
+        before = (pf.cash, pf.positions(), pf.realized_pnl, pf.fees_paid)
+        assert pf.starting_cash == D(10000)
+        pf.rebuild_from_fills()
+        assert (pf.cash, pf.positions(), pf.realized_pnl, pf.fees_paid) == before
+        again = Portfolio(store)
+        assert (again.cash, again.positions(), again.realized_pnl, again.fees_paid) == before
+
+
+def test_positions_attributed_per_strategy_and_flatten_takes_from_holders(tmp_path: Path) -> None:
+    from tradebot.core.models import OrderStatus, OrderType
+    from tradebot.core.store import JournalEntry
+
+    with StateStore(tmp_path) as store:
+        for cid, strategy, side in (("a1", "a", Side.BUY), ("b1", "b", Side.BUY), ("fl", "flatten", Side.SELL)):
+            store.journal_order(
+                JournalEntry(cid, "BTC/USD", side, OrderType.MARKET, D(1), OrderStatus.OPEN, T0, T0, strategy=strategy)
+            )
+        pf = Portfolio(store, starting_cash=D(1000))
+        pf.apply_fill(Fill("t-a1", "a1", "o", "BTC/USD", Side.BUY, D(10), D(1), D(0), T0))
+        pf.apply_fill(Fill("t-b1", "b1", "o", "BTC/USD", Side.BUY, D(10), D(2), D(0), T0))
+        assert pf.strategy_position("a", "BTC/USD").volume == 1
+        assert pf.strategy_position("b", "BTC/USD").volume == 2
+        pf.apply_fill(Fill("t-fl", "fl", "o", "BTC/USD", Side.SELL, D(10), D("1.5"), D(0), T0))
+        assert pf.strategy_position("a", "BTC/USD").volume == 0
+        assert pf.strategy_position("b", "BTC/USD").volume == D("1.5")
+        reloaded = Portfolio(store)
+        assert reloaded.strategy_positions() == pf.strategy_positions()

@@ -36,8 +36,9 @@ def sig(side: Side, vol: str, pair: str = "BTC/USD", **kw: object) -> Signal:
 
 
 def gate(limits: RiskLimits | None = None, **kw: object) -> tuple[RiskGate, State, Book]:
+    """A gate without the spot rules (they have tests of their own below)."""
     st, book = State(), Book(marks={"BTC/USD": D(100)})
-    return RiskGate(limits or RiskLimits(), st, book, **kw), st, book  # type: ignore[arg-type]
+    return RiskGate(limits or RiskLimits(spot=False), st, book, **kw), st, book  # type: ignore[arg-type]
 
 
 def reject(g: RiskGate, s: Signal) -> RejectReason:
@@ -87,7 +88,7 @@ def test_halted_denies_everything_new() -> None:
 
 
 def test_max_position_allows_reducing_even_when_over() -> None:
-    g, _, book = gate(RiskLimits(max_position=D(1), max_position_per_pair={"ETH/USD": D(10)}))
+    g, _, book = gate(RiskLimits(max_position=D(1), max_position_per_pair={"ETH/USD": D(10)}, spot=False))
     book.volumes["BTC/USD"] = D("0.8")
     assert reject(g, sig(Side.BUY, "0.3")) is RejectReason.MAX_POSITION
     assert g.approve(sig(Side.BUY, "0.2")).volume == D("0.2")
@@ -98,7 +99,7 @@ def test_max_position_allows_reducing_even_when_over() -> None:
 
 
 def test_notional_min_size_invalid_and_no_price() -> None:
-    g, _, _ = gate(RiskLimits(max_notional_per_order=D(500), min_order_size=D("0.01")))
+    g, _, _ = gate(RiskLimits(max_notional_per_order=D(500), min_order_size=D("0.01"), spot=False))
     assert reject(g, sig(Side.BUY, "6")) is RejectReason.MAX_NOTIONAL  # 6 x 100 mark
     assert g.approve(sig(Side.BUY, "5")).volume == D(5)
     assert reject(g, sig(Side.BUY, "10", order_type=OrderType.LIMIT, limit_price=D(60))) is RejectReason.MAX_NOTIONAL
@@ -110,7 +111,7 @@ def test_notional_min_size_invalid_and_no_price() -> None:
 
 async def test_orders_per_minute_sliding_window() -> None:
     clock = FakeClock()
-    g, _, _ = gate(RiskLimits(max_orders_per_minute=3), clock=clock)
+    g, _, _ = gate(RiskLimits(max_orders_per_minute=3, spot=False), clock=clock)
     for _ in range(3):
         g.approve(sig(Side.BUY, "1"))
         await clock.advance(10)
@@ -151,3 +152,88 @@ def test_limits_from_a_settings_object() -> None:
     assert g.limits == RiskLimits(D(1), {}, D(5000), 30, D("0.0001"))
     assert reject(g, sig(Side.BUY, "0.00001")) is RejectReason.MIN_SIZE
     assert reject(g, sig(Side.BUY, "2")) is RejectReason.MAX_POSITION
+
+
+@attrs.define
+class Working:
+    pair: str
+    side: Side
+    remaining: D
+    price: D | None = None
+    strategy: str = "s"
+
+
+@attrs.define
+class SpotBook(Book):
+    cash: D = D(1000)
+    own: dict[tuple[str, str], D] = attrs.field(factory=dict)
+
+    def strategy_position(self, strategy: str, pair: str) -> Position:
+        return Position(pair, self.own.get((strategy, pair), D(0)), D(0))
+
+
+def spot_gate(limits: RiskLimits | None = None) -> tuple[RiskGate, SpotBook, list[Working]]:
+    book, working = SpotBook(marks={"BTC/USD": D(100)}), []
+    g = RiskGate(limits or RiskLimits(), State(), book, working_orders=lambda: working)  # type: ignore[arg-type]
+    return g, book, working
+
+
+def test_spot_sell_without_holdings_is_refused_naming_rule_and_figures() -> None:
+    g, book, working = spot_gate()
+    with pytest.raises(RiskRejection) as info:
+        g.approve(sig(Side.SELL, "0.5"))
+    assert info.value.code is RejectReason.NO_SHORT
+    assert "the bot holds 0" in str(info.value) and "cannot go short" in str(info.value)
+    book.volumes["BTC/USD"] = D(1)
+    book.own[("s", "BTC/USD")] = D(1)
+    working.append(Working("BTC/USD", Side.SELL, D("0.75"), strategy="other"))
+    with pytest.raises(RiskRejection) as info:
+        g.approve(sig(Side.SELL, "0.5"))
+    assert info.value.code is RejectReason.SPOT_HOLDINGS
+    assert "position 1, working sells 0.75, available 0.25" in str(info.value)
+    assert g.approve(sig(Side.SELL, "0.25")).volume == D("0.25")
+
+
+def test_a_strategy_sells_only_its_own_share() -> None:
+    g, book, working = spot_gate()
+    book.volumes["BTC/USD"] = D(3)
+    book.own.update({("s", "BTC/USD"): D(1), ("other", "BTC/USD"): D(2)})
+    working.append(Working("BTC/USD", Side.SELL, D("0.5"), strategy="s"))
+    with pytest.raises(RiskRejection) as info:
+        g.approve(sig(Side.SELL, "1"))
+    assert info.value.code is RejectReason.STRATEGY_HOLDINGS
+    assert "holds 1 of it with 0.5 already being sold (available 0.5)" in str(info.value)
+    assert g.approve(sig(Side.SELL, "0.5")).volume == D("0.5")
+
+
+def test_spot_buy_needs_the_cash_net_of_working_buys() -> None:
+    g, book, working = spot_gate()
+    working.append(Working("BTC/USD", Side.BUY, D(4), price=D(100)))  # 400 committed
+    with pytest.raises(RiskRejection) as info:
+        g.approve(sig(Side.BUY, "7"))  # 700 at the mark 100
+    assert info.value.code is RejectReason.INSUFFICIENT_QUOTE
+    assert "costs 700 but the bot's cash is 1000 with 400 committed" in str(info.value)
+    assert g.approve(sig(Side.BUY, "6")).volume == D(6)
+
+
+def test_low_priced_limit_sell_is_valued_at_the_mark_for_the_notional_cap() -> None:
+    g, book, _ = spot_gate(RiskLimits(max_notional_per_order=D(5000)))
+    book.marks["BTC/USD"] = D(60000)
+    book.volumes["BTC/USD"] = D(1)
+    book.own[("s", "BTC/USD")] = D(1)
+    with pytest.raises(RiskRejection) as info:
+        g.approve(sig(Side.SELL, "1", order_type=OrderType.LIMIT, limit_price=D(1)))
+    assert info.value.code is RejectReason.MAX_NOTIONAL
+    text = str(info.value)
+    assert "order notional 60000" in text and "limit price 1 is below the mark" in text and "5000" in text
+    assert g.approve(sig(Side.SELL, "0.05", order_type=OrderType.LIMIT, limit_price=D(1))).volume == D("0.05")
+
+
+def test_reducing_clips_a_spot_sell_to_what_is_held_not_to_exposure_with_working_buys() -> None:
+    g, book, working = spot_gate()
+    g.trading.state = TradingState.REDUCING  # type: ignore[attr-defined]
+    book.volumes["BTC/USD"] = D("0.5")
+    book.own[("s", "BTC/USD")] = D("0.5")
+    working.append(Working("BTC/USD", Side.BUY, D("0.2"), price=D(100)))  # exposure 0.7
+    g.pending_exposure = lambda p: D("0.2")
+    assert g.approve(sig(Side.SELL, "1")).volume == D("0.5")

@@ -1,7 +1,10 @@
 """API error rate: HALT when ``max_errors`` exchange errors happen within ``window_s``.
 
-Fed by :meth:`ApiErrorRateCheck.record_error` from the exchange/executor error path.
-Error classes named in ``ignore`` (e.g. ``OrderNotFound``) are not counted. The check is
+The running bot feeds :meth:`ApiErrorRateCheck.record_error` with every failed exchange
+call: each failed request of a client that reports them (the Kraken exchange: every attempt
+that is retried and every call that fails for good, order placements included), else each
+exchange call that raises (see :mod:`tradebot.core.exchange_calls`), including those made
+while starting. Error classes named in ``ignore`` (e.g. ``OrderNotFound``) are not counted. The check is
 critical while the window holds ``max_errors`` or more; errors age out of the window, and
 a manual resume clears it.
 """
@@ -36,6 +39,12 @@ class ApiErrorRateConfig(TriggerOptions):
     """Exception class names not to count (matched against the class and its bases)."""
 
 
+def _kind(exc: BaseException) -> str:
+    """The error's class name (a reported failed request names the error behind it)."""
+    kind = getattr(exc, "error_type", None)
+    return kind if isinstance(kind, str) and kind else type(exc).__name__
+
+
 class ApiErrorRateCheck(BaseCheck):
     """A sliding window of error times on the monotonic clock."""
 
@@ -51,7 +60,7 @@ class ApiErrorRateCheck(BaseCheck):
             self._times.popleft()
 
     def _ignored(self, exc: BaseException) -> bool:
-        names = {cls.__name__ for cls in type(exc).__mro__}
+        names = {cls.__name__ for cls in type(exc).__mro__} | {_kind(exc)}
         return bool(names & set(self.config.ignore))
 
     def record_error(self, exc: BaseException) -> None:
@@ -59,7 +68,7 @@ class ApiErrorRateCheck(BaseCheck):
         if self._ignored(exc):
             return
         now = self.clock.monotonic()
-        self._times.append((now, type(exc).__name__))
+        self._times.append((now, _kind(exc)))
         # bounded: only the newest max_errors matter for the decision, plus margin for metrics
         while len(self._times) > 10 * self.config.max_errors:
             self._times.popleft()

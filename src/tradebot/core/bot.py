@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -35,6 +36,10 @@ from tradebot.core.trading_state import TradingStateMachine
 __all__ = ["Bot", "RunOptions", "RunSummary"]
 
 log = logging.getLogger("tradebot.bot")
+
+BALANCE_CHECK_KEY = "startup.balance_check"
+"""Where the start-up comparison of the bot's cash and positions with the exchange's
+balances is kept (JSON: ok, problems, unexplained, cash, positions, exchange)."""
 
 
 @attrs.frozen
@@ -64,7 +69,12 @@ STOP_BOUND_S = HARD_EXIT_MARGIN_S + RECORD_WAIT_S
 
 @attrs.define
 class RunSummary:
-    """What a run did, printed at the end."""
+    """What a run did, printed at the end.
+
+    Counts (ticks, signals, orders, fills, errors) and ``realized_pnl``/``fees_paid`` are
+    for this run; the ``lifetime_*`` figures and ``starting_cash`` are since the state was
+    created. ``open_positions`` is what the bot still holds at the end (pair -> volume).
+    """
 
     duration_s: float = 0.0
     ticks: int = 0
@@ -77,9 +87,19 @@ class RunSummary:
     open circuit): journalled as not placed."""
     fills: int = 0
     errors: int = 0
+    exchange_errors: int = 0
+    """Exchange calls that failed during this run (orders, lookups, balances ...)."""
     realized_pnl: Decimal = Decimal(0)
+    """Realised PnL (net of fees) of this run."""
+    fees_paid: Decimal = Decimal(0)
+    """Fees of this run's fills."""
     unrealized_pnl: Decimal = Decimal(0)
     equity: Decimal | None = None
+    starting_cash: Decimal | None = None
+    """The cash the state was created with."""
+    lifetime_realized_pnl: Decimal = Decimal(0)
+    lifetime_fees_paid: Decimal = Decimal(0)
+    open_positions: dict[str, Decimal] = attrs.Factory(dict)
     trading_state: str = "active"
     trading_reason: str = ""
     stop_reason: str = ""
@@ -92,6 +112,26 @@ class RunSummary:
     """Each quarantine of the run (plugin or strategy instance) and why."""
     left_behind: list[str] = attrs.Factory(list)
     """Tasks that had not ended when the stop's grace period was over (logged by name)."""
+    _realized_at_start: Decimal | None = attrs.field(default=None, repr=False)
+    _fees_at_start: Decimal = attrs.field(default=Decimal(0), repr=False)
+
+    def at_start(self, portfolio: Any) -> None:
+        """Remember the lifetime figures at start-up, so the end can tell this run's share."""
+        self._realized_at_start = portfolio.realized_pnl
+        self._fees_at_start = portfolio.fees_paid
+        self.starting_cash = portfolio.starting_cash
+
+    def at_end(self, portfolio: Any) -> None:
+        """Take this run's and the lifetime figures from the portfolio."""
+        self.lifetime_realized_pnl = portfolio.realized_pnl
+        self.lifetime_fees_paid = portfolio.fees_paid
+        start = self._realized_at_start if self._realized_at_start is not None else portfolio.realized_pnl
+        self.realized_pnl = portfolio.realized_pnl - start
+        self.fees_paid = portfolio.fees_paid - self._fees_at_start if self._realized_at_start is not None else Decimal(0)
+        self.unrealized_pnl = portfolio.unrealized_pnl()
+        self.equity = portfolio.equity()
+        self.starting_cash = portfolio.starting_cash
+        self.open_positions = {pair: pos.volume for pair, pos in sorted(portfolio.positions().items())}
 
     def render(self) -> str:
         if not self.started:
@@ -102,12 +142,21 @@ class RunSummary:
         rejected = f"  rejected {self.orders_rejected}"
         if self.refused_when_sent:
             rejected += f" ({self.refused_when_sent} refused when sent)"
+        errors = f"  errors {self.errors + self.exchange_errors}"
+        if self.exchange_errors:
+            errors += f" ({self.exchange_errors} failed exchange calls)"
         lines = [
             f"run finished after {self.duration_s:.1f}s ({self.stop_reason})",
-            f"  ticks {self.ticks}  signals {self.signals}  orders placed {self.orders_placed}"
-            f"{rejected}  fills {self.fills}  errors {self.errors}",
-            f"  realised PnL {self.realized_pnl:.2f}  unrealised PnL {self.unrealized_pnl:.2f}"
+            f"  this run: ticks {self.ticks}  signals {self.signals}  orders placed {self.orders_placed}"
+            f"{rejected}  fills {self.fills}{errors}",
+            f"  this run: realised PnL {self.realized_pnl:.2f}  fees paid {self.fees_paid:.2f}",
+            "  since the state was created:"
+            + (f" starting cash {self.starting_cash:.2f}" if self.starting_cash is not None else "")
+            + f"  realised PnL {self.lifetime_realized_pnl:.2f}  fees paid {self.lifetime_fees_paid:.2f}",
+            f"  now: unrealised PnL {self.unrealized_pnl:.2f}"
             + (f"  equity {self.equity:.2f}" if self.equity is not None else ""),
+            "  positions left open: "
+            + (", ".join(f"{pair} {volume}" for pair, volume in self.open_positions.items()) or "none"),
             f"  trading state {self.trading_state}"
             + (f": {self.trading_reason}" if self.trading_state != "active" and self.trading_reason else ""),
         ]
@@ -140,6 +189,9 @@ class Bot:
         self._stop_began: float | None = None  # event-loop time
         self._stuck: list[str] = []
         self._hard_exit: threading.Timer | None = None
+        self._early_errors: list[BaseException] = []
+        self._strategy_contexts: dict[str, Any] = {}
+        self._positions: Any = None  # what strategies read their positions from
 
     # --- control ----------------------------------------------------------------------
 
@@ -504,6 +556,8 @@ class Bot:
 
     async def _start_engine(self, ctx: BotContext, stack: AsyncExitStack) -> None:
         from tradebot.core.bus import EventBus
+        from tradebot.core.exchange_calls import ErrorReportingExchange, watch_requests
+        from tradebot.core.plugins import unwrap
         from tradebot.core.executor import OrderExecutor
         from tradebot.core.portfolio import Portfolio
         from tradebot.core.risk import RiskGate
@@ -512,16 +566,29 @@ class Bot:
         settings = self.settings
         bus = EventBus()
         ctx.bus = bus
-        portfolio = Portfolio(ctx.store, quote=settings.bot.quote, clock=self.clock)
+        assert ctx.exchange is not None  # _start() sets it, from the started exchange, just before this
+        # every failed call of the running bot reaches the API-error-rate trigger: each failed
+        # request where the client reports them, else each failed call of the exchange
+        exchange: Any = ctx.exchange
+        if not watch_requests(unwrap(exchange), self._on_exchange_error):
+            exchange = ErrorReportingExchange(exchange, self._on_exchange_error)
+            ctx.exchange = exchange
+        source = ctx.extras.get("market_data_source")  # paper trading's prices come from an exchange too
+        if source is not None:
+            watch_requests(unwrap(source), self._on_exchange_error)
+        starting_cash = None
+        if not Portfolio.exists(ctx.store):
+            # a new state: the bot's starting cash is what the exchange holds of the quote now
+            try:
+                starting_cash = (await exchange.balances()).get(settings.bot.quote)
+            except AuthError:
+                raise
+            except TradebotError as exc:
+                raise StateError(
+                    f"cannot read the exchange's balances to record the starting cash of a new state: {exc}"
+                ) from None
+        portfolio = Portfolio(ctx.store, quote=settings.bot.quote, clock=self.clock, starting_cash=starting_cash or Decimal(0))
         ctx.portfolio = portfolio
-        exchange = ctx.exchange
-        assert exchange is not None  # _start() sets it, from the started exchange, just before this
-        try:
-            portfolio.sync_cash(await exchange.balances())
-        except AuthError:
-            raise  # no API key, or one the exchange refuses: no order could be placed, so do not start
-        except TradebotError as exc:
-            log.warning("could not read balances at start (%s); cash stays as last recorded", exc)
         executor = OrderExecutor(
             exchange,
             ctx.store,
@@ -532,11 +599,19 @@ class Bot:
         )
         ctx.executor = executor
         risk = RiskGate(
-            settings.risk, ctx.trading, portfolio, pending_exposure=executor.pending_exposure, clock=self.clock
+            settings.risk,
+            ctx.trading,
+            portfolio,
+            pending_exposure=executor.pending_exposure,
+            working_orders=lambda: executor.working_orders(),
+            clock=self.clock,
         )
         ctx.extras["risk"] = risk
+        # first the journal (fills made while the bot was down are recorded), then the balances
         report = await executor.reconcile()
         log.info("order journal reconciled with the exchange: %s", report)
+        await self._verify_balances(ctx)
+        self.summary.at_start(portfolio)
         runner = StrategyRunner(
             bus=bus,
             sink=self._on_signals,
@@ -553,16 +628,74 @@ class Bot:
         self._spawn("equity", lambda: self._snapshot_equity(ctx))
         self._spawn("backups", ctx.store.run_backups)
 
-    def _add_strategies(self, ctx: BotContext, runner: Any) -> None:
-        from tradebot.core.strategy import StrategyContext
+    async def _verify_balances(self, ctx: BotContext) -> None:
+        """After reconciling: the exchange must hold the bot's cash and positions, else HALT.
 
+        What the exchange holds beyond the bot's records is reported and left alone.
+        """
+        from tradebot.core.models import TradingState
+
+        risk = self.settings.risk
+        try:
+            balances = await ctx.exchange.balances()  # type: ignore[union-attr]
+        except AuthError:
+            raise  # no API key, or one the exchange refuses: no order could be placed, so do not start
+        except TradebotError as exc:
+            reason = f"could not read the exchange's balances to verify the bot's cash and positions: {exc}"
+            log.critical("%s; trading starts HALTED", reason)
+            record = {"time": self.clock.now().isoformat(), "ok": False, "problems": [reason], "unexplained": []}
+            ctx.store.set_kv(BALANCE_CHECK_KEY, json.dumps(record, sort_keys=True))
+            await ctx.trading.escalate(TradingState.HALTED, reason, "balance-check")
+            return
+        check = ctx.portfolio.verify_balances(
+            balances,
+            pairs=self.settings.bot.pairs,
+            cash_tolerance=risk.cash_tolerance,
+            holding_tolerance_pct=risk.holding_tolerance_pct,
+        )
+        ctx.extras["balance_check"] = check
+        portfolio = ctx.portfolio
+        assets = {portfolio.quote} | {pair.partition("/")[0] for pair in (*self.settings.bot.pairs, *portfolio.positions())}
+        record = {
+            "time": self.clock.now().isoformat(),
+            "ok": check.ok,
+            "problems": list(check.problems),
+            "unexplained": list(check.unexplained),
+            "cash": str(portfolio.cash),
+            "positions": {pair: str(pos.volume) for pair, pos in portfolio.positions().items()},
+            "exchange": {asset: str(balances.get(asset)) for asset in sorted(assets)},
+        }
+        ctx.store.set_kv(BALANCE_CHECK_KEY, json.dumps(record, sort_keys=True))
+        for line in check.unexplained:
+            log.warning("exchange balance not explained by the journal: %s", line)
+        if not check.ok:
+            log.critical("%s; trading starts HALTED", check.message)
+            await ctx.trading.escalate(TradingState.HALTED, check.message, "balance-check")
+        else:
+            log.info("%s", check.message)
+
+    def _on_exchange_error(self, exc: BaseException, call: str) -> None:
+        self.summary.exchange_errors += 1
+        ctx = self.context
+        if ctx is not None and ctx.health is not None:
+            ctx.health.record_error(exc)
+        else:
+            self._early_errors.append(exc)  # fed to the monitor once it exists
+
+    def _add_strategies(self, ctx: BotContext, runner: Any) -> None:
+        from tradebot.core.strategy import BotPositions, StrategyContext
+
+        positions = BotPositions(ctx.portfolio, ctx.executor.working_orders)
+        self._positions = positions
         for inst_name, inst in self.settings.strategies.items():
             if not inst.enabled:
                 continue
             comp = self.host.component("strategy", inst.plugin)
             config = self.settings.plugin_config("strategy-instance", inst_name)
             pairs = inst.pairs or self.settings.bot.pairs
-            sctx = StrategyContext(name=inst_name, pairs=pairs, clock=self.clock)
+            # each instance reads its position from the persisted portfolio through its context
+            sctx = StrategyContext(name=inst_name, pairs=pairs, clock=self.clock, positions=positions)
+            self._strategy_contexts[inst_name] = sctx
             strategy = self.host.call(comp.plugin, "factory", comp.spec.factory, config, sctx)
             runner.add(inst_name, strategy, instance=inst, plugin=comp.plugin, pairs=pairs)
 
@@ -576,6 +709,9 @@ class Bot:
 
         monitor = HealthMonitor.from_context(ctx)
         ctx.health = monitor
+        for exc in self._early_errors:  # exchange calls that failed during start-up
+            monitor.record_error(exc)
+        self._early_errors.clear()
         self._spawn("monitor", monitor.run)
 
         from tradebot.core.policy import PolicyRunner
@@ -659,15 +795,24 @@ class Bot:
             self.summary.signals += 1
             if ctx.metrics is not None:
                 ctx.metrics.signal(sig.strategy, sig.pair)
+            sctx = self._strategy_contexts.get(sig.strategy)
             if self._stop.is_set():  # no new order from the moment a stop began
                 log.info("signal %s %s %s dropped: the bot is stopping", sig.side.value, sig.volume, sig.pair)
+                if sctx is not None:
+                    sctx.settle(sig)  # dropped: the strategy must not count it as on its way
                 continue
             try:
                 with tracing.span("risk_gate", pair=sig.pair, side=sig.side.value, strategy=sig.strategy):
                     request = ctx.extras["risk"].approve(sig)
             except RiskRejection:
                 self.summary.orders_rejected += 1
+                if sctx is not None:
+                    sctx.settle(sig)  # refused: the strategy must not count it as on its way
                 continue
+            if sctx is not None:
+                sctx.settle(sig)  # journalled by submit() before its first await: a working order now
+            if self._positions is not None:
+                self._positions.invalidate()
             try:
                 order = await ctx.executor.submit(request, strategy=sig.strategy, reason=sig.reason)
             except OrdersClosed as exc:
@@ -697,9 +842,13 @@ class Bot:
             await asyncio.to_thread(ctx.portfolio.snapshot_equity)
 
     async def _on_order(self, order: OrderInfo) -> None:
+        if self._positions is not None:
+            self._positions.invalidate()
         await self.host.broadcast("tradebot_order_report", order=order)
 
     async def _on_fill(self, fill: Fill) -> None:
+        if self._positions is not None:
+            self._positions.invalidate()
         self.summary.fills += 1
         await self.host.broadcast("tradebot_fill_report", fill=fill)
 
@@ -806,9 +955,7 @@ class Bot:
         s.trading_state = ctx.trading.state.value
         s.trading_reason = f"{ctx.trading.reason} (by {ctx.trading.source})"
         if ctx.portfolio is not None:
-            s.realized_pnl = ctx.portfolio.realized_pnl
-            s.unrealized_pnl = ctx.portfolio.unrealized_pnl()
-            s.equity = ctx.portfolio.equity()
+            s.at_end(ctx.portfolio)
 
 
 async def _close_part(part: Any, what: str) -> None:

@@ -32,7 +32,7 @@ from cattrs.cols import (
 from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 
 from tradebot.core.errors import ConfigError
-from tradebot.core.validate import ge, gt, non_empty, one_of
+from tradebot.core.validate import ge, gt, lt, non_empty, one_of
 
 if TYPE_CHECKING:
     from tradebot.core.plugins import PluginHost
@@ -133,6 +133,12 @@ class RiskSettings:
     accept_unprotected: bool = False
     """Run without a drawdown trigger, a loss trigger or a staleness check HALTing (or
     reducing) trading, on purpose; otherwise such a config is refused."""
+    spot: bool = True
+    """Spot-account rules: no short, a sell only of what the bot holds, a buy only with its cash."""
+    cash_tolerance: Decimal = attrs.field(default=Decimal("1"), validator=ge(0))
+    """At start-up, how far (in quote currency) the exchange's cash may fall short of the bot's."""
+    holding_tolerance_pct: Decimal = attrs.field(default=Decimal("1"), validator=[ge(0), lt(100)])
+    """At start-up, how far (percent of the position) the exchange's holding may fall short of it."""
 
 
 @attrs.frozen

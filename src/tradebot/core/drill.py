@@ -230,6 +230,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         "dead-mans-switch", "killed with orders open", "dead-mans-switch",
         expected="bot killed with orders open: Kraken's dead man's switch cancels them within its timeout",
     ),
+    Scenario(
+        "restart-fills-while-down", "restart with fills while down", "process",
+        expected="orders fill while their answers are lost and the bot is killed; after every restart the "
+        "bot's cash and positions equal the exchange's; zero lost and zero duplicate orders",
+    ),
 )
 
 
@@ -533,10 +538,20 @@ class DrillSignals:
 
     blocking = False  # quick: runs inline on the event loop
 
-    def __init__(self, pair: str, *, interval_s: float, volume: Decimal = Decimal("0.001")) -> None:
+    def __init__(
+        self,
+        pair: str,
+        *,
+        interval_s: float,
+        volume: Decimal = Decimal("0.001"),
+        sellable: Callable[[], Decimal] | None = None,
+    ) -> None:
         self.pair = pair
         self.interval_s = interval_s
         self.volume = volume
+        self.sellable = sellable
+        """What the drill's orders hold and may sell (a spot account sells only that): a
+        sell turn with less than ``volume`` to sell buys instead."""
         self.sent = 0
         self._last = float("-inf")
 
@@ -554,6 +569,8 @@ class DrillSignals:
             return []
         self._last = now
         side = Side.BUY if self.sent % 2 == 0 else Side.SELL
+        if side is Side.SELL and self.sellable is not None and self.sellable() < self.volume:
+            side = Side.BUY
         self.sent += 1
         return [Signal("drill", self.pair, side, self.volume, reason=f"drill order {self.sent}")]
 
@@ -855,7 +872,16 @@ async def _drive(
         return run_task.done() or (bot.context is not None and "strategy_runner" in bot.context.extras)
 
     await _wait_for(runner_up, 20.0)
-    signals = DrillSignals(bot.settings.bot.pairs[0], interval_s=settings.order_interval_s)
+    pair = bot.settings.bot.pairs[0]
+
+    def sellable() -> Decimal:  # the drill's own filled position, less its working sells
+        ctx = bot.context
+        if ctx is None or ctx.portfolio is None or ctx.executor is None:
+            return Decimal(0)
+        selling = sum((e.remaining for e in ctx.executor.working_orders(pair) if e.side.value == "sell"), Decimal(0))
+        return Decimal(ctx.portfolio.strategy_position("drill", pair).volume) - selling
+
+    signals = DrillSignals(pair, interval_s=settings.order_interval_s, sellable=sellable)
     if bot.context is not None and "strategy_runner" in bot.context.extras:
         bot.context.extras["strategy_runner"].add("drill", signals, plugin="drill")
 
@@ -1245,6 +1271,202 @@ async def _run_dead_mans_switch(
     return report
 
 
+# --- the restart-with-fills-while-down scenario ----------------------------------------------
+
+FILLS_WHILE_DOWN_FAULT = "drop_response,on=AddOrder; http5xx=503,on=OpenOrders|ClosedOrders|QueryOrders"
+"""Orders are placed and filled but their answers are lost, and every lookup fails: the bot
+cannot record the fills before it is killed."""
+
+
+def _money_verdict(record: Mapping[str, Any] | None, initial: Mapping[str, Decimal], quote: str, pair: str) -> str:
+    """'' when the bot's cash and position equal the exchange's balances (the bot's share:
+    the account's start-up holdings of the base asset are not the bot's), else what differs."""
+    if record is None:
+        return "no start-up balance check was recorded"
+    base = pair.partition("/")[0]
+    cash = Decimal(record["cash"])
+    exchange_cash = Decimal(record["exchange"].get(quote, "0"))
+    position = Decimal(record["positions"].get(pair, "0"))
+    exchange_base = Decimal(record["exchange"].get(base, "0")) - initial.get(base, Decimal(0))
+    problems = []
+    if abs(cash - exchange_cash) > Decimal("0.05"):  # the exchange rounds each fill's cost and fee to cents
+        problems.append(f"cash {cash} vs exchange {exchange_cash}")
+    if position != exchange_base:
+        problems.append(f"{pair} position {position} vs exchange {exchange_base} (the bot's share)")
+    if not record.get("ok", False):
+        problems.append("start-up check: " + "; ".join(record.get("problems", [])))
+    return ", ".join(problems)
+
+
+def _unrecorded_fills(state_dir: Path, sim: Any) -> int:
+    """Orders the simulator filled further than the bot's journal records (after a kill)."""
+    from tradebot.core.store import StateStore
+
+    state = sim.state()
+    executed = {
+        str(o["cl_ord_id"]): Decimal(o["vol_exec"])
+        for o in (*state["open_orders"], *state["closed_orders"])
+        if o.get("cl_ord_id")
+    }
+    store = StateStore(state_dir)
+    try:
+        return sum(1 for e in store.orders() if executed.get(e.client_order_id, Decimal(0)) > e.filled_volume)
+    finally:
+        store.close()
+
+
+def _balance_record(state_dir: Path, since: float) -> dict[str, Any] | None:
+    """The start-up balance check a bot started after ``since`` (wall clock) recorded."""
+    from datetime import UTC, datetime
+
+    from tradebot.core.bot import BALANCE_CHECK_KEY
+    from tradebot.core.store import StateStore
+
+    store = StateStore(state_dir)
+    try:
+        raw = store.get_kv(BALANCE_CHECK_KEY)
+        at = store.kv_updated_at(BALANCE_CHECK_KEY)
+    finally:
+        store.close()
+    if raw is None or at is None or at < datetime.fromtimestamp(since, UTC):
+        return None
+    record: dict[str, Any] = json.loads(raw)
+    return record
+
+
+async def _run_restart_fills_while_down(
+    scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path
+) -> ScenarioReport:
+    """Kill the bot while orders it placed have filled but are not recorded; restart; compare."""
+    from tradebot.core.store import StateStore
+    from tradebot.exchanges.simulator import run_simulator
+
+    report = ScenarioReport(scenario)
+    async with run_simulator(
+        seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
+    ) as sim:
+        state_dir = workdir / scenario.name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
+        raw = bot_config(
+            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
+            state_dir=state_dir, secrets_file=secrets, base=base,
+        )
+        config = workdir / f"{scenario.name}.toml"
+        config.write_text(to_toml(raw), encoding="utf-8")
+        log_path = workdir / f"{scenario.name}.log"
+        pair, quote = raw["bot"]["pairs"][0], str(raw["bot"].get("quote", "USD"))
+        initial = dict(sim.account.balances)  # the account's own holdings before the bot traded
+
+        def created() -> int:
+            return sum(sim.account.orders_created.values())
+
+        mismatches: list[str] = []
+        unrecorded = 0
+        restarts_checked = 0
+        for round_no in range(settings.kill_rounds):
+            before = created()
+            spawned_wall = time.time()
+            proc = await _spawn_bot(config, log_path)
+            try:
+                waited = await _wait_for(
+                    lambda: created() > before or proc.returncode is not None, settings.process_start_timeout_s, 0.02
+                )
+                if waited is None or proc.returncode is not None:
+                    report.error = (
+                        f"round {round_no + 1}: the bot process placed no order within "
+                        f"{settings.process_start_timeout_s:g}s (exit code {proc.returncode}; log {log_path})"
+                    )
+                    break
+                at_fault = created()
+                ids = sim.faults.add(FILLS_WHILE_DOWN_FAULT)
+                await sim.sync_faults()
+                try:
+                    # an order placed now is filled but its answer is lost; one in flight when the
+                    # fault began cannot be looked up: either way the fill is not recorded
+                    await _wait_for(
+                        lambda: created() > at_fault or proc.returncode is not None, settings.outage_s, 0.02
+                    )
+                    await asyncio.sleep(0.2)
+                finally:
+                    await _kill(proc)
+                    for rule_id in ids:
+                        sim.faults.remove(rule_id)
+                    await sim.sync_faults()
+            finally:
+                await _kill(proc)
+            unrecorded += _unrecorded_fills(state_dir, sim)
+            record = _balance_record(state_dir, spawned_wall)
+            problem = _money_verdict(record, initial, quote, pair)
+            restarts_checked += 1
+            if problem:
+                mismatches.append(f"start {round_no + 1}: {problem}")
+        final_record: dict[str, Any] | None = None
+        if not report.error:
+            # a last, clean run: reconciles what the kills left behind, trades, exits by itself
+            before = created()
+            spawned_wall = time.time()
+            final = await _spawn_bot(config, log_path, "--duration", "3")
+            try:
+                code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 10)
+            except TimeoutError:
+                await _kill(final)
+                code = -1
+            report.expect(
+                "clean restart", "exit code 0", f"exit code {code}", code == 0,
+                f"the bot did not start and stop cleanly after the kills (see {log_path})",
+            )
+            report.orders_after_heal = created() - before
+            final_record = _balance_record(state_dir, spawned_wall)
+            problem = _money_verdict(final_record, initial, quote, pair)
+            restarts_checked += 1
+            if problem:
+                mismatches.append(f"final start: {problem}")
+        report.expect(
+            "fills while down", ">= 1 fill unrecorded when killed", str(unrecorded), unrecorded >= 1,
+            "no order was placed while its answer was lost, so nothing was left to reconcile",
+        )
+        report.expect(
+            "money after every restart", f"cash and positions = exchange at {restarts_checked} starts",
+            "; ".join(mismatches) or f"equal at {restarts_checked} starts", not mismatches and restarts_checked > 0,
+            "after a restart the bot's cash or positions differ from the exchange's balances",
+        )
+        ok, msg = await _verify_with_exchange(state_dir, sim, live=True)
+        if ok:
+            # and once everything is settled: the bot's records against the exchange right now
+            from tradebot.core.portfolio import Portfolio
+
+            store = StateStore(state_dir)
+            try:
+                pf = Portfolio(store, quote=quote)
+                balances = sim.account.balances
+                base_code = pair.partition("/")[0]
+                now_record = {
+                    "ok": True,
+                    "cash": str(pf.cash),
+                    "positions": {p: str(v.volume) for p, v in pf.positions().items()},
+                    "exchange": {quote: str(balances[quote]), base_code: str(balances[base_code])},
+                }
+            finally:
+                store.close()
+            problem = _money_verdict(now_record, initial, quote, pair)
+            if problem:
+                ok, msg = False, f"after the last run: {problem}"
+        store = StateStore(state_dir)
+        journal = store.orders()
+        store.close()
+        counts = {str(k): int(v) for k, v in sim.state()["orders_created"].items()}
+        _orders_verdict(report, journal, counts)
+        _judge_common(report, ok, msg, report.orders_after_heal)
+    return report
+
+
+_RUNNERS: dict[str, Callable[[Scenario, DrillSettings, Mapping[str, Any], Path], Awaitable[ScenarioReport]]] = {
+    "restart-fills-while-down": _run_restart_fills_while_down,
+}
+"""Scenarios with a runner of their own (the others run in-process or as process-kill)."""
+
+
 # --- running ---------------------------------------------------------------------------------
 
 
@@ -1262,7 +1484,7 @@ async def run_scenario(
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tradebot-drill-")))
-        runner = {
+        runner = _RUNNERS.get(scenario.name) or {
             "process": _run_process_kill,
             "escalation": _run_escalation,
             "dead-mans-switch": _run_dead_mans_switch,

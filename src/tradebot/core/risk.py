@@ -3,8 +3,21 @@
 Checks, in order: the signal is well formed; the trading state allows it (ACTIVE allows
 everything, REDUCING only exposure-reducing orders, clipped so they never flip the
 position, HALTED nothing); the minimum order size; the maximum position per pair (an
-order that reduces exposure always passes); the maximum notional per order; the
-maximum orders per minute (sliding window on the monotonic clock).
+order that reduces exposure always passes); the spot-account rules (below); the maximum
+notional per order, valued at the worse of the order's limit price and the current mark
+(a limit sell priced far below the market is as big as the market says); the maximum
+orders per minute (sliding window on the monotonic clock).
+
+Spot-account rules (``spot = true``, the default; every order of every strategy):
+
+- a sell may not exceed what the bot holds of the pair's base asset: its position, net of
+  the unfilled volume of every working sell of the pair, whichever strategy placed it; a
+  sell with nothing left to sell is a short, which a spot account cannot hold;
+- a strategy instance may not sell more than its own attributed position (see
+  :class:`~tradebot.core.portfolio.Portfolio`) plus what no instance owns, net of its own
+  working sells, so two strategies on one pair never sell the same lot;
+- a buy needs the quote currency it costs (volume x limit price, or x the mark for a market
+  order), net of the cost of every working buy.
 
 Exposure counts the position *and* the unfilled volume of orders already working, so
 two quick sells in REDUCING cannot together flip a long. Cancels never come here: the
@@ -21,7 +34,7 @@ import enum
 import logging
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Protocol
 
@@ -50,6 +63,14 @@ class RejectReason(enum.StrEnum):
     NO_PRICE = "no_price"
     MAX_NOTIONAL = "max_notional"
     RATE_LIMIT = "rate_limit"
+    NO_SHORT = "no_short"
+    """A sell with nothing (left) to sell: a spot account cannot go short."""
+    SPOT_HOLDINGS = "spot_holdings"
+    """A sell larger than what the bot holds, net of working sells."""
+    STRATEGY_HOLDINGS = "strategy_holdings"
+    """A strategy selling more than its own position, net of its working sells."""
+    INSUFFICIENT_QUOTE = "insufficient_quote"
+    """A buy costing more than the bot's cash, net of working buys."""
 
 
 class RiskRejection(PermanentError):
@@ -83,6 +104,8 @@ class RiskLimits:
     max_orders_per_minute: int | None = attrs.field(default=None, validator=gt(0))
     min_order_size: Decimal = attrs.field(default=ZERO, converter=Decimal, validator=ge(ZERO))
     min_order_size_per_pair: dict[str, Decimal] = attrs.field(factory=dict, converter=_dec_map)
+    spot: bool = True
+    """Apply the spot-account rules (no short, sell only what is held, buy only with cash)."""
 
     @classmethod
     def from_settings(cls, settings: object) -> RiskLimits:
@@ -111,11 +134,34 @@ class HasTradingState(Protocol):
 
 
 class PositionSource(Protocol):
-    """What the gate needs from the portfolio."""
+    """What the gate needs from the portfolio.
+
+    The spot rules also use ``cash`` (the buy rule is skipped without it) and
+    ``strategy_position(strategy, pair)`` (the per-strategy rule is skipped without it).
+    """
 
     def position(self, pair: str) -> object: ...  # has a ``volume`` attribute
 
     def mark_price(self, pair: str) -> Decimal | None: ...
+
+
+class WorkingOrder(Protocol):
+    """A working order as the spot rules see it (``JournalEntry`` is one)."""
+
+    @property
+    def pair(self) -> str: ...
+
+    @property
+    def side(self) -> Side: ...
+
+    @property
+    def price(self) -> Decimal | None: ...
+
+    @property
+    def strategy(self) -> str: ...
+
+    @property
+    def remaining(self) -> Decimal: ...
 
 
 def _sign(x: Decimal) -> int:
@@ -127,7 +173,9 @@ class RiskGate:
 
     ``pending_exposure(pair)`` returns the signed unfilled volume of working orders
     (``OrderExecutor.pending_exposure``; may be set after construction); without it only
-    the position counts. ``limits`` may be any settings object with the fields of
+    the position counts. ``working_orders()`` lists the working orders themselves
+    (``OrderExecutor.working_orders``) for the spot rules; without it working sells are
+    taken from ``pending_exposure`` and working buys are not known. ``limits`` may be any settings object with the fields of
     :class:`RiskLimits` (see :meth:`RiskLimits.from_settings`).
     """
 
@@ -138,6 +186,7 @@ class RiskGate:
         portfolio: PositionSource,
         *,
         pending_exposure: Callable[[str], Decimal] | None = None,
+        working_orders: Callable[[], Iterable[WorkingOrder]] | None = None,
         clock: Clock | None = None,
         new_client_order_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
@@ -145,6 +194,7 @@ class RiskGate:
         self.trading = trading
         self.portfolio = portfolio
         self.pending_exposure = pending_exposure
+        self.working_orders = working_orders
         self._clock = clock or SystemClock()
         self._new_id = new_client_order_id
         self._approved_at: deque[float] = deque()
@@ -188,6 +238,11 @@ class RiskGate:
                     signal=signal,
                 )
             volume = min(volume, abs(exposure))
+            if limits.spot and signal.side is Side.SELL:
+                # exposure counts working buys too; on a spot account only what is held can go
+                room = self._sell_room(signal.pair, self._working())
+                if room > 0:
+                    volume = min(volume, room)
 
         min_size = limits.min_size(signal.pair)
         if volume < min_size:
@@ -204,20 +259,11 @@ class RiskGate:
                 signal=signal,
             )
 
+        if limits.spot:
+            self._spot_rules(signal, volume)
+
         if limits.max_notional_per_order is not None:
-            price = signal.limit_price if signal.order_type is OrderType.LIMIT else None
-            price = price or self.portfolio.mark_price(signal.pair)
-            if price is None:
-                raise RiskRejection(
-                    RejectReason.NO_PRICE, f"no price known for {signal.pair} to check the notional", signal=signal
-                )
-            notional = price * volume
-            if notional > limits.max_notional_per_order:
-                raise RiskRejection(
-                    RejectReason.MAX_NOTIONAL,
-                    f"order notional {notional} is over the limit of {limits.max_notional_per_order}",
-                    signal=signal,
-                )
+            self._check_notional(signal, volume, limits.max_notional_per_order)
 
         now = self._clock.monotonic()
         while self._approved_at and now - self._approved_at[0] >= 60.0:
@@ -237,6 +283,116 @@ class RiskGate:
             client_order_id=self._new_id(),
             price=signal.limit_price if signal.order_type is OrderType.LIMIT else None,
         )
+
+    # --- notional ----------------------------------------------------------------------
+
+    def _check_notional(self, signal: Signal, volume: Decimal, cap: Decimal) -> None:
+        """The order's value at the worse (higher) of its limit price and the current mark."""
+        mark = self.portfolio.mark_price(signal.pair)
+        limit_price = signal.limit_price if signal.order_type is OrderType.LIMIT else None
+        if mark is None:
+            raise RiskRejection(
+                RejectReason.NO_PRICE,
+                f"no current price of {signal.pair} to check the order's notional against the limit of {cap}",
+                signal=signal,
+            )
+        price = mark if limit_price is None else max(limit_price, mark)
+        notional = price * volume
+        if notional > cap:
+            at = f"the mark {mark}" if price == mark else f"the limit price {limit_price}"
+            if limit_price is not None and limit_price < mark:
+                at += f" (the order's limit price {limit_price} is below the mark)"
+            raise RiskRejection(
+                RejectReason.MAX_NOTIONAL,
+                f"order notional {notional} ({volume} {signal.pair} at {at}) is over max_notional_per_order {cap}",
+                signal=signal,
+            )
+
+    # --- spot-account rules ----------------------------------------------------------
+
+    def _working(self) -> list[WorkingOrder]:
+        return list(self.working_orders()) if self.working_orders is not None else []
+
+    def _spot_rules(self, signal: Signal, volume: Decimal) -> None:
+        """No short, sell only what is held (by the bot and by the strategy), buy only with cash."""
+        working = self._working()
+        if signal.side is Side.SELL:
+            self._spot_sell(signal, volume, working)
+        else:
+            self._spot_buy(signal, volume, working)
+
+    def _held_and_selling(self, pair: str, working: list[WorkingOrder]) -> tuple[Decimal, Decimal]:
+        """(the bot's position, unfilled volume of every working sell) of ``pair``."""
+        held: Decimal = getattr(self.portfolio.position(pair), "volume", ZERO)
+        if self.working_orders is not None:
+            selling = sum((o.remaining for o in working if o.pair == pair and o.side is Side.SELL), ZERO)
+        else:
+            pending = self.pending_exposure(pair) if self.pending_exposure is not None else ZERO
+            selling = max(-pending, ZERO)
+        return held, selling
+
+    def _sell_room(self, pair: str, working: list[WorkingOrder]) -> Decimal:
+        held, selling = self._held_and_selling(pair, working)
+        return held - selling
+
+    def _spot_sell(self, signal: Signal, volume: Decimal, working: list[WorkingOrder]) -> None:
+        pair = signal.pair
+        held, selling = self._held_and_selling(pair, working)
+        available = held - selling
+        if available <= 0:
+            raise RiskRejection(
+                RejectReason.NO_SHORT,
+                f"spot sell of {volume} {pair} refused: the bot holds {held} with {selling} already being sold, "
+                "and a spot account cannot go short",
+                signal=signal,
+            )
+        if volume > available:
+            raise RiskRejection(
+                RejectReason.SPOT_HOLDINGS,
+                f"spot sell of {volume} {pair} exceeds what the bot holds: position {held}, working sells "
+                f"{selling}, available {available}",
+                signal=signal,
+            )
+        by_strategy = getattr(self.portfolio, "strategy_position", None)
+        if by_strategy is None or not signal.strategy:
+            return
+        own: Decimal = max(by_strategy(signal.strategy, pair).volume, ZERO)
+        spare: Decimal = max(by_strategy("", pair).volume, ZERO)  # what no instance owns
+        own_selling = sum(
+            (o.remaining for o in working if o.pair == pair and o.side is Side.SELL and o.strategy == signal.strategy),
+            ZERO,
+        )
+        if volume > own + spare - own_selling:
+            owner = f"holds {own} of it" + (f" (and {spare} no strategy owns)" if spare else "")
+            raise RiskRejection(
+                RejectReason.STRATEGY_HOLDINGS,
+                f"strategy {signal.strategy!r} sells {volume} {pair} but {owner} with {own_selling} already being "
+                f"sold (available {max(own + spare - own_selling, ZERO)}); the rest is another strategy's",
+                signal=signal,
+            )
+
+    def _spot_buy(self, signal: Signal, volume: Decimal, working: list[WorkingOrder]) -> None:
+        cash = getattr(self.portfolio, "cash", None)
+        if cash is None:
+            return
+        price = signal.limit_price if signal.order_type is OrderType.LIMIT else self.portfolio.mark_price(signal.pair)
+        if price is None:
+            raise RiskRejection(
+                RejectReason.NO_PRICE, f"no current price of {signal.pair} to check what the buy costs", signal=signal
+            )
+        committed = ZERO
+        for order in working:
+            if order.side is Side.BUY:
+                at = order.price if order.price is not None else self.portfolio.mark_price(order.pair)
+                committed += order.remaining * (at or ZERO)
+        cost = volume * price
+        if cost > cash - committed:
+            raise RiskRejection(
+                RejectReason.INSUFFICIENT_QUOTE,
+                f"buy of {volume} {signal.pair} costs {cost} but the bot's cash is {cash} with {committed} "
+                f"committed to working buys (available {cash - committed})",
+                signal=signal,
+            )
 
     def _note(self, rejection: RiskRejection) -> None:
         self.rejections[rejection.code] += 1

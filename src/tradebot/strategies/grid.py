@@ -10,6 +10,14 @@ it could sell the lot. Crossing *up* through a level (from below it to at or abo
 sells the lot bought one level lower, if held. Each round trip therefore earns one spacing.
 Several levels crossed by one move give one signal with the summed volume. Starting exactly
 on a level is not a crossing. Long only; Decimal throughout.
+
+What the instance holds is read from its context (the bot's persisted portfolio, see
+:class:`~tradebot.core.strategy.StrategyContext`), and the set of held levels follows it
+before every decision: a lot that was refused or never filled is dropped (the levels taken
+last first), and a holding the grid does not know
+of (after a restart the grid is rebuilt around the first price) is taken as lots of the
+levels at and just below the current price, each to be sold one level higher. A sell never exceeds
+what the instance holds.
 """
 
 from __future__ import annotations
@@ -68,6 +76,7 @@ class _PairGrid:
     levels: list[Decimal]
     last: Decimal
     held: set[int] = attrs.Factory(set)  # indexes of levels whose lot was bought
+    taken: list[int] = attrs.Factory(list)  # the held levels in the order they were taken
 
 
 class Grid:
@@ -78,6 +87,7 @@ class Grid:
     def __init__(self, config: GridConfig, context: StrategyContext) -> None:
         self.config = config
         self.name = context.name
+        self.context = context
         self._sampler = PriceSampler(config.source)
         self._grids: dict[str, _PairGrid] = {}
 
@@ -103,8 +113,10 @@ class Grid:
         if grid is None:
             cfg = self.config
             ref = cfg.reference_prices.get(pair, price)
-            self._grids[pair] = _PairGrid(levels=grid_levels(ref, cfg.levels, cfg.spacing_pct), last=price)
+            grid = self._grids[pair] = _PairGrid(levels=grid_levels(ref, cfg.levels, cfg.spacing_pct), last=price)
+            self._follow_position(pair, grid)
             return ()
+        self._follow_position(pair, grid)
         last, grid.last = grid.last, price
         if price < last:
             top = len(grid.levels) - 1
@@ -114,24 +126,43 @@ class Grid:
             if not bought:
                 return ()
             grid.held.update(bought)
-            return (self._signal(pair, Side.BUY, len(bought), "fell through", [grid.levels[i] for i in bought]),)
+            grid.taken.extend(bought)
+            volume = self.config.volume * len(bought)
+            return (self._signal(pair, Side.BUY, volume, "fell through", [grid.levels[i] for i in bought]),)
         if price > last:
             sold = [i for i, level in enumerate(grid.levels) if last < level <= price and i - 1 in grid.held]
             if not sold:
                 return ()
             grid.held.difference_update(i - 1 for i in sold)
-            return (self._signal(pair, Side.SELL, len(sold), "rose through", [grid.levels[i] for i in sold]),)
+            grid.taken = [i for i in grid.taken if i in grid.held]
+            volume = min(self.config.volume * len(sold), self.context.sellable(pair))
+            if volume <= 0:
+                return ()
+            return (self._signal(pair, Side.SELL, volume, "rose through", [grid.levels[i] for i in sold]),)
         return ()
 
-    def _signal(self, pair: str, side: Side, lots: int, what: str, prices: list[Decimal]) -> Signal:
+    def _follow_position(self, pair: str, grid: _PairGrid) -> None:
+        """Make the held levels match what the instance holds (or has on its way)."""
+        lots = int(max(self.context.exposure(pair), Decimal(0)) // self.config.volume)
+        if len(grid.held) > lots:  # drop the levels taken last (a refused buy's)
+            order = [i for i in grid.taken if i in grid.held] + sorted(i for i in grid.held if i not in grid.taken)
+            for i in order[lots:]:
+                grid.held.discard(i)
+            grid.taken = [i for i in grid.taken if i in grid.held]
+        if len(grid.held) < lots:
+            top = len(grid.levels) - 1
+            # the lot of a level sells when the price rises through the next level up: the
+            # levels at or just below the price sell first
+            below = [i for i, level in enumerate(grid.levels) if level <= grid.last and i < top and i not in grid.held]
+            for i in reversed(below):
+                if len(grid.held) >= lots:
+                    break
+                grid.held.add(i)
+                grid.taken.append(i)
+
+    def _signal(self, pair: str, side: Side, volume: Decimal, what: str, prices: list[Decimal]) -> Signal:
         shown = ", ".join(f"{p:.2f}" for p in prices)
-        return Signal(
-            strategy=self.name,
-            pair=pair,
-            side=side,
-            volume=self.config.volume * lots,
-            reason=f"{what} grid level(s) {shown}",
-        )
+        return self.context.signal(pair, side, volume, reason=f"{what} grid level(s) {shown}")
 
 
 def create(config: GridConfig, context: StrategyContext) -> Grid:

@@ -5,8 +5,11 @@ plain means over ``period`` price changes, each later one is
 ``(previous * (period - 1) + change) / period``. ``RSI = 100 * gain / (gain + loss)``
 (the same as ``100 - 100 / (1 + RS)``), and 50 when the price has not moved at all.
 
-Long only, with its own position intent per pair: below ``oversold`` it buys ``volume``
-unless it already holds; above ``overbought`` it sells what it holds. Decimal throughout.
+Long only: below ``oversold`` it buys ``volume`` unless it already holds (or has a buy on
+its way); above ``overbought`` it sells what it holds. What it holds is read from its
+context (the bot's persisted portfolio, see
+:class:`~tradebot.core.strategy.StrategyContext`), so after a restart it still sells the
+earlier lot and never buys a second one. Decimal throughout.
 """
 
 from __future__ import annotations
@@ -90,7 +93,6 @@ class WilderRsi:
 @attrs.define
 class _PairState:
     rsi: WilderRsi
-    holding: bool = False
 
 
 class RsiReversion:
@@ -101,13 +103,13 @@ class RsiReversion:
     def __init__(self, config: RsiReversionConfig, context: StrategyContext) -> None:
         self.config = config
         self.name = context.name
+        self.context = context
         self._sampler = PriceSampler(config.source)
         self._pairs: dict[str, _PairState] = {}
 
     def holding(self, pair: str) -> bool:
-        """Whether the strategy believes it holds a position in ``pair``."""
-        state = self._pairs.get(pair)
-        return state is not None and state.holding
+        """Whether the instance holds ``pair`` or has a buy of it on its way (from its context)."""
+        return self.context.exposure(pair) > 0
 
     def rsi(self, pair: str) -> Decimal | None:
         """The latest RSI of ``pair``, None until there are enough samples."""
@@ -126,16 +128,16 @@ class RsiReversion:
         rsi = state.rsi.update(price)
         if rsi is None:
             return ()
-        if rsi < cfg.oversold and not state.holding:
-            state.holding = True
-            return (self._signal(pair, Side.BUY, f"RSI{cfg.period} {rsi:.1f} below {cfg.oversold}"),)
-        if rsi > cfg.overbought and state.holding:
-            state.holding = False
-            return (self._signal(pair, Side.SELL, f"RSI{cfg.period} {rsi:.1f} above {cfg.overbought}"),)
+        if rsi < cfg.oversold and self.context.exposure(pair) <= 0:
+            return (self._signal(pair, Side.BUY, f"RSI{cfg.period} {rsi:.1f} below {cfg.oversold}", cfg.volume),)
+        if rsi > cfg.overbought:
+            held = self.context.sellable(pair)  # all it holds, not yet being sold
+            if held > 0:
+                return (self._signal(pair, Side.SELL, f"RSI{cfg.period} {rsi:.1f} above {cfg.overbought}", held),)
         return ()
 
-    def _signal(self, pair: str, side: Side, reason: str) -> Signal:
-        return Signal(strategy=self.name, pair=pair, side=side, volume=self.config.volume, reason=reason)
+    def _signal(self, pair: str, side: Side, reason: str, volume: Decimal) -> Signal:
+        return self.context.signal(pair, side, volume, reason=reason)
 
 
 def create(config: RsiReversionConfig, context: StrategyContext) -> RsiReversion:

@@ -1,10 +1,12 @@
 """Simple-moving-average crossover: buy when the fast average crosses above the slow one.
 
 Samples are ticker mids (default) or closes of finished candles. A *golden cross* (fast
-moves from below to above slow) buys ``volume``; a *death cross* sells what the strategy
-bought. The strategy is long-only and remembers its own position intent per pair, so it
-never repeats a buy while it holds, nor sells what it does not hold. A cross needs a
-regime to cross from: the first time both averages exist only sets the regime.
+moves from below to above slow) buys ``volume``; a *death cross* sells what the instance
+holds. Long only. What it holds is read from its context (the bot's persisted portfolio,
+see :class:`~tradebot.core.strategy.StrategyContext`), so it never repeats a buy while it
+holds or has one on its way, never sells what it does not hold, and after a restart sells
+the lot it bought before. A cross needs a regime to cross from: the first time both
+averages exist only sets the regime.
 
 All arithmetic is Decimal; comparing ``fast_sum * slow`` with ``slow_sum * fast`` avoids
 division, so the result is exact and deterministic.
@@ -52,7 +54,6 @@ class _PairState:
     fast_sum: Decimal = Decimal(0)
     slow_sum: Decimal = Decimal(0)
     regime: int = 0  # +1 fast above slow, -1 below, 0 not known yet
-    holding: bool = False
 
 
 class SmaCrossover:
@@ -63,13 +64,13 @@ class SmaCrossover:
     def __init__(self, config: SmaCrossoverConfig, context: StrategyContext) -> None:
         self.config = config
         self.name = context.name
+        self.context = context
         self._sampler = PriceSampler(config.source)
         self._pairs: dict[str, _PairState] = {}
 
     def holding(self, pair: str) -> bool:
-        """Whether the strategy believes it holds a position in ``pair``."""
-        state = self._pairs.get(pair)
-        return state is not None and state.holding
+        """Whether the instance holds ``pair`` or has a buy of it on its way (from its context)."""
+        return self.context.exposure(pair) > 0
 
     def averages(self, pair: str) -> tuple[Decimal, Decimal] | None:
         """(fast, slow) averages of ``pair`` once there are enough samples."""
@@ -105,24 +106,20 @@ class SmaCrossover:
         state.regime = sign
         if not crossed:
             return ()
-        if sign > 0 and not state.holding:
-            state.holding = True
-            return (self._signal(pair, Side.BUY, "golden cross", state),)
-        if sign < 0 and state.holding:
-            state.holding = False
-            return (self._signal(pair, Side.SELL, "death cross", state),)
+        if sign > 0 and self.context.exposure(pair) <= 0:
+            return (self._signal(pair, Side.BUY, "golden cross", state, cfg.volume),)
+        if sign < 0:
+            held = self.context.sellable(pair)  # all it holds, not yet being sold
+            if held > 0:
+                return (self._signal(pair, Side.SELL, "death cross", state, held),)
         return ()
 
-    def _signal(self, pair: str, side: Side, what: str, state: _PairState) -> Signal:
+    def _signal(self, pair: str, side: Side, what: str, state: _PairState, volume: Decimal) -> Signal:
         cfg = self.config
         fast = state.fast_sum / cfg.fast
         slow = state.slow_sum / cfg.slow
-        return Signal(
-            strategy=self.name,
-            pair=pair,
-            side=side,
-            volume=cfg.volume,
-            reason=f"{what}: SMA{cfg.fast} {fast:.2f} vs SMA{cfg.slow} {slow:.2f}",
+        return self.context.signal(
+            pair, side, volume, reason=f"{what}: SMA{cfg.fast} {fast:.2f} vs SMA{cfg.slow} {slow:.2f}"
         )
 
 

@@ -17,6 +17,7 @@ instrumentation hooks (:mod:`stamina.instrumentation`) fire as well.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
@@ -89,6 +90,7 @@ class EndpointRetryCounts:
 
 
 RetryListener = Callable[[RetryEvent], None]
+FailureListener = Callable[[str, BaseException | None], None]
 
 
 class RetryStats:
@@ -97,10 +99,15 @@ class RetryStats:
     def __init__(self, listeners: Iterable[RetryListener] = ()) -> None:
         self.endpoints: dict[str, EndpointRetryCounts] = {}
         self._listeners: list[RetryListener] = list(listeners)
+        self._failure_listeners: list[FailureListener] = []
 
     def add_listener(self, listener: RetryListener) -> None:
         """Call ``listener`` before every retry."""
         self._listeners.append(listener)
+
+    def add_failure_listener(self, listener: FailureListener) -> None:
+        """Call ``listener(endpoint, error)`` for every call that finally failed (after its retries)."""
+        self._failure_listeners.append(listener)
 
     def of(self, endpoint: str) -> EndpointRetryCounts:
         """The counters of ``endpoint`` (zero when never called)."""
@@ -127,12 +134,19 @@ class RetryStats:
             except Exception:
                 log.exception("retry listener %r failed", listener)
 
-    def finished(self, endpoint: str, ok: bool) -> None:
-        """Count a call's final outcome."""
+    def finished(self, endpoint: str, ok: bool, error: BaseException | None = None) -> None:
+        """Count a call's final outcome (``error``: what made it fail, when known)."""
         if ok:
             self.of(endpoint).successes += 1
         else:
             self.of(endpoint).failures += 1
+            if isinstance(error, asyncio.CancelledError):
+                return  # the caller gave up: not a failure of the exchange
+            for listener in list(self._failure_listeners):
+                try:
+                    listener(endpoint, error)
+                except Exception:
+                    log.exception("failure listener %r failed", listener)
 
 
 async def call_with_retry(
@@ -150,8 +164,8 @@ async def call_with_retry(
         stats.attempted(endpoint)
         try:
             result = await fn()
-        except BaseException:
-            stats.finished(endpoint, ok=False)
+        except BaseException as exc:
+            stats.finished(endpoint, ok=False, error=exc)
             raise
         stats.finished(endpoint, ok=True)
         return result
@@ -187,7 +201,7 @@ async def retry_after_failure(
     """
     if is_retryable(error, max_retry_after_s=policy.max_retry_after_s) is False:
         # (a float, even 0.0, is a server-requested wait: retried)
-        stats.finished(endpoint, ok=False)
+        stats.finished(endpoint, ok=False, error=error)
         raise error
     last_error: BaseException | None = error
 
@@ -217,8 +231,8 @@ async def retry_after_failure(
                 except Exception as exc:
                     last_error = exc
                     raise
-    except BaseException:
-        stats.finished(endpoint, ok=False)
+    except BaseException as exc:
+        stats.finished(endpoint, ok=False, error=exc)
         raise
     if not have_result:  # pragma: no cover - stamina either yields a success or raises
         raise RuntimeError(f"retry loop of {endpoint} ended without a result")

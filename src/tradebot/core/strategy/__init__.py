@@ -1,6 +1,8 @@
 """Strategies and the runner that keeps them from freezing the bot.
 
-A strategy turns market events into :class:`~tradebot.core.models.Signal` values. The
+A strategy turns market events into :class:`~tradebot.core.models.Signal` values; it
+reads what it holds from its :class:`StrategyContext` (the bot's persisted portfolio is
+the one owner of positions), never from a copy of its own. The
 :class:`StrategyRunner` gives every configured instance its own task and its own conflated
 queue, so a slow strategy only ever sees the freshest prices and never slows the others.
 Every call has its own timeout; signals reach the sink (risk gate and executor) only after
@@ -34,6 +36,9 @@ a failure is counted before the next call, and signals waiting for the sink stay
 
 from tradebot.core.strategy._api import (
     DURATION_BUCKETS_S,
+    IN_FLIGHT_TTL_S,
+    BotPositions,
+    PositionReader,
     PRICE_SOURCES,
     CallMode,
     MarketEvent,
@@ -49,6 +54,9 @@ from tradebot.core.strategy._runner import StrategyRunner
 
 __all__ = [
     "DURATION_BUCKETS_S",
+    "IN_FLIGHT_TTL_S",
+    "BotPositions",
+    "PositionReader",
     "PRICE_SOURCES",
     "CallMode",
     "MarketEvent",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import bisect
 import enum
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
@@ -12,7 +13,9 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.models import Candle, Signal, Ticker
+from tradebot.core.models import Candle, OrderType, Side, Signal, Ticker
+
+ZERO = Decimal(0)
 
 MarketEvent = Ticker | Candle
 SignalSink = Callable[[list[Signal]], Awaitable[None]]
@@ -48,9 +51,80 @@ def _pair_tuple(pairs: Iterable[str]) -> tuple[str, ...]:
     return tuple(pairs)
 
 
+class PositionReader(Protocol):
+    """Where a strategy context reads the instance's position: the bot's persisted portfolio
+    and its order journal (:class:`BotPositions`)."""
+
+    def position(self, strategy: str, pair: str) -> Decimal:
+        """Base volume the instance holds of ``pair`` (filled orders only)."""
+
+    def working(self, strategy: str, pair: str) -> tuple[Decimal, Decimal]:
+        """Unfilled volume of the instance's working (buys, sells) of ``pair``."""
+
+
+class BotPositions:
+    """:class:`PositionReader` over the bot's portfolio and order journal.
+
+    The working orders are read from the journal once and kept until :meth:`invalidate`
+    (the bot calls it whenever an order is journalled, changes or fills), so a strategy that
+    asks on every tick costs a dictionary lookup, not a database query.
+    """
+
+    def __init__(self, portfolio: Any, working_orders: Callable[[], Iterable[Any]]) -> None:
+        self.portfolio = portfolio
+        self.working_orders = working_orders
+        self._working: dict[tuple[str, str], tuple[Decimal, Decimal]] | None = None
+
+    def invalidate(self) -> None:
+        """The journal's working orders changed: read them again when next asked."""
+        self._working = None
+
+    def position(self, strategy: str, pair: str) -> Decimal:
+        volume: Decimal = self.portfolio.strategy_position(strategy, pair).volume
+        return volume
+
+    def working(self, strategy: str, pair: str) -> tuple[Decimal, Decimal]:
+        if self._working is None:
+            working: dict[tuple[str, str], tuple[Decimal, Decimal]] = {}
+            for order in self.working_orders():
+                key = (order.strategy, order.pair)
+                buys, sells = working.get(key, (ZERO, ZERO))
+                if order.side is Side.BUY:
+                    buys += order.remaining
+                else:
+                    sells += order.remaining
+                working[key] = (buys, sells)
+            self._working = working
+        return self._working.get((strategy, pair), (ZERO, ZERO))
+
+
+IN_FLIGHT_TTL_S = 30.0
+"""A signal made through :meth:`StrategyContext.signal` counts as on its way to the
+exchange until the bot settles it (journalled or refused), at most this long."""
+
+
 @attrs.frozen
 class StrategyContext:
-    """What a strategy factory gets besides its own config: who it is and what it trades."""
+    """What a strategy factory gets besides its own config: who it is, what it trades, and
+    what it holds.
+
+    **Positions.** The bot's persisted portfolio is the one owner of positions; a strategy
+    keeps no copy of its own. It reads its share through this context whenever it decides,
+    so it sees what it holds at start (after a restart too) and after every fill:
+
+    * :meth:`position` - what the instance holds of a pair (filled orders);
+    * :meth:`exposure` - that plus its working orders and the signals it made through
+      :meth:`signal` that the bot has not yet taken (buy positive, sell negative); decide
+      whether to buy on this, so a buy on its way is not repeated;
+    * :meth:`sellable` - what it may still sell: its position less its working and
+      on-their-way sells. The risk gate refuses a sell beyond it, and any sell beyond what
+      the bot holds.
+
+    A refused buy never shows as held: only fills change the position. Signals should be
+    made with :meth:`signal`, which records them as on their way. Without a position
+    reader (a strategy tried on its own, outside a bot) every signal made through
+    :meth:`signal` counts as filled at once.
+    """
 
     name: str
     """The instance name (``[strategies.<name>]``); put it in every :class:`Signal`."""
@@ -59,6 +133,87 @@ class StrategyContext:
     logger: logging.Logger = attrs.field(
         default=attrs.Factory(lambda self: logging.getLogger(f"tradebot.strategy.{self.name}"), takes_self=True)
     )
+    positions: PositionReader | None = attrs.field(default=None, eq=False, repr=False)
+    """Where the instance's position is read (set by the bot)."""
+    _sent: deque[tuple[str, Decimal, float]] = attrs.field(factory=deque, init=False, eq=False, repr=False)
+    """Signals made through :meth:`signal` not yet settled: (pair, signed volume, monotonic time)."""
+    _filled: dict[str, Decimal] = attrs.field(factory=dict, init=False, eq=False, repr=False)
+    """Without a position reader: the net of the signals made, counted as filled at once."""
+
+    # --- positions ----------------------------------------------------------------------
+
+    def _on_the_way(self, pair: str) -> tuple[Decimal, Decimal]:
+        """(buy volume, sell volume) of signals not yet settled by the bot."""
+        sent = self._sent
+        if sent:
+            horizon = self.clock.monotonic() - IN_FLIGHT_TTL_S
+            while sent and sent[0][2] < horizon:
+                sent.popleft()
+        buys = sells = ZERO
+        for p, signed, _ in sent:
+            if p == pair:
+                if signed > 0:
+                    buys += signed
+                else:
+                    sells -= signed
+        return buys, sells
+
+    def position(self, pair: str) -> Decimal:
+        """Base volume this instance holds of ``pair``, as the bot's portfolio records it."""
+        if self.positions is None:
+            return self._filled.get(pair, ZERO)
+        return self.positions.position(self.name, pair)
+
+    def exposure(self, pair: str) -> Decimal:
+        """Position plus working orders plus signals on their way (signed)."""
+        if self.positions is None:
+            return self.position(pair)
+        working_buys, working_sells = self.positions.working(self.name, pair)
+        buys, sells = self._on_the_way(pair)
+        return self.positions.position(self.name, pair) + working_buys - working_sells + buys - sells
+
+    def sellable(self, pair: str) -> Decimal:
+        """What this instance may still sell of ``pair``: its position less its sells under way."""
+        if self.positions is None:
+            return max(self.position(pair), ZERO)
+        _, working_sells = self.positions.working(self.name, pair)
+        _, sells = self._on_the_way(pair)
+        return max(self.positions.position(self.name, pair) - working_sells - sells, ZERO)
+
+    def signal(
+        self,
+        pair: str,
+        side: Side,
+        volume: Decimal,
+        reason: str = "",
+        *,
+        order_type: OrderType = OrderType.MARKET,
+        limit_price: Decimal | None = None,
+    ) -> Signal:
+        """A signal of this instance, recorded as on its way until the bot settles it."""
+        sig = Signal(
+            strategy=self.name,
+            pair=pair,
+            side=side,
+            volume=volume,
+            order_type=order_type,
+            limit_price=limit_price,
+            reason=reason,
+        )
+        signed = volume if side is Side.BUY else -volume
+        if self.positions is None:
+            self._filled[pair] = self._filled.get(pair, ZERO) + signed
+        else:
+            self._sent.append((pair, signed, self.clock.monotonic()))
+        return sig
+
+    def settle(self, signal: Signal) -> None:
+        """The bot took ``signal`` (its order is journalled, or it was refused): no longer on its way."""
+        signed = signal.volume if signal.side is Side.BUY else -signal.volume
+        for i, (pair, vol, _) in enumerate(self._sent):
+            if pair == signal.pair and vol == signed:
+                del self._sent[i]
+                return
 
 
 class PriceSampler:
