@@ -10,14 +10,16 @@ from typing import Any
 
 import attrs
 
+from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 from tradebot.exchanges.simulator._catalog import Catalog, PairInfo
 from tradebot.exchanges.simulator._market import Market
 from tradebot.exchanges.simulator._protocol import KrakenRejection, fmt_decimal, quantize
 
 __all__ = ["DUPLICATE_ORDER", "Account", "OrderParams", "SimOrder", "parse_order_params"]
 
-TAKER_FEE = Decimal("0.0040")
-MAKER_FEE = Decimal("0.0025")
+TAKER_FEE = KRAKEN_FEES.taker_pct() / 100
+MAKER_FEE = KRAKEN_FEES.maker_pct() / 100
+"""Fees (fractions) of an account at the first tier of Kraken's schedule: the default."""
 INVALID = "EGeneral:Invalid arguments"
 DUPLICATE_ORDER = "EOrder:Duplicate order"
 """Sent when ``cl_ord_id`` matches an open order's (Kraken documents the check, not the text)."""
@@ -167,8 +169,18 @@ class Account:
     atomically with respect to other requests and to market ticks.
     """
 
-    def __init__(self, catalog: Catalog, balances: Mapping[str, Decimal], rng: random.Random) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        balances: Mapping[str, Decimal],
+        rng: random.Random,
+        *,
+        taker_fee: Decimal = TAKER_FEE,
+        maker_fee: Decimal = MAKER_FEE,
+    ) -> None:
         self.catalog = catalog
+        self.taker_fee = taker_fee
+        self.maker_fee = maker_fee
         self.balances: dict[str, Decimal] = {code: Decimal(0) for code in catalog.assets}
         for code, amount in balances.items():
             asset = catalog.asset(code)
@@ -222,7 +234,7 @@ class Account:
             remaining = order.volume - order.vol_exec
             if order.side == "buy":
                 assert order.price is not None
-                held[order.pair.quote.code] += remaining * order.price * (1 + TAKER_FEE)
+                held[order.pair.quote.code] += remaining * order.price * (1 + self.taker_fee)
             else:
                 held[order.pair.base.code] += remaining
         return held
@@ -245,7 +257,7 @@ class Account:
         if params.volume * reference < pair.costmin:
             raise KrakenRejection("EOrder:Cost minimum not met")
         if params.side == "buy":
-            needed = params.volume * reference * (1 + TAKER_FEE)
+            needed = params.volume * reference * (1 + self.taker_fee)
             if self.available(pair.quote.code) < needed:
                 raise KrakenRejection("EOrder:Insufficient funds")
         elif self.available(pair.base.code) < params.volume:
@@ -297,7 +309,7 @@ class Account:
         pair = order.pair
         volume = order.volume - order.vol_exec
         cost = quantize(volume * price, pair.quote.decimals)
-        fee = quantize(cost * (MAKER_FEE if maker else TAKER_FEE), pair.quote.decimals)
+        fee = quantize(cost * (self.maker_fee if maker else self.taker_fee), pair.quote.decimals)
         if order.side == "buy":
             self.balances[pair.quote.code] -= cost + fee
             self.balances[pair.base.code] += volume

@@ -18,6 +18,7 @@ import attrs
 from aiohttp import web
 
 from tradebot.exchanges.kraken.auth import verify
+from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 from tradebot.exchanges.simulator._account import INVALID, SimOrder, parse_order_params
 from tradebot.exchanges.simulator._catalog import PairInfo
 from tradebot.exchanges.simulator._faults import FaultRule
@@ -339,17 +340,38 @@ def public_asset_pairs(sim: Simulator, params: Params) -> dict[str, Any]:
             "lot_multiplier": 1,
             "leverage_buy": [],
             "leverage_sell": [],
-            "fees": [[0, 0.4]],
-            "fees_maker": [[0, 0.25]],
+            "fees": _fee_tiers(KRAKEN_FEES.taker),
+            "fees_maker": _fee_tiers(KRAKEN_FEES.maker),
             "fee_volume_currency": "ZUSD",
             "margin_call": 80,
             "margin_stop": 40,
             "ordermin": str(p.ordermin),
             "costmin": str(p.costmin),
             "tick_size": str(p.tick_size),
-            "status": "online",
+            "status": sim.catalog.status(p),
         }
     return result
+
+
+def _fee_tiers(tiers: Any) -> list[list[float]]:
+    return [[int(volume), float(pct)] for volume, pct in tiers]
+
+
+def private_trade_volume(sim: Simulator, params: Params) -> dict[str, Any]:
+    """The account's 30-day volume and its fee per pair (``pair`` asked for, all otherwise)."""
+    pairs = _pairs_param(sim, params, required=False) if params.get("pair", "").strip() else []
+    taker = sim.account.taker_fee * 100
+    maker = sim.account.maker_fee * 100
+
+    def tier(pct: Decimal) -> dict[str, str | None]:
+        return {"fee": f"{pct:.4f}", "nextfee": None, "tiervolume": None, "nextvolume": None}
+
+    return {
+        "currency": "ZUSD",
+        "volume": f"{sim.config.fee_volume:.4f}",
+        "fees": {p.key: tier(taker) for p in pairs},
+        "fees_maker": {p.key: tier(maker) for p in pairs},
+    }
 
 
 def public_ticker(sim: Simulator, params: Params) -> Encoded:
@@ -615,5 +637,6 @@ ENDPOINTS: dict[str, Endpoint] = {
         Endpoint("ClosedOrders", private_closed_orders, True),
         Endpoint("QueryOrders", private_query_orders, True),
         Endpoint("TradesHistory", private_trades_history, True, cost=2),
+        Endpoint("TradeVolume", private_trade_volume, True),
     )
 }
