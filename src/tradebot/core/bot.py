@@ -290,6 +290,7 @@ class Bot:
     async def _start_engine(self, ctx: BotContext, stack: AsyncExitStack) -> None:
         from tradebot.core.bus import EventBus
         from tradebot.core.executor import OrderExecutor
+        from tradebot.core.markets import MarketBook
         from tradebot.core.portfolio import Portfolio
         from tradebot.core.risk import RiskGate
         from tradebot.core.strategy import StrategyRunner
@@ -316,8 +317,16 @@ class Bot:
             on_fill=self._on_fill,
         )
         ctx.executor = executor
+        markets = MarketBook()
+        await markets.refresh(exchange, expected=settings.bot.pairs)
+        ctx.extras["markets"] = executor.markets = markets
         risk = RiskGate(
-            settings.risk, ctx.trading, portfolio, pending_exposure=executor.pending_exposure, clock=self.clock
+            settings.risk,
+            ctx.trading,
+            portfolio,
+            pending_exposure=executor.pending_exposure,
+            markets=markets,
+            clock=self.clock,
         )
         ctx.extras["risk"] = risk
         report = await executor.reconcile()
@@ -337,6 +346,13 @@ class Bot:
         self._spawn("strategies", runner.run)
         self._spawn("equity", lambda: self._snapshot_equity(ctx))
         self._spawn("backups", ctx.store.run_backups)
+        self._spawn("markets", lambda: self._refresh_markets(ctx))
+
+    async def _refresh_markets(self, ctx: BotContext, every_s: float = 60.0) -> None:
+        """Keep the market rules current (the exchange plugin decides when to ask again)."""
+        while True:
+            await self.clock.sleep(every_s)
+            await ctx.extras["markets"].refresh(ctx.exchange, expected=self.settings.bot.pairs)
 
     def _add_strategies(self, ctx: BotContext, runner: Any) -> None:
         from tradebot.core.strategy import StrategyContext
@@ -347,7 +363,7 @@ class Bot:
             comp = self.host.component("strategy", inst.plugin)
             config = self.settings.plugin_config("strategy-instance", inst_name)
             pairs = inst.pairs or self.settings.bot.pairs
-            sctx = StrategyContext(name=inst_name, pairs=pairs, clock=self.clock)
+            sctx = StrategyContext(name=inst_name, pairs=pairs, clock=self.clock, markets=ctx.extras["markets"].rules)
             strategy = self.host.call(comp.plugin, "factory", comp.spec.factory, config, sctx)
             runner.add(inst_name, strategy, instance=inst, plugin=comp.plugin, pairs=pairs)
 

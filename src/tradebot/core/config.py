@@ -125,7 +125,9 @@ class RiskSettings:
     max_notional_per_order: Decimal = attrs.field(default=Decimal("5000"), validator=gt(0))
     """Largest order value, in quote currency."""
     max_orders_per_minute: int = attrs.field(default=30, validator=gt(0))
-    min_order_volume: Decimal = attrs.field(default=Decimal("0.0001"), validator=ge(0))
+    min_order_volume: Decimal = attrs.field(default=Decimal(0), validator=ge(0))
+    """An extra floor on every order's volume (base units); the pair's own minimum from the
+    exchange's market rules always applies."""
 
 
 @attrs.frozen

@@ -2,7 +2,9 @@
 
 Checks, in order: the signal is well formed; the trading state allows it (ACTIVE allows
 everything, REDUCING only exposure-reducing orders, clipped so they never flip the
-position, HALTED nothing); the minimum order size; the maximum position per pair (an
+position, HALTED nothing); the pair's market rules (:mod:`tradebot.core.markets`: volume
+rounded down to the lot, a limit price to the tick towards the passive side, the pair's
+minimums and status); the configured minimum order size (an extra floor); the maximum position per pair (an
 order that reduces exposure always passes); the maximum notional per order; the
 maximum orders per minute (sliding window on the monotonic clock).
 
@@ -29,6 +31,7 @@ import attrs
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import PermanentError
+from tradebot.core.markets import MarketBook, MarketRuleError
 from tradebot.core.models import OrderRequest, OrderType, Side, Signal, TradingState
 from tradebot.core.validate import ge, gt
 
@@ -50,6 +53,7 @@ class RejectReason(enum.StrEnum):
     NO_PRICE = "no_price"
     MAX_NOTIONAL = "max_notional"
     RATE_LIMIT = "rate_limit"
+    MARKET_RULES = "market_rules"  # the pair's precision, minimums or status (tradebot.core.markets)
 
 
 class RiskRejection(PermanentError):
@@ -138,6 +142,7 @@ class RiskGate:
         portfolio: PositionSource,
         *,
         pending_exposure: Callable[[str], Decimal] | None = None,
+        markets: MarketBook | None = None,
         clock: Clock | None = None,
         new_client_order_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
@@ -145,6 +150,7 @@ class RiskGate:
         self.trading = trading
         self.portfolio = portfolio
         self.pending_exposure = pending_exposure
+        self.markets = markets
         self._clock = clock or SystemClock()
         self._new_id = new_client_order_id
         self._approved_at: deque[float] = deque()
@@ -188,6 +194,7 @@ class RiskGate:
                     signal=signal,
                 )
             volume = min(volume, abs(exposure))
+        volume, limit_price = self._fit_market(signal, volume, reduces)
 
         min_size = limits.min_size(signal.pair)
         if volume < min_size:
@@ -205,8 +212,7 @@ class RiskGate:
             )
 
         if limits.max_notional_per_order is not None:
-            price = signal.limit_price if signal.order_type is OrderType.LIMIT else None
-            price = price or self.portfolio.mark_price(signal.pair)
+            price = limit_price or self.portfolio.mark_price(signal.pair)
             if price is None:
                 raise RiskRejection(
                     RejectReason.NO_PRICE, f"no price known for {signal.pair} to check the notional", signal=signal
@@ -235,8 +241,26 @@ class RiskGate:
             order_type=signal.order_type,
             volume=volume,
             client_order_id=self._new_id(),
-            price=signal.limit_price if signal.order_type is OrderType.LIMIT else None,
+            price=limit_price,
         )
+
+    def _fit_market(self, signal: Signal, volume: Decimal, reduces: bool) -> tuple[Decimal, Decimal | None]:
+        """Volume and limit price fitted to the pair's market rules (unchanged without a book)."""
+        price = signal.limit_price if signal.order_type is OrderType.LIMIT else None
+        if self.markets is None:
+            return volume, price
+        try:
+            return self.markets.fit(
+                pair=signal.pair,
+                side=signal.side,
+                order_type=signal.order_type,
+                volume=volume,
+                price=price,
+                reference_price=self.portfolio.mark_price(signal.pair),
+                reduces=reduces,
+            )
+        except MarketRuleError as exc:
+            raise RiskRejection(RejectReason.MARKET_RULES, exc.message, signal=signal) from None
 
     def _note(self, rejection: RiskRejection) -> None:
         self.rejections[rejection.code] += 1

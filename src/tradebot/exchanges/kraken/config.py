@@ -89,6 +89,8 @@ class KrakenConfig:
     rest_fallback_poll_s: float = attrs.field(default=2.0, validator=gt(0))
     # balances
     balance_cache_s: float = attrs.field(default=0.0, validator=ge(0))
+    # market rules (AssetPairs, and the fee tier from TradeVolume when keys are given)
+    markets_refresh_s: float = attrs.field(default=900.0, validator=gt(0))
 
     def __attrs_post_init__(self) -> None:
         self.breaker_config()  # validates the combination (min_calls <= window ...)
