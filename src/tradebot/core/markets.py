@@ -30,6 +30,7 @@ __all__ = [
     "MarketRuleError",
     "MarketRules",
     "PairStatus",
+    "buy_volume",
     "fit_order",
     "order_volume",
 ]
@@ -245,6 +246,11 @@ def order_volume(
     if at_least_minimum:
         volume = max(volume, rules.minimum_volume(price))
     return volume
+
+
+def buy_volume(quote_amount: Decimal, fixed: Decimal | None, price: Decimal, rules: MarketRules | None) -> Decimal:
+    """A strategy's buy volume: ``fixed`` when configured, else :func:`order_volume` of ``quote_amount``."""
+    return fixed if fixed is not None else order_volume(quote_amount, price, rules)
 
 
 class MarketBook:

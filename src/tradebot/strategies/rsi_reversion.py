@@ -5,7 +5,8 @@ plain means over ``period`` price changes, each later one is
 ``(previous * (period - 1) + change) / period``. ``RSI = 100 * gain / (gain + loss)``
 (the same as ``100 - 100 / (1 + RS)``), and 50 when the price has not moved at all.
 
-Long only, with its own position intent per pair: below ``oversold`` it buys ``volume``
+Long only, with its own position intent per pair: below ``oversold`` it buys ``quote_amount``
+worth (or a fixed ``volume``)
 unless it already holds; above ``overbought`` it sells what it holds. Decimal throughout.
 """
 
@@ -18,6 +19,7 @@ import attrs
 
 from tradebot.core.components import ComponentSpec
 from tradebot.core.hookspecs import hookimpl
+from tradebot.core.markets import buy_volume
 from tradebot.core.models import Side, Signal
 from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
 from tradebot.core.validate import gt, in_range, one_of
@@ -38,9 +40,13 @@ class RsiReversionConfig:
     """Buy below this RSI."""
     overbought: Decimal = attrs.field(default=Decimal(70), validator=in_range(0, 100))
     """Sell above this RSI; must be above ``oversold``."""
-    volume: Decimal = attrs.field(default=Decimal("0.002"), validator=gt(0))
-    """Base-currency volume of each order; the default is at least Kraken's minimum order for
-    BTC/USD and ETH/USD (ETH's is 0.002), so the default instances' orders are accepted live."""
+    quote_amount: Decimal = attrs.field(default=Decimal("20"), validator=gt(0))
+    """Quote-currency value of each buy (USD for BTC/USD): the volume is this amount at the
+    current price, on the pair's lot grid and never below the pair's minimum order (from
+    the exchange's market rules), so orders are accepted on every pair."""
+    volume: Decimal | None = attrs.field(default=None, validator=attrs.validators.optional(gt(0)))
+    """A fixed base-currency volume per buy instead of ``quote_amount`` (not raised to the
+    pair's minimum: an order below it is refused by the risk gate, naming the minimum)."""
     source: str = attrs.field(default="ticker", validator=one_of(PRICE_SOURCES))
     """``ticker`` (mid of every tick) or ``candle`` (close of every finished bar)."""
 
@@ -91,6 +97,7 @@ class WilderRsi:
 class _PairState:
     rsi: WilderRsi
     holding: bool = False
+    bought: Decimal = Decimal(0)
 
 
 class RsiReversion:
@@ -101,6 +108,7 @@ class RsiReversion:
     def __init__(self, config: RsiReversionConfig, context: StrategyContext) -> None:
         self.config = config
         self.name = context.name
+        self._markets = context.markets
         self._sampler = PriceSampler(config.source)
         self._pairs: dict[str, _PairState] = {}
 
@@ -128,14 +136,15 @@ class RsiReversion:
             return ()
         if rsi < cfg.oversold and not state.holding:
             state.holding = True
-            return (self._signal(pair, Side.BUY, f"RSI{cfg.period} {rsi:.1f} below {cfg.oversold}"),)
+            state.bought = buy_volume(cfg.quote_amount, cfg.volume, price, self._markets(pair))
+            return (self._signal(pair, Side.BUY, state.bought, f"RSI{cfg.period} {rsi:.1f} below {cfg.oversold}"),)
         if rsi > cfg.overbought and state.holding:
             state.holding = False
-            return (self._signal(pair, Side.SELL, f"RSI{cfg.period} {rsi:.1f} above {cfg.overbought}"),)
+            return (self._signal(pair, Side.SELL, state.bought, f"RSI{cfg.period} {rsi:.1f} above {cfg.overbought}"),)
         return ()
 
-    def _signal(self, pair: str, side: Side, reason: str) -> Signal:
-        return Signal(strategy=self.name, pair=pair, side=side, volume=self.config.volume, reason=reason)
+    def _signal(self, pair: str, side: Side, volume: Decimal, reason: str) -> Signal:
+        return Signal(strategy=self.name, pair=pair, side=side, volume=volume, reason=reason)
 
 
 def create(config: RsiReversionConfig, context: StrategyContext) -> RsiReversion:

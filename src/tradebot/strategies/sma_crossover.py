@@ -1,8 +1,8 @@
 """Simple-moving-average crossover: buy when the fast average crosses above the slow one.
 
 Samples are ticker mids (default) or closes of finished candles. A *golden cross* (fast
-moves from below to above slow) buys ``volume``; a *death cross* sells what the strategy
-bought. The strategy is long-only and remembers its own position intent per pair, so it
+moves from below to above slow) buys ``quote_amount`` worth (or a fixed ``volume``); a
+*death cross* sells what the strategy bought. The strategy is long-only and remembers its own position intent per pair, so it
 never repeats a buy while it holds, nor sells what it does not hold. A cross needs a
 regime to cross from: the first time both averages exist only sets the regime.
 
@@ -20,6 +20,7 @@ import attrs
 
 from tradebot.core.components import ComponentSpec
 from tradebot.core.hookspecs import hookimpl
+from tradebot.core.markets import buy_volume
 from tradebot.core.models import Side, Signal
 from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
 from tradebot.core.validate import gt, one_of
@@ -35,9 +36,13 @@ class SmaCrossoverConfig:
     """Samples in the fast average."""
     slow: int = attrs.field(default=20, validator=gt(1))
     """Samples in the slow average; must be larger than ``fast``."""
-    volume: Decimal = attrs.field(default=Decimal("0.002"), validator=gt(0))
-    """Base-currency volume of each order; the default is at least Kraken's minimum order for
-    BTC/USD and ETH/USD (ETH's is 0.002), so the default instances' orders are accepted live."""
+    quote_amount: Decimal = attrs.field(default=Decimal("20"), validator=gt(0))
+    """Quote-currency value of each buy (USD for BTC/USD): the volume is this amount at the
+    current price, on the pair's lot grid and never below the pair's minimum order (from
+    the exchange's market rules), so orders are accepted on every pair."""
+    volume: Decimal | None = attrs.field(default=None, validator=attrs.validators.optional(gt(0)))
+    """A fixed base-currency volume per buy instead of ``quote_amount`` (not raised to the
+    pair's minimum: an order below it is refused by the risk gate, naming the minimum)."""
     source: str = attrs.field(default="ticker", validator=one_of(PRICE_SOURCES))
     """``ticker`` (mid of every tick) or ``candle`` (close of every finished bar)."""
 
@@ -53,6 +58,7 @@ class _PairState:
     slow_sum: Decimal = Decimal(0)
     regime: int = 0  # +1 fast above slow, -1 below, 0 not known yet
     holding: bool = False
+    bought: Decimal = Decimal(0)
 
 
 class SmaCrossover:
@@ -63,6 +69,7 @@ class SmaCrossover:
     def __init__(self, config: SmaCrossoverConfig, context: StrategyContext) -> None:
         self.config = config
         self.name = context.name
+        self._markets = context.markets
         self._sampler = PriceSampler(config.source)
         self._pairs: dict[str, _PairState] = {}
 
@@ -107,6 +114,7 @@ class SmaCrossover:
             return ()
         if sign > 0 and not state.holding:
             state.holding = True
+            state.bought = buy_volume(cfg.quote_amount, cfg.volume, price, self._markets(pair))
             return (self._signal(pair, Side.BUY, "golden cross", state),)
         if sign < 0 and state.holding:
             state.holding = False
@@ -121,7 +129,7 @@ class SmaCrossover:
             strategy=self.name,
             pair=pair,
             side=side,
-            volume=cfg.volume,
+            volume=state.bought,
             reason=f"{what}: SMA{cfg.fast} {fast:.2f} vs SMA{cfg.slow} {slow:.2f}",
         )
 
