@@ -1,0 +1,70 @@
+"""Market rules through the assembled bot: orders are rounded or refused before they are sent."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from tradebot.core.bootstrap import prepare
+from tradebot.core.bot import Bot, RunOptions
+from tradebot.core.config import settings_from_dict
+from tradebot.core.risk import RejectReason
+from tradebot.exchanges.simulator import run_simulator
+
+
+@pytest.mark.timeout(90)
+async def test_live_run_rounds_to_the_lot_and_refuses_below_minimum_or_by_status_before_sending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with run_simulator(seed=3, tick_interval_s=0.05) as sim:
+        sim.catalog.set_status("SOL/USD", "cancel_only")
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
+        fast = {"fast": 2, "slow": 3}
+        config = {
+            "bot": {"state_dir": "state", "exchange": "kraken", "pairs": ["BTC/USD", "ETH/USD", "SOL/USD"]},
+            "http": {"enabled": False},
+            "risk": {"max_orders_per_minute": 1000},
+            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url}},
+            "strategies": {
+                # ten decimals: Kraken takes eight for BTC, so unrounded every order would be refused
+                "btc": {"plugin": "sma-crossover", "pairs": ["BTC/USD"], "params": {**fast, "volume": "0.0123456789"}},
+                # half of ETH's minimum (0.002)
+                "eth": {"plugin": "sma-crossover", "pairs": ["ETH/USD"], "params": {**fast, "volume": "0.001"}},
+                "sol": {"plugin": "sma-crossover", "pairs": ["SOL/USD"], "params": fast},
+            },
+        }
+        settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+        bot = Bot(prepare(settings=settings), RunOptions(duration_s=6))
+        with caplog.at_level(logging.DEBUG, logger="tradebot.risk"):
+            summary = await bot.run()
+        state = sim.state()
+    assert summary.exit_code == 0, summary.stop_reason
+    assert bot.context is not None
+    btc = [o for o in sim.account.orders.values() if o.pair.wsname == "BTC/USD"]
+    assert btc, "the BTC strategy placed nothing"
+    assert all(o.volume == D("0.01234567") for o in btc)  # rounded down to the lot before sending
+    assert all(o.pair.wsname == "BTC/USD" for o in sim.account.orders.values()), state["orders_created"]
+    assert summary.refused_when_sent == 0  # nothing the exchange refused: the gate refused first
+    gate = bot.context.extras["risk"]
+    assert gate.rejections[RejectReason.MARKET_RULES] >= 2
+    refusals = [r.getMessage() for r in caplog.records if r.name == "tradebot.risk"]
+    assert any("ETH/USD's minimum order volume 0.002" in m for m in refusals), refusals
+    assert any("SOL/USD is cancel_only on the exchange" in m for m in refusals), refusals
+    assert summary.orders_rejected >= gate.rejections[RejectReason.MARKET_RULES]
+
+
+@pytest.mark.timeout(60)
+async def test_grid_whose_spacing_loses_to_fees_does_not_start(tmp_path: Path) -> None:
+    config = {
+        "bot": {"state_dir": "state", "pairs": ["BTC/USD"]},
+        "http": {"enabled": False},
+        "strategies": {"grid": {"plugin": "grid", "params": {"spacing_pct": "0.1"}}},
+    }
+    settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+    summary = await Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=5)).run()
+    assert summary.exit_code != 0 and not summary.started
+    assert "spacing_pct 0.1%" in summary.stop_reason and "0.8004%" in summary.stop_reason, summary.stop_reason
