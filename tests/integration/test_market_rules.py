@@ -68,3 +68,60 @@ async def test_grid_whose_spacing_loses_to_fees_does_not_start(tmp_path: Path) -
     summary = await Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=5)).run()
     assert summary.exit_code != 0 and not summary.started
     assert "spacing_pct 0.1%" in summary.stop_reason and "0.8004%" in summary.stop_reason, summary.stop_reason
+
+
+@pytest.mark.timeout(90)
+async def test_dust_is_reported_and_a_close_halt_completes_with_it(tmp_path: Path) -> None:
+    import asyncio
+    import json
+    import urllib.request
+
+    from tradebot.cli.health import read_health, render
+    from tradebot.core.http_server import HttpServer, HttpSettings
+    from tradebot.core.models import OrderRequest, OrderType, Side
+
+    config = {
+        "bot": {"state_dir": "state", "pairs": ["BTC/USD", "ETH/USD"]},
+        "http": {"enabled": False},
+        "halt": {"position_policy": "close"},
+        # a strategy that does not trade in this test's time: the orders are the test's own
+        "strategies": {"idle": {"plugin": "sma-crossover", "params": {"fast": 500, "slow": 1000}}},
+    }
+    settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+    bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=60))
+    run = asyncio.create_task(bot.run())
+    for _ in range(400):
+        ctx = bot.context
+        if ctx is not None and ctx.portfolio is not None and ctx.portfolio.mark_price("ETH/USD") and ctx.portfolio.mark_price("BTC/USD"):
+            break
+        await asyncio.sleep(0.05)
+    ctx = bot.context
+    assert ctx is not None
+    for cid, pair, side, volume in [
+        ("b1", "BTC/USD", Side.BUY, "0.01"),
+        ("b2", "BTC/USD", Side.SELL, "0.00998"),  # leaves 0.00002, below BTC's minimum 0.00005
+        ("e1", "ETH/USD", Side.BUY, "0.5"),
+    ]:
+        order = await ctx.executor.submit(OrderRequest(pair, side, OrderType.MARKET, D(volume), cid))
+        assert order.status.value == "closed", order
+    assert ctx.portfolio.position("BTC/USD").volume == D("0.00002")
+
+    server = HttpServer(ctx, HttpSettings(port=0))  # the bot's own context, as the bot serves it
+    port = await server.start()
+    try:
+        url = f"http://127.0.0.1:{port}/status"
+        status = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(url, timeout=5).read()))
+    finally:
+        await server.stop()
+    assert status["dust"] == {"BTC/USD": "0.00002"}, status.get("dust")
+
+    await ctx.trading.halt("test: close with dust", "test")
+    summary = await asyncio.wait_for(run, 30)
+    assert "close policy completed" in summary.stop_reason, summary.stop_reason
+    assert "dust left" in summary.stop_reason and "BTC/USD 0.00002" in summary.stop_reason
+    assert summary.dust == {"BTC/USD": D("0.00002")}
+    assert "dust (below the pair's minimum order, cannot be traded): BTC/USD 0.00002" in summary.render()
+    assert ctx.portfolio.position("ETH/USD").volume == 0
+    health = read_health(tmp_path / "state")
+    assert health["dust"] == {"BTC/USD": "0.00002"}
+    assert "dust     BTC/USD 0.00002" in render(health)

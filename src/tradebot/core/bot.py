@@ -74,6 +74,8 @@ class RunSummary:
     """Each HALT of the run: time, source and reason."""
     quarantines: list[str] = attrs.Factory(list)
     """Each quarantine of the run (plugin or strategy instance) and why."""
+    dust: dict[str, Decimal] = attrs.Factory(dict)
+    """Positions below their pair's minimum order at the end: they cannot be traded."""
 
     def render(self) -> str:
         if not self.started:
@@ -90,6 +92,9 @@ class RunSummary:
             f"  trading state {self.trading_state}"
             + (f": {self.trading_reason}" if self.trading_state != "active" and self.trading_reason else ""),
         ]
+        if self.dust:
+            shown = ", ".join(f"{pair} {volume}" for pair, volume in sorted(self.dust.items()))
+            lines.append(f"  dust (below the pair's minimum order, cannot be traded): {shown}")
         if self.trading_state != "active":
             lines.append("  (kept across restarts; `tradebot resume` trades again)")
         lines.extend(f"  HALT {h}" for h in self.halts)
@@ -349,10 +354,25 @@ class Bot:
         self._spawn("markets", lambda: self._refresh_markets(ctx))
 
     async def _refresh_markets(self, ctx: BotContext, every_s: float = 60.0) -> None:
-        """Keep the market rules current (the exchange plugin decides when to ask again)."""
+        """Keep the market rules current (the exchange plugin decides when to ask again), and
+        the dust they make of small positions recorded for ``tradebot health``."""
         while True:
             await self.clock.sleep(every_s)
             await ctx.extras["markets"].refresh(ctx.exchange, expected=self.settings.bot.pairs)
+            self._record_dust(ctx)
+
+    def _record_dust(self, ctx: BotContext) -> dict[str, Decimal]:
+        """Positions below their pair's minimum order, saved in the state store (key ``dust``)."""
+        import json
+
+        portfolio = ctx.portfolio
+        markets = ctx.extras.get("markets")
+        if portfolio is None or markets is None:
+            return {}
+        positions = {pair: pos.volume for pair, pos in portfolio.positions().items()}
+        dust = markets.dust(positions, {pair: portfolio.mark_price(pair) for pair in positions})
+        ctx.store.set_kv("dust", json.dumps({pair: str(v) for pair, v in sorted(dust.items())}))
+        return dict(dust)
 
     def _add_strategies(self, ctx: BotContext, runner: Any) -> None:
         from tradebot.core.strategy import StrategyContext
@@ -591,6 +611,10 @@ class Bot:
             s.realized_pnl = ctx.portfolio.realized_pnl
             s.unrealized_pnl = ctx.portfolio.unrealized_pnl()
             s.equity = ctx.portfolio.equity()
+            try:
+                s.dust = self._record_dust(ctx)
+            except Exception as exc:  # noqa: BLE001 - the summary is still printed
+                log.warning("could not work out the dust left: %s", exc)
 
 
 async def _close_part(part: Any, what: str) -> None:
