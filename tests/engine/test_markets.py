@@ -294,3 +294,39 @@ async def test_grid_refuses_a_spacing_that_does_not_cover_a_round_trips_fees(ex:
     Grid(GridConfig(), ctx)  # the default spacing (1 %) covers them
     rules = book.rules("BTC/USD")
     assert isinstance(rules, MarketRules)
+
+
+async def test_reduce_fraction_cuts_every_position_on_the_lot_grid(sim: Simulator, ex: KrakenExchange, tmp_path: Path) -> None:
+    from tradebot.plugins.policies.reduce import ReduceConfig, ReducePolicy
+
+    store = StateStore(tmp_path)
+    try:
+        trading = TradingStateMachine(store=store)
+        portfolio = Portfolio(store, starting_cash=D(100000))
+        executor = OrderExecutor(ex, store, portfolio, poll_interval_s=0.05, not_found_grace_s=0.2, lookup_backoff_s=0.05)
+        book = MarketBook(await ex.markets())
+        executor.markets = book
+        await executor.submit(OrderRequest("BTC/USD", Side.BUY, OrderType.MARKET, D("0.0333"), "btc"))
+        await executor.submit(OrderRequest("ETH/USD", Side.BUY, OrderType.MARKET, D("0.003"), "eth"))
+        for _ in range(100):
+            if portfolio.position("BTC/USD").volume and portfolio.position("ETH/USD").volume:
+                break
+            await executor.poll_once()
+            await asyncio.sleep(0.02)
+        for pair in ("BTC/USD", "ETH/USD"):
+            (ticker,) = await ex.ticker([pair])
+            portfolio.mark(ticker)
+        policy = ReducePolicy(ReduceConfig(fraction=D("0.5")), executor, portfolio, book)
+        outcome = await policy.apply(await trading.halt("test: reduce", "test"))
+        for _ in range(100):
+            if portfolio.position("BTC/USD").volume == D("0.01665"):
+                break
+            await executor.poll_once()
+            await asyncio.sleep(0.02)
+        assert outcome.done and outcome.orders_placed == 1, outcome.message
+        assert portfolio.position("BTC/USD").volume == D("0.01665")  # half, on the lot grid
+        # half of 0.003 ETH is below ETH's minimum 0.002: not cut, and said so
+        assert portfolio.position("ETH/USD").volume == D("0.003")
+        assert "ETH/USD's minimum order volume 0.002" in outcome.message
+    finally:
+        store.close()
