@@ -4,9 +4,9 @@ Checks, in order: the signal is well formed; the trading state allows it (ACTIVE
 everything, REDUCING only exposure-reducing orders, clipped so they never flip the
 position, HALTED nothing); the pair's market rules (:mod:`tradebot.core.markets`: volume
 rounded down to the lot, a limit price to the tick towards the passive side, the pair's
-minimums and status); the configured minimum order size (an extra floor); the maximum position per pair (an
-order that reduces exposure always passes); the maximum notional per order; the
-maximum orders per minute (sliding window on the monotonic clock).
+minimums and status); the configured minimum order size (an extra floor); the maximum
+position per pair (an order that reduces exposure always passes); the maximum notional
+per order; the maximum orders per minute (sliding window on the monotonic clock).
 
 Exposure counts the position *and* the unfilled volume of orders already working, so
 two quick sells in REDUCING cannot together flip a long. Cancels never come here: the
