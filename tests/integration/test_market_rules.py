@@ -125,3 +125,35 @@ async def test_dust_is_reported_and_a_close_halt_completes_with_it(tmp_path: Pat
     health = read_health(tmp_path / "state")
     assert health["dust"] == {"BTC/USD": "0.00002"}
     assert "dust     BTC/USD 0.00002" in render(health)
+
+
+@pytest.mark.timeout(90)
+async def test_paper_run_rounds_and_refuses_with_the_simulators_rules(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fast = {"fast": 2, "slow": 3}
+    config = {
+        "bot": {"state_dir": "state", "pairs": ["BTC/USD", "ETH/USD"]},
+        "http": {"enabled": False},
+        "risk": {"max_orders_per_minute": 1000},
+        "strategies": {
+            "btc": {"plugin": "sma-crossover", "pairs": ["BTC/USD"], "params": {**fast, "volume": "0.0123456789"}},
+            "eth": {"plugin": "sma-crossover", "pairs": ["ETH/USD"], "params": {**fast, "volume": "0.001"}},
+        },
+    }
+    settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+    bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=5))
+    with caplog.at_level(logging.DEBUG, logger="tradebot.risk"):
+        summary = await bot.run()
+    assert summary.exit_code == 0, summary.stop_reason
+    assert bot.context is not None
+    from tradebot.core.store import StateStore
+
+    store = StateStore(tmp_path / "state")
+    try:
+        journal = store.orders()
+    finally:
+        store.close()
+    assert journal, "nothing was sent"
+    assert {e.pair for e in journal} == {"BTC/USD"}  # no ETH order below its minimum left the bot
+    assert all(e.volume == D("0.01234567") and e.status.value == "closed" for e in journal)
+    assert bot.context.extras["risk"].rejections[RejectReason.MARKET_RULES] >= 1
+    assert any("ETH/USD's minimum order volume 0.002" in r.getMessage() for r in caplog.records)
