@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tradebot.core.clock import SystemClock
-from tradebot.core.errors import ConfigError, InvalidOrder
+from tradebot.core.errors import ConfigError, InvalidOrder, TradebotError
 from tradebot.core.executor import OrderExecutor
 from tradebot.core.markets import MarketBook, MarketRuleError, MarketRules, PairStatus, fit_order, order_volume
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side, Signal, TradingState
@@ -330,3 +330,24 @@ async def test_reduce_fraction_cuts_every_position_on_the_lot_grid(sim: Simulato
         assert "ETH/USD's minimum order volume 0.002" in outcome.message
     finally:
         store.close()
+
+
+async def test_rules_survive_a_failed_refresh_and_a_pair_no_longer_listed_is_delisted(sim: Simulator) -> None:
+    ex = kraken(sim, markets_refresh_s=0.001, retry_attempts=1)
+    await ex.start()
+    try:
+        sim.faults.add("http5xx=503,on=AssetPairs,n=1")
+        with pytest.raises(TradebotError):  # no rules known yet: the failure is the caller's to see
+            await ex.markets()
+        first = await ex.markets()
+        sim.faults.add("http5xx=503,on=AssetPairs,n=1")
+        await asyncio.sleep(0.01)
+        assert await ex.markets() == first  # the request failed: the last good rules
+        del sim.catalog.pairs["SOLUSD"]  # Kraken stops listing a pair
+        await asyncio.sleep(0.01)
+        later = await ex.markets()
+    finally:
+        await ex.close()
+    assert later["SOL/USD"].status is PairStatus.DELISTED and later["BTC/USD"] == first["BTC/USD"]
+    with pytest.raises(MarketRuleError, match="SOL/USD is delisted"):
+        MarketBook(later).fit(pair="SOL/USD", side=Side.SELL, order_type=OrderType.MARKET, volume=D(1), reduces=True)

@@ -9,6 +9,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
+
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import (
     ConfigError,
@@ -18,7 +20,7 @@ from tradebot.core.errors import (
     RateLimited,
     TradebotError,
 )
-from tradebot.core.markets import MarketRules
+from tradebot.core.markets import MarketRules, PairStatus
 from tradebot.core.models import (
     Balances,
     Candle,
@@ -214,6 +216,11 @@ class KrakenExchange:
         rules, problems = parse_market_rules(result, self.pairs, fee_volume=volume, asset_decimals=decimals)
         for problem in problems:
             log.error("Kraken market rules: %s; that pair keeps its last good rules", problem)
+        listed = {info.pair for name in result if (info := self.pairs.from_kraken(str(name))) is not None}
+        for pair, known in list(self._markets.items()):
+            if pair not in listed and known.status is not PairStatus.DELISTED:
+                log.warning("Kraken no longer lists %s in AssetPairs: treated as delisted, no new orders", pair)
+                self._markets[pair] = attrs.evolve(known, status=PairStatus.DELISTED)
         self._markets.update(rules)
 
     # --- account ----------------------------------------------------------------------
