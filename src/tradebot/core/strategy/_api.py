@@ -57,12 +57,12 @@ class StrategyContext:
     """The instance name (``[strategies.<name>]``); put it in every :class:`Signal`."""
     pairs: tuple[str, ...] = attrs.field(converter=_pair_tuple)
     clock: Clock = attrs.field(factory=SystemClock)
-    markets: Callable[[str], MarketRules | None] = attrs.field(default=lambda pair: None)
-    """The exchange's market rules of a pair (minimums, precision, fees), None when unknown:
-    size orders with :func:`tradebot.core.markets.order_volume`."""
     logger: logging.Logger = attrs.field(
         default=attrs.Factory(lambda self: logging.getLogger(f"tradebot.strategy.{self.name}"), takes_self=True)
     )
+    markets: Callable[[str], MarketRules | None] = attrs.field(default=lambda pair: None)
+    """The exchange's market rules of a pair (minimums, precision, fees), None when unknown:
+    size orders with :func:`tradebot.core.markets.order_volume`."""
 
 
 class PriceSampler:
