@@ -351,3 +351,34 @@ async def test_rules_survive_a_failed_refresh_and_a_pair_no_longer_listed_is_del
     assert later["SOL/USD"].status is PairStatus.DELISTED and later["BTC/USD"] == first["BTC/USD"]
     with pytest.raises(MarketRuleError, match="SOL/USD is delisted"):
         MarketBook(later).fit(pair="SOL/USD", side=Side.SELL, order_type=OrderType.MARKET, volume=D(1), reduces=True)
+
+
+async def test_book_keeps_last_good_rules_and_refuses_without_markets(caplog: pytest.LogCaptureFixture) -> None:
+    btc = MarketRules("BTC/USD", 1, 8, D("0.1"), D("0.00005"), D("0.5"), D("0.4"), D("0.25"))
+    book = MarketBook()
+
+    class NoMarkets:
+        name = "third-party"
+
+    with caplog.at_level(logging.WARNING, logger="tradebot.markets"):
+        assert await book.refresh(NoMarkets(), expected=["BTC/USD"]) is False
+        assert "provides no markets()" in (book.last_error or "")
+
+        class Listing:
+            name = "listing"
+
+            def __init__(self, answer: dict[str, Any]) -> None:
+                self.answer = answer
+
+            async def markets(self) -> dict[str, Any]:
+                return self.answer
+
+        assert await book.refresh(Listing({"BTC/USD": btc}), expected=["BTC/USD", "ETH/USD"])
+        # an answer that leaves BTC out, and a third-party answer that is not MarketRules
+        assert await book.refresh(Listing({"ETH/USD": {"min": 1}}), expected=["BTC/USD", "ETH/USD"])
+    assert book.rules("BTC/USD") == btc and book.rules("ETH/USD") is None
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("leave out BTC/USD: kept the last good rules" in m for m in messages)
+    assert any("leave out ETH/USD: orders for it are refused" in m for m in messages)
+    assert any("ETH/USD from the exchange are not MarketRules" in m for m in messages)
+    assert book.dust({"BTC/USD": D("0.00004"), "ETH/USD": D("0.00001")}) == {"BTC/USD": D("0.00004")}
