@@ -146,10 +146,6 @@ class MarketRules:
             fee = fee.quantize(Decimal(1).scaleb(-self.fee_decimals), rounding=ROUND_HALF_EVEN)
         return fee
 
-    def round_trip_fee_pct(self) -> Decimal:
-        """What a buy and a sell, both taking liquidity, cost in fees (percent of the cost)."""
-        return 2 * self.taker_fee_pct
-
     def minimum_volume(self, price: Decimal | None) -> Decimal:
         """The least volume an order may have at ``price``: the larger of both minimums."""
         least = self.min_volume
