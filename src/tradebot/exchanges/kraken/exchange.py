@@ -125,6 +125,7 @@ class KrakenExchange:
         self.order_resends = 0
         self._markets: dict[str, MarketRules] = {}
         self._markets_at = float("-inf")
+        self._rule_problems_seen: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<KrakenExchange {self.config.base_url} private={'yes' if self.rest.has_credentials else 'no'}>"
@@ -215,7 +216,10 @@ class KrakenExchange:
                 log.warning("Kraken TradeVolume not read (%s): fees assumed at the first tier", exc)
         rules, problems = parse_market_rules(result, self.pairs, fee_volume=volume, asset_decimals=decimals)
         for problem in problems:
-            log.error("Kraken market rules: %s; that pair keeps its last good rules", problem)
+            # the same bad entry comes back on every refresh: said loudly once
+            level = logging.DEBUG if str(problem) in self._rule_problems_seen else logging.ERROR
+            self._rule_problems_seen.add(str(problem))
+            log.log(level, "Kraken market rules: %s; that pair keeps its last good rules", problem)
         listed = {info.pair for name in result if (info := self.pairs.from_kraken(str(name))) is not None}
         for pair, known in list(self._markets.items()):
             if pair not in listed and known.status is not PairStatus.DELISTED:
