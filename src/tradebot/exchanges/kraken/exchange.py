@@ -218,7 +218,8 @@ class KrakenExchange:
         for problem in problems:
             # the same bad entry comes back on every refresh: said loudly once
             level = logging.DEBUG if str(problem) in self._rule_problems_seen else logging.ERROR
-            self._rule_problems_seen.add(str(problem))
+            if len(self._rule_problems_seen) < 10_000:  # bounded, whatever the exchange sends
+                self._rule_problems_seen.add(str(problem))
             log.log(level, "Kraken market rules: %s; that pair keeps its last good rules", problem)
         listed = {info.pair for name in result if (info := self.pairs.from_kraken(str(name))) is not None}
         for pair, known in list(self._markets.items()):
