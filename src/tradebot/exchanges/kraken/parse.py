@@ -331,6 +331,9 @@ def parse_pair_rules(
     obj = _obj(data, where)
     price_decimals = _int(_get(obj, "pair_decimals", where), where / "pair_decimals")
     lot_decimals = _int(_get(obj, "lot_decimals", where), where / "lot_decimals")
+    for name, places in (("pair_decimals", price_decimals), ("lot_decimals", lot_decimals)):
+        if not 0 <= places <= 18:
+            raise (where / name).fail(f"is out of range ({places})")
     tick = obj.get("tick_size")
     tick_size = (
         decimal_field(tick, where / "tick_size", positive=True) if tick is not None else Decimal(1).scaleb(-price_decimals)
