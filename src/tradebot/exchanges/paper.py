@@ -245,10 +245,6 @@ class PaperExchange:
                 self._rules.update({pair: self._with_fees(rules) for pair, rules in answer.items()})
         return dict(self._rules)
 
-    def set_rules(self, rules: Mapping[str, MarketRules]) -> None:
-        """Use ``rules`` (e.g. when prices are fed with :meth:`on_ticker`, without a source)."""
-        self._rules.update({pair: self._with_fees(r) for pair, r in rules.items()})
-
     def _with_fees(self, rules: MarketRules) -> MarketRules:
         cfg = self.config
         return attrs.evolve(
