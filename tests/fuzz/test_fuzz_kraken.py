@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tradebot.core.errors import TradebotError
+from tradebot.core.models import Side
 from tradebot.exchanges.kraken import parse
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.pairs import PairRegistry
@@ -198,3 +199,41 @@ def test_a_good_ws_ticker_is_parsed_and_a_bad_one_counted() -> None:
     stream._on_text(json.dumps({"channel": "ticker", "type": "update", "data": [{**good, "bid": "NaN"}]}))
     assert stream.stats.events == 1 and stream.stats.bad_messages == 1
     assert Decimal(str(good["bid"])) > 0
+
+
+_PAIR_ENTRY = {
+    "altname": "XBTUSD", "wsname": "XBT/USD", "base": "XXBT", "quote": "ZUSD", "pair_decimals": 1, "lot_decimals": 8,
+    "cost_decimals": 5, "ordermin": "0.00005", "costmin": "0.5", "tick_size": "0.1", "status": "online",
+    "fees": [[0, 0.4], [10000, 0.35]], "fees_maker": [[0, 0.25], [10000, 0.2]],
+}
+
+
+@st.composite
+def asset_pairs(draw: st.DrawFn) -> Any:
+    """A real AssetPairs answer with one field of one entry replaced by anything, or dropped."""
+    entry = dict(_PAIR_ENTRY)
+    key = draw(st.sampled_from(sorted(_PAIR_ENTRY)))
+    if draw(st.booleans()):
+        del entry[key]
+    else:
+        entry[key] = draw(json_values)
+    return draw(st.sampled_from([{"XXBTZUSD": entry, "XETHZUSD": dict(_PAIR_ENTRY, altname="ETHUSD", wsname="ETH/USD")},
+                                 {"XXBTZUSD": entry}, draw(json_values)]))
+
+
+@given(st.one_of(asset_pairs(), answers), st.decimals(min_value=0, max_value=10**8, allow_nan=False))
+def test_market_rules_parser_keeps_good_entries_and_reports_bad_ones(value: Any, volume: Decimal) -> None:
+    from tradebot.core.markets import MarketRules
+
+    try:
+        rules, problems = parse.parse_market_rules(value, REG, fee_volume=volume)
+    except TradebotError:
+        assert not isinstance(value, dict)  # only an answer that is not an object fails as a whole
+        return
+    assert all(isinstance(r, MarketRules) and r.tick_size > 0 and r.min_volume >= 0 for r in rules.values())
+    for r in rules.values():  # every rule set found is usable: rounding works on it
+        r.round_volume(Decimal("1.123456789"))
+        r.round_price(Decimal("30300.17"), Side.BUY)
+    assert all(isinstance(p, TradebotError) for p in problems)
+    if isinstance(value, dict) and "XETHZUSD" in value and value["XETHZUSD"] == dict(_PAIR_ENTRY, altname="ETHUSD", wsname="ETH/USD"):
+        assert "ETH/USD" in rules  # a bad BTC entry never costs the good ETH one

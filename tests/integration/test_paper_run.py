@@ -137,18 +137,18 @@ async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(
 async def test_orders_the_exchange_rejects_are_counted_as_rejected_not_placed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A live run on the simulator with orders below Kraken's ETH minimum (0.002): the summary
-    must not call them placed."""
+    """A live run on the simulator with buys the account cannot pay for (the exchange refuses
+    them; the risk gate cannot know): the summary must not call them placed."""
     from tradebot.exchanges.simulator import run_simulator
 
-    async with run_simulator(seed=3, tick_interval_s=0.05) as sim:
+    async with run_simulator(seed=3, tick_interval_s=0.05, balances={"USD": "1"}) as sim:
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
         config = {
             "bot": {"state_dir": "state", "exchange": "kraken", "pairs": ["ETH/USD"]},
             "http": {"enabled": False},
             "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url}},
-            "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}},
+            "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3}}},
         }
         settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
         summary = await Bot(prepare(settings=settings), RunOptions(duration_s=6)).run()

@@ -101,6 +101,7 @@ def read_health(state_dir: Path, *, limit: int = 2000) -> dict[str, Any]:
         "trading": None,
         "status": "unknown",
         "checks": {},
+        "dust": {},
     }
     if not (state_dir / DB_NAME).exists():
         return out
@@ -108,6 +109,7 @@ def read_health(state_dir: Path, *, limit: int = 2000) -> dict[str, Any]:
     try:
         rec = store.load_trading_state()
         records = store.recent_health(limit)
+        dust_json = store.get_kv("dust")
     finally:
         store.close()
     out["trading"] = (
@@ -125,6 +127,10 @@ def read_health(state_dir: Path, *, limit: int = 2000) -> dict[str, Any]:
             metrics = {}
         checks[r.check] = {"status": r.status, "message": r.message, "time": r.time.isoformat(), "metrics": metrics}
     out["checks"] = dict(sorted(checks.items()))
+    try:
+        out["dust"] = json.loads(dust_json) if dust_json else {}
+    except ValueError:
+        out["dust"] = {}
     if checks:
         out["status"] = max((c["status"] for c in checks.values()), key=lambda s: _STATUS_ORDER.get(s, 3))
     return out
@@ -157,6 +163,9 @@ def render(data: dict[str, Any]) -> str:
         + (f", {_age(trading['since'], now)} ago)" if trading["since"] else ")")
     )
     lines.append(f"health   {data['status'].upper()}")
+    if data.get("dust"):
+        shown = ", ".join(f"{pair} {volume}" for pair, volume in data["dust"].items())
+        lines.append(f"dust     {shown} (below the pair's minimum order: cannot be traded)")
     checks = data["checks"]
     if not checks:
         lines.append("no health results recorded yet")

@@ -95,6 +95,13 @@ async def _serve(config: SimulatorConfig) -> None:
     metavar="ASSET=AMOUNT",
     help="Starting balance, repeatable (default: USD=100000 BTC=1 ETH=10).",
 )
+@click.option(
+    "--fee-volume",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    show_default=True,
+    help="30-day USD volume the account is deemed to have traded: its tier of Kraken's fee schedule.",
+)
 def sim(
     host: str,
     port: int,
@@ -106,6 +113,7 @@ def sim(
     tick_interval: float,
     rate_tier: str,
     balances: tuple[str, ...],
+    fee_volume: float,
 ) -> None:
     """Run a Kraken-compatible exchange (REST + WebSocket v2) on loopback for tests and paper trading."""
     if (api_key is None) != (api_secret is None):
@@ -139,6 +147,7 @@ def sim(
             tick_interval_s=tick_interval,
             rate_tier=rate_tier,
             balances=starting,
+            fee_volume=Decimal(str(fee_volume)),
         )
     except ValueError as exc:  # e.g. an unknown asset in --balance
         raise click.BadParameter(str(exc), param_hint="--balance") from None

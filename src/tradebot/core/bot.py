@@ -132,6 +132,8 @@ class RunSummary:
         self.equity = portfolio.equity()
         self.starting_cash = portfolio.starting_cash
         self.open_positions = {pair: pos.volume for pair, pos in sorted(portfolio.positions().items())}
+    dust: dict[str, Decimal] = attrs.Factory(dict)
+    """Positions below their pair's minimum order at the end: they cannot be traded."""
 
     def render(self) -> str:
         if not self.started:
@@ -160,6 +162,9 @@ class RunSummary:
             f"  trading state {self.trading_state}"
             + (f": {self.trading_reason}" if self.trading_state != "active" and self.trading_reason else ""),
         ]
+        if self.dust:
+            shown = ", ".join(f"{pair} {volume}" for pair, volume in sorted(self.dust.items()))
+            lines.append(f"  dust (below the pair's minimum order, cannot be traded): {shown}")
         if self.trading_state != "active":
             lines.append("  (kept across restarts; `tradebot resume` trades again)")
         lines.extend(f"  HALT {h}" for h in self.halts)
@@ -559,6 +564,7 @@ class Bot:
         from tradebot.core.exchange_calls import ErrorReportingExchange, watch_requests
         from tradebot.core.plugins import unwrap
         from tradebot.core.executor import OrderExecutor
+        from tradebot.core.markets import MarketBook
         from tradebot.core.portfolio import Portfolio
         from tradebot.core.risk import RiskGate
         from tradebot.core.strategy import StrategyRunner
@@ -598,12 +604,16 @@ class Bot:
             on_fill=self._on_fill,
         )
         ctx.executor = executor
+        markets = MarketBook()
+        await markets.refresh(exchange, expected=settings.bot.pairs)
+        ctx.extras["markets"] = executor.markets = markets
         risk = RiskGate(
             settings.risk,
             ctx.trading,
             portfolio,
             pending_exposure=executor.pending_exposure,
             working_orders=lambda: executor.working_orders(),
+            markets=markets,
             clock=self.clock,
         )
         ctx.extras["risk"] = risk
@@ -627,6 +637,28 @@ class Bot:
         self._spawn("strategies", runner.run)
         self._spawn("equity", lambda: self._snapshot_equity(ctx))
         self._spawn("backups", ctx.store.run_backups)
+        self._spawn("markets", lambda: self._refresh_markets(ctx))
+
+    async def _refresh_markets(self, ctx: BotContext, every_s: float = 60.0) -> None:
+        """Keep the market rules current (the exchange plugin decides when to ask again), and
+        the dust they make of small positions recorded for ``tradebot health``."""
+        while True:
+            await self.clock.sleep(every_s)
+            await ctx.extras["markets"].refresh(ctx.exchange, expected=self.settings.bot.pairs)
+            self._record_dust(ctx)
+
+    def _record_dust(self, ctx: BotContext) -> dict[str, Decimal]:
+        """Positions below their pair's minimum order, saved in the state store (key ``dust``)."""
+        import json
+
+        portfolio = ctx.portfolio
+        markets = ctx.extras.get("markets")
+        if portfolio is None or markets is None:
+            return {}
+        positions = {pair: pos.volume for pair, pos in portfolio.positions().items()}
+        dust = markets.dust(positions, {pair: portfolio.mark_price(pair) for pair in positions})
+        ctx.store.set_kv("dust", json.dumps({pair: str(v) for pair, v in sorted(dust.items())}))
+        return dict(dust)
 
     async def _verify_balances(self, ctx: BotContext) -> None:
         """After reconciling: the exchange must hold the bot's cash and positions, else HALT.
@@ -694,7 +726,10 @@ class Bot:
             config = self.settings.plugin_config("strategy-instance", inst_name)
             pairs = inst.pairs or self.settings.bot.pairs
             # each instance reads its position from the persisted portfolio through its context
-            sctx = StrategyContext(name=inst_name, pairs=pairs, clock=self.clock, positions=positions)
+            sctx = StrategyContext(
+                name=inst_name, pairs=pairs, clock=self.clock, positions=positions,
+                markets=ctx.extras["markets"].rules,
+            )
             self._strategy_contexts[inst_name] = sctx
             strategy = self.host.call(comp.plugin, "factory", comp.spec.factory, config, sctx)
             runner.add(inst_name, strategy, instance=inst, plugin=comp.plugin, pairs=pairs)
@@ -956,6 +991,10 @@ class Bot:
         s.trading_reason = f"{ctx.trading.reason} (by {ctx.trading.source})"
         if ctx.portfolio is not None:
             s.at_end(ctx.portfolio)
+            try:
+                s.dust = self._record_dust(ctx)
+            except Exception as exc:  # noqa: BLE001 - the summary is still printed
+                log.warning("could not work out the dust left: %s", exc)
 
 
 async def _close_part(part: Any, what: str) -> None:

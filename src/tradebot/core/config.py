@@ -129,7 +129,6 @@ class RiskSettings:
     max_notional_per_order: Decimal = attrs.field(default=Decimal("5000"), validator=gt(0))
     """Largest order value, in quote currency."""
     max_orders_per_minute: int = attrs.field(default=30, validator=gt(0))
-    min_order_volume: Decimal = attrs.field(default=Decimal("0.0001"), validator=ge(0))
     accept_unprotected: bool = False
     """Run without a drawdown trigger, a loss trigger or a staleness check HALTing (or
     reducing) trading, on purpose; otherwise such a config is refused."""
@@ -139,6 +138,9 @@ class RiskSettings:
     """At start-up, how far (in quote currency) the exchange's cash may fall short of the bot's."""
     holding_tolerance_pct: Decimal = attrs.field(default=Decimal("1"), validator=[ge(0), lt(100)])
     """At start-up, how far (percent of the position) the exchange's holding may fall short of it."""
+    min_order_volume: Decimal = attrs.field(default=Decimal(0), validator=ge(0))
+    """An extra floor on every order's volume (base units); the pair's own minimum from the
+    exchange's market rules always applies."""
 
 
 @attrs.frozen

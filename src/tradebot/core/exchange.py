@@ -9,10 +9,11 @@ All methods raise subclasses of :class:`tradebot.core.errors.TradebotError` only
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol, runtime_checkable
 
+from tradebot.core.markets import MarketRules
 from tradebot.core.models import Balances, Candle, OrderInfo, OrderRequest, SystemStatus, Ticker
 
 __all__ = ["Exchange", "MarketEvent"]
@@ -37,6 +38,16 @@ class Exchange(Protocol):
 
     async def system_status(self) -> SystemStatus:
         """``online`` / ``maintenance`` / ``cancel_only`` / ``post_only``."""
+
+    async def markets(self) -> Mapping[str, MarketRules]:
+        """The market rules of every pair the exchange lists, keyed by ``BASE/QUOTE``.
+
+        Precision, minimums, fees (the account's tier where the exchange tells it) and
+        status. Orders are fitted to these before they are sent, and a pair missing from
+        the answer is not traded. Cheap to call often: implementations cache and refresh
+        on their own schedule, and keep a pair's last good rules when an answer about it
+        is incomplete.
+        """
 
     async def balances(self) -> Balances:
         """Balances per asset; stale (with age) when the exchange cannot be reached."""

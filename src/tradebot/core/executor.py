@@ -58,6 +58,7 @@ from tradebot.core.errors import (
     UnknownPair,
 )
 from tradebot.core.exchange import Exchange
+from tradebot.core.markets import MarketBook
 from tradebot.core.models import Fill, OrderInfo, OrderRequest, OrderStatus, OrderType, Side
 from tradebot.core.portfolio import Portfolio
 from tradebot.core.store import JournalEntry, StateStore
@@ -147,6 +148,8 @@ class OrderExecutor:
         self.lookup_backoff_s = lookup_backoff_s
         self.on_order = on_order
         self.on_fill = on_fill
+        self.markets: MarketBook | None = None
+        """The exchange's market rules: flatten orders are fitted to them (the bot sets it)."""
         self._inflight: set[str] = set()
         self._sent_mono: dict[str, float] = {}
         self._missing_logged: set[str] = set()
@@ -488,7 +491,9 @@ class OrderExecutor:
 
         Other working orders of the pair are cancelled first. Idempotent: while a flatten
         order of the pair is still working, it is returned instead of placing another.
-        None when there is nothing to close.
+        None when there is nothing to close, or only dust. With :attr:`markets` set the
+        volume is fitted to the pair's rules (rounded down to the lot), and
+        :class:`~tradebot.core.markets.MarketRuleError` says why when it cannot be sent.
         """
         working = self.working_orders(pair)
         for entry in working:
@@ -499,11 +504,21 @@ class OrderExecutor:
         volume = self.portfolio.position(pair).volume
         if volume == 0:
             return None
+        side = Side.SELL if volume > 0 else Side.BUY
+        size = abs(volume)
+        if self.markets is not None:
+            mark = self.portfolio.mark_price(pair)
+            if self.markets.is_dust(pair, volume, mark):
+                log.info("%s: %s left is dust (below the pair's minimum order); nothing to flatten", pair, volume)
+                return None
+            size, _ = self.markets.fit(
+                pair=pair, side=side, order_type=OrderType.MARKET, volume=size, reference_price=mark, reduces=True
+            )
         request = OrderRequest(
             pair=pair,
-            side=Side.SELL if volume > 0 else Side.BUY,
+            side=side,
             order_type=OrderType.MARKET,
-            volume=abs(volume),
+            volume=size,
             client_order_id=str(uuid.uuid4()),
         )
         log.warning("flattening %s: %s %s (%s)", pair, request.side.value, request.volume, reason)

@@ -446,6 +446,10 @@ class HttpServer:
                 mark = portfolio.mark_price(pair) if hasattr(portfolio, "mark_price") else None
                 positions[pair] = {"volume": pos.volume, "avg_price": pos.avg_price, "mark": mark}
             data["positions"] = positions
+            markets = ctx.extras.get("markets")
+            if markets is not None:
+                volumes = {pair: p["volume"] for pair, p in positions.items()}
+                data["dust"] = markets.dust(volumes, {pair: p["mark"] for pair, p in positions.items()})
             data["pnl"] = {
                 "realized": _read(portfolio, "realized_pnl"),
                 "unrealized": _read(portfolio, "unrealized_pnl"),

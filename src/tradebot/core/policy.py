@@ -64,6 +64,8 @@ class PolicyOutcome:
     """Positions still open afterwards, by pair (signed base volume)."""
     orders_placed: int = 0
     orders_cancelled: int = 0
+    dust: Mapping[str, Decimal] = attrs.field(factory=dict)
+    """Positions left below the pair's minimum order (cannot be traded; not "open")."""
 
 
 @runtime_checkable

@@ -2,11 +2,13 @@
 
 Checks, in order: the signal is well formed; the trading state allows it (ACTIVE allows
 everything, REDUCING only exposure-reducing orders, clipped so they never flip the
-position, HALTED nothing); the minimum order size; the maximum position per pair (an
-order that reduces exposure always passes); the spot-account rules (below); the maximum
-notional per order, valued at the worse of the order's limit price and the current mark
-(a limit sell priced far below the market is as big as the market says); the maximum
-orders per minute (sliding window on the monotonic clock).
+position, HALTED nothing); the pair's market rules (:mod:`tradebot.core.markets`: volume
+rounded down to the lot, a limit price to the tick towards the passive side, the pair's
+minimums and status); the configured minimum order size (an extra floor); the maximum
+position per pair (an order that reduces exposure always passes); the maximum notional
+per order, valued at the worse of the order's limit price and the current mark (a limit sell
+priced far below the market is as big as the market says); the maximum orders per minute
+(sliding window on the monotonic clock).
 
 Spot-account rules (``spot = true``, the default; every order of every strategy):
 
@@ -42,6 +44,7 @@ import attrs
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import PermanentError
+from tradebot.core.markets import MarketBook, MarketRuleError
 from tradebot.core.models import OrderRequest, OrderType, Side, Signal, TradingState
 from tradebot.core.validate import ge, gt
 
@@ -71,6 +74,7 @@ class RejectReason(enum.StrEnum):
     """A strategy selling more than its own position, net of its working sells."""
     INSUFFICIENT_QUOTE = "insufficient_quote"
     """A buy costing more than the bot's cash, net of working buys."""
+    MARKET_RULES = "market_rules"  # the pair's precision, minimums or status (tradebot.core.markets)
 
 
 class RiskRejection(PermanentError):
@@ -187,6 +191,7 @@ class RiskGate:
         *,
         pending_exposure: Callable[[str], Decimal] | None = None,
         working_orders: Callable[[], Iterable[WorkingOrder]] | None = None,
+        markets: MarketBook | None = None,
         clock: Clock | None = None,
         new_client_order_id: Callable[[], str] = lambda: str(uuid.uuid4()),
     ) -> None:
@@ -195,6 +200,7 @@ class RiskGate:
         self.portfolio = portfolio
         self.pending_exposure = pending_exposure
         self.working_orders = working_orders
+        self.markets = markets
         self._clock = clock or SystemClock()
         self._new_id = new_client_order_id
         self._approved_at: deque[float] = deque()
@@ -243,6 +249,7 @@ class RiskGate:
                 room = self._sell_room(signal.pair, self._working())
                 if room > 0:
                     volume = min(volume, room)
+        volume, limit_price = self._fit_market(signal, volume, reduces)
 
         min_size = limits.min_size(signal.pair)
         if volume < min_size:
@@ -281,7 +288,7 @@ class RiskGate:
             order_type=signal.order_type,
             volume=volume,
             client_order_id=self._new_id(),
-            price=signal.limit_price if signal.order_type is OrderType.LIMIT else None,
+            price=limit_price,
         )
 
     # --- notional ----------------------------------------------------------------------
@@ -393,6 +400,26 @@ class RiskGate:
                 f"committed to working buys (available {cash - committed})",
                 signal=signal,
             )
+
+    # --- market rules --------------------------------------------------------------
+
+    def _fit_market(self, signal: Signal, volume: Decimal, reduces: bool) -> tuple[Decimal, Decimal | None]:
+        """Volume and limit price fitted to the pair's market rules (unchanged without a book)."""
+        price = signal.limit_price if signal.order_type is OrderType.LIMIT else None
+        if self.markets is None:
+            return volume, price
+        try:
+            return self.markets.fit(
+                pair=signal.pair,
+                side=signal.side,
+                order_type=signal.order_type,
+                volume=volume,
+                price=price,
+                reference_price=self.portfolio.mark_price(signal.pair),
+                reduces=reduces,
+            )
+        except MarketRuleError as exc:
+            raise RiskRejection(RejectReason.MARKET_RULES, exc.message, signal=signal) from None
 
     def _note(self, rejection: RiskRejection) -> None:
         self.rejections[rejection.code] += 1

@@ -1,10 +1,19 @@
 """The paper exchange: real market data, simulated fills and balances.
 
-Market orders fill at once at the ask (buys) or bid (sells) moved against the order by
-``slippage_bps``, paying the taker fee. Limit orders that cross the book on arrival fill
-like market orders but never worse than their limit; the others rest and fill at their
-limit price, paying the maker fee, when a later ticker crosses them. Fees are charged in
-the quote currency. Spot only: selling needs the base asset, buying the quote asset.
+It fills like the Kraken simulator, so a paper run predicts a live one: market orders
+fill at once at the ask (buys) or bid (sells), moved against the order by ``slippage_bps``
+(0 by default, as the simulator), paying the taker fee. Limit orders that cross the book
+on arrival fill like market orders but never worse than their limit; the others rest and
+fill at their limit price, paying the maker fee, when a later ticker crosses them (a
+``limit_fill_ratio`` below 1 fills them in parts, one part per crossing ticker). Fees are
+charged in the quote currency, rounded as the exchange rounds them. Spot only: selling
+needs the base asset, buying the quote asset.
+
+Market rules (precision, minimums, fees) are the market-data source's ``markets()``
+(Kraken's ``AssetPairs``, or the simulator's): orders off the pair's precision or below
+its minimums are refused as the exchange would, and fees are the source's unless
+``fee_pct`` / ``maker_fee_pct`` override them. Without rules from the source, fees are the
+first tier of Kraken's schedule (:data:`tradebot.exchanges.kraken.fees.KRAKEN_FEES`).
 
 Market data comes from another object with a ``market_data(pairs, ohlc_interval=...)``
 async iterator (normally the Kraken exchange pointed at the real API or the built-in
@@ -18,9 +27,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -34,9 +43,11 @@ from tradebot.core.errors import (
     InvalidOrder,
     MarketClosed,
     OrderNotFound,
+    TradebotError,
     UnknownPair,
 )
 from tradebot.core.exchange import MarketEvent
+from tradebot.core.markets import MarketRuleError, MarketRules, PairStatus, fit_order
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.models import (
     Balances,
@@ -49,6 +60,7 @@ from tradebot.core.models import (
     Ticker,
 )
 from tradebot.core.validate import ge, in_range, non_empty
+from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 
 __all__ = ["PaperConfig", "PaperExchange", "create", "tradebot_register_exchanges"]
 
@@ -80,11 +92,18 @@ class PaperConfig:
     starting_balances: dict[str, Decimal] = attrs.field(
         factory=lambda: {"USD": Decimal("10000")}, converter=_balances, validator=_non_negative_balances
     )
-    fee_pct: Decimal = attrs.field(default=Decimal("0.26"), converter=_dec, validator=in_range(ZERO, Decimal(10)))
-    maker_fee_pct: Decimal = attrs.field(
-        default=Decimal("0.16"), converter=_dec, validator=in_range(ZERO, Decimal(10))
+    fee_pct: Decimal | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_dec), validator=attrs.validators.optional(in_range(ZERO, Decimal(10)))
     )
-    slippage_bps: Decimal = attrs.field(default=Decimal("5"), converter=_dec, validator=ge(ZERO))
+    """Taker fee in percent; default: the market-data source's (Kraken's schedule)."""
+    maker_fee_pct: Decimal | None = attrs.field(
+        default=None, converter=attrs.converters.optional(_dec), validator=attrs.validators.optional(in_range(ZERO, Decimal(10)))
+    )
+    """Maker fee in percent; default: the market-data source's (Kraken's schedule)."""
+    slippage_bps: Decimal = attrs.field(default=ZERO, converter=_dec, validator=ge(ZERO))
+    """Extra price move against a taking order (0: fills at the touch, as the simulator)."""
+    limit_fill_ratio: Decimal = attrs.field(default=Decimal(1), converter=_dec, validator=in_range(Decimal("0.01"), Decimal(1)))
+    """Part of a resting limit order's volume filled per crossing ticker (1: all at once)."""
     market_data: str = attrs.field(default="kraken", validator=non_empty)
     state_file: str = attrs.field(default="paper-exchange.json", validator=non_empty)
 
@@ -160,6 +179,7 @@ class PaperExchange:
         self._balances: dict[str, Decimal] = dict(self.config.starting_balances)
         self._orders: dict[str, OrderInfo] = {}
         self._tickers: dict[str, Ticker] = {}
+        self._rules: dict[str, MarketRules] = {}
         self._seq = 0
         self._loaded = False
 
@@ -211,6 +231,69 @@ class PaperExchange:
         self._load()
         return Balances(dict(self._balances), self._clock.now())
 
+    async def markets(self) -> Mapping[str, MarketRules]:
+        """The market-data source's rules (fees replaced by ``fee_pct`` / ``maker_fee_pct`` when set)."""
+        source = getattr(self.market_source, "markets", None)
+        if source is not None:
+            try:
+                answer = await source()
+            except TradebotError as exc:
+                if not self._rules:
+                    raise
+                log.warning("paper: market rules not refreshed from the source (%s); keeping the last good ones", exc)
+            else:
+                self._rules.update({pair: self._with_fees(rules) for pair, rules in answer.items()})
+        return dict(self._rules)
+
+    def _with_fees(self, rules: MarketRules) -> MarketRules:
+        cfg = self.config
+        return attrs.evolve(
+            rules,
+            taker_fee_pct=rules.taker_fee_pct if cfg.fee_pct is None else cfg.fee_pct,
+            maker_fee_pct=rules.maker_fee_pct if cfg.maker_fee_pct is None else cfg.maker_fee_pct,
+        )
+
+    def _fee_pct(self, pair: str, *, maker: bool) -> Decimal:
+        rules = self._rules.get(pair)
+        if rules is not None:
+            return rules.maker_fee_pct if maker else rules.taker_fee_pct
+        configured = self.config.maker_fee_pct if maker else self.config.fee_pct
+        if configured is not None:
+            return configured
+        return KRAKEN_FEES.maker_pct() if maker else KRAKEN_FEES.taker_pct()
+
+    def _check_rules(self, request: OrderRequest) -> None:
+        """Refuse what the exchange would: off the pair's precision, below its minimums."""
+        rules = self._rules.get(request.pair)
+        if rules is None:
+            return
+        ticker = self._tickers.get(request.pair)
+        reference = None if ticker is None else (ticker.ask if request.side is Side.BUY else ticker.bid)
+        if request.price is not None and reference is not None:
+            reference = min(reference, request.price) if request.side is Side.BUY else request.price
+        try:
+            volume, price = fit_order(
+                attrs.evolve(rules, status=PairStatus.ONLINE),
+                pair=request.pair,
+                side=request.side,
+                order_type=request.order_type,
+                volume=request.volume,
+                price=request.price,
+                reference_price=reference,
+            )
+        except MarketRuleError as exc:
+            raise InvalidOrder(f"paper: {exc.message}", client_order_id=request.client_order_id) from None
+        if volume != request.volume:
+            raise InvalidOrder(
+                f"paper: volume {request.volume} has more than {request.pair}'s {rules.lot_decimals} lot decimals",
+                client_order_id=request.client_order_id,
+            )
+        if price is not None and request.price is not None and price != request.price:
+            raise InvalidOrder(
+                f"paper: price {request.price} is off {request.pair}'s tick {rules.tick_size}",
+                client_order_id=request.client_order_id,
+            )
+
     async def place_order(self, request: OrderRequest) -> OrderInfo:
         self._load()
         cid = request.client_order_id
@@ -221,10 +304,10 @@ class PaperExchange:
         if request.order_type is OrderType.LIMIT and (request.price is None or request.price <= 0):
             raise InvalidOrder("a limit order needs a positive price", client_order_id=cid)
         base, quote = _split(request.pair)
-        self._seq += 1
+        self._check_rules(request)
         order = OrderInfo(
             client_order_id=cid,
-            exchange_order_id=f"PAPER-{self._seq:06d}",
+            exchange_order_id=f"PAPER-{self._seq + 1:06d}",
             pair=request.pair,
             side=request.side,
             order_type=request.order_type,
@@ -239,7 +322,7 @@ class PaperExchange:
         if request.order_type is OrderType.MARKET:
             if taker_price is None:
                 raise MarketClosed(f"no market price for {request.pair} yet; paper orders need market data")
-            order = self._execute(order, taker_price, self.config.fee_pct, base, quote)
+            order = self._execute(order, taker_price, False, base, quote)
         else:
             assert request.price is not None
             crosses = taker_price is not None and (
@@ -247,9 +330,11 @@ class PaperExchange:
             )
             if crosses:
                 assert taker_price is not None
-                order = self._execute(order, taker_price, self.config.fee_pct, base, quote)
+                order = self._execute(order, taker_price, False, base, quote)
             else:
-                self._check_funds(order, request.price, self.config.maker_fee_pct, base, quote)
+                # funds are held at the taker fee, as the exchange holds them
+                self._check_funds(order, order.volume, request.price, self._fee_pct(order.pair, maker=False), base, quote)
+        self._seq += 1
         self._orders[cid] = order
         self._save()
         log.info("paper order %s %s %s %s: %s", cid, order.side.value, order.volume, order.pair, order.status.value)
@@ -288,7 +373,7 @@ class PaperExchange:
     # --- simulation ---------------------------------------------------------------------------
 
     def on_ticker(self, ticker: Ticker) -> list[OrderInfo]:
-        """Take a new price; fill the resting limit orders it crosses and return them."""
+        """Take a new price; fill (or part-fill) the resting limit orders it crosses and return them."""
         self._load()
         self._tickers[ticker.pair] = ticker
         filled: list[OrderInfo] = []
@@ -300,7 +385,7 @@ class PaperExchange:
                 continue
             base, quote = _split(order.pair)
             try:
-                self._orders[cid] = self._execute(order, order.price, self.config.maker_fee_pct, base, quote)
+                self._orders[cid] = self._execute(order, order.price, True, base, quote, part=self._part(order))
             except InsufficientFunds as exc:
                 log.warning("paper order %s cancelled at fill time: %s", cid, exc)
                 self._orders[cid] = attrs.evolve(order, status=OrderStatus.CANCELED)
@@ -309,17 +394,36 @@ class PaperExchange:
             self._save()
         return filled
 
+    def _part(self, order: OrderInfo) -> Decimal:
+        """The volume a crossing ticker fills of a resting order (all of it with ratio 1)."""
+        remaining = order.volume - order.filled_volume
+        ratio = self.config.limit_fill_ratio
+        if ratio >= 1:
+            return remaining
+        rules = self._rules.get(order.pair)
+        part = order.volume * ratio
+        if rules is not None:
+            part = rules.round_volume(part)
+            least = rules.min_volume
+        else:
+            least = ZERO
+        if part <= 0 or part >= remaining or remaining - part < least:
+            return remaining
+        return part
+
     def _taker_price(self, side: Side, ticker: Ticker) -> Decimal:
         slip = self.config.slippage_bps / _BPS
         return ticker.ask * (1 + slip) if side is Side.BUY else ticker.bid * (1 - slip)
 
-    def _check_funds(self, order: OrderInfo, price: Decimal, fee_pct: Decimal, base: str, quote: str) -> None:
+    def _check_funds(
+        self, order: OrderInfo, volume: Decimal, price: Decimal, fee_pct: Decimal, base: str, quote: str
+    ) -> None:
         if order.side is Side.BUY:
-            need = order.volume * price * (1 + fee_pct / _PCT)
+            need = volume * price * (1 + fee_pct / _PCT)
             have = self._balances.get(quote, ZERO) - self._reserved(quote, exclude=order.client_order_id)
             asset = quote
         else:
-            need = order.volume
+            need = volume
             have = self._balances.get(base, ZERO) - self._reserved(base, exclude=order.client_order_id)
             asset = base
         if need > have:
@@ -332,24 +436,38 @@ class PaperExchange:
             if o.status is not OrderStatus.OPEN or o.client_order_id == exclude or o.price is None:
                 continue
             base, quote = _split(o.pair)
+            remaining = o.volume - o.filled_volume
             if o.side is Side.BUY and quote == asset:
-                total += o.volume * o.price * (1 + self.config.maker_fee_pct / _PCT)
+                total += remaining * o.price * (1 + self._fee_pct(o.pair, maker=False) / _PCT)
             elif o.side is Side.SELL and base == asset:
-                total += o.volume
+                total += remaining
         return total
 
-    def _execute(self, order: OrderInfo, price: Decimal, fee_pct: Decimal, base: str, quote: str) -> OrderInfo:
-        self._check_funds(order, price, fee_pct, base, quote)
-        notional = order.volume * price
-        fee = notional * fee_pct / _PCT
+    def _execute(
+        self, order: OrderInfo, price: Decimal, maker: bool, base: str, quote: str, *, part: Decimal | None = None
+    ) -> OrderInfo:
+        volume = order.volume - order.filled_volume if part is None else part
+        fee_pct = self._fee_pct(order.pair, maker=maker)
+        self._check_funds(order, volume, price, fee_pct, base, quote)
+        rules = self._rules.get(order.pair)
+        cost = volume * price
+        if rules is not None and rules.fee_decimals is not None:
+            cost = cost.quantize(Decimal(1).scaleb(-rules.fee_decimals), rounding=ROUND_HALF_EVEN)
+        fee = rules.fee(cost, maker=maker) if rules is not None else cost * fee_pct / _PCT
         if order.side is Side.BUY:
-            self._balances[quote] = self._balances.get(quote, ZERO) - notional - fee
-            self._balances[base] = self._balances.get(base, ZERO) + order.volume
+            self._balances[quote] = self._balances.get(quote, ZERO) - cost - fee
+            self._balances[base] = self._balances.get(base, ZERO) + volume
         else:
-            self._balances[base] = self._balances.get(base, ZERO) - order.volume
-            self._balances[quote] = self._balances.get(quote, ZERO) + notional - fee
+            self._balances[base] = self._balances.get(base, ZERO) - volume
+            self._balances[quote] = self._balances.get(quote, ZERO) + cost - fee
+        filled = order.filled_volume + volume
+        prior = (order.avg_fill_price or ZERO) * order.filled_volume
         return attrs.evolve(
-            order, filled_volume=order.volume, avg_fill_price=price, fee=fee, status=OrderStatus.CLOSED
+            order,
+            filled_volume=filled,
+            avg_fill_price=(prior + volume * price) / filled,
+            fee=order.fee + fee,
+            status=OrderStatus.CLOSED if filled >= order.volume else OrderStatus.OPEN,
         )
 
 

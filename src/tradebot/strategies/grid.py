@@ -4,12 +4,21 @@ Levels sit ``spacing_pct`` percent apart around a reference price, ``levels`` on
 ``reference * (1 + k * spacing_pct / 100)`` for ``k = -levels .. levels``. The reference is
 the configured one for the pair, else the first price seen.
 
-Crossing *down* through a level (from above it to at or below it) buys ``volume`` for that
-level, unless that level's lot is already held; the top level never buys, as nothing above
-it could sell the lot. Crossing *up* through a level (from below it to at or above it)
-sells the lot bought one level lower, if held. Each round trip therefore earns one spacing.
-Several levels crossed by one move give one signal with the summed volume. Starting exactly
-on a level is not a crossing. Long only; Decimal throughout.
+Crossing *down* through a level (from above it to at or below it) buys a lot for that
+level (``quote_amount`` worth at that price, never below the pair's minimum order; or a
+fixed ``volume``), unless that level's lot is already held; the top level never buys, as
+nothing above it could sell the lot. Crossing *up* through a level (from below it to at or
+above it) sells the lot bought one level lower, if held. Several levels crossed by one
+move give one signal with the summed volume. Starting exactly on a level is not a
+crossing. Long only; Decimal throughout.
+
+What a round trip earns, net of fees: orders are market orders, so both fills pay the
+taker fee ``t`` (percent). A lot bought at ``L`` and sold one level up at ``L * (1 + s/100)``
+nets ``L * volume * (s - t * (2 + s/100)) / 100``: with Kraken's first tier (t = 0.40 %) and
+the default spacing of 1 % that is about 0.196 % of the lot's cost (before the spread and
+any move between the crossing and the fill). A spacing that does not cover the round
+trip's fees loses on every round trip, so the strategy refuses to start with one
+(:class:`~tradebot.core.errors.ConfigError` naming the spacing and the fees of the pair).
 
 What the instance holds is read from its context (the bot's persisted portfolio, see
 :class:`~tradebot.core.strategy.StrategyContext`), and the set of held levels follows it
@@ -28,12 +37,14 @@ from decimal import Decimal
 import attrs
 
 from tradebot.core.components import ComponentSpec
+from tradebot.core.errors import ConfigError
 from tradebot.core.hookspecs import hookimpl
+from tradebot.core.markets import buy_volume
 from tradebot.core.models import Side, Signal
 from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
 from tradebot.core.validate import gt, lt, one_of
 
-__all__ = ["Grid", "GridConfig", "grid_levels", "tradebot_register_strategies"]
+__all__ = ["Grid", "GridConfig", "grid_levels", "round_trip_net_pct", "tradebot_register_strategies"]
 
 
 def _positive_prices(_inst: object, attribute: attrs.Attribute[Mapping[str, Decimal]], value: Mapping[str, Decimal]) -> None:
@@ -48,10 +59,14 @@ class GridConfig:
 
     levels: int = attrs.field(default=5, validator=gt(0))
     """Levels below and above the reference price (the grid has ``2 * levels + 1``)."""
-    spacing_pct: Decimal = attrs.field(default=Decimal("0.1"), validator=[gt(0), lt(100)])
-    """Distance between neighbouring levels, in percent of the reference price."""
-    volume: Decimal = attrs.field(default=Decimal("0.002"), validator=gt(0))
-    """Base-currency volume bought at each level."""
+    spacing_pct: Decimal = attrs.field(default=Decimal("1"), validator=[gt(0), lt(100)])
+    """Distance between neighbouring levels, in percent of the reference price; must cover
+    a round trip's fees (two taker fills) on every traded pair."""
+    quote_amount: Decimal = attrs.field(default=Decimal("20"), validator=gt(0))
+    """Quote-currency value of the lot bought at each level (on the pair's lot grid, never
+    below the pair's minimum order)."""
+    volume: Decimal | None = attrs.field(default=None, validator=attrs.validators.optional(gt(0)))
+    """A fixed base-currency volume per level instead of ``quote_amount``."""
     reference_prices: dict[str, Decimal] = attrs.field(factory=dict, validator=_positive_prices)
     """Reference price per pair; pairs not listed use the first price seen."""
     source: str = attrs.field(default="ticker", validator=one_of(PRICE_SOURCES))
@@ -65,6 +80,11 @@ class GridConfig:
             )
 
 
+def round_trip_net_pct(spacing_pct: Decimal, taker_fee_pct: Decimal) -> Decimal:
+    """What one round trip (buy at a level, sell one level up, both taker) earns, in percent of the buy."""
+    return spacing_pct - taker_fee_pct * (2 + spacing_pct / 100)
+
+
 def grid_levels(reference: Decimal, levels: int, spacing_pct: Decimal) -> list[Decimal]:
     """The grid's prices, lowest first."""
     step = spacing_pct / 100
@@ -75,7 +95,7 @@ def grid_levels(reference: Decimal, levels: int, spacing_pct: Decimal) -> list[D
 class _PairGrid:
     levels: list[Decimal]
     last: Decimal
-    held: set[int] = attrs.Factory(set)  # indexes of levels whose lot was bought
+    held: dict[int, Decimal] = attrs.Factory(dict)  # level index -> volume of the lot bought there
     taken: list[int] = attrs.Factory(list)  # the held levels in the order they were taken
 
 
@@ -88,6 +108,15 @@ class Grid:
         self.config = config
         self.name = context.name
         self.context = context
+        for pair in context.pairs:
+            rules = context.markets(pair)
+            if rules is not None and round_trip_net_pct(config.spacing_pct, rules.taker_fee_pct) <= 0:
+                fees = rules.taker_fee_pct * (2 + config.spacing_pct / 100)
+                raise ConfigError(
+                    f"grid {context.name}: spacing_pct {config.spacing_pct}% does not cover a round trip's fees on "
+                    f"{pair}: {fees:.4f}% (two taker fills at {rules.taker_fee_pct}%); every round trip would lose. "
+                    f"Use a spacing above {fees:.4f}% @ $.strategies.{context.name}.params.spacing_pct"
+                )
         self._sampler = PriceSampler(config.source)
         self._grids: dict[str, _PairGrid] = {}
 
@@ -125,40 +154,51 @@ class Grid:
             ]
             if not bought:
                 return ()
-            grid.held.update(bought)
+            rules = self.context.markets(pair)
+            cfg = self.config
+            lots = {i: buy_volume(cfg.quote_amount, cfg.volume, grid.levels[i], rules) for i in bought}
+            grid.held.update(lots)
+            volume = sum(lots.values(), Decimal(0))
             grid.taken.extend(bought)
-            volume = self.config.volume * len(bought)
             return (self._signal(pair, Side.BUY, volume, "fell through", [grid.levels[i] for i in bought]),)
         if price > last:
             sold = [i for i, level in enumerate(grid.levels) if last < level <= price and i - 1 in grid.held]
             if not sold:
                 return ()
-            grid.held.difference_update(i - 1 for i in sold)
+            lots_sold = [grid.held.pop(i - 1) for i in sold if i - 1 in grid.held]
             grid.taken = [i for i in grid.taken if i in grid.held]
-            volume = min(self.config.volume * len(sold), self.context.sellable(pair))
+            volume = min(sum(lots_sold, Decimal(0)), self.context.sellable(pair))
             if volume <= 0:
                 return ()
             return (self._signal(pair, Side.SELL, volume, "rose through", [grid.levels[i] for i in sold]),)
         return ()
 
+    def _lot(self, pair: str, level: Decimal) -> Decimal:
+        """The volume a buy at ``level`` takes (the pair's market rules applied)."""
+        return buy_volume(self.config.quote_amount, self.config.volume, level, self.context.markets(pair))
+
     def _follow_position(self, pair: str, grid: _PairGrid) -> None:
         """Make the held levels match what the instance holds (or has on its way)."""
-        lots = int(max(self.context.exposure(pair), Decimal(0)) // self.config.volume)
-        if len(grid.held) > lots:  # drop the levels taken last (a refused buy's)
-            order = [i for i in grid.taken if i in grid.held] + sorted(i for i in grid.held if i not in grid.taken)
-            for i in order[lots:]:
-                grid.held.discard(i)
-            grid.taken = [i for i in grid.taken if i in grid.held]
-        if len(grid.held) < lots:
-            top = len(grid.levels) - 1
-            # the lot of a level sells when the price rises through the next level up: the
-            # levels at or just below the price sell first
-            below = [i for i, level in enumerate(grid.levels) if level <= grid.last and i < top and i not in grid.held]
-            for i in reversed(below):
-                if len(grid.held) >= lots:
-                    break
-                grid.held.add(i)
-                grid.taken.append(i)
+        exposure = max(self.context.exposure(pair), Decimal(0))
+        # drop the levels taken last (a refused buy's) while they add up to more than is held
+        order = [i for i in grid.taken if i in grid.held] + sorted(i for i in grid.held if i not in grid.taken)
+        while order and sum(grid.held.values(), Decimal(0)) > exposure:
+            grid.held.pop(order.pop())
+        grid.taken = [i for i in grid.taken if i in grid.held]
+        spare = exposure - sum(grid.held.values(), Decimal(0))
+        if spare <= 0:
+            return
+        top = len(grid.levels) - 1
+        # a holding the grid does not know of: lots of the levels at or just below the price,
+        # which sell when the price rises through the next level up
+        below = [i for i, level in enumerate(grid.levels) if level <= grid.last and i < top and i not in grid.held]
+        for i in reversed(below):
+            lot = min(self._lot(pair, grid.levels[i]), spare)
+            if lot <= 0:
+                break
+            grid.held[i] = lot
+            grid.taken.append(i)
+            spare -= lot
 
     def _signal(self, pair: str, side: Side, volume: Decimal, what: str, prices: list[Decimal]) -> Signal:
         shown = ", ".join(f"{p:.2f}" for p in prices)

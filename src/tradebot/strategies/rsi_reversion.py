@@ -5,7 +5,8 @@ plain means over ``period`` price changes, each later one is
 ``(previous * (period - 1) + change) / period``. ``RSI = 100 * gain / (gain + loss)``
 (the same as ``100 - 100 / (1 + RS)``), and 50 when the price has not moved at all.
 
-Long only: below ``oversold`` it buys ``volume`` unless it already holds (or has a buy on
+Long only: below ``oversold`` it buys ``quote_amount`` worth
+(or a fixed ``volume``) unless it already holds (or has a buy on
 its way); above ``overbought`` it sells what it holds. What it holds is read from its
 context (the bot's persisted portfolio, see
 :class:`~tradebot.core.strategy.StrategyContext`), so after a restart it still sells the
@@ -21,6 +22,7 @@ import attrs
 
 from tradebot.core.components import ComponentSpec
 from tradebot.core.hookspecs import hookimpl
+from tradebot.core.markets import buy_volume
 from tradebot.core.models import Side, Signal
 from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
 from tradebot.core.validate import gt, in_range, one_of
@@ -41,9 +43,13 @@ class RsiReversionConfig:
     """Buy below this RSI."""
     overbought: Decimal = attrs.field(default=Decimal(70), validator=in_range(0, 100))
     """Sell above this RSI; must be above ``oversold``."""
-    volume: Decimal = attrs.field(default=Decimal("0.002"), validator=gt(0))
-    """Base-currency volume of each order; the default is at least Kraken's minimum order for
-    BTC/USD and ETH/USD (ETH's is 0.002), so the default instances' orders are accepted live."""
+    quote_amount: Decimal = attrs.field(default=Decimal("20"), validator=gt(0))
+    """Quote-currency value of each buy (USD for BTC/USD): the volume is this amount at the
+    current price, on the pair's lot grid and never below the pair's minimum order (from
+    the exchange's market rules), so orders are accepted on every pair."""
+    volume: Decimal | None = attrs.field(default=None, validator=attrs.validators.optional(gt(0)))
+    """A fixed base-currency volume per buy instead of ``quote_amount`` (not raised to the
+    pair's minimum: an order below it is refused by the risk gate, naming the minimum)."""
     source: str = attrs.field(default="ticker", validator=one_of(PRICE_SOURCES))
     """``ticker`` (mid of every tick) or ``candle`` (close of every finished bar)."""
 
@@ -129,7 +135,8 @@ class RsiReversion:
         if rsi is None:
             return ()
         if rsi < cfg.oversold and self.context.exposure(pair) <= 0:
-            return (self._signal(pair, Side.BUY, f"RSI{cfg.period} {rsi:.1f} below {cfg.oversold}", cfg.volume),)
+            volume = buy_volume(cfg.quote_amount, cfg.volume, price, self.context.markets(pair))
+            return (self._signal(pair, Side.BUY, f"RSI{cfg.period} {rsi:.1f} below {cfg.oversold}", volume),)
         if rsi > cfg.overbought:
             held = self.context.sellable(pair)  # all it holds, not yet being sold
             if held > 0:

@@ -1,8 +1,8 @@
 """Simple-moving-average crossover: buy when the fast average crosses above the slow one.
 
 Samples are ticker mids (default) or closes of finished candles. A *golden cross* (fast
-moves from below to above slow) buys ``volume``; a *death cross* sells what the instance
-holds. Long only. What it holds is read from its context (the bot's persisted portfolio,
+moves from below to above slow) buys ``quote_amount`` worth (or a fixed ``volume``); a *death cross*
+sells what the instance holds. Long only. What it holds is read from its context (the bot's persisted portfolio,
 see :class:`~tradebot.core.strategy.StrategyContext`), so it never repeats a buy while it
 holds or has one on its way, never sells what it does not hold, and after a restart sells
 the lot it bought before. A cross needs a regime to cross from: the first time both
@@ -22,6 +22,7 @@ import attrs
 
 from tradebot.core.components import ComponentSpec
 from tradebot.core.hookspecs import hookimpl
+from tradebot.core.markets import buy_volume
 from tradebot.core.models import Side, Signal
 from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
 from tradebot.core.validate import gt, one_of
@@ -37,9 +38,13 @@ class SmaCrossoverConfig:
     """Samples in the fast average."""
     slow: int = attrs.field(default=20, validator=gt(1))
     """Samples in the slow average; must be larger than ``fast``."""
-    volume: Decimal = attrs.field(default=Decimal("0.002"), validator=gt(0))
-    """Base-currency volume of each order; the default is at least Kraken's minimum order for
-    BTC/USD and ETH/USD (ETH's is 0.002), so the default instances' orders are accepted live."""
+    quote_amount: Decimal = attrs.field(default=Decimal("20"), validator=gt(0))
+    """Quote-currency value of each buy (USD for BTC/USD): the volume is this amount at the
+    current price, on the pair's lot grid and never below the pair's minimum order (from
+    the exchange's market rules), so orders are accepted on every pair."""
+    volume: Decimal | None = attrs.field(default=None, validator=attrs.validators.optional(gt(0)))
+    """A fixed base-currency volume per buy instead of ``quote_amount`` (not raised to the
+    pair's minimum: an order below it is refused by the risk gate, naming the minimum)."""
     source: str = attrs.field(default="ticker", validator=one_of(PRICE_SOURCES))
     """``ticker`` (mid of every tick) or ``candle`` (close of every finished bar)."""
 
@@ -107,7 +112,8 @@ class SmaCrossover:
         if not crossed:
             return ()
         if sign > 0 and self.context.exposure(pair) <= 0:
-            return (self._signal(pair, Side.BUY, "golden cross", state, cfg.volume),)
+            volume = buy_volume(cfg.quote_amount, cfg.volume, price, self.context.markets(pair))
+            return (self._signal(pair, Side.BUY, "golden cross", state, volume),)
         if sign < 0:
             held = self.context.sellable(pair)  # all it holds, not yet being sold
             if held > 0:

@@ -13,6 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 import attrs
 
 from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.markets import MarketRules
 from tradebot.core.models import Candle, OrderType, Side, Signal, Ticker
 
 ZERO = Decimal(0)
@@ -133,6 +134,9 @@ class StrategyContext:
     logger: logging.Logger = attrs.field(
         default=attrs.Factory(lambda self: logging.getLogger(f"tradebot.strategy.{self.name}"), takes_self=True)
     )
+    markets: Callable[[str], MarketRules | None] = attrs.field(default=lambda pair: None)
+    """The exchange's market rules of a pair (minimums, precision, fees), None when unknown:
+    size orders with :func:`tradebot.core.markets.order_volume`."""
     positions: PositionReader | None = attrs.field(default=None, eq=False, repr=False)
     """Where the instance's position is read (set by the bot)."""
     _sent: deque[tuple[str, Decimal, float]] = attrs.field(factory=deque, init=False, eq=False, repr=False)

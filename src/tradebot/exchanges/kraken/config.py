@@ -101,6 +101,8 @@ class KrakenConfig:
     ws_auth_url: str = ""
     """The authenticated WebSocket; empty: ``wss://ws-auth.kraken.com/v2`` with Kraken's public
     ``ws_url``, else ``ws_url`` itself (the simulator serves both on one address)."""
+    # market rules (AssetPairs, and the fee tier from TradeVolume when keys are given)
+    markets_refresh_s: float = attrs.field(default=900.0, validator=gt(0))
 
     def __attrs_post_init__(self) -> None:
         self.breaker_config()  # validates the combination (min_calls <= window ...)

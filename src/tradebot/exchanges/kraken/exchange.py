@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import (
@@ -19,6 +21,7 @@ from tradebot.core.errors import (
     RateLimited,
     TradebotError,
 )
+from tradebot.core.markets import MarketRules, PairStatus
 from tradebot.core.models import (
     Balances,
     Candle,
@@ -42,13 +45,16 @@ from tradebot.exchanges.kraken.nonce import NonceSource
 from tradebot.exchanges.kraken.pairs import PairRegistry
 from tradebot.exchanges.kraken.parse import (
     parse_add_order,
+    parse_asset_decimals,
     parse_balance,
     parse_cancel,
+    parse_market_rules,
     parse_ohlc,
     parse_orders,
     parse_system_status,
     parse_ticker,
     parse_time,
+    parse_trade_volume,
 )
 from tradebot.exchanges.kraken.ws import MarketDataStats, MarketDataStream
 
@@ -138,6 +144,9 @@ class KrakenExchange:
                 token=self._ws_token,
                 clock=self._clock,
             )
+        self._markets: dict[str, MarketRules] = {}
+        self._markets_at = float("-inf")
+        self._rule_problems_seen: set[str] = set()
 
     def __repr__(self) -> str:
         return f"<KrakenExchange {self.config.base_url} private={'yes' if self.rest.has_credentials else 'no'}>"
@@ -212,6 +221,54 @@ class KrakenExchange:
     async def refresh_pairs(self) -> int:
         """Learn every pair from ``AssetPairs``. Returns how many were read."""
         return self.pairs.load_asset_pairs(await self.rest.public("AssetPairs"))
+
+    async def markets(self) -> Mapping[str, MarketRules]:
+        """Every pair's rules from ``AssetPairs``, re-read every ``markets_refresh_s``.
+
+        Fees are the account's tier (its 30-day volume from ``TradeVolume``) when keys are
+        given, else the first tier. A pair whose entry cannot be read keeps its last good
+        rules (logged); when the whole request fails the last good rules are returned, and
+        the error is raised only while none are known.
+        """
+        now = self._clock.monotonic()
+        if self._markets and now - self._markets_at < self.config.markets_refresh_s:
+            return dict(self._markets)
+        try:
+            await self._refresh_markets()
+        except TradebotError as exc:
+            if not self._markets:
+                raise
+            log.warning("Kraken market rules not refreshed (%s); keeping the last good ones", exc)
+        self._markets_at = now
+        return dict(self._markets)
+
+    async def _refresh_markets(self) -> None:
+        result = await self.rest.public("AssetPairs")
+        self.pairs.load_asset_pairs(result)
+        try:
+            decimals: dict[str, int] | None = parse_asset_decimals(await self.rest.public("Assets"))
+        except TradebotError as exc:
+            log.warning("Kraken Assets not read (%s): fees are not rounded to the quote's decimals", exc)
+            decimals = None
+        volume = Decimal(0)
+        if self.rest.has_credentials:
+            try:
+                volume = parse_trade_volume(await self.rest.private("TradeVolume"))
+            except TradebotError as exc:
+                log.warning("Kraken TradeVolume not read (%s): fees assumed at the first tier", exc)
+        rules, problems = parse_market_rules(result, self.pairs, fee_volume=volume, asset_decimals=decimals)
+        for problem in problems:
+            # the same bad entry comes back on every refresh: said loudly once
+            level = logging.DEBUG if str(problem) in self._rule_problems_seen else logging.ERROR
+            if len(self._rule_problems_seen) < 10_000:  # bounded, whatever the exchange sends
+                self._rule_problems_seen.add(str(problem))
+            log.log(level, "Kraken market rules: %s; that pair keeps its last good rules", problem)
+        listed = {info.pair for name in result if (info := self.pairs.from_kraken(str(name))) is not None}
+        for pair, known in list(self._markets.items()):
+            if pair not in listed and known.status is not PairStatus.DELISTED:
+                log.warning("Kraken no longer lists %s in AssetPairs: treated as delisted, no new orders", pair)
+                self._markets[pair] = attrs.evolve(known, status=PairStatus.DELISTED)
+        self._markets.update(rules)
 
     # --- account ----------------------------------------------------------------------
 

@@ -15,12 +15,17 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from tradebot.core.errors import BadDataError
+from tradebot.core.markets import FeeSchedule, MarketRules, PairStatus
 from tradebot.core.models import Candle, OrderInfo, OrderStatus, OrderType, Side, SystemStatus, Ticker
 from tradebot.exchanges.kraken.pairs import PairRegistry, asset_from_kraken
 
 __all__ = [
     "decimal_field",
     "parse_add_order",
+    "parse_asset_decimals",
+    "parse_market_rules",
+    "parse_pair_rules",
+    "parse_trade_volume",
     "parse_balance",
     "parse_cancel",
     "parse_envelope",
@@ -301,6 +306,104 @@ def parse_ohlc(result: Any, registry: PairRegistry, interval: int) -> list[Candl
         for i, row in enumerate(_list(rows, where / key)):
             out.append(_candle(row, pair, interval, where / key / i))
     return out
+
+
+# --- market rules --------------------------------------------------------------
+
+_STATUSES = {s.value: s for s in PairStatus}
+
+
+def _fee_tiers(value: Any, where: _Where) -> tuple[tuple[Decimal, Decimal], ...]:
+    tiers = []
+    for i, row in enumerate(_list(value, where, min_len=1)):
+        pair = _list(row, where / i, min_len=2)
+        tiers.append((decimal_field(pair[0], where / i / 0), decimal_field(pair[1], where / i / 1)))
+    if tiers[0][0] != 0:
+        raise where.fail("does not start at volume 0")
+    return tuple(tiers)
+
+
+def parse_pair_rules(
+    rest_name: str, data: Any, pair: str, *, fee_volume: Decimal, fee_decimals: int | None
+) -> MarketRules:
+    """One ``AssetPairs`` entry -> :class:`MarketRules` (fees at the account's 30-day volume)."""
+    where = _Where("public/AssetPairs") / rest_name
+    obj = _obj(data, where)
+    price_decimals = _int(_get(obj, "pair_decimals", where), where / "pair_decimals")
+    lot_decimals = _int(_get(obj, "lot_decimals", where), where / "lot_decimals")
+    for name, places in (("pair_decimals", price_decimals), ("lot_decimals", lot_decimals)):
+        if not 0 <= places <= 18:
+            raise (where / name).fail(f"is out of range ({places})")
+    tick = obj.get("tick_size")
+    tick_size = (
+        decimal_field(tick, where / "tick_size", positive=True) if tick is not None else Decimal(1).scaleb(-price_decimals)
+    )
+    status_text = _str(_get(obj, "status", where), where / "status")
+    status = _STATUSES.get(status_text)
+    if status is None:
+        raise where.fail(f"has an unknown status {status_text[:40]!r}")
+    try:
+        schedule = FeeSchedule(
+            taker=_fee_tiers(_get(obj, "fees", where), where / "fees"),
+            maker=_fee_tiers(_get(obj, "fees_maker", where), where / "fees_maker"),
+        )
+    except ValueError as exc:
+        raise where.fail(f"has a bad fee schedule: {exc}") from None
+    try:
+        return MarketRules(
+            pair=pair,
+            price_decimals=price_decimals,
+            lot_decimals=lot_decimals,
+            tick_size=tick_size,
+            min_volume=decimal_field(_get(obj, "ordermin", where), where / "ordermin"),
+            min_cost=decimal_field(_get(obj, "costmin", where), where / "costmin"),
+            taker_fee_pct=schedule.taker_pct(fee_volume),
+            maker_fee_pct=schedule.maker_pct(fee_volume),
+            status=status,
+            fee_decimals=fee_decimals,
+        )
+    except ValueError as exc:
+        raise where.fail(f"is not a valid set of market rules: {exc}") from None
+
+
+def parse_market_rules(
+    result: Any, registry: PairRegistry, *, fee_volume: Decimal = Decimal(0), asset_decimals: Mapping[str, int] | None = None
+) -> tuple[dict[str, MarketRules], list[BadDataError]]:
+    """An ``AssetPairs`` result -> rules per pair, and the problems of entries that could not be read.
+
+    An entry with a missing or bad field is left out (and reported), so the caller keeps
+    that pair's last good rules; pairs without a WebSocket name are not tradable here.
+    """
+    where = _Where("public/AssetPairs")
+    rules: dict[str, MarketRules] = {}
+    problems: list[BadDataError] = []
+    for rest_name, data in _obj(result, where).items():
+        info = registry.from_kraken(str(rest_name))
+        if info is None:
+            continue
+        decimals = (asset_decimals or {}).get(info.quote)
+        try:
+            rules[info.pair] = parse_pair_rules(
+                str(rest_name), data, info.pair, fee_volume=fee_volume, fee_decimals=decimals
+            )
+        except BadDataError as exc:
+            problems.append(exc)
+    return rules, problems
+
+
+def parse_asset_decimals(result: Any) -> dict[str, int]:
+    """An ``Assets`` result -> common asset code -> the decimals balances are kept to."""
+    where = _Where("public/Assets")
+    out: dict[str, int] = {}
+    for code, data in _obj(result, where).items():
+        out[asset_from_kraken(str(code))] = _int(_get(_obj(data, where / code), "decimals", where / code), where / code / "decimals")
+    return out
+
+
+def parse_trade_volume(result: Any) -> Decimal:
+    """A ``TradeVolume`` result -> the account's 30-day volume (its fee tier)."""
+    where = _Where("private/TradeVolume")
+    return decimal_field(_get(_obj(result, where), "volume", where), where / "volume")
 
 
 # --- private -----------------------------------------------------------------

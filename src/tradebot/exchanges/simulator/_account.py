@@ -21,6 +21,7 @@ from typing import Any
 
 import attrs
 
+from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 from tradebot.exchanges.simulator._catalog import Catalog, PairInfo
 from tradebot.exchanges.simulator._market import Market, PairMarket
 from tradebot.exchanges.simulator._protocol import KrakenRejection, fmt_decimal, quantize
@@ -32,12 +33,12 @@ __all__ = [
     "Account",
     "OrderParams",
     "SimOrder",
-    "fee_rates",
     "parse_order_params",
 ]
 
-TAKER_FEE = Decimal("0.0040")
-MAKER_FEE = Decimal("0.0025")
+TAKER_FEE = KRAKEN_FEES.taker_pct() / 100
+MAKER_FEE = KRAKEN_FEES.maker_pct() / 100
+"""Fees (fractions) of an account at the first tier of Kraken's schedule: the default."""
 INVALID = "EGeneral:Invalid arguments"
 DUPLICATE_ORDER = "EOrder:Duplicate order"
 """Sent when ``cl_ord_id`` matches an open order's (Kraken documents the check, not the text)."""
@@ -58,11 +59,6 @@ CONDITIONAL_TYPES = frozenset(ORDER_TYPES[2:])
 _FLAGS = frozenset({"post", "fcib", "fciq", "nompp", "viqc"})
 _TIME_IN_FORCE = ("GTC", "IOC", "GTD")
 Listener = Callable[[str, "SimOrder | None", "dict[str, Any] | None"], None]
-
-
-def fee_rates(pair: PairInfo) -> tuple[Decimal, Decimal]:
-    """(taker, maker) fee rates charged on ``pair`` — the one place fills and TradeVolume read."""
-    return TAKER_FEE, MAKER_FEE
 
 
 def invalid(field: str) -> KrakenRejection:
@@ -486,9 +482,12 @@ class Account:
     """
 
     def __init__(
-        self, catalog: Catalog, balances: Mapping[str, Decimal], rng: random.Random, *, opened_at: float = 0.0
+        self, catalog: Catalog, balances: Mapping[str, Decimal], rng: random.Random, *, opened_at: float = 0.0,
+        taker_fee: Decimal = TAKER_FEE, maker_fee: Decimal = MAKER_FEE,
     ) -> None:
         self.catalog = catalog
+        self.taker_fee = taker_fee
+        self.maker_fee = maker_fee
         self.balances: dict[str, Decimal] = {code: Decimal(0) for code in catalog.assets}
         self.orders: dict[str, SimOrder] = {}
         self.trades: dict[str, dict[str, Any]] = {}
@@ -565,7 +564,7 @@ class Account:
                     if market is not None
                     else (order.working_limit() or order.price2 or order.price or order.avg_price)
                 )
-                held[order.pair.quote.code] += remaining * price * (1 + fee_rates(order.pair)[0])
+                held[order.pair.quote.code] += remaining * price * (1 + self.taker_fee)
             else:
                 held[order.pair.base.code] += remaining
         return held
@@ -609,7 +608,7 @@ class Account:
         if params.volume * (params.price2 or params.price or pm.bid) < pair.costmin or estimate < pair.costmin:
             raise KrakenRejection("EOrder:Cost minimum not met")
         if params.side == "buy":
-            if self.available(pair.quote.code, market) < estimate * (1 + fee_rates(pair)[0]):
+            if self.available(pair.quote.code, market) < estimate * (1 + self.taker_fee):
                 raise KrakenRejection("EOrder:Insufficient funds")
         elif self.available(pair.base.code, market) < params.volume:
             raise KrakenRejection("EOrder:Insufficient funds")
@@ -815,9 +814,8 @@ class Account:
         pair = order.pair
         if volume <= 0:
             return
-        taker_rate, maker_rate = fee_rates(pair)
         cost = quantize(volume * price, pair.quote.decimals)
-        fee = quantize(cost * (maker_rate if maker else taker_rate), pair.quote.decimals)
+        fee = quantize(cost * (self.maker_fee if maker else self.taker_fee), pair.quote.decimals)
         if order.side == "buy":
             self.balances[pair.quote.code] -= cost + fee
             self.balances[pair.base.code] += volume

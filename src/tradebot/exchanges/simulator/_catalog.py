@@ -49,6 +49,7 @@ class Catalog:
     def __init__(self, assets: Iterable[AssetInfo], pairs: Iterable[PairInfo]) -> None:
         self.assets: dict[str, AssetInfo] = {a.code: a for a in assets}
         self.pairs: dict[str, PairInfo] = {p.key: p for p in pairs}
+        self.statuses: dict[str, str] = {}  # pair key -> AssetPairs status, when not "online"
         self._pair_names: dict[str, PairInfo] = {}
         for pair in self.pairs.values():
             for name in (pair.key, pair.altname, pair.wsname):
@@ -67,18 +68,33 @@ class Catalog:
         pair = self._pair_names.get(wsname.upper())
         return pair if pair is not None and pair.wsname == wsname else None
 
+    def status(self, pair: PairInfo) -> str:
+        """The pair's ``AssetPairs`` status: ``online`` unless :meth:`set_status` changed it."""
+        return self.statuses.get(pair.key, "online")
+
+    def set_status(self, name: str, status: str) -> None:
+        """Change a pair's status (``online``, ``cancel_only``, ``post_only``, ``limit_only``,
+        ``reduce_only``), as Kraken does in maintenance or before delisting."""
+        pair = self.pair(name)
+        if pair is None:
+            raise KeyError(f"unknown pair {name!r}")
+        self.statuses[pair.key] = status
+
     def asset(self, name: str) -> AssetInfo | None:
         """The asset called ``name`` (``BTC``, ``XXBT`` or ``XBT``), or None."""
         return self._asset_names.get(name.strip().upper())
 
 
 def default_catalog() -> Catalog:
-    """BTC/USD, ETH/USD, SOL/USD and BTC/EUR with Kraken's codes and (approximate) rules."""
+    """BTC/USD, ETH/USD, SOL/USD, BTC/EUR, DOGE/USD and SHIB/USD with Kraken's codes and
+    (approximate) rules: prices with 1 (BTC) to 8 (SHIB) decimals, volumes with 8 to 1."""
     btc = AssetInfo("BTC", "XXBT", "XBT", 10, 5)
     eth = AssetInfo("ETH", "XETH", "ETH", 10, 5)
     sol = AssetInfo("SOL", "SOL", "SOL", 10, 5)
     usd = AssetInfo("USD", "ZUSD", "USD", 4, 2)
     eur = AssetInfo("EUR", "ZEUR", "EUR", 4, 2)
+    doge = AssetInfo("DOGE", "XXDG", "XDG", 8, 2)
+    shib = AssetInfo("SHIB", "SHIB", "SHIB", 5, 0)
     pairs = [
         PairInfo(
             "XXBTZUSD",
@@ -136,5 +152,33 @@ def default_catalog() -> Catalog:
             Decimal("55000"),
             Decimal("0.03"),
         ),
+        PairInfo(
+            "XDGUSD",
+            "XDGUSD",
+            "DOGE/USD",
+            doge,
+            usd,
+            7,
+            8,
+            Decimal("50"),
+            Decimal("0.5"),
+            Decimal("0.0000001"),
+            Decimal("0.15"),
+            Decimal("2000"),
+        ),
+        PairInfo(
+            "SHIBUSD",
+            "SHIBUSD",
+            "SHIB/USD",
+            shib,
+            usd,
+            8,
+            1,
+            Decimal("200000"),
+            Decimal("0.5"),
+            Decimal("0.00000001"),
+            Decimal("0.00002"),
+            Decimal("20000000"),
+        ),
     ]
-    return Catalog([btc, eth, sol, usd, eur], pairs)
+    return Catalog([btc, eth, sol, usd, eur, doge, shib], pairs)

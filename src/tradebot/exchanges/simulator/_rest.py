@@ -18,7 +18,8 @@ import attrs
 from aiohttp import web
 
 from tradebot.exchanges.kraken.auth import verify
-from tradebot.exchanges.simulator._account import INVALID, OrderParams, SimOrder, fee_rates, parse_order_params
+from tradebot.exchanges.simulator._account import INVALID, OrderParams, SimOrder, parse_order_params
+from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 from tradebot.exchanges.simulator._catalog import PairInfo
 from tradebot.exchanges.simulator._faults import FaultRule
 from tradebot.exchanges.simulator._market import OHLC_INTERVALS, TickerStats
@@ -373,17 +374,21 @@ def public_asset_pairs(sim: Simulator, params: Params) -> dict[str, Any]:
             "lot_multiplier": 1,
             "leverage_buy": [],
             "leverage_sell": [],
-            "fees": [[0, 0.4]],
-            "fees_maker": [[0, 0.25]],
+            "fees": _fee_tiers(KRAKEN_FEES.taker),
+            "fees_maker": _fee_tiers(KRAKEN_FEES.maker),
             "fee_volume_currency": "ZUSD",
             "margin_call": 80,
             "margin_stop": 40,
             "ordermin": str(p.ordermin),
             "costmin": str(p.costmin),
             "tick_size": str(p.tick_size),
-            "status": "online",
+            "status": sim.catalog.status(p),
         }
     return result
+
+
+def _fee_tiers(tiers: Any) -> list[list[float]]:
+    return [[int(volume), float(pct)] for volume, pct in tiers]
 
 
 def public_ticker(sim: Simulator, params: Params) -> Encoded:
@@ -888,12 +893,14 @@ def private_trade_volume(sim: Simulator, params: Params) -> dict[str, Any]:
         if trade["time"] >= since:
             pair = sim.catalog.pairs[trade["pair"]]
             volume += Decimal(trade["cost"]) * sim.price_in(pair.quote.code, "USD")
+    # the fee tier the simulator was configured at, plus what this account traded
+    volume += Decimal(sim.config.fee_volume)
     result: dict[str, Any] = {"currency": "ZUSD", "volume": fmt_decimal(volume, 4)}
     if pairs:
         fees: dict[str, Any] = {}
         fees_maker: dict[str, Any] = {}
         for pair in pairs:
-            taker, maker = fee_rates(pair)
+            taker, maker = sim.account.taker_fee, sim.account.maker_fee
             for table, rate in ((fees, taker), (fees_maker, maker)):
                 pct = fmt_decimal(rate * 100, 4)
                 table[pair.key] = {

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.validate import ge, gt, one_of
+from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 from tradebot.exchanges.simulator._account import Account, OrderParams, SimOrder
 from tradebot.exchanges.simulator._admin import admin_routes
 from tradebot.exchanges.simulator._catalog import default_catalog
@@ -72,6 +73,9 @@ class SimulatorConfig:
     heartbeat_s: float = attrs.field(default=1.0, validator=gt(0))
     volatility: float = attrs.field(default=0.0006, validator=ge(0))
     trend: float = attrs.field(default=0.00015, validator=ge(0))
+    fee_volume: Decimal = attrs.field(default=Decimal(0), converter=Decimal, validator=ge(Decimal(0)))
+    """30-day traded volume (USD) the account is deemed to have: its tier of Kraken's fee
+    schedule, reported by ``TradeVolume`` and charged on every fill."""
 
 
 @attrs.define
@@ -112,6 +116,8 @@ class Simulator:
             config.balances,
             random.Random(f"{config.seed}:ids"),
             opened_at=self.clock.now().timestamp(),
+            taker_fee=KRAKEN_FEES.taker_pct(config.fee_volume) / 100,
+            maker_fee=KRAKEN_FEES.maker_pct(config.fee_volume) / 100,
         )
         self.faults = FaultInjector(config.seed, self.clock, known_targets=ENDPOINTS)
         if config.faults:

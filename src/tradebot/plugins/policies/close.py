@@ -5,7 +5,9 @@ Flattening goes through the executor's idempotent order path
 order id, an unknown outcome is resolved by looking it up, and while a flatten order of a
 pair is still working no second one is placed. Rounds repeat (``max_attempts``, waiting up
 to ``settle_s`` for fills between them) until every position is flat; the outcome lists
-whatever is left.
+whatever is left. A position below the pair's minimum order (dust, from the exchange's
+market rules) cannot be sold: it does not count as open, and the outcome says how much
+dust is left.
 """
 
 from __future__ import annotations
@@ -43,14 +45,26 @@ class ClosePolicy:
     name = "close"
     allows_reducing_while_halted = False
 
-    def __init__(self, config: CloseConfig, executor: Any, portfolio: Any, clock: Any) -> None:
+    def __init__(self, config: CloseConfig, executor: Any, portfolio: Any, clock: Any, markets: Any = None) -> None:
         self.config = config
         self.executor = executor
         self.portfolio = portfolio
         self.clock = clock
+        self.markets = markets
+
+    def _positions(self) -> dict[str, Any]:
+        return {p: pos.volume for p, pos in self.portfolio.positions().items() if pos.volume}
+
+    def _dust(self) -> dict[str, Any]:
+        if self.markets is None:
+            return {}
+        return {
+            p: v for p, v in self._positions().items() if self.markets.is_dust(p, v, self.portfolio.mark_price(p))
+        }
 
     def _open(self) -> dict[str, Any]:
-        return {p: pos.volume for p, pos in self.portfolio.positions().items() if pos.volume}
+        dust = self._dust()
+        return {p: v for p, v in self._positions().items() if p not in dust}
 
     def _working(self) -> int:
         return len(self.executor.working_orders())
@@ -71,16 +85,19 @@ class ClosePolicy:
             await self._settle()
         remaining = self._open()
         working = self._working()
+        dust = self._dust()
         if not remaining and not working:
             text = f"every position closed ({len(placed)} flatten order(s))"
-            return PolicyOutcome(self.name, True, text, orders_placed=len(placed))
+            if dust:
+                text += f"; dust left, below the pairs' minimum order: {format_positions(dust)}"
+            return PolicyOutcome(self.name, True, text, orders_placed=len(placed), dust=dust)
         text = (
             f"NOT flat after {self.config.max_attempts} round(s): open positions {format_positions(remaining)}, "
             f"{working} order(s) still working"
         )
         if errors:
             text += f"; last error: {errors[-1]}"
-        return PolicyOutcome(self.name, False, text, remaining=remaining, orders_placed=len(placed))
+        return PolicyOutcome(self.name, False, text, remaining=remaining, orders_placed=len(placed), dust=dust)
 
     async def _settle(self) -> None:
         deadline = self.clock.monotonic() + self.config.settle_s
@@ -99,6 +116,7 @@ def make(config: CloseConfig | None, context: Any) -> ClosePolicy:
         getattr(context, "executor", None),
         getattr(context, "portfolio", None),
         getattr(context, "clock", None) or SystemClock(),
+        (getattr(context, "extras", None) or {}).get("markets"),
     )
 
 

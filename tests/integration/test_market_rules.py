@@ -1,0 +1,159 @@
+"""Market rules through the assembled bot: orders are rounded or refused before they are sent."""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from tradebot.core.bootstrap import prepare
+from tradebot.core.bot import Bot, RunOptions
+from tradebot.core.config import settings_from_dict
+from tradebot.core.risk import RejectReason
+from tradebot.exchanges.simulator import run_simulator
+
+
+@pytest.mark.timeout(90)
+async def test_live_run_rounds_to_the_lot_and_refuses_below_minimum_or_by_status_before_sending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with run_simulator(seed=3, tick_interval_s=0.05) as sim:
+        sim.catalog.set_status("SOL/USD", "cancel_only")
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
+        fast = {"fast": 2, "slow": 3}
+        config = {
+            "bot": {"state_dir": "state", "exchange": "kraken", "pairs": ["BTC/USD", "ETH/USD", "SOL/USD"]},
+            "http": {"enabled": False},
+            "risk": {"max_orders_per_minute": 1000},
+            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url}},
+            "strategies": {
+                # ten decimals: Kraken takes eight for BTC, so unrounded every order would be refused
+                "btc": {"plugin": "sma-crossover", "pairs": ["BTC/USD"], "params": {**fast, "volume": "0.0123456789"}},
+                # half of ETH's minimum (0.002)
+                "eth": {"plugin": "sma-crossover", "pairs": ["ETH/USD"], "params": {**fast, "volume": "0.001"}},
+                "sol": {"plugin": "sma-crossover", "pairs": ["SOL/USD"], "params": fast},
+            },
+        }
+        settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+        bot = Bot(prepare(settings=settings), RunOptions(duration_s=6))
+        with caplog.at_level(logging.DEBUG, logger="tradebot.risk"):
+            summary = await bot.run()
+        state = sim.state()
+    assert summary.exit_code == 0, summary.stop_reason
+    assert bot.context is not None
+    btc = [o for o in sim.account.orders.values() if o.pair.wsname == "BTC/USD"]
+    assert btc, "the BTC strategy placed nothing"
+    assert all(o.volume == D("0.01234567") for o in btc)  # rounded down to the lot before sending
+    assert all(o.pair.wsname == "BTC/USD" for o in sim.account.orders.values()), state["orders_created"]
+    assert summary.refused_when_sent == 0  # nothing the exchange refused: the gate refused first
+    gate = bot.context.extras["risk"]
+    assert gate.rejections[RejectReason.MARKET_RULES] >= 2
+    refusals = [r.getMessage() for r in caplog.records if r.name == "tradebot.risk"]
+    assert any("ETH/USD's minimum order volume 0.002" in m for m in refusals), refusals
+    assert any("SOL/USD is cancel_only on the exchange" in m for m in refusals), refusals
+    assert summary.orders_rejected >= gate.rejections[RejectReason.MARKET_RULES]
+
+
+@pytest.mark.timeout(60)
+async def test_grid_whose_spacing_loses_to_fees_does_not_start(tmp_path: Path) -> None:
+    config = {
+        "bot": {"state_dir": "state", "pairs": ["BTC/USD"]},
+        "http": {"enabled": False},
+        "strategies": {"grid": {"plugin": "grid", "params": {"spacing_pct": "0.1"}}},
+    }
+    settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+    summary = await Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=5)).run()
+    assert summary.exit_code != 0 and not summary.started
+    assert "spacing_pct 0.1%" in summary.stop_reason and "0.8004%" in summary.stop_reason, summary.stop_reason
+
+
+@pytest.mark.timeout(90)
+async def test_dust_is_reported_and_a_close_halt_completes_with_it(tmp_path: Path) -> None:
+    import asyncio
+    import json
+    import urllib.request
+
+    from tradebot.cli.health import read_health, render
+    from tradebot.core.http_server import HttpServer, HttpSettings
+    from tradebot.core.models import OrderRequest, OrderType, Side
+
+    config = {
+        "bot": {"state_dir": "state", "pairs": ["BTC/USD", "ETH/USD"]},
+        "http": {"enabled": False},
+        "halt": {"position_policy": "close"},
+        # a strategy that does not trade in this test's time: the orders are the test's own
+        "strategies": {"idle": {"plugin": "sma-crossover", "params": {"fast": 500, "slow": 1000}}},
+    }
+    settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+    bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=60))
+    run = asyncio.create_task(bot.run())
+    for _ in range(400):
+        ctx = bot.context
+        if ctx is not None and ctx.portfolio is not None and ctx.portfolio.mark_price("ETH/USD") and ctx.portfolio.mark_price("BTC/USD"):
+            break
+        await asyncio.sleep(0.05)
+    ctx = bot.context
+    assert ctx is not None
+    for cid, pair, side, volume in [
+        ("b1", "BTC/USD", Side.BUY, "0.01"),
+        ("b2", "BTC/USD", Side.SELL, "0.00998"),  # leaves 0.00002, below BTC's minimum 0.00005
+        ("e1", "ETH/USD", Side.BUY, "0.5"),
+    ]:
+        order = await ctx.executor.submit(OrderRequest(pair, side, OrderType.MARKET, D(volume), cid))
+        assert order.status.value == "closed", order
+    assert ctx.portfolio.position("BTC/USD").volume == D("0.00002")
+
+    server = HttpServer(ctx, HttpSettings(port=0))  # the bot's own context, as the bot serves it
+    port = await server.start()
+    try:
+        url = f"http://127.0.0.1:{port}/status"
+        status = await asyncio.to_thread(lambda: json.loads(urllib.request.urlopen(url, timeout=5).read()))
+    finally:
+        await server.stop()
+    assert status["dust"] == {"BTC/USD": "0.00002"}, status.get("dust")
+
+    await ctx.trading.halt("test: close with dust", "test")
+    summary = await asyncio.wait_for(run, 30)
+    assert "close policy completed" in summary.stop_reason, summary.stop_reason
+    assert "dust left" in summary.stop_reason and "BTC/USD 0.00002" in summary.stop_reason
+    assert summary.dust == {"BTC/USD": D("0.00002")}
+    assert "dust (below the pair's minimum order, cannot be traded): BTC/USD 0.00002" in summary.render()
+    assert ctx.portfolio.position("ETH/USD").volume == 0
+    health = read_health(tmp_path / "state")
+    assert health["dust"] == {"BTC/USD": "0.00002"}
+    assert "dust     BTC/USD 0.00002" in render(health)
+
+
+@pytest.mark.timeout(90)
+async def test_paper_run_rounds_and_refuses_with_the_simulators_rules(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fast = {"fast": 2, "slow": 3}
+    config = {
+        "bot": {"state_dir": "state", "pairs": ["BTC/USD", "ETH/USD"]},
+        "http": {"enabled": False},
+        "risk": {"max_orders_per_minute": 1000},
+        "strategies": {
+            "btc": {"plugin": "sma-crossover", "pairs": ["BTC/USD"], "params": {**fast, "volume": "0.0123456789"}},
+            "eth": {"plugin": "sma-crossover", "pairs": ["ETH/USD"], "params": {**fast, "volume": "0.001"}},
+        },
+    }
+    settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+    bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=5))
+    with caplog.at_level(logging.DEBUG, logger="tradebot.risk"):
+        summary = await bot.run()
+    assert summary.exit_code == 0, summary.stop_reason
+    assert bot.context is not None
+    from tradebot.core.store import StateStore
+
+    store = StateStore(tmp_path / "state")
+    try:
+        journal = store.orders()
+    finally:
+        store.close()
+    assert journal, "nothing was sent"
+    assert {e.pair for e in journal} == {"BTC/USD"}  # no ETH order below its minimum left the bot
+    assert all(e.volume == D("0.01234567") and e.status.value == "closed" for e in journal)
+    assert bot.context.extras["risk"].rejections[RejectReason.MARKET_RULES] >= 1
+    assert any("ETH/USD's minimum order volume 0.002" in r.getMessage() for r in caplog.records)
