@@ -40,6 +40,7 @@ from tradebot.core.exchange import MarketEvent
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.models import (
     Balances,
+    Fill,
     OrderInfo,
     OrderRequest,
     OrderStatus,
@@ -273,6 +274,35 @@ class PaperExchange:
     async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
         self._load()
         return self._orders.get(client_order_id)
+
+    async def closed_orders(self, since: datetime | None = None) -> Sequence[OrderInfo]:
+        """Final paper orders placed after ``since`` (all when None), newest first."""
+        self._load()
+        found = [
+            o for o in self._orders.values()
+            if o.status.is_final and (since is None or o.created_at is None or o.created_at > since)
+        ]
+        return sorted(found, key=lambda o: o.exchange_order_id or "", reverse=True)
+
+    async def trades(self, since: datetime | None = None) -> Sequence[Fill]:
+        """One trade per filled paper order placed after ``since`` (paper orders fill whole)."""
+        fills = []
+        for o in await self.closed_orders(since):
+            if o.filled_volume > 0 and o.avg_fill_price is not None:
+                fills.append(
+                    Fill(
+                        trade_id=f"{o.exchange_order_id}-T",
+                        client_order_id=o.client_order_id,
+                        exchange_order_id=o.exchange_order_id,
+                        pair=o.pair,
+                        side=o.side,
+                        price=o.avg_fill_price,
+                        volume=o.filled_volume,
+                        fee=o.fee,
+                        time=o.created_at or self._clock.now(),
+                    )
+                )
+        return fills
 
     async def market_data(
         self, pairs: Sequence[str], *, ohlc_interval: int | None = None

@@ -21,6 +21,7 @@ from tradebot.core.errors import (
 from tradebot.core.models import (
     Balances,
     Candle,
+    Fill,
     OrderInfo,
     OrderRequest,
     OrderStatus,
@@ -41,11 +42,14 @@ from tradebot.exchanges.kraken.parse import (
     parse_add_order,
     parse_balance,
     parse_cancel,
+    parse_history_page,
     parse_ohlc,
+    parse_order,
     parse_orders,
     parse_system_status,
     parse_ticker,
     parse_time,
+    parse_trades,
 )
 from tradebot.exchanges.kraken.ws import MarketDataStats, MarketDataStream
 
@@ -54,6 +58,8 @@ __all__ = ["KrakenExchange"]
 log = logging.getLogger(__name__)
 
 MarketEvent = Ticker | Candle
+
+_HISTORY_MAX_PAGES = 200  # 50 entries a page: 10,000 orders or trades
 
 # Kraken's extra cost for cancelling a young order (seconds since placement -> cost).
 _CANCEL_COST = ((5.0, 8), (10.0, 6), (15.0, 5), (45.0, 4), (90.0, 2), (300.0, 1))
@@ -182,6 +188,43 @@ class KrakenExchange:
     async def open_orders(self) -> Sequence[OrderInfo]:
         result = await self.rest.private("OpenOrders")
         return parse_orders(result, self.pairs, "private/OpenOrders", "open")
+
+    async def _history(self, method: str, key: str, since: datetime | None) -> list[tuple[str, Any]]:
+        """Every entry of a paged history call (newest first), up to ``_HISTORY_MAX_PAGES`` pages."""
+        params: dict[str, Any] = {} if since is None else {"start": int(since.timestamp())}
+        entries: list[tuple[str, Any]] = []
+        for _ in range(_HISTORY_MAX_PAGES):
+            result = await self.rest.private(method, {**params, "ofs": len(entries)})
+            page, count = parse_history_page(result, f"private/{method}", key)
+            entries.extend(page.items())
+            if not page or len(entries) >= count:
+                return entries
+        log.warning("Kraken %s: history longer than %d pages; only the newest were read", method, _HISTORY_MAX_PAGES)
+        return entries
+
+    async def closed_orders(self, since: datetime | None = None) -> Sequence[OrderInfo]:
+        """Orders closed (filled, cancelled, expired) after ``since`` (all when None), newest first.
+
+        Orders in pairs this client does not know are left out: they are none of this bot's."""
+        orders = []
+        for txid, data in await self._history("ClosedOrders", "closed", since):
+            try:
+                orders.append(parse_order(txid, data, self.pairs, "private/ClosedOrders"))
+            except TradebotError as exc:
+                if "pair this client does not know" not in str(exc):
+                    raise
+        return orders
+
+    async def trades(self, since: datetime | None = None) -> Sequence[Fill]:
+        """The account's trades after ``since`` (all when None), newest first; in pairs this client knows."""
+        fills: list[Fill] = []
+        for trade_id, data in await self._history("TradesHistory", "trades", since):
+            try:
+                fills.extend(parse_trades({trade_id: data}, self.pairs, "private/TradesHistory"))
+            except TradebotError as exc:
+                if "pair this client does not know" not in str(exc):
+                    raise
+        return fills
 
     async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
         for method, key in (("OpenOrders", "open"), ("ClosedOrders", "closed")):
