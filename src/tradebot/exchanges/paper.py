@@ -49,6 +49,7 @@ from tradebot.core.models import (
     SystemStatus,
     Ticker,
 )
+from tradebot.core.trading_state import order_at_wire
 from tradebot.core.validate import ge, in_range, non_empty
 
 __all__ = ["PaperConfig", "PaperExchange", "create", "tradebot_register_exchanges"]
@@ -145,6 +146,8 @@ class PaperExchange:
     """
 
     name = "paper"
+    checks_orders_at_wire = True
+    """:meth:`place_order` reads the trading state again where the order is taken."""
 
     def __init__(
         self,
@@ -222,6 +225,11 @@ class PaperExchange:
         if request.order_type is OrderType.LIMIT and (request.price is None or request.price <= 0):
             raise InvalidOrder("a limit order needs a positive price", client_order_id=cid)
         base, quote = _split(request.pair)
+        with order_at_wire():  # nothing awaits from here on: the check and the order are one step
+            return self._take_order(request, base, quote)
+
+    def _take_order(self, request: OrderRequest, base: str, quote: str) -> OrderInfo:
+        cid = request.client_order_id
         self._seq += 1
         order = OrderInfo(
             client_order_id=cid,

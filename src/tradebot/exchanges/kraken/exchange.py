@@ -79,6 +79,8 @@ class KrakenExchange:
     """
 
     name = "kraken"
+    checks_orders_at_wire = True
+    """The REST client reads the trading state again in the turn an AddOrder is sent."""
 
     def __init__(
         self,
