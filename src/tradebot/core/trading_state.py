@@ -95,6 +95,12 @@ class TradingStateMachine:
     async def halt(self, reason: str, source: str) -> TradingStateChange | None:
         return await self.escalate(TradingState.HALTED, reason, source)
 
+    async def halt_anew(self, reason: str, source: str) -> TradingStateChange:
+        """HALT with this reason and source even when already HALTED (a HALT whose cause
+        changed: only a person's resume ends it, never a check's auto-resume)."""
+        async with self._lock:
+            return await self._set(TradingState.HALTED, reason, source)
+
     async def reduce(self, reason: str, source: str) -> TradingStateChange | None:
         return await self.escalate(TradingState.REDUCING, reason, source)
 

@@ -525,6 +525,17 @@ class StateStore:
             rows = self._query(f"SELECT * FROM orders WHERE status IN ({marks}) ORDER BY created_at, rowid", values)
         return [_entry(r) for r in rows]
 
+    def newest_order_time(self) -> datetime | None:
+        """When the newest journal entry was created (None: the journal is empty)."""
+        rows = self._query("SELECT created_at FROM orders ORDER BY created_at DESC LIMIT 1")
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
+    def restored_backup_time(self) -> datetime | None:
+        """When the backup restored at open was taken (None: nothing was restored)."""
+        if self.restored is None:
+            return None
+        return _backups.backup_time(self.restored.backup_path)
+
     def non_final_orders(self) -> list[JournalEntry]:
         """Entries that are not final yet: what reconcile and order tracking work on."""
         return self.orders([s for s in OrderStatus if not s.is_final])
