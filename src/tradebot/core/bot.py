@@ -340,9 +340,9 @@ class Bot:
             new_client_order_id=order_ids.new,
         )
         ctx.extras["risk"] = risk
+        await self._recover_state(ctx, executor, order_ids)
         report = await executor.reconcile()
         log.info("order journal reconciled with the exchange: %s", report)
-        await self._recover_state(ctx, executor, order_ids)
         runner = StrategyRunner(
             bus=bus,
             sink=self._on_signals,

@@ -207,10 +207,11 @@ async def recover_at_start(ctx: Any, executor: Any, ids: OrderIds) -> str | None
     since = _since(store)
     try:
         report = await check_state(store, exchange, ids, since)
-    except Exception as exc:  # noqa: BLE001 - cannot tell: only a damaged state halts
+    except Exception as exc:  # noqa: BLE001 - cannot tell: a damaged or new state halts
         log.warning("could not compare the journal with the exchange's history: %s", exc)
-        if damage is None:
+        if damage is None and not store.created:
             return None
+        damage = damage or "the state database is new"
         reason = f"{damage}; the exchange's history could not be read ({exc}): run `tradebot state rebuild`, then `tradebot resume`"
         await trading.halt_anew(reason, SOURCE)
         return reason
