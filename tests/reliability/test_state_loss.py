@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
@@ -236,3 +237,34 @@ def _journal_ids(state: Path) -> list[str]:
         return [r[0] for r in conn.execute("SELECT client_order_id FROM orders")]
     finally:
         conn.close()
+
+
+def _cli(sim: Simulator, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tradebot", *args, "--config", str(tmp_path / "tradebot.toml")],
+        capture_output=True, text=True, timeout=60, env=_env(sim),
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_state_check_reports_the_difference_and_state_rebuild_repairs_it(sim: Simulator, tmp_path: Path) -> None:
+    await _trade_then_kill(sim, tmp_path, orders=3)
+    await _orders_after_the_backup(sim, tmp_path)
+    state = tmp_path / "state"
+    for p in state.glob("tradebot.db*"):
+        p.unlink()
+    shutil.rmtree(state / "backups")
+
+    check = await asyncio.to_thread(_cli, sim, tmp_path, "state", "check")
+    assert check.returncode == 1, check.stdout + check.stderr
+    ours = [o for o in sim.account.orders.values() if IDS.is_ours(o.cl_ord_id)]
+    assert check.stdout.count("missing from the journal") == len(ours), check.stdout
+    assert "journal does NOT match the exchange" in check.stdout
+
+    rebuild = await asyncio.to_thread(_cli, sim, tmp_path, "state", "rebuild")
+    assert rebuild.returncode == 0, rebuild.stdout + rebuild.stderr
+    assert f"{len(ours)} orders added" in rebuild.stdout and "trading state HALTED" in rebuild.stdout
+    _assert_journal_equals_exchange(sim, state)
+
+    again = await asyncio.to_thread(_cli, sim, tmp_path, "state", "check")
+    assert again.returncode == 0 and "journal matches the exchange" in again.stdout, again.stdout + again.stderr
