@@ -185,10 +185,9 @@ def _since(store: StateStore) -> datetime | None:
         taken = store.restored_backup_time()
         return None if taken is None else taken - MARGIN
     newest = store.newest_order_time()
-    if newest is None:
-        created = store.created_at
-        return None if created is None else created - MARGIN
-    return newest - MARGIN
+    # an empty journal (e.g. a wiped folder where a command created a new database first)
+    # is compared with the whole history: this bot's older orders must not go unseen
+    return None if newest is None else newest - MARGIN
 
 
 async def recover_at_start(ctx: Any, executor: Any, ids: OrderIds) -> str | None:
