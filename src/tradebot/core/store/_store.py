@@ -43,7 +43,6 @@ __all__ = ["DB_NAME", "MANUAL_RESUME_KEY", "StateStore", "StoreTx"]
 
 MANUAL_RESUME_KEY = "trading.manual_resume_at"
 BOT_ID_KEY = "bot.id"
-CREATED_KEY = "store.created_at"
 
 # SQLite errors that say the disk or folder cannot take writes, not that the file is damaged
 _DISK_PROBLEMS = ("readonly", "read-only", "disk is full", "disk i/o error", "unable to open", "out of memory")
@@ -413,8 +412,6 @@ class StateStore:
     def _check_bot_id(self) -> None:
         """Stamp a new database with the bot id; refuse one stamped with another bot's."""
         saved = self.get_kv(BOT_ID_KEY)
-        if self.get_kv(CREATED_KEY) is None:
-            self.set_kv(CREATED_KEY, self._clock.now().isoformat())
         if self.bot_id is None:
             return
         if saved is None:
@@ -427,12 +424,6 @@ class StateStore:
                 "if this config really is that bot's",
                 path=str(self.path),
             )
-
-    @property
-    def created_at(self) -> datetime | None:
-        """When this database was first opened (None for one written before this was kept)."""
-        saved = self.get_kv(CREATED_KEY)
-        return datetime.fromisoformat(saved) if saved else None
 
     @property
     def schema_version(self) -> int:
