@@ -87,7 +87,7 @@ async def bot_orders(exchange: Any, ids: OrderIds, since: datetime | None) -> li
     seen: dict[str, OrderInfo] = {}
     for info in [*closed, *await exchange.open_orders()]:
         if ids.is_ours(info.client_order_id):
-            seen[info.client_order_id] = info  # type: ignore[index]
+            seen[info.client_order_id] = info
     return sorted(seen.values(), key=lambda o: o.created_at.timestamp() if o.created_at else 0.0)
 
 
