@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "drill": ("tradebot.cli.drill", "drill"),
     "trades": ("tradebot.cli.history", "trades"),
     "report": ("tradebot.cli.history", "report"),
+    "state": ("tradebot.cli.state", "state"),
 }
 """Command name -> (module, attribute). A module that is not installed is left out."""
 
@@ -36,6 +37,7 @@ SHORT_HELP: dict[str, str] = {
     "drill": "Rehearse failures against the simulator.",
     "trades": "List every trade with price, fee, strategy and PnL.",
     "report": "Performance per strategy and pair, lifetime and per run.",
+    "state": "Check or rebuild the order journal from the exchange.",
 }
 
 

@@ -448,9 +448,14 @@ class Bot:
         if problems:
             raise ConfigError("this setup cannot run", problems)
         store = StateStore(
-            state_dir, backup_count=settings.backup.count, backup_interval_s=settings.backup.interval_s
+            state_dir,
+            backup_count=settings.backup.count,
+            backup_interval_s=settings.backup.interval_s,
+            min_backup_spacing_s=settings.backup.min_spacing_s,
+            bot_id=settings.bot_id,
         )
         stack.callback(store.close)
+        store.write_failure_listeners.append(self._on_state_write_failure)
         if store.restored is not None:
             log.warning("%s", store.restored.message)
         store.incr_counter("starts")
@@ -473,6 +478,10 @@ class Bot:
         from tradebot.core.supervisor import start_supervision
 
         await start_supervision(ctx, self.request_stop, infinite=self.options.infinite, alive=self._alive)
+        # operator requests are heard from here on: a HALT sent while starting is applied before any order
+        control.trading = trading
+        await control.poll_once()
+        self._spawn("control", control.run)
 
         exchange = await self._start_exchange(ctx, stack)
         ctx.exchange = exchange
@@ -595,6 +604,10 @@ class Bot:
                 ) from None
         portfolio = Portfolio(ctx.store, quote=settings.bot.quote, clock=self.clock, starting_cash=starting_cash or Decimal(0))
         ctx.portfolio = portfolio
+        from tradebot.core.order_ids import OrderIds
+        from tradebot.core.trading_state import OrderWireGate
+
+        order_ids = OrderIds(settings.bot_id)
         executor = OrderExecutor(
             exchange,
             ctx.store,
@@ -602,6 +615,8 @@ class Bot:
             clock=self.clock,
             on_order=self._on_order,
             on_fill=self._on_fill,
+            order_ids=order_ids,
+            wire_gate=OrderWireGate(ctx.trading),
         )
         ctx.executor = executor
         markets = MarketBook()
@@ -615,8 +630,10 @@ class Bot:
             working_orders=lambda: executor.working_orders(),
             markets=markets,
             clock=self.clock,
+            new_client_order_id=order_ids.new,
         )
         ctx.extras["risk"] = risk
+        await self._recover_state(ctx, executor, order_ids)
         # first the journal (fills made while the bot was down are recorded), then the balances
         report = await executor.reconcile()
         log.info("order journal reconciled with the exchange: %s", report)
@@ -714,6 +731,30 @@ class Bot:
         else:
             self._early_errors.append(exc)  # fed to the monitor once it exists
 
+    async def _recover_state(self, ctx: BotContext, executor: Any, order_ids: Any) -> None:
+        """Before the first order: a restored, damaged or lost state is rebuilt from the
+        exchange and the bot stays HALTED saying why; operator requests queued meanwhile apply."""
+        from tradebot.core.state_rebuild import recover_at_start
+
+        reason = await recover_at_start(ctx, executor, order_ids)
+        if reason is not None:
+            ctx.extras["state_recovery"] = reason
+        await self._control.poll_once()
+
+    def _on_state_write_failure(self, error: StateError) -> None:
+        """The state disk refuses writes (full, read-only): nothing can be recorded, so stop."""
+        if self._stop.is_set():
+            return
+        from tradebot.core.healing import EXIT_ESCALATE
+
+        reason = f"state cannot be saved: {error}"
+        log.critical("%s", reason)
+        ctx = self.context
+        if ctx is not None and ctx.supervisor is not None:
+            ctx.supervisor.escalate(reason)
+        else:
+            self.request_stop(reason, exit_code=EXIT_ESCALATE)
+
     def _add_strategies(self, ctx: BotContext, runner: Any) -> None:
         from tradebot.core.strategy import BotPositions, StrategyContext
 
@@ -756,9 +797,6 @@ class Bot:
         ctx.extras["risk"].trading = policies.risk_view()  # `reduce` lets reducing orders through while HALTED
         policies.outcome_listeners.append(self._on_policy_outcome)
         self._spawn("halt-policy", policies.run)
-        control = self._control  # holds the bot lock taken first thing in _start
-        control.trading = ctx.trading
-        self._spawn("control", control.run)
 
         metrics = BotMetrics()
         metrics.attach(ctx)

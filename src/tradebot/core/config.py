@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
@@ -94,11 +95,25 @@ def _pair_names(_inst: Any, attribute: attrs.Attribute[Any], value: list[str] | 
             raise ValueError(f"{attribute.name} must look like 'BTC/USD' (got {pair!r})")
 
 
+_BOT_ID = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def _bot_id(_inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
+    if value is not None and not _BOT_ID.fullmatch(value):
+        raise ValueError(
+            f"{attribute.name} must be 1-40 letters, digits, '-', '_' or '.' (got {value!r})"
+        )
+
+
 @attrs.frozen
 class BotSettings:
     """``[bot]``: what to trade, where, and where to keep state."""
 
     name: str = "tradebot"
+    id: str | None = attrs.field(default=None, validator=_bot_id)
+    """Marks this bot's orders on the exchange (in their client order ids), so a bot whose
+    state was lost recognises its orders; also stamped into its state database. Defaults to
+    ``name``. Bots sharing one exchange account need different ids."""
     exchange: str = "paper"
     pairs: list[str] = attrs.field(factory=lambda: ["BTC/USD", "ETH/USD"], validator=[non_empty, _pair_names])
     quote: str = "USD"
@@ -149,6 +164,9 @@ class BackupSettings:
 
     count: int = attrs.field(default=24, validator=gt(0))
     interval_s: float = attrs.field(default=3600.0, validator=gt(0))
+    min_spacing_s: float = attrs.field(default=2.0, validator=gt(0))
+    """Besides the periodic copy, a backup follows every change that matters (a fill, a
+    HALT), at most one per ``min_spacing_s``: a restore loses at most that much."""
 
 
 @attrs.frozen
@@ -221,6 +239,11 @@ class Settings:
         if not p.is_absolute() and self.source:
             p = Path(self.source).resolve().parent / p
         return p
+
+    @property
+    def bot_id(self) -> str:
+        """The bot's id (``[bot] id``, else ``[bot] name``)."""
+        return self.bot.id or self.bot.name
 
     @property
     def state_path(self) -> Path:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import sys
@@ -234,6 +235,11 @@ SCENARIOS: tuple[Scenario, ...] = (
         "restart-fills-while-down", "restart with fills while down", "process",
         expected="orders fill while their answers are lost and the bot is killed; after every restart the "
         "bot's cash and positions equal the exchange's; zero lost and zero duplicate orders",
+    ),
+    Scenario(
+        "state-loss", "state loss (database and backups gone)", "process", expect_state="halted",
+        expected="bot killed, its state database and backups deleted: it starts HALTED with the journal "
+        "rebuilt from the exchange, places nothing until resumed, then trades on with no duplicates",
     ),
 )
 
@@ -1461,8 +1467,94 @@ async def _run_restart_fills_while_down(
     return report
 
 
+async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
+    """Trade, SIGKILL, delete the state database and its backups, restart: HALTED and rebuilt?
+    Then resume and trade on."""
+    from tradebot.core.control import send_command
+    from tradebot.core.store import StateStore
+    from tradebot.exchanges.simulator import run_simulator
+
+    report = ScenarioReport(scenario)
+    async with run_simulator(
+        seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
+    ) as sim:
+        state_dir = workdir / scenario.name
+        state_dir.mkdir(parents=True, exist_ok=True)
+        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
+        raw = bot_config(
+            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
+            state_dir=state_dir, secrets_file=secrets, base=base,
+        )
+        config = workdir / f"{scenario.name}.toml"
+        config.write_text(to_toml(raw), encoding="utf-8")
+        log_path = workdir / f"{scenario.name}.log"
+
+        def created() -> int:
+            return sum(sim.account.orders_created.values())
+
+        proc = await _spawn_bot(config, log_path)
+        try:
+            traded = await _wait_for(lambda: created() >= 3 or proc.returncode is not None, settings.process_start_timeout_s, 0.02)
+        finally:
+            await _kill(proc)
+        if traded is None or created() < 3:
+            report.error = f"the bot placed no orders before the state was deleted (log {log_path})"
+            return report
+        for p in state_dir.glob("tradebot.db*"):
+            p.unlink()
+        shutil.rmtree(state_dir / "backups", ignore_errors=True)
+        started = time.monotonic()
+        before = created()
+        halted = await _spawn_bot(config, log_path, "--duration", "3")
+        code = await asyncio.wait_for(halted.wait(), timeout=settings.process_start_timeout_s + 10)
+        report.detected_s = time.monotonic() - started
+        store = StateStore(state_dir)
+        try:
+            saved = store.load_trading_state()
+            journal = store.orders()
+        finally:
+            store.close()
+        state = saved.state.value if saved is not None else "none"
+        report.states.append(state)
+        report.expect(
+            "starts HALTED", "halted (by state)", f"{state} (by {saved.source if saved else '-'})",
+            code == 0 and saved is not None and state == "halted" and saved.source == "state",
+            f"a bot whose state was lost must start HALTED saying why (see {log_path})",
+        )
+        report.expect(
+            "orders while HALTED", "0", str(created() - before), created() == before,
+            "the bot traded on its own with a lost state",
+        )
+        counts = {str(k): int(v) for k, v in sim.state()["orders_created"].items()}
+        rebuilt = {e.client_order_id for e in journal if e.status.value != "rejected"}
+        missing = {cid for cid, n in counts.items() if n > 0} - rebuilt
+        report.expect(
+            "journal rebuilt", "every order on the exchange", f"{len(missing)} missing", not missing,
+            "orders the exchange has are missing from the rebuilt journal",
+        )
+        result = await asyncio.to_thread(send_command, state_dir, "resume", "drill: state checked")
+        before = created()
+        final = await _spawn_bot(config, log_path, "--duration", "3")
+        try:
+            code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 10)
+        except TimeoutError:
+            await _kill(final)
+            code = -1
+        report.healed_s = time.monotonic() - started
+        report.orders_after_heal = created() - before
+        report.expect("resume", "active after resume, exit 0", f"{result.state}, exit {code}", result.ok and code == 0, result.message)
+        ok, msg = await _verify_with_exchange(state_dir, sim, live=True)
+        store = StateStore(state_dir)
+        journal = store.orders()
+        store.close()
+        _orders_verdict(report, journal, {str(k): int(v) for k, v in sim.state()["orders_created"].items()})
+        _judge_common(report, ok, msg, report.orders_after_heal)
+    return report
+
+
 _RUNNERS: dict[str, Callable[[Scenario, DrillSettings, Mapping[str, Any], Path], Awaitable[ScenarioReport]]] = {
     "restart-fills-while-down": _run_restart_fills_while_down,
+    "state-loss": _run_state_loss,
 }
 """Scenarios with a runner of their own (the others run in-process or as process-kill)."""
 

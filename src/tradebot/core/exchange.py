@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from tradebot.core.markets import MarketRules
-from tradebot.core.models import Balances, Candle, OrderInfo, OrderRequest, SystemStatus, Ticker
+from tradebot.core.models import Balances, Candle, Fill, OrderInfo, OrderRequest, SystemStatus, Ticker
 
 __all__ = ["Exchange", "MarketEvent"]
 
@@ -68,6 +68,14 @@ class Exchange(Protocol):
 
     async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
         """Look an order up (open or closed) by its client id; None when there is none."""
+
+    async def closed_orders(self, since: datetime | None = None) -> Sequence[OrderInfo]:
+        """Orders of the account that were closed (filled, cancelled, expired) after ``since``
+        (all that the exchange keeps when None). What rebuilds a lost order journal."""
+
+    async def trades(self, since: datetime | None = None) -> Sequence[Fill]:
+        """The account's trades (executions) after ``since`` (all when None). A trade need not
+        carry a client order id; ``exchange_order_id`` names its order."""
 
     def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
         """Stream tickers (and candles when ``ohlc_interval`` is set) for ``pairs``.

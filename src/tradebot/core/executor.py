@@ -60,8 +60,10 @@ from tradebot.core.errors import (
 from tradebot.core.exchange import Exchange
 from tradebot.core.markets import MarketBook
 from tradebot.core.models import Fill, OrderInfo, OrderRequest, OrderStatus, OrderType, Side
+from tradebot.core.order_ids import OrderIds
 from tradebot.core.portfolio import Portfolio
 from tradebot.core.store import JournalEntry, StateStore
+from tradebot.core.trading_state import OrderHeld, OrderWireGate
 
 __all__ = ["FLATTEN_STRATEGY", "OrderExecutor", "OrdersClosed", "ReconcileReport"]
 
@@ -81,8 +83,9 @@ NOT_PLACED: tuple[type[BaseException], ...] = (
     InvalidNonce,
     MarketClosed,
     CircuitOpen,
+    OrderHeld,
 )
-"""Errors that prove the exchange did not accept the order."""
+"""Errors that prove the exchange did not accept the order (or that it was never sent)."""
 
 OrderCallback = Callable[[OrderInfo], Awaitable[None] | None]
 FillCallback = Callable[[Fill], Awaitable[None] | None]
@@ -136,8 +139,14 @@ class OrderExecutor:
         lookup_backoff_s: float = 0.5,
         on_order: OrderCallback | None = None,
         on_fill: FillCallback | None = None,
+        order_ids: OrderIds | None = None,
+        wire_gate: OrderWireGate | None = None,
     ) -> None:
         self.exchange = exchange
+        self.order_ids = order_ids
+        """Makes this bot's client order ids (flatten orders); None: plain UUIDs."""
+        self.wire_gate = wire_gate
+        """Checks the trading state again where each order is sent (see :class:`OrderWireGate`)."""
         self.store = store
         self.portfolio = portfolio
         self._clock = clock or SystemClock()
@@ -207,7 +216,9 @@ class OrderExecutor:
             self.store.update_order(cid, attempts=attempts, sent_at=self._clock.now())
             self._sent_mono[cid] = self._clock.monotonic()
             try:
-                info = await self.exchange.place_order(request)
+                info = await self._place(request)
+            except OrderHeld as exc:
+                return await self._mark_not_placed(cid, f"not placed: {exc}")
             except NOT_PLACED as exc:
                 return await self._mark_not_placed(cid, f"rejected by the exchange ({type(exc).__name__}): {exc}")
             except asyncio.CancelledError:
@@ -230,6 +241,48 @@ class OrderExecutor:
                 self.store.incr_counter("executor.resent")
                 continue
             return await self._apply_and_emit(cid, info, force_emit=True)
+
+    async def _place(self, request: OrderRequest) -> OrderInfo:
+        gate = self.wire_gate
+        if gate is None:
+            return await self.exchange.place_order(request)
+        at_wire = bool(getattr(self.exchange, "checks_orders_at_wire", False))
+        with gate.sending(request, self.reduces_exposure, exchange_checks_at_wire=at_wire):
+            return await self.exchange.place_order(request)
+
+    def reduces_exposure(self, request: OrderRequest) -> bool:
+        """Whether ``request`` only reduces the pair's position (what a HALT still lets go)."""
+        held = self.portfolio.position(request.pair).volume
+        if held == 0:
+            return False
+        return (held > 0) == (request.side is Side.SELL) and request.volume <= abs(held)
+
+    async def adopt(self, info: OrderInfo, *, reason: str) -> OrderInfo:
+        """Journal an order of this bot found on the exchange but not in the journal (a lost
+        state), with its fills, through the same path as orders the bot tracks itself."""
+        cid = info.client_order_id
+        if not cid:
+            raise ValueError("only an order with a client order id can be adopted")
+        if self.store.get_order(cid) is None:
+            created = info.created_at or self._clock.now()
+            self.store.journal_order(
+                JournalEntry(
+                    client_order_id=cid,
+                    pair=info.pair,
+                    side=info.side,
+                    order_type=info.order_type,
+                    volume=info.volume,
+                    price=info.price if info.order_type is OrderType.LIMIT else None,
+                    status=OrderStatus.PENDING,
+                    created_at=created,
+                    updated_at=self._clock.now(),
+                    exchange_order_id=info.exchange_order_id,
+                    reason=reason,
+                    attempts=1,
+                    sent_at=created,
+                )
+            )
+        return await self._apply_and_emit(cid, info)
 
     async def _lookup(self, cid: str) -> OrderInfo | None:
         """``order_by_client_id`` with retries; raises :class:`_Unresolved` when every try failed."""
@@ -519,7 +572,7 @@ class OrderExecutor:
             side=side,
             order_type=OrderType.MARKET,
             volume=size,
-            client_order_id=str(uuid.uuid4()),
+            client_order_id=self.order_ids.new() if self.order_ids is not None else str(uuid.uuid4()),
         )
         log.warning("flattening %s: %s %s (%s)", pair, request.side.value, request.volume, reason)
         return await self.submit(request, strategy=FLATTEN_STRATEGY, reason=reason)

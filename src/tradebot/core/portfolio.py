@@ -233,6 +233,17 @@ class Portfolio:
             log.warning("starting cash was not recorded; derived %s %s from cash and fills", start, self.quote)
             self.store.set_kv(_START_KEY, str(start))
 
+    def adopt_exchange_cash(self, balance: Decimal) -> None:
+        """After the journal was rebuilt from the exchange (a lost or damaged state): take the
+        exchange's cash as the bot's, and store the starting cash that keeps cash = start +
+        fills, so the next start's check and ``rebuild_from_fills`` agree with it."""
+        start = balance - sum((_cash_delta(f) for f in self.store.fills()), ZERO)
+        with self.store.transaction() as tx:
+            now = self._clock.now()
+            tx.set_kv(_CASH_KEY, str(balance), now)
+            tx.set_kv(_START_KEY, str(start), now)
+        self._cash = balance
+
     # --- reading -------------------------------------------------------------------
 
     @property

@@ -9,15 +9,27 @@ state is saved before listeners hear of it, so a restart never silently clears a
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from typing import Any, Protocol
 
-from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.models import TradingState, TradingStateChange
+import attrs
 
-__all__ = ["TradingStateMachine", "TradingStateStore", "is_manual_resume"]
+from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.errors import PermanentError
+from tradebot.core.models import OrderRequest, TradingState, TradingStateChange
+
+__all__ = [
+    "OrderHeld",
+    "OrderWireGate",
+    "TradingStateMachine",
+    "TradingStateStore",
+    "is_manual_resume",
+    "order_at_wire",
+]
 
 log = logging.getLogger("tradebot.trading_state")
 
@@ -48,6 +60,9 @@ class TradingStateMachine:
         self._lock = asyncio.Lock()
         self._save_task: asyncio.Task[None] | None = None
         self.history: list[TradingStateChange] = []
+        self.wire_gate: OrderWireGate | None = None
+        """Set by :class:`OrderWireGate`: a stricter state is acknowledged only once the orders
+        already on the wire are answered, so none reaches the exchange after that."""
 
     def restore(self, *, announce: bool = True) -> bool:
         """Load the persisted state (call once at start-up). True when one was found.
@@ -79,6 +94,12 @@ class TradingStateMachine:
 
     async def halt(self, reason: str, source: str) -> TradingStateChange | None:
         return await self.escalate(TradingState.HALTED, reason, source)
+
+    async def halt_anew(self, reason: str, source: str) -> TradingStateChange:
+        """HALT with this reason and source even when already HALTED (a HALT whose cause
+        changed: only a person's resume ends it, never a check's auto-resume)."""
+        async with self._lock:
+            return await self._set(TradingState.HALTED, reason, source)
 
     async def reduce(self, reason: str, source: str) -> TradingStateChange | None:
         return await self.escalate(TradingState.REDUCING, reason, source)
@@ -140,6 +161,8 @@ class TradingStateMachine:
                 log.critical("trading state %s applied but NOT saved (%s); retrying the save", target.value, exc)
                 self._retry_save(change)
         self.state, self.reason, self.source, self.since = target, reason, source, change.time
+        if self.wire_gate is not None and target.severity > change.previous.severity:
+            await self.wire_gate.drain()
         self.history.append(change)
         del self.history[:-100]
         level = logging.INFO if target is TradingState.ACTIVE else logging.CRITICAL
@@ -165,3 +188,117 @@ def _fields(rec: Any) -> tuple[str, str, str, datetime]:
 def is_manual_resume(change: TradingStateChange) -> bool:
     """A person (not a check's auto-resume) put trading back to ACTIVE."""
     return change.current is TradingState.ACTIVE and not change.source.startswith("check:")
+
+
+# --- the HALT gate at the wire ---------------------------------------------------------------
+
+
+class OrderHeld(PermanentError):
+    """An order stopped where it was about to be sent: trading is HALTED or REDUCING and the
+    order would not reduce exposure. It was not placed."""
+
+    not_sent = True
+
+
+@attrs.define(eq=False)
+class _Send:
+    gate: OrderWireGate
+    request: OrderRequest
+    reduces: Callable[[OrderRequest], bool]
+
+
+_SENDING: contextvars.ContextVar[_Send | None] = contextvars.ContextVar("tradebot_order_send", default=None)
+
+
+class OrderWireGate:
+    """Checks the trading state again at the moment an order is actually sent.
+
+    The executor wraps each ``place_order`` in :meth:`sending`; an exchange that queues its
+    requests (Kraken's private requests take turns) wraps the moment one leaves in
+    :func:`order_at_wire`, where the state is read again in the same step as the send. A
+    HALT (or REDUCING) is acknowledged only after the orders already on the wire are
+    answered, so after the acknowledgement no new-exposure order reaches the exchange.
+    Cancels are never gated; an order that reduces exposure still goes.
+
+    For an exchange that does not call :func:`order_at_wire` the whole ``place_order`` call
+    counts as being on the wire, so the acknowledgement waits for it instead.
+    """
+
+    def __init__(self, trading: TradingStateMachine, *, drain_timeout_s: float = 15.0) -> None:
+        self.trading = trading
+        self.drain_timeout_s = drain_timeout_s
+        self._on_wire: set[_Send] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.held = 0
+        trading.wire_gate = self
+
+    @contextlib.contextmanager
+    def sending(
+        self, request: OrderRequest, reduces: Callable[[OrderRequest], bool], *, exchange_checks_at_wire: bool
+    ) -> Iterator[None]:
+        """Around one ``place_order``: checks now and lets the exchange check at the wire."""
+        send = _Send(self, request, reduces)
+        send.gate.check(send)
+        token = _SENDING.set(send)
+        if not exchange_checks_at_wire:
+            self._enter(send)
+        try:
+            yield
+        finally:
+            _SENDING.reset(token)
+            self._leave(send)
+
+    def check(self, send: _Send) -> None:
+        state = self.trading.state
+        if state is TradingState.ACTIVE or send.reduces(send.request):
+            return
+        self.held += 1
+        raise OrderHeld(
+            f"order not sent: trading is {state.value.upper()} ({self.trading.reason})",
+            client_order_id=send.request.client_order_id,
+        )
+
+    def _enter(self, send: _Send) -> None:
+        self._on_wire.add(send)
+        self._idle.clear()
+
+    def _leave(self, send: _Send) -> None:
+        self._on_wire.discard(send)
+        if not self._on_wire:
+            self._idle.set()
+
+    @property
+    def on_wire(self) -> int:
+        """Orders sent whose answer is not back yet."""
+        return len(self._on_wire)
+
+    async def drain(self) -> None:
+        """Wait (bounded) until no order is on the wire."""
+        if self._idle.is_set():
+            return
+        try:
+            async with asyncio.timeout(self.drain_timeout_s):
+                await self._idle.wait()
+        except TimeoutError:
+            log.error("%d order(s) still on the wire %.0f s after the trading state changed", self.on_wire, self.drain_timeout_s)
+
+
+@contextlib.contextmanager
+def order_at_wire() -> Iterator[None]:
+    """For exchanges: wrap the step in which an order request actually leaves.
+
+    Raises :class:`OrderHeld` (nothing is sent) when the trading state no longer allows the
+    order; otherwise the order counts as on the wire until the block ends. Outside an
+    executor's send (a direct call, a test) it does nothing.
+    """
+    send = _SENDING.get()
+    if send is None:
+        yield
+        return
+    send.gate.check(send)
+    send.gate._enter(send)
+    try:
+        yield
+    finally:
+        send.gate._leave(send)

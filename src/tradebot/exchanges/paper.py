@@ -51,6 +51,7 @@ from tradebot.core.markets import MarketRuleError, MarketRules, PairStatus, fit_
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.models import (
     Balances,
+    Fill,
     OrderInfo,
     OrderRequest,
     OrderStatus,
@@ -59,6 +60,7 @@ from tradebot.core.models import (
     SystemStatus,
     Ticker,
 )
+from tradebot.core.trading_state import order_at_wire
 from tradebot.core.validate import ge, in_range, non_empty
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 
@@ -163,6 +165,8 @@ class PaperExchange:
     """
 
     name = "paper"
+    checks_orders_at_wire = True
+    """:meth:`place_order` reads the trading state again where the order is taken."""
 
     def __init__(
         self,
@@ -305,6 +309,11 @@ class PaperExchange:
             raise InvalidOrder("a limit order needs a positive price", client_order_id=cid)
         base, quote = _split(request.pair)
         self._check_rules(request)
+        with order_at_wire():  # nothing awaits from here on: the check and the order are one step
+            return self._take_order(request, base, quote)
+
+    def _take_order(self, request: OrderRequest, base: str, quote: str) -> OrderInfo:
+        cid = request.client_order_id
         order = OrderInfo(
             client_order_id=cid,
             exchange_order_id=f"PAPER-{self._seq + 1:06d}",
@@ -358,6 +367,35 @@ class PaperExchange:
     async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
         self._load()
         return self._orders.get(client_order_id)
+
+    async def closed_orders(self, since: datetime | None = None) -> Sequence[OrderInfo]:
+        """Final paper orders placed after ``since`` (all when None), newest first."""
+        self._load()
+        found = [
+            o for o in self._orders.values()
+            if o.status.is_final and (since is None or o.created_at is None or o.created_at > since)
+        ]
+        return sorted(found, key=lambda o: o.exchange_order_id or "", reverse=True)
+
+    async def trades(self, since: datetime | None = None) -> Sequence[Fill]:
+        """One trade per filled paper order placed after ``since`` (paper orders fill whole)."""
+        fills = []
+        for o in await self.closed_orders(since):
+            if o.filled_volume > 0 and o.avg_fill_price is not None:
+                fills.append(
+                    Fill(
+                        trade_id=f"{o.exchange_order_id}-T",
+                        client_order_id=o.client_order_id,
+                        exchange_order_id=o.exchange_order_id,
+                        pair=o.pair,
+                        side=o.side,
+                        price=o.avg_fill_price,
+                        volume=o.filled_volume,
+                        fee=o.fee,
+                        time=o.created_at or self._clock.now(),
+                    )
+                )
+        return fills
 
     async def market_data(
         self, pairs: Sequence[str], *, ohlc_interval: int | None = None

@@ -20,12 +20,23 @@ from tradebot.core.files import private_dir, private_files
 from tradebot.core.errors import StateError
 from tradebot.core.store._records import RestoreReport
 
-__all__ = ["check_database", "list_backups", "prune_backups", "restore_newest_good", "write_backup"]
+__all__ = [
+    "backup_seq",
+    "check_database",
+    "list_backups",
+    "prune_backups",
+    "restore_newest_good",
+    "write_backup",
+]
 
 log = logging.getLogger("tradebot.store")
 
 _STAMP = "%Y%m%dT%H%M%S.%fZ"
-_NAME = re.compile(r"^tradebot-(\d{8}T\d{6}\.\d{6}Z)\.db$")
+_NAME = re.compile(r"^tradebot-(\d{8}T\d{6}\.\d{6}Z)(\.recent)?\.db$")
+SEQ_COUNTER = "store.seq"
+"""Counts committed transactions; a database behind its newest backup has lost some."""
+KEEP_RECENT = 3
+"""Backups taken right after a fill or HALT (``*.recent.db``) kept besides the periodic ones."""
 
 
 def _stamp(now: datetime) -> str:
@@ -76,18 +87,37 @@ def check_database(path: Path) -> str | None:
         conn.close()
 
 
-def list_backups(backup_dir: Path) -> list[Path]:
-    """Backup files, newest first."""
+def backup_seq(path: Path) -> int | None:
+    """How many transactions the database at ``path`` had committed (None: unreadable)."""
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        row = conn.execute("SELECT value FROM counters WHERE name = ?", (SEQ_COUNTER,)).fetchone()
+        return int(row[0]) if row else 0
+    except sqlite3.Error:
+        return None
+    finally:
+        conn.close()
+
+
+def list_backups(backup_dir: Path, *, recent: bool | None = None) -> list[Path]:
+    """Backup files, newest first (``recent``: only those taken after a fill/HALT, or only the others)."""
     if not backup_dir.is_dir():
         return []
-    found = [p for p in backup_dir.iterdir() if _NAME.match(p.name)]
-    return sorted(found, key=lambda p: p.name, reverse=True)
+    found = []
+    for p in backup_dir.iterdir():
+        m = _NAME.match(p.name)
+        if m is not None and (recent is None or bool(m.group(2)) == recent):
+            found.append((m.group(1), p))
+    return [p for _, p in sorted(found, key=lambda item: item[0], reverse=True)]
 
 
-def write_backup(db_path: Path, backup_dir: Path, now: datetime) -> Path:
+def write_backup(db_path: Path, backup_dir: Path, now: datetime, *, recent: bool = False) -> Path:
     """Copy the live database into ``backup_dir`` atomically; return the new file."""
     private_dir(backup_dir)
-    final = backup_dir / f"tradebot-{_stamp(now)}.db"
+    final = backup_dir / f"tradebot-{_stamp(now)}{'.recent' if recent else ''}.db"
     tmp = final.with_name(final.name + ".tmp")
     tmp.unlink(missing_ok=True)
     src = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
@@ -108,10 +138,12 @@ def write_backup(db_path: Path, backup_dir: Path, now: datetime) -> Path:
     return final
 
 
-def prune_backups(backup_dir: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` backups (and stray temp files); return the deleted."""
+def prune_backups(backup_dir: Path, keep: int, *, keep_recent: int = KEEP_RECENT) -> list[Path]:
+    """Delete all but the newest ``keep`` periodic and ``keep_recent`` recent backups (and
+    stray temp files); return the deleted."""
     removed: list[Path] = []
-    for old in list_backups(backup_dir)[keep:]:
+    old_ones = list_backups(backup_dir, recent=False)[keep:] + list_backups(backup_dir, recent=True)[keep_recent:]
+    for old in old_ones:
         old.unlink(missing_ok=True)
         removed.append(old)
     for stray in backup_dir.glob("tradebot-*.db.tmp"):
@@ -146,6 +178,12 @@ def restore_newest_good(db_path: Path, backup_dir: Path, now: datetime, problem:
         tmp = db_path.with_name(db_path.name + ".restore-tmp")
         shutil.copyfile(backup, tmp)
         _fsync_file(tmp)
+        copied = check_database(tmp)  # the copy is verified, not only the original
+        if copied is not None:
+            tmp.unlink(missing_ok=True)
+            tried.append(f"{backup.name}: its copy failed the check: {copied}")
+            log.error("copy of backup %s is not usable: %s", backup.name, copied)
+            continue
         os.replace(tmp, db_path)
         _fsync_dir(db_path.parent)
         taken = backup_time(backup) or now
@@ -159,7 +197,9 @@ def restore_newest_good(db_path: Path, backup_dir: Path, now: datetime, problem:
         return report
     detail = "; ".join(tried) if tried else f"no backups in {backup_dir}"
     raise StateError(
-        f"state database {db_path.name} is unusable ({problem}) and no good backup exists ({detail}). "
-        f"The damaged file was kept as {corrupt.name}.",
+        f"state database {db_path} is unusable ({problem}) and no good backup exists ({detail}). "
+        f"The damaged file was kept as {corrupt.name}. To go on, put a good backup in its place, "
+        "or start with an empty state: the bot then rebuilds its journal from the exchange and "
+        "starts HALTED until you check it (`tradebot state check`) and `tradebot resume`.",
         path=str(db_path),
     )

@@ -148,7 +148,7 @@ class HealthRecord:
 
 @attrs.frozen
 class RestoreReport:
-    """What happened when the database was found corrupt at open and restored."""
+    """What happened when the database was found damaged, missing or behind a backup at open and restored."""
 
     corrupt_path: Path
     backup_path: Path
@@ -158,7 +158,7 @@ class RestoreReport:
     @property
     def message(self) -> str:
         return (
-            f"state database was corrupt ({self.problem}); moved it to {self.corrupt_path.name} and "
+            f"state database could not be used ({self.problem}); moved it to {self.corrupt_path.name} and "
             f"restored backup {self.backup_path.name} ({self.backup_age_s:.0f} s old). "
             "Changes made after that backup are lost; reconcile with the exchange."
         )

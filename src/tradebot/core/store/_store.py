@@ -17,6 +17,7 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+import contextlib
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
@@ -42,6 +43,23 @@ from tradebot.core.store._schema import MIGRATIONS, Migration
 __all__ = ["DB_NAME", "MANUAL_RESUME_KEY", "StateStore", "StoreTx"]
 
 MANUAL_RESUME_KEY = "trading.manual_resume_at"
+BOT_ID_KEY = "bot.id"
+
+# SQLite errors that say the disk or folder cannot take writes, not that the file is damaged
+_DISK_PROBLEMS = ("readonly", "read-only", "disk is full", "disk i/o error", "unable to open", "out of memory")
+
+
+def _disk_problem(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and any(p in text for p in _DISK_PROBLEMS)
+
+
+def _disk_error(path: Path, exc: BaseException) -> StateError:
+    return StateError(
+        f"cannot write the state database {path}: {exc}; make sure the disk has free space and the "
+        "state directory is writable, then start again",
+        path=str(path),
+    )
 
 log = logging.getLogger("tradebot.store")
 
@@ -140,6 +158,8 @@ class StoreTx:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
         self._after: list[Callable[[], None]] = []
+        self.wants_backup = False
+        """A change that matters (a fill) was written: a backup should follow soon."""
 
     def on_commit(self, callback: Callable[[], None]) -> None:
         self._after.append(callback)
@@ -187,6 +207,8 @@ class StoreTx:
                 _ts(fill.time),
             ),
         )
+        if cur.rowcount == 1:
+            self.wants_backup = True
         return cur.rowcount == 1
 
     def set_position(self, position: Position, time: datetime) -> None:
@@ -241,7 +263,16 @@ class StateStore:
     backups present is restored the same way, since state is never silently dropped.
 
     Backups (``backup_count`` kept, one at most every ``backup_interval_s``; defaults 24
-    and one hour) live in ``<state_dir>/backups``.
+    and one hour) live in ``<state_dir>/backups``. Besides those, a backup follows every
+    change that matters (a fill, a HALT) at most once per ``min_backup_spacing_s``, so a
+    restore loses at most seconds. A database that has committed fewer transactions than
+    its newest backup lost some (a deleted or damaged WAL, an older copy put in its place)
+    and is treated like a damaged one.
+
+    :attr:`created` says the database was created empty by this open. ``bot_id`` (when
+    given) is stamped into a new database; a database stamped with another bot's id is
+    refused. A disk that is full or read-only is reported as :class:`StateError` at open;
+    a write failing that way later calls :attr:`write_failure_listeners` first.
     """
 
     def __init__(
@@ -254,11 +285,18 @@ class StateStore:
         equity_retention: int = 100_000,
         clock: Clock | None = None,
         migrations: Sequence[Migration] = MIGRATIONS,
+        bot_id: str | None = None,
+        min_backup_spacing_s: float = 2.0,
     ) -> None:
         if backup_count < 1:
             raise ValueError(f"backup_count must be >= 1 (got {backup_count})")
         self.state_dir = Path(state_dir)
-        private_dir(self.state_dir)
+        try:
+            private_dir(self.state_dir)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the state directory {self.state_dir}: {exc.strerror or exc}", path=str(self.state_dir)
+            ) from None
         self.path = self.state_dir / DB_NAME
         self.backup_dir = self.state_dir / BACKUP_DIR
         self.backup_count = backup_count
@@ -269,8 +307,22 @@ class StateStore:
         self._migrations = list(migrations)
         self._lock = threading.RLock()
         self._last_backup_mono: float | None = None
+        self.min_backup_spacing_s = min_backup_spacing_s
+        self._backup_wanted = False
+        self._last_recent_mono: float | None = None
         self.restored: RestoreReport | None = None
-        self._conn = self._open()
+        self.created = False
+        self.bot_id = bot_id
+        self.write_failure_listeners: list[Callable[[StateError], None]] = []
+        try:
+            self._conn = self._open()
+        except sqlite3.Error as exc:
+            if _disk_problem(exc):  # a full or read-only disk: one clear line, never a traceback
+                raise _disk_error(self.path, exc) from None
+            raise
+        except OSError as exc:
+            raise _disk_error(self.path, exc) from None
+        self._check_bot_id()
         private_files(self.path, *(self.path.with_name(self.path.name + x) for x in ("-wal", "-shm")))
 
     # --- opening ---------------------------------------------------------------
@@ -281,8 +333,11 @@ class StateStore:
             self.restored = _backups.restore_newest_good(
                 self.path, self.backup_dir, self._clock.now(), "database file is missing"
             )
+        self.created = not existed and self.restored is None
         try:
             conn = self._connect_checked()
+            if self.restored is None:
+                self._check_not_behind_backups(conn)
         except _Unsound as bad:
             self.restored = _backups.restore_newest_good(
                 self.path, self.backup_dir, self._clock.now(), bad.problem
@@ -296,6 +351,24 @@ class StateStore:
         self._migrate(conn)
         return conn
 
+    def _check_not_behind_backups(self, conn: sqlite3.Connection) -> None:
+        """Raise :class:`_Unsound` when the newest sound backup holds more than the database."""
+        row = conn.execute(
+            "SELECT value FROM counters WHERE name = ?", (_backups.SEQ_COUNTER,)
+        ).fetchone() if _has_table(conn, "counters") else None
+        live = int(row[0]) if row else 0
+        for backup in _backups.list_backups(self.backup_dir)[:2]:
+            if _backups.check_database(backup) is not None:
+                continue
+            seq = _backups.backup_seq(backup)
+            if seq is not None and seq > live:
+                conn.close()
+                raise _Unsound(
+                    f"it holds {seq - live} fewer changes than backup {backup.name}: its write-ahead log "
+                    "was lost or damaged, or an older copy was put in its place"
+                )
+            return
+
     def _connect_checked(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
         conn.row_factory = sqlite3.Row
@@ -308,6 +381,8 @@ class StateStore:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             conn.close()
+            if _disk_problem(exc):
+                raise _disk_error(self.path, exc) from None
             raise _Unsound(str(exc)) from None
         except _Unsound:
             conn.close()
@@ -320,8 +395,8 @@ class StateStore:
         if version > len(migrations):
             conn.close()
             raise StateError(
-                f"state database has schema version {version}, newer than this tradebot "
-                f"understands ({len(migrations)}); upgrade tradebot or use another state directory",
+                f"state database {self.path} has schema version {version}, newer than this tradebot "
+                f"understands ({len(migrations)}); upgrade tradebot, or use another state directory",
                 path=str(self.path),
             )
         for index in range(version, len(migrations)):
@@ -335,6 +410,22 @@ class StateStore:
                 conn.execute("ROLLBACK")
                 raise
             log.info("state database migrated to schema version %d", index + 1)
+
+    def _check_bot_id(self) -> None:
+        """Stamp a new database with the bot id; refuse one stamped with another bot's."""
+        saved = self.get_kv(BOT_ID_KEY)
+        if self.bot_id is None:
+            return
+        if saved is None:
+            self.set_kv(BOT_ID_KEY, self.bot_id)
+        elif saved != self.bot_id:
+            self.close()
+            raise StateError(
+                f"state database {self.path} belongs to bot {saved!r}, not to this config's bot "
+                f"{self.bot_id!r}; point state_dir at this bot's own folder, or set [bot] id = {saved!r} "
+                "if this config really is that bot's",
+                path=str(self.path),
+            )
 
     @property
     def schema_version(self) -> int:
@@ -362,14 +453,32 @@ class StateStore:
         with self._lock:
             if self._conn is None:
                 raise StateError("state store is closed", path=str(self.path))
-            self._conn.execute("BEGIN IMMEDIATE")
-            tx = StoreTx(self._conn)
             try:
-                yield tx
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-            self._conn.execute("COMMIT")
+                self._conn.execute("BEGIN IMMEDIATE")
+                tx = StoreTx(self._conn)
+                try:
+                    yield tx
+                    tx.incr_counter(_backups.SEQ_COUNTER)
+                except BaseException:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if not _disk_problem(exc):
+                    raise
+                if self._conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+                error = _disk_error(self.path, exc)
+                for listener in list(self.write_failure_listeners):
+                    try:
+                        listener(error)
+                    except Exception:  # noqa: BLE001 - the write failure itself is raised below
+                        log.exception("state write-failure listener failed")
+                raise error from None
+        if tx.wants_backup:
+            self._backup_wanted = True
         for callback in tx._after:
             callback()
 
@@ -408,6 +517,17 @@ class StateStore:
             marks = ",".join("?" * len(values))
             rows = self._query(f"SELECT * FROM orders WHERE status IN ({marks}) ORDER BY created_at, rowid", values)
         return [_entry(r) for r in rows]
+
+    def newest_order_time(self) -> datetime | None:
+        """When the newest journal entry was created (None: the journal is empty)."""
+        rows = self._query("SELECT created_at FROM orders ORDER BY created_at DESC LIMIT 1")
+        return datetime.fromisoformat(rows[0][0]) if rows else None
+
+    def restored_backup_time(self) -> datetime | None:
+        """When the backup restored at open was taken (None: nothing was restored)."""
+        if self.restored is None:
+            return None
+        return _backups.backup_time(self.restored.backup_path)
 
     def non_final_orders(self) -> list[JournalEntry]:
         """Entries that are not final yet: what reconcile and order tracking work on."""
@@ -530,6 +650,7 @@ class StateStore:
             )
             if manual_resume:
                 tx.set_kv(MANUAL_RESUME_KEY, _ts(time), time)
+            tx.wants_backup = True  # a HALT (or a resume) must survive a restore
 
     def last_manual_resume(self) -> datetime | None:
         """When a person last resumed trading, whether a bot was running or not.
@@ -594,40 +715,77 @@ class StateStore:
         """Backup files, newest first."""
         return _backups.list_backups(self.backup_dir)
 
-    def backup_now(self) -> Path:
-        """Take a backup now and prune to ``backup_count``. Blocking: run it in a thread."""
+    def backup_now(self, *, recent: bool = False) -> Path:
+        """Take a backup now and prune to ``backup_count``. Blocking: run it in a thread.
+
+        ``recent``: one taken because of a change that matters (kept apart from the periodic
+        ones, the newest few only)."""
         if self._conn is None:
             raise StateError("state store is closed", path=str(self.path))
-        path = _backups.write_backup(self.path, self.backup_dir, self._clock.now())
+        self._backup_wanted = False
+        try:
+            path = _backups.write_backup(self.path, self.backup_dir, self._clock.now(), recent=recent)
+        except BaseException:
+            self._backup_wanted = self._backup_wanted or recent
+            raise
         removed = _backups.prune_backups(self.backup_dir, self.backup_count)
-        self._last_backup_mono = self._clock.monotonic()
-        log.info("state backup written: %s (%d pruned)", path.name, len(removed))
+        mono = self._clock.monotonic()
+        self._last_recent_mono = mono
+        if not recent:
+            self._last_backup_mono = mono
+        log.log(logging.DEBUG if recent else logging.INFO, "state backup written: %s (%d pruned)", path.name, len(removed))
         return path
+
+    def request_backup(self) -> None:
+        """Ask for a backup soon (what a fill or a HALT does; :meth:`run_backups` takes it)."""
+        self._backup_wanted = True
+
+    def recent_backup_due(self) -> bool:
+        """A change that matters waits for its backup and the minimum spacing has passed."""
+        if not self._backup_wanted:
+            return False
+        last = self._last_recent_mono
+        return last is None or self._clock.monotonic() - last >= self.min_backup_spacing_s
 
     def backup_due(self) -> bool:
         """True when no backup was taken in the last ``backup_interval_s`` seconds."""
         if self._last_backup_mono is None:
-            newest = next(iter(self.backups()), None)
+            newest = next(iter(_backups.list_backups(self.backup_dir, recent=False)), None)
             taken = _backups.backup_time(newest) if newest is not None else None
             if taken is None:
                 return True
             return (self._clock.now() - taken).total_seconds() >= self.backup_interval_s
         return self._clock.monotonic() - self._last_backup_mono >= self.backup_interval_s
 
-    async def backup_async(self) -> Path:
+    async def backup_async(self, *, recent: bool = False) -> Path:
         """:meth:`backup_now` in a worker thread, so the event loop keeps running."""
-        return await asyncio.to_thread(self.backup_now)
+        return await asyncio.to_thread(self.backup_now, recent=recent)
 
     async def run_backups(self, *, check_every_s: float = 60.0) -> None:
-        """Take a backup whenever one is due, until cancelled. A failed backup is logged and retried."""
+        """Take a backup whenever one is due, until cancelled. A failed backup is logged and retried.
+
+        Looks every ``min_backup_spacing_s / 2`` (at most ``check_every_s``) for a change
+        that matters waiting for its backup."""
+        step = max(0.05, min(check_every_s, self.min_backup_spacing_s / 2))
+        waited = check_every_s  # check the periodic backup at once
         while True:
-            if self.backup_due():
+            periodic = waited >= check_every_s and self.backup_due()
+            if periodic or self.recent_backup_due():
+                if waited >= check_every_s:
+                    waited = 0.0
                 try:
-                    await self.backup_async()
+                    await self.backup_async(recent=not periodic)
                 except (OSError, sqlite3.Error, StateError):
                     # still due, so the next round retries
                     log.exception("state backup failed; will retry in %.0f s", check_every_s)
-            await self._clock.sleep(check_every_s)
+            elif waited >= check_every_s:
+                waited = 0.0
+            await self._clock.sleep(step)
+            waited += step
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
 
 
 class _Unsound(Exception):

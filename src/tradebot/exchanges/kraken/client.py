@@ -36,6 +36,7 @@ from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry, retry_after_failure
 from tradebot.core.resilience.timings import LatencyHistograms
 from tradebot.core.resilience.turns import Turns
+from tradebot.core.trading_state import order_at_wire
 from tradebot.exchanges.kraken.auth import sign
 from tradebot.exchanges.kraken.config import KrakenConfig, endpoint_cost
 from tradebot.exchanges.kraken.errors import map_http_status, map_kraken_error, map_transport_error
@@ -54,6 +55,8 @@ _PUBLIC_URL_CACHE_SIZE = 256
 
 ENDPOINT_GROUPS = ("public", "private", "trading", "websocket")
 _TRADING_METHODS = frozenset({"AddOrder", "AddOrderBatch", "CancelOrder", "CancelAll", "EditOrder", "AmendOrder"})
+_ORDER_METHODS = frozenset({"AddOrder", "AddOrderBatch", "EditOrder", "AmendOrder"})
+"""Requests that can add exposure: the trading state is checked again where they are sent."""
 
 
 def endpoint_group(private: bool, method: str) -> str:
@@ -383,6 +386,14 @@ class KrakenRestClient:
         assert self._credentials is not None
         if self._closed:  # e.g. closed while this request waited for its turn
             raise self._closed_error(route)
+        if route.method in _ORDER_METHODS:
+            # in this turn, in the same step as the send: no order leaves after a HALT
+            with order_at_wire():
+                return await self._post_signed(route, params)
+        return await self._post_signed(route, params)
+
+    async def _post_signed(self, route: _Route, params: dict[str, Any]) -> aiohttp.ClientResponse:
+        assert self._credentials is not None
         nonce = self.nonces.next()
         body = urlencode({"nonce": nonce, **params})
         headers = {

@@ -25,6 +25,7 @@ from tradebot.core.markets import MarketRules, PairStatus
 from tradebot.core.models import (
     Balances,
     Candle,
+    Fill,
     OrderInfo,
     OrderRequest,
     OrderStatus,
@@ -49,12 +50,15 @@ from tradebot.exchanges.kraken.parse import (
     parse_balance,
     parse_cancel,
     parse_market_rules,
+    parse_history_page,
     parse_ohlc,
+    parse_order,
     parse_orders,
     parse_system_status,
     parse_ticker,
     parse_time,
     parse_trade_volume,
+    parse_trades,
 )
 from tradebot.exchanges.kraken.ws import MarketDataStats, MarketDataStream
 
@@ -63,6 +67,8 @@ __all__ = ["KrakenExchange"]
 log = logging.getLogger(__name__)
 
 MarketEvent = Ticker | Candle
+
+_HISTORY_MAX_PAGES = 200  # 50 entries a page: 10,000 orders or trades
 
 # Kraken's extra cost for cancelling a young order (seconds since placement -> cost).
 _CANCEL_COST = ((5.0, 8), (10.0, 6), (15.0, 5), (45.0, 4), (90.0, 2), (300.0, 1))
@@ -82,6 +88,8 @@ class KrakenExchange:
     """
 
     name = "kraken"
+    checks_orders_at_wire = True
+    """The REST client reads the trading state again in the turn an AddOrder is sent."""
 
     def __init__(
         self,
@@ -284,6 +292,43 @@ class KrakenExchange:
         if orders:
             self._start_trading_guards()  # orders left from before are guarded too
         return orders
+
+    async def _history(self, method: str, key: str, since: datetime | None) -> list[tuple[str, Any]]:
+        """Every entry of a paged history call (newest first), up to ``_HISTORY_MAX_PAGES`` pages."""
+        params: dict[str, Any] = {} if since is None else {"start": int(since.timestamp())}
+        entries: list[tuple[str, Any]] = []
+        for _ in range(_HISTORY_MAX_PAGES):
+            result = await self.rest.private(method, {**params, "ofs": len(entries)})
+            page, count = parse_history_page(result, f"private/{method}", key)
+            entries.extend(page.items())
+            if not page or len(entries) >= count:
+                return entries
+        log.warning("Kraken %s: history longer than %d pages; only the newest were read", method, _HISTORY_MAX_PAGES)
+        return entries
+
+    async def closed_orders(self, since: datetime | None = None) -> Sequence[OrderInfo]:
+        """Orders closed (filled, cancelled, expired) after ``since`` (all when None), newest first.
+
+        Orders in pairs this client does not know are left out: they are none of this bot's."""
+        orders = []
+        for txid, data in await self._history("ClosedOrders", "closed", since):
+            try:
+                orders.append(parse_order(txid, data, self.pairs, "private/ClosedOrders"))
+            except TradebotError as exc:
+                if "pair this client does not know" not in str(exc):
+                    raise
+        return orders
+
+    async def trades(self, since: datetime | None = None) -> Sequence[Fill]:
+        """The account's trades after ``since`` (all when None), newest first; in pairs this client knows."""
+        fills: list[Fill] = []
+        for trade_id, data in await self._history("TradesHistory", "trades", since):
+            try:
+                fills.extend(parse_trades({trade_id: data}, self.pairs, "private/TradesHistory"))
+            except TradebotError as exc:
+                if "pair this client does not know" not in str(exc):
+                    raise
+        return fills
 
     async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
         if self.executions is not None:

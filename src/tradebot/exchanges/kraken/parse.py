@@ -16,7 +16,7 @@ from typing import Any
 
 from tradebot.core.errors import BadDataError
 from tradebot.core.markets import FeeSchedule, MarketRules, PairStatus
-from tradebot.core.models import Candle, OrderInfo, OrderStatus, OrderType, Side, SystemStatus, Ticker
+from tradebot.core.models import Candle, Fill, OrderInfo, OrderStatus, OrderType, Side, SystemStatus, Ticker
 from tradebot.exchanges.kraken.pairs import PairRegistry, asset_from_kraken
 
 __all__ = [
@@ -31,7 +31,9 @@ __all__ = [
     "parse_envelope",
     "parse_ohlc",
     "parse_order",
+    "parse_history_page",
     "parse_orders",
+    "parse_trades",
     "parse_system_status",
     "parse_ticker",
     "parse_time",
@@ -494,6 +496,42 @@ def parse_orders(result: Any, registry: PairRegistry, source: str, key: str | No
     if key is not None:
         orders = _obj(_get(orders, key, where), where / key)
     return [parse_order(str(txid), data, registry, source) for txid, data in orders.items()]
+
+
+def parse_history_page(result: Any, source: str, key: str) -> tuple[Mapping[str, Any], int]:
+    """One page of ``ClosedOrders`` / ``TradesHistory``: the entries by id, and how many exist in all."""
+    where = _Where(source)
+    obj = _obj(result, where)
+    return _obj(_get(obj, key, where), where / key), _int(obj.get("count", 0), where / "count")
+
+
+def parse_trades(entries: Mapping[str, Any], registry: PairRegistry, source: str) -> list[Fill]:
+    """``TradesHistory``'s ``trades`` as fills (their client order id is not part of a trade)."""
+    fills = []
+    for trade_id, data in entries.items():
+        w = _Where(source) / str(trade_id)
+        obj = _obj(data, w)
+        pair_name = _str(_get(obj, "pair", w), w / "pair")
+        info = registry.from_kraken(pair_name)
+        if info is None:
+            raise (w / "pair").fail(f"is a pair this client does not know ({pair_name[:20]!r})")
+        side = _str(_get(obj, "type", w), w / "type")
+        if side not in ("buy", "sell"):
+            raise (w / "type").fail(f"is not buy/sell ({side[:20]!r})")
+        fills.append(
+            Fill(
+                trade_id=str(trade_id),
+                client_order_id=None,
+                exchange_order_id=_str(_get(obj, "ordertxid", w), w / "ordertxid"),
+                pair=info.pair,
+                side=Side(side),
+                price=decimal_field(_get(obj, "price", w), w / "price", positive=True),
+                volume=decimal_field(_get(obj, "vol", w), w / "vol", positive=True),
+                fee=decimal_field(obj.get("fee", "0"), w / "fee"),
+                time=timestamp(_get(obj, "time", w), w / "time"),
+            )
+        )
+    return fills
 
 
 # --- WebSocket v2 --------------------------------------------------------------
