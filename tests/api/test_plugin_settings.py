@@ -71,7 +71,9 @@ async def test_a_table_problem_is_reported_with_its_path() -> None:
     assert "times must be > 0 (got 0) @ $.plugins.greeter.times" in validate_plugin_tables(settings, host)
 
 
-async def test_a_plugin_that_cannot_take_its_settings_is_quarantined_or_stops_start_up_when_required() -> None:
+async def test_a_plugin_that_cannot_take_its_settings_is_quarantined_or_stops_start_up_when_required() -> (
+    None
+):
     host = _host(Greeter(fail=True))
     settings = settings_from_dict({})
     validate_plugin_tables(settings, host)
@@ -97,6 +99,8 @@ def test_a_settings_hook_must_return_an_attrs_class() -> None:
 
 
 def test_a_list_or_value_under_plugins_is_not_taken_for_a_plugin_table() -> None:
-    settings = settings_from_dict({"plugins": {"enabled": ["log"], "quarantine_after": 2, "greeter": {"times": 2}}})
+    settings = settings_from_dict(
+        {"plugins": {"enabled": ["log"], "quarantine_after": 2, "greeter": {"times": 2}}}
+    )
     assert settings.plugins.enabled == ["log"] and settings.plugins.quarantine_after == 2
     assert settings.plugin_tables == {"greeter": {"times": 2}}

@@ -14,20 +14,83 @@ import tradebot.api as api
 ROOT = Path(__file__).resolve().parents[2]
 
 PINNED = {
-    "API_VERSION", "PRICE_SOURCES",
-    "ComponentSpec", "hookimpl",
-    "Check", "Exchange", "Notifier", "PositionPolicy", "RecoveryAction", "Strategy",
-    "ActionBase", "BaseCheck", "HttpPoster", "PriceSampler", "check_url", "format_positions", "probe_exchange",
-    "CheckResult", "Failure", "HealthReport", "HealthStatus", "MarketEvent", "Notification", "PolicyOutcome",
-    "RecoveryLimits", "StrategyContext", "TriggerOptions",
-    "Clock", "FakeClock", "PluginContext", "PortfolioView", "TradingView",
-    "ge", "gt", "in_range", "le", "lt", "non_empty", "one_of",
-    "AuthError", "BadDataError", "ConfigError", "ConnectionFailed", "DNSError", "ExchangeError",
-    "ExchangeUnavailable", "InsufficientFunds", "InvalidNonce", "InvalidOrder", "MarketClosed", "NetworkError",
-    "OrderNotFound", "OrderOutcomeUnknown", "PermanentError", "RateLimited", "RequestTimeout", "TradebotError",
-    "TransientError", "UnknownPair", "describe",
-    "Alert", "AlertLevel", "Balances", "Candle", "Fill", "OrderInfo", "OrderRequest", "OrderStatus", "OrderType",
-    "Position", "PositionClosed", "Side", "Signal", "SystemStatus", "Ticker", "TradingState", "TradingStateChange",
+    "API_VERSION",
+    "PRICE_SOURCES",
+    "ComponentSpec",
+    "hookimpl",
+    "Check",
+    "Exchange",
+    "Notifier",
+    "PositionPolicy",
+    "RecoveryAction",
+    "Strategy",
+    "ActionBase",
+    "BaseCheck",
+    "HttpPoster",
+    "PriceSampler",
+    "check_url",
+    "format_positions",
+    "probe_exchange",
+    "CheckResult",
+    "Failure",
+    "HealthReport",
+    "HealthStatus",
+    "MarketEvent",
+    "Notification",
+    "PolicyOutcome",
+    "RecoveryLimits",
+    "StrategyContext",
+    "TriggerOptions",
+    "Clock",
+    "FakeClock",
+    "PluginContext",
+    "PortfolioView",
+    "TradingView",
+    "ge",
+    "gt",
+    "in_range",
+    "le",
+    "lt",
+    "non_empty",
+    "one_of",
+    "AuthError",
+    "BadDataError",
+    "ConfigError",
+    "ConnectionFailed",
+    "DNSError",
+    "ExchangeError",
+    "ExchangeUnavailable",
+    "InsufficientFunds",
+    "InvalidNonce",
+    "InvalidOrder",
+    "MarketClosed",
+    "NetworkError",
+    "OrderNotFound",
+    "OrderOutcomeUnknown",
+    "PermanentError",
+    "RateLimited",
+    "RequestTimeout",
+    "TradebotError",
+    "TransientError",
+    "UnknownPair",
+    "describe",
+    "Alert",
+    "AlertLevel",
+    "Balances",
+    "Candle",
+    "Fill",
+    "OrderInfo",
+    "OrderRequest",
+    "OrderStatus",
+    "OrderType",
+    "Position",
+    "PositionClosed",
+    "Side",
+    "Signal",
+    "SystemStatus",
+    "Ticker",
+    "TradingState",
+    "TradingStateChange",
     "utc_now",
 }
 """Every public name of API 1.x. Adding one: add it here and raise the minor version; removing
@@ -49,8 +112,19 @@ def test_the_api_version_is_semantic_and_pinned() -> None:
     assert patch >= 0
 
 
-COMPONENT_KINDS = {"Check", "Exchange", "Notifier", "PositionPolicy", "RecoveryAction", "Strategy", "PortfolioView",
-                   "TradingView", "PluginContext", "ActionBase", "HttpPoster"}
+COMPONENT_KINDS = {
+    "Check",
+    "Exchange",
+    "Notifier",
+    "PositionPolicy",
+    "RecoveryAction",
+    "Strategy",
+    "PortfolioView",
+    "TradingView",
+    "PluginContext",
+    "ActionBase",
+    "HttpPoster",
+}
 
 
 def test_every_public_name_is_documented() -> None:
@@ -66,7 +140,7 @@ def test_every_public_name_is_documented() -> None:
             missing.append(name)
         if name in COMPONENT_KINDS:
             for member, value in vars(obj).items():
-                if member.startswith("_") or not callable(value) and not isinstance(value, property):
+                if member.startswith("_") or (not callable(value) and not isinstance(value, property)):
                     continue
                 if not (inspect.getdoc(value) or "").strip():
                     missing.append(f"{name}.{member}")
@@ -80,7 +154,9 @@ def test_the_api_module_imports_only_the_core_and_its_own_helpers() -> None:
         "print(sorted(m for m in sys.modules if m.startswith(('tradebot.exchanges', 'tradebot.plugins', "
         "'tradebot.strategies', 'tradebot.checks', 'tradebot.cli'))))"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
     assert done.stdout.strip() == "[]"
 
 
@@ -89,16 +165,32 @@ def test_the_old_import_paths_still_work() -> None:
     from tradebot.plugins.recovery._base import ActionBase, probe_exchange
 
     assert (ActionBase, probe_exchange, HttpPoster, check_url) == (
-        api.ActionBase, api.probe_exchange, api.HttpPoster, api.check_url
+        api.ActionBase,
+        api.probe_exchange,
+        api.HttpPoster,
+        api.check_url,
     )
 
 
 @pytest.mark.timeout(180)
 def test_mypy_strict_finds_no_error_in_the_api(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--follow-imports=silent", "--cache-dir", str(tmp_path / "cache"),
-         "src/tradebot/api", "src/tradebot/core/plugin_context.py"],
-        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--follow-imports=silent",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+            "src/tradebot/api",
+            "src/tradebot/core/plugin_context.py",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+        check=False,
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
     assert "Success: no issues found" in done.stdout

@@ -24,8 +24,17 @@ KINDS = {
     "hello-pause": ("recovery", ["tradebot_register_recovery_actions"]),
     "hello-hold": ("policy", ["tradebot_register_position_policies"]),
     "hello-file": ("notifier", ["tradebot_register_notifiers"]),
-    "hello-audit": ("other", ["tradebot_configure", "tradebot_fill_report", "tradebot_plugin_settings",
-                              "tradebot_shutdown", "tradebot_startup", "tradebot_trading_state_changed"]),
+    "hello-audit": (
+        "other",
+        [
+            "tradebot_configure",
+            "tradebot_fill_report",
+            "tradebot_plugin_settings",
+            "tradebot_shutdown",
+            "tradebot_startup",
+            "tradebot_trading_state_changed",
+        ],
+    ),
 }
 
 
@@ -34,8 +43,21 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """pip-install the example package into its own folder (not into the test environment)."""
     target = tmp_path_factory.mktemp("hello-site")
     r = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--target", str(target), str(EXAMPLE)],
-        capture_output=True, text=True, timeout=180,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(EXAMPLE),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert r.returncode == 0, r.stderr
     return target
@@ -48,9 +70,17 @@ def _env(site: Path) -> dict[str, str]:
     return env
 
 
-def _tradebot(args: list[str], site: Path, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, timeout=timeout,
-                          env=_env(site), cwd=cwd)
+def _tradebot(
+    args: list[str], site: Path, cwd: Path, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tradebot", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(site),
+        cwd=cwd,
+    )
 
 
 def _lines(path: Path) -> list[dict[str, object]]:
@@ -61,8 +91,11 @@ def test_the_example_imports_nothing_of_tradebot_but_the_api() -> None:
     for module in (EXAMPLE / "src" / "tradebot_hello").glob("*.py"):
         tree = ast.parse(module.read_text(), str(module))
         for node in ast.walk(tree):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
             for name in names:
                 if name.split(".")[0] == "tradebot":
                     assert name == "tradebot.api", f"{module.name} imports {name}"
@@ -70,14 +103,22 @@ def test_the_example_imports_nothing_of_tradebot_but_the_api() -> None:
 
 def test_every_kind_is_listed_and_enabled_like_a_built_in(site: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "tradebot.toml"
-    cfg.write_text('# my config\n[bot]\nstate_dir = "state"\n\n[plugins]\nenabled = ["kraken", "paper", "maintain", "log"]\n')
+    cfg.write_text(
+        '# my config\n[bot]\nstate_dir = "state"\n\n[plugins]\nenabled = ["kraken", "paper", "maintain", "log"]\n'
+    )
     listed = _tradebot(["plugins", "list", "--all", "--json", "--config", str(cfg)], site, tmp_path)
     assert listed.returncode == 0, listed.stderr
     infos = {p["name"]: p for p in json.loads(listed.stdout)}
     for name, (category, hooks) in KINDS.items():
         assert infos[name] == {
-            "name": name, "category": category, "distribution": "tradebot-hello", "version": "0.2.0",
-            "enabled": False, "state": "disabled", "error": None, "hooks": hooks,
+            "name": name,
+            "category": category,
+            "distribution": "tradebot-hello",
+            "version": "0.2.0",
+            "enabled": False,
+            "state": "disabled",
+            "error": None,
+            "hooks": hooks,
         }
     enabled = _tradebot(["plugins", "enable", "hello-check", "--config", str(cfg)], site, tmp_path)
     assert enabled.returncode == 0, enabled.stderr
@@ -91,15 +132,19 @@ ALL = '["kraken", "paper", "escalate", "log", ' + ", ".join(f'"{n}"' for n in KI
 
 def test_a_lifecycle_plugin_s_own_table_is_checked_with_paths(site: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "tradebot.toml"
-    base = f'[bot]\nstate_dir = "state"\n\n[plugins]\nenabled = {ALL}\n[halt]\nposition_policy = "hello-hold"\n'
+    base = (
+        f'[bot]\nstate_dir = "state"\n\n[plugins]\nenabled = {ALL}\n[halt]\nposition_policy = "hello-hold"\n'
+    )
     cfg.write_text(base + '\n[plugins.hello-audit]\nfile = "trail.jsonl"\nfills = false\n')
     ok = _tradebot(["config", "check", "--config", str(cfg)], site, tmp_path)
     assert ok.returncode == 0, ok.stdout + ok.stderr
     shown = _tradebot(["config", "show", "--config", str(cfg)], site, tmp_path)
     assert '[plugins.hello-audit]\nfile = "trail.jsonl"\nfills = false' in shown.stdout, shown.stdout
 
-    cfg.write_text(base + '\n[plugins.hello-audit]\nfile = ""\nfills = "yes"\ncolour = 1\n'
-                   '\n[plugins.hello-check]\nmin_ticks = 3\n\n[plugins.hello-nobody]\nx = 1\n')
+    cfg.write_text(
+        base + '\n[plugins.hello-audit]\nfile = ""\nfills = "yes"\ncolour = 1\n'
+        "\n[plugins.hello-check]\nmin_ticks = 3\n\n[plugins.hello-nobody]\nx = 1\n"
+    )
     bad = _tradebot(["config", "check", "--config", str(cfg)], site, tmp_path)
     out = bad.stdout + bad.stderr
     assert bad.returncode != 0, out
@@ -109,7 +154,9 @@ def test_a_lifecycle_plugin_s_own_table_is_checked_with_paths(site: Path, tmp_pa
     assert "no loaded plugin named 'hello-nobody'" in out and "@ $.plugins.hello-nobody" in out
 
 
-def test_a_paper_run_uses_the_strategy_check_policy_notifier_and_lifecycle_plugin(site: Path, tmp_path: Path) -> None:
+def test_a_paper_run_uses_the_strategy_check_policy_notifier_and_lifecycle_plugin(
+    site: Path, tmp_path: Path
+) -> None:
     """Paper trading on the built-in simulator; a person HALTs the running bot on the way."""
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text(
@@ -117,12 +164,18 @@ def test_a_paper_run_uses_the_strategy_check_policy_notifier_and_lifecycle_plugi
         '\n[halt]\nposition_policy = "hello-hold"\n\n[healing]\nladder = ["hello-pause", "escalate"]\n'
         '\n[notifications]\nnotifiers = ["hello-file"]\n'
         '\n[strategies.mom]\nplugin = "hello-momentum"\nparams = { run = 2, volume = 0.001 }\n'
-        '\n[checks.hello]\nmin_ticks = 3\ninterval_s = 0.5\n'
+        "\n[checks.hello]\nmin_ticks = 3\ninterval_s = 0.5\n"
         '\n[plugins.hello-audit]\nfile = "trail.jsonl"\n'
     )
     state = tmp_path / "state"
-    proc = subprocess.Popen([sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "8", "--config", str(cfg)],
-                            env=_env(site), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "8", "--config", str(cfg)],
+        env=_env(site),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 40
         while not any(e["event"] == "startup" for e in _lines(state / "trail.jsonl")):
@@ -168,7 +221,7 @@ def test_a_run_on_the_example_exchange_trades_heals_and_matches_its_books(site: 
         f'[bot]\nstate_dir = "state"\nexchange = "hello-market"\npairs = ["HM/USD"]\n\n[plugins]\nenabled = {enabled}\n'
         '\n[http]\nenabled = false\n\n[halt]\nposition_policy = "hello-hold"\n'
         '\n[healing]\nladder = ["hello-pause", "escalate"]\n\n[recovery.hello-pause]\npause_s = 0.1\n'
-        '\n[exchanges.hello-market]\ntick_interval_s = 0.02\ndisconnect_after = 60\nseed = 3\n'
+        "\n[exchanges.hello-market]\ntick_interval_s = 0.02\ndisconnect_after = 60\nseed = 3\n"
         '\n[strategies.mom]\nplugin = "hello-momentum"\nparams = { run = 2, volume = 0.5 }\n'
     )
     ran = _tradebot(["run", "--duration", "5", "--config", str(cfg)], site, tmp_path, timeout=90)
@@ -178,8 +231,10 @@ def test_a_run_on_the_example_exchange_trades_heals_and_matches_its_books(site: 
     state = tmp_path / "state"
     books = json.loads((state / "hello-market.json").read_text())
     db = sqlite3.connect(state / "tradebot.db")
-    journal = {cid: (status, Decimal(filled)) for cid, status, filled in
-               db.execute("SELECT client_order_id, status, filled_volume FROM orders")}
+    journal = {
+        cid: (status, Decimal(filled))
+        for cid, status, filled in db.execute("SELECT client_order_id, status, filled_volume FROM orders")
+    }
     exchange = {o["client_order_id"]: (o["status"], Decimal(o["filled_volume"])) for o in books["orders"]}
     assert journal == exchange
     assert sum(1 for status, _ in exchange.values() if status == "closed") >= 2, exchange
@@ -188,4 +243,7 @@ def test_a_run_on_the_example_exchange_trades_heals_and_matches_its_books(site: 
     cash = db.execute("SELECT value FROM kv WHERE key = 'portfolio.cash'").fetchone()[0]
     assert Decimal(cash) == Decimal(books["balances"]["USD"])  # fees included, to the last digit
     trail = _lines(state / "hello-audit.jsonl")
-    assert len([e for e in trail if e["event"] == "fill"]) == db.execute("SELECT count(*) FROM fills").fetchone()[0]
+    assert (
+        len([e for e in trail if e["event"] == "fill"])
+        == db.execute("SELECT count(*) FROM fills").fetchone()[0]
+    )

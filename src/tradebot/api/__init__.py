@@ -38,6 +38,28 @@ notifier       ``tradebot_register_notifiers``      the bot context             
 A plugin made only of lifecycle hooks declares its own ``[plugins.<name>]`` table with
 ``tradebot_plugin_settings`` and receives it in ``tradebot_configure``.
 
+What is here, by purpose:
+
+* the contract: :data:`hookimpl`, :class:`ComponentSpec`, :data:`API_VERSION`;
+* one ``Protocol`` per component kind: :class:`Exchange`, :class:`Strategy`, :class:`Check`
+  (checks and HALT triggers), :class:`RecoveryAction`, :class:`PositionPolicy`,
+  :class:`Notifier`;
+* base classes and helpers: :class:`BaseCheck` with :class:`TriggerOptions`,
+  :class:`ActionBase` with :class:`RecoveryLimits` and :func:`probe_exchange`,
+  :class:`PriceSampler` with :data:`PRICE_SOURCES`, :class:`HttpPoster` with
+  :func:`check_url`, :func:`format_positions`;
+* what components receive and return: :class:`StrategyContext`, :data:`MarketEvent`,
+  :class:`CheckResult`, :class:`HealthStatus`, :class:`HealthReport`, :class:`Failure`,
+  :class:`PolicyOutcome`, :class:`Notification`;
+* the running bot, read-only: :class:`PluginContext`, :class:`PortfolioView`,
+  :class:`TradingView`, :class:`Clock` (and :class:`FakeClock` for tests);
+* config validators: :func:`gt`, :func:`ge`, :func:`lt`, :func:`le`, :func:`in_range`,
+  :func:`one_of`, :func:`non_empty`;
+* the errors a plugin raises (:class:`TransientError` and :class:`PermanentError` and their
+  kinds, all :class:`TradebotError`) and :func:`describe`;
+* the data models: orders, fills, tickers, candles, balances, positions, signals, trading
+  state and alerts.
+
 Versioning: :data:`API_VERSION` is a semantic version of this module's names and their
 meaning. Adding a name raises the minor version; removing or changing one raises the major
 version.
@@ -104,91 +126,83 @@ from tradebot.core.validate import ge, gt, in_range, le, lt, non_empty, one_of
 API_VERSION = "1.0.0"
 """Semantic version of the public plugin API (this module's names and their meaning)."""
 
-__all__ = [
+__all__ = [  # sorted; the module docstring groups them by purpose
     "API_VERSION",
     "PRICE_SOURCES",
-    # plugin contract
-    "ComponentSpec",
-    "hookimpl",
-    # component kinds
-    "Check",
-    "Exchange",
-    "Notifier",
-    "PositionPolicy",
-    "RecoveryAction",
-    "Strategy",
-    # base classes and helpers
     "ActionBase",
+    "Alert",
+    "AlertLevel",
+    "AuthError",
+    "BadDataError",
+    "Balances",
     "BaseCheck",
-    "HttpPoster",
-    "PriceSampler",
-    "check_url",
-    "format_positions",
-    "probe_exchange",
-    # what components receive and return
+    "Candle",
+    "Check",
     "CheckResult",
+    "Clock",
+    "ComponentSpec",
+    "ConfigError",
+    "ConnectionFailed",
+    "DNSError",
+    "Exchange",
+    "ExchangeError",
+    "ExchangeUnavailable",
     "Failure",
+    "FakeClock",
+    "Fill",
     "HealthReport",
     "HealthStatus",
+    "HttpPoster",
+    "InsufficientFunds",
+    "InvalidNonce",
+    "InvalidOrder",
+    "MarketClosed",
     "MarketEvent",
+    "NetworkError",
     "Notification",
-    "PolicyOutcome",
-    "RecoveryLimits",
-    "StrategyContext",
-    "TriggerOptions",
-    # the running bot, read-only
-    "Clock",
-    "FakeClock",
+    "Notifier",
+    "OrderInfo",
+    "OrderNotFound",
+    "OrderOutcomeUnknown",
+    "OrderRequest",
+    "OrderStatus",
+    "OrderType",
+    "PermanentError",
     "PluginContext",
+    "PolicyOutcome",
     "PortfolioView",
+    "Position",
+    "PositionClosed",
+    "PositionPolicy",
+    "PriceSampler",
+    "RateLimited",
+    "RecoveryAction",
+    "RecoveryLimits",
+    "RequestTimeout",
+    "Side",
+    "Signal",
+    "Strategy",
+    "StrategyContext",
+    "SystemStatus",
+    "Ticker",
+    "TradebotError",
+    "TradingState",
+    "TradingStateChange",
     "TradingView",
-    # validators
+    "TransientError",
+    "TriggerOptions",
+    "UnknownPair",
+    "check_url",
+    "describe",
+    "format_positions",
     "ge",
     "gt",
+    "hookimpl",
     "in_range",
     "le",
     "lt",
     "non_empty",
     "one_of",
-    # errors
-    "AuthError",
-    "BadDataError",
-    "ConfigError",
-    "ConnectionFailed",
-    "DNSError",
-    "ExchangeError",
-    "ExchangeUnavailable",
-    "InsufficientFunds",
-    "InvalidNonce",
-    "InvalidOrder",
-    "MarketClosed",
-    "NetworkError",
-    "OrderNotFound",
-    "OrderOutcomeUnknown",
-    "PermanentError",
-    "RateLimited",
-    "RequestTimeout",
-    "TradebotError",
-    "TransientError",
-    "UnknownPair",
-    "describe",
-    # models
-    "Alert",
-    "AlertLevel",
-    "Balances",
-    "Candle",
-    "Fill",
-    "OrderInfo",
-    "OrderRequest",
-    "OrderStatus",
-    "OrderType",
-    "Position",
-    "PositionClosed",
-    "Side",
-    "Signal",
-    "SystemStatus",
-    "Ticker",
-    "TradingState",
-    "TradingStateChange",
+    "probe_exchange",
     "utc_now",
 ]

@@ -11,7 +11,14 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from tradebot.core.errors import ConnectionFailed, DNSError, PermanentError, RateLimited, RequestTimeout, TransientError
+from tradebot.core.errors import (
+    ConnectionFailed,
+    DNSError,
+    PermanentError,
+    RateLimited,
+    RequestTimeout,
+    TransientError,
+)
 
 __all__ = ["HttpPoster", "check_url"]
 
@@ -41,7 +48,9 @@ class HttpPoster:
             )
         return self._session
 
-    async def post_json(self, url: str, payload: Any, *, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    async def post_json(
+        self, url: str, payload: Any, *, headers: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
         """POST ``payload``; returns (status, decoded JSON body or None). Transport errors are mapped."""
         import aiohttp
 
@@ -55,7 +64,9 @@ class HttpPoster:
         except aiohttp.ClientConnectorDNSError:
             raise DNSError(f"{self.service}: cannot resolve host", host=host) from None
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionFailed(f"{self.service}: connection failed ({type(exc).__name__})", host=host) from None
+            raise ConnectionFailed(
+                f"{self.service}: connection failed ({type(exc).__name__})", host=host
+            ) from None
         try:
             body = json.loads(raw) if raw else None
         except ValueError:

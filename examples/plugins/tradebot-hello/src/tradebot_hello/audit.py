@@ -55,14 +55,25 @@ class AuditPlugin:
 
     @hookimpl
     def tradebot_trading_state_changed(self, change: TradingStateChange) -> None:
-        self._write("trading-state", previous=change.previous.value, current=change.current.value,
-                    reason=change.reason, source=change.source)
+        self._write(
+            "trading-state",
+            previous=change.previous.value,
+            current=change.current.value,
+            reason=change.reason,
+            source=change.source,
+        )
 
     @hookimpl
     def tradebot_fill_report(self, fill: Fill) -> None:
         if self.config.fills:
-            self._write("fill", pair=fill.pair, side=fill.side.value, volume=str(fill.volume), price=str(fill.price),
-                        client_order_id=fill.client_order_id)
+            self._write(
+                "fill",
+                pair=fill.pair,
+                side=fill.side.value,
+                volume=str(fill.volume),
+                price=str(fill.price),
+                client_order_id=fill.client_order_id,
+            )
 
     @hookimpl
     def tradebot_shutdown(self, context: Any, reason: str) -> None:

@@ -11,7 +11,16 @@ from typing import Any
 
 import attrs
 
-from tradebot.api import BaseCheck, CheckResult, ComponentSpec, MarketEvent, PluginContext, TriggerOptions, gt, hookimpl
+from tradebot.api import (
+    BaseCheck,
+    CheckResult,
+    ComponentSpec,
+    MarketEvent,
+    PluginContext,
+    TriggerOptions,
+    gt,
+    hookimpl,
+)
 
 __all__ = ["HelloCheck", "HelloConfig", "tradebot_register_checks"]
 
@@ -39,9 +48,15 @@ class HelloCheck(BaseCheck):
     async def evaluate(self) -> CheckResult:
         if self.ticks >= self.config.min_ticks:
             return self.ok(f"hello, market: {self.ticks} updates seen", ticks=self.ticks)
-        return self.degraded(f"waiting for market data: {self.ticks}/{self.config.min_ticks} updates", ticks=self.ticks)
+        return self.degraded(
+            f"waiting for market data: {self.ticks}/{self.config.min_ticks} updates", ticks=self.ticks
+        )
 
 
 @hookimpl
 def tradebot_register_checks() -> list[ComponentSpec]:
-    return [ComponentSpec(name="hello", factory=HelloCheck, config_cls=HelloConfig, description="Greets the market")]
+    return [
+        ComponentSpec(
+            name="hello", factory=HelloCheck, config_cls=HelloConfig, description="Greets the market"
+        )
+    ]

@@ -180,20 +180,33 @@ class HelloMarket:
     async def order_by_client_id(self, client_order_id: str) -> OrderInfo | None:
         return self._orders.get(client_order_id)
 
-    async def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
+    async def market_data(
+        self, pairs: Sequence[str], *, ohlc_interval: int | None = None
+    ) -> AsyncIterator[MarketEvent]:
         """Tickers only (no candles): one per pair every ``tick_interval_s``."""
         for pair in pairs:
             _split(pair)
         while True:
             for pair in pairs:
-                if self.config.disconnect_after and self._tickers_sent >= self.config.disconnect_after and not self._dropped:
+                if (
+                    self.config.disconnect_after
+                    and self._tickers_sent >= self.config.disconnect_after
+                    and not self._dropped
+                ):
                     self._dropped = True
                     raise ConnectionFailed("hello-market: market-data stream dropped", host="hello-market")
                 self._step(pair)
                 bid, ask = self._quote(pair)
                 self._fill_resting(pair, bid, ask)
                 self._tickers_sent += 1
-                yield Ticker(pair=pair, bid=bid, ask=ask, last=self._prices[pair], volume=ZERO, time=self.view.clock.now())
+                yield Ticker(
+                    pair=pair,
+                    bid=bid,
+                    ask=ask,
+                    last=self._prices[pair],
+                    volume=ZERO,
+                    time=self.view.clock.now(),
+                )
             await self.view.clock.sleep(self.config.tick_interval_s)
 
     # --- the market ---------------------------------------------------------------------
@@ -226,8 +239,9 @@ class HelloMarket:
             need, asset = order.volume, base
         held = self._balances.get(asset, ZERO) - self._reserved(asset)
         if need > held:
-            raise InsufficientFunds(f"hello-market: {order.side.value} needs {need:.8f} {asset}, {held:.8f} free",
-                                    pair=order.pair)
+            raise InsufficientFunds(
+                f"hello-market: {order.side.value} needs {need:.8f} {asset}, {held:.8f} free", pair=order.pair
+            )
 
     def _reserved(self, asset: str) -> Decimal:
         total = ZERO
@@ -268,22 +282,34 @@ class HelloMarket:
 
 def _order_to_json(o: OrderInfo) -> dict[str, Any]:
     return {
-        "client_order_id": o.client_order_id, "exchange_order_id": o.exchange_order_id, "pair": o.pair,
-        "side": o.side.value, "order_type": o.order_type.value, "volume": str(o.volume),
-        "filled_volume": str(o.filled_volume), "status": o.status.value,
+        "client_order_id": o.client_order_id,
+        "exchange_order_id": o.exchange_order_id,
+        "pair": o.pair,
+        "side": o.side.value,
+        "order_type": o.order_type.value,
+        "volume": str(o.volume),
+        "filled_volume": str(o.filled_volume),
+        "status": o.status.value,
         "price": None if o.price is None else str(o.price),
-        "avg_fill_price": None if o.avg_fill_price is None else str(o.avg_fill_price), "fee": str(o.fee),
+        "avg_fill_price": None if o.avg_fill_price is None else str(o.avg_fill_price),
+        "fee": str(o.fee),
         "created_at": None if o.created_at is None else o.created_at.isoformat(),
     }
 
 
 def _order_from_json(d: dict[str, Any]) -> OrderInfo:
     return OrderInfo(
-        client_order_id=d["client_order_id"], exchange_order_id=d["exchange_order_id"], pair=d["pair"],
-        side=Side(d["side"]), order_type=OrderType(d["order_type"]), volume=Decimal(d["volume"]),
-        filled_volume=Decimal(d["filled_volume"]), status=OrderStatus(d["status"]),
+        client_order_id=d["client_order_id"],
+        exchange_order_id=d["exchange_order_id"],
+        pair=d["pair"],
+        side=Side(d["side"]),
+        order_type=OrderType(d["order_type"]),
+        volume=Decimal(d["volume"]),
+        filled_volume=Decimal(d["filled_volume"]),
+        status=OrderStatus(d["status"]),
         price=None if d["price"] is None else Decimal(d["price"]),
-        avg_fill_price=None if d["avg_fill_price"] is None else Decimal(d["avg_fill_price"]), fee=Decimal(d["fee"]),
+        avg_fill_price=None if d["avg_fill_price"] is None else Decimal(d["avg_fill_price"]),
+        fee=Decimal(d["fee"]),
         created_at=None if d["created_at"] is None else datetime.fromisoformat(d["created_at"]),
     )
 

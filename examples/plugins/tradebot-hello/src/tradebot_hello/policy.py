@@ -12,7 +12,14 @@ from typing import Any
 
 import attrs
 
-from tradebot.api import ComponentSpec, PluginContext, PolicyOutcome, TradingStateChange, format_positions, hookimpl
+from tradebot.api import (
+    ComponentSpec,
+    PluginContext,
+    PolicyOutcome,
+    TradingStateChange,
+    format_positions,
+    hookimpl,
+)
 
 __all__ = ["HoldConfig", "HoldPolicy", "tradebot_register_position_policies"]
 

@@ -12,7 +12,16 @@ from typing import Any
 
 import attrs
 
-from tradebot.api import ActionBase, ComponentSpec, Failure, PluginContext, RecoveryLimits, TransientError, ge, hookimpl
+from tradebot.api import (
+    ActionBase,
+    ComponentSpec,
+    Failure,
+    PluginContext,
+    RecoveryLimits,
+    TransientError,
+    ge,
+    hookimpl,
+)
 
 __all__ = ["PauseAction", "PauseConfig", "tradebot_register_recovery_actions"]
 
