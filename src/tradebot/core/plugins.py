@@ -360,6 +360,11 @@ class PluginHost:
             if fn is None or not hasattr(fn, f"{hookspecs.PROJECT}_impl") or name in self._quarantined:
                 continue
             config = settings.plugin_config("plugin", name)
+            if config is None and ("plugin", name) not in settings.plugin_configs:
+                try:  # settings not validated against the plugins (a caller that skipped it): defaults
+                    config = self._settings_classes[name]()
+                except Exception:  # noqa: BLE001 - a class with required fields has no defaults
+                    config = None
             view = PluginContext.of(context, plugin=name, config=config)
             try:
                 await self.acall(name, "tradebot_configure", fn, config=config, context=view)
