@@ -488,6 +488,7 @@ class Bot:
         await self._watch_critical_plugins(ctx, stack)
         await self._start_engine(ctx, stack)
         await self._start_optional(ctx, stack)
+        await self.host.configure(settings, ctx, required=settings.plugins.required)  # [plugins.<name>] tables
         await self.host.broadcast("tradebot_startup", context=ctx)
         if self.options.status_line:
             task = asyncio.ensure_future(self._status_line(ctx))

@@ -17,6 +17,8 @@ __all__ = ["Clock", "FakeClock", "SystemClock"]
 
 
 class Clock(Protocol):
+    """Where the bot reads time: the system's, or a fake one in tests."""
+
     def monotonic(self) -> float:
         """Seconds from an arbitrary origin; never goes backwards."""
 

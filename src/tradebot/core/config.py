@@ -203,6 +203,9 @@ class Settings:
     recovery: dict[str, dict[str, Any]] = attrs.Factory(dict)
     policies: dict[str, dict[str, Any]] = attrs.Factory(dict)
     notifiers: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    plugin_tables: dict[str, dict[str, Any]] = attrs.Factory(dict)
+    """``[plugins.<name>]``: a plugin's own settings (``tradebot_plugin_settings``), raw until
+    validate_plugin_tables puts the validated object in plugin_configs as ("plugin", name)."""
     sections: dict[str, Any] = attrs.Factory(dict)
     """Core sections of :data:`CORE_SECTIONS`, structured; see :meth:`section`."""
     source: str | None = None
@@ -534,7 +537,7 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
     secrets: set[str] = set()
     _find_secret_keys(raw, "$", issues, secrets)
     raw = _without(raw, "$", secrets)  # reported as secrets: not again as unknown keys
-    not_sections = {"sections", "source", "plugin_configs", "written", "notes"}
+    not_sections = {"sections", "source", "plugin_configs", "written", "notes", "plugin_tables"}
     known = {f.name for f in attrs.fields(Settings)} - not_sections
     kwargs: dict[str, Any] = {}
     sections: dict[str, Any] = {}
@@ -551,6 +554,10 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
 
     for key, value in raw.items():
         path = f"$.{key}"
+        if key == "plugins" and isinstance(value, Mapping):  # [plugins.<name>]: a plugin's own table
+            own = {f.name for f in attrs.fields(PluginsSettings)}
+            kwargs["plugin_tables"] = {k: dict(v) for k, v in value.items() if isinstance(v, Mapping) and k not in own}
+            value = {k: v for k, v in value.items() if k not in kwargs["plugin_tables"]}
         if key in ("bot", "plugins", "risk", "backup"):
             cls = {"bot": BotSettings, "plugins": PluginsSettings, "risk": RiskSettings, "backup": BackupSettings}[key]
             obj = take(path, _structure(value, cls, path))
@@ -710,6 +717,20 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
             issues.extend(errs)
             if not errs:
                 configs[(cat, name)] = obj
+    settings_classes = host.settings_classes()
+    for name, raw in settings.plugin_tables.items():
+        if name in settings_classes:
+            continue
+        if name in host.report.loaded:
+            issues.append(f"plugin {name!r} takes no settings of its own @ $.plugins.{name}")
+        else:
+            near = _near(name, sorted(host.report.loaded))
+            issues.append(f"no loaded plugin named {name!r}{near}{why(name)} @ $.plugins.{name}")
+    for name, cls in settings_classes.items():
+        obj, errs = _plugin_config(cls, settings.plugin_tables.get(name, {}), f"$.plugins.{name}")
+        issues.extend(errs)
+        if not errs:
+            configs[("plugin", name)] = obj
     strategies = host.components("strategy")
     for inst_name, inst in list(settings.strategies.items()):
         path = f"$.strategies.{inst_name}"
@@ -965,6 +986,11 @@ def unstructure(settings: Settings) -> dict[str, Any]:
     }
     if out["plugins"]["enabled"] is None:
         del out["plugins"]["enabled"]
+    for (cat, n), cfg in sorted(settings.plugin_configs.items()):
+        if cat == "plugin" and cfg is not None:
+            out["plugins"][n] = conv.unstructure(cfg)
+    for n, raw in settings.plugin_tables.items():
+        out["plugins"].setdefault(n, raw)
     for name in CORE_SECTIONS:
         sec = settings.section(name)
         if sec is not None:

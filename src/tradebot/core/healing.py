@@ -182,11 +182,17 @@ class RecoveryAction(Protocol):
     name: str
     limits: RecoveryLimits
 
-    def applies_to(self, failure: Failure) -> bool: ...
+    def applies_to(self, failure: Failure) -> bool:
+        """Whether this action may help with ``failure`` (cheap, no side effects)."""
+        ...
 
-    async def recover(self, failure: Failure) -> bool: ...
+    async def recover(self, failure: Failure) -> bool:
+        """Do the work; True when it did something that may have healed ``failure``."""
+        ...
 
-    async def verify(self, failure: Failure) -> bool: ...
+    async def verify(self, failure: Failure) -> bool:
+        """Whether the fault is gone now (the failure's own probe is tried afterwards)."""
+        ...
 
 
 # --- results and counters --------------------------------------------------------------

@@ -116,6 +116,34 @@ REGISTER_HOOKS: dict[str, str] = {
 """Register hook name -> the plugin category it makes a plugin belong to."""
 
 
+# --- a plugin's own settings ---------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def tradebot_plugin_settings() -> type:  # type: ignore[empty-body]
+    """Return the attrs class that validates this plugin's own ``[plugins.<name>]`` table.
+
+    For plugins whose settings belong to no component, like one made only of lifecycle
+    hooks. Called once at start-up, synchronous, no I/O. ``<name>`` is the plugin's
+    entry-point name. The table is validated like a component's (unknown keys rejected,
+    every problem reported with its path) by ``tradebot config check`` and at start-up;
+    without a table the class's defaults apply. The validated object is handed to
+    :func:`tradebot_configure`.
+    """
+
+
+@hookspec
+def tradebot_configure(config: Any, context: Any) -> None:
+    """Take this plugin's validated settings (see :func:`tradebot_plugin_settings`).
+
+    Called once per run for this plugin only, after the bot's parts are built and before
+    :func:`tradebot_startup`. ``config`` is the plugin's validated config object and
+    ``context`` its :class:`tradebot.api.PluginContext` (with that config). May be async.
+    If it raises, the plugin is quarantined for the run (its hooks are not called again);
+    a plugin in ``[plugins] required`` stops the start-up instead.
+    """
+
+
 # --- lifecycle and broadcast -------------------------------------------------
 
 

@@ -40,6 +40,8 @@ def utc_now() -> datetime:
 
 
 class Side(enum.StrEnum):
+    """Buy or sell."""
+
     BUY = "buy"
     SELL = "sell"
 
@@ -49,6 +51,8 @@ class Side(enum.StrEnum):
 
 
 class OrderType(enum.StrEnum):
+    """Market (fills at once at the best price) or limit (never worse than ``price``)."""
+
     MARKET = "market"
     LIMIT = "limit"
 
@@ -216,6 +220,8 @@ class TradingStateChange:
 
 
 class AlertLevel(enum.StrEnum):
+    """How urgent an alert is: info, warning or critical."""
+
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"

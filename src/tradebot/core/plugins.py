@@ -56,6 +56,8 @@ _CATEGORY_ORDER = [
 
 T = TypeVar("T")
 
+_SETTINGS_HOOK = "tradebot_plugin_settings"
+
 
 @attrs.frozen
 class RegisteredComponent:
@@ -196,6 +198,7 @@ class PluginHost:
         self.failures_view: Mapping[str, int] = self._failures
         """Live, read-only: plugin -> consecutive failures (no entry while it has none)."""
         self._components: dict[str, dict[str, RegisteredComponent]] = {}
+        self._settings_classes: dict[str, type] = {}  # plugin -> class of its [plugins.<name>] table
         self.quarantine_listeners: list[Callable[[str, str], None]] = []
         self.report = LoadReport()
         self.enabled: list[str] | None = None
@@ -296,6 +299,7 @@ class PluginHost:
         for comps in self._components.values():
             for key in [k for k, c in comps.items() if c.plugin == name]:
                 del comps[key]
+        self._settings_classes.pop(name, None)
         if name in self.report.loaded:
             self.report.loaded.remove(name)
 
@@ -329,6 +333,17 @@ class PluginHost:
                         f"{category} {spec.name!r} is already provided by plugin {other!r}", plugin=name, hook=hook
                     )
                 bucket[spec.name] = RegisteredComponent(plugin=name, category=category, spec=spec)
+        fn = getattr(obj, _SETTINGS_HOOK, None)
+        if fn is not None and hasattr(fn, f"{hookspecs.PROJECT}_impl"):
+            try:
+                cls = self.call(name, _SETTINGS_HOOK, fn)
+            except PluginError as exc:
+                raise PluginError(f"{_SETTINGS_HOOK} raised: {exc.__cause__!r}", plugin=name, hook=_SETTINGS_HOOK) from exc
+            if not (isinstance(cls, type) and attrs.has(cls)):
+                raise PluginError(
+                    f"{_SETTINGS_HOOK} must return an attrs class (got {cls!r})", plugin=name, hook=_SETTINGS_HOOK
+                )
+            self._settings_classes[name] = cls
 
     # --- queries -----------------------------------------------------------------
 
@@ -347,6 +362,40 @@ class PluginHost:
             hint = f"; did you mean {', '.join(near)}?" if near else f"; available: {', '.join(known) or 'none'}"
             raise PluginError(f"no {category} named {name!r} is loaded{hint}", plugin=name)
         return found
+
+    def settings_classes(self) -> dict[str, type]:
+        """Plugin -> the attrs class of its own ``[plugins.<name>]`` table (``tradebot_plugin_settings``)."""
+        return dict(self._settings_classes)
+
+    async def configure(self, settings: Any, context: Any, *, required: Collection[str] = ()) -> None:
+        """Hand every plugin that declares its own settings its validated config (``tradebot_configure``).
+
+        Each plugin is called on its own, through the guarded path, with its config and a
+        :class:`~tradebot.core.plugin_context.PluginContext`. A plugin whose call fails is
+        quarantined for the run (it never ran with its settings); one in ``required`` raises
+        :class:`PluginError` instead.
+        """
+        from tradebot.core.plugin_context import PluginContext
+
+        for name in list(self._settings_classes):
+            obj = self.pm.get_plugin(name)
+            fn = getattr(obj, "tradebot_configure", None)
+            if fn is None or not hasattr(fn, f"{hookspecs.PROJECT}_impl") or name in self._quarantined:
+                continue
+            config = settings.plugin_config("plugin", name)
+            if config is None and ("plugin", name) not in settings.plugin_configs:
+                try:  # settings not validated against the plugins (a caller that skipped it): defaults
+                    config = self._settings_classes[name]()
+                except Exception:  # noqa: BLE001 - a class with required fields has no defaults
+                    config = None
+            view = PluginContext.of(context, plugin=name, config=config)
+            try:
+                await self.acall(name, "tradebot_configure", fn, config=config, context=view)
+            except TradebotError as exc:
+                if name in required:
+                    raise PluginError(f"required plugin {name!r} could not take its settings: {exc}", plugin=name) from exc
+                if name not in self._quarantined:
+                    self.quarantine(name, f"tradebot_configure failed: {exc}")
 
     @property
     def loaded(self) -> list[str]:

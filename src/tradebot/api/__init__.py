@@ -1,0 +1,208 @@
+"""The public plugin API of tradebot: the one module a plugin imports.
+
+Everything a plugin author needs is here, and what is not here is private to tradebot and
+may change without notice: the hook marker, the component description a register hook
+returns, one ``Protocol`` per component kind, the base classes the built-in plugins use, the
+config validators, the errors a plugin may raise, the data models, and a read-only view of
+the running bot.
+
+A plugin is a module (or any object) with hook implementations, registered through the
+``tradebot`` entry-point group of its package::
+
+    from tradebot.api import ComponentSpec, hookimpl
+
+    @hookimpl
+    def tradebot_register_checks() -> list[ComponentSpec]:
+        return [ComponentSpec(name="hello", factory=HelloCheck, config_cls=HelloConfig)]
+
+What each factory receives, and what the component it builds must provide:
+
+=============  ===================================  =================================  ====================
+kind           register hook                        factory(config, context) context   returns
+=============  ===================================  =================================  ====================
+exchange       ``tradebot_register_exchanges``      the bot context (wrap it with      :class:`Exchange`
+                                                    :meth:`PluginContext.of`)
+strategy       ``tradebot_register_strategies``     :class:`StrategyContext`           :class:`Strategy`
+check          ``tradebot_register_checks``         the bot context                    :class:`Check`
+HALT trigger   ``tradebot_register_halt_triggers``  the bot context                    :class:`Check`
+recovery       ``tradebot_register_recovery_        the bot context                    :class:`RecoveryAction`
+               actions``
+policy         ``tradebot_register_position_        the bot context                    :class:`PositionPolicy`
+               policies``
+notifier       ``tradebot_register_notifiers``      the bot context                    :class:`Notifier`
+=============  ===================================  =================================  ====================
+
+``config`` is an instance of the spec's ``config_cls``, validated from the component's table
+(``[exchanges.<name>]``, ``[strategies.<instance>.params]``, ``[checks.<name>]``,
+``[recovery.<name>]``, ``[policies.<name>]``, ``[notifiers.<name>]``), or None without one.
+A plugin made only of lifecycle hooks declares its own ``[plugins.<name>]`` table with
+``tradebot_plugin_settings`` and receives it in ``tradebot_configure``.
+
+What is here, by purpose:
+
+* the contract: :data:`hookimpl`, :class:`ComponentSpec`, :data:`API_VERSION`;
+* one ``Protocol`` per component kind: :class:`Exchange`, :class:`Strategy`, :class:`Check`
+  (checks and HALT triggers), :class:`RecoveryAction`, :class:`PositionPolicy`,
+  :class:`Notifier`;
+* base classes and helpers: :class:`BaseCheck` with :class:`TriggerOptions`,
+  :class:`ActionBase` with :class:`RecoveryLimits` and :func:`probe_exchange`,
+  :class:`PriceSampler` with :data:`PRICE_SOURCES`, :class:`HttpPoster` with
+  :func:`check_url`, :func:`format_positions`;
+* what components receive and return: :class:`StrategyContext`, :data:`MarketEvent`,
+  :class:`CheckResult`, :class:`HealthStatus`, :class:`HealthReport`, :class:`Failure`,
+  :class:`PolicyOutcome`, :class:`Notification`;
+* the running bot, read-only: :class:`PluginContext`, :class:`PortfolioView`,
+  :class:`TradingView`, :class:`Clock` (and :class:`FakeClock` for tests);
+* config validators: :func:`gt`, :func:`ge`, :func:`lt`, :func:`le`, :func:`in_range`,
+  :func:`one_of`, :func:`non_empty`;
+* the errors a plugin raises (:class:`TransientError` and :class:`PermanentError` and their
+  kinds, all :class:`TradebotError`) and :func:`describe`;
+* the data models: orders, fills, tickers, candles, balances, positions, signals, trading
+  state and alerts.
+
+Versioning: :data:`API_VERSION` is a semantic version of this module's names and their
+meaning. Adding a name raises the minor version; removing or changing one raises the major
+version.
+"""
+
+from __future__ import annotations
+
+from tradebot.api._http import HttpPoster, check_url
+from tradebot.api._recovery import ActionBase, probe_exchange
+from tradebot.core.clock import Clock, FakeClock
+from tradebot.core.components import ComponentSpec
+from tradebot.core.errors import (
+    AuthError,
+    BadDataError,
+    ConfigError,
+    ConnectionFailed,
+    DNSError,
+    ExchangeError,
+    ExchangeUnavailable,
+    InsufficientFunds,
+    InvalidNonce,
+    InvalidOrder,
+    MarketClosed,
+    NetworkError,
+    OrderNotFound,
+    OrderOutcomeUnknown,
+    PermanentError,
+    RateLimited,
+    RequestTimeout,
+    TradebotError,
+    TransientError,
+    UnknownPair,
+    describe,
+)
+from tradebot.core.exchange import Exchange, MarketEvent
+from tradebot.core.healing import Failure, RecoveryAction, RecoveryLimits
+from tradebot.core.health import BaseCheck, Check, CheckResult, HealthReport, HealthStatus, TriggerOptions
+from tradebot.core.hookspecs import hookimpl
+from tradebot.core.models import (
+    Alert,
+    AlertLevel,
+    Balances,
+    Candle,
+    Fill,
+    OrderInfo,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Side,
+    Signal,
+    SystemStatus,
+    Ticker,
+    TradingState,
+    TradingStateChange,
+    utc_now,
+)
+from tradebot.core.notify import Notification, Notifier
+from tradebot.core.plugin_context import PluginContext, PortfolioView, TradingView
+from tradebot.core.policy import PolicyOutcome, PositionPolicy, format_positions
+from tradebot.core.store import Position, PositionClosed
+from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, Strategy, StrategyContext
+from tradebot.core.validate import ge, gt, in_range, le, lt, non_empty, one_of
+
+API_VERSION = "1.0.0"
+"""Semantic version of the public plugin API (this module's names and their meaning)."""
+
+__all__ = [  # sorted; the module docstring groups them by purpose
+    "API_VERSION",
+    "PRICE_SOURCES",
+    "ActionBase",
+    "Alert",
+    "AlertLevel",
+    "AuthError",
+    "BadDataError",
+    "Balances",
+    "BaseCheck",
+    "Candle",
+    "Check",
+    "CheckResult",
+    "Clock",
+    "ComponentSpec",
+    "ConfigError",
+    "ConnectionFailed",
+    "DNSError",
+    "Exchange",
+    "ExchangeError",
+    "ExchangeUnavailable",
+    "Failure",
+    "FakeClock",
+    "Fill",
+    "HealthReport",
+    "HealthStatus",
+    "HttpPoster",
+    "InsufficientFunds",
+    "InvalidNonce",
+    "InvalidOrder",
+    "MarketClosed",
+    "MarketEvent",
+    "NetworkError",
+    "Notification",
+    "Notifier",
+    "OrderInfo",
+    "OrderNotFound",
+    "OrderOutcomeUnknown",
+    "OrderRequest",
+    "OrderStatus",
+    "OrderType",
+    "PermanentError",
+    "PluginContext",
+    "PolicyOutcome",
+    "PortfolioView",
+    "Position",
+    "PositionClosed",
+    "PositionPolicy",
+    "PriceSampler",
+    "RateLimited",
+    "RecoveryAction",
+    "RecoveryLimits",
+    "RequestTimeout",
+    "Side",
+    "Signal",
+    "Strategy",
+    "StrategyContext",
+    "SystemStatus",
+    "Ticker",
+    "TradebotError",
+    "TradingState",
+    "TradingStateChange",
+    "TradingView",
+    "TransientError",
+    "TriggerOptions",
+    "UnknownPair",
+    "check_url",
+    "describe",
+    "format_positions",
+    "ge",
+    "gt",
+    "hookimpl",
+    "in_range",
+    "le",
+    "lt",
+    "non_empty",
+    "one_of",
+    "probe_exchange",
+    "utc_now",
+]
