@@ -36,6 +36,8 @@ PINNED = {
     "HealthReport",
     "HealthStatus",
     "MarketEvent",
+    "MarketRules",
+    "PairStatus",
     "Notification",
     "PolicyOutcome",
     "RecoveryLimits",

@@ -136,6 +136,7 @@ def test_a_lifecycle_plugin_s_own_table_is_checked_with_paths(site: Path, tmp_pa
     cfg = tmp_path / "tradebot.toml"
     base = (
         f'[bot]\nstate_dir = "state"\n\n[plugins]\nenabled = {ALL}\n[halt]\nposition_policy = "hello-hold"\n'
+        '\n[risk]\naccept_unprotected = true\n\n[strategies.mom]\nplugin = "hello-momentum"\n'
     )
     cfg.write_text(base + '\n[plugins.hello-audit]\nfile = "trail.jsonl"\nfills = false\n')
     ok = _tradebot(["config", "check", "--config", str(cfg)], site, tmp_path)
@@ -163,6 +164,7 @@ def test_a_paper_run_uses_the_strategy_check_policy_notifier_and_lifecycle_plugi
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text(
         f'[bot]\nstate_dir = "state"\npairs = ["BTC/USD"]\n\n[plugins]\nenabled = {ALL}\n\n[http]\nenabled = false\n'
+        '\n[risk]\naccept_unprotected = true\n'
         '\n[halt]\nposition_policy = "hello-hold"\n\n[healing]\nladder = ["hello-pause", "escalate"]\n'
         '\n[notifications]\nnotifiers = ["hello-file"]\n'
         '\n[strategies.mom]\nplugin = "hello-momentum"\nparams = { run = 2, volume = 0.001 }\n'
@@ -221,7 +223,7 @@ def test_a_run_on_the_example_exchange_trades_heals_and_matches_its_books(site: 
     enabled = '["escalate", "log", ' + ", ".join(f'"{n}"' for n in KINDS) + "]"
     cfg.write_text(
         f'[bot]\nstate_dir = "state"\nexchange = "hello-market"\npairs = ["HM/USD"]\n\n[plugins]\nenabled = {enabled}\n'
-        '\n[http]\nenabled = false\n\n[halt]\nposition_policy = "hello-hold"\n'
+        '\n[http]\nenabled = false\n\n[halt]\nposition_policy = "hello-hold"\n\n[risk]\naccept_unprotected = true\n'
         '\n[healing]\nladder = ["hello-pause", "escalate"]\n\n[recovery.hello-pause]\npause_s = 0.1\n'
         "\n[exchanges.hello-market]\ntick_interval_s = 0.02\ndisconnect_after = 60\nseed = 3\n"
         '\n[strategies.mom]\nplugin = "hello-momentum"\nparams = { run = 2, volume = 0.5 }\n'

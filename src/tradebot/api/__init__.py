@@ -98,6 +98,7 @@ from tradebot.core.exchange import Exchange, MarketEvent
 from tradebot.core.healing import Failure, RecoveryAction, RecoveryLimits
 from tradebot.core.health import BaseCheck, Check, CheckResult, HealthReport, HealthStatus, TriggerOptions
 from tradebot.core.hookspecs import hookimpl
+from tradebot.core.markets import MarketRules, PairStatus
 from tradebot.core.models import (
     Alert,
     AlertLevel,
@@ -158,6 +159,7 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "InvalidOrder",
     "MarketClosed",
     "MarketEvent",
+    "MarketRules",
     "NetworkError",
     "Notification",
     "Notifier",
@@ -167,6 +169,7 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "OrderRequest",
     "OrderStatus",
     "OrderType",
+    "PairStatus",
     "PermanentError",
     "PluginContext",
     "PolicyOutcome",

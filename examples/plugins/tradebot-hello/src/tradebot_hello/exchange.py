@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
@@ -32,6 +32,7 @@ from tradebot.api import (
     InsufficientFunds,
     InvalidOrder,
     MarketEvent,
+    MarketRules,
     OrderInfo,
     OrderRequest,
     OrderStatus,
@@ -78,6 +79,8 @@ class HelloMarketConfig:
     """What a new account holds."""
     disconnect_after: int = attrs.field(default=0, validator=ge(0))
     """Drop the market-data stream once after this many tickers (0: never)."""
+    pairs: list[str] = attrs.field(factory=lambda: ["HM/USD"])
+    """The pairs this market lists (``BASE/QUOTE``): its :meth:`HelloMarket.markets`."""
 
 
 def _split(pair: str) -> tuple[str, str]:
@@ -132,6 +135,23 @@ class HelloMarket:
 
     async def system_status(self) -> SystemStatus:
         return SystemStatus(status="online", time=self.view.clock.now())
+
+    async def markets(self) -> Mapping[str, MarketRules]:
+        """The rules of every listed pair: cent prices, 8-decimal volumes, one fee for all."""
+        fee = self.config.fee_pct
+        return {
+            pair: MarketRules(
+                pair=pair,
+                price_decimals=2,
+                lot_decimals=8,
+                tick_size=_CENT,
+                min_volume=Decimal("0.00000001"),
+                min_cost=ZERO,
+                taker_fee_pct=fee,
+                maker_fee_pct=fee,
+            )
+            for pair in self.config.pairs
+        }
 
     async def balances(self) -> Balances:
         return Balances(totals=dict(self._balances), as_of=self.view.clock.now())
