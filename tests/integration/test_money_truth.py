@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -274,8 +275,10 @@ async def test_restarted_strategies_see_their_positions_and_sell_them(tmp_path: 
 
 @pytest.mark.timeout(60)
 async def test_a_refused_buy_leaves_the_strategy_flat(tmp_path: Path) -> None:
+    # within max_position (a config check refuses a volume no order could ever have), but far
+    # beyond the bot's cash and the notional cap: every buy is refused by the risk gate
     strategies = {"big": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "5"}}}
-    settings = config(tmp_path, strategies)
+    settings = config(tmp_path, strategies, risk={"max_position": "10"})
     bot, run = await start(settings)
     ctx = bot.context
     assert ctx is not None
@@ -386,7 +389,10 @@ async def test_spot_sell_without_holdings_and_cheap_limit_sell_over_the_cap_are_
         Signal("scripted", PAIR, Side.SELL, D("0.01"), reason="sell what is not held"),
         Signal("scripted", PAIR, Side.BUY, D("0.01")),
         Signal("scripted", PAIR, Side.BUY, D("0.01")),
-        Signal("scripted", PAIR, Side.SELL, D("0.02"), OrderType.LIMIT, D(1), reason="cheap limit sell"),
+        # half the market: under the cap at its own price, over it at the mark (a price of 1
+        # would be refused first by the pair's minimum cost)
+        Signal("scripted", PAIR, Side.SELL, D("0.02"), OrderType.LIMIT, (mark / 2).quantize(D(1)),
+               reason="cheap limit sell"),
     ]
     with caplog.at_level(logging.WARNING, logger="tradebot.risk"):
         ctx.extras["strategy_runner"].add("scripted", Scripted("scripted", script), plugin="scripted")
@@ -399,9 +405,9 @@ async def test_spot_sell_without_holdings_and_cheap_limit_sell_over_the_cap_are_
     messages = [r.getMessage() for r in caplog.records]
     no_short = [m for m in messages if "code=no_short" in m]
     notional = [m for m in messages if "code=max_notional" in m]
-    assert no_short and "spot sell of 0.01 BTC/USD refused: the bot holds 0" in no_short[0]
+    assert no_short and re.search(r"spot sell of 0\.010* BTC/USD refused: the bot holds 0", no_short[0]), no_short
     assert notional and f"max_notional_per_order {cap}" in notional[0]
-    assert "the order's limit price 1 is below the mark" in notional[0]
+    assert f"the order's limit price {(mark / 2).quantize(D(1))} is below the mark" in notional[0]
     assert ctx.portfolio.position(PAIR).volume == D("0.02")
     assert ctx.portfolio.strategy_position("scripted", PAIR).volume == D("0.02")
 

@@ -137,11 +137,13 @@ async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(
 async def test_orders_the_exchange_rejects_are_counted_as_rejected_not_placed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A live run on the simulator with buys the account cannot pay for (the exchange refuses
-    them; the risk gate cannot know): the summary must not call them placed."""
+    """A live run on the simulator whose every AddOrder the exchange refuses (funds held
+    elsewhere on the account, which the bot's own cash cannot show): the summary must not
+    call them placed."""
     from tradebot.exchanges.simulator import run_simulator
 
-    async with run_simulator(seed=3, tick_interval_s=0.05, balances={"USD": "1"}) as sim:
+    faults = "error=EOrder:Insufficient funds,on=AddOrder"
+    async with run_simulator(seed=3, tick_interval_s=0.05, faults=faults) as sim:
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
         config = {
