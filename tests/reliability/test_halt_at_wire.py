@@ -31,7 +31,9 @@ from tradebot.exchanges.simulator import Simulator, run_simulator
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with run_simulator(seed=5, tick_interval_s=0.02, heartbeat_s=0.2, volatility=0.002) as simulator:
+    async with run_simulator(
+        seed=5, tick_interval_s=0.02, heartbeat_s=0.2, volatility=0.002, rate_tier="pro"
+    ) as simulator:
         yield simulator
 
 
@@ -44,7 +46,7 @@ async def test_an_order_queued_behind_a_private_request_is_not_sent_after_the_ha
 ) -> None:
     ex = KrakenExchange(
         KrakenConfig(base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, request_timeout_s=5.0,
-                     order_lookup_delay_s=0.0),
+                     order_lookup_delay_s=0.0, rate_tier="pro"),
         api_key=sim.api_key, api_secret=sim.api_secret, state_dir=tmp_path,
     )
     store = StateStore(tmp_path)
