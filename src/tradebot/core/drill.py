@@ -43,6 +43,7 @@ from typing import Any
 import attrs
 
 from tradebot.core.errors import ConfigError
+from tradebot.core.tasks import cancel_and_wait, within
 from tradebot.core.validate import ge, gt, in_range
 
 __all__ = [
@@ -659,9 +660,7 @@ class _Watcher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
 
 
 # --- judging orders and state ------------------------------------------------------------------
@@ -823,7 +822,7 @@ async def _run_inprocess(scenario: Scenario, settings: DrillSettings, base: Mapp
             finally:
                 await watcher.stop()
                 bot.request_stop("drill scenario finished")
-                summary = await asyncio.wait_for(run_task, timeout=30)
+                summary = await within(run_task, timeout=30)
                 if summary.exit_code not in (0,) and not report.error:
                     report.error = f"the bot stopped with exit code {summary.exit_code}: {summary.stop_reason}"
             report.states = watcher.states
@@ -1047,7 +1046,7 @@ async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: M
             before = created()
             final = await _spawn_bot(config, log_path, "--duration", "3")
             try:
-                code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 10)
+                code = await within(final.wait(), timeout=settings.process_start_timeout_s + 10)
             except TimeoutError:
                 await _kill(final)
                 code = -1
@@ -1150,13 +1149,13 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
             if parent.returncode is None:
                 parent.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(parent.wait(), timeout=grace_s + 35)
+                await within(parent.wait(), timeout=grace_s + 35)
             except TimeoutError:
                 await _kill(parent)
         # a last, clean run: reconciles what the stops left unfinished, exits by itself
         final = await _spawn_bot(config, log_path, "--duration", "2")
         try:
-            code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 30)
+            code = await within(final.wait(), timeout=settings.process_start_timeout_s + 30)
         except TimeoutError:
             await _kill(final)
             code = -1
@@ -1255,7 +1254,7 @@ async def _run_dead_mans_switch(
         before = created()
         final = await _spawn_bot(config, log_path, "--duration", "3")
         try:
-            code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 10)
+            code = await within(final.wait(), timeout=settings.process_start_timeout_s + 10)
         except TimeoutError:
             await _kill(final)
             code = -1
@@ -1414,7 +1413,7 @@ async def _run_restart_fills_while_down(
             spawned_wall = time.time()
             final = await _spawn_bot(config, log_path, "--duration", "3")
             try:
-                code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 10)
+                code = await within(final.wait(), timeout=settings.process_start_timeout_s + 10)
             except TimeoutError:
                 await _kill(final)
                 code = -1
@@ -1506,7 +1505,7 @@ async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Map
         started = time.monotonic()
         before = created()
         halted = await _spawn_bot(config, log_path, "--duration", "3")
-        code = await asyncio.wait_for(halted.wait(), timeout=settings.process_start_timeout_s + 10)
+        code = await within(halted.wait(), timeout=settings.process_start_timeout_s + 10)
         report.detected_s = time.monotonic() - started
         store = StateStore(state_dir)
         try:
@@ -1536,7 +1535,7 @@ async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Map
         before = created()
         final = await _spawn_bot(config, log_path, "--duration", "3")
         try:
-            code = await asyncio.wait_for(final.wait(), timeout=settings.process_start_timeout_s + 10)
+            code = await within(final.wait(), timeout=settings.process_start_timeout_s + 10)
         except TimeoutError:
             await _kill(final)
             code = -1

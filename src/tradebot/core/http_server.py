@@ -352,7 +352,8 @@ class HttpServer:
             conn.close()
         if server is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(server.wait_closed(), 5.0)
+                async with asyncio.timeout(5.0):  # not wait_for: it can lose a cancellation
+                    await server.wait_closed()
 
     @property
     def open_connections(self) -> int:

@@ -205,7 +205,7 @@ async def retry_after_failure(
         raise error
     last_error: BaseException | None = error
 
-    def retry_on(exc: Exception) -> bool | float:
+    def retry_on(exc: BaseException) -> bool | float:
         return is_retryable(exc, max_retry_after_s=policy.max_retry_after_s)
 
     have_result = False

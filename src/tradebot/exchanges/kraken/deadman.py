@@ -10,7 +10,6 @@ or deliberately left its orders, so orders left on purpose stay.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -19,6 +18,7 @@ import attrs
 
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import TradebotError
+from tradebot.core.tasks import cancel_and_wait
 
 __all__ = ["DeadMansSwitch", "DeadMansSwitchStats"]
 
@@ -88,13 +88,12 @@ class DeadMansSwitch:
         """Stop refreshing; with ``disarm`` also tell Kraken to forget the timer (clean exit)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # a stop of the caller itself is not swallowed
         if not disarm or self.stats.arms == 0:
             return
         try:
-            await asyncio.wait_for(self._private("CancelAllOrdersAfter", {"timeout": 0}), timeout=timeout_s)
+            async with asyncio.timeout(timeout_s):  # not wait_for: it can lose a cancellation
+                await self._private("CancelAllOrdersAfter", {"timeout": 0})
         except (TradebotError, TimeoutError) as exc:
             # the timer then runs out and Kraken cancels what is open: the safe side
             log.warning("dead man's switch: could not disarm on shutdown (%s); open orders will be cancelled", exc)

@@ -28,6 +28,7 @@ import attrs
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import TradebotError
 from tradebot.core.models import OrderInfo, OrderStatus, OrderType, Side
+from tradebot.core.tasks import cancel_and_wait
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.pairs import PairRegistry
 from tradebot.exchanges.kraken.parse import _Where, timestamp
@@ -123,9 +124,7 @@ class ExecutionsStream:
             with contextlib.suppress(Exception):
                 await self._ws.close()
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)  # a stop of the caller itself is not swallowed
 
     @property
     def live(self) -> bool:

@@ -29,6 +29,7 @@ from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import CircuitOpen, ConnectionFailed, RequestTimeout, TradebotError
 from tradebot.core.models import Candle, Ticker
 from tradebot.core.resilience.breaker import CircuitBreaker
+from tradebot.core.tasks import cancel_and_wait
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.errors import map_transport_error
 from tradebot.exchanges.kraken.pairs import PairRegistry
@@ -134,11 +135,11 @@ class MarketDataStream:
             await self._close_socket()
 
     async def _stop_tasks(self) -> None:
+        # cancel_and_wait, not suppress(CancelledError): a stop of the caller itself goes through
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            await cancel_and_wait(task)
 
     async def stop(self) -> None:
         """End the stream: the consumer's iteration finishes."""
@@ -217,11 +218,16 @@ class MarketDataStream:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise map_transport_error(exc, endpoint="ws/connect", host=host) from exc
 
+    async def _connect_within_timeout(self) -> aiohttp.ClientWebSocketResponse:
+        # asyncio.timeout, not wait_for: on Python 3.11 wait_for can lose a cancellation of its caller
+        async with asyncio.timeout(self.config.connect_timeout_s):
+            return await self._connect()
+
     async def _run_socket(self) -> None:
         if self._breaker is not None:
             ticket = self._breaker.acquire()
             try:
-                self._ws = await asyncio.wait_for(self._connect(), self.config.connect_timeout_s)
+                self._ws = await self._connect_within_timeout()
             except TimeoutError as exc:
                 err = RequestTimeout("Kraken ws/connect: timed out", endpoint="ws/connect")
                 self._breaker.record(ticket, err)
@@ -231,7 +237,7 @@ class MarketDataStream:
                 raise
             self._breaker.record(ticket, None)
         else:
-            self._ws = await asyncio.wait_for(self._connect(), self.config.connect_timeout_s)
+            self._ws = await self._connect_within_timeout()
         ws = self._ws
         self.stats.connects += 1
         self.stats.connected = True

@@ -17,6 +17,7 @@ import attrs
 from aiohttp import web
 
 from tradebot.core.clock import Clock, SystemClock
+from tradebot.core.tasks import cancel_and_wait
 from tradebot.core.validate import ge, gt, one_of
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 from tradebot.exchanges.simulator._account import Account, OrderParams, SimOrder
@@ -196,8 +197,7 @@ class Simulator:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         self._tasks.clear()
         await self.ws.disconnect_all()
         if self._runner is not None:
@@ -207,7 +207,8 @@ class Simulator:
     async def wait(self, seconds: float) -> None:
         """Sleep (real time) unless the simulator stops first: used for latency and hangs."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), timeout=seconds)
+            async with asyncio.timeout(seconds):  # not wait_for: it can lose a cancellation
+                await self._closing.wait()
 
     async def _tick_loop(self) -> None:
         while True:

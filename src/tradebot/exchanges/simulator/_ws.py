@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
+from tradebot.core.tasks import cancel_and_wait
 from tradebot.exchanges.simulator._catalog import PairInfo
 from tradebot.exchanges.simulator._market import OHLC_INTERVALS, CandleBar, MarketTrade, TickerStats
 from tradebot.exchanges.simulator._protocol import rfc3339
@@ -115,7 +116,8 @@ class _Client:
     async def write_loop(self, heartbeat_s: float) -> None:
         while not self.ws.closed:
             try:
-                text = await asyncio.wait_for(self.outbox.get(), timeout=heartbeat_s)
+                async with asyncio.timeout(heartbeat_s):  # not wait_for: it can lose a cancellation
+                    text = await self.outbox.get()
             except TimeoutError:
                 text = '{"channel":"heartbeat"}'
             try:
@@ -162,9 +164,7 @@ class WebSocketHub:
                     client.send(self._error(None, None, "Malformed request"))
         finally:
             self._clients.discard(client)
-            writer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await writer
+            await cancel_and_wait(writer)
         return ws
 
     # --- requests -------------------------------------------------------------
