@@ -178,6 +178,56 @@ async def test_exchange_holding_less_than_the_journal_starts_halted_with_both_fi
     assert summary.trading_state == "halted" and "by its journal" in summary.render()
 
 
+@pytest.mark.timeout(120)
+async def test_balance_check_halt_keeps_positions_even_with_the_close_policy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``close`` would sell the 0.05 BTC the journal says the bot holds; but the account does not
+    match the journal, so those coins may be the user's: the HALT keeps every position, says
+    why, and holds over a restart. Once a person resumes, a later HALT closes as configured."""
+    settings = config(tmp_path, halt={"position_policy": "close"},
+                      policies={"close": {"settle_s": 0.5, "poll_s": 0.05, "max_attempts": 3}})
+    bot, run = await start(settings)
+    await stop(bot, run)
+    await leave_a_fill_unrecorded(tmp_path, D("0.05"), D(60000))
+    path = tmp_path / "state" / "paper-exchange.json"
+    data = json.loads(path.read_text())
+    data["balances"]["USD"] = "100"  # the BTC is there, the cash is not: the journal does not explain it
+    path.write_text(json.dumps(data))
+
+    for restart in range(2):
+        with caplog.at_level(logging.WARNING):
+            bot, run = await start(settings)
+            ctx = bot.context
+            assert ctx is not None
+            assert ctx.trading.state.value == "halted" and ctx.trading.source == "balance-check"
+            policies = ctx.extras["halt_policy"]
+            await wait_for(lambda: bool(policies.outcomes), 20, "the HALT's position policy outcome")
+            await asyncio.sleep(1.0)  # time for a flatten, had one been started
+        outcome = policies.outcomes[-1]
+        assert outcome.policy == "maintain" and outcome.remaining == {PAIR: D("0.05")}, outcome
+        assert "instead of the configured 'close'" in outcome.message
+        assert "do not match the bot's journal" in outcome.message
+        assert ctx.store.orders() == [] or all(e.client_order_id == "killed-before-recording" for e in ctx.store.orders())
+        assert not run.done(), "the bot stopped as if a close had completed"
+        assert ctx.portfolio.position(PAIR).volume == D("0.05")
+        logged = [r.getMessage() for r in caplog.records if r.name == "tradebot.policy"]
+        assert any("positions kept as they are instead of the configured 'close'" in m for m in logged), logged
+        if restart == 0:
+            await stop(bot, run)
+            caplog.clear()
+    assert D(paper_file(tmp_path)["balances"]["BTC"]) == D("0.05")  # nothing sold on the exchange
+
+    # a person checked the account and resumes; a later HALT applies the configured policy
+    await ctx.trading.resume("account checked", "operator")
+    assert policies.untrusted is None
+    await ctx.trading.halt("test HALT after the resume", "operator")
+    summary = await asyncio.wait_for(run, 30)  # a completed close ends the run
+    assert ctx.portfolio.position(PAIR).volume == 0
+    assert policies.outcomes[-1].policy == "close" and policies.outcomes[-1].done
+    assert summary.exit_code == 0
+
+
 @pytest.mark.timeout(60)
 async def test_positions_the_journal_cannot_explain_are_reported_not_adopted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
