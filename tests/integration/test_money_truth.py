@@ -270,6 +270,53 @@ async def test_balances_that_cannot_be_read_after_a_restart_start_halted(
     assert not balance_record(tmp_path)["ok"]
 
 
+@pytest.mark.timeout(120)
+async def test_cash_and_position_equal_the_simulator_balances_after_buys_and_sells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot asks Kraken for every fee in the quote currency (``oflags=fciq``): the simulator
+    charges a sell without that flag in the base currency, as Kraken documents, which would leave
+    the exchange holding less BTC than the bot's position and more USD than its cash."""
+    from tradebot.exchanges.simulator import run_simulator
+
+    async with run_simulator(seed=5, tick_interval_s=0.02, rate_tier="pro") as sim:
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
+        own_btc = sim.account.balances["BTC"]  # the user's coins, not the bot's
+        raw = {
+            "bot": {"state_dir": str(tmp_path / "state"), "exchange": "kraken", "pairs": [PAIR]},
+            "http": {"enabled": False},
+            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "retry_wait_initial_s": 0.01,
+                                     "retry_wait_max_s": 0.05}},
+            "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.002"}}},
+            "risk": {"max_orders_per_minute": 100000},
+        }
+        settings = settings_from_dict(raw, source=str(tmp_path / "tradebot.toml"))
+        bot = Bot(prepare(settings=settings), RunOptions(duration_s=100))
+        run = asyncio.create_task(bot.run())
+        await wait_for(lambda: run.done() or (bot.context is not None and "strategy_runner" in bot.context.extras),
+                       30, "the bot to start")
+        ctx = bot.context
+        assert ctx is not None and not run.done()
+
+        def sold_and_settled() -> bool:
+            sides = {f.side for f in ctx.store.fills()}
+            return len(ctx.store.fills()) >= 4 and Side.SELL in sides and not ctx.store.non_final_orders()
+
+        await wait_for(sold_and_settled, 60, "buys and sells to fill")
+        summary = await stop(bot, run)
+        sent = [o for o in sim.account.orders.values() if o.cl_ord_id is not None]
+        balances = dict(sim.account.balances)
+        # a restart's balance check agrees (the simulator keeps trading nothing for the bot meanwhile)
+        restarted = await Bot(prepare(settings=settings), RunOptions(duration_s=0.5)).run()
+    assert summary.fees_paid > 0
+    assert ctx.portfolio.cash == balances["USD"]
+    assert ctx.portfolio.position(PAIR).volume == balances["BTC"] - own_btc
+    assert sent and all(o.oflags == frozenset({"fciq"}) for o in sent)
+    assert restarted.trading_state == "active", restarted.trading_reason
+    assert balance_record(tmp_path)["ok"]
+
+
 # --- strategies read their positions from the portfolio ----------------------------------------
 
 
