@@ -228,6 +228,32 @@ async def test_balance_check_halt_keeps_positions_even_with_the_close_policy(
     assert summary.exit_code == 0
 
 
+@pytest.mark.timeout(90)
+async def test_a_reduce_halt_cuts_the_holders_positions_with_the_bots_own_order_ids(tmp_path: Path) -> None:
+    """The ``reduce`` policy's cut is the bot's order (its client id says so, for a rebuild from the
+    exchange) and comes off the strategy holding the pair, never booked as a short of its own."""
+    from tradebot.core.order_ids import OrderIds
+
+    settings = config(tmp_path, halt={"position_policy": "reduce"}, policies={"reduce": {"fraction": "0.5"}})
+    bot, run = await start(settings)
+    await stop(bot, run)
+    await leave_a_fill_unrecorded(tmp_path, D("0.05"), D(60000), strategy="idle")
+    bot, run = await start(settings)
+    ctx = bot.context
+    assert ctx is not None and ctx.trading.state.value == "active", ctx.trading.reason
+    await wait_for(lambda: ctx.portfolio.mark_price(PAIR) is not None, 20, "a price")
+    await ctx.trading.halt("test HALT", "operator")
+    await wait_for(lambda: ctx.portfolio.position(PAIR).volume == D("0.025") and not ctx.store.non_final_orders(),
+                   20, "the reduce policy's cut to fill")
+    cuts = [e for e in ctx.store.orders() if e.client_order_id != "killed-before-recording"]
+    await stop(bot, run)
+    assert len(cuts) == 1 and cuts[0].side is Side.SELL and cuts[0].volume == D("0.025")
+    assert OrderIds(settings.bot_id).is_ours(cuts[0].client_order_id)
+    assert ctx.portfolio.strategy_positions() == {("idle", PAIR): ctx.portfolio.strategy_position("idle", PAIR)}
+    assert ctx.portfolio.strategy_position("idle", PAIR).volume == D("0.025")
+    assert D(paper_file(tmp_path)["balances"]["BTC"]) == D("0.025")
+
+
 @pytest.mark.timeout(60)
 async def test_positions_the_journal_cannot_explain_are_reported_not_adopted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
