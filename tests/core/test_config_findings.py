@@ -268,7 +268,7 @@ def test_only_strategy_instances_left_out_is_an_error_as_nothing_would_trade(tmp
     assert r.exit_code == 2, r.output
     assert "note: built-in strategy instance 'sma'" in r.stderr and "note: built-in strategy instance 'rsi'" in r.stderr
     assert issues_of(r) == [
-        "no strategy instance is enabled: the bot would trade nothing; enable one or add one, like "
+        "no strategy instance is enabled in [strategies]: the bot would trade nothing; enable one or add one, like "
         '[strategies.sma] plugin = "sma-crossover" @ $.strategies'
     ]
 

@@ -223,7 +223,22 @@ def test_every_strategy_disabled_is_refused(tmp_path: Path) -> None:
         '[strategies.sma]\nplugin = "sma-crossover"\nenabled = false\n'
         '[strategies.rsi]\nplugin = "rsi-reversion"\nenabled = false\n'
     )
-    refused_everywhere(tmp_path, text, "no strategy instance is enabled: the bot would trade nothing")
+    refused_everywhere(tmp_path, text, "no strategy instance is enabled in [strategies]: the bot would trade nothing")
+
+
+def test_an_empty_strategies_table_is_one_config_error_before_anything_starts(tmp_path: Path) -> None:
+    cfg = write(tmp_path, "[strategies]\n")
+    run = tb("run", "--paper", "--duration", "3", "--config", str(cfg), cwd=tmp_path)
+    out = run.stdout + run.stderr
+    assert run.returncode == 2, out  # a configuration error: not 1, never 75 (restart me)
+    assert f"error: invalid configuration in {cfg}" in out
+    issues = [line for line in out.splitlines() if line.startswith("  - ")]
+    assert issues == [
+        "  - no strategy instance is enabled in [strategies]: the bot would trade nothing; enable one or add one,"
+        ' like [strategies.sma] plugin = "sma-crossover" @ $.strategies'
+    ], out
+    assert "Traceback" not in out and "run finished" not in out and "HALT" not in out
+    assert not (tmp_path / "state").exists()  # refused before any state was made
 
 
 def test_secrets_file_readable_by_others_is_refused(tmp_path: Path) -> None:

@@ -216,6 +216,18 @@ def test_spot_buy_needs_the_cash_net_of_working_buys() -> None:
     assert g.approve(sig(Side.BUY, "6")).volume == D(6)
 
 
+def test_spot_buy_needs_the_cash_for_its_fee_too() -> None:
+    from tradebot.core.markets import MarketBook, MarketRules
+
+    g, book, _ = spot_gate()
+    g.markets = MarketBook({"BTC/USD": MarketRules("BTC/USD", 1, 8, D("0.1"), D("0.00005"), D("0.5"), D("0.4"), D("0.25"))})
+    with pytest.raises(RiskRejection) as info:
+        g.approve(sig(Side.BUY, "10"))  # 1000 at the mark 100: all the cash, and the fee on top
+    assert info.value.code is RejectReason.INSUFFICIENT_QUOTE
+    assert "costs 1004 (with the fee 4) but the bot's cash is 1000" in str(info.value)
+    assert g.approve(sig(Side.BUY, "9.9")).volume == D("9.9")  # 990 + 3.96 fits
+
+
 def test_low_priced_limit_sell_is_valued_at_the_mark_for_the_notional_cap() -> None:
     g, book, _ = spot_gate(RiskLimits(max_notional_per_order=D(5000)))
     book.marks["BTC/USD"] = D(60000)

@@ -224,6 +224,58 @@ async def test_reducing_rejects_exposure_increasing_orders_and_accepts_reducing_
         store.close()
 
 
+async def test_balance_check_halt_lets_no_reducing_sell_through_until_a_person_resumes(tmp_path: Path) -> None:
+    """Under ``reduce`` a HALT normally lets exposure-reducing sells through; a HALT because the
+    exchange's balances do not match the journal does not (the coins may not be the bot's), and
+    the policy itself is not run. A person's resume ends that; the next HALT reduces again."""
+    from tradebot.core.models import Fill
+    from tradebot.core.policy import BALANCE_CHECK_SOURCE
+
+    store = StateStore(tmp_path)
+    try:
+        clock = FakeClock()
+        trading = TradingStateMachine(store=store, clock=clock)
+        portfolio = Portfolio(store, starting_cash=D(10000), clock=clock)
+        portfolio.apply_fill(Fill("t1", "c1", "o1", "BTC/USD", Side.BUY, D(100), D("0.5"), D(0), clock.now()))
+        portfolio.set_mark("BTC/USD", D(100))
+
+        class CountingReduce(ReducePolicy):
+            applied = 0
+
+            async def apply(self, change: Any) -> Any:
+                CountingReduce.applied += 1
+                return await super().apply(change)
+
+        runner = PolicyRunner(
+            CountingReduce(ReduceConfig(), None, portfolio), trading=trading,
+            settings=HaltSettings(position_policy="reduce"),
+            positions=lambda: {p: pos.volume for p, pos in portfolio.positions().items()},
+        )
+        gate = RiskGate(RiskLimits(), runner.risk_view(), portfolio, clock=clock)
+        await trading.halt("USD: the bot's cash is 10000 but the exchange holds 100", BALANCE_CHECK_SOURCE)
+        assert runner._task is not None
+        outcome = await runner._task
+        assert outcome is not None and outcome.policy == "maintain" and CountingReduce.applied == 0
+        assert outcome.remaining == {"BTC/USD": D("0.5")} and "instead of the configured 'reduce'" in outcome.message
+        with pytest.raises(RiskRejection) as refused:
+            gate.approve(_signal(Side.SELL, "0.1"))
+        assert refused.value.code is RejectReason.HALTED
+        await trading.halt_anew("drawdown 30%", "check:drawdown")  # a second cause: still untrusted
+        assert runner._task is not None
+        assert (await runner._task) is not None and CountingReduce.applied == 0
+        with pytest.raises(RiskRejection):
+            gate.approve(_signal(Side.SELL, "0.1"))
+
+        await trading.resume("account checked", "operator:cli")
+        await trading.halt("drawdown 30%", "check:drawdown")
+        assert runner._task is not None
+        outcome = await runner._task
+        assert outcome is not None and outcome.policy == "reduce" and CountingReduce.applied == 1
+        assert gate.approve(_signal(Side.SELL, "0.1")).volume == D("0.1")
+    finally:
+        store.close()
+
+
 async def test_reduce_policy_cancels_only_exposure_adding_orders(sim: Simulator, tmp_path: Path) -> None:
     async with Rig(sim, tmp_path) as rig:
         await rig.buy("BTC/USD", "0.02")

@@ -178,6 +178,82 @@ async def test_exchange_holding_less_than_the_journal_starts_halted_with_both_fi
     assert summary.trading_state == "halted" and "by its journal" in summary.render()
 
 
+@pytest.mark.timeout(120)
+async def test_balance_check_halt_keeps_positions_even_with_the_close_policy(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``close`` would sell the 0.05 BTC the journal says the bot holds; but the account does not
+    match the journal, so those coins may be the user's: the HALT keeps every position, says
+    why, and holds over a restart. Once a person resumes, a later HALT closes as configured."""
+    settings = config(tmp_path, halt={"position_policy": "close"},
+                      policies={"close": {"settle_s": 0.5, "poll_s": 0.05, "max_attempts": 3}})
+    bot, run = await start(settings)
+    await stop(bot, run)
+    await leave_a_fill_unrecorded(tmp_path, D("0.05"), D(60000))
+    path = tmp_path / "state" / "paper-exchange.json"
+    data = json.loads(path.read_text())
+    data["balances"]["USD"] = "100"  # the BTC is there, the cash is not: the journal does not explain it
+    path.write_text(json.dumps(data))
+
+    for restart in range(2):
+        with caplog.at_level(logging.WARNING):
+            bot, run = await start(settings)
+            ctx = bot.context
+            assert ctx is not None
+            assert ctx.trading.state.value == "halted" and ctx.trading.source == "balance-check"
+            policies = ctx.extras["halt_policy"]
+            await wait_for(lambda: bool(policies.outcomes), 20, "the HALT's position policy outcome")
+            await asyncio.sleep(1.0)  # time for a flatten, had one been started
+        outcome = policies.outcomes[-1]
+        assert outcome.policy == "maintain" and outcome.remaining == {PAIR: D("0.05")}, outcome
+        assert "instead of the configured 'close'" in outcome.message
+        assert "do not match the bot's journal" in outcome.message
+        assert ctx.store.orders() == [] or all(e.client_order_id == "killed-before-recording" for e in ctx.store.orders())
+        assert not run.done(), "the bot stopped as if a close had completed"
+        assert ctx.portfolio.position(PAIR).volume == D("0.05")
+        logged = [r.getMessage() for r in caplog.records if r.name == "tradebot.policy"]
+        assert any("positions kept as they are instead of the configured 'close'" in m for m in logged), logged
+        if restart == 0:
+            await stop(bot, run)
+            caplog.clear()
+    assert D(paper_file(tmp_path)["balances"]["BTC"]) == D("0.05")  # nothing sold on the exchange
+
+    # a person checked the account and resumes; a later HALT applies the configured policy
+    await ctx.trading.resume("account checked", "operator")
+    assert policies.untrusted is None
+    await ctx.trading.halt("test HALT after the resume", "operator")
+    summary = await asyncio.wait_for(run, 30)  # a completed close ends the run
+    assert ctx.portfolio.position(PAIR).volume == 0
+    assert policies.outcomes[-1].policy == "close" and policies.outcomes[-1].done
+    assert summary.exit_code == 0
+
+
+@pytest.mark.timeout(90)
+async def test_a_reduce_halt_cuts_the_holders_positions_with_the_bots_own_order_ids(tmp_path: Path) -> None:
+    """The ``reduce`` policy's cut is the bot's order (its client id says so, for a rebuild from the
+    exchange) and comes off the strategy holding the pair, never booked as a short of its own."""
+    from tradebot.core.order_ids import OrderIds
+
+    settings = config(tmp_path, halt={"position_policy": "reduce"}, policies={"reduce": {"fraction": "0.5"}})
+    bot, run = await start(settings)
+    await stop(bot, run)
+    await leave_a_fill_unrecorded(tmp_path, D("0.05"), D(60000), strategy="idle")
+    bot, run = await start(settings)
+    ctx = bot.context
+    assert ctx is not None and ctx.trading.state.value == "active", ctx.trading.reason
+    await wait_for(lambda: ctx.portfolio.mark_price(PAIR) is not None, 20, "a price")
+    await ctx.trading.halt("test HALT", "operator")
+    await wait_for(lambda: ctx.portfolio.position(PAIR).volume == D("0.025") and not ctx.store.non_final_orders(),
+                   20, "the reduce policy's cut to fill")
+    cuts = [e for e in ctx.store.orders() if e.client_order_id != "killed-before-recording"]
+    await stop(bot, run)
+    assert len(cuts) == 1 and cuts[0].side is Side.SELL and cuts[0].volume == D("0.025")
+    assert OrderIds(settings.bot_id).is_ours(cuts[0].client_order_id)
+    assert ctx.portfolio.strategy_positions() == {("idle", PAIR): ctx.portfolio.strategy_position("idle", PAIR)}
+    assert ctx.portfolio.strategy_position("idle", PAIR).volume == D("0.025")
+    assert D(paper_file(tmp_path)["balances"]["BTC"]) == D("0.025")
+
+
 @pytest.mark.timeout(60)
 async def test_positions_the_journal_cannot_explain_are_reported_not_adopted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
@@ -218,6 +294,53 @@ async def test_balances_that_cannot_be_read_after_a_restart_start_halted(
     assert summary.trading_state == "halted"
     assert "could not read the exchange's balances to verify" in summary.trading_reason
     assert not balance_record(tmp_path)["ok"]
+
+
+@pytest.mark.timeout(120)
+async def test_cash_and_position_equal_the_simulator_balances_after_buys_and_sells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bot asks Kraken for every fee in the quote currency (``oflags=fciq``): the simulator
+    charges a sell without that flag in the base currency, as Kraken documents, which would leave
+    the exchange holding less BTC than the bot's position and more USD than its cash."""
+    from tradebot.exchanges.simulator import run_simulator
+
+    async with run_simulator(seed=5, tick_interval_s=0.02, rate_tier="pro") as sim:
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
+        own_btc = sim.account.balances["BTC"]  # the user's coins, not the bot's
+        raw = {
+            "bot": {"state_dir": str(tmp_path / "state"), "exchange": "kraken", "pairs": [PAIR]},
+            "http": {"enabled": False},
+            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "retry_wait_initial_s": 0.01,
+                                     "retry_wait_max_s": 0.05}},
+            "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.002"}}},
+            "risk": {"max_orders_per_minute": 100000},
+        }
+        settings = settings_from_dict(raw, source=str(tmp_path / "tradebot.toml"))
+        bot = Bot(prepare(settings=settings), RunOptions(duration_s=100))
+        run = asyncio.create_task(bot.run())
+        await wait_for(lambda: run.done() or (bot.context is not None and "strategy_runner" in bot.context.extras),
+                       30, "the bot to start")
+        ctx = bot.context
+        assert ctx is not None and not run.done()
+
+        def sold_and_settled() -> bool:
+            sides = {f.side for f in ctx.store.fills()}
+            return len(ctx.store.fills()) >= 4 and Side.SELL in sides and not ctx.store.non_final_orders()
+
+        await wait_for(sold_and_settled, 60, "buys and sells to fill")
+        summary = await stop(bot, run)
+        sent = [o for o in sim.account.orders.values() if o.cl_ord_id is not None]
+        balances = dict(sim.account.balances)
+        # a restart's balance check agrees (the simulator keeps trading nothing for the bot meanwhile)
+        restarted = await Bot(prepare(settings=settings), RunOptions(duration_s=0.5)).run()
+    assert summary.fees_paid > 0
+    assert ctx.portfolio.cash == balances["USD"]
+    assert ctx.portfolio.position(PAIR).volume == balances["BTC"] - own_btc
+    assert sent and all(o.oflags == frozenset({"fciq"}) for o in sent)
+    assert restarted.trading_state == "active", restarted.trading_reason
+    assert balance_record(tmp_path)["ok"]
 
 
 # --- strategies read their positions from the portfolio ----------------------------------------

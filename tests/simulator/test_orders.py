@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
+
 from tradebot.exchanges.simulator import DUPLICATE_ORDER, Simulator
 
 from .conftest import KrakenTestClient
@@ -40,10 +42,45 @@ async def test_market_buy_fills_at_ask_with_fee(kraken: KrakenTestClient, sim: S
 
 async def test_market_sell(kraken: KrakenTestClient) -> None:
     before = await balances(kraken)
-    placed = await kraken.private("AddOrder", pair="ETH/USD", type="sell", ordertype="market", volume="1")
+    placed = await kraken.private("AddOrder", pair="ETH/USD", type="sell", ordertype="market", volume="1", oflags="fciq")
     assert placed["error"] == []
     after = await balances(kraken)
     assert after["XETH"] == before["XETH"] - 1 and after["ZUSD"] > before["ZUSD"]
+
+
+@pytest.mark.parametrize(
+    ("side", "oflags", "in_base"),
+    [("buy", "", False), ("sell", "", True), ("buy", "fcib", True), ("sell", "fciq", False)],
+)
+async def test_fee_is_charged_in_the_currency_the_flags_choose(
+    kraken: KrakenTestClient, side: str, oflags: str, in_base: bool
+) -> None:
+    """``fciq``/``fcib`` choose the fee's currency; with neither, Kraken's documented default
+    (quote when buying, base when selling). The balances, the ledger and the order's flags agree."""
+    before = await balances(kraken)
+    params = {"pair": "XBTUSD", "type": side, "ordertype": "market", "volume": "0.1"}
+    if oflags:
+        params["oflags"] = oflags
+    placed = await kraken.private("AddOrder", **params)
+    assert placed["error"] == [], placed
+    txid = placed["result"]["txid"][0]
+    after = await balances(kraken)
+    order = (await kraken.private("QueryOrders", txid=txid))["result"][txid]
+    cost = Decimal(order["cost"])
+    sign = 1 if side == "buy" else -1
+    base_fee = (Decimal("0.1") * Decimal("0.004")).quantize(Decimal("0.0000000001"))
+    quote_fee = (cost * Decimal("0.004")).quantize(Decimal("0.0001"))
+    if in_base:
+        assert after["XXBT"] == before["XXBT"] + sign * Decimal("0.1") - base_fee
+        assert after["ZUSD"] == before["ZUSD"] - sign * cost
+        assert order["oflags"] == "fcib"
+    else:
+        assert after["XXBT"] == before["XXBT"] + sign * Decimal("0.1")
+        assert after["ZUSD"] == before["ZUSD"] - sign * cost - quote_fee
+        assert order["oflags"] == "fciq"
+    ledger = (await kraken.private("Ledgers"))["result"]["ledger"].values()
+    fees = {e["asset"]: Decimal(e["fee"]) for e in ledger if e["type"] == "trade"}
+    assert fees == ({"XXBT": base_fee, "ZUSD": Decimal(0)} if in_base else {"XXBT": Decimal(0), "ZUSD": quote_fee})
 
 
 async def test_limit_rests_then_fills_when_price_crosses(kraken: KrakenTestClient, sim: Simulator) -> None:

@@ -683,8 +683,6 @@ class Bot:
 
         What the exchange holds beyond the bot's records is reported and left alone.
         """
-        from tradebot.core.models import TradingState
-
         risk = self.settings.risk
         try:
             balances = await ctx.exchange.balances()  # type: ignore[union-attr]
@@ -695,7 +693,7 @@ class Bot:
             log.critical("%s; trading starts HALTED", reason)
             record = {"time": self.clock.now().isoformat(), "ok": False, "problems": [reason], "unexplained": []}
             ctx.store.set_kv(BALANCE_CHECK_KEY, json.dumps(record, sort_keys=True))
-            await ctx.trading.escalate(TradingState.HALTED, reason, "balance-check")
+            await self._halt_for_balances(ctx, reason)
             return
         check = ctx.portfolio.verify_balances(
             balances,
@@ -720,9 +718,21 @@ class Bot:
             log.warning("exchange balance not explained by the journal: %s", line)
         if not check.ok:
             log.critical("%s; trading starts HALTED", check.message)
-            await ctx.trading.escalate(TradingState.HALTED, check.message, "balance-check")
+            await self._halt_for_balances(ctx, check.message)
         else:
             log.info("%s", check.message)
+
+    @staticmethod
+    async def _halt_for_balances(ctx: BotContext, reason: str) -> None:
+        """HALT as the balance check, even over an earlier HALT: the position policy then keeps
+        every position (``close`` could sell coins that are not the bot's)."""
+        from tradebot.core.models import TradingState
+        from tradebot.core.policy import BALANCE_CHECK_SOURCE
+
+        trading = ctx.trading
+        if trading.state is TradingState.HALTED and trading.source != BALANCE_CHECK_SOURCE:
+            reason = f"{reason} (HALTED before by {trading.source}: {trading.reason})"
+        await trading.halt_anew(reason, BALANCE_CHECK_SOURCE)
 
     def _on_exchange_error(self, exc: BaseException, call: str) -> None:
         self.summary.exchange_errors += 1

@@ -861,7 +861,7 @@ def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bo
     enabled = [name for name, inst in settings.strategies.items() if inst.enabled]
     if not enabled and need_strategy:
         issues.append(
-            "no strategy instance is enabled: the bot would trade nothing; enable one or add one, like "
+            "no strategy instance is enabled in [strategies]: the bot would trade nothing; enable one or add one, like "
             '[strategies.sma] plugin = "sma-crossover" @ $.strategies'
         )
     quote = settings.bot.quote

@@ -7,6 +7,11 @@ hold up a resume), reports the outcome as an alert, and cancels a running policy
 state leaves HALTED. When a restart finds the persisted state HALTED, the policy is applied
 again (``apply_on_restore``): a flatten cut short by a crash is finished, idempotently.
 
+A HALT from the start-up balance check (source :data:`BALANCE_CHECK_SOURCE`: the journal
+does not explain the exchange's balances) is held with positions kept whatever the
+configured policy: the bot cannot tell its coins from the user's, so ``close`` or
+``reduce`` could sell what it never bought. That lasts until the state leaves HALTED.
+
 The ``reduce`` policy lets strategies' exposure-reducing orders through while HALTED.
 The risk gate learns that through :meth:`PolicyRunner.risk_view`, a trading-state view
 that reads REDUCING while HALTED under such a policy; give it to the risk gate instead
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
     from tradebot.core.context import BotContext
 
 __all__ = [
+    "BALANCE_CHECK_SOURCE",
     "EffectiveTradingState",
     "HaltSettings",
     "PolicyOutcome",
@@ -39,6 +45,9 @@ __all__ = [
 ]
 
 log = logging.getLogger("tradebot.policy")
+
+BALANCE_CHECK_SOURCE = "balance-check"
+"""The source of a HALT because the exchange's balances do not match the bot's journal."""
 
 
 @attrs.frozen
@@ -127,11 +136,16 @@ class PolicyRunner:
         trading: Any,
         plugins: Any = None,
         settings: HaltSettings | None = None,
+        positions: Callable[[], Mapping[str, Decimal]] | None = None,
     ) -> None:
         self.policy = policy
         self.trading = trading
         self.plugins = plugins
         self.settings = settings or HaltSettings()
+        self._positions = positions
+        self.untrusted: str | None = None
+        """Why the bot's positions cannot be trusted (a balance-check HALT); None when they can.
+        While set, no policy trades: positions are kept."""
         self._task: asyncio.Task[PolicyOutcome | None] | None = None
         self.outcomes: list[PolicyOutcome] = []
         self.outcome_listeners: list[Callable[[PolicyOutcome], None]] = []
@@ -144,10 +158,19 @@ class PolicyRunner:
         settings: HaltSettings = ctx.settings.section("halt") or HaltSettings()
         name = settings.position_policy
         policy = ctx.plugins.build("policy", name, ctx.settings.plugin_config("policy", name), ctx)
-        return cls(policy, trading=ctx.trading, plugins=ctx.plugins, settings=settings)
+        portfolio = ctx.portfolio
+
+        def positions() -> Mapping[str, Decimal]:
+            if portfolio is None:
+                return {}
+            return {pair: pos.volume for pair, pos in portfolio.positions().items() if pos.volume}
+
+        return cls(policy, trading=ctx.trading, plugins=ctx.plugins, settings=settings, positions=positions)
 
     @property
     def allows_reducing_while_halted(self) -> bool:
+        if self.untrusted is not None:
+            return False  # a "reducing" sell could sell coins that are not the bot's
         return bool(getattr(self.policy, "allows_reducing_while_halted", False))
 
     def risk_view(self) -> EffectiveTradingState:
@@ -160,6 +183,8 @@ class PolicyRunner:
 
     async def run(self) -> None:
         """Apply the policy to a restored HALT, then own policy tasks until cancelled."""
+        if self.trading.state is TradingState.HALTED and self.trading.source == BALANCE_CHECK_SOURCE:
+            self.untrusted = self.trading.reason
         if self.settings.apply_on_restore and self.trading.state is TradingState.HALTED:
             change = TradingStateChange(
                 previous=TradingState.HALTED,
@@ -184,8 +209,12 @@ class PolicyRunner:
 
     def _on_change(self, change: TradingStateChange) -> None:
         if change.current is TradingState.HALTED:
+            if change.source == BALANCE_CHECK_SOURCE:
+                self.untrusted = change.reason
             self._start(change)
-        elif self.running and self._task is not None:
+            return
+        self.untrusted = None  # a person resumed (or loosened): they vouch for the account now
+        if self.running and self._task is not None:
             log.warning("trading is %s again: stopping the %s policy", change.current.value, self.policy.name)
             self._task.cancel()
 
@@ -195,9 +224,7 @@ class PolicyRunner:
         self._task = asyncio.ensure_future(self.apply(change))
         self._task.set_name(f"halt-policy-{self.policy.name}")
 
-    async def apply(self, change: TradingStateChange) -> PolicyOutcome | None:
-        """Run the policy once for ``change`` and report the outcome."""
-        name = getattr(self.policy, "name", "?")
+    async def _run_policy(self, change: TradingStateChange, name: str) -> PolicyOutcome:
         log.warning("trading HALTED (%s): applying position policy %r", change.reason, name)
         try:
             async with asyncio.timeout(self.settings.policy_timeout_s):  # not wait_for: it can lose a cancel
@@ -209,18 +236,45 @@ class PolicyRunner:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing policy is reported, never crashes the bot
             outcome = PolicyOutcome(name, False, f"policy failed: {type(exc).__name__}: {exc}")
+        return outcome
+
+    def _keep_untrusted(self, configured: str) -> PolicyOutcome:
+        """A balance-check HALT: keep every position and order as it is, whatever is configured."""
+        remaining = dict(self._positions()) if self._positions is not None else {}
+        instead = "" if configured == "maintain" else f" instead of the configured {configured!r}"
+        message = (
+            f"positions kept as they are{instead}: {format_positions(remaining)}; the exchange's balances do not"
+            " match the bot's journal, so the bot cannot tell its coins from others' and sells nothing;"
+            " check the account, then `tradebot resume`"
+        )
+        return PolicyOutcome("maintain", True, message, remaining=remaining)
+
+    async def apply(self, change: TradingStateChange) -> PolicyOutcome | None:
+        """Run the policy once for ``change`` and report the outcome."""
+        configured = getattr(self.policy, "name", "?")
+        held = self.untrusted is not None
+        if held:
+            outcome = self._keep_untrusted(configured)
+            name = outcome.policy
+        else:
+            name = configured
+            outcome = await self._run_policy(change, name)
         self.outcomes.append(outcome)
         del self.outcomes[:-50]
         for listener in list(self.outcome_listeners):
             listener(outcome)
-        level = logging.WARNING if outcome.done else logging.CRITICAL
+        urgent = not outcome.done or held  # unfinished, or a person must check the account
+        level = logging.CRITICAL if urgent else logging.WARNING
         log.log(level, "position policy %r: %s", name, outcome.message)
+        title = f"HALT position policy {name}: {'done' if outcome.done else 'NOT finished'}"
+        if held:
+            title = f"HALT: balances do not match the journal; positions kept, policy {configured} not applied"
         if self.plugins is not None:
             await self.plugins.broadcast(
                 "tradebot_alert",
                 alert=Alert(
-                    level=AlertLevel.WARNING if outcome.done else AlertLevel.CRITICAL,
-                    title=f"HALT position policy {name}: {'done' if outcome.done else 'NOT finished'}",
+                    level=AlertLevel.CRITICAL if urgent else AlertLevel.WARNING,
+                    title=title,
                     message=outcome.message,
                     source=f"policy:{name}",
                     key=f"halt-policy:{name}",

@@ -393,11 +393,14 @@ class RiskGate:
                 at = order.price if order.price is not None else self.portfolio.mark_price(order.pair)
                 committed += order.remaining * (at or ZERO)
         cost = volume * price
-        if cost > cash - committed:
+        rules = self.markets.rules(signal.pair) if self.markets is not None else None
+        fee = rules.fee(cost, maker=False) if rules is not None else ZERO  # the fee is paid from the cash too
+        if cost + fee > cash - committed:
+            with_fee = f" (with the fee {_plain(fee)})" if fee else ""
             raise RiskRejection(
                 RejectReason.INSUFFICIENT_QUOTE,
-                f"buy of {volume} {signal.pair} costs {cost} but the bot's cash is {cash} with {committed} "
-                f"committed to working buys (available {cash - committed})",
+                f"buy of {volume} {signal.pair} costs {_plain(cost + fee)}{with_fee} but the bot's cash is {cash} with "
+                f"{committed} committed to working buys (available {cash - committed})",
                 signal=signal,
             )
 
@@ -428,3 +431,8 @@ class RiskGate:
         else:
             self._logged.add(rejection.code)
             log.warning("signal rejected: %s (further rejections of this kind are logged at DEBUG)", rejection)
+
+
+def _plain(value: Decimal) -> str:
+    """``1004`` for ``1004.000000000``: a figure in a message without trailing zeros."""
+    return format(value.normalize(), "f")

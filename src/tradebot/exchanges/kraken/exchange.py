@@ -68,6 +68,8 @@ log = logging.getLogger(__name__)
 
 MarketEvent = Ticker | Candle
 
+FEE_IN_QUOTE = "fciq"
+"""AddOrder's ``oflags``: every fee is charged in the quote currency, the one the portfolio books it in."""
 _HISTORY_MAX_PAGES = 200  # 50 entries a page: 10,000 orders or trades
 
 # Kraken's extra cost for cancelling a young order (seconds since placement -> cost).
@@ -357,6 +359,9 @@ class KrakenExchange:
             "pair": info.altname,
             "type": request.side.value,
             "volume": format(request.volume, "f"),
+            # the fee in the quote currency on every order: without it Kraken takes a sell's fee
+            # in the base currency, and the bot's cash and positions would drift from the balances
+            "oflags": FEE_IN_QUOTE,
         }
         if request.order_type is OrderType.LIMIT:
             if request.price is None or request.price <= 0 or not request.price.is_finite():

@@ -3,8 +3,9 @@
 Order types: ``market``, ``limit``, ``stop-loss``, ``take-profit``, ``stop-loss-limit``,
 ``take-profit-limit``, ``trailing-stop`` and ``trailing-stop-limit``; conditional orders trigger
 on the simulated last trade price. Flags: ``post`` (a post-only order that would take is
-cancelled with reason "Post only order"), ``fciq``/``fcib`` (recorded; fees are charged in the
-quote currency), ``nompp``; time in force ``GTC``, ``IOC`` and ``GTD`` (``expiretm``), and a
+cancelled with reason "Post only order"), ``fciq``/``fcib`` (the fee is charged in the quote or
+the base currency; with neither, as Kraken documents: quote when buying, base when selling),
+``nompp``; time in force ``GTC``, ``IOC`` and ``GTD`` (``expiretm``), and a
 delayed start (``starttm``). A taker order walks the simulated book level by level, so large
 orders fill at several prices and a limit order fills partly and rests with the remainder; a
 resting order the market crosses fills at most the size shown at the best level per tick.
@@ -365,6 +366,11 @@ class SimOrder:
     def post_only(self) -> bool:
         return "post" in self.oflags
 
+    @property
+    def fee_in_base(self) -> bool:
+        """The fee is charged in the base currency: ``fcib``, or no preference on a sell."""
+        return "fcib" in self.oflags or ("fciq" not in self.oflags and self.side == "sell")
+
     def working_limit(self) -> Decimal | None:
         """The price limit the order trades at now: None = market (any price)."""
         if self.ordertype == "limit":
@@ -395,7 +401,7 @@ class SimOrder:
     def flags_text(self) -> str:
         flags = set(self.oflags)
         if not flags & {"fcib", "fciq"}:
-            flags.add("fciq")  # Kraken's default fee currency on spot
+            flags.add("fcib" if self.fee_in_base else "fciq")  # Kraken's default: quote if buying, base if selling
         order = ["post", "fcib", "fciq", "nompp", "viqc"]
         return ",".join(f for f in order if f in flags)
 
@@ -566,7 +572,7 @@ class Account:
                 )
                 held[order.pair.quote.code] += remaining * price * (1 + self.taker_fee)
             else:
-                held[order.pair.base.code] += remaining
+                held[order.pair.base.code] += remaining * (1 + self.taker_fee) if order.fee_in_base else remaining
         return held
 
     def available(self, asset: str, market: Market | None = None) -> Decimal:
@@ -610,8 +616,11 @@ class Account:
         if params.side == "buy":
             if self.available(pair.quote.code, market) < estimate * (1 + self.taker_fee):
                 raise KrakenRejection("EOrder:Insufficient funds")
-        elif self.available(pair.base.code, market) < params.volume:
-            raise KrakenRejection("EOrder:Insufficient funds")
+        else:
+            base_fee = "fcib" in params.oflags or "fciq" not in params.oflags
+            needed = params.volume * (1 + self.taker_fee) if base_fee else params.volume
+            if self.available(pair.base.code, market) < needed:
+                raise KrakenRejection("EOrder:Insufficient funds")
         if params.cl_ord_id is not None and self.find(cl_ord_id=params.cl_ord_id, orders=self.open_orders()):
             raise KrakenRejection(DUPLICATE_ORDER)
 
@@ -815,13 +824,21 @@ class Account:
         if volume <= 0:
             return
         cost = quantize(volume * price, pair.quote.decimals)
-        fee = quantize(cost * (self.maker_fee if maker else self.taker_fee), pair.quote.decimals)
-        if order.side == "buy":
-            self.balances[pair.quote.code] -= cost + fee
-            self.balances[pair.base.code] += volume
+        rate = self.maker_fee if maker else self.taker_fee
+        # the fee as charged (base or quote) and its value in the quote, which order and trade records show
+        if order.fee_in_base:
+            charged = quantize(volume * rate, pair.base.decimals)
+            fee = quantize(charged * price, pair.quote.decimals)
+            base_fee, quote_fee = charged, Decimal(0)
         else:
-            self.balances[pair.base.code] -= volume
-            self.balances[pair.quote.code] += cost - fee
+            fee = quantize(cost * rate, pair.quote.decimals)
+            base_fee, quote_fee = Decimal(0), fee
+        if order.side == "buy":
+            self.balances[pair.quote.code] -= cost + quote_fee
+            self.balances[pair.base.code] += volume - base_fee
+        else:
+            self.balances[pair.base.code] -= volume + base_fee
+            self.balances[pair.quote.code] += cost - quote_fee
         trade_id = self._new_id("T")
         self._trade_seq += 1
         quote_places = pair.quote.decimals + 1
@@ -845,17 +862,19 @@ class Account:
         }
         self.trades[trade_id] = trade
         if order.side == "buy":
-            self._ledger_entry(pair.quote.code, -cost, fee, "trade", trade_id, now)
-            self._ledger_entry(pair.base.code, volume, Decimal(0), "trade", trade_id, now)
+            self._ledger_entry(pair.quote.code, -cost, quote_fee, "trade", trade_id, now)
+            self._ledger_entry(pair.base.code, volume, base_fee, "trade", trade_id, now)
         else:
-            self._ledger_entry(pair.base.code, -volume, Decimal(0), "trade", trade_id, now)
-            self._ledger_entry(pair.quote.code, cost, fee, "trade", trade_id, now)
+            self._ledger_entry(pair.base.code, -volume, base_fee, "trade", trade_id, now)
+            self._ledger_entry(pair.quote.code, cost, quote_fee, "trade", trade_id, now)
         order.trades.append(trade_id)
         order.vol_exec += volume
         order.cost += cost
         order.fee += fee
         order.avg_price = quantize(order.cost / order.vol_exec, pair.pair_decimals)
-        self._emit("trade", order, {"txid": trade_id, **trade})
+        charged_in = pair.base if order.fee_in_base else pair.quote
+        fee_as_charged = {"fee_asset": charged_in.code, "fee_charged": fmt_decimal(base_fee or quote_fee, charged_in.decimals)}
+        self._emit("trade", order, {"txid": trade_id, **trade, **fee_as_charged})
         if order.vol_exec >= order.volume:
             order.status = "closed"
             order.closetm = now

@@ -399,7 +399,7 @@ class PrivateChannels:
             "order_userref": order.userref,
             "order_status": status,
             "post_only": order.post_only,
-            "fee_ccy_pref": "fcib" if "fcib" in order.oflags else "fciq",
+            "fee_ccy_pref": "fcib" if order.fee_in_base else "fciq",
             "timestamp": self._stamp(),
         }
         if order.cl_ord_id is not None:
@@ -445,7 +445,7 @@ class PrivateChannels:
             "order_status": status,
             "order_type": order.ordertype,
             "fee_usd_equiv": _num(fee * self._sim.price_in(pair.quote.code, "USD")),
-            "fees": [{"asset": pair.quote.code, "qty": _num(fee)}],
+            "fees": [{"asset": trade.get("fee_asset", pair.quote.code), "qty": _num(Decimal(trade.get("fee_charged", fee)))}],
             "cum_qty": _num(order.vol_exec),
             "cum_cost": _num(order.cost),
             "avg_price": _num(order.avg_price),

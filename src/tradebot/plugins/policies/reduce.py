@@ -25,6 +25,7 @@ from tradebot.core.hookspecs import hookimpl
 from tradebot.core.markets import MarketRuleError
 from tradebot.core.models import OrderRequest, OrderType, Side, TradingStateChange
 from tradebot.core.policy import PolicyOutcome, format_positions
+from tradebot.core.portfolio import FLATTEN_STRATEGY
 from tradebot.core.validate import in_range
 
 __all__ = ["ReduceConfig", "ReducePolicy", "tradebot_register_position_policies"]
@@ -96,9 +97,14 @@ class ReducePolicy:
                 except MarketRuleError as exc:
                     skipped.append(exc.message)
                     continue
-            request = OrderRequest(pair, side, OrderType.MARKET, size, str(uuid.uuid4()))
+            # the bot's own client id, so a rebuild from the exchange knows this sale as the bot's
+            ids = getattr(self.executor, "order_ids", None)
+            request = OrderRequest(pair, side, OrderType.MARKET, size, ids.new() if ids is not None else str(uuid.uuid4()))
             try:
-                await self.executor.submit(request, strategy="reduce", reason=f"HALT: {change.reason}")
+                # not a strategy instance's order: the cut comes off the strategies holding the pair
+                await self.executor.submit(
+                    request, strategy=FLATTEN_STRATEGY, reason=f"HALT, reduce by {self.config.fraction}: {change.reason}"
+                )
             except TradebotError as exc:
                 skipped.append(f"{pair}: {exc}")
                 continue
