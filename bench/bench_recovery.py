@@ -20,11 +20,11 @@ from pathlib import Path
 import stamina
 
 from tradebot.core import loop as event_loop
-from tradebot.core.autorestart import AutoRestarter, RestartPolicy
+from tradebot.app.autorestart import AutoRestarter, RestartPolicy
 from tradebot.core.clock import SystemClock
 from tradebot.core.errors import DNSError
 from tradebot.core.healing import Failure, Healer
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.simulator import run_simulator

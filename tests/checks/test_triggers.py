@@ -18,8 +18,8 @@ from tradebot.checks.resources import ResourceCheck, ResourcesConfig
 from tradebot.checks.staleness import StalenessCheck, StalenessConfig
 from tradebot.checks.volatility import VolatilityCheck, VolatilityConfig
 from tradebot.core.clock import FakeClock
-from tradebot.core.config import structure
-from tradebot.core.control import send_command
+from tradebot.app.config import structure
+from tradebot.services.control import send_command
 from tradebot.core.errors import ExchangeUnavailable, OrderNotFound, RequestTimeout
 from tradebot.core.health import CheckResult, HealthStatus
 from tradebot.core.models import Balances, SystemStatus, Ticker, TradingState

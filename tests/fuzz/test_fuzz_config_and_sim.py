@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradebot.core.config import BotSettings, RiskSettings, StrategyInstance, load_settings, settings_from_dict, structure
+from tradebot.app.config import BotSettings, RiskSettings, StrategyInstance, load_settings, settings_from_dict, structure
 from tradebot.core.errors import ConfigError
 from tradebot.exchanges.simulator import FaultSpecError, parse_faults
 

@@ -16,7 +16,7 @@ import stamina
 from tradebot.core.clock import SystemClock
 from tradebot.core.errors import ConnectionFailed, DNSError, OrderOutcomeUnknown
 from tradebot.core.healing import Failure, Healer, RecoveryLimits
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.simulator import Simulator, run_simulator

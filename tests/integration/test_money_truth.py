@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import BALANCE_CHECK_KEY, Bot, RunOptions
-from tradebot.core.config import settings_from_dict
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import BALANCE_CHECK_KEY, Bot, RunOptions
+from tradebot.app.config import settings_from_dict
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side, Signal, Ticker
 from tradebot.core.plugins import unwrap
 from tradebot.core.store import JournalEntry, StateStore

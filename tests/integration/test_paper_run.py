@@ -10,9 +10,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from tradebot.core import telemetry
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import Bot, RunOptions
-from tradebot.core.config import settings_from_dict
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import Bot, RunOptions
+from tradebot.app.config import settings_from_dict
 
 CONFIG = {
     "bot": {"state_dir": "state"},

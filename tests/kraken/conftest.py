@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import stamina
 
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 

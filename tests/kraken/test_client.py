@@ -22,7 +22,7 @@ from tradebot.core.errors import (
     RequestTimeout,
     UnknownPair,
 )
-from tradebot.core.resilience.breaker import BreakerState
+from tradebot.resilience.breaker import BreakerState
 from tradebot.exchanges.kraken.auth import sign
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange

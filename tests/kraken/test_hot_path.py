@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tradebot.core.errors import BadDataError, CircuitOpen, ExchangeUnavailable, RequestTimeout, TradebotError
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken import client as client_module
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange

@@ -23,10 +23,10 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import Bot, RunOptions
-from tradebot.core.config import settings_from_dict
-from tradebot.core.control import send_command
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import Bot, RunOptions
+from tradebot.app.config import settings_from_dict
+from tradebot.services.control import send_command
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side
 from tradebot.core.order_ids import OrderIds
 from tradebot.core.portfolio import Portfolio

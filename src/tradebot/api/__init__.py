@@ -117,7 +117,7 @@ from tradebot.core.models import (
     TradingStateChange,
     utc_now,
 )
-from tradebot.core.notify import Notification, Notifier
+from tradebot.services.notify import Notification, Notifier
 from tradebot.core.plugin_context import PluginContext, PortfolioView, TradingView
 from tradebot.core.policy import PolicyOutcome, PositionPolicy, format_positions
 from tradebot.core.store import Position, PositionClosed

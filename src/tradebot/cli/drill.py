@@ -35,7 +35,7 @@ def drill(
 
     Exits 0 when every expectation held, 1 when one failed, 2 on bad input.
     """
-    from tradebot.core.drill import SCENARIOS, load_drill_config, render_reports, run_drill, scenario_names
+    from tradebot.drill import SCENARIOS, load_drill_config, render_reports, run_drill, scenario_names
     from tradebot.core.errors import ConfigError
 
     if list_only:

@@ -31,11 +31,11 @@ from tradebot.core.errors import (
     RequestTimeout,
     TradebotError,
 )
-from tradebot.core.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
-from tradebot.core.resilience.ratelimit import RequestRateLimiter
-from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry, retry_after_failure
-from tradebot.core.resilience.timings import LatencyHistograms
-from tradebot.core.resilience.turns import Turns
+from tradebot.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
+from tradebot.resilience.ratelimit import RequestRateLimiter
+from tradebot.resilience.retry import RetryPolicy, RetryStats, call_with_retry, retry_after_failure
+from tradebot.resilience.timings import LatencyHistograms
+from tradebot.resilience.turns import Turns
 from tradebot.core.trading_state import order_at_wire
 from tradebot.exchanges.kraken.auth import sign
 from tradebot.exchanges.kraken.config import KrakenConfig, endpoint_cost

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 
 import attrs
 
-from tradebot.core.resilience.breaker import BreakerConfig
-from tradebot.core.resilience.ratelimit import RateTier
-from tradebot.core.resilience.retry import RetryPolicy
+from tradebot.resilience.breaker import BreakerConfig
+from tradebot.resilience.ratelimit import RateTier
+from tradebot.resilience.retry import RetryPolicy
 from tradebot.core.validate import ge, gt, in_range, non_empty, one_of
 
 __all__ = ["REST_TIERS", "TRADING_TIERS", "KrakenConfig", "endpoint_cost"]

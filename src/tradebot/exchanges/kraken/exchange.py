@@ -33,9 +33,9 @@ from tradebot.core.models import (
     SystemStatus,
     Ticker,
 )
-from tradebot.core.resilience.breaker import BreakerListener, CircuitBreakers
-from tradebot.core.resilience.ratelimit import RequestRateLimiter, TradingRateLimiter
-from tradebot.core.resilience.retry import RetryListener, RetryStats, call_with_retry
+from tradebot.resilience.breaker import BreakerListener, CircuitBreakers
+from tradebot.resilience.ratelimit import RequestRateLimiter, TradingRateLimiter
+from tradebot.resilience.retry import RetryListener, RetryStats, call_with_retry
 from tradebot.exchanges.kraken.balances import BalanceManager
 from tradebot.exchanges.kraken.client import ENDPOINT_GROUPS, Credentials, KrakenRestClient
 from tradebot.exchanges.kraken.config import KrakenConfig

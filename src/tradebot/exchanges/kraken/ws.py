@@ -28,7 +28,7 @@ import attrs
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import CircuitOpen, ConnectionFailed, RequestTimeout, TradebotError
 from tradebot.core.models import Candle, Ticker
-from tradebot.core.resilience.breaker import CircuitBreaker
+from tradebot.resilience.breaker import CircuitBreaker
 from tradebot.core.tasks import cancel_and_wait
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.errors import map_transport_error

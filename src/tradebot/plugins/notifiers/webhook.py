@@ -1,7 +1,7 @@
 """The ``webhook`` notifier: each notification POSTed as JSON to a URL of the user's.
 
 Optional bearer token from the secret ``webhook_token`` (env ``TRADEBOT_WEBHOOK_TOKEN``).
-The body is :meth:`tradebot.core.notify.Notification.as_json`:
+The body is :meth:`tradebot.services.notify.Notification.as_json`:
 ``{"bot", "kind", "level", "title", "text", "time", "key"}``.
 """
 

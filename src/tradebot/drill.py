@@ -1,6 +1,6 @@
 """Chaos drill: run the real bot against the built-in simulator while injecting faults.
 
-Each scenario starts a simulator on 127.0.0.1, runs the real :class:`~tradebot.core.bot.Bot`
+Each scenario starts a simulator on 127.0.0.1, runs the real :class:`~tradebot.app.bot.Bot`
 against it (live-style through the ``kraken`` exchange with the simulator's credentials,
 so orders take the real Kraken REST path; or on the ``paper`` exchange where the scenario
 is about market data), injects a scripted fault, clears it, and then judges what happened:
@@ -140,7 +140,7 @@ def load_drill_config(path: str | Path | None) -> tuple[DrillSettings, dict[str,
     """
     if path is None:
         return DrillSettings(), {}
-    from tradebot.core.config import parse_toml, structure
+    from tradebot.app.config import parse_toml, structure
 
     raw = parse_toml(Path(path))
     drill_raw = raw.pop("drill", {})
@@ -791,9 +791,9 @@ def _detected(scenario: Scenario, before: _Sample, now: _Sample) -> bool:
 
 
 async def _run_inprocess(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
-    from tradebot.core.bootstrap import prepare
-    from tradebot.core.bot import Bot, RunOptions
-    from tradebot.core.config import settings_from_dict
+    from tradebot.app.bootstrap import prepare
+    from tradebot.app.bot import Bot, RunOptions
+    from tradebot.app.config import settings_from_dict
     from tradebot.exchanges.simulator import run_simulator
 
     report = ScenarioReport(scenario)
@@ -1080,7 +1080,7 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
     period, and a fresh child must trade again once the store takes writes."""
     import sqlite3
 
-    from tradebot.core.bot import STOP_BOUND_S
+    from tradebot.app.bot import STOP_BOUND_S
     from tradebot.core.store import StateStore
     from tradebot.exchanges.simulator import run_simulator
 
@@ -1324,7 +1324,7 @@ def _balance_record(state_dir: Path, since: float) -> dict[str, Any] | None:
     """The start-up balance check a bot started after ``since`` (wall clock) recorded."""
     from datetime import UTC, datetime
 
-    from tradebot.core.bot import BALANCE_CHECK_KEY
+    from tradebot.app.bot import BALANCE_CHECK_KEY
     from tradebot.core.store import StateStore
 
     store = StateStore(state_dir)
@@ -1469,7 +1469,7 @@ async def _run_restart_fills_while_down(
 async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
     """Trade, SIGKILL, delete the state database and its backups, restart: HALTED and rebuilt?
     Then resume and trade on."""
-    from tradebot.core.control import send_command
+    from tradebot.services.control import send_command
     from tradebot.core.store import StateStore
     from tradebot.exchanges.simulator import run_simulator
 
