@@ -1,7 +1,8 @@
 """``reload-module``: reload a plugin's module after an ImportError/NameError and re-register it.
 
 Applies only when the error (or its cause) is an ImportError or NameError raised from a
-plugin's module — never from the framework core (``tradebot.core.*``). Recovery reloads
+plugin's module — never from the framework (``tradebot.core``, ``.api``, ``.app``,
+``.services``, ``.resilience``, ``.drill``). Recovery reloads
 the module that raised (and the plugin's entry module, when different) with
 :func:`importlib.reload`, then re-registers the plugin with the plugin host
 (``reregister``, which works for a quarantined plugin too, then ``release``). Functions
