@@ -21,7 +21,7 @@ from tradebot.core.errors import CircuitOpen, RequestTimeout
 from tradebot.resilience.ratelimit import RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.simulator import run_simulator
 
 
 def pct(values: list[float], q: float) -> float:

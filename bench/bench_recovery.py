@@ -27,7 +27,7 @@ from tradebot.core.healing import Failure, Healer
 from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.simulator import run_simulator
 from tradebot.plugins.recovery.dns import DnsAction, DnsConfig
 from tradebot.plugins.recovery.reconnect import ReconnectAction, ReconnectConfig
 

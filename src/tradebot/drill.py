@@ -168,7 +168,7 @@ class Scenario:
     """``kraken`` (orders over the real Kraken REST path), ``paper`` (market-data faults)
     or ``process`` (a real child process is killed)."""
     fault: str = ""
-    """Simulator fault spec (see :mod:`tradebot.exchanges.simulator`), or ``dns``."""
+    """Simulator fault spec (see :mod:`tradebot.simulator`), or ``dns``."""
     detect: str = "health"
     """What counts as detection: ``health`` (a monitored check not ok or the trading state
     not ACTIVE), ``retries`` (the client retried or a check noticed), ``lookup`` (an order
@@ -794,7 +794,7 @@ async def _run_inprocess(scenario: Scenario, settings: DrillSettings, base: Mapp
     from tradebot.app.bootstrap import prepare
     from tradebot.app.bot import Bot, RunOptions
     from tradebot.app.config import settings_from_dict
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     loop = asyncio.get_running_loop()
@@ -999,7 +999,7 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     rng = random.Random(settings.seed)
@@ -1082,7 +1082,7 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
 
     from tradebot.app.bot import STOP_BOUND_S
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     grace_s = 3.0
@@ -1184,8 +1184,8 @@ async def _run_dead_mans_switch(
     (it kept refreshing); after the kill, the exchange cancels them within the timeout. A last
     clean run then trades, exits, and leaves the switch disarmed."""
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
-    from tradebot.exchanges.simulator._account import parse_order_params
+    from tradebot.simulator import run_simulator
+    from tradebot.simulator._account import parse_order_params
 
     report = ScenarioReport(scenario)
     timeout = DEAD_MANS_SWITCH_S
@@ -1344,7 +1344,7 @@ async def _run_restart_fills_while_down(
 ) -> ScenarioReport:
     """Kill the bot while orders it placed have filled but are not recorded; restart; compare."""
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     async with run_simulator(
@@ -1471,7 +1471,7 @@ async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Map
     Then resume and trade on."""
     from tradebot.services.control import send_command
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     async with run_simulator(

@@ -19,7 +19,7 @@ from tradebot.core.healing import Failure, Healer, RecoveryLimits
 from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 from tradebot.plugins.recovery.dns import DnsAction, DnsConfig
 from tradebot.plugins.recovery.escalate import EscalateAction
 from tradebot.plugins.recovery.reconnect import ReconnectAction, ReconnectConfig

@@ -12,7 +12,7 @@ from tradebot.app.bootstrap import prepare
 from tradebot.app.bot import Bot, RunOptions
 from tradebot.app.config import settings_from_dict
 from tradebot.core.risk import RejectReason
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.simulator import run_simulator
 
 
 @pytest.mark.timeout(90)

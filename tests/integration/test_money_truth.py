@@ -197,7 +197,7 @@ async def test_positions_the_journal_cannot_explain_are_reported_not_adopted(
 async def test_balances_that_cannot_be_read_after_a_restart_start_halted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     async with run_simulator(seed=3, tick_interval_s=0.05) as sim:
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
@@ -420,7 +420,7 @@ async def test_failing_order_calls_reach_the_api_error_rate_trigger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AddOrder answers 502 for the whole run: the trigger counts the failures and HALTs."""
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     async with run_simulator(seed=3, tick_interval_s=0.05, faults="http5xx=502,on=AddOrder") as sim:
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)

@@ -140,7 +140,7 @@ async def test_orders_the_exchange_rejects_are_counted_as_rejected_not_placed(
     """A live run on the simulator whose every AddOrder the exchange refuses (funds held
     elsewhere on the account, which the bot's own cash cannot show): the summary must not
     call them placed."""
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     faults = "error=EOrder:Insufficient funds,on=AddOrder"
     async with run_simulator(seed=3, tick_interval_s=0.05, faults=faults) as sim:

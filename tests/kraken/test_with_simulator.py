@@ -17,7 +17,7 @@ from tradebot.resilience.breaker import BreakerState
 from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -29,7 +29,7 @@ from tradebot.core.secrets import SecretStore
 from tradebot.core.store import StateStore
 from tradebot.core.strategy import StrategyContext
 from tradebot.core.trading_state import TradingStateMachine
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.simulator import run_simulator
 
 from .fake_telegram import FakeBotApi
 

@@ -193,7 +193,7 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
     import logging
 
     from tradebot.drill import DrillSettings, bot_config, write_secrets
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     caplog.set_level(logging.INFO, logger="tradebot.notify.log")
     async with run_simulator(seed=5, tick_interval_s=0.05, heartbeat_s=0.2, rate_tier="pro") as sim:

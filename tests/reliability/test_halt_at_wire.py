@@ -26,7 +26,7 @@ from tradebot.core.trading_state import OrderWireGate, TradingStateMachine
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.paper import PaperExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 
 @pytest.fixture

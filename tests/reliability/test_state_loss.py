@@ -33,7 +33,7 @@ from tradebot.core.portfolio import Portfolio
 from tradebot.core.store import StateStore
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import DEFAULT_BALANCES, Simulator, run_simulator
+from tradebot.simulator import DEFAULT_BALANCES, Simulator, run_simulator
 
 BOT_ID = "loss-drill"
 IDS = OrderIds(BOT_ID)

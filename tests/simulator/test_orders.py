@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from tradebot.exchanges.simulator import DUPLICATE_ORDER, Simulator
+from tradebot.simulator import DUPLICATE_ORDER, Simulator
 
 from .conftest import KrakenTestClient
 

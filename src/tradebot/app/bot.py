@@ -556,7 +556,7 @@ class Bot:
 
             kraken_cfg = KrakenConfig()
         if self.settings.bot.market_data == "simulator":
-            from tradebot.exchanges.simulator import run_simulator
+            from tradebot.simulator import run_simulator
 
             sim = await stack.enter_async_context(run_simulator(host="127.0.0.1", port=0))
             ctx.extras["simulator"] = sim
