@@ -12,10 +12,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt
-from tradebot.plugins.notifiers._http import HttpPoster, check_url
+from tradebot.api import ComponentSpec, HttpPoster, check_url, gt, hookimpl
 
 __all__ = ["WebhookConfig", "WebhookNotifier", "tradebot_register_notifiers"]
 

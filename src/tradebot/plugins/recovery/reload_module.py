@@ -21,11 +21,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.healing import Failure, RecoveryLimits, is_core_module
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt
-from tradebot.plugins.recovery._base import ActionBase
+from tradebot.api import ActionBase, ComponentSpec, Failure, RecoveryLimits, gt, hookimpl, is_core_module
 
 __all__ = ["ReloadModuleAction", "ReloadModuleConfig", "tradebot_register_recovery_actions"]
 
