@@ -551,10 +551,9 @@ class Bot:
     async def _market_data_source(self, ctx: BotContext, stack: AsyncExitStack) -> Any:
         """Public market data for the paper exchange: the built-in simulator, or Kraken."""
         kraken_cfg = self.settings.plugin_config("exchange", "kraken")
-        if kraken_cfg is None:
-            from tradebot.exchanges.kraken.config import KrakenConfig
-
-            kraken_cfg = KrakenConfig()
+        if kraken_cfg is None:  # the plugin's defaults, from its own registration
+            config_cls = self.host.component("exchange", "kraken").spec.config_cls
+            kraken_cfg = config_cls() if config_cls is not None else None
         if self.settings.bot.market_data == "simulator":
             from tradebot.simulator import run_simulator
 
