@@ -18,9 +18,9 @@ from pathlib import Path
 
 from tradebot.core import loop as event_loop
 from tradebot.core.errors import CircuitOpen, RequestTimeout
-from tradebot.resilience.ratelimit import RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
+from tradebot.resilience.ratelimit import RequestRateLimiter
 from tradebot.simulator import run_simulator
 
 

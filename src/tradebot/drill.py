@@ -1469,8 +1469,8 @@ async def _run_restart_fills_while_down(
 async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
     """Trade, SIGKILL, delete the state database and its backups, restart: HALTED and rebuilt?
     Then resume and trade on."""
-    from tradebot.services.control import send_command
     from tradebot.core.store import StateStore
+    from tradebot.services.control import send_command
     from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tradebot.services.control import ControlWatcher, apply_command, bot_running, send_command
 from tradebot.core.errors import StateError
 from tradebot.core.models import TradingState
 from tradebot.core.store import StateStore
 from tradebot.core.trading_state import TradingStateMachine
+from tradebot.services.control import ControlWatcher, apply_command, bot_running, send_command
 
 # A bot process reduced to what these commands talk to: the store, the trading state,
 # the health monitor with a real check, and the control watcher.

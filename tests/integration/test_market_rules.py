@@ -77,8 +77,8 @@ async def test_dust_is_reported_and_a_close_halt_completes_with_it(tmp_path: Pat
     import urllib.request
 
     from tradebot.cli.health import read_health, render
-    from tradebot.services.http_server import HttpServer, HttpSettings
     from tradebot.core.models import OrderRequest, OrderType, Side
+    from tradebot.services.http_server import HttpServer, HttpSettings
 
     config = {
         "bot": {"state_dir": "state", "pairs": ["BTC/USD", "ETH/USD"]},

@@ -9,10 +9,10 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from tradebot.core import telemetry
 from tradebot.app.bootstrap import prepare
 from tradebot.app.bot import Bot, RunOptions
 from tradebot.app.config import settings_from_dict
+from tradebot.core import telemetry
 
 CONFIG = {
     "bot": {"state_dir": "state"},

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tradebot.cli.main import cli
 from tradebot.app.bootstrap import prepare
 from tradebot.app.bot import Bot, RunOptions
 from tradebot.app.config import settings_from_dict
+from tradebot.cli.main import cli
 from tradebot.core.models import Fill, OrderStatus, OrderType, Side
 from tradebot.core.store import JournalEntry, StateStore
 

@@ -17,7 +17,6 @@ import pytest
 from tradebot.app.bootstrap import prepare
 from tradebot.app.bot import Bot, RunOptions
 from tradebot.app.config import settings_from_dict
-from tradebot.services.control import apply_command, bot_running, send_command
 from tradebot.core.executor import OrderExecutor
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side, Ticker, TradingState
 from tradebot.core.portfolio import Portfolio
@@ -26,6 +25,7 @@ from tradebot.core.trading_state import OrderWireGate, TradingStateMachine
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.paper import PaperExchange
+from tradebot.services.control import apply_command, bot_running, send_command
 from tradebot.simulator import Simulator, run_simulator
 
 

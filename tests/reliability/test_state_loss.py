@@ -26,13 +26,13 @@ import pytest
 from tradebot.app.bootstrap import prepare
 from tradebot.app.bot import Bot, RunOptions
 from tradebot.app.config import settings_from_dict
-from tradebot.services.control import send_command
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side
 from tradebot.core.order_ids import OrderIds
 from tradebot.core.portfolio import Portfolio
 from tradebot.core.store import StateStore
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
+from tradebot.services.control import send_command
 from tradebot.simulator import DEFAULT_BALANCES, Simulator, run_simulator
 
 BOT_ID = "loss-drill"

@@ -124,7 +124,6 @@ from tradebot.core.models import (
     TradingStateChange,
     utc_now,
 )
-from tradebot.services.notify import Notification, Notifier
 from tradebot.core.plugin_context import PluginContext, PortfolioView, TradingView
 from tradebot.core.policy import PolicyOutcome, PositionPolicy, format_positions
 from tradebot.core.store import Position, PositionClosed
@@ -132,6 +131,7 @@ from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, Strategy, Strate
 from tradebot.core.tasks import cancel_and_wait
 from tradebot.core.trading_state import OrderHeld, order_at_wire
 from tradebot.core.validate import ge, gt, in_range, le, lt, non_empty, one_of
+from tradebot.services.notify import Notification, Notifier
 
 API_VERSION = "1.1.0"
 """Semantic version of the public plugin API (this module's names and their meaning)."""

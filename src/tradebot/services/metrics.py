@@ -359,8 +359,8 @@ class BotMetrics:
         return "\n".join(lines) + ("\n" if lines else "")
 
     def _strategy_histograms(self) -> Iterator[tuple[dict[str, str], Any]]:
-        from tradebot.resilience.timings import Histogram
         from tradebot.core.strategy import DURATION_BUCKETS_S as bounds
+        from tradebot.resilience.timings import Histogram
 
         runner = self.context.extras.get("strategy_runner") if self.context else None
         stats = _read(runner, "stats") if runner is not None else None
