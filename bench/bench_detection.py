@@ -55,7 +55,7 @@ async def staleness_trial(threshold: float) -> float:
 async def outage_trial() -> float:
     from tradebot.exchanges.kraken.config import KrakenConfig
     from tradebot.exchanges.kraken.exchange import KrakenExchange
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     async with run_simulator(tick_interval_s=0) as sim:
         ex = KrakenExchange(

@@ -15,7 +15,7 @@ import logging
 import sys
 
 from tradebot.core import loop as event_loop
-from tradebot.core.drill import render_reports, run_drill
+from tradebot.drill import render_reports, run_drill
 
 
 def main() -> int:

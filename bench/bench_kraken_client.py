@@ -18,10 +18,10 @@ from pathlib import Path
 
 from tradebot.core import loop as event_loop
 from tradebot.core.errors import CircuitOpen, RequestTimeout
-from tradebot.core.resilience.ratelimit import RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.resilience.ratelimit import RequestRateLimiter
+from tradebot.simulator import run_simulator
 
 
 def pct(values: list[float], q: float) -> float:

@@ -27,7 +27,7 @@ from tradebot.core.strategy import StrategyContext
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.paper import PaperConfig, PaperExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 from tradebot.strategies.sma_crossover import SmaCrossover, SmaCrossoverConfig
 
 PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]

@@ -19,17 +19,17 @@ from pathlib import Path
 
 import stamina
 
+from tradebot.app.autorestart import AutoRestarter, RestartPolicy
 from tradebot.core import loop as event_loop
-from tradebot.core.autorestart import AutoRestarter, RestartPolicy
 from tradebot.core.clock import SystemClock
 from tradebot.core.errors import DNSError
 from tradebot.core.healing import Failure, Healer
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import run_simulator
 from tradebot.plugins.recovery.dns import DnsAction, DnsConfig
 from tradebot.plugins.recovery.reconnect import ReconnectAction, ReconnectConfig
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
+from tradebot.simulator import run_simulator
 
 ROUNDS = 5
 

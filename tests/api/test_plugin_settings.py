@@ -8,7 +8,7 @@ import attrs
 import pytest
 
 from tradebot.api import PluginContext, gt, hookimpl
-from tradebot.core.config import settings_from_dict, validate_plugin_tables
+from tradebot.app.config import settings_from_dict, validate_plugin_tables
 from tradebot.core.context import BotContext
 from tradebot.core.errors import PluginError
 from tradebot.core.plugins import PluginHost

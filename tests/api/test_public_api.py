@@ -94,6 +94,20 @@ PINNED = {
     "TradingState",
     "TradingStateChange",
     "utc_now",
+    # 1.1: what the built-in plugins used from private modules, so that they import only the API
+    "EXIT_ESCALATE",
+    "is_core_module",
+    "buy_volume",
+    "CircuitOpen",
+    "StateError",
+    "FeeSchedule",
+    "MarketRuleError",
+    "fit_order",
+    "OrderHeld",
+    "order_at_wire",
+    "SystemClock",
+    "cancel_and_wait",
+    "FLATTEN_STRATEGY",
 }
 """Every public name of API 1.x. Adding one: add it here and raise the minor version; removing
 or changing one breaks plugins: raise the major version (and write it in CHANGELOG.md)."""
@@ -108,9 +122,43 @@ def test_the_public_names_are_exactly_the_pinned_ones() -> None:
         assert hasattr(api, name), name
 
 
+RESILIENCE_PINNED = {
+    "BreakerConfig",
+    "BreakerListener",
+    "BreakerState",
+    "BreakerTransition",
+    "CircuitBreaker",
+    "CircuitBreakers",
+    "LatencyHistograms",
+    "RateTier",
+    "RequestRateLimiter",
+    "RetryEvent",
+    "RetryListener",
+    "RetryPolicy",
+    "RetryStats",
+    "TradingRateLimiter",
+    "Turns",
+    "call_with_retry",
+    "is_retryable",
+    "retry_after_failure",
+}
+"""The resilience toolkit for exchange plugins (``tradebot.api.resilience``, since API 1.1)."""
+
+
+def test_the_resilience_toolkit_names_are_pinned_and_documented() -> None:
+    from tradebot.api import resilience
+
+    assert set(resilience.__all__) == RESILIENCE_PINNED
+    for name in resilience.__all__:
+        obj = getattr(resilience, name)
+        if name in {"BreakerListener", "RetryListener"}:
+            continue  # type aliases, documented in the module
+        assert (vars(obj).get("__doc__") if inspect.isclass(obj) else obj.__doc__ or "").strip(), name
+
+
 def test_the_api_version_is_semantic_and_pinned() -> None:
     major, minor, patch = (int(part) for part in api.API_VERSION.split("."))
-    assert (major, minor) == (1, 0), "the API changed: update PINNED and this test with the new version"
+    assert (major, minor) == (1, 1), "the API changed: update PINNED and this test with the new version"
     assert patch >= 0
 
 
@@ -135,7 +183,7 @@ def test_every_public_name_is_documented() -> None:
     missing = []
     for name in api.__all__:
         obj = getattr(api, name)
-        if name in {"API_VERSION", "PRICE_SOURCES", "MarketEvent"}:
+        if name in {"API_VERSION", "EXIT_ESCALATE", "PRICE_SOURCES", "MarketEvent"}:
             continue  # values, documented in the module (the reference renders the module's text)
         own = vars(obj).get("__doc__") if inspect.isclass(obj) else obj.__doc__  # not one inherited from Enum
         if not (own or "").strip():
@@ -152,7 +200,7 @@ def test_every_public_name_is_documented() -> None:
 def test_the_api_module_imports_only_the_core_and_its_own_helpers() -> None:
     """A plugin that imports the API loads no other plugin (no built-in exchange, no notifier)."""
     code = (
-        "import sys, tradebot.api; "
+        "import sys, tradebot.api, tradebot.api.resilience; "
         "print(sorted(m for m in sys.modules if m.startswith(('tradebot.exchanges', 'tradebot.plugins', "
         "'tradebot.strategies', 'tradebot.checks', 'tradebot.cli'))))"
     )

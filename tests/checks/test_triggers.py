@@ -10,6 +10,7 @@ from typing import Any
 import attrs
 import pytest
 
+from tradebot.app.config import structure
 from tradebot.checks.api_connectivity import ApiConnectivityCheck, ApiConnectivityConfig
 from tradebot.checks.api_error_rate import ApiErrorRateCheck, ApiErrorRateConfig
 from tradebot.checks.consecutive_losses import ConsecutiveLossesCheck, ConsecutiveLossesConfig
@@ -18,13 +19,12 @@ from tradebot.checks.resources import ResourceCheck, ResourcesConfig
 from tradebot.checks.staleness import StalenessCheck, StalenessConfig
 from tradebot.checks.volatility import VolatilityCheck, VolatilityConfig
 from tradebot.core.clock import FakeClock
-from tradebot.core.config import structure
-from tradebot.core.control import send_command
 from tradebot.core.errors import ExchangeUnavailable, OrderNotFound, RequestTimeout
 from tradebot.core.health import CheckResult, HealthStatus
 from tradebot.core.models import Balances, SystemStatus, Ticker, TradingState
 from tradebot.core.store import PositionClosed, StateStore
 from tradebot.core.trading_state import TradingStateMachine
+from tradebot.services.control import send_command
 
 OK, DEGRADED, CRITICAL = HealthStatus.OK, HealthStatus.DEGRADED, HealthStatus.CRITICAL
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

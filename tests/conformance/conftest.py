@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tradebot.exchanges.simulator import Simulator
+from tradebot.simulator import Simulator
 
 ccxt = pytest.importorskip("ccxt.async_support", reason="ccxt is a test dependency (pip install -e '.[dev]')")
 ccxtpro = pytest.importorskip("ccxt.pro")

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 spot = pytest.importorskip("kraken.spot", reason="python-kraken-sdk is a test dependency (pip install -e '.[dev]')")
 

@@ -312,7 +312,7 @@ def test_reading_an_invalid_config_for_a_setting_loads_no_plugin(tmp_path: Path)
     cfg = write(tmp_path, '[bot]\nstate_dir = "s"\n[risk]\nmax_position = -1\n[checks.staleness]\ntreshold_s = 1\n')
     code = (
         "import sys\n"
-        "from tradebot.core.config import InvalidSettings, load_settings\n"
+        "from tradebot.app.config import InvalidSettings, load_settings\n"
         f"try:\n    load_settings({str(cfg)!r})\nexcept InvalidSettings as exc:\n    print(exc.issues)\n"
         "print(sorted(m for m in sys.modules if m.startswith(('tradebot.exchanges', 'tradebot.checks'))))\n"
     )

@@ -307,8 +307,8 @@ def test_non_finite_numbers_on_the_command_line_and_in_the_environment_are_refus
 
 
 def test_dry_run_fails_when_a_bot_already_runs_on_the_state(tmp_path: Path) -> None:
-    from tradebot.core.control import BotLock
     from tradebot.core.store import StateStore
+    from tradebot.services.control import BotLock
 
     StateStore(tmp_path / "state").close()
     lock = BotLock(tmp_path / "state")

@@ -68,7 +68,7 @@ async def test_retries_are_span_events(spans: InMemorySpanExporter) -> None:
 
     from tradebot.core import tracing
     from tradebot.core.errors import RequestTimeout
-    from tradebot.core.resilience.retry import call_with_retry
+    from tradebot.resilience.retry import call_with_retry
 
     tracing.install_retry_events()
     calls = 0

@@ -15,7 +15,7 @@ from tradebot.core.portfolio import Portfolio
 from tradebot.core.store import StateStore
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from tradebot.app.config import StrategyInstance
 from tradebot.core.bus import EventBus
-from tradebot.core.config import StrategyInstance
 from tradebot.core.models import Candle, Side, Signal, Ticker
 from tradebot.core.strategy import CallMode, PriceSampler, StrategyContext, StrategyRunner
 

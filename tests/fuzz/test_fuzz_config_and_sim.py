@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradebot.core.config import BotSettings, RiskSettings, StrategyInstance, load_settings, settings_from_dict, structure
+from tradebot.app.config import BotSettings, RiskSettings, StrategyInstance, load_settings, settings_from_dict, structure
 from tradebot.core.errors import ConfigError
-from tradebot.exchanges.simulator import FaultSpecError, parse_faults
+from tradebot.simulator import FaultSpecError, parse_faults
 
 SECTIONS = ["bot", "plugins", "risk", "backup", "strategies", "exchanges", "checks", "recovery", "policies",
             "notifiers", "monitoring", "halt", "healing", "supervisor", "http", "logging", "notifications", "bogus"]
@@ -89,7 +89,7 @@ async def test_admin_fault_endpoint_answers_400_never_500() -> None:
     from aiohttp.test_utils import TestClient, TestServer
     from hypothesis import HealthCheck, settings
 
-    from tradebot.exchanges.simulator import Simulator, SimulatorConfig
+    from tradebot.simulator import Simulator, SimulatorConfig
 
     sim = Simulator(SimulatorConfig(tick_interval_s=0))
     bodies = st.one_of(spec_items, st.text(max_size=60), st.sampled_from(['{"spec": 1}', '{"faults": [1]}', "[]",

@@ -16,14 +16,14 @@ import stamina
 from tradebot.core.clock import SystemClock
 from tradebot.core.errors import ConnectionFailed, DNSError, OrderOutcomeUnknown
 from tradebot.core.healing import Failure, Healer, RecoveryLimits
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
 from tradebot.plugins.recovery.dns import DnsAction, DnsConfig
 from tradebot.plugins.recovery.escalate import EscalateAction
 from tradebot.plugins.recovery.reconnect import ReconnectAction, ReconnectConfig
 from tradebot.plugins.recovery.resync import ResyncAction
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
+from tradebot.simulator import Simulator, run_simulator
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -112,8 +112,9 @@ async def test_importerror_while_broken_then_healed(plugin: tuple[Path, PluginHo
 def test_never_reloads_core_or_unrelated_errors(plugin: tuple[Path, PluginHost, types.ModuleType]) -> None:
     _, host, _ = plugin
     action = ReloadModuleAction(None, types.SimpleNamespace(plugins=host))
-    core = Failure(error=NameError("x"), kind="NameError", module="tradebot.core.bot")
-    assert not action.applies_to(core)
+    for framework in ("tradebot.core.bus", "tradebot.app.bot", "tradebot.services.notify", "tradebot.resilience.retry", "tradebot.drill", "tradebot.api._http"):
+        core = Failure(error=NameError("x"), kind="NameError", module=framework)
+        assert not action.applies_to(core), framework
     other = Failure(error=ValueError("x"), kind="ValueError", module="tbtest_healplug")
     assert not action.applies_to(other)
     unknown = Failure(error=NameError("x"), kind="NameError", module="json")

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from tradebot.core.control import ControlWatcher, apply_command, bot_running, send_command
 from tradebot.core.errors import StateError
 from tradebot.core.models import TradingState
 from tradebot.core.store import StateStore
 from tradebot.core.trading_state import TradingStateMachine
+from tradebot.services.control import ControlWatcher, apply_command, bot_running, send_command
 
 # A bot process reduced to what these commands talk to: the store, the trading state,
 # the health monitor with a real check, and the control watcher.
@@ -25,7 +25,7 @@ BOT = textwrap.dedent(
     import asyncio, sys
     from pathlib import Path
     from tradebot.checks.api_error_rate import ApiErrorRateCheck, ApiErrorRateConfig
-    from tradebot.core.control import ControlWatcher
+    from tradebot.services.control import ControlWatcher
     from tradebot.core.health import HealthMonitor, MonitoringSettings
     from tradebot.core.store import StateStore
     from tradebot.core.trading_state import TradingStateMachine
@@ -174,7 +174,7 @@ async def test_watcher_applies_requests_and_refuses_a_second_bot(tmp_path: Path)
 
 
 def test_a_bot_that_does_not_answer_times_out_and_the_request_is_withdrawn(tmp_path: Path) -> None:
-    from tradebot.core.control import BotLock
+    from tradebot.services.control import BotLock
 
     lock = BotLock(tmp_path)
     assert lock.try_acquire()  # "running", but nobody watches the folder

@@ -23,7 +23,7 @@ from tradebot.core.store import StateStore
 from tradebot.core.trading_state import TradingStateMachine
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 from tradebot.plugins.policies.close import CloseConfig, ClosePolicy
 from tradebot.plugins.policies.maintain import MaintainConfig, MaintainPolicy
 from tradebot.plugins.policies.reduce import ReduceConfig, ReducePolicy

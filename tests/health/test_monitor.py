@@ -329,8 +329,8 @@ async def test_event_driven_result_escalates_without_waiting_for_a_round() -> No
 
 async def test_market_events_reach_checks_through_the_plugin_host(tmp_path: Path) -> None:
     """Built from the real plugin host and config, as the bot builds it."""
-    from tradebot.core.bootstrap import prepare
-    from tradebot.core.config import settings_from_dict
+    from tradebot.app.bootstrap import prepare
+    from tradebot.app.config import settings_from_dict
     from tradebot.core.context import BotContext
 
     settings = settings_from_dict(

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import Bot, RunOptions
-from tradebot.core.config import settings_from_dict
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import Bot, RunOptions
+from tradebot.app.config import settings_from_dict
 from tradebot.core.risk import RejectReason
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.simulator import run_simulator
 
 
 @pytest.mark.timeout(90)
@@ -77,8 +77,8 @@ async def test_dust_is_reported_and_a_close_halt_completes_with_it(tmp_path: Pat
     import urllib.request
 
     from tradebot.cli.health import read_health, render
-    from tradebot.core.http_server import HttpServer, HttpSettings
     from tradebot.core.models import OrderRequest, OrderType, Side
+    from tradebot.services.http_server import HttpServer, HttpSettings
 
     config = {
         "bot": {"state_dir": "state", "pairs": ["BTC/USD", "ETH/USD"]},

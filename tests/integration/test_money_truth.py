@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import BALANCE_CHECK_KEY, Bot, RunOptions
-from tradebot.core.config import settings_from_dict
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import BALANCE_CHECK_KEY, Bot, RunOptions
+from tradebot.app.config import settings_from_dict
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side, Signal, Ticker
 from tradebot.core.plugins import unwrap
 from tradebot.core.store import JournalEntry, StateStore
@@ -273,7 +273,7 @@ async def test_positions_the_journal_cannot_explain_are_reported_not_adopted(
 async def test_balances_that_cannot_be_read_after_a_restart_start_halted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     async with run_simulator(seed=3, tick_interval_s=0.05) as sim:
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
@@ -303,7 +303,7 @@ async def test_cash_and_position_equal_the_simulator_balances_after_buys_and_sel
     """The bot asks Kraken for every fee in the quote currency (``oflags=fciq``): the simulator
     charges a sell without that flag in the base currency, as Kraken documents, which would leave
     the exchange holding less BTC than the bot's position and more USD than its cash."""
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     async with run_simulator(seed=5, tick_interval_s=0.02, rate_tier="pro") as sim:
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
@@ -543,7 +543,7 @@ async def test_failing_order_calls_reach_the_api_error_rate_trigger(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """AddOrder answers 502 for the whole run: the trigger counts the failures and HALTs."""
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     async with run_simulator(seed=3, tick_interval_s=0.05, faults="http5xx=502,on=AddOrder") as sim:
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)

@@ -9,10 +9,10 @@ import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import Bot, RunOptions
+from tradebot.app.config import settings_from_dict
 from tradebot.core import telemetry
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import Bot, RunOptions
-from tradebot.core.config import settings_from_dict
 
 CONFIG = {
     "bot": {"state_dir": "state"},
@@ -140,7 +140,7 @@ async def test_orders_the_exchange_rejects_are_counted_as_rejected_not_placed(
     """A live run on the simulator whose every AddOrder the exchange refuses (funds held
     elsewhere on the account, which the bot's own cash cannot show): the summary must not
     call them placed."""
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     faults = "error=EOrder:Insufficient funds,on=AddOrder"
     async with run_simulator(seed=3, tick_interval_s=0.05, faults=faults) as sim:

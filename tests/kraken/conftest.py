@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import stamina
 
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 
 from .fake_kraken import API_KEY, API_SECRET, FakeKraken
 

@@ -22,10 +22,10 @@ from tradebot.core.errors import (
     RequestTimeout,
     UnknownPair,
 )
-from tradebot.core.resilience.breaker import BreakerState
 from tradebot.exchanges.kraken.auth import sign
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
+from tradebot.resilience.breaker import BreakerState
 
 from .conftest import make_exchange
 from .fake_kraken import API_KEY, API_SECRET, FakeKraken

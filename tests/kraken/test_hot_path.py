@@ -21,12 +21,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tradebot.core.errors import BadDataError, CircuitOpen, ExchangeUnavailable, RequestTimeout, TradebotError
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken import client as client_module
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.kraken.pairs import PairInfo, PairRegistry
 from tradebot.exchanges.kraken.parse import parse_ticker
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 
 from .conftest import make_exchange
 from .fake_kraken import API_KEY, API_SECRET, TICKER, FakeKraken

@@ -145,7 +145,7 @@ async def test_cancel_and_lookup_by_client_id(server: FakeKraken, tmp_path: Path
 
 
 async def test_order_rate_limit_backs_off_on_the_pairs_counter(server: FakeKraken, tmp_path: Path) -> None:
-    from tradebot.core.resilience.ratelimit import RateTier, TradingRateLimiter
+    from tradebot.resilience.ratelimit import RateTier, TradingRateLimiter
 
     ex = make_exchange(server.base_url, tmp_path)
     ex.trading_limiter = TradingRateLimiter(RateTier("test", 10, 50.0), margin=0)

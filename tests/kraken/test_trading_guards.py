@@ -11,7 +11,7 @@ import pytest
 
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side
 from tradebot.exchanges.kraken.config import KrakenConfig
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 from .test_with_simulator import connect
 

@@ -13,11 +13,11 @@ import stamina
 
 from tradebot.core.errors import ConnectionFailed, ExchangeError, ExchangeUnavailable, RateLimited, RequestTimeout
 from tradebot.core.models import Candle, OrderRequest, OrderStatus, OrderType, Side, Ticker
-from tradebot.core.resilience.breaker import BreakerState
-from tradebot.core.resilience.ratelimit import RateTier, RequestRateLimiter
+from tradebot.resilience.breaker import BreakerState
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 pytestmark = pytest.mark.timeout(30)
 

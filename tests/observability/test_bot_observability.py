@@ -14,22 +14,22 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from tradebot.app.bootstrap import prepare
+from tradebot.app.config import settings_from_dict
 from tradebot.core import telemetry, tracing
-from tradebot.core.bootstrap import prepare
-from tradebot.core.config import settings_from_dict
 from tradebot.core.context import BotContext
 from tradebot.core.health import HealthMonitor
-from tradebot.core.http_server import HttpServer, HttpSettings
-from tradebot.core.logs import LoggingSettings, configure_logging
-from tradebot.core.metrics import BotMetrics
 from tradebot.core.models import Ticker, TradingState
-from tradebot.core.notify import install_notifications
 from tradebot.core.portfolio import Portfolio
 from tradebot.core.secrets import SecretStore
 from tradebot.core.store import StateStore
 from tradebot.core.strategy import StrategyContext
 from tradebot.core.trading_state import TradingStateMachine
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.services.http_server import HttpServer, HttpSettings
+from tradebot.services.logs import LoggingSettings, configure_logging
+from tradebot.services.metrics import BotMetrics
+from tradebot.services.notify import install_notifications
+from tradebot.simulator import run_simulator
 
 from .fake_telegram import FakeBotApi
 

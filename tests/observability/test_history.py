@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import Bot, RunOptions
+from tradebot.app.config import settings_from_dict
 from tradebot.cli.main import cli
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import Bot, RunOptions
-from tradebot.core.config import settings_from_dict
 from tradebot.core.models import Fill, OrderStatus, OrderType, Side
 from tradebot.core.store import JournalEntry, StateStore
 
@@ -61,7 +61,7 @@ def test_report_of_a_known_history_gives_the_hand_computed_figures(tmp_path: Pat
     store.set_kv("run.1.started", T0.isoformat())
     store.set_kv("run.2.started", (T0 + timedelta(seconds=150)).isoformat())
     store.close()
-    from tradebot.core import history
+    from tradebot.services import history
 
     now = T0 + timedelta(seconds=300)
     data = history.report(tmp_path, now=now)

@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from tradebot.core import telemetry
 from tradebot.core.clock import FakeClock
-from tradebot.core.logs import LoggingSettings, configure_logging
 from tradebot.core.models import Alert, AlertLevel, TradingState, TradingStateChange
-from tradebot.core.notify import Notification, NotificationDispatcher, NotificationSettings
 from tradebot.core.secrets import SecretStore
 from tradebot.plugins.notifiers.telegram import TelegramConfig, TelegramNotifier, create
+from tradebot.services.logs import LoggingSettings, configure_logging
+from tradebot.services.notify import Notification, NotificationDispatcher, NotificationSettings
 
 from .fake_telegram import FakeBotApi
 

@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import Bot, RunOptions, RunSummary
-from tradebot.core.config import settings_from_dict
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import Bot, RunOptions, RunSummary
+from tradebot.app.config import settings_from_dict
 from tradebot.core.hookspecs import hookimpl
 
 # every family /metrics must show (prometheus_client strips a counter's ``_total``)
@@ -192,8 +192,8 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
     import asyncio
     import logging
 
-    from tradebot.core.drill import DrillSettings, bot_config, write_secrets
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.drill import DrillSettings, bot_config, write_secrets
+    from tradebot.simulator import run_simulator
 
     caplog.set_level(logging.INFO, logger="tradebot.notify.log")
     async with run_simulator(seed=5, tick_interval_s=0.05, heartbeat_s=0.2, rate_tier="pro") as sim:

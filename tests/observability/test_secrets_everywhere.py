@@ -29,7 +29,7 @@ from aiohttp import web
 
 from tests.conftest import make_dist
 from tests.observability.fake_telegram import FakeBotApi
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.simulator import run_simulator
 
 TELEGRAM_TOKEN = "5550001:TG-tok/en+with=odd&chars"
 CHAT_ID = "chat-4242-secret"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tradebot.core.drill import DrillSettings, render_reports, run_scenario, scenario_names
+from tradebot.drill import DrillSettings, render_reports, run_scenario, scenario_names
 
 FAST = DrillSettings(warmup_s=0.5, fault_s=1.0, outage_s=2.0, after_heal_s=0.3, kill_rounds=2, kill_after_max_s=0.6)
 
@@ -27,7 +27,7 @@ async def test_scenario_passes(name: str, tmp_path: Path) -> None:
 async def test_a_scenario_that_cannot_heal_fails_with_an_explanation(tmp_path: Path) -> None:
     # the feed stays stale far longer than the drill waits: healing must be reported missing
     settings = DrillSettings(warmup_s=0.3, outage_s=4.0, settle_timeout_s=0.5, after_heal_s=0.1)
-    from tradebot.core import drill
+    from tradebot import drill
 
     original = drill.SCENARIOS
     never = drill.Scenario("never-heals", "stale for good", "paper", fault="stale", expect_state="halted")

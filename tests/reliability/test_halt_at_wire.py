@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import Bot, RunOptions
-from tradebot.core.config import settings_from_dict
-from tradebot.core.control import apply_command, bot_running, send_command
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import Bot, RunOptions
+from tradebot.app.config import settings_from_dict
 from tradebot.core.executor import OrderExecutor
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side, Ticker, TradingState
 from tradebot.core.portfolio import Portfolio
@@ -26,7 +25,8 @@ from tradebot.core.trading_state import OrderWireGate, TradingStateMachine
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.paper import PaperExchange
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.services.control import apply_command, bot_running, send_command
+from tradebot.simulator import Simulator, run_simulator
 
 
 @pytest.fixture

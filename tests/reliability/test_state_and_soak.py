@@ -12,7 +12,7 @@ from types import ModuleType
 
 import pytest
 
-from tradebot.core.drill import DrillSettings, render_reports, run_scenario
+from tradebot.drill import DrillSettings, render_reports, run_scenario
 from tests.reliability.conftest import long_only
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"

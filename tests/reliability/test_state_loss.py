@@ -23,17 +23,17 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.bootstrap import prepare
-from tradebot.core.bot import Bot, RunOptions
-from tradebot.core.config import settings_from_dict
-from tradebot.core.control import send_command
+from tradebot.app.bootstrap import prepare
+from tradebot.app.bot import Bot, RunOptions
+from tradebot.app.config import settings_from_dict
 from tradebot.core.models import OrderRequest, OrderStatus, OrderType, Side
 from tradebot.core.order_ids import OrderIds
 from tradebot.core.portfolio import Portfolio
 from tradebot.core.store import StateStore
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.exchanges.simulator import DEFAULT_BALANCES, Simulator, run_simulator
+from tradebot.services.control import send_command
+from tradebot.simulator import DEFAULT_BALANCES, Simulator, run_simulator
 
 BOT_ID = "loss-drill"
 IDS = OrderIds(BOT_ID)

@@ -153,9 +153,9 @@ def disk_2m(tmp_path: Path):  # type: ignore[no-untyped-def]
 async def test_a_state_disk_that_fills_up_during_a_run_escalates(tmp_path: Path, disk_2m: Path) -> None:
     import asyncio
 
-    from tradebot.core.bootstrap import prepare
-    from tradebot.core.bot import Bot, RunOptions
-    from tradebot.core.config import settings_from_dict
+    from tradebot.app.bootstrap import prepare
+    from tradebot.app.bot import Bot, RunOptions
+    from tradebot.app.config import settings_from_dict
 
     settings = settings_from_dict(
         {

@@ -8,7 +8,7 @@ import pytest
 
 from tradebot.core.clock import FakeClock
 from tradebot.core.errors import CircuitOpen, ConnectionFailed, InsufficientFunds, RequestTimeout
-from tradebot.core.resilience.breaker import BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker
+from tradebot.resilience.breaker import BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker
 
 CFG = BreakerConfig(window_size=4, min_calls=4, failure_rate=0.5, half_open_calls=2, open_wait_s=10.0,
                     open_wait_max_s=35.0, backoff_factor=2.0)

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tradebot.core.clock import FakeClock
-from tradebot.core.resilience.ratelimit import (
+from tradebot.resilience.ratelimit import (
     DecayingCounter,
     MinSpacing,
     RateTier,

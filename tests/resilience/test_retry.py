@@ -13,7 +13,7 @@ from tradebot.core.errors import (
     RateLimited,
     RequestTimeout,
 )
-from tradebot.core.resilience.retry import RetryEvent, RetryPolicy, RetryStats, call_with_retry, is_retryable
+from tradebot.resilience.retry import RetryEvent, RetryPolicy, RetryStats, call_with_retry, is_retryable
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from tradebot.core.resilience import Turns
+from tradebot.resilience import Turns
 
 
 async def _settle() -> None:

@@ -13,7 +13,7 @@ import aiohttp
 import pytest
 
 from tradebot.exchanges.kraken.auth import sign
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 
 class KrakenTestClient:

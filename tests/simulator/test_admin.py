@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import aiohttp
 
-from tradebot.exchanges.simulator import Simulator
+from tradebot.simulator import Simulator
 
 from .conftest import KrakenTestClient
 

@@ -7,7 +7,7 @@ import json
 import aiohttp
 
 from tradebot.exchanges.kraken.auth import sign
-from tradebot.exchanges.simulator import Simulator, generate_credentials, run_simulator
+from tradebot.simulator import Simulator, generate_credentials, run_simulator
 
 from .conftest import KrakenTestClient
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tradebot.exchanges.simulator import (
+from tradebot.simulator import (
     FaultRule,
     FaultSpecError,
     Simulator,

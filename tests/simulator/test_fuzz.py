@@ -6,8 +6,8 @@ import random
 
 import aiohttp
 
-from tradebot.exchanges.simulator import Simulator
-from tradebot.exchanges.simulator._rest import ENDPOINTS
+from tradebot.simulator import Simulator
+from tradebot.simulator._rest import ENDPOINTS
 
 from .conftest import KrakenTestClient
 
@@ -107,8 +107,8 @@ async def test_random_requests_get_kraken_shaped_answers(
 
 async def test_random_parameters_reach_every_handler_and_get_kraken_errors(sim: Simulator) -> None:
     """Past auth and rate limits: every handler answers garbage with a Kraken error string only."""
-    from tradebot.exchanges.simulator._protocol import KrakenRejection
-    from tradebot.exchanges.simulator._rest import ParamDict
+    from tradebot.simulator._protocol import KrakenRejection
+    from tradebot.simulator._rest import ParamDict
 
     rng = random.Random(11)
     seen: set[str] = set()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 
-from tradebot.exchanges.simulator._catalog import default_catalog
-from tradebot.exchanges.simulator._market import Market
+from tradebot.simulator._catalog import default_catalog
+from tradebot.simulator._market import Market
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

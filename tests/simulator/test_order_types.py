@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from tradebot.core.clock import FakeClock
-from tradebot.exchanges.simulator import Simulator, run_simulator
+from tradebot.simulator import Simulator, run_simulator
 
 from .conftest import KrakenTestClient
 

@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import pytest
 
-from tradebot.exchanges.simulator import DUPLICATE_ORDER, Simulator
+from tradebot.simulator import DUPLICATE_ORDER, Simulator
 
 from .conftest import KrakenTestClient
 

@@ -11,9 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tradebot.core.clock import FakeClock
-from tradebot.exchanges.simulator import Simulator, SimulatorConfig
-from tradebot.exchanges.simulator._protocol import KrakenRejection
-from tradebot.exchanges.simulator._rest import _ticker_row, kraken_body, public_ticker
+from tradebot.simulator import Simulator, SimulatorConfig
+from tradebot.simulator._protocol import KrakenRejection
+from tradebot.simulator._rest import _ticker_row, kraken_body, public_ticker
 
 from .conftest import KrakenTestClient
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import aiohttp
 
 from tradebot.core.clock import FakeClock
-from tradebot.exchanges.simulator import run_simulator
-from tradebot.exchanges.simulator._ratelimit import DecayCounter, order_age_penalty
+from tradebot.simulator import run_simulator
+from tradebot.simulator._ratelimit import DecayCounter, order_age_penalty
 
 from .conftest import KrakenTestClient
 

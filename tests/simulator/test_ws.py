@@ -9,7 +9,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tradebot.exchanges.simulator import Simulator
+from tradebot.simulator import Simulator
 
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import aiohttp
 
-from tradebot.exchanges.simulator import Simulator
+from tradebot.simulator import Simulator
 
 from .conftest import KrakenTestClient
 from .test_ws import connect, receive, receive_until

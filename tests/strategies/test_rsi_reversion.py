@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from tests.strategies.conftest import random_walk, tick
-from tradebot.core.config import structure
+from tradebot.app.config import structure
 from tradebot.core.models import Side
 from tradebot.core.strategy import StrategyContext
 from tradebot.strategies.rsi_reversion import RsiReversion, RsiReversionConfig, WilderRsi, create

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 
 from tests.strategies.conftest import bar, random_walk, tick
-from tradebot.core.config import structure
+from tradebot.app.config import structure
 from tradebot.core.models import Side
 from tradebot.core.strategy import StrategyContext
 from tradebot.strategies.sma_crossover import SmaCrossover, SmaCrossoverConfig, create

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tradebot.core.autorestart import AutoRestarter, RestartPolicy, backoff_delay, child_argv_from, run_with_auto_restart
+from tradebot.app.autorestart import AutoRestarter, RestartPolicy, backoff_delay, child_argv_from, run_with_auto_restart
 from tradebot.core.models import Alert
 
 pytestmark = pytest.mark.timeout(30)
@@ -148,7 +148,7 @@ def test_sigint_stops_child_and_parent_without_restart(tmp_path: Path) -> None:
     parent_code = textwrap.dedent(
         f"""
         import sys
-        from tradebot.core.autorestart import run_with_auto_restart
+        from tradebot.app.autorestart import run_with_auto_restart
         sys.exit(run_with_auto_restart({child!r}, restart_delay_s=0.05, heartbeat_timeout_s=5, jitter=0,
                                        term_timeout_s=3, alert=lambda a: print("ALERT", a.title, flush=True)))
         """

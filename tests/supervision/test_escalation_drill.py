@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tradebot.core.drill import DrillSettings, render_reports, run_scenario
+from tradebot.drill import DrillSettings, render_reports, run_scenario
 
 # every write the bot tries waits for the database lock (seconds each) before it fails
 pytestmark = pytest.mark.timeout(240)

@@ -25,10 +25,10 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.bot import HARD_EXIT_MARGIN_S, STOP_BOUND_S
-from tradebot.core.drill import DRILL_PLUGINS, DrillSettings, bot_config, to_toml, write_secrets
+from tradebot.app.bot import HARD_EXIT_MARGIN_S, STOP_BOUND_S
 from tradebot.core.healing import EXIT_ESCALATE
-from tradebot.exchanges.simulator import run_simulator
+from tradebot.drill import DRILL_PLUGINS, DrillSettings, bot_config, to_toml, write_secrets
+from tradebot.simulator import run_simulator
 
 pytestmark = pytest.mark.timeout(120)
 

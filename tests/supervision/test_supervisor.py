@@ -364,7 +364,7 @@ def test_stop_grace_setting_and_its_old_name() -> None:
 
 
 def test_the_old_setting_name_is_read_from_a_config_file(tmp_path: Any) -> None:
-    from tradebot.core.config import load_settings
+    from tradebot.app.config import load_settings
 
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text("[supervisor]\nshutdown_timeout_s = 4\n")

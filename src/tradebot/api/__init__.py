@@ -46,8 +46,14 @@ What is here, by purpose:
   :class:`Notifier`;
 * base classes and helpers: :class:`BaseCheck` with :class:`TriggerOptions`,
   :class:`ActionBase` with :class:`RecoveryLimits` and :func:`probe_exchange`,
-  :class:`PriceSampler` with :data:`PRICE_SOURCES`, :class:`HttpPoster` with
-  :func:`check_url`, :func:`format_positions`;
+  :class:`PriceSampler` with :data:`PRICE_SOURCES` and :func:`buy_volume`, :class:`HttpPoster`
+  with :func:`check_url`, :func:`format_positions`, :data:`FLATTEN_STRATEGY` (the strategy name
+  a HALT policy's own orders are booked under), :data:`EXIT_ESCALATE` (the exit code that
+  asks ``--auto-restart`` or systemd for a restart) and :func:`is_core_module`;
+* for exchange plugins: :func:`order_at_wire` (the trading state's last word before an order
+  leaves; it raises :class:`OrderHeld`), :class:`FeeSchedule`, :func:`fit_order` and
+  :class:`MarketRuleError`, :class:`SystemClock`, :func:`cancel_and_wait`, and the resilience
+  toolkit (breakers, rate limits, retries) in :mod:`tradebot.api.resilience`;
 * what components receive and return: :class:`StrategyContext`, :data:`MarketEvent`,
   :class:`CheckResult`, :class:`HealthStatus`, :class:`HealthReport`, :class:`Failure`,
   :class:`PolicyOutcome`, :class:`Notification`;
@@ -69,11 +75,12 @@ from __future__ import annotations
 
 from tradebot.api._http import HttpPoster, check_url
 from tradebot.api._recovery import ActionBase, probe_exchange
-from tradebot.core.clock import Clock, FakeClock
+from tradebot.core.clock import Clock, FakeClock, SystemClock
 from tradebot.core.components import ComponentSpec
 from tradebot.core.errors import (
     AuthError,
     BadDataError,
+    CircuitOpen,
     ConfigError,
     ConnectionFailed,
     DNSError,
@@ -89,16 +96,17 @@ from tradebot.core.errors import (
     PermanentError,
     RateLimited,
     RequestTimeout,
+    StateError,
     TradebotError,
     TransientError,
     UnknownPair,
     describe,
 )
 from tradebot.core.exchange import Exchange, MarketEvent
-from tradebot.core.healing import Failure, RecoveryAction, RecoveryLimits
+from tradebot.core.healing import EXIT_ESCALATE, Failure, RecoveryAction, RecoveryLimits, is_core_module
 from tradebot.core.health import BaseCheck, Check, CheckResult, HealthReport, HealthStatus, TriggerOptions
 from tradebot.core.hookspecs import hookimpl
-from tradebot.core.markets import MarketRules, PairStatus
+from tradebot.core.markets import FeeSchedule, MarketRuleError, MarketRules, PairStatus, buy_volume, fit_order
 from tradebot.core.models import (
     Alert,
     AlertLevel,
@@ -117,18 +125,22 @@ from tradebot.core.models import (
     TradingStateChange,
     utc_now,
 )
-from tradebot.core.notify import Notification, Notifier
 from tradebot.core.plugin_context import PluginContext, PortfolioView, TradingView
 from tradebot.core.policy import PolicyOutcome, PositionPolicy, format_positions
+from tradebot.core.portfolio import FLATTEN_STRATEGY
 from tradebot.core.store import Position, PositionClosed
 from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, Strategy, StrategyContext
+from tradebot.core.tasks import cancel_and_wait
+from tradebot.core.trading_state import OrderHeld, order_at_wire
 from tradebot.core.validate import ge, gt, in_range, le, lt, non_empty, one_of
+from tradebot.services.notify import Notification, Notifier
 
-API_VERSION = "1.0.0"
+API_VERSION = "1.1.0"
 """Semantic version of the public plugin API (this module's names and their meaning)."""
 
 __all__ = [  # sorted; the module docstring groups them by purpose
     "API_VERSION",
+    "EXIT_ESCALATE",
     "PRICE_SOURCES",
     "ActionBase",
     "Alert",
@@ -140,6 +152,7 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "Candle",
     "Check",
     "CheckResult",
+    "CircuitOpen",
     "Clock",
     "ComponentSpec",
     "ConfigError",
@@ -150,6 +163,7 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "ExchangeUnavailable",
     "Failure",
     "FakeClock",
+    "FeeSchedule",
     "Fill",
     "HealthReport",
     "HealthStatus",
@@ -159,10 +173,12 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "InvalidOrder",
     "MarketClosed",
     "MarketEvent",
+    "MarketRuleError",
     "MarketRules",
     "NetworkError",
     "Notification",
     "Notifier",
+    "OrderHeld",
     "OrderInfo",
     "OrderNotFound",
     "OrderOutcomeUnknown",
@@ -184,8 +200,10 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "RequestTimeout",
     "Side",
     "Signal",
+    "StateError",
     "Strategy",
     "StrategyContext",
+    "SystemClock",
     "SystemStatus",
     "Ticker",
     "TradebotError",
@@ -195,17 +213,23 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "TransientError",
     "TriggerOptions",
     "UnknownPair",
+    "buy_volume",
+    "cancel_and_wait",
     "check_url",
     "describe",
+    "fit_order",
     "format_positions",
+    "FLATTEN_STRATEGY",
     "ge",
     "gt",
     "hookimpl",
     "in_range",
+    "is_core_module",
     "le",
     "lt",
     "non_empty",
     "one_of",
+    "order_at_wire",
     "probe_exchange",
     "utc_now",
 ]

@@ -19,11 +19,17 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.health import BaseCheck, CheckResult, HealthStatus, TriggerOptions
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.models import TradingState
-from tradebot.core.validate import gt, one_of
+from tradebot.api import (
+    BaseCheck,
+    CheckResult,
+    ComponentSpec,
+    HealthStatus,
+    TradingState,
+    TriggerOptions,
+    gt,
+    hookimpl,
+    one_of,
+)
 
 __all__ = ["ApiConnectivityCheck", "ApiConnectivityConfig", "tradebot_register_checks"]
 

@@ -16,10 +16,16 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.health import BaseCheck, CheckResult, HealthStatus, TriggerOptions
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt, one_of
+from tradebot.api import (
+    BaseCheck,
+    CheckResult,
+    ComponentSpec,
+    HealthStatus,
+    TriggerOptions,
+    gt,
+    hookimpl,
+    one_of,
+)
 
 __all__ = ["ConsecutiveLossesCheck", "ConsecutiveLossesConfig", "tradebot_register_halt_triggers"]
 

@@ -25,10 +25,16 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.health import BaseCheck, CheckResult, HealthStatus, TriggerOptions
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt, in_range
+from tradebot.api import (
+    BaseCheck,
+    CheckResult,
+    ComponentSpec,
+    HealthStatus,
+    TriggerOptions,
+    gt,
+    hookimpl,
+    in_range,
+)
 
 __all__ = ["DrawdownCheck", "DrawdownConfig", "tradebot_register_halt_triggers"]
 

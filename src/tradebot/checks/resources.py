@@ -24,10 +24,16 @@ from typing import Any, Protocol
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.health import BaseCheck, CheckResult, HealthStatus, TriggerOptions
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt, in_range
+from tradebot.api import (
+    BaseCheck,
+    CheckResult,
+    ComponentSpec,
+    HealthStatus,
+    TriggerOptions,
+    gt,
+    hookimpl,
+    in_range,
+)
 
 __all__ = ["PsutilSampler", "ResourceCheck", "ResourceSampler", "ResourcesConfig", "tradebot_register_checks"]
 
@@ -89,7 +95,7 @@ class PsutilSampler:
     async def stop(self) -> None:
         task, self._task = self._task, None
         if task is not None:
-            from tradebot.core.tasks import cancel_and_wait
+            from tradebot.api import cancel_and_wait
 
             await cancel_and_wait(task)
 

@@ -15,10 +15,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.health import BaseCheck, CheckResult, HealthStatus, TriggerOptions
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt
+from tradebot.api import BaseCheck, CheckResult, ComponentSpec, HealthStatus, TriggerOptions, gt, hookimpl
 
 __all__ = ["StalenessCheck", "StalenessConfig", "tradebot_register_checks"]
 
@@ -61,7 +58,7 @@ class StalenessCheck(BaseCheck):
 
     async def stop(self) -> None:
         waiters, self._waiters = list(self._waiters.values()), {}
-        from tradebot.core.tasks import cancel_and_wait
+        from tradebot.api import cancel_and_wait
 
         for task in waiters:
             task.cancel()

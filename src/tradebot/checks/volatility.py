@@ -16,10 +16,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.health import BaseCheck, CheckResult, HealthStatus, TriggerOptions
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt
+from tradebot.api import BaseCheck, CheckResult, ComponentSpec, HealthStatus, TriggerOptions, gt, hookimpl
 
 __all__ = ["PriceWindow", "VolatilityCheck", "VolatilityConfig", "tradebot_register_halt_triggers"]
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from tradebot.core.bootstrap import Prepared
+    from tradebot.app.bootstrap import Prepared
 
 config_option = click.option(
     "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -38,7 +38,7 @@ def event_loop_or_exit() -> None:
 
 def prepare_or_exit(config_path: Path | None) -> Prepared:
     """Settings and plugins, or exit 2 listing every problem."""
-    from tradebot.core.bootstrap import prepare
+    from tradebot.app.bootstrap import prepare
     from tradebot.core.errors import ConfigError, PluginError
 
     try:

@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
+from tradebot.app.config import Settings, unstructure
 from tradebot.cli._common import config_option, prepare_or_exit
-from tradebot.core.config import Settings, unstructure
 
 
 @click.group()
@@ -67,8 +67,8 @@ class _Notes(logging.Handler):
 
 def _runtime_problems(settings: Settings, host: Any) -> list[str]:
     """What a valid config still cannot do here: read its secrets and run with them, write its state."""
+    from tradebot.app.preflight import setup_problems
     from tradebot.core.errors import ConfigError
-    from tradebot.core.preflight import setup_problems
     from tradebot.core.secrets import load_secrets
 
     problems = []

@@ -35,8 +35,8 @@ def drill(
 
     Exits 0 when every expectation held, 1 when one failed, 2 on bad input.
     """
-    from tradebot.core.drill import SCENARIOS, load_drill_config, render_reports, run_drill, scenario_names
     from tradebot.core.errors import ConfigError
+    from tradebot.drill import SCENARIOS, load_drill_config, render_reports, run_drill, scenario_names
 
     if list_only:
         width = max(len(s.name) for s in SCENARIOS)

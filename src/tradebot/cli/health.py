@@ -2,7 +2,7 @@
 
 They work on the state directory of the configured bot: health and the trading state
 come from its state store (which a running bot keeps current); halt and resume reach a
-running bot within a second through :mod:`tradebot.core.control`, or change the saved
+running bot within a second through :mod:`tradebot.services.control`, or change the saved
 state when no bot runs.
 """
 
@@ -33,7 +33,7 @@ def _located_state_dir(config_path: Path | None, state_dir: Path | None) -> tupl
     """The state directory to work on, and where that choice came from (for messages)."""
     if state_dir is not None:
         return state_dir, "given with --state-dir"
-    from tradebot.core.config import find_config, load_settings
+    from tradebot.app.config import find_config, load_settings
     from tradebot.core.errors import ConfigError
 
     try:
@@ -87,9 +87,9 @@ state_dir_option = click.option(
 
 def read_health(state_dir: Path, *, limit: int = 2000) -> dict[str, Any]:
     """Health per check (newest result of each) and the trading state, from the state store."""
-    from tradebot.core.control import BotLock, bot_running
     from tradebot.core.errors import StateError
     from tradebot.core.store import DB_NAME, StateStore
+    from tradebot.services.control import BotLock, bot_running
 
     if state_dir.exists() and not state_dir.is_dir():
         raise StateError(f"the state directory {state_dir} is not a directory", path=str(state_dir))
@@ -216,8 +216,8 @@ def _non_empty_reason(value: str) -> str:
 
 
 def _send(action: str, reason: str, config_path: Path | None, state_dir: Path | None, timeout: float) -> None:
-    from tradebot.core.control import send_command
     from tradebot.core.errors import StateError
+    from tradebot.services.control import send_command
 
     directory = _existing_state(config_path, state_dir)
     # the command prints the outcome itself; the state machine's own log lines would repeat it

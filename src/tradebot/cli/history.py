@@ -39,7 +39,7 @@ def trades(since: str | None, pair: str | None, strategy: str | None, as_json: b
     the net PnL of the round trip the fill closed.
     """
     from tradebot.core.errors import StateError
-    from tradebot.core.history import parse_since, read_trades
+    from tradebot.services.history import parse_since, read_trades
 
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
@@ -91,7 +91,7 @@ def report(as_json: bool, state_dir: Path | None, config_path: Path | None) -> N
     """Per strategy and pair: trades, win rate, PnL gross and net of fees, fees, max drawdown and
     time in a position; since the state was created, and per run."""
     from tradebot.core.errors import StateError
-    from tradebot.core.history import report as build
+    from tradebot.services.history import report as build
 
     try:
         data = build(_state_dir(config_path, state_dir))

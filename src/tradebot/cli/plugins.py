@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
+from tradebot.app.config import Settings, find_config, load_settings, required_plugin_issues
 from tradebot.cli._common import config_option
-from tradebot.core.config import Settings, find_config, load_settings, required_plugin_issues
 from tradebot.core.errors import ConfigError
 from tradebot.core.plugins import (
     DEFAULT_DISABLED,

@@ -46,7 +46,7 @@ def run(
     if dry_run and (infinite or duration is not None or auto_restart):
         raise click.UsageError("--dry-run only checks the setup and exits; drop --infinite, --duration and --auto-restart")
     if auto_restart:
-        from tradebot.core.autorestart import child_argv_from, run_with_auto_restart
+        from tradebot.app.autorestart import child_argv_from, run_with_auto_restart
 
         argv = child_argv_from(sys.argv[1:])
         sys.exit(
@@ -59,9 +59,9 @@ def run(
             )
         )
 
-    from tradebot.core.bootstrap import prepare
+    from tradebot.app.bootstrap import prepare
     from tradebot.core.files import raise_open_file_limit, restrict_umask
-    from tradebot.core.logs import configure_logging
+    from tradebot.services.logs import configure_logging
 
     restrict_umask()  # state, backups, logs and control files: the bot's user's only
     raise_open_file_limit()  # connections to the HTTP server never leave trading without descriptors
@@ -70,7 +70,7 @@ def run(
         prepared = prepare(config_path)
     except (ConfigError, PluginError) as exc:
         if dry_run:
-            from tradebot.core.preflight import PreflightReport
+            from tradebot.app.preflight import PreflightReport
 
             report = PreflightReport()
             details = [exc.message, *exc.issues] if isinstance(exc, ConfigError) else [str(exc)]
@@ -82,14 +82,14 @@ def run(
     configure_logging(prepared.settings.section("logging"), state_dir=prepared.settings.state_path)
     event_loop_or_exit()  # a bad TRADEBOT_EVENT_LOOP stops here, named, before anything starts
     if dry_run:
-        from tradebot.core.preflight import run_preflight
+        from tradebot.app.preflight import run_preflight
 
         report = event_loop.run(run_preflight(prepared, paper=paper))
         click.echo(report.render())
         sys.exit(0 if report.ok else 1)
 
     from tradebot.core import telemetry
-    from tradebot.core.bot import RunOptions, run_bot
+    from tradebot.app.bot import RunOptions, run_bot
     telemetry.configure_tracing()
     options = RunOptions(
         paper=paper, duration_s=duration, infinite=infinite, status_line=sys.stderr.isatty(), hard_exit=True

@@ -11,7 +11,7 @@ import click
 
 from tradebot.cli._common import event_loop_or_exit
 from tradebot.core import loop as event_loop
-from tradebot.exchanges.simulator import (
+from tradebot.simulator import (
     DEFAULT_BALANCES,
     RATE_TIERS,
     FaultSpecError,

@@ -31,12 +31,12 @@ async def _with_bot_state(prepared: Any, work: Callable[[Any, Any], Awaitable[in
     """Open the bot's store and exchange (no bot may be running) and run ``work(ctx, ids)``."""
     from tradebot.core.clock import SystemClock
     from tradebot.core.context import BotContext
-    from tradebot.core.control import BotLock
     from tradebot.core.errors import StateError
     from tradebot.core.order_ids import OrderIds
     from tradebot.core.secrets import load_secrets
     from tradebot.core.store import StateStore
     from tradebot.core.trading_state import TradingStateMachine
+    from tradebot.services.control import BotLock
 
     settings = prepared.settings
     state_dir = settings.state_path

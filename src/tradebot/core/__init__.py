@@ -1,1 +1,2 @@
-"""The framework core: contract, plugin manager, config, engine, state, resilience."""
+"""The framework core: the plugin contract and the engine (plugin host, market data, strategy
+runner, risk gate, executor, portfolio, trading state, health, healing, supervision, store)."""

@@ -14,7 +14,7 @@ import attrs
 from tradebot.core.clock import Clock, SystemClock
 
 if TYPE_CHECKING:
-    from tradebot.core.config import Settings
+    from tradebot.app.config import Settings
     from tradebot.core.exchange import Exchange
     from tradebot.core.plugins import PluginHost
 
@@ -38,5 +38,5 @@ class BotContext:
     executor: Any = None  # tradebot.core.executor.OrderExecutor
     healer: Any = None  # tradebot.core.healing.Healer
     supervisor: Any = None  # tradebot.core.supervisor.Supervisor
-    metrics: Any = None  # tradebot.core.metrics.BotMetrics
+    metrics: Any = None  # tradebot.services.metrics.BotMetrics
     extras: dict[str, Any] = attrs.field(factory=dict)

@@ -1,6 +1,6 @@
 """Every failed exchange call of the running bot, reported where it happens.
 
-An exchange whose client keeps :class:`~tradebot.core.resilience.retry.RetryStats`
+An exchange whose client keeps :class:`~tradebot.resilience.retry.RetryStats`
 (``retry_stats``, as the Kraken exchange does) reports every failed request itself: each
 attempt that is retried and each call that finally fails (:func:`watch_requests`), so an
 order sent three times into a 502 counts three times. Any other exchange is handed to the

@@ -531,9 +531,18 @@ def format_failure(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
+FRAMEWORK_PACKAGES = ("tradebot.core", "tradebot.api", "tradebot.app", "tradebot.services", "tradebot.resilience", "tradebot.drill")
+"""The framework's own packages: never reloaded by recovery."""
+
+
 def is_core_module(module: str | None) -> bool:
-    """Whether ``module`` belongs to the framework core (never reloaded)."""
-    return module is not None and (module == "tradebot.core" or module.startswith("tradebot.core.") or module in sys.builtin_module_names)
+    """Whether ``module`` belongs to the framework (the core, the API, the application, the
+    services, the resilience toolkit, the drill): never reloaded."""
+    if module is None:
+        return False
+    return module in sys.builtin_module_names or any(
+        module == pkg or module.startswith(pkg + ".") for pkg in FRAMEWORK_PACKAGES
+    )
 
 
 async def send_alert(sink: Callable[[Alert], Any] | None, alert: Alert) -> None:

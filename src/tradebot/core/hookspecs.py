@@ -100,7 +100,7 @@ def tradebot_register_notifiers() -> Sequence[ComponentSpec]:  # type: ignore[em
     """Return the notifiers (log, Telegram, webhook ...) this plugin provides.
 
     Called once at start-up, synchronous. Each factory returns a
-    :class:`tradebot.core.notify.Notifier`.
+    :class:`tradebot.services.notify.Notifier`.
     """
 
 

@@ -213,7 +213,7 @@ class PluginHost:
         A plugin that is not installed, fails to import or validate is reported and skipped;
         if it is in ``required``, :class:`PluginError` is raised instead. A required plugin
         that ``enabled`` leaves out is not loaded: it is not an error here, but one of the
-        problems :func:`tradebot.core.config.validate_plugin_tables` reports with its path.
+        problems :func:`tradebot.app.config.validate_plugin_tables` reports with its path.
         """
         eps = installed_plugins()
         enabled = list(enabled)

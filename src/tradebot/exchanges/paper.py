@@ -35,33 +35,37 @@ from typing import Any, Protocol
 
 import attrs
 
-from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import (
+from tradebot.api import (
+    Balances,
+    Clock,
+    ComponentSpec,
     ExchangeUnavailable,
+    Fill,
     InsufficientFunds,
     InvalidOrder,
     MarketClosed,
-    OrderNotFound,
-    TradebotError,
-    UnknownPair,
-)
-from tradebot.core.exchange import MarketEvent
-from tradebot.core.markets import MarketRuleError, MarketRules, PairStatus, fit_order
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.models import (
-    Balances,
-    Fill,
+    MarketEvent,
+    MarketRuleError,
+    MarketRules,
     OrderInfo,
+    OrderNotFound,
     OrderRequest,
     OrderStatus,
     OrderType,
+    PairStatus,
     Side,
+    SystemClock,
     SystemStatus,
     Ticker,
+    TradebotError,
+    UnknownPair,
+    fit_order,
+    ge,
+    hookimpl,
+    in_range,
+    non_empty,
+    order_at_wire,
 )
-from tradebot.core.trading_state import order_at_wire
-from tradebot.core.validate import ge, in_range, non_empty
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 
 __all__ = ["PaperConfig", "PaperExchange", "create", "tradebot_register_exchanges"]

@@ -36,13 +36,20 @@ from decimal import Decimal
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import ConfigError
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.markets import buy_volume
-from tradebot.core.models import Side, Signal
-from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
-from tradebot.core.validate import gt, lt, one_of
+from tradebot.api import (
+    PRICE_SOURCES,
+    ComponentSpec,
+    ConfigError,
+    PriceSampler,
+    Side,
+    Signal,
+    StrategyContext,
+    buy_volume,
+    gt,
+    hookimpl,
+    lt,
+    one_of,
+)
 
 __all__ = ["Grid", "GridConfig", "grid_levels", "round_trip_net_pct", "tradebot_register_strategies"]
 

@@ -20,12 +20,19 @@ from decimal import Decimal
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.markets import buy_volume
-from tradebot.core.models import Side, Signal
-from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, StrategyContext
-from tradebot.core.validate import gt, in_range, one_of
+from tradebot.api import (
+    PRICE_SOURCES,
+    ComponentSpec,
+    PriceSampler,
+    Side,
+    Signal,
+    StrategyContext,
+    buy_volume,
+    gt,
+    hookimpl,
+    in_range,
+    one_of,
+)
 
 __all__ = ["RsiReversion", "RsiReversionConfig", "WilderRsi", "tradebot_register_strategies"]
 

@@ -28,7 +28,7 @@ from tradebot.core.strategy._inline import InlineDispatch
 from tradebot.core.strategy._worker import _Worker
 
 if TYPE_CHECKING:
-    from tradebot.core.config import StrategyInstance
+    from tradebot.app.config import StrategyInstance
     from tradebot.core.plugins import PluginHost
     from tradebot.core.strategy._api import StrategyStats
 

@@ -7,9 +7,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime
 from decimal import Decimal
 
-from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import TradebotError
-from tradebot.core.models import Balances
+from tradebot.api import Balances, Clock, SystemClock, TradebotError
 
 __all__ = ["BalanceManager"]
 

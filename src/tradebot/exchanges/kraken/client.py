@@ -20,23 +20,31 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 from yarl import URL
 
-from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import (
+from tradebot.api import (
     AuthError,
     BadDataError,
+    Clock,
     ExchangeError,
     ExchangeUnavailable,
     InvalidNonce,
     RateLimited,
     RequestTimeout,
+    SystemClock,
     TradebotError,
+    order_at_wire,
 )
-from tradebot.core.resilience.breaker import BreakerState, CircuitBreaker, CircuitBreakers
-from tradebot.core.resilience.ratelimit import RequestRateLimiter
-from tradebot.core.resilience.retry import RetryPolicy, RetryStats, call_with_retry, retry_after_failure
-from tradebot.core.resilience.timings import LatencyHistograms
-from tradebot.core.resilience.turns import Turns
-from tradebot.core.trading_state import order_at_wire
+from tradebot.api.resilience import (
+    BreakerState,
+    CircuitBreaker,
+    CircuitBreakers,
+    LatencyHistograms,
+    RequestRateLimiter,
+    RetryPolicy,
+    RetryStats,
+    Turns,
+    call_with_retry,
+    retry_after_failure,
+)
 from tradebot.exchanges.kraken.auth import sign
 from tradebot.exchanges.kraken.config import KrakenConfig, endpoint_cost
 from tradebot.exchanges.kraken.errors import map_http_status, map_kraken_error, map_transport_error

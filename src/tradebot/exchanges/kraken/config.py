@@ -10,10 +10,8 @@ from collections.abc import Mapping
 
 import attrs
 
-from tradebot.core.resilience.breaker import BreakerConfig
-from tradebot.core.resilience.ratelimit import RateTier
-from tradebot.core.resilience.retry import RetryPolicy
-from tradebot.core.validate import ge, gt, in_range, non_empty, one_of
+from tradebot.api import ge, gt, in_range, non_empty, one_of
+from tradebot.api.resilience import BreakerConfig, RateTier, RetryPolicy
 
 __all__ = ["REST_TIERS", "TRADING_TIERS", "KrakenConfig", "endpoint_cost"]
 

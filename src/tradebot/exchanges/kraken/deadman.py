@@ -16,9 +16,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import TradebotError
-from tradebot.core.tasks import cancel_and_wait
+from tradebot.api import Clock, SystemClock, TradebotError, cancel_and_wait
 
 __all__ = ["DeadMansSwitch", "DeadMansSwitchStats"]
 

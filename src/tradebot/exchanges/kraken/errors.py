@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import aiohttp
 
-from tradebot.core.errors import (
+from tradebot.api import (
     AuthError,
     CircuitOpen,
     ConnectionFailed,

@@ -11,31 +11,37 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import (
+from tradebot.api import (
     BadDataError,
-    ConfigError,
-    InvalidOrder,
-    OrderNotFound,
-    OrderOutcomeUnknown,
-    RateLimited,
-    TradebotError,
-)
-from tradebot.core.markets import MarketRules, PairStatus
-from tradebot.core.models import (
     Balances,
     Candle,
+    Clock,
+    ConfigError,
     Fill,
+    InvalidOrder,
+    MarketRules,
     OrderInfo,
+    OrderNotFound,
+    OrderOutcomeUnknown,
     OrderRequest,
     OrderStatus,
     OrderType,
+    PairStatus,
+    RateLimited,
+    SystemClock,
     SystemStatus,
     Ticker,
+    TradebotError,
 )
-from tradebot.core.resilience.breaker import BreakerListener, CircuitBreakers
-from tradebot.core.resilience.ratelimit import RequestRateLimiter, TradingRateLimiter
-from tradebot.core.resilience.retry import RetryListener, RetryStats, call_with_retry
+from tradebot.api.resilience import (
+    BreakerListener,
+    CircuitBreakers,
+    RequestRateLimiter,
+    RetryListener,
+    RetryStats,
+    TradingRateLimiter,
+    call_with_retry,
+)
 from tradebot.exchanges.kraken.balances import BalanceManager
 from tradebot.exchanges.kraken.client import ENDPOINT_GROUPS, Credentials, KrakenRestClient
 from tradebot.exchanges.kraken.config import KrakenConfig

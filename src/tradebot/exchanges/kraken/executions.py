@@ -25,10 +25,16 @@ from typing import Any
 import aiohttp
 import attrs
 
-from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import TradebotError
-from tradebot.core.models import OrderInfo, OrderStatus, OrderType, Side
-from tradebot.core.tasks import cancel_and_wait
+from tradebot.api import (
+    Clock,
+    OrderInfo,
+    OrderStatus,
+    OrderType,
+    Side,
+    SystemClock,
+    TradebotError,
+    cancel_and_wait,
+)
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.pairs import PairRegistry
 from tradebot.exchanges.kraken.parse import _Where, timestamp

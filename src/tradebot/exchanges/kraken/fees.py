@@ -8,7 +8,7 @@ account's volume from ``TradeVolume``; the simulator serves this schedule in its
 
 from __future__ import annotations
 
-from tradebot.core.markets import FeeSchedule
+from tradebot.api import FeeSchedule
 
 __all__ = ["KRAKEN_FEES"]
 

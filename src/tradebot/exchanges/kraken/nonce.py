@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tradebot.core.errors import StateError
+from tradebot.api import StateError
 
 __all__ = ["NonceSource"]
 

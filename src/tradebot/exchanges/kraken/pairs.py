@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.errors import BadDataError, UnknownPair
+from tradebot.api import BadDataError, UnknownPair
 
 __all__ = ["ASSET_CODES", "PairInfo", "PairRegistry", "asset_from_kraken"]
 

@@ -14,9 +14,20 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from tradebot.core.errors import BadDataError
-from tradebot.core.markets import FeeSchedule, MarketRules, PairStatus
-from tradebot.core.models import Candle, Fill, OrderInfo, OrderStatus, OrderType, Side, SystemStatus, Ticker
+from tradebot.api import (
+    BadDataError,
+    Candle,
+    FeeSchedule,
+    Fill,
+    MarketRules,
+    OrderInfo,
+    OrderStatus,
+    OrderType,
+    PairStatus,
+    Side,
+    SystemStatus,
+    Ticker,
+)
 from tradebot.exchanges.kraken.pairs import PairRegistry, asset_from_kraken
 
 __all__ = [

@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.hookspecs import hookimpl
+from tradebot.api import ComponentSpec, hookimpl
 from tradebot.exchanges.kraken.config import KrakenConfig
 
 if TYPE_CHECKING:

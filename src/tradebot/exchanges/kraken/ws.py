@@ -25,11 +25,18 @@ from typing import Any
 import aiohttp
 import attrs
 
-from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import CircuitOpen, ConnectionFailed, RequestTimeout, TradebotError
-from tradebot.core.models import Candle, Ticker
-from tradebot.core.resilience.breaker import CircuitBreaker
-from tradebot.core.tasks import cancel_and_wait
+from tradebot.api import (
+    Candle,
+    CircuitOpen,
+    Clock,
+    ConnectionFailed,
+    RequestTimeout,
+    SystemClock,
+    Ticker,
+    TradebotError,
+    cancel_and_wait,
+)
+from tradebot.api.resilience import CircuitBreaker
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.errors import map_transport_error
 from tradebot.exchanges.kraken.pairs import PairRegistry

@@ -8,9 +8,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import non_empty
+from tradebot.api import ComponentSpec, hookimpl, non_empty
 
 __all__ = ["LogNotifier", "LogNotifierConfig", "tradebot_register_notifiers"]
 

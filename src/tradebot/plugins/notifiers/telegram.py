@@ -12,11 +12,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import ConfigError
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt, one_of
-from tradebot.plugins.notifiers._http import HttpPoster, check_url
+from tradebot.api import ComponentSpec, ConfigError, HttpPoster, check_url, gt, hookimpl, one_of
 
 __all__ = ["TelegramConfig", "TelegramNotifier", "tradebot_register_notifiers"]
 

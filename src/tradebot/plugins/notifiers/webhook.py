@@ -1,7 +1,7 @@
 """The ``webhook`` notifier: each notification POSTed as JSON to a URL of the user's.
 
 Optional bearer token from the secret ``webhook_token`` (env ``TRADEBOT_WEBHOOK_TOKEN``).
-The body is :meth:`tradebot.core.notify.Notification.as_json`:
+The body is :meth:`tradebot.services.notify.Notification.as_json`:
 ``{"bot", "kind", "level", "title", "text", "time", "key"}``.
 """
 
@@ -12,10 +12,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt
-from tradebot.plugins.notifiers._http import HttpPoster, check_url
+from tradebot.api import ComponentSpec, HttpPoster, check_url, gt, hookimpl
 
 __all__ = ["WebhookConfig", "WebhookNotifier", "tradebot_register_notifiers"]
 

@@ -17,12 +17,15 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import TradebotError
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.models import TradingStateChange
-from tradebot.core.policy import PolicyOutcome, format_positions
-from tradebot.core.validate import gt
+from tradebot.api import (
+    ComponentSpec,
+    PolicyOutcome,
+    TradebotError,
+    TradingStateChange,
+    format_positions,
+    gt,
+    hookimpl,
+)
 
 __all__ = ["ClosePolicy", "CloseConfig", "tradebot_register_position_policies"]
 
@@ -109,7 +112,7 @@ class ClosePolicy:
 
 def make(config: CloseConfig | None, context: Any) -> ClosePolicy:
     """Factory: the bot's executor, portfolio and clock."""
-    from tradebot.core.clock import SystemClock
+    from tradebot.api import SystemClock
 
     return ClosePolicy(
         config or CloseConfig(),

@@ -11,10 +11,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.models import TradingStateChange
-from tradebot.core.policy import PolicyOutcome, format_positions
+from tradebot.api import ComponentSpec, PolicyOutcome, TradingStateChange, format_positions, hookimpl
 
 __all__ = ["MaintainConfig", "MaintainPolicy", "tradebot_register_position_policies"]
 

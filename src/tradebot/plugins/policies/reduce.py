@@ -19,14 +19,20 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import TradebotError
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.markets import MarketRuleError
-from tradebot.core.models import OrderRequest, OrderType, Side, TradingStateChange
-from tradebot.core.policy import PolicyOutcome, format_positions
-from tradebot.core.portfolio import FLATTEN_STRATEGY
-from tradebot.core.validate import in_range
+from tradebot.api import (
+    FLATTEN_STRATEGY,
+    ComponentSpec,
+    MarketRuleError,
+    OrderRequest,
+    OrderType,
+    PolicyOutcome,
+    Side,
+    TradebotError,
+    TradingStateChange,
+    format_positions,
+    hookimpl,
+    in_range,
+)
 
 __all__ = ["ReduceConfig", "ReducePolicy", "tradebot_register_position_policies"]
 

@@ -16,12 +16,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import DNSError
-from tradebot.core.healing import Failure, RecoveryLimits
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import ge, gt
-from tradebot.plugins.recovery._base import ActionBase
+from tradebot.api import ActionBase, ComponentSpec, DNSError, Failure, RecoveryLimits, ge, gt, hookimpl
 
 __all__ = ["DnsAction", "DnsConfig", "exchange_host", "tradebot_register_recovery_actions"]
 

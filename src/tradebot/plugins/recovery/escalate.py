@@ -19,11 +19,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.healing import EXIT_ESCALATE, Failure, RecoveryLimits
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import in_range
-from tradebot.plugins.recovery._base import ActionBase
+from tradebot.api import EXIT_ESCALATE, ActionBase, ComponentSpec, Failure, RecoveryLimits, hookimpl, in_range
 
 __all__ = ["EscalateAction", "EscalateConfig", "tradebot_register_recovery_actions"]
 

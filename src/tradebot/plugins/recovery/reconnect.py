@@ -14,12 +14,18 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import ConnectionFailed, DNSError, ExchangeUnavailable, RequestTimeout
-from tradebot.core.healing import Failure, RecoveryLimits
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt
-from tradebot.plugins.recovery._base import ActionBase
+from tradebot.api import (
+    ActionBase,
+    ComponentSpec,
+    ConnectionFailed,
+    DNSError,
+    ExchangeUnavailable,
+    Failure,
+    RecoveryLimits,
+    RequestTimeout,
+    gt,
+    hookimpl,
+)
 
 __all__ = ["ReconnectAction", "ReconnectConfig", "tradebot_register_recovery_actions"]
 

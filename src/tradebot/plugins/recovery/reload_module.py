@@ -1,7 +1,8 @@
 """``reload-module``: reload a plugin's module after an ImportError/NameError and re-register it.
 
 Applies only when the error (or its cause) is an ImportError or NameError raised from a
-plugin's module — never from the framework core (``tradebot.core.*``). Recovery reloads
+plugin's module — never from the framework (``tradebot.core``, ``.api``, ``.app``,
+``.services``, ``.resilience``, ``.drill``). Recovery reloads
 the module that raised (and the plugin's entry module, when different) with
 :func:`importlib.reload`, then re-registers the plugin with the plugin host
 (``reregister``, which works for a quarantined plugin too, then ``release``). Functions
@@ -20,11 +21,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.healing import Failure, RecoveryLimits, is_core_module
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import gt
-from tradebot.plugins.recovery._base import ActionBase
+from tradebot.api import ActionBase, ComponentSpec, Failure, RecoveryLimits, gt, hookimpl, is_core_module
 
 __all__ = ["ReloadModuleAction", "ReloadModuleConfig", "tradebot_register_recovery_actions"]
 

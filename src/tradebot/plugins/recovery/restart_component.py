@@ -14,11 +14,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.healing import Failure, RecoveryLimits
-from tradebot.core.hookspecs import hookimpl
-from tradebot.core.validate import ge, gt
-from tradebot.plugins.recovery._base import ActionBase
+from tradebot.api import ActionBase, ComponentSpec, Failure, RecoveryLimits, ge, gt, hookimpl
 
 __all__ = ["RestartComponentAction", "RestartComponentConfig", "tradebot_register_recovery_actions"]
 

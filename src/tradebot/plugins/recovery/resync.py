@@ -13,11 +13,17 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.components import ComponentSpec
-from tradebot.core.errors import BadDataError, ExchangeUnavailable, MarketClosed, OrderOutcomeUnknown
-from tradebot.core.healing import Failure, RecoveryLimits
-from tradebot.core.hookspecs import hookimpl
-from tradebot.plugins.recovery._base import ActionBase
+from tradebot.api import (
+    ActionBase,
+    BadDataError,
+    ComponentSpec,
+    ExchangeUnavailable,
+    Failure,
+    MarketClosed,
+    OrderOutcomeUnknown,
+    RecoveryLimits,
+    hookimpl,
+)
 
 __all__ = ["ResyncAction", "ResyncConfig", "tradebot_register_recovery_actions"]
 

@@ -18,16 +18,16 @@ import attrs
 from aiohttp import web
 
 from tradebot.exchanges.kraken.auth import verify
-from tradebot.exchanges.simulator._account import INVALID, OrderParams, SimOrder, parse_order_params
+from tradebot.simulator._account import INVALID, OrderParams, SimOrder, parse_order_params
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
-from tradebot.exchanges.simulator._catalog import PairInfo
-from tradebot.exchanges.simulator._faults import FaultRule
-from tradebot.exchanges.simulator._market import OHLC_INTERVALS, TickerStats
-from tradebot.exchanges.simulator._protocol import KrakenRejection, fmt_decimal, quantize
-from tradebot.exchanges.simulator._ratelimit import amend_age_penalty, edit_age_penalty, order_age_penalty
+from tradebot.simulator._catalog import PairInfo
+from tradebot.simulator._faults import FaultRule
+from tradebot.simulator._market import OHLC_INTERVALS, TickerStats
+from tradebot.simulator._protocol import KrakenRejection, fmt_decimal, quantize
+from tradebot.simulator._ratelimit import amend_age_penalty, edit_age_penalty, order_age_penalty
 
 if TYPE_CHECKING:
-    from tradebot.exchanges.simulator._server import Simulator
+    from tradebot.simulator._server import Simulator
 
 __all__ = ["ENDPOINTS", "Endpoint", "RestApi"]
 

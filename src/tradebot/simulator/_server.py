@@ -20,15 +20,15 @@ from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.tasks import cancel_and_wait
 from tradebot.core.validate import ge, gt, one_of
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
-from tradebot.exchanges.simulator._account import Account, OrderParams, SimOrder
-from tradebot.exchanges.simulator._admin import admin_routes
-from tradebot.exchanges.simulator._catalog import default_catalog
-from tradebot.exchanges.simulator._faults import FaultInjector, load_scenario
-from tradebot.exchanges.simulator._market import Market, PairMarket
-from tradebot.exchanges.simulator._protocol import fmt_decimal
-from tradebot.exchanges.simulator._ratelimit import RATE_TIERS, DecayCounter
-from tradebot.exchanges.simulator._rest import ENDPOINTS, Encoded, RestApi
-from tradebot.exchanges.simulator._ws import WebSocketHub
+from tradebot.simulator._account import Account, OrderParams, SimOrder
+from tradebot.simulator._admin import admin_routes
+from tradebot.simulator._catalog import default_catalog
+from tradebot.simulator._faults import FaultInjector, load_scenario
+from tradebot.simulator._market import Market, PairMarket
+from tradebot.simulator._protocol import fmt_decimal
+from tradebot.simulator._ratelimit import RATE_TIERS, DecayCounter
+from tradebot.simulator._rest import ENDPOINTS, Encoded, RestApi
+from tradebot.simulator._ws import WebSocketHub
 
 __all__ = ["DEFAULT_BALANCES", "SimStats", "Simulator", "SimulatorConfig", "run_simulator"]
 
@@ -55,7 +55,7 @@ class SimulatorConfig:
 
     ``tick_interval_s = 0`` turns the market clock off: prices then move only through
     :meth:`Simulator.step` (deterministic tests). ``faults`` is a spec string and
-    ``scenario`` a TOML file (see :mod:`tradebot.exchanges.simulator._faults`).
+    ``scenario`` a TOML file (see :mod:`tradebot.simulator._faults`).
     ``api_key``/``api_secret`` left empty are generated at random.
     """
 

@@ -13,16 +13,16 @@ and :mod:`._admin` for the ``/_sim`` admin API)::
         assert sim.state()["orders_created"]["my-cl-ord-id"] == 1
 """
 
-from tradebot.exchanges.simulator._account import DUPLICATE_ORDER
-from tradebot.exchanges.simulator._faults import (
+from tradebot.simulator._account import DUPLICATE_ORDER
+from tradebot.simulator._faults import (
     FaultInjector,
     FaultRule,
     FaultSpecError,
     load_scenario,
     parse_faults,
 )
-from tradebot.exchanges.simulator._ratelimit import RATE_TIERS, RateTier
-from tradebot.exchanges.simulator._server import (
+from tradebot.simulator._ratelimit import RATE_TIERS, RateTier
+from tradebot.simulator._server import (
     DEFAULT_BALANCES,
     Simulator,
     SimulatorConfig,

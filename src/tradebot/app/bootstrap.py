@@ -6,7 +6,7 @@ from pathlib import Path
 
 import attrs
 
-from tradebot.core.config import InvalidSettings, Settings, load_settings, protection_issues, validate_plugin_tables
+from tradebot.app.config import InvalidSettings, Settings, load_settings, protection_issues, validate_plugin_tables
 from tradebot.core.errors import ConfigError
 from tradebot.core.plugins import PluginHost, installed_plugins, name_clashes, resolve_enabled
 

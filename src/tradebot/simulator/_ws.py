@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import WSMsgType, web
 
 from tradebot.core.tasks import cancel_and_wait
-from tradebot.exchanges.simulator._catalog import PairInfo
-from tradebot.exchanges.simulator._market import OHLC_INTERVALS, CandleBar, MarketTrade, TickerStats
-from tradebot.exchanges.simulator._protocol import rfc3339
-from tradebot.exchanges.simulator._wsprivate import PrivateChannels, book_checksum
+from tradebot.simulator._catalog import PairInfo
+from tradebot.simulator._market import OHLC_INTERVALS, CandleBar, MarketTrade, TickerStats
+from tradebot.simulator._protocol import rfc3339
+from tradebot.simulator._wsprivate import PrivateChannels, book_checksum
 
 if TYPE_CHECKING:
-    from tradebot.exchanges.simulator._server import Simulator
+    from tradebot.simulator._server import Simulator
 
 __all__ = ["WebSocketHub"]
 

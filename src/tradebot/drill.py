@@ -1,6 +1,6 @@
 """Chaos drill: run the real bot against the built-in simulator while injecting faults.
 
-Each scenario starts a simulator on 127.0.0.1, runs the real :class:`~tradebot.core.bot.Bot`
+Each scenario starts a simulator on 127.0.0.1, runs the real :class:`~tradebot.app.bot.Bot`
 against it (live-style through the ``kraken`` exchange with the simulator's credentials,
 so orders take the real Kraken REST path; or on the ``paper`` exchange where the scenario
 is about market data), injects a scripted fault, clears it, and then judges what happened:
@@ -140,7 +140,7 @@ def load_drill_config(path: str | Path | None) -> tuple[DrillSettings, dict[str,
     """
     if path is None:
         return DrillSettings(), {}
-    from tradebot.core.config import parse_toml, structure
+    from tradebot.app.config import parse_toml, structure
 
     raw = parse_toml(Path(path))
     drill_raw = raw.pop("drill", {})
@@ -168,7 +168,7 @@ class Scenario:
     """``kraken`` (orders over the real Kraken REST path), ``paper`` (market-data faults)
     or ``process`` (a real child process is killed)."""
     fault: str = ""
-    """Simulator fault spec (see :mod:`tradebot.exchanges.simulator`), or ``dns``."""
+    """Simulator fault spec (see :mod:`tradebot.simulator`), or ``dns``."""
     detect: str = "health"
     """What counts as detection: ``health`` (a monitored check not ok or the trading state
     not ACTIVE), ``retries`` (the client retried or a check noticed), ``lookup`` (an order
@@ -791,10 +791,10 @@ def _detected(scenario: Scenario, before: _Sample, now: _Sample) -> bool:
 
 
 async def _run_inprocess(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
-    from tradebot.core.bootstrap import prepare
-    from tradebot.core.bot import Bot, RunOptions
-    from tradebot.core.config import settings_from_dict
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.app.bootstrap import prepare
+    from tradebot.app.bot import Bot, RunOptions
+    from tradebot.app.config import settings_from_dict
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     loop = asyncio.get_running_loop()
@@ -999,7 +999,7 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
 
 async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     rng = random.Random(settings.seed)
@@ -1080,9 +1080,9 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
     period, and a fresh child must trade again once the store takes writes."""
     import sqlite3
 
-    from tradebot.core.bot import STOP_BOUND_S
+    from tradebot.app.bot import STOP_BOUND_S
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     grace_s = 3.0
@@ -1184,8 +1184,8 @@ async def _run_dead_mans_switch(
     (it kept refreshing); after the kill, the exchange cancels them within the timeout. A last
     clean run then trades, exits, and leaves the switch disarmed."""
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
-    from tradebot.exchanges.simulator._account import parse_order_params
+    from tradebot.simulator import run_simulator
+    from tradebot.simulator._account import parse_order_params
 
     report = ScenarioReport(scenario)
     timeout = DEAD_MANS_SWITCH_S
@@ -1324,7 +1324,7 @@ def _balance_record(state_dir: Path, since: float) -> dict[str, Any] | None:
     """The start-up balance check a bot started after ``since`` (wall clock) recorded."""
     from datetime import UTC, datetime
 
-    from tradebot.core.bot import BALANCE_CHECK_KEY
+    from tradebot.app.bot import BALANCE_CHECK_KEY
     from tradebot.core.store import StateStore
 
     store = StateStore(state_dir)
@@ -1344,7 +1344,7 @@ async def _run_restart_fills_while_down(
 ) -> ScenarioReport:
     """Kill the bot while orders it placed have filled but are not recorded; restart; compare."""
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     async with run_simulator(
@@ -1469,9 +1469,9 @@ async def _run_restart_fills_while_down(
 async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
     """Trade, SIGKILL, delete the state database and its backups, restart: HALTED and rebuilt?
     Then resume and trade on."""
-    from tradebot.core.control import send_command
     from tradebot.core.store import StateStore
-    from tradebot.exchanges.simulator import run_simulator
+    from tradebot.services.control import send_command
+    from tradebot.simulator import run_simulator
 
     report = ScenarioReport(scenario)
     async with run_simulator(

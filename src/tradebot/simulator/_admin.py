@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from tradebot.exchanges.simulator._faults import FaultRule, FaultSpecError
+from tradebot.simulator._faults import FaultRule, FaultSpecError
 
 if TYPE_CHECKING:
-    from tradebot.exchanges.simulator._server import Simulator
+    from tradebot.simulator._server import Simulator
 
 __all__ = ["admin_routes"]
 

@@ -2,7 +2,7 @@
 
 An exchange client records every request's duration (by endpoint group and outcome) and
 how long a private request waited for its turn; ``/metrics`` renders them as Prometheus
-histograms (:mod:`tradebot.core.metrics`). Recording costs far less than an OpenTelemetry
+histograms (:mod:`tradebot.services.metrics`). Recording costs far less than an OpenTelemetry
 histogram call, which matters on the order path.
 """
 

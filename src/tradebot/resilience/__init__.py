@@ -1,21 +1,21 @@
 """Exchange-agnostic resilience primitives: circuit breaker, rate limiting, retries, turns."""
 
-from tradebot.core.resilience.breaker import (
+from tradebot.resilience.breaker import (
     BreakerConfig,
     BreakerState,
     BreakerTransition,
     CircuitBreaker,
     CircuitBreakers,
 )
-from tradebot.core.resilience.ratelimit import (
+from tradebot.resilience.ratelimit import (
     DecayingCounter,
     MinSpacing,
     RateTier,
     RequestRateLimiter,
     TradingRateLimiter,
 )
-from tradebot.core.resilience.retry import RetryEvent, RetryPolicy, RetryStats, call_with_retry, is_retryable
-from tradebot.core.resilience.turns import Turns
+from tradebot.resilience.retry import RetryEvent, RetryPolicy, RetryStats, call_with_retry, is_retryable
+from tradebot.resilience.turns import Turns
 
 __all__ = [
     "BreakerConfig",

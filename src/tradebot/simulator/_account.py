@@ -23,9 +23,9 @@ from typing import Any
 import attrs
 
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
-from tradebot.exchanges.simulator._catalog import Catalog, PairInfo
-from tradebot.exchanges.simulator._market import Market, PairMarket
-from tradebot.exchanges.simulator._protocol import KrakenRejection, fmt_decimal, quantize
+from tradebot.simulator._catalog import Catalog, PairInfo
+from tradebot.simulator._market import Market, PairMarket
+from tradebot.simulator._protocol import KrakenRejection, fmt_decimal, quantize
 
 __all__ = [
     "CONDITIONAL_TYPES",

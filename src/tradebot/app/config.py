@@ -67,9 +67,9 @@ CORE_SECTIONS: dict[str, str] = {
     "halt": "tradebot.core.policy:HaltSettings",
     "healing": "tradebot.core.healing:HealingSettings",
     "supervisor": "tradebot.core.supervisor:SupervisorSettings",
-    "http": "tradebot.core.http_server:HttpSettings",
-    "logging": "tradebot.core.logs:LoggingSettings",
-    "notifications": "tradebot.core.notify:NotificationSettings",
+    "http": "tradebot.services.http_server:HttpSettings",
+    "logging": "tradebot.services.logs:LoggingSettings",
+    "notifications": "tradebot.services.notify:NotificationSettings",
 }
 """Core settings sections owned by core modules: section -> ``module:Class``."""
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import attrs
 
-from tradebot.exchanges.simulator._catalog import Catalog, PairInfo
-from tradebot.exchanges.simulator._protocol import quantize
+from tradebot.simulator._catalog import Catalog, PairInfo
+from tradebot.simulator._protocol import quantize
 
 __all__ = ["OHLC_INTERVALS", "CandleBar", "Market", "MarketTrade", "PairMarket", "TickerStats"]
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.bootstrap import Prepared
+from tradebot.app.bootstrap import Prepared
 from tradebot.core.clock import SystemClock
 from tradebot.core.context import BotContext
 from tradebot.core.errors import AuthError, ConfigError, StateError, TradebotError
@@ -423,7 +423,7 @@ class Bot:
     async def _start(self, stack: AsyncExitStack) -> None:
         from tradebot.core.store import StateStore
 
-        from tradebot.core.control import ControlWatcher
+        from tradebot.services.control import ControlWatcher
 
         settings = self.settings
         state_dir = settings.state_path
@@ -437,10 +437,10 @@ class Bot:
         stack.callback(control.release)
         self._control = control
         secrets = load_secrets(settings.secrets_path)
-        from tradebot.core.preflight import setup_problems
+        from tradebot.app.preflight import setup_problems
 
         problems = setup_problems(settings, secrets, self.host, paper=self.options.paper)
-        from tradebot.core.http_server import check_bind
+        from tradebot.services.http_server import check_bind
 
         busy = check_bind(settings.section("http"))  # said before anything trades
         if busy is not None:
@@ -459,7 +459,7 @@ class Bot:
         if store.restored is not None:
             log.warning("%s", store.restored.message)
         store.incr_counter("starts")
-        from tradebot.core.history import record_run_start
+        from tradebot.services.history import record_run_start
 
         record_run_start(store, self.clock.now())  # `tradebot report` shows each run
         trading = TradingStateMachine(store=store, clock=self.clock)
@@ -551,12 +551,11 @@ class Bot:
     async def _market_data_source(self, ctx: BotContext, stack: AsyncExitStack) -> Any:
         """Public market data for the paper exchange: the built-in simulator, or Kraken."""
         kraken_cfg = self.settings.plugin_config("exchange", "kraken")
-        if kraken_cfg is None:
-            from tradebot.exchanges.kraken.config import KrakenConfig
-
-            kraken_cfg = KrakenConfig()
+        if kraken_cfg is None:  # the plugin's defaults, from its own registration
+            config_cls = self.host.component("exchange", "kraken").spec.config_cls
+            kraken_cfg = config_cls() if config_cls is not None else None
         if self.settings.bot.market_data == "simulator":
-            from tradebot.exchanges.simulator import run_simulator
+            from tradebot.simulator import run_simulator
 
             sim = await stack.enter_async_context(run_simulator(host="127.0.0.1", port=0))
             ctx.extras["simulator"] = sim
@@ -790,9 +789,9 @@ class Bot:
         """Monitor and HALT triggers, metrics, notifications and the HTTP server."""
         from tradebot.core import tracing
         from tradebot.core.health import HealthMonitor
-        from tradebot.core.http_server import HttpServer
-        from tradebot.core.metrics import BotMetrics
-        from tradebot.core.notify import install_notifications
+        from tradebot.services.http_server import HttpServer
+        from tradebot.services.metrics import BotMetrics
+        from tradebot.services.notify import install_notifications
 
         monitor = HealthMonitor.from_context(ctx)
         ctx.health = monitor

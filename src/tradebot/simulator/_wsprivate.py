@@ -14,13 +14,13 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from tradebot.exchanges.simulator._account import SimOrder
-from tradebot.exchanges.simulator._catalog import PairInfo
-from tradebot.exchanges.simulator._protocol import KrakenRejection, fmt_decimal, rfc3339
+from tradebot.simulator._account import SimOrder
+from tradebot.simulator._catalog import PairInfo
+from tradebot.simulator._protocol import KrakenRejection, fmt_decimal, rfc3339
 
 if TYPE_CHECKING:
-    from tradebot.exchanges.simulator._server import Simulator
-    from tradebot.exchanges.simulator._ws import WebSocketHub, _Client
+    from tradebot.simulator._server import Simulator
+    from tradebot.simulator._ws import WebSocketHub, _Client
 
 __all__ = ["PrivateChannels", "book_checksum"]
 
@@ -121,7 +121,7 @@ class PrivateChannels:
         return [self._reply(method, req_id, time_in, result=results)]
 
     def _rest(self, name: str, fields: dict[str, Any], structured: dict[str, Any] | None = None) -> Any:
-        from tradebot.exchanges.simulator._rest import ENDPOINTS, ParamDict
+        from tradebot.simulator._rest import ENDPOINTS, ParamDict
 
         params = ParamDict({k: _text(v) for k, v in fields.items() if v is not None})
         params.structured = structured or {}

@@ -384,7 +384,7 @@ class PluginAlerts:
     def _load(self) -> Any:
         if self._host is None and not self._failed:
             try:
-                from tradebot.core.bootstrap import prepare
+                from tradebot.app.bootstrap import prepare
 
                 self._host = prepare(self.config_path).host
             except Exception as exc:  # noqa: BLE001 - a bad config is reported by the child too
@@ -402,7 +402,7 @@ class PluginAlerts:
 
 def _state_dir_from(config_path: str | Path | None) -> Path | None:
     try:
-        from tradebot.core.config import load_settings
+        from tradebot.app.config import load_settings
 
         return load_settings(config_path).state_path
     except Exception as exc:  # noqa: BLE001 - the child reports config errors itself
@@ -413,12 +413,12 @@ def _state_dir_from(config_path: str | Path | None) -> Path | None:
 def term_timeout_from(config_path: str | Path | None) -> float:
     """SIGTERM to SIGKILL: the bot's stop grace period plus the time it takes to end a stop
     by force, plus a second (the bot ends itself by then unless it is stuck for good)."""
-    from tradebot.core.bot import HARD_EXIT_MARGIN_S
+    from tradebot.app.bot import HARD_EXIT_MARGIN_S
     from tradebot.core.supervisor import SupervisorSettings
 
     grace = SupervisorSettings().stop_grace_s
     try:
-        from tradebot.core.config import load_settings
+        from tradebot.app.config import load_settings
 
         grace = load_settings(config_path).section("supervisor").stop_grace_s
     except Exception as exc:  # noqa: BLE001 - the child reports config errors itself

@@ -5,7 +5,7 @@
 ``GET /readyz``   200 when the exchange is reachable and market data is fresh, judged by
                   the health monitor's latest results of ``readiness_checks``; else 503
                   with the reasons (readiness probe).
-``GET /metrics``  Prometheus text (:mod:`tradebot.core.metrics`).
+``GET /metrics``  Prometheus text (:mod:`tradebot.services.metrics`).
 ``GET /status``   JSON: trading state (reason, source, since), health per check,
                   positions, PnL, uptime, restarts.
 ``POST /halt``, ``POST /resume``  need ``Authorization: Bearer <control_token>`` (secret
@@ -398,7 +398,7 @@ class HttpServer:
     async def metrics(self, request: web.Request) -> web.Response:
         from aiohttp import web
 
-        from tradebot.core.metrics import CONTENT_TYPE
+        from tradebot.services.metrics import CONTENT_TYPE
 
         if self.settings.auth == "all" and (denied := await self._authorise(request)) is not None:
             return denied
@@ -523,7 +523,7 @@ class HttpServer:
 
     async def _command(self, request: web.Request, action: str, default_reason: str) -> web.Response:
         """Operator commands go through the one core entry point the CLI uses too."""
-        from tradebot.core.control import apply_command
+        from tradebot.services.control import apply_command
 
         denied = await self._authorise(request)
         if denied is not None:

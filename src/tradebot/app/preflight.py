@@ -9,7 +9,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.bootstrap import Prepared
+from tradebot.app.bootstrap import Prepared
 from tradebot.core.errors import TradebotError
 
 __all__ = ["PreflightReport", "run_preflight", "setup_problems"]
@@ -24,7 +24,7 @@ def setup_problems(settings: Any, secrets: Any, host: Any, *, paper: bool = Fals
     A Kraken API secret that is not base64 (every signed request would fail), a notifier in
     use without its secrets, an HTTP server reachable from other hosts without a token.
     """
-    from tradebot.core.http_server import http_problems
+    from tradebot.services.http_server import http_problems
 
     problems: list[str] = []
     exchange = "paper" if paper else settings.bot.exchange
@@ -96,7 +96,7 @@ class PreflightReport:
 
 async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
     """Run every check; never raises for a failing check, it reports it."""
-    from tradebot.core.bot import Bot, RunOptions
+    from tradebot.app.bot import Bot, RunOptions
     from tradebot.core.context import BotContext
     from tradebot.core.secrets import load_secrets
     from tradebot.core.store import StateStore
@@ -119,7 +119,7 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
     problems = setup_problems(settings, secrets, host, paper=paper)
     if problems:
         report.add("setup", False, "\n      ".join(problems))
-    from tradebot.core.http_server import check_bind
+    from tradebot.services.http_server import check_bind
 
     http = settings.section("http")
     if http is not None and http.enabled:
@@ -132,7 +132,7 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
         return report
     restored = f"; {store.restored.message}" if store.restored is not None else ""
     report.add("state store", True, f"{store.path} (schema v{store.schema_version}){restored}")
-    from tradebot.core.control import BotLock, bot_running
+    from tradebot.services.control import BotLock, bot_running
 
     if bot_running(settings.state_path):
         pid = BotLock(settings.state_path).holder_pid()

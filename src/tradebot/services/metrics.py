@@ -12,7 +12,7 @@ states, rate-limiter fill, retry counts, check status, queue depths, CPU and RSS
 collection time by observable instruments from the
 :class:`~tradebot.core.context.BotContext`, so no component has to report it. Strategy call
 durations and exchange request/queue latencies are histograms their components keep with a
-few additions per observation (see :mod:`tradebot.core.resilience.timings`); they are
+few additions per observation (see :mod:`tradebot.resilience.timings`); they are
 rendered into ``/metrics`` here and not exported over OTLP.
 
 Prometheus exposition is rendered here from an in-memory reader's data rather than with
@@ -259,7 +259,7 @@ class BotMetrics:
             self._notifications.add(0, {"notifier": notifier, "outcome": outcome})
 
     def breaker_transition(self, transition: Any) -> None:
-        """Listener for :class:`tradebot.core.resilience.BreakerTransition`."""
+        """Listener for :class:`tradebot.resilience.BreakerTransition`."""
         self._breaker_transitions.add(
             1, {"breaker": transition.breaker, "to": str(getattr(transition.current, "value", transition.current))}
         )
@@ -359,8 +359,8 @@ class BotMetrics:
         return "\n".join(lines) + ("\n" if lines else "")
 
     def _strategy_histograms(self) -> Iterator[tuple[dict[str, str], Any]]:
-        from tradebot.core.resilience.timings import Histogram
         from tradebot.core.strategy import DURATION_BUCKETS_S as bounds
+        from tradebot.resilience.timings import Histogram
 
         runner = self.context.extras.get("strategy_runner") if self.context else None
         stats = _read(runner, "stats") if runner is not None else None
