@@ -107,6 +107,8 @@ class PaperConfig:
     limit_fill_ratio: Decimal = attrs.field(default=Decimal(1), converter=_dec, validator=in_range(Decimal("0.01"), Decimal(1)))
     """Part of a resting limit order's volume filled per crossing ticker (1: all at once)."""
     market_data: str = attrs.field(default="kraken", validator=non_empty)
+    """The exchange plugin whose market data and rules the fills follow when ``[bot] exchange``
+    is ``paper`` (under ``tradebot run --paper``, the one ``[bot] exchange`` names)."""
     state_file: str = attrs.field(default="paper-exchange.json", validator=non_empty)
 
 
@@ -527,6 +529,7 @@ def tradebot_register_exchanges() -> list[ComponentSpec]:
             name="paper",
             factory=create,
             config_cls=PaperConfig,
+            fills_on_paper=True,
             description="Paper trading: live market data, simulated fills, fees and slippage, persisted balances",
         )
     ]
