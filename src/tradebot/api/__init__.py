@@ -40,7 +40,8 @@ A plugin made only of lifecycle hooks declares its own ``[plugins.<name>]`` tabl
 
 What is here, by purpose:
 
-* the contract: :data:`hookimpl`, :class:`ComponentSpec`, :data:`API_VERSION`;
+* the contract: :data:`hookimpl`, :class:`ComponentSpec`, :data:`API_VERSION`,
+  :data:`OPT_IN_GROUP`;
 * one ``Protocol`` per component kind: :class:`Exchange`, :class:`Strategy`, :class:`Check`
   (checks and HALT triggers), :class:`RecoveryAction`, :class:`PositionPolicy`,
   :class:`Notifier`;
@@ -59,6 +60,16 @@ What is here, by purpose:
   kinds, all :class:`TradebotError`) and :func:`describe`;
 * the data models: orders, fills, tickers, candles, balances, positions, signals, trading
   state and alerts.
+
+What a component may do is declared on it, never inferred from its name, so a third-party
+component behaves exactly like the built-in one: a position policy with ``flattens = True``
+ends the run once its HALT is done (as ``close``); a recovery step with ``escalates = True``
+heals by handing the failure on (as ``escalate``); an exchange spec with ``fills_on_paper``
+fills on paper over another exchange's market data (as ``paper``), one with ``on_simulator``
+can run against the built-in simulator (as ``kraken``); and a plugin listed in the
+entry-point group :data:`OPT_IN_GROUP` of its package is off until the user enables it (as
+``telegram``). ``tradebot run --paper`` paper-trades any exchange plugin: its market data
+and ``markets()`` drive the paper fills.
 
 Versioning: :data:`API_VERSION` is a semantic version of this module's names and their
 meaning. Adding a name raises the minor version; removing or changing one raises the major
@@ -119,12 +130,13 @@ from tradebot.core.models import (
 )
 from tradebot.core.notify import Notification, Notifier
 from tradebot.core.plugin_context import PluginContext, PortfolioView, TradingView
+from tradebot.core.plugins import OPT_IN_GROUP
 from tradebot.core.policy import PolicyOutcome, PositionPolicy, format_positions
 from tradebot.core.store import Position, PositionClosed
 from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, Strategy, StrategyContext
 from tradebot.core.validate import ge, gt, in_range, le, lt, non_empty, one_of
 
-API_VERSION = "1.0.0"
+API_VERSION = "1.1.0"
 """Semantic version of the public plugin API (this module's names and their meaning)."""
 
 __all__ = [  # sorted; the module docstring groups them by purpose
@@ -163,6 +175,7 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "NetworkError",
     "Notification",
     "Notifier",
+    "OPT_IN_GROUP",
     "OrderInfo",
     "OrderNotFound",
     "OrderOutcomeUnknown",

@@ -805,7 +805,8 @@ class Bot:
         policies = PolicyRunner.from_context(ctx)
         ctx.extras["halt_policy"] = policies
         ctx.extras["risk"].trading = policies.risk_view()  # `reduce` lets reducing orders through while HALTED
-        policies.outcome_listeners.append(self._on_policy_outcome)
+        if policies.flattens:
+            policies.outcome_listeners.append(self._on_flattened)
         self._spawn("halt-policy", policies.run)
 
         metrics = BotMetrics()
@@ -913,10 +914,10 @@ class Bot:
                 else:
                     self.summary.orders_placed += 1
 
-    def _on_policy_outcome(self, outcome: Any) -> None:
-        """A completed ``close`` HALT is the end of trading: every position is flat."""
-        if outcome.policy == "close" and outcome.done:
-            self.request_stop(f"HALT with the close policy completed: {outcome.message}", exit_code=0)
+    def _on_flattened(self, outcome: Any) -> None:
+        """A completed HALT under a policy that flattens is the end of trading: every position is flat."""
+        if outcome.done:
+            self.request_stop(f"HALT with the {outcome.policy} policy completed: {outcome.message}", exit_code=0)
 
     async def _snapshot_equity(self, ctx: BotContext, every_s: float = 5.0) -> None:
         """Record equity regularly: drawdown is measured from these snapshots."""

@@ -70,7 +70,12 @@ class PolicyOutcome:
 
 @runtime_checkable
 class PositionPolicy(Protocol):
-    """A HALT position policy (built by a ``tradebot_register_position_policies`` factory)."""
+    """A HALT position policy (built by a ``tradebot_register_position_policies`` factory).
+
+    Optional, read once when the policy is built (absent: False): ``flattens``, True when a
+    completed run leaves every position flat (as the built-in ``close``): trading is then
+    over, and the bot stops, exit code 0, once such a HALT is done.
+    """
 
     name: str
     allows_reducing_while_halted: bool
@@ -133,9 +138,13 @@ class PolicyRunner:
         self.plugins = plugins
         self.settings = settings or HaltSettings()
         self._task: asyncio.Task[PolicyOutcome | None] | None = None
+        self.allows_reducing_while_halted: bool = bool(getattr(policy, "allows_reducing_while_halted", False))
+        """Whether the risk gate lets exposure-reducing orders through while HALTED (declared by the policy)."""
+        self.flattens: bool = bool(getattr(policy, "flattens", False))
+        """Whether a completed run of the policy leaves every position flat (declared by the policy)."""
         self.outcomes: list[PolicyOutcome] = []
         self.outcome_listeners: list[Callable[[PolicyOutcome], None]] = []
-        """Told of every outcome (the bot stops once a ``close`` HALT is complete)."""
+        """Told of every outcome (the bot stops once a flattening policy's HALT is complete)."""
         trading.listeners.append(self._on_change)
 
     @classmethod
@@ -145,10 +154,6 @@ class PolicyRunner:
         name = settings.position_policy
         policy = ctx.plugins.build("policy", name, ctx.settings.plugin_config("policy", name), ctx)
         return cls(policy, trading=ctx.trading, plugins=ctx.plugins, settings=settings)
-
-    @property
-    def allows_reducing_while_halted(self) -> bool:
-        return bool(getattr(self.policy, "allows_reducing_while_halted", False))
 
     def risk_view(self) -> EffectiveTradingState:
         """The trading state to hand to the risk gate."""
