@@ -294,3 +294,20 @@ def test_paper_trading_a_third_party_exchange_without_the_paper_plugin_says_how(
     ran = _tradebot(["run", "--paper", "--duration", "2", "--config", str(cfg)], site, tmp_path)
     assert ran.returncode == 2, ran.stderr[-3000:]
     assert "--paper needs an exchange plugin that fills on paper, and none is loaded" in ran.stderr, ran.stderr[-3000:]
+
+
+def test_the_example_notifier_is_opt_in_like_the_built_in_telegram(site: Path, tmp_path: Path) -> None:
+    """Declared in the package's metadata (entry-point group tradebot.opt_in): off by default,
+    enabled like telegram is."""
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text('[bot]\nstate_dir = "state"\n\n[http]\nenabled = false\n')
+    listed = _tradebot(["plugins", "list", "--all", "--json", "--config", str(cfg)], site, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    states = {p["name"]: p["state"] for p in json.loads(listed.stdout)}
+    assert (states["hello-file"], states["telegram"]) == ("disabled", "disabled")
+    assert (states["hello-check"], states["log"]) == ("loaded", "loaded")
+    enabled = _tradebot(["plugins", "enable", "hello-file", "--config", str(cfg)], site, tmp_path)
+    assert enabled.returncode == 0, enabled.stderr
+    listed = _tradebot(["plugins", "list", "--all", "--json", "--config", str(cfg)], site, tmp_path)
+    states = {p["name"]: p["state"] for p in json.loads(listed.stdout)}
+    assert (states["hello-file"], states["telegram"], states["hello-check"]) == ("loaded", "disabled", "loaded")

@@ -31,7 +31,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
@@ -46,7 +46,7 @@ from tradebot.core.errors import (
     TradebotError,
     UnknownPair,
 )
-from tradebot.core.exchange import MarketEvent
+from tradebot.core.exchange import ListsMarkets, MarketDataSource, MarketEvent
 from tradebot.core.markets import MarketRuleError, MarketRules, PairStatus, fit_order
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.models import (
@@ -112,12 +112,6 @@ class PaperConfig:
     state_file: str = attrs.field(default="paper-exchange.json", validator=non_empty)
 
 
-class MarketDataSource(Protocol):
-    """Anything that streams market events (e.g. another exchange)."""
-
-    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]: ...
-
-
 def _split(pair: str) -> tuple[str, str]:
     base, sep, quote = pair.partition("/")
     if not sep or not base or not quote:
@@ -180,6 +174,8 @@ class PaperExchange:
     ) -> None:
         self.config = config or PaperConfig()
         self.market_source = market_source
+        self._source_markets = market_source if isinstance(market_source, ListsMarkets) else None
+        """The source's market rules, when it tells them (checked once, here)."""
         self._clock = clock or SystemClock()
         self.state_path = state_path
         self._balances: dict[str, Decimal] = dict(self.config.starting_balances)
@@ -239,10 +235,10 @@ class PaperExchange:
 
     async def markets(self) -> Mapping[str, MarketRules]:
         """The market-data source's rules (fees replaced by ``fee_pct`` / ``maker_fee_pct`` when set)."""
-        source = getattr(self.market_source, "markets", None)
+        source = self._source_markets
         if source is not None:
             try:
-                answer = await source()
+                answer = await source.markets()
             except TradebotError as exc:
                 if not self._rules:
                     raise
