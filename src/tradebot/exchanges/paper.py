@@ -10,14 +10,15 @@ charged in the quote currency, rounded as the exchange rounds them. Spot only: s
 needs the base asset, buying the quote asset.
 
 Market rules (precision, minimums, fees) are the market-data source's ``markets()``
-(Kraken's ``AssetPairs``, or the simulator's): orders off the pair's precision or below
+(Kraken's ``AssetPairs``, the simulator's, or any exchange plugin's): orders off the pair's precision or below
 its minimums are refused as the exchange would, and fees are the source's unless
 ``fee_pct`` / ``maker_fee_pct`` override them. Without rules from the source, fees are the
 first tier of Kraken's schedule (:data:`tradebot.exchanges.kraken.fees.KRAKEN_FEES`).
 
 Market data comes from another object with a ``market_data(pairs, ohlc_interval=...)``
-async iterator (normally the Kraken exchange pointed at the real API or the built-in
-simulator); every ticker passing through also drives the paper fills. Balances and
+async iterator: the exchange plugin a paper run wraps (the one ``[bot] exchange`` names
+under ``tradebot run --paper``, else ``market_data`` here; Kraken's against the real API or
+the built-in simulator by default); every ticker passing through also drives the paper fills. Balances and
 orders are kept in a small JSON file in the state directory, written atomically on every
 change, so a restart (or a kill -9) keeps them.
 """
