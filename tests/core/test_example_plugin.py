@@ -251,3 +251,63 @@ def test_a_run_on_the_example_exchange_trades_heals_and_matches_its_books(site: 
         len([e for e in trail if e["event"] == "fill"])
         == db.execute("SELECT count(*) FROM fills").fetchone()[0]
     )
+
+
+def test_a_paper_run_wraps_the_example_exchange(site: Path, tmp_path: Path) -> None:
+    """`--paper` on a third-party exchange: its tickers and market rules (its fee) drive the paper
+    fills, and no order reaches it."""
+    cfg = tmp_path / "tradebot.toml"
+    enabled = '["paper", "maintain", "log", "escalate", "hello-market", "hello-momentum"]'
+    cfg.write_text(
+        f'[bot]\nstate_dir = "state"\nexchange = "hello-market"\npairs = ["HM/USD"]\n\n[plugins]\nenabled = {enabled}\n'
+        '\n[http]\nenabled = false\n\n[risk]\naccept_unprotected = true\n'
+        "\n[exchanges.hello-market]\ntick_interval_s = 0.02\nseed = 3\nfee_pct = 0.25\n"
+        '\n[strategies.mom]\nplugin = "hello-momentum"\nparams = { run = 2, volume = 0.5 }\n'
+    )
+    ran = _tradebot(["run", "--paper", "--duration", "4", "--config", str(cfg)], site, tmp_path, timeout=90)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    assert "paper trading with 'paper' on the market data of the exchange plugin 'hello-market'" in ran.stderr
+
+    state = tmp_path / "state"
+    paper = json.loads((state / "paper-exchange.json").read_text())
+    filled = [o for o in paper["orders"] if Decimal(o["filled_volume"]) > 0]
+    assert len(filled) >= 2, paper["orders"]
+    for o in filled:  # the fee is hello-market's (0.25 %), from its markets(), not Kraken's schedule
+        cost = Decimal(o["filled_volume"]) * Decimal(o["avg_fill_price"])
+        assert Decimal(o["fee"]) == cost * Decimal("0.25") / 100, o
+    market = state / "hello-market.json"
+    assert not market.exists() or json.loads(market.read_text())["orders"] == []  # nothing was sent to it
+    db = sqlite3.connect(state / "tradebot.db")
+    journal = {cid: status for cid, status in db.execute("SELECT client_order_id, status FROM orders")}
+    assert journal == {o["client_order_id"]: o["status"] for o in paper["orders"]}
+    cash = db.execute("SELECT value FROM kv WHERE key = 'portfolio.cash'").fetchone()[0]
+    assert Decimal(cash) == Decimal(paper["balances"]["USD"])
+
+
+def test_paper_trading_a_third_party_exchange_without_the_paper_plugin_says_how(site: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text(
+        '[bot]\nstate_dir = "state"\nexchange = "hello-market"\npairs = ["HM/USD"]\n\n[plugins]\n'
+        'enabled = ["maintain", "log", "escalate", "hello-market", "hello-momentum"]\n\n[http]\nenabled = false\n'
+        '\n[risk]\naccept_unprotected = true\n\n[strategies.mom]\nplugin = "hello-momentum"\n'
+    )
+    ran = _tradebot(["run", "--paper", "--duration", "2", "--config", str(cfg)], site, tmp_path)
+    assert ran.returncode == 2, ran.stderr[-3000:]
+    assert "--paper needs an exchange plugin that fills on paper, and none is loaded" in ran.stderr, ran.stderr[-3000:]
+
+
+def test_the_example_notifier_is_opt_in_like_the_built_in_telegram(site: Path, tmp_path: Path) -> None:
+    """Declared in the package's metadata (entry-point group tradebot.opt_in): off by default,
+    enabled like telegram is."""
+    cfg = tmp_path / "tradebot.toml"
+    cfg.write_text('[bot]\nstate_dir = "state"\n\n[http]\nenabled = false\n')
+    listed = _tradebot(["plugins", "list", "--all", "--json", "--config", str(cfg)], site, tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    states = {p["name"]: p["state"] for p in json.loads(listed.stdout)}
+    assert (states["hello-file"], states["telegram"]) == ("disabled", "disabled")
+    assert (states["hello-check"], states["log"]) == ("loaded", "loaded")
+    enabled = _tradebot(["plugins", "enable", "hello-file", "--config", str(cfg)], site, tmp_path)
+    assert enabled.returncode == 0, enabled.stderr
+    listed = _tradebot(["plugins", "list", "--all", "--json", "--config", str(cfg)], site, tmp_path)
+    states = {p["name"]: p["state"] for p in json.loads(listed.stdout)}
+    assert (states["hello-file"], states["telegram"], states["hello-check"]) == ("loaded", "disabled", "loaded")

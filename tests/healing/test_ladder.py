@@ -22,6 +22,7 @@ class Step:
     recovers: bool = True
     verifies: bool = True
     raises: BaseException | None = None
+    escalates: bool = False
     limits: RecoveryLimits = attrs.field(factory=lambda: RecoveryLimits(retry_wait_s=0))
     log: list[str] = attrs.field(factory=list)
 
@@ -124,10 +125,22 @@ async def test_action_timeout_is_an_error_not_a_hang() -> None:
             await asyncio.sleep(10)
             return True
 
-    healer = Healer([Slow("reconnect"), Step("escalate")], settings=HealingSettings(action_timeout_s=0.05))
+    healer = Healer([Slow("reconnect"), Step("escalate", escalates=True)], settings=HealingSettings(action_timeout_s=0.05))
     result = await healer.heal(Failure(kind="x"))
     assert result.action == "escalate" and result.escalated
     assert "timed out" in result.attempts[0].detail
+
+
+async def test_a_step_escalates_because_it_says_so_not_because_of_its_name() -> None:
+    async def still_broken() -> None:
+        raise ConnectionFailed("still down", host="h")
+
+    failure = Failure(kind="x", probe=still_broken)
+    named = await Healer([Step("escalate")]).heal(failure)  # the name alone: checked with the probe
+    assert not named.healed and not named.escalated
+    assert "probe still fails" in named.attempts[0].detail
+    declared = await Healer([Step("page-the-operator", escalates=True)]).heal(failure)
+    assert declared.healed and declared.escalated and declared.action == "page-the-operator"
 
 
 def test_failure_from_exception_keeps_context_and_module() -> None:

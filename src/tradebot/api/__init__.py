@@ -40,7 +40,8 @@ A plugin made only of lifecycle hooks declares its own ``[plugins.<name>]`` tabl
 
 What is here, by purpose:
 
-* the contract: :data:`hookimpl`, :class:`ComponentSpec`, :data:`API_VERSION`;
+* the contract: :data:`hookimpl`, :class:`ComponentSpec`, :data:`API_VERSION`,
+  :data:`OPT_IN_GROUP`;
 * one ``Protocol`` per component kind: :class:`Exchange`, :class:`Strategy`, :class:`Check`
   (checks and HALT triggers), :class:`RecoveryAction`, :class:`PositionPolicy`,
   :class:`Notifier`;
@@ -52,7 +53,8 @@ What is here, by purpose:
   asks ``--auto-restart`` or systemd for a restart) and :func:`is_core_module`;
 * for exchange plugins: :func:`order_at_wire` (the trading state's last word before an order
   leaves; it raises :class:`OrderHeld`), :class:`FeeSchedule`, :func:`fit_order` and
-  :class:`MarketRuleError`, :class:`SystemClock`, :func:`cancel_and_wait`, and the resilience
+  :class:`MarketRuleError`, the optional capabilities :class:`ListsMarkets` and
+  :class:`MarketDataSource` (what paper trading needs of a wrapped exchange), :class:`SystemClock`, :func:`cancel_and_wait`, and the resilience
   toolkit (breakers, rate limits, retries) in :mod:`tradebot.api.resilience`;
 * what components receive and return: :class:`StrategyContext`, :data:`MarketEvent`,
   :class:`CheckResult`, :class:`HealthStatus`, :class:`HealthReport`, :class:`Failure`,
@@ -65,6 +67,16 @@ What is here, by purpose:
   kinds, all :class:`TradebotError`) and :func:`describe`;
 * the data models: orders, fills, tickers, candles, balances, positions, signals, trading
   state and alerts.
+
+What a component may do is declared on it, never inferred from its name, so a third-party
+component behaves exactly like the built-in one: a position policy with ``flattens = True``
+ends the run once its HALT is done (as ``close``); a recovery step with ``escalates = True``
+heals by handing the failure on (as ``escalate``); an exchange spec with ``fills_on_paper``
+fills on paper over another exchange's market data (as ``paper``), one with ``on_simulator``
+can run against the built-in simulator (as ``kraken``); and a plugin listed in the
+entry-point group :data:`OPT_IN_GROUP` of its package is off until the user enables it (as
+``telegram``). ``tradebot run --paper`` paper-trades any exchange plugin: its market data
+and ``markets()`` drive the paper fills.
 
 Versioning: :data:`API_VERSION` is a semantic version of this module's names and their
 meaning. Adding a name raises the minor version; removing or changing one raises the major
@@ -102,7 +114,7 @@ from tradebot.core.errors import (
     UnknownPair,
     describe,
 )
-from tradebot.core.exchange import Exchange, MarketEvent
+from tradebot.core.exchange import Exchange, ListsMarkets, MarketDataSource, MarketEvent
 from tradebot.core.healing import EXIT_ESCALATE, Failure, RecoveryAction, RecoveryLimits, is_core_module
 from tradebot.core.health import BaseCheck, Check, CheckResult, HealthReport, HealthStatus, TriggerOptions
 from tradebot.core.hookspecs import hookimpl
@@ -126,6 +138,7 @@ from tradebot.core.models import (
     utc_now,
 )
 from tradebot.core.plugin_context import PluginContext, PortfolioView, TradingView
+from tradebot.core.plugins import OPT_IN_GROUP
 from tradebot.core.policy import PolicyOutcome, PositionPolicy, format_positions
 from tradebot.core.portfolio import FLATTEN_STRATEGY
 from tradebot.core.store import Position, PositionClosed
@@ -172,12 +185,15 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "InvalidNonce",
     "InvalidOrder",
     "MarketClosed",
+    "ListsMarkets",
+    "MarketDataSource",
     "MarketEvent",
     "MarketRuleError",
     "MarketRules",
     "NetworkError",
     "Notification",
     "Notifier",
+    "OPT_IN_GROUP",
     "OrderHeld",
     "OrderInfo",
     "OrderNotFound",

@@ -21,6 +21,8 @@ class ActionBase:
     """
 
     name = ""
+    escalates = False
+    """True in a step that heals by handing the failure on (a process restart ...)."""
 
     def __init__(self, config: RecoveryLimits | None, context: Any) -> None:
         self.limits: RecoveryLimits = config if config is not None else RecoveryLimits()

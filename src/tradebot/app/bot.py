@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -32,6 +32,9 @@ from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, OrderStatus
 from tradebot.core.risk import RiskRejection
 from tradebot.core.secrets import load_secrets
 from tradebot.core.trading_state import TradingStateMachine
+
+if TYPE_CHECKING:
+    from tradebot.core.paper_trading import PaperPlan
 
 __all__ = ["Bot", "RunOptions", "RunSummary"]
 
@@ -197,6 +200,7 @@ class Bot:
         self._early_errors: list[BaseException] = []
         self._strategy_contexts: dict[str, Any] = {}
         self._positions: Any = None  # what strategies read their positions from
+        self._paper: PaperPlan | None = None  # set when the exchange starts: None trades live
 
     # --- control ----------------------------------------------------------------------
 
@@ -503,13 +507,16 @@ class Bot:
 
     @property
     def _exchange_name(self) -> str:
-        return "paper" if self.options.paper else self.settings.bot.exchange
+        return self.settings.bot.exchange if self._paper is None else self._paper.engine
 
     async def _start_exchange(self, ctx: BotContext, stack: AsyncExitStack) -> Any:
-        """The configured exchange; for paper trading, its market-data source first."""
-        name = self._exchange_name
-        if name == "paper":
-            source = await self._market_data_source(ctx, stack)
+        """The configured exchange; for paper trading, the exchange whose market data it wraps first."""
+        from tradebot.core.paper_trading import paper_plan
+
+        self._paper = plan = paper_plan(self.settings, self.host, paper=self.options.paper)
+        name = self.settings.bot.exchange if plan is None else plan.engine
+        if plan is not None:
+            source = await self._market_data_source(ctx, stack, plan)
             ctx.extras["market_data_source"] = source
         config = self.settings.plugin_config("exchange", name)
         exchange = self.host.build("exchange", name, config, ctx)
@@ -548,22 +555,25 @@ class Bot:
         ctx.extras["critical_plugins"] = watch
         stack.push_async_callback(watch.close)
 
-    async def _market_data_source(self, ctx: BotContext, stack: AsyncExitStack) -> Any:
-        """Public market data for the paper exchange: the built-in simulator, or Kraken."""
-        kraken_cfg = self.settings.plugin_config("exchange", "kraken")
-        if kraken_cfg is None:  # the plugin's defaults, from its own registration
-            config_cls = self.host.component("exchange", "kraken").spec.config_cls
-            kraken_cfg = config_cls() if config_cls is not None else None
-        if self.settings.bot.market_data == "simulator":
+    async def _market_data_source(self, ctx: BotContext, stack: AsyncExitStack, plan: PaperPlan) -> Any:
+        """The exchange a paper run wraps: its market data and rules, never its orders or keys;
+        pointed at the built-in simulator when the plan says so."""
+        config = self.settings.plugin_config("exchange", plan.source)
+        if plan.simulator:
             from tradebot.simulator import run_simulator
 
+            comp = self.host.component("exchange", plan.source)
+            assert comp.spec.on_simulator is not None  # the plan asks for the simulator only then
             sim = await stack.enter_async_context(run_simulator(host="127.0.0.1", port=0))
             ctx.extras["simulator"] = sim
-            kraken_cfg = attrs.evolve(kraken_cfg, base_url=sim.base_url, ws_url=sim.ws_url)
+            config = self.host.call(
+                comp.plugin, f"exchange:{plan.source}.on_simulator", comp.spec.on_simulator, config, sim.base_url, sim.ws_url
+            )
             log.info("market data from the built-in simulator at %s", sim.base_url)
+        log.info("paper trading with %r on the market data of the exchange plugin %r", plan.engine, plan.source)
         # market data is public: the paper source never holds keys
         public_ctx = attrs.evolve(ctx, extras={k: v for k, v in ctx.extras.items() if k != "secrets"})
-        source = self.host.build("exchange", "kraken", kraken_cfg, public_ctx)
+        source = self.host.build("exchange", plan.source, config, public_ctx)
         await source.start()
         stack.push_async_callback(_close_part, source, "the market data source")
         return source
@@ -805,7 +815,13 @@ class Bot:
         policies = PolicyRunner.from_context(ctx)
         ctx.extras["halt_policy"] = policies
         ctx.extras["risk"].trading = policies.risk_view()  # `reduce` lets reducing orders through while HALTED
-        policies.outcome_listeners.append(self._on_policy_outcome)
+        if policies.flattens:
+
+            def flattened(outcome: Any) -> None:
+                if policies.untrusted is None:  # a balance-check HALT kept the positions: nothing flattened
+                    self._on_flattened(outcome)
+
+            policies.outcome_listeners.append(flattened)
         self._spawn("halt-policy", policies.run)
 
         metrics = BotMetrics()
@@ -913,10 +929,10 @@ class Bot:
                 else:
                     self.summary.orders_placed += 1
 
-    def _on_policy_outcome(self, outcome: Any) -> None:
-        """A completed ``close`` HALT is the end of trading: every position is flat."""
-        if outcome.policy == "close" and outcome.done:
-            self.request_stop(f"HALT with the close policy completed: {outcome.message}", exit_code=0)
+    def _on_flattened(self, outcome: Any) -> None:
+        """A completed HALT under a policy that flattens is the end of trading: every position is flat."""
+        if outcome.done:
+            self.request_stop(f"HALT with the {outcome.policy} policy completed: {outcome.message}", exit_code=0)
 
     async def _snapshot_equity(self, ctx: BotContext, every_s: float = 5.0) -> None:
         """Record equity regularly: drawdown is measured from these snapshots."""

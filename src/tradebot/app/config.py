@@ -119,9 +119,12 @@ class BotSettings:
     quote: str = "USD"
     state_dir: str = "tradebot-state"
     secrets_file: str | None = None
-    market_data: str = attrs.field(default="simulator", validator=one_of(("simulator", "kraken")))
-    """Where market data comes from for the paper exchange: ``simulator`` (built-in, on
-    127.0.0.1, no network) or ``kraken`` (Kraken's public data; needs the internet)."""
+    market_data: str = attrs.field(default="simulator", validator=one_of(("simulator", "exchange", "kraken")))
+    """Where a paper run's market data comes from: ``simulator`` (the built-in one, on
+    127.0.0.1, no network; for an exchange plugin that can run against it, as ``kraken`` can)
+    or ``exchange`` (the exchange plugin's own public data, live; ``kraken`` is the older
+    spelling of it). An exchange plugin that cannot run against the simulator is always
+    paper-traded on its own data."""
 
 
 @attrs.frozen
@@ -771,19 +774,27 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
         issues.append(
             f"no loaded exchange plugin named {exchange!r}{default}{_near(exchange, known)}{reason}{fix} @ $.bot.exchange"
         )
-    if host.enabled is not None and exchange == "paper" and "paper" in exchanges and "kraken" not in exchanges:
-        # the paper exchange trades on prices from the kraken plugin's client (against the
-        # simulator or Kraken): a note, not an error, as the settings are usable without
-        # trading (checks, tools); `tradebot run` would stop at start-up
-        source = f"[bot] market_data = {settings.bot.market_data!r}"
-        if not settings.is_written("$.bot.market_data"):
-            source += ", the default"
-        cause, fix = _why_not_loaded("kraken", settings, host, installed)
-        note(
-            f"the paper exchange takes its market data ({source}) from the exchange plugin 'kraken'"
-            f"{cause or ', which is not loaded'}, so paper trading cannot start; "
-            f"{fix or 'install or enable it'} @ $.bot.market_data"
-        )
+    engine = exchanges.get(exchange)
+    if host.enabled is not None and engine is not None and engine.spec.fills_on_paper:
+        from tradebot.core.paper_trading import paper_plan
+
+        try:
+            plan = paper_plan(settings, host, paper=False)
+        except ConfigError:
+            plan = None  # said by the setup checks, with its path
+        if plan is not None and plan.source not in exchanges:
+            # an exchange filling on paper trades on prices from another exchange plugin
+            # (against the simulator or live): a note, not an error, as the settings are
+            # usable without trading (checks, tools); `tradebot run` would stop at start-up
+            source = f"[bot] market_data = {settings.bot.market_data!r}"
+            if not settings.is_written("$.bot.market_data"):
+                source += ", the default"
+            cause, fix = _why_not_loaded(plan.source, settings, host, installed)
+            note(
+                f"the {exchange} exchange takes its market data ({source}) from the exchange plugin {plan.source!r}"
+                f"{cause or ', which is not loaded'}, so paper trading cannot start; "
+                f"{fix or 'install or enable it'} @ $.bot.market_data"
+            )
     issues.extend(_reference_issues(settings, host, why))
     if log_notes:
         for text in notes:

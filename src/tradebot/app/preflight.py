@@ -52,6 +52,14 @@ def setup_problems(settings: Any, secrets: Any, host: Any, *, paper: bool = Fals
                 f"the {name} notifier is enabled but its secret(s) {', '.join(missing)} are not set: set {env} or put "
                 f"them in the secrets file, or disable it (tradebot plugins disable {name}) @ $.notifiers.{name}"
             )
+    if host is not None:
+        from tradebot.core.errors import ConfigError
+        from tradebot.core.paper_trading import paper_plan
+
+        try:
+            paper_plan(settings, host, paper=paper)
+        except ConfigError as exc:
+            problems.extend(exc.issues)
     http = settings.section("http")
     if http is not None:
         problems.extend(http_problems(http, secrets))

@@ -13,12 +13,12 @@ from tradebot.app.config import Settings, find_config, load_settings, required_p
 from tradebot.cli._common import config_option
 from tradebot.core.errors import ConfigError
 from tradebot.core.plugins import (
-    DEFAULT_DISABLED,
     PluginHost,
     PluginInfo,
     gather_infos,
     installed_plugins,
     name_clashes,
+    opt_in_plugins,
     resolve_enabled,
 )
 
@@ -102,7 +102,7 @@ def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:
     required = table.get("required")
     still_required = not enable and isinstance(required, list) and name in [str(x) for x in required]
     if enable:
-        default_on = name not in DEFAULT_DISABLED if names is None else name in names
+        default_on = name not in opt_in_plugins() if names is None else name in names
         if default_on and name not in off:
             click.echo(f"{name} is already enabled in {path}")
             return
@@ -122,7 +122,7 @@ def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:
                 table["enabled"] = current
             current.append(name)
     else:
-        loaded = name not in DEFAULT_DISABLED if names is None else name in names
+        loaded = name not in opt_in_plugins() if names is None else name in names
         if name in off or not loaded:
             click.echo(f"{name} is already disabled in {path}")
             return

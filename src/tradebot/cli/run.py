@@ -13,7 +13,7 @@ from tradebot.core import loop as event_loop
 
 @click.command()
 @config_option
-@click.option("--paper", is_flag=True, help="Force the paper exchange (no orders reach a real exchange).")
+@click.option("--paper", is_flag=True, help="Paper-trade: orders fill on paper over the market data of [bot] exchange (none reaches an exchange).")
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None, help="Stop gracefully after S seconds.")
 @click.option("--dry-run", is_flag=True, help="Run the pre-flight checks, print a report, exit 0 or 1.")
 @click.option("--infinite", is_flag=True, help="Run until a critical condition; heal everything else.")

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 from tradebot.core.markets import MarketRules
 from tradebot.core.models import Balances, Candle, Fill, OrderInfo, OrderRequest, SystemStatus, Ticker
 
-__all__ = ["Exchange", "MarketEvent"]
+__all__ = ["Exchange", "KeepsOrderHistory", "ListsMarkets", "MarketDataSource", "MarketEvent"]
 
 MarketEvent = Ticker | Candle
 
@@ -83,3 +83,31 @@ class Exchange(Protocol):
         The stream heals itself (reconnect, resubscribe, REST fallback) and ends only when
         the exchange is closed or the consumer stops iterating.
         """
+
+
+# --- parts of an exchange that another component may rely on alone ---------------------------
+# (checked with isinstance once, where the component is given the exchange)
+
+
+@runtime_checkable
+class MarketDataSource(Protocol):
+    """What a paper-trading exchange needs of the exchange it wraps: its market data."""
+
+    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
+        """See :meth:`Exchange.market_data`."""
+
+
+@runtime_checkable
+class ListsMarkets(Protocol):
+    """An exchange that tells its market rules (:meth:`Exchange.markets`)."""
+
+    async def markets(self) -> Mapping[str, MarketRules]:
+        """See :meth:`Exchange.markets`."""
+
+
+@runtime_checkable
+class KeepsOrderHistory(Protocol):
+    """An exchange that lists its closed orders (:meth:`Exchange.closed_orders`)."""
+
+    async def closed_orders(self, since: datetime | None = None) -> Sequence[OrderInfo]:
+        """See :meth:`Exchange.closed_orders`."""

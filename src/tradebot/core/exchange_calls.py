@@ -17,9 +17,9 @@ import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["ErrorReportingExchange", "FailedCall", "watch_requests"]
+__all__ = ["ErrorReportingExchange", "FailedCall", "KeepsRequestStats", "RequestStats", "watch_requests"]
 
 log = logging.getLogger("tradebot.exchange")
 
@@ -37,11 +37,29 @@ class FailedCall(Exception):
         self.error_type = error_type
 
 
+@runtime_checkable
+class RequestStats(Protocol):
+    """Statistics of an exchange client's requests that tell of every failed attempt."""
+
+    def add_listener(self, listener: Callable[[Any], None]) -> None: ...
+
+    def add_failure_listener(self, listener: Callable[[str, BaseException | None], None]) -> None: ...
+
+
+@runtime_checkable
+class KeepsRequestStats(Protocol):
+    """An exchange whose client keeps :class:`RequestStats` (``retry_stats``), as Kraken's does."""
+
+    retry_stats: RequestStats
+
+
 def watch_requests(exchange: Any, on_error: Callable[[BaseException, str], None]) -> bool:
-    """Report every failed request of ``exchange``'s client; False when it keeps no statistics."""
-    stats = getattr(exchange, "retry_stats", None)
-    if stats is None or not hasattr(stats, "add_listener") or not hasattr(stats, "add_failure_listener"):
+    """Report every failed request of ``exchange``'s client; False when it keeps no statistics.
+
+    Called once, when the bot takes the exchange."""
+    if not isinstance(exchange, KeepsRequestStats) or not isinstance(exchange.retry_stats, RequestStats):
         return False
+    stats = exchange.retry_stats
 
     def retried(event: Any) -> None:  # an attempt failed and is tried again
         on_error(FailedCall(event.endpoint, event.error_type, event.error), event.endpoint)

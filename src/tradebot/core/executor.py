@@ -143,6 +143,9 @@ class OrderExecutor:
         wire_gate: OrderWireGate | None = None,
     ) -> None:
         self.exchange = exchange
+        self._exchange_checks_at_wire = bool(getattr(exchange, "checks_orders_at_wire", False))
+        """Declared by the exchange (read once): its ``place_order`` reads the trading state again
+        where the order is taken (see :func:`tradebot.core.trading_state.order_at_wire`)."""
         self.order_ids = order_ids
         """Makes this bot's client order ids (flatten orders); None: plain UUIDs."""
         self.wire_gate = wire_gate
@@ -246,8 +249,7 @@ class OrderExecutor:
         gate = self.wire_gate
         if gate is None:
             return await self.exchange.place_order(request)
-        at_wire = bool(getattr(self.exchange, "checks_orders_at_wire", False))
-        with gate.sending(request, self.reduces_exposure, exchange_checks_at_wire=at_wire):
+        with gate.sending(request, self.reduces_exposure, exchange_checks_at_wire=self._exchange_checks_at_wire):
             return await self.exchange.place_order(request)
 
     def reduces_exposure(self, request: OrderRequest) -> bool:

@@ -177,6 +177,11 @@ class RecoveryAction(Protocol):
     ``applies_to`` must be cheap and side-effect free. ``recover`` does the work and
     returns whether it did anything useful (False or a raised exception: not healed).
     ``verify`` checks that the fault is gone (a cheap probe call, a running task ...).
+
+    Optional, read once when the healer is built (absent: False): ``escalates``, True when
+    the step heals by handing the failure on, as the built-in ``escalate`` hands it to a
+    process restart: its success is not checked with the failure's probe (the fault is
+    still there), and the result reads :attr:`HealResult.escalated`.
     """
 
     name: str
@@ -217,10 +222,8 @@ class HealResult:
     action: str | None
     attempts: tuple[AttemptRecord, ...]
     duration_s: float
-
-    @property
-    def escalated(self) -> bool:
-        return self.healed and self.action == "escalate"
+    escalated: bool = False
+    """Healed by a step that escalates (a process restart was asked for): the fault may remain."""
 
 
 @attrs.define
@@ -301,6 +304,8 @@ class Healer:
         self._alert = alert
         self._lock = asyncio.Lock()
         self._uses: dict[str, collections.deque[float]] = {a.name: collections.deque() for a in self.actions}
+        self._escalates: dict[str, bool] = {a.name: bool(getattr(a, "escalates", False)) for a in self.actions}
+        """What each step declares, read once here."""
         self._healings: collections.deque[float] = collections.deque()
         self._alerted_until = float("-inf")
         self.counters = HealingCounters()
@@ -395,7 +400,14 @@ class Healer:
                 record = await self._attempt(action, failure, attempt)
                 records.append(record)
                 if record.outcome == "healed":
-                    result = HealResult(failure, True, action.name, tuple(records), time.monotonic() - started)
+                    result = HealResult(
+                        failure,
+                        True,
+                        action.name,
+                        tuple(records),
+                        time.monotonic() - started,
+                        escalated=self._escalates.get(action.name, False),
+                    )
                     await self._finish(result)
                     return result
                 if attempt < action.limits.attempts and action.limits.retry_wait_s > 0:
@@ -475,7 +487,7 @@ class Healer:
             return "not-healed", "the action could not run"
         if not await action.verify(failure):
             return "not-healed", "the action ran but the check afterwards failed"
-        if failure.probe is not None and action.name != "escalate":
+        if failure.probe is not None and not self._escalates.get(action.name, False):
             try:
                 result = failure.probe()
                 if inspect.isawaitable(result):

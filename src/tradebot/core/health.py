@@ -202,6 +202,57 @@ class Check(Protocol):
         """The check's status now."""
 
 
+# --- optional capabilities of a check: checked once, when the monitor takes the check ---------
+
+
+@runtime_checkable
+class _Starts(Protocol):
+    async def start(self, emit: Emit) -> None: ...
+
+
+@runtime_checkable
+class _Stops(Protocol):
+    async def stop(self) -> None: ...
+
+
+@runtime_checkable
+class _Resets(Protocol):
+    def reset(self) -> None: ...
+
+
+@runtime_checkable
+class _HasOptions(Protocol):
+    options: TriggerOptions
+
+
+@runtime_checkable
+class _FedMarketEvents(Protocol):
+    def on_market_event(self, event: Any) -> None: ...
+
+
+@runtime_checkable
+class _FedClosedPositions(Protocol):
+    def on_position_closed(self, record: Any) -> None: ...
+
+
+@runtime_checkable
+class _FedFills(Protocol):
+    def on_fill(self, fill: Any) -> None: ...
+
+
+@runtime_checkable
+class _FedErrors(Protocol):
+    def record_error(self, exc: BaseException) -> None: ...
+
+
+_FEEDS: dict[str, Any] = {  # feed method -> the Protocol saying a check takes it
+    "on_market_event": _FedMarketEvents,
+    "on_position_closed": _FedClosedPositions,
+    "on_fill": _FedFills,
+    "record_error": _FedErrors,
+}
+
+
 class BaseCheck:
     """Common plumbing for checks: name, options, clock, result helpers, emitting."""
 
@@ -320,6 +371,14 @@ class HealthMonitor:
             if check.name in self._tracks:
                 raise ValueError(f"two checks are named {check.name!r}")
             self._tracks[check.name] = _Track(check=check)
+        # what each check can do, learnt once here rather than asked at every event
+        self._feeds: dict[str, list[tuple[str, Callable[..., Any]]]] = {
+            method: [(t.check.name, getattr(t.check, method)) for t in self._tracks.values() if isinstance(t.check, proto)]
+            for method, proto in _FEEDS.items()
+        }
+        self._starts = [t for t in self._tracks.values() if isinstance(t.check, _Starts)]
+        self._stops = [t for t in self._tracks.values() if isinstance(t.check, _Stops)]
+        self._resets = [t for t in self._tracks.values() if isinstance(t.check, _Resets)]
         self.history: deque[CheckResult] = deque(maxlen=self.settings.history_size)
         self._queue: asyncio.Queue[CheckResult] = asyncio.Queue()
         self._started = False
@@ -361,14 +420,11 @@ class HealthMonitor:
         return {name: t.check for name, t in self._tracks.items()}
 
     def _feed(self, method: str, *args: Any) -> None:
-        for track in self._tracks.values():
-            fn = getattr(track.check, method, None)
-            if fn is None:
-                continue
+        for name, fn in self._feeds[method]:
             try:
                 fn(*args)
             except Exception as exc:  # noqa: BLE001 - one failing check never stops the feed
-                log.warning("check %r failed in %s: %s", track.check.name, method, exc)
+                log.warning("check %r failed in %s: %s", name, method, exc)
 
     def on_market_event(self, event: Any) -> None:
         """A ticker or candle arrived (subscribe this to the event bus)."""
@@ -409,12 +465,11 @@ class HealthMonitor:
         now = self.clock.monotonic()
         for track in self._tracks.values():
             track.next_due = now
-            start = getattr(track.check, "start", None)
-            if start is not None:
-                try:
-                    await start(self.submit)
-                except Exception as exc:  # noqa: BLE001
-                    log.error("check %r failed to start: %s", track.check.name, exc)
+        for track in self._starts:
+            try:
+                await track.check.start(self.submit)
+            except Exception as exc:  # noqa: BLE001
+                log.error("check %r failed to start: %s", track.check.name, exc)
 
     async def stop(self) -> None:
         if not self._started:
@@ -426,11 +481,9 @@ class HealthMonitor:
             if track.latest is not None and track.latest is not track.persisted:
                 self._persist(track.latest)
                 track.persisted = track.latest
-        for track in self._tracks.values():
-            stop = getattr(track.check, "stop", None)
-            if stop is not None:
-                with contextlib.suppress(Exception):
-                    await stop()
+        for track in self._stops:
+            with contextlib.suppress(Exception):
+                await track.check.stop()
 
     async def process_pending(self) -> int:
         """Process every result delivered so far (what the monitor's task does continuously)."""
@@ -494,7 +547,7 @@ class HealthMonitor:
         name, limit = track.check.name, self.settings.blind_after
         if not limit or track.failures < limit:
             return CheckResult(check=name, status=HealthStatus.DEGRADED, message=message, time=self.clock.now())
-        options = getattr(track.check, "options", None)
+        options = track.check.options if isinstance(track.check, _HasOptions) else None
         target = options.target() if isinstance(options, TriggerOptions) else None
         return CheckResult(
             check=name,
@@ -591,12 +644,11 @@ class HealthMonitor:
             return
         for track in self._tracks.values():
             track.failures = 0  # a blind check gets blind_after more rounds before it HALTs again
-            reset = getattr(track.check, "reset", None)
-            if reset is not None:
-                try:
-                    reset()
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("check %r failed to reset: %s", track.check.name, exc)
+        for track in self._resets:
+            try:
+                track.check.reset()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("check %r failed to reset: %s", track.check.name, exc)
 
     # --- reading ------------------------------------------------------------------------------
 

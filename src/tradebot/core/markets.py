@@ -287,13 +287,14 @@ class MarketBook:
 
     async def refresh(self, exchange: Any, *, expected: Sequence[str] = ()) -> bool:
         """Ask ``exchange.markets()`` again. False (logged, last rules kept) when it fails."""
-        markets = getattr(exchange, "markets", None)
-        if markets is None:
+        from tradebot.core.exchange import ListsMarkets
+
+        if not isinstance(exchange, ListsMarkets):
             self.last_error = f"the exchange {getattr(exchange, 'name', '?')!r} provides no markets()"
             log.error("%s: no market rules, so every order is refused", self.last_error)
             return False
         try:
-            answer = await markets()
+            answer = await exchange.markets()
         except Exception as exc:  # noqa: BLE001 - rules stay as they were; the next refresh asks again
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("could not read the exchange's market rules (%s); keeping the last good ones", self.last_error)

@@ -25,8 +25,8 @@ from tradebot.core.components import ComponentSpec
 from tradebot.core.errors import PluginError, PluginQuarantined, TradebotError, describe
 
 __all__ = [
-    "DEFAULT_DISABLED",
     "ENV_PLUGINS",
+    "OPT_IN_GROUP",
     "LoadReport",
     "PluginHost",
     "PluginInfo",
@@ -34,6 +34,7 @@ __all__ = [
     "RegisteredComponent",
     "installed_plugins",
     "name_clashes",
+    "opt_in_plugins",
 ]
 
 log = logging.getLogger("tradebot.plugins")
@@ -41,8 +42,11 @@ log = logging.getLogger("tradebot.plugins")
 ENV_PLUGINS = "TRADEBOT_PLUGINS"
 GROUP = hookspecs.PROJECT
 
-DEFAULT_DISABLED: frozenset[str] = frozenset({"telegram", "webhook"})
-"""Built-ins that need settings of the user's (tokens, URLs) and so are off unless enabled."""
+OPT_IN_GROUP = f"{GROUP}.opt_in"
+"""Entry-point group where a package declares which of its plugins are opt-in: off until the
+user enables them (``[plugins] enabled``, ``tradebot plugins enable``), as a plugin needing
+the user's settings (tokens, URLs) should be. Read from the package metadata: nothing is
+imported to learn it. The built-in ``telegram`` and ``webhook`` notifiers are declared there."""
 
 _CATEGORY_ORDER = [
     "tradebot_register_exchanges",
@@ -127,6 +131,11 @@ def name_clashes() -> list[str]:
     ]
 
 
+def opt_in_plugins() -> frozenset[str]:
+    """Installed plugins their package declares opt-in (group :data:`OPT_IN_GROUP`; no import)."""
+    return frozenset(ep.name for ep in metadata.entry_points(group=OPT_IN_GROUP))
+
+
 def hook_names(module: object) -> tuple[str, ...]:
     """The tradebot hook implementations a plugin object defines."""
     marker = f"{hookspecs.PROJECT}_impl"
@@ -155,10 +164,12 @@ def resolve_enabled(
     environ: dict[str, str] | None = None,
     *,
     disabled: Collection[str] = (),
+    opt_in: Collection[str] | None = None,
 ) -> list[str]:
     """The plugin set to load: ``TRADEBOT_PLUGINS`` wins, then the config, then the default.
 
-    The default is every installed plugin except :data:`DEFAULT_DISABLED`. ``disabled``
+    The default is every installed plugin except the opt-in ones (``opt_in``, by default
+    those the installed packages declare: :func:`opt_in_plugins`). ``disabled``
     (``[plugins] disabled``) is taken out of the configured or default set, so a plugin
     installed later is still loaded by default.
     """
@@ -169,7 +180,9 @@ def resolve_enabled(
     off = set(disabled)
     if configured is not None:
         return [n for n in configured if n not in off]
-    return sorted(n for n in installed if n not in DEFAULT_DISABLED and n not in off)
+    if opt_in is None:
+        opt_in = opt_in_plugins()
+    return sorted(n for n in installed if n not in opt_in and n not in off)
 
 
 @attrs.frozen

@@ -79,7 +79,12 @@ class PolicyOutcome:
 
 @runtime_checkable
 class PositionPolicy(Protocol):
-    """A HALT position policy (built by a ``tradebot_register_position_policies`` factory)."""
+    """A HALT position policy (built by a ``tradebot_register_position_policies`` factory).
+
+    Optional, read once when the policy is built (absent: False): ``flattens``, True when a
+    completed run leaves every position flat (as the built-in ``close``): trading is then
+    over, and the bot stops, exit code 0, once such a HALT is done.
+    """
 
     name: str
     allows_reducing_while_halted: bool
@@ -147,9 +152,13 @@ class PolicyRunner:
         """Why the bot's positions cannot be trusted (a balance-check HALT); None when they can.
         While set, no policy trades: positions are kept."""
         self._task: asyncio.Task[PolicyOutcome | None] | None = None
+        self._allows_reducing: bool = bool(getattr(policy, "allows_reducing_while_halted", False))
+        """Whether the policy declares that exposure-reducing orders may pass while HALTED (read once)."""
+        self.flattens: bool = bool(getattr(policy, "flattens", False))
+        """Whether a completed run of the policy leaves every position flat (declared by the policy)."""
         self.outcomes: list[PolicyOutcome] = []
         self.outcome_listeners: list[Callable[[PolicyOutcome], None]] = []
-        """Told of every outcome (the bot stops once a ``close`` HALT is complete)."""
+        """Told of every outcome (the bot stops once a flattening policy's HALT is complete)."""
         trading.listeners.append(self._on_change)
 
     @classmethod
@@ -169,9 +178,10 @@ class PolicyRunner:
 
     @property
     def allows_reducing_while_halted(self) -> bool:
+        """Whether the risk gate lets exposure-reducing orders through while HALTED (declared by the policy)."""
         if self.untrusted is not None:
             return False  # a "reducing" sell could sell coins that are not the bot's
-        return bool(getattr(self.policy, "allows_reducing_while_halted", False))
+        return self._allows_reducing
 
     def risk_view(self) -> EffectiveTradingState:
         """The trading state to hand to the risk gate."""

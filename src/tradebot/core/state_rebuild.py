@@ -78,7 +78,9 @@ class StateReport:
 
 
 def _supports_history(exchange: Any) -> bool:
-    return callable(getattr(exchange, "closed_orders", None))
+    from tradebot.core.exchange import KeepsOrderHistory
+
+    return isinstance(exchange, KeepsOrderHistory)
 
 
 async def bot_orders(exchange: Any, ids: OrderIds, since: datetime | None) -> list[OrderInfo]:

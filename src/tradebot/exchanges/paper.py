@@ -10,14 +10,15 @@ charged in the quote currency, rounded as the exchange rounds them. Spot only: s
 needs the base asset, buying the quote asset.
 
 Market rules (precision, minimums, fees) are the market-data source's ``markets()``
-(Kraken's ``AssetPairs``, or the simulator's): orders off the pair's precision or below
+(Kraken's ``AssetPairs``, the simulator's, or any exchange plugin's): orders off the pair's precision or below
 its minimums are refused as the exchange would, and fees are the source's unless
 ``fee_pct`` / ``maker_fee_pct`` override them. Without rules from the source, fees are the
 first tier of Kraken's schedule (:data:`tradebot.exchanges.kraken.fees.KRAKEN_FEES`).
 
 Market data comes from another object with a ``market_data(pairs, ohlc_interval=...)``
-async iterator (normally the Kraken exchange pointed at the real API or the built-in
-simulator); every ticker passing through also drives the paper fills. Balances and
+async iterator: the exchange plugin a paper run wraps (the one ``[bot] exchange`` names
+under ``tradebot run --paper``, else ``market_data`` here; Kraken's against the real API or
+the built-in simulator by default); every ticker passing through also drives the paper fills. Balances and
 orders are kept in a small JSON file in the state directory, written atomically on every
 change, so a restart (or a kill -9) keeps them.
 """
@@ -31,7 +32,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 
@@ -43,7 +44,9 @@ from tradebot.api import (
     Fill,
     InsufficientFunds,
     InvalidOrder,
+    ListsMarkets,
     MarketClosed,
+    MarketDataSource,
     MarketEvent,
     MarketRuleError,
     MarketRules,
@@ -111,13 +114,9 @@ class PaperConfig:
     limit_fill_ratio: Decimal = attrs.field(default=Decimal(1), converter=_dec, validator=in_range(Decimal("0.01"), Decimal(1)))
     """Part of a resting limit order's volume filled per crossing ticker (1: all at once)."""
     market_data: str = attrs.field(default="kraken", validator=non_empty)
+    """The exchange plugin whose market data and rules the fills follow when ``[bot] exchange``
+    is ``paper`` (under ``tradebot run --paper``, the one ``[bot] exchange`` names)."""
     state_file: str = attrs.field(default="paper-exchange.json", validator=non_empty)
-
-
-class MarketDataSource(Protocol):
-    """Anything that streams market events (e.g. another exchange)."""
-
-    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]: ...
 
 
 def _split(pair: str) -> tuple[str, str]:
@@ -182,6 +181,8 @@ class PaperExchange:
     ) -> None:
         self.config = config or PaperConfig()
         self.market_source = market_source
+        self._source_markets = market_source if isinstance(market_source, ListsMarkets) else None
+        """The source's market rules, when it tells them (checked once, here)."""
         self._clock = clock or SystemClock()
         self.state_path = state_path
         self._balances: dict[str, Decimal] = dict(self.config.starting_balances)
@@ -241,10 +242,10 @@ class PaperExchange:
 
     async def markets(self) -> Mapping[str, MarketRules]:
         """The market-data source's rules (fees replaced by ``fee_pct`` / ``maker_fee_pct`` when set)."""
-        source = getattr(self.market_source, "markets", None)
+        source = self._source_markets
         if source is not None:
             try:
-                answer = await source()
+                answer = await source.markets()
             except TradebotError as exc:
                 if not self._rules:
                     raise
@@ -531,6 +532,7 @@ def tradebot_register_exchanges() -> list[ComponentSpec]:
             name="paper",
             factory=create,
             config_cls=PaperConfig,
+            fills_on_paper=True,
             description="Paper trading: live market data, simulated fills, fees and slippage, persisted balances",
         )
     ]

@@ -7,7 +7,7 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from tradebot.core import telemetry, tracing
 from tradebot.core.bus import BusClosed, EventBus, Subscription
@@ -33,6 +33,21 @@ if TYPE_CHECKING:
     from tradebot.core.strategy._api import StrategyStats
 
 log = logging.getLogger("tradebot.strategy")
+
+
+@runtime_checkable
+class _HasOnEvent(Protocol):
+    def on_event(self, event: Any) -> Any: ...
+
+
+@runtime_checkable
+class _Starts(Protocol):
+    def start(self) -> Any: ...
+
+
+@runtime_checkable
+class _Stops(Protocol):
+    def stop(self) -> Any: ...
 
 
 class StrategyRunner(InlineDispatch):
@@ -109,7 +124,7 @@ class StrategyRunner(InlineDispatch):
         """
         if name in self._handles:
             raise ValueError(f"a strategy instance named {name!r} is already added")
-        if not callable(getattr(strategy, "on_event", None)):
+        if not isinstance(strategy, _HasOnEvent) or not callable(strategy.on_event):
             raise TypeError(f"strategy {name!r} has no on_event method")
         timeout_s = _pick(timeout_s, instance, "timeout_s", 5.0)
         warn_s = _pick(warn_s, instance, "warn_s", 1.0)
@@ -473,10 +488,9 @@ class StrategyRunner(InlineDispatch):
     # --- start and stop -----------------------------------------------------------------
 
     async def _start(self, handle: StrategyHandle) -> bool:
-        start = getattr(handle.strategy, "start", None)
-        if callable(start):
+        if isinstance(handle.strategy, _Starts) and callable(handle.strategy.start):
             try:
-                await self._invoke(handle, "start", start)
+                await self._invoke(handle, "start", handle.strategy.start)
             except Exception as exc:  # noqa: BLE001 - includes timeouts
                 what = "timed out" if isinstance(exc, (TimeoutError, _Overran)) else f"raised {type(exc).__name__}: {exc}"
                 await self._quarantine(handle, f"start {what}")
@@ -491,13 +505,12 @@ class StrategyRunner(InlineDispatch):
     async def _stop(self, handle: StrategyHandle) -> None:
         handle.started = False
         worker = handle.worker
-        stop = getattr(handle.strategy, "stop", None)
         try:
-            if callable(stop):
+            if isinstance(handle.strategy, _Stops) and callable(handle.strategy.stop):
                 if worker is not None and worker.busy:
                     log.warning("strategy %r is still busy; not calling stop()", handle.name)
                 else:
-                    await self._invoke(handle, "stop", stop, timeout_s=min(handle.timeout_s, self.stop_timeout_s))
+                    await self._invoke(handle, "stop", handle.strategy.stop, timeout_s=min(handle.timeout_s, self.stop_timeout_s))
         except Exception as exc:  # noqa: BLE001 - stopping must go on for the others
             log.error("strategy %r: stop failed: %s: %s", handle.name, type(exc).__name__, exc)
         finally:

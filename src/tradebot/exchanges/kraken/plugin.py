@@ -11,7 +11,7 @@ from tradebot.exchanges.kraken.config import KrakenConfig
 if TYPE_CHECKING:
     from tradebot.exchanges.kraken.exchange import KrakenExchange
 
-__all__ = ["create", "tradebot_register_exchanges"]
+__all__ = ["create", "on_simulator", "tradebot_register_exchanges"]
 
 
 def create(config: KrakenConfig | None, context: Any) -> KrakenExchange:
@@ -33,6 +33,13 @@ def create(config: KrakenConfig | None, context: Any) -> KrakenExchange:
     )
 
 
+def on_simulator(config: KrakenConfig | None, rest_url: str, ws_url: str) -> KrakenConfig:
+    """The config pointed at the built-in simulator (which speaks Kraken's protocol)."""
+    import attrs
+
+    return attrs.evolve(config or KrakenConfig(), base_url=rest_url, ws_url=ws_url)
+
+
 @hookimpl
 def tradebot_register_exchanges() -> Sequence[ComponentSpec]:
     return [
@@ -40,6 +47,7 @@ def tradebot_register_exchanges() -> Sequence[ComponentSpec]:
             name="kraken",
             factory=create,
             config_cls=KrakenConfig,
+            on_simulator=on_simulator,
             description="Kraken spot: REST + WebSocket v2, idempotent orders, rate limits, breakers, retries",
         )
     ]

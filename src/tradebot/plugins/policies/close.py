@@ -47,6 +47,8 @@ class ClosePolicy:
 
     name = "close"
     allows_reducing_while_halted = False
+    flattens = True
+    """A completed run leaves every position flat: the bot stops once it is done."""
 
     def __init__(self, config: CloseConfig, executor: Any, portfolio: Any, clock: Any, markets: Any = None) -> None:
         self.config = config

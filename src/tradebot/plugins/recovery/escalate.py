@@ -36,6 +36,8 @@ class EscalateAction(ActionBase):
     """Requests a stop with the escalation exit code from the supervisor (or the bot)."""
 
     name = "escalate"
+    escalates = True
+    """Heals by asking for a process restart: the failure's probe is not tried afterwards."""
     limits: EscalateConfig
 
     def __init__(self, config: EscalateConfig | None, context: Any) -> None:
