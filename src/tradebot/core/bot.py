@@ -136,6 +136,12 @@ class RunSummary:
     """Positions below their pair's minimum order at the end: they cannot be traded."""
 
     def render(self) -> str:
+        """The summary as printed at the end of a run; a secret an error quoted never shows."""
+        from tradebot.core.secrets import redact
+
+        return redact(self._render())
+
+    def _render(self) -> str:
         if not self.started:
             text = f"the bot did not start: {self.stop_reason or 'start-up failed'}\n  nothing was traded"
             if self.left_behind:
