@@ -122,6 +122,11 @@ class BotSettings:
     market_data: str = attrs.field(default="simulator", validator=one_of(("simulator", "kraken")))
     """Where market data comes from for the paper exchange: ``simulator`` (built-in, on
     127.0.0.1, no network) or ``kraken`` (Kraken's public data; needs the internet)."""
+    markets_refresh_s: float = attrs.field(default=60.0, validator=gt(0))
+    """How often the running bot asks the exchange for its market rules again (precision,
+    minimums, fees, each pair's status), so a pair the exchange turns ``cancel_only`` or
+    delists is refused before sending. The exchange plugin may answer from its own cache
+    (Kraken: ``[exchanges.kraken] markets_refresh_s``)."""
 
 
 @attrs.frozen
