@@ -169,7 +169,9 @@ async def check_state(
     """Compare the journal with this bot's orders on the exchange, and its fills with the
     exchange's trades of them (read-only). ``trades``: already read (see :func:`trades_by_order`)."""
     orders = await bot_orders(exchange, ids, since)
-    if trades is None:
+    if trades is None and any(store.get_order(o.client_order_id) is not None for o in orders):  # type: ignore[arg-type]
+        # fills are compared only for orders the journal has: an empty journal costs no
+        # TradesHistory call (2 points on Kraken's counter)
         trades = await trades_by_order(exchange, since)
     missing, differing = [], []
     for info in orders:
@@ -310,8 +312,7 @@ async def recover_at_start(ctx: Any, executor: Any, ids: OrderIds) -> str | None
         return reason
     since = _since(store)
     try:
-        trades = await trades_by_order(exchange, since)
-        report = await check_state(store, exchange, ids, since, trades=trades)
+        report = await check_state(store, exchange, ids, since)
     except Exception as exc:  # noqa: BLE001 - cannot tell: a damaged or new state halts
         log.warning("could not compare the journal with the exchange's history: %s", exc)
         if damage is None and not store.created:
@@ -328,7 +329,7 @@ async def recover_at_start(ctx: Any, executor: Any, ids: OrderIds) -> str | None
             f" ({'a new state' if store.created else 'lost changes'})"
         )
     try:
-        rebuilt = await rebuild_state(executor, exchange, ids, since, trades=trades)
+        rebuilt = await rebuild_state(executor, exchange, ids, since)
     except Exception as exc:  # noqa: BLE001 - stay HALTED and say so
         log.exception("rebuilding the journal from the exchange failed")
         reason = f"{damage}; rebuilding the journal from the exchange failed ({exc}): run `tradebot state rebuild`, then `tradebot resume`"
