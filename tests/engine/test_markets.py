@@ -9,6 +9,7 @@ from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from tradebot.core.clock import SystemClock
@@ -227,6 +228,42 @@ async def test_paper_refuses_what_the_exchange_would_and_can_fill_limits_in_part
     assert [f.filled_volume for f in fills] == [D("0.4"), D("0.8"), D(1)]
     assert fills[-1].status is OrderStatus.CLOSED
     assert fills[-1].fee == D(2990) * D("0.25") / 100  # maker fee on every part
+
+
+async def test_paper_refuses_by_the_pairs_status_as_the_simulator_does(sim: Simulator) -> None:
+    """The same orders on a ``reduce_only`` and a ``limit_only`` pair: the simulator and the
+    paper exchange (whose rules come from it) refuse the same ones."""
+    from tradebot.core.errors import MarketClosed
+    from tradebot.core.models import Ticker, utc_now
+
+    sim.catalog.set_status("ETH/USD", "reduce_only")
+    sim.catalog.set_status("SOL/USD", "limit_only")
+    ex = kraken(sim)
+    await ex.start()
+    try:
+        paper = PaperConfig(starting_balances={"USD": D(100000), "ETH": D(10)})
+        paper_ex = PaperExchange(paper, market_source=ex)
+        await paper_ex.markets()
+        for pair, price in (("ETH/USD", D(3000)), ("SOL/USD", D(150))):
+            paper_ex.on_ticker(Ticker(pair, price, price + D("0.01"), price, D(1), utc_now()))
+        cases = [
+            ("ETH/USD", Side.BUY, OrderType.MARKET, D("0.01"), False),
+            ("ETH/USD", Side.SELL, OrderType.MARKET, D("11"), False),  # more than held: does not reduce
+            ("ETH/USD", Side.SELL, OrderType.MARKET, D("0.01"), True),
+            ("SOL/USD", Side.BUY, OrderType.MARKET, D("1"), False),
+            ("SOL/USD", Side.BUY, OrderType.LIMIT, D("1"), True),
+        ]
+        for i, (pair, side, order_type, volume, accepted) in enumerate(cases):
+            price = D(140) if order_type is OrderType.LIMIT else None
+            request = OrderRequest(pair, side, order_type, volume, f"c{i}", price)
+            for exchange in (ex, paper_ex):
+                if accepted:
+                    await exchange.place_order(attrs.evolve(request, client_order_id=f"{exchange.name}-{i}"))
+                else:
+                    with pytest.raises((MarketClosed, InvalidOrder)):
+                        await exchange.place_order(attrs.evolve(request, client_order_id=f"{exchange.name}-{i}"))
+    finally:
+        await ex.close()
 
 
 async def test_close_completes_when_only_dust_is_left_and_says_how_much(sim: Simulator, ex: KrakenExchange, tmp_path: Path) -> None:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tradebot.app.bootstrap import prepare
 from tradebot.app.bot import Bot, RunOptions
 from tradebot.app.config import settings_from_dict
+from tradebot.core.markets import PairStatus
 from tradebot.core.risk import RejectReason
 from tradebot.simulator import run_simulator
 
@@ -157,3 +160,109 @@ async def test_paper_run_rounds_and_refuses_with_the_simulators_rules(tmp_path: 
     assert all(e.volume == D("0.01234567") and e.status.value == "closed" for e in journal)
     assert bot.context.extras["risk"].rejections[RejectReason.MARKET_RULES] >= 1
     assert any("ETH/USD's minimum order volume 0.002" in r.getMessage() for r in caplog.records)
+
+
+async def _until(predicate: Any, timeout_s: float, what: str) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not predicate():
+            await asyncio.sleep(0.02)
+    assert predicate(), what
+
+
+@pytest.mark.timeout(90)
+async def test_a_pair_status_changed_during_the_run_is_picked_up_at_the_next_refresh(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulator turns BTC/USD ``cancel_only`` while the bot trades it: at its next
+    market-rules refresh (``[bot] markets_refresh_s``) the bot knows, and from then on the
+    risk gate refuses BTC/USD orders before sending (no AddOrder reaches the simulator);
+    back ``online``, the bot trades it again."""
+    async with run_simulator(seed=3, tick_interval_s=0.05, rate_tier="pro") as sim:
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
+        config = {
+            "bot": {"state_dir": "state", "exchange": "kraken", "pairs": ["BTC/USD"], "markets_refresh_s": 0.3},
+            "http": {"enabled": False},
+            "risk": {"max_orders_per_minute": 1000},
+            "checks": {"volatility": {"max_change_pct": 90.0}},
+            "exchanges": {
+                "kraken": {
+                    "base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0, "rate_tier": "pro",
+                    "markets_refresh_s": 0.1,
+                }
+            },
+            "strategies": {"btc": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}},
+        }
+        settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+        bot = Bot(prepare(settings=settings), RunOptions(duration_s=60))
+        run = asyncio.create_task(bot.run())
+        try:
+            await _until(lambda: len(sim.account.orders) >= 1, 30, "the bot placed no order")
+            ctx = bot.context
+            assert ctx is not None
+            book, gate = ctx.extras["markets"], ctx.extras["risk"]
+            assert book.rules("BTC/USD").status is PairStatus.ONLINE
+            refreshes = book.refreshed
+
+            sim.catalog.set_status("BTC/USD", "cancel_only")
+            await _until(lambda: book.rules("BTC/USD").status is PairStatus.CANCEL_ONLY, 5, "status not picked up")
+            assert book.refreshed > refreshes
+            await asyncio.sleep(0.3)  # an order that passed the gate just before: on the wire now
+            sent, refused = sim.stats.requests["AddOrder"], gate.rejections[RejectReason.MARKET_RULES]
+            await _until(lambda: gate.rejections[RejectReason.MARKET_RULES] >= refused + 2, 20, "no signal refused")
+            assert sim.stats.requests["AddOrder"] == sent  # refused before sending
+
+            orders = len(sim.account.orders)
+            sim.catalog.set_status("BTC/USD", "online")
+            await _until(lambda: book.rules("BTC/USD").status is PairStatus.ONLINE, 5, "online not picked up")
+            await _until(lambda: len(sim.account.orders) > orders, 20, "no order after the pair came back online")
+        finally:
+            bot.request_stop("test over")
+            summary = await asyncio.wait_for(run, 30)
+    assert summary.exit_code == 0, summary.stop_reason
+    assert summary.trading_state == "active"
+
+
+@pytest.mark.timeout(90)
+async def test_an_order_the_exchange_refuses_by_pair_status_is_recorded_rejected_and_trading_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exchange turns the pair ``cancel_only`` before the bot's next refresh: the order
+    that reaches it is refused (``EService:Market in cancel_only mode``), recorded REJECTED
+    with that reason, counted as refused when sent, never placed, and the run goes on."""
+    async with run_simulator(seed=3, tick_interval_s=0.05, rate_tier="pro") as sim:
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
+        monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
+        config = {
+            "bot": {"state_dir": "state", "exchange": "kraken", "pairs": ["BTC/USD"]},  # rules refreshed every 60 s
+            "http": {"enabled": False},
+            "risk": {"max_orders_per_minute": 1000},
+            "checks": {"volatility": {"max_change_pct": 90.0}},
+            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0, "rate_tier": "pro"}},
+            "strategies": {"btc": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}},
+        }
+        settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
+        bot = Bot(prepare(settings=settings), RunOptions(duration_s=60))
+        run = asyncio.create_task(bot.run())
+        try:
+            await _until(lambda: len(sim.account.orders) >= 1, 30, "the bot placed no order")
+            ctx = bot.context
+            assert ctx is not None
+            sim.catalog.set_status("BTC/USD", "cancel_only")
+            placed = len(sim.account.orders)
+
+            def refused() -> list[Any]:
+                return [e for e in ctx.store.orders() if e.status.value == "rejected"]
+
+            await _until(lambda: bool(refused()), 20, "no order reached the exchange")
+            entry = refused()[0]
+            assert ctx.extras["markets"].rules("BTC/USD").status is PairStatus.ONLINE  # the bot did not know yet
+            assert sim.stats.add_order_calls.get(entry.client_order_id) == 1  # refused once, not retried
+        finally:
+            bot.request_stop("test over")
+            summary = await asyncio.wait_for(run, 30)
+        assert len(sim.account.orders) == placed  # the exchange placed none of them
+    assert "MarketClosed" in (entry.last_error or "") and "cancel_only" in (entry.last_error or ""), entry.last_error
+    assert summary.exit_code == 0, summary.stop_reason
+    assert summary.refused_when_sent >= 1 and summary.trading_state == "active"
+    assert "refused when sent" in summary.render()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from decimal import Decimal as D
 from pathlib import Path
 
 import aiohttp
@@ -235,3 +236,52 @@ async def test_group_targets(kraken: KrakenTestClient, sim: Simulator) -> None:
     sim.faults.add("error=EGeneral:Internal error,on=private")
     assert (await kraken.public("Time"))["error"] == []
     assert (await kraken.private("Balance"))["error"] == ["EGeneral:Internal error"]
+
+
+async def test_a_pairs_status_refuses_addorder_as_kraken_does(kraken: KrakenTestClient, sim: Simulator) -> None:
+    """A pair's own ``AssetPairs`` status (set over the admin API) refuses what it forbids;
+    the other pairs trade on, and cancels still go."""
+    eth = sim.market["XETHZUSD"]
+    low, high = str((eth.bid * D("0.9")).quantize(D("0.01"))), str((eth.ask * D("1.1")).quantize(D("0.01")))
+
+    def order(side: str, ordertype: str = "market", volume: str = "0.01", **extra: str) -> dict[str, str]:
+        price = {"price": low if side == "buy" else high} if ordertype == "limit" else {}
+        return dict(pair="ETHUSD", type=side, ordertype=ordertype, volume=volume, **price, **extra)
+
+    async def add(fields: dict[str, str]) -> list[str]:
+        return list((await kraken.private("AddOrder", **fields))["error"])
+
+    async def set_status(status: str) -> None:
+        code, body = await kraken.admin("POST", f"pair_status?pair=ETH/USD&status={status}")
+        assert code == 200, body
+
+    resting = await kraken.private("AddOrder", **order("buy", "limit"), cl_ord_id="resting")
+    assert resting["error"] == []
+    await set_status("cancel_only")
+    pairs = (await kraken.public("AssetPairs", pair="ETHUSD"))["result"]
+    assert pairs["XETHZUSD"]["status"] == "cancel_only"
+    assert await add(order("buy", "limit")) == ["EService:Market in cancel_only mode"]
+    assert await add(order("sell", validate="true")) == ["EService:Market in cancel_only mode"]  # validate too
+    assert (await kraken.private("CancelOrder", cl_ord_id="resting"))["result"] == {"count": 1}
+    assert await add(dict(pair="XBTUSD", type="buy", ordertype="market", volume="0.001")) == []  # other pairs trade
+
+    await set_status("post_only")
+    assert await add(order("buy")) == ["EService:Market in post_only mode"]
+    assert await add(order("buy", "limit")) == []  # rests on the book
+    await set_status("limit_only")
+    assert await add(order("buy")) == ["EService:Market in limit_only mode"]
+    assert await add(order("buy", "limit")) == []
+    await set_status("reduce_only")
+    held = sim.account.balances["ETH"]
+    assert held > 0
+    assert await add(order("buy", "limit")) == ["EGeneral:Invalid arguments:reduce_only"]
+    assert await add(order("sell", volume=str(held + 1))) == ["EGeneral:Invalid arguments:reduce_only"]
+    assert await add(order("sell", volume="0.01")) == []  # reduces what the account holds
+    await set_status("delisted")
+    assert "XETHZUSD" not in (await kraken.public("AssetPairs"))["result"]
+    assert (await kraken.public("AssetPairs", pair="ETHUSD"))["error"] == ["EQuery:Unknown asset pair"]
+    assert await add(order("sell")) == ["EQuery:Unknown asset pair"]
+    await set_status("online")
+    assert await add(order("buy")) == []
+    code, body = await kraken.admin("POST", "pair_status?pair=ETH/USD&status=sleeping")
+    assert code == 400 and "unknown pair status" in body["error"]

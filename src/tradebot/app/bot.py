@@ -139,6 +139,12 @@ class RunSummary:
     """Positions below their pair's minimum order at the end: they cannot be traded."""
 
     def render(self) -> str:
+        """The summary as printed at the end of a run; a secret an error quoted never shows."""
+        from tradebot.core.secrets import redact
+
+        return redact(self._render())
+
+    def _render(self) -> str:
         if not self.started:
             text = f"the bot did not start: {self.stop_reason or 'start-up failed'}\n  nothing was traded"
             if self.left_behind:
@@ -664,11 +670,12 @@ class Bot:
         self._spawn("strategies", runner.run)
         self._spawn("equity", lambda: self._snapshot_equity(ctx))
         self._spawn("backups", ctx.store.run_backups)
-        self._spawn("markets", lambda: self._refresh_markets(ctx))
+        self._spawn("markets", lambda: self._refresh_markets(ctx, settings.bot.markets_refresh_s))
 
-    async def _refresh_markets(self, ctx: BotContext, every_s: float = 60.0) -> None:
-        """Keep the market rules current (the exchange plugin decides when to ask again), and
-        the dust they make of small positions recorded for ``tradebot health``."""
+    async def _refresh_markets(self, ctx: BotContext, every_s: float) -> None:
+        """Keep the market rules current every ``[bot] markets_refresh_s`` (the exchange plugin
+        may answer from its cache), and the dust they make of small positions recorded for
+        ``tradebot health``."""
         while True:
             await self.clock.sleep(every_s)
             await ctx.extras["markets"].refresh(ctx.exchange, expected=self.settings.bot.pairs)

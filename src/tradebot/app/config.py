@@ -125,6 +125,11 @@ class BotSettings:
     or ``exchange`` (the exchange plugin's own public data, live; ``kraken`` is the older
     spelling of it). An exchange plugin that cannot run against the simulator is always
     paper-traded on its own data."""
+    markets_refresh_s: float = attrs.field(default=60.0, validator=gt(0))
+    """How often the running bot asks the exchange for its market rules again (precision,
+    minimums, fees, each pair's status), so a pair the exchange turns ``cancel_only`` or
+    delists is refused before sending. The exchange plugin may answer from its own cache
+    (Kraken: ``[exchanges.kraken] markets_refresh_s``)."""
 
 
 @attrs.frozen

@@ -105,19 +105,20 @@ def rebuild(config_path: Path | None) -> None:
     cash from the exchange, and leave trading HALTED until you check it and resume."""
     from tradebot.core.executor import OrderExecutor
     from tradebot.core.portfolio import Portfolio
-    from tradebot.core.state_rebuild import SOURCE, check_state, rebuild_state
+    from tradebot.core.state_rebuild import SOURCE, check_state, rebuild_state, trades_by_order
 
     async def work(ctx: Any, ids: Any) -> int:
         portfolio = Portfolio(ctx.store, quote=ctx.settings.bot.quote)
         executor = OrderExecutor(ctx.exchange, ctx.store, portfolio, order_ids=ids)
-        result = await rebuild_state(executor, ctx.exchange, ids, None)
+        trades = await trades_by_order(ctx.exchange, None)  # read once: the check after compares with them too
+        result = await rebuild_state(executor, ctx.exchange, ids, None, trades=trades)
         click.echo(result.message)
         if result.added or result.updated:
             await ctx.trading.halt_anew(
                 f"{result.message} by `tradebot state rebuild`: check it (`tradebot state check`), then `tradebot resume`",
                 SOURCE,
             )
-        report = await check_state(ctx.store, ctx.exchange, ids, None)
+        report = await check_state(ctx.store, ctx.exchange, ids, None, trades=trades)
         for line in report.lines():
             click.echo(line)
         click.echo(f"trading state {ctx.trading.state.value.upper()}: {ctx.trading.reason}")

@@ -38,7 +38,7 @@ import asyncio
 import inspect
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -259,9 +259,15 @@ class OrderExecutor:
             return False
         return (held > 0) == (request.side is Side.SELL) and request.volume <= abs(held)
 
-    async def adopt(self, info: OrderInfo, *, reason: str) -> OrderInfo:
+    async def adopt(self, info: OrderInfo, *, reason: str, trades: Sequence[Fill] = ()) -> OrderInfo:
         """Journal an order of this bot found on the exchange but not in the journal (a lost
-        state), with its fills, through the same path as orders the bot tracks itself."""
+        state), with its fills, through the same path as orders the bot tracks itself.
+
+        ``trades``: the exchange's trades of this order. When the journal has recorded no fill
+        of it yet, each trade becomes one fill with the exchange's volume, price, fee and trade
+        id, so the portfolio holds exactly what the exchange executed; what the order says is
+        filled beyond them is recorded as one fill at its average price.
+        """
         cid = info.client_order_id
         if not cid:
             raise ValueError("only an order with a client order id can be adopted")
@@ -284,7 +290,32 @@ class OrderExecutor:
                     sent_at=created,
                 )
             )
+        if trades and self._entry(cid).filled_volume == 0:
+            await self._record_trades(cid, trades)
         return await self._apply_and_emit(cid, info)
+
+    async def _record_trades(self, cid: str, trades: Sequence[Fill]) -> None:
+        """Each of the exchange's trades of order ``cid`` as one fill, oldest first."""
+        filled, cost, fee = ZERO, ZERO, ZERO
+        for trade in sorted(trades, key=lambda t: (t.time, t.trade_id)):
+            fill = attrs.evolve(trade, client_order_id=cid)
+            filled, cost, fee = filled + trade.volume, cost + trade.volume * trade.price, fee + trade.fee
+            with self.store.transaction() as tx:
+                tx.update_order(
+                    cid,
+                    filled_volume=filled,
+                    avg_fill_price=cost / filled,
+                    fee=fee,
+                    exchange_order_id=trade.exchange_order_id,
+                    updated_at=self._clock.now(),
+                )
+                recorded = self.portfolio.apply_fill(fill, tx)
+            if recorded is not None:
+                trades_log.info(
+                    "trade (from the exchange's history): %s %s %s @ %s, fee %s, order %s",
+                    fill.side.value, fill.volume, fill.pair, fill.price, fill.fee, cid,
+                )
+                await self._call(self.on_fill, fill, "on_fill")
 
     async def _lookup(self, cid: str) -> OrderInfo | None:
         """``order_by_client_id`` with retries; raises :class:`_Unresolved` when every try failed."""

@@ -19,7 +19,7 @@ from typing import Any
 
 import attrs
 
-from tradebot.core.models import OrderInfo, OrderStatus, Side
+from tradebot.core.models import Fill, OrderInfo, OrderStatus, Side
 from tradebot.core.order_ids import OrderIds
 from tradebot.core.store import JournalEntry, StateStore
 
@@ -48,6 +48,11 @@ class StateReport:
     positions: dict[str, tuple[Decimal, Decimal]] = attrs.field(factory=dict)
     """pair -> (journal position, position from this bot's fills on the exchange); only
     when the whole history was read (``since`` None)."""
+    fill_differences: tuple[str, ...] = ()
+    """Orders whose journalled fills (volume, price, fee) differ from the exchange's trades
+    of them, one line each; empty when the exchange lists no trade history."""
+    orders: tuple[OrderInfo, ...] = ()
+    """This bot's orders the exchange listed."""
 
     @property
     def position_differences(self) -> dict[str, tuple[Decimal, Decimal]]:
@@ -55,7 +60,7 @@ class StateReport:
 
     @property
     def clean(self) -> bool:
-        return not self.missing and not self.differing and not self.position_differences
+        return not self.missing and not self.differing and not self.position_differences and not self.fill_differences
 
     def lines(self) -> list[str]:
         window = "all history" if self.since is None else f"since {self.since.isoformat(timespec='seconds')}"
@@ -70,6 +75,8 @@ class StateReport:
                 f"  differs: {entry.client_order_id} journal {entry.status.value} filled {entry.filled_volume},"
                 f" exchange {info.status.value} filled {info.filled_volume}"
             )
+        for line in self.fill_differences:
+            out.append(f"  fills differ from the exchange's trades: {line}")
         for pair, (journal, exchange) in sorted(self.positions.items()):
             mark = "" if journal == exchange else "   <- differs"
             out.append(f"  position {pair}: journal {journal}, exchange {exchange}{mark}")
@@ -93,6 +100,64 @@ async def bot_orders(exchange: Any, ids: OrderIds, since: datetime | None) -> li
     return sorted(seen.values(), key=lambda o: o.created_at.timestamp() if o.created_at else 0.0)
 
 
+PRICE_TOLERANCE = Decimal("0.0005")
+"""Relative difference allowed between the journal's and the trades' average price: the
+exchange rounds an order's average price to the pair's decimals (0.05 % covers SHIB's 8)."""
+FEE_TOLERANCE = Decimal("0.00001")
+"""Difference allowed between fee sums (the exchange states fees to a few more decimals than cash)."""
+
+
+async def trades_by_order(exchange: Any, since: datetime | None) -> dict[str, list[Fill]] | None:
+    """The exchange's trades after ``since`` by exchange order id; None when it lists none."""
+    if not callable(getattr(exchange, "trades", None)):
+        return None
+    found: dict[str, list[Fill]] = {}
+    for trade in await exchange.trades(since):
+        if trade.exchange_order_id:
+            found.setdefault(trade.exchange_order_id, []).append(trade)
+    return found
+
+
+def _fill_difference(cid: str, fills: list[Fill], trades: list[Fill]) -> str | None:
+    """How the journal's fills of one order differ from the exchange's trades (None: they agree)."""
+    volume = sum((f.volume for f in fills), ZERO)
+    t_volume = sum((t.volume for t in trades), ZERO)
+    fee = sum((f.fee for f in fills), ZERO)
+    t_fee = sum((t.fee for t in trades), ZERO)
+    price = sum((f.volume * f.price for f in fills), ZERO) / volume if volume else ZERO
+    t_price = sum((t.volume * t.price for t in trades), ZERO) / t_volume if t_volume else ZERO
+    problems = []
+    if volume != t_volume:
+        problems.append(f"volume {volume} in the journal, {t_volume} traded")
+    if volume and t_volume and abs(price - t_price) > PRICE_TOLERANCE * t_price:
+        problems.append(f"average price {price:.8f} in the journal, {t_price:.8f} traded")
+    if abs(fee - t_fee) > FEE_TOLERANCE:
+        problems.append(f"fee {fee} in the journal, {t_fee} charged")
+    if not problems:
+        return None
+    return f"{cid} ({len(fills)} fills, {len(trades)} trades): " + "; ".join(problems)
+
+
+def fill_differences(store: StateStore, orders: list[OrderInfo], trades: dict[str, list[Fill]]) -> list[str]:
+    """Each of ``orders`` the journal has whose fills differ from the exchange's trades."""
+    journal: dict[str, list[Fill]] = {}
+    for fill in store.fills():
+        if fill.client_order_id:
+            journal.setdefault(fill.client_order_id, []).append(fill)
+    out = []
+    for info in orders:
+        cid = info.client_order_id
+        if not cid or store.get_order(cid) is None:
+            continue  # missing from the journal altogether: reported as such
+        traded = trades.get(info.exchange_order_id or "", [])
+        if not traded and info.filled_volume > 0:
+            continue  # filled, but its trades are older than the history read: nothing to compare
+        line = _fill_difference(cid, journal.get(cid, []), traded)
+        if line is not None:
+            out.append(line)
+    return out
+
+
 def _differs(entry: JournalEntry, info: OrderInfo) -> bool:
     status = OrderStatus.OPEN if info.status in (OrderStatus.PENDING, OrderStatus.UNKNOWN) else info.status
     if entry.status is OrderStatus.UNKNOWN or (not entry.status.is_final and status.is_final):
@@ -100,9 +165,16 @@ def _differs(entry: JournalEntry, info: OrderInfo) -> bool:
     return entry.filled_volume != info.filled_volume or (entry.status.is_final and entry.status is not status)
 
 
-async def check_state(store: StateStore, exchange: Any, ids: OrderIds, since: datetime | None) -> StateReport:
-    """Compare the journal with this bot's orders on the exchange (read-only)."""
+async def check_state(
+    store: StateStore, exchange: Any, ids: OrderIds, since: datetime | None, *, trades: dict[str, list[Fill]] | None = None
+) -> StateReport:
+    """Compare the journal with this bot's orders on the exchange, and its fills with the
+    exchange's trades of them (read-only). ``trades``: already read (see :func:`trades_by_order`)."""
     orders = await bot_orders(exchange, ids, since)
+    if trades is None and any(store.get_order(o.client_order_id) is not None for o in orders):  # type: ignore[arg-type]
+        # fills are compared only for orders the journal has: an empty journal costs no
+        # TradesHistory call (2 points on Kraken's counter)
+        trades = await trades_by_order(exchange, since)
     missing, differing = [], []
     for info in orders:
         entry = store.get_order(info.client_order_id)  # type: ignore[arg-type]
@@ -121,7 +193,8 @@ async def check_state(store: StateStore, exchange: Any, ids: OrderIds, since: da
             pair_values = (journal.get(pair, ZERO), from_exchange.get(pair, ZERO))
             if pair_values != (ZERO, ZERO):
                 positions[pair] = pair_values
-    return StateReport(since, len(orders), tuple(missing), tuple(differing), positions)
+    differences = () if trades is None else tuple(fill_differences(store, orders, trades))
+    return StateReport(since, len(orders), tuple(missing), tuple(differing), positions, differences, tuple(orders))
 
 
 @attrs.frozen
@@ -131,25 +204,55 @@ class RebuildReport:
     added: tuple[str, ...]
     updated: tuple[str, ...]
     cash: Decimal | None
+    fill_differences: tuple[str, ...] = ()
+    """Orders whose fills still differ from the exchange's trades after the rebuild."""
+    trades_checked: bool = False
+    """The exchange's trade history was read and compared with the journal's fills."""
 
     @property
     def message(self) -> str:
         cash = "" if self.cash is None else f"; cash {self.cash} from the exchange"
-        return f"journal rebuilt from the exchange: {len(self.added)} orders added, {len(self.updated)} updated{cash}"
+        if not self.trades_checked:
+            fills = "; fills not compared (the exchange lists no trade history)"
+        elif self.fill_differences:
+            fills = "; fills DIFFER from the exchange's trades: " + " | ".join(self.fill_differences)
+        else:
+            fills = "; fills equal the exchange's trades"
+        return (
+            f"journal rebuilt from the exchange: {len(self.added)} orders added, {len(self.updated)} updated{cash}{fills}"
+        )
 
 
-async def rebuild_state(executor: Any, exchange: Any, ids: OrderIds, since: datetime | None) -> RebuildReport:
+async def rebuild_state(
+    executor: Any, exchange: Any, ids: OrderIds, since: datetime | None, *, trades: dict[str, list[Fill]] | None = None
+) -> RebuildReport:
     """Journal this bot's orders the journal lacks (with their fills, so positions follow),
-    bring differing ones in line, then take cash from the exchange's balance."""
-    report = await check_state(executor.store, exchange, ids, since)
+    bring differing ones in line, then take cash from the exchange's balance.
+
+    Fills come from the exchange's trade history (``trades``, read when not given): each
+    trade of an order the journal lacks becomes one fill with its volume, price and fee;
+    afterwards every order's fills are compared with its trades and any difference is
+    reported (logged, and in the report's message)."""
+    if trades is None:
+        trades = await trades_by_order(exchange, since)
+    report = await check_state(executor.store, exchange, ids, since, trades=trades)
     added: list[str] = []
     updated: list[str] = []
+
+    def traded(info: OrderInfo) -> list[Fill]:
+        return [] if trades is None else trades.get(info.exchange_order_id or "", [])
+
     for info in report.missing:
-        await executor.adopt(info, reason="rebuilt from the exchange")
+        await executor.adopt(info, reason="rebuilt from the exchange", trades=traded(info))
         added.append(info.client_order_id)  # type: ignore[arg-type]
     for entry, info in report.differing:
-        await executor.adopt(info, reason=entry.reason)
+        await executor.adopt(info, reason=entry.reason, trades=traded(info))
         updated.append(entry.client_order_id)
+    differences: tuple[str, ...] = ()
+    if trades is not None:
+        differences = tuple(fill_differences(executor.store, list(report.orders), trades))
+        for line in differences:
+            log.error("after the rebuild, fills differ from the exchange's trades: %s", line)
     cash = None
     try:
         cash_before = executor.portfolio.cash
@@ -163,7 +266,7 @@ async def rebuild_state(executor: Any, exchange: Any, ids: OrderIds, since: date
             log.info("cash after the rebuild: %s (was %s)", cash, cash_before)
     except Exception as exc:  # noqa: BLE001 - the journal is rebuilt; cash follows at the next sync
         log.warning("could not read balances after the rebuild: %s", exc)
-    result = RebuildReport(tuple(added), tuple(updated), cash)
+    result = RebuildReport(tuple(added), tuple(updated), cash, differences, trades is not None)
     log.warning("%s", result.message)
     return result
 

@@ -280,18 +280,24 @@ class PaperExchange:
         reference = None if ticker is None else (ticker.ask if request.side is Side.BUY else ticker.bid)
         if request.price is not None and reference is not None:
             reference = min(reference, request.price) if request.side is Side.BUY else request.price
+        base = request.pair.partition("/")[0]
+        # spot: an order reduces when it sells what the account holds (as the simulator judges it)
+        reduces = request.side is Side.SELL and request.volume <= self._balances.get(base, ZERO)
         try:
             volume, price = fit_order(
-                attrs.evolve(rules, status=PairStatus.ONLINE),
+                rules,
                 pair=request.pair,
                 side=request.side,
                 order_type=request.order_type,
                 volume=request.volume,
                 price=request.price,
                 reference_price=reference,
+                reduces=reduces,
             )
         except MarketRuleError as exc:
-            raise InvalidOrder(f"paper: {exc.message}", client_order_id=request.client_order_id) from None
+            # the pair's status refuses as the exchange's market mode does; the rest is the order's fault
+            cls = MarketClosed if exc.rule == "status" else InvalidOrder
+            raise cls(f"paper: {exc.message}", client_order_id=request.client_order_id) from None
         if volume != request.volume:
             raise InvalidOrder(
                 f"paper: volume {request.volume} has more than {request.pair}'s {rules.lot_decimals} lot decimals",

@@ -8,6 +8,9 @@
 - ``DELETE /_sim/faults``: remove every rule; ``DELETE /_sim/faults/{id}``: remove one.
 - ``POST /_sim/step?n=N``: move the market N ticks now.
 - ``POST /_sim/ws/disconnect?refuse=S``: close every WebSocket, refuse new ones for S seconds.
+- ``POST /_sim/pair_status?pair=BTC/USD&status=cancel_only``: change a pair's ``AssetPairs``
+  status (``online``, ``cancel_only``, ``post_only``, ``limit_only``, ``reduce_only``,
+  ``delisted``); AddOrder refuses what it forbids, as Kraken does.
 
 No authentication: the simulator binds 127.0.0.1 and holds only test money.
 """
@@ -105,8 +108,16 @@ def admin_routes(sim: Simulator) -> list[web.RouteDef]:
         closed = await sim.ws.disconnect_all(refuse)
         return _json({"closed": closed, "refuse_s": refuse})
 
+    async def post_pair_status(request: web.Request) -> web.Response:
+        try:
+            sim.catalog.set_status(request.query.get("pair", ""), request.query.get("status", ""))
+        except (KeyError, ValueError) as exc:
+            return _bad(str(exc).strip("'\""))
+        return _json({"statuses": dict(sim.catalog.statuses)})
+
     return [
         web.get("/_sim/state", get_state),
+        web.post("/_sim/pair_status", post_pair_status),
         web.get("/_sim/faults", get_faults),
         web.post("/_sim/faults", post_faults),
         web.delete("/_sim/faults", delete_faults),

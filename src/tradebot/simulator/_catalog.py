@@ -7,7 +7,10 @@ from decimal import Decimal
 
 import attrs
 
-__all__ = ["AssetInfo", "Catalog", "PairInfo", "default_catalog"]
+__all__ = ["PAIR_STATUSES", "AssetInfo", "Catalog", "PairInfo", "default_catalog"]
+
+PAIR_STATUSES = ("online", "cancel_only", "post_only", "limit_only", "reduce_only", "delisted")
+"""A pair's status in ``AssetPairs`` (Kraken's), and ``delisted`` (no longer listed)."""
 
 
 @attrs.frozen
@@ -73,12 +76,18 @@ class Catalog:
         return self.statuses.get(pair.key, "online")
 
     def set_status(self, name: str, status: str) -> None:
-        """Change a pair's status (``online``, ``cancel_only``, ``post_only``, ``limit_only``,
-        ``reduce_only``), as Kraken does in maintenance or before delisting."""
+        """Change a pair's status (one of :data:`PAIR_STATUSES`), as Kraken does in
+        maintenance or before delisting. AddOrder then refuses what the status forbids; a
+        ``delisted`` pair leaves ``AssetPairs`` and orders for it are an unknown pair."""
         pair = self.pair(name)
         if pair is None:
             raise KeyError(f"unknown pair {name!r}")
-        self.statuses[pair.key] = status
+        if status not in PAIR_STATUSES:
+            raise ValueError(f"unknown pair status {status!r} (one of {', '.join(PAIR_STATUSES)})")
+        if status == "online":
+            self.statuses.pop(pair.key, None)
+        else:
+            self.statuses[pair.key] = status
 
     def asset(self, name: str) -> AssetInfo | None:
         """The asset called ``name`` (``BTC``, ``XXBT`` or ``XBT``), or None."""

@@ -359,7 +359,12 @@ def _answer_keys(params: Params, pairs: list[PairInfo]) -> list[str]:
 def public_asset_pairs(sim: Simulator, params: Params) -> dict[str, Any]:
     result = {}
     pairs = _pairs_param(sim, params, required=False)
-    for key, p in zip(_answer_keys(params, pairs), pairs, strict=True):
+    keys = _answer_keys(params, pairs)
+    if params.get("pair", "").strip() and any(sim.catalog.status(p) == "delisted" for p in pairs):
+        raise KrakenRejection("EQuery:Unknown asset pair")
+    for key, p in zip(keys, pairs, strict=True):
+        if sim.catalog.status(p) == "delisted":
+            continue  # Kraken stops listing a delisted pair
         result[key] = {
             "altname": p.altname,
             "wsname": p.wsname,
@@ -556,14 +561,43 @@ def _parse_order(sim: Simulator, params: Mapping[str, Any], *, pair: PairInfo | 
         now=sim.clock.now().timestamp(),
         pair=pair,
     )
-    if sim.status == "post_only":
-        pm = sim.market[order.pair.key]
-        crosses = order.ordertype != "limit" or (
-            order.price is not None and (pm.ask <= order.price if order.side == "buy" else pm.bid >= order.price)
-        )
-        if crosses and "post" not in order.oflags:
-            raise KrakenRejection("EService:Market in post_only mode")
+    if sim.status == "post_only" and _takes_liquidity(sim, order):
+        raise KrakenRejection("EService:Market in post_only mode")
+    _pair_allows(sim, order)
     return order
+
+
+def _takes_liquidity(sim: Simulator, order: OrderParams) -> bool:
+    """An order that is not a post-only limit resting on the book."""
+    pm = sim.market[order.pair.key]
+    crosses = order.ordertype != "limit" or (
+        order.price is not None and (pm.ask <= order.price if order.side == "buy" else pm.bid >= order.price)
+    )
+    return crosses and "post" not in order.oflags
+
+
+def _pair_allows(sim: Simulator, order: OrderParams) -> None:
+    """Refuse what the pair's ``AssetPairs`` status forbids, as Kraken does.
+
+    ``cancel_only``: no new order; ``post_only``: none that would take liquidity;
+    ``limit_only``: limit orders only; ``reduce_only``: on spot, only a sell of what the
+    account holds of the base; ``delisted``: the pair is unknown to trading.
+    """
+    status = sim.catalog.status(order.pair)
+    if status == "online":
+        return
+    if status == "delisted":
+        raise KrakenRejection("EQuery:Unknown asset pair")
+    if status == "cancel_only":
+        raise KrakenRejection("EService:Market in cancel_only mode")
+    if status == "post_only" and _takes_liquidity(sim, order):
+        raise KrakenRejection("EService:Market in post_only mode")
+    if status == "limit_only" and order.ordertype != "limit":
+        raise KrakenRejection("EService:Market in limit_only mode")
+    if status == "reduce_only":
+        held = sim.account.balances.get(order.pair.base.code, Decimal(0))
+        if order.side != "sell" or order.volume > held:
+            raise KrakenRejection(f"{INVALID}:reduce_only")
 
 
 def _describe(order: OrderParams) -> str:

@@ -28,6 +28,7 @@ from tradebot.core.files import private_dir, private_files
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import StateError
 from tradebot.core.models import Fill, OrderStatus, OrderType, Side, TradingState
+from tradebot.core.secrets import redact
 from tradebot.core.store import _backups
 from tradebot.core.store._records import (
     EquitySnapshot,
@@ -85,6 +86,12 @@ def _opt_str(v: Any) -> str | None:
     return None if v is None else str(v)
 
 
+def _text(v: str | None) -> str | None:
+    """Free text on its way into the database (an error, a reason, a message): a secret it
+    quotes (an exchange's error may echo what it was sent) is never written, nor backed up."""
+    return None if v is None else redact(v)
+
+
 _ORDER_COLUMNS = (
     "client_order_id pair side order_type volume price status exchange_order_id filled_volume "
     "avg_fill_price fee strategy reason attempts last_error created_at updated_at sent_at"
@@ -106,9 +113,9 @@ def _order_row_values(entry: JournalEntry) -> list[Any]:
         _opt_str(entry.avg_fill_price),
         str(entry.fee),
         entry.strategy,
-        entry.reason,
+        _text(entry.reason),
         entry.attempts,
-        entry.last_error,
+        _text(entry.last_error),
         _ts(entry.created_at),
         _ts(entry.updated_at),
         None if entry.sent_at is None else _ts(entry.sent_at),
@@ -145,6 +152,8 @@ def _db_value(value: Any) -> Any:
         return _ts(value)
     if isinstance(value, (Side, OrderType, OrderStatus)):
         return value.value
+    if isinstance(value, str):
+        return _text(value)
     return value
 
 
@@ -241,7 +250,7 @@ class StoreTx:
         self._conn.execute(
             "INSERT INTO kv (key, value, updated_at) VALUES (?,?,?) "
             "ON CONFLICT(key) DO UPDATE SET value=excluded.value, updated_at=excluded.updated_at",
-            (key, value, _ts(time)),
+            (key, _text(value), _ts(time)),
         )
 
     def incr_counter(self, name: str, by: int = 1) -> int:
@@ -646,7 +655,7 @@ class StateStore:
                 "INSERT INTO trading_state (id, state, reason, source, time) VALUES (1,?,?,?,?) "
                 "ON CONFLICT(id) DO UPDATE SET state=excluded.state, reason=excluded.reason, "
                 "source=excluded.source, time=excluded.time",
-                (value, reason, source, _ts(time)),
+                (value, _text(reason), source, _ts(time)),
             )
             if manual_resume:
                 tx.set_kv(MANUAL_RESUME_KEY, _ts(time), time)
@@ -673,7 +682,7 @@ class StateStore:
         with self.transaction() as tx:
             tx.execute(
                 "INSERT INTO health (check_name, status, message, metrics_json, time) VALUES (?,?,?,?,?)",
-                (check, status, message, metrics_json, _ts(time)),
+                (check, status, _text(message), _text(metrics_json), _ts(time)),
             )
             tx.execute(
                 "DELETE FROM health WHERE seq <= (SELECT max(seq) FROM health) - ?", (self.health_retention,)

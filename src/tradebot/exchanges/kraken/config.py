@@ -100,7 +100,10 @@ class KrakenConfig:
     """The authenticated WebSocket; empty: ``wss://ws-auth.kraken.com/v2`` with Kraken's public
     ``ws_url``, else ``ws_url`` itself (the simulator serves both on one address)."""
     # market rules (AssetPairs, and the fee tier from TradeVolume when keys are given)
-    markets_refresh_s: float = attrs.field(default=900.0, validator=gt(0))
+    markets_refresh_s: float = attrs.field(default=60.0, validator=gt(0))
+    """How long ``AssetPairs`` (and the fee tier) are kept before Kraken is asked again: a pair
+    turned ``cancel_only`` or delisted is known within this time (one public call, and one
+    private ``TradeVolume`` call when keys are given, per refresh)."""
 
     def __attrs_post_init__(self) -> None:
         self.breaker_config()  # validates the combination (min_calls <= window ...)

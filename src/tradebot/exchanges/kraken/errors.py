@@ -127,7 +127,12 @@ def map_kraken_error(
         if cls is RateLimited:
             wait = LOCKOUT_S if head == "EGeneral:Temporary lockout" else None
             return RateLimited(f"{prefix}: {meaning}", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors)
-        return cls(f"{prefix}: {meaning}", endpoint=endpoint, kraken_error=all_errors)
+        error = cls(f"{prefix}: {meaning}", endpoint=endpoint, kraken_error=all_errors)
+        if cls is MarketClosed and trading:
+            # an order refused by the market's mode (which lasts minutes to hours) is not
+            # placed: said at once, not retried with backoff; the strategy may signal again
+            error.transient = False
+        return error
 
     if head == "EGeneral:Invalid arguments" or head.startswith("EOrder:"):
         cls = InvalidOrder if trading or head.startswith("EOrder:") else ExchangeError
