@@ -120,12 +120,15 @@ def test_secrets_from_env_and_file_never_shown(tmp_path: Path) -> None:
     f = tmp_path / "secrets.toml"
     f.write_text('kraken_api_key = "KEYFROMFILE"\nkraken_api_secret = "U0VDUkVUU0VDUkVU"\n')
     f.chmod(0o600)
-    store = load_secrets(f, environ={"TRADEBOT_KRAKEN_API_KEY": "KEYFROMENV"})
+    declared = ("kraken_api_key", "kraken_api_secret")  # as the loaded Kraken plugin declares them
+    store = load_secrets(f, environ={"TRADEBOT_KRAKEN_API_KEY": "KEYFROMENV"}, declared=declared)
     assert store["kraken_api_key"] == "KEYFROMENV"
     assert store["kraken_api_secret"] == "U0VDUkVUU0VDUkVU"
     assert "KEYFROMENV" not in repr(store) and "U0VDUkVU" not in str(store)
     assert redact("sig U0VDUkVUU0VDUkVU end") == "sig *** end"
     assert isinstance(store, SecretStore)
+    with pytest.raises(ConfigError, match="unknown secret name 'kraken_api_key'"):
+        load_secrets(f, environ={})  # no plugin loaded declares it
 
 
 def test_config_check_exit_codes(tmp_path: Path) -> None:

@@ -128,7 +128,7 @@ def test_the_default_config_is_protected_and_passes(tmp_path: Path) -> None:
 def test_enabled_telegram_without_secrets_is_refused(tmp_path: Path) -> None:
     refused_everywhere(
         tmp_path, '[notifications]\nnotifiers = ["log", "telegram"]\n',
-        "the telegram notifier is enabled but its secret(s) telegram_bot_token, telegram_chat_id are not set",
+        "the notifier telegram needs the secret(s) telegram_bot_token, telegram_chat_id, which are not set",
         env={"TRADEBOT_PLUGINS": ",".join(_default_plugins() + ["telegram"])},
     )
 

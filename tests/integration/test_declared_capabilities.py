@@ -5,6 +5,9 @@ built-in ``close``, ``escalate`` and ``telegram``, through the assembled bot."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +212,74 @@ async def test_a_third_party_notifier_declared_opt_in_is_off_until_enabled(tmp_p
     summary = await enabled.run()
     assert summary.exit_code == 0, summary.stop_reason
     assert tbtest_jot.SENT, "the enabled opt-in notifier was told nothing"
+
+
+PAGER = '''
+from tradebot.api import ComponentSpec, hookimpl
+
+SENT = []
+
+
+class Pager:
+    """A notifier with a secret of its own, declared like the built-in telegram's."""
+
+    name = "pager"
+
+    def __init__(self, config, context):
+        self.key = context.extras["secrets"]["pager_key"]
+
+    async def send(self, notification):
+        SENT.append((self.key, notification.title))
+        import logging
+
+        logging.getLogger("tbtest.pager").warning("paged with key %s", self.key)
+
+
+def check(secrets):
+    return [] if secrets["pager_key"].startswith("pk-") else ["the pager_key does not start with pk-"]
+
+
+@hookimpl
+def tradebot_register_notifiers():
+    return [ComponentSpec(name="pager", factory=Pager, secrets=("pager_key",), check_secrets=check)]
+'''
+
+
+def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
+    return subprocess.run(
+        [sys.executable, "-m", "tradebot", *args, "--config", str(tmp_path / "tradebot.toml")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env={**base, **(env or {})}, check=False,
+    )
+
+
+@pytest.mark.timeout(90)
+def test_a_third_party_plugins_secret_is_declared_checked_loaded_and_redacted(tmp_path: Path, extra_site: Path) -> None:
+    """Its secret is known by the secrets file and TRADEBOT_<NAME>, required while the plugin is
+    on, checked by the plugin before anything trades, and never shown: as the built-ins' are."""
+    make_dist(extra_site, "tbtest-pager", {"tbtest_pager": PAGER}, {"tbtest-pager": "tbtest_pager"})
+    (tmp_path / "tradebot.toml").write_text(
+        '[bot]\nstate_dir = "state"\npairs = ["BTC/USD"]\nsecrets_file = "secrets.toml"\n\n[http]\nenabled = false\n\n'
+        '[risk]\naccept_unprotected = true\n\n[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain",'
+        ' "log", "escalate", "reconnect", "tbtest-pager"]\n\n'
+        '[strategies.sma]\nplugin = "sma-crossover"\nparams = { fast = 2, slow = 3 }\n'
+    )
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text("")
+    secrets.chmod(0o600)
+
+    missing = _cli(tmp_path, "run", "--paper", "--duration", "1")
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert "the notifier pager needs the secret(s) pager_key" in missing.stdout
+    assert "TRADEBOT_PAGER_KEY" in missing.stdout and "Traceback" not in missing.stderr
+    assert not (tmp_path / "state").exists() or not list((tmp_path / "state").glob("*.db")), "it started"
+
+    refused = _cli(tmp_path, "config", "check", env={"TRADEBOT_PAGER_KEY": "wrong-key-123"})
+    assert refused.returncode != 0 and "the pager_key does not start with pk-" in refused.stdout + refused.stderr
+    assert "wrong-key-123" not in refused.stdout + refused.stderr
+
+    secrets.write_text('pager_key = "pk-s3cr3t-value"\n')  # a name no core list knows: the plugin declared it
+    ran = _cli(tmp_path, "run", "--paper", "--duration", "2")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "paged with key ***" in ran.stderr, ran.stderr[-2000:]
+    assert "pk-s3cr3t-value" not in ran.stdout + ran.stderr

@@ -114,7 +114,8 @@ def test_unreadable_secrets_file_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_live_run_without_api_keys_does_not_start(tmp_path: Path) -> None:
-    """No order could be placed: the bot says so and exits non-zero instead of "trading" on."""
+    """No order could be placed: a configuration error (the Kraken plugin declares its keys) before
+    anything starts, naming the secrets and where they go, instead of "trading" on."""
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text(
         '[bot]\nexchange = "kraken"\nstate_dir = "state"\n\n[http]\nenabled = false\n\n'
@@ -125,8 +126,9 @@ def test_a_live_run_without_api_keys_does_not_start(tmp_path: Path) -> None:
         [sys.executable, "-m", "tradebot", "run", "--duration", "5", "--config", str(cfg)],
         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False,
     )
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "the bot did not start" in r.stdout and "no API key configured" in r.stdout
+    assert r.returncode == 2, r.stdout + r.stderr  # restarting cannot help
+    assert "the exchange kraken needs the secret(s) kraken_api_key, kraken_api_secret" in r.stdout
+    assert "TRADEBOT_KRAKEN_API_KEY" in r.stdout
     assert "trading state" not in r.stdout and "Traceback" not in r.stderr
 
 

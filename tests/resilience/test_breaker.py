@@ -7,7 +7,7 @@ import time
 import pytest
 
 from tradebot.core.clock import FakeClock
-from tradebot.core.errors import CircuitOpen, ConnectionFailed, InsufficientFunds, RequestTimeout
+from tradebot.core.errors import CircuitOpen, ConnectionFailed, InsufficientFunds, RateLimited, RequestTimeout
 from tradebot.resilience.breaker import BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker
 
 CFG = BreakerConfig(window_size=4, min_calls=4, failure_rate=0.5, half_open_calls=2, open_wait_s=10.0,
@@ -55,6 +55,20 @@ async def test_permanent_errors_do_not_count_as_failures() -> None:
             await b.call(failing(InsufficientFunds("no money")))
     assert b.state is BreakerState.CLOSED
     assert b.failure_rate == 0.0
+
+
+async def test_rate_limit_answers_are_neutral_the_limiter_paces_instead() -> None:
+    """A burst of look-ups after a restart meets the exchange's rate limit: that is the exchange
+    up and pacing us, and must not cut every private call off for the breaker's open wait."""
+    b = CircuitBreaker("kraken.private", CFG, clock=FakeClock())
+    for _ in range(10):
+        with pytest.raises(RateLimited):
+            await b.call(failing(RateLimited("EAPI:Rate limit exceeded")))
+    assert b.state is BreakerState.CLOSED
+    assert b.failure_rate == 0.0
+    with pytest.raises(ConnectionFailed):  # (real failures still count among them)
+        await b.call(failing(ConnectionFailed("reset")))
+    assert b.failure_rate == 1.0
 
 
 async def test_foreign_and_cancelled_errors_are_neutral() -> None:

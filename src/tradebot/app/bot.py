@@ -446,7 +446,7 @@ class Bot:
         await asyncio.to_thread(control.acquire)
         stack.callback(control.release)
         self._control = control
-        secrets = load_secrets(settings.secrets_path)
+        secrets = load_secrets(settings.secrets_path, declared=self.host.secret_names())
         from tradebot.app.preflight import setup_problems
 
         problems = setup_problems(settings, secrets, self.host, paper=self.options.paper)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import binascii
 import time
 from contextlib import AsyncExitStack
 from typing import Any
@@ -21,37 +20,15 @@ def setup_problems(settings: Any, secrets: Any, host: Any, *, paper: bool = Fals
     """What stops this config from running with these secrets, each with its path: checked by
     ``config check``, ``run --dry-run`` and at start-up (a configuration error, exit 2).
 
-    A Kraken API secret that is not base64 (every signed request would fail), a notifier in
-    use without its secrets, an HTTP server reachable from other hosts without a token.
+    A component in use without a secret it declares it needs, or with one its own check
+    refuses (a Kraken API secret that is not base64 ...); an HTTP server reachable from other
+    hosts without a token.
     """
     from tradebot.services.http_server import http_problems
 
     problems: list[str] = []
-    exchange = "paper" if paper else settings.bot.exchange
-    api_secret = secrets.get("kraken_api_secret")
-    if exchange == "kraken" and api_secret:
-        try:
-            binascii.a2b_base64(api_secret.encode("ascii"), strict_mode=True)
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            problems.append(
-                "the Kraken API secret (kraken_api_secret) is not valid base64, as Kraken's private keys are: every "
-                "signed request would fail; copy it again from Kraken's API key page @ secrets:kraken_api_secret"
-            )
-    notifications = settings.section("notifications")
-    loaded = host.components("notifier") if host is not None else {}
-    names = getattr(notifications, "notifiers", None)
-    in_use = [n for n in (names if names is not None else sorted(loaded)) if n in loaded]
-    needs = {"telegram": ("telegram_bot_token", "telegram_chat_id")}
-    for name in in_use:
-        missing = [k for k in needs.get(name, ()) if not secrets.get(k)]
-        if missing:
-            from tradebot.core.secrets import KNOWN_SECRETS
-
-            env = ", ".join(KNOWN_SECRETS[k] for k in missing)
-            problems.append(
-                f"the {name} notifier is enabled but its secret(s) {', '.join(missing)} are not set: set {env} or put "
-                f"them in the secrets file, or disable it (tradebot plugins disable {name}) @ $.notifiers.{name}"
-            )
+    if host is not None:
+        problems.extend(_secret_problems(settings, secrets, host, paper=paper))
     if host is not None:
         from tradebot.core.errors import ConfigError
         from tradebot.core.paper_trading import paper_plan
@@ -63,6 +40,59 @@ def setup_problems(settings: Any, secrets: Any, host: Any, *, paper: bool = Fals
     http = settings.section("http")
     if http is not None:
         problems.extend(http_problems(http, secrets))
+    return problems
+
+
+def _in_use(settings: Any, host: Any, *, paper: bool) -> list[tuple[str, str, Any]]:
+    """(where in the config, name, registered component) of every component this setup runs."""
+    used: list[tuple[str, str, Any]] = []
+
+    def add(category: str, name: str, where: str) -> None:
+        comp = host.components(category).get(name)
+        if comp is not None and all(comp is not c for _, _, c in used):
+            used.append((where, name, comp))
+
+    if not paper:  # a paper run's exchange trades nothing and never holds keys
+        add("exchange", settings.bot.exchange, "$.bot.exchange")
+    notifications = settings.section("notifications")
+    loaded = host.components("notifier")
+    names = getattr(notifications, "notifiers", None)
+    for name in names if names is not None else sorted(loaded):
+        add("notifier", name, f"$.notifiers.{name}")
+    halt = settings.section("halt")
+    add("policy", getattr(halt, "position_policy", "maintain"), "$.halt.position_policy")
+    for instance, strategy in getattr(settings, "strategies", {}).items():
+        if getattr(strategy, "enabled", True):
+            add("strategy", strategy.plugin, f"$.strategies.{instance}")
+    for category in ("check", "halt-trigger", "recovery"):  # every one loaded runs
+        for name in sorted(host.components(category)):
+            add(category, name, f"$.plugins ({category} {name})")
+    return used
+
+
+def _secret_problems(settings: Any, secrets: Any, host: Any, *, paper: bool) -> list[str]:
+    """Secrets the components in use declare they need and do not have, or whose check fails."""
+    from tradebot.core.components import secret_env_var
+    from tradebot.core.secrets import KNOWN_SECRETS
+
+    problems: list[str] = []
+    for where, name, comp in _in_use(settings, host, paper=paper):
+        spec = comp.spec
+        missing = [k for k in spec.secrets if not secrets.get(k)]
+        if missing:
+            env = ", ".join(KNOWN_SECRETS.get(k, secret_env_var(k)) for k in missing)
+            off = f"tradebot plugins disable {name}" if comp.category == "notifier" else "choose another in the config"
+            problems.append(
+                f"the {comp.category} {name} needs the secret(s) {', '.join(missing)}, which are not set: set {env} or"
+                f" put them in the secrets file, or {off} @ {where}"
+            )
+        elif spec.check_secrets is not None:
+            given = {k: secrets[k] for k in (*spec.secrets, *spec.optional_secrets) if secrets.get(k)}
+            try:
+                found = list(host.call(comp.plugin, f"{comp.category}:{name}.check_secrets", spec.check_secrets, given))
+            except TradebotError as exc:
+                found = [f"checking its secrets failed: {exc}"]
+            problems.extend(f"{line} @ {where}" for line in found)
     return problems
 
 
@@ -120,7 +150,7 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
         + "".join(f"; {n}: not installed" for n in host.report.unknown),
     )
     try:
-        secrets = load_secrets(settings.secrets_path)
+        secrets = load_secrets(settings.secrets_path, declared=host.secret_names())
     except TradebotError as exc:
         report.add("secrets", False, str(exc))
         return report

@@ -73,7 +73,7 @@ def _runtime_problems(settings: Settings, host: Any) -> list[str]:
 
     problems = []
     try:
-        secrets = load_secrets(settings.secrets_path)
+        secrets = load_secrets(settings.secrets_path, declared=host.secret_names())
     except ConfigError as exc:
         problems.append(f"{exc.message} @ $.bot.secrets_file")
     else:

@@ -52,7 +52,7 @@ async def _with_bot_state(prepared: Any, work: Callable[[Any, Any], Awaitable[in
             trading.restore(announce=False)
             ctx = BotContext(
                 settings=settings, plugins=prepared.host, clock=SystemClock(), state_dir=state_dir, store=store,
-                trading=trading, extras={"secrets": load_secrets(settings.secrets_path)},
+                trading=trading, extras={"secrets": load_secrets(settings.secrets_path, declared=prepared.host.secret_names())},
             )
             name = settings.bot.exchange
             exchange = prepared.host.build("exchange", name, settings.plugin_config("exchange", name), ctx)

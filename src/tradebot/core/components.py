@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attrs
 
-__all__ = ["ComponentSpec"]
+__all__ = ["ComponentSpec", "secret_env_var"]
+
+_SECRET_NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
+
+
+def secret_env_var(name: str) -> str:
+    """The environment variable that provides the secret ``name``: ``TRADEBOT_<NAME>``."""
+    return f"TRADEBOT_{name.upper()}"
+
+
+def _as_names(value: Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _secret_names(instance: Any, attribute: Any, value: tuple[str, ...]) -> None:
+    for name in value:
+        if not isinstance(name, str) or not _SECRET_NAME.fullmatch(name):
+            raise ValueError(
+                f"{attribute.name}: secret names are lower-case letters, digits and _ (got {name!r})"
+            )
 
 
 @attrs.frozen
@@ -33,6 +53,17 @@ class ComponentSpec:
     built-in simulator; returns its config (``config`` may be None: the defaults) pointed at a
     simulator at those URLs. Paper trading with ``[bot] market_data = "simulator"`` uses it;
     an exchange without it is paper-traded on its own market data.
+
+    What a component needs of the user's secrets is declared here too, so a plugin's secrets
+    are loaded, checked and redacted exactly as the built-ins' are:
+
+    ``secrets``: the names of the secrets the component needs when it is in use (the exchange
+    that trades, a notifier that is on, a check or recovery step that is loaded ...). Each is
+    read from the secrets file or ``TRADEBOT_<NAME>``; one missing stops the start-up (and
+    ``config check``) with its name and variable, before anything trades.
+    ``optional_secrets``: names it reads when set (a webhook's bearer token).
+    ``check_secrets(secrets)``: problems with the values it was given (a key in the wrong
+    encoding ...), each one line naming the secret, never its value.
     """
 
     name: str
@@ -41,3 +72,8 @@ class ComponentSpec:
     description: str = ""
     fills_on_paper: bool = attrs.field(default=False, kw_only=True)
     on_simulator: Callable[[Any, str, str], Any] | None = attrs.field(default=None, kw_only=True)
+    secrets: tuple[str, ...] = attrs.field(default=(), converter=_as_names, validator=_secret_names, kw_only=True)
+    optional_secrets: tuple[str, ...] = attrs.field(
+        default=(), converter=_as_names, validator=_secret_names, kw_only=True
+    )
+    check_secrets: Callable[[Mapping[str, str]], Sequence[str]] | None = attrs.field(default=None, kw_only=True)

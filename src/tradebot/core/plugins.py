@@ -360,6 +360,15 @@ class PluginHost:
 
     # --- queries -----------------------------------------------------------------
 
+    def secret_names(self) -> set[str]:
+        """Every secret name a loaded component declares (needed or optional)."""
+        return {
+            name
+            for bucket in self._components.values()
+            for comp in bucket.values()
+            for name in (*comp.spec.secrets, *comp.spec.optional_secrets)
+        }
+
     def components(self, category: str) -> dict[str, RegisteredComponent]:
         """Registered components of a category (``exchange``, ``strategy``, ``check`` ...)."""
         return dict(self._components.get(category, {}))

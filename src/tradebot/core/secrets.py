@@ -12,9 +12,10 @@ import re
 import stat
 import tomllib
 import urllib.parse
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
+from tradebot.core.components import secret_env_var
 from tradebot.core.errors import ConfigError
 
 __all__ = [
@@ -29,14 +30,11 @@ __all__ = [
 ]
 
 KNOWN_SECRETS: dict[str, str] = {
-    "kraken_api_key": "TRADEBOT_KRAKEN_API_KEY",
-    "kraken_api_secret": "TRADEBOT_KRAKEN_API_SECRET",
-    "telegram_bot_token": "TRADEBOT_TELEGRAM_BOT_TOKEN",
-    "telegram_chat_id": "TRADEBOT_TELEGRAM_CHAT_ID",
-    "webhook_token": "TRADEBOT_WEBHOOK_TOKEN",
     "control_token": "TRADEBOT_CONTROL_TOKEN",
 }
-"""Secret name -> the environment variable that provides it."""
+"""The core's own secrets, name -> the environment variable that provides it. Plugins declare
+theirs on their :class:`~tradebot.core.components.ComponentSpec` (``secrets``), read from
+``TRADEBOT_<NAME>``."""
 
 _REGISTERED: set[str] = set()
 _PATTERN: re.Pattern[str] | None = None
@@ -118,12 +116,20 @@ class SecretStore(Mapping[str, str]):
     __str__ = __repr__
 
 
-def load_secrets(secrets_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> SecretStore:
+def load_secrets(
+    secrets_file: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    declared: Iterable[str] = (),
+) -> SecretStore:
     """Load secrets from the secrets file (flat TOML ``name = "value"``), then env vars (which win).
 
-    The file path comes from the argument or ``TRADEBOT_SECRETS_FILE``.
+    The file path comes from the argument or ``TRADEBOT_SECRETS_FILE``. The names known are
+    the core's (:data:`KNOWN_SECRETS`) and those the loaded plugins ``declared``
+    (:meth:`PluginHost.secret_names <tradebot.core.plugins.PluginHost.secret_names>`).
     """
     env = os.environ if environ is None else environ
+    names = {**{name: secret_env_var(name) for name in declared}, **KNOWN_SECRETS}
     values: dict[str, str] = {}
     path = secrets_file or env.get("TRADEBOT_SECRETS_FILE")
     if path:
@@ -139,13 +145,16 @@ def load_secrets(secrets_file: str | Path | None = None, environ: Mapping[str, s
             # the decoder's message names line/column only, never the content
             raise ConfigError(f"secrets file {p} is not valid TOML: {exc}") from None
         for key, value in data.items():
-            if key not in KNOWN_SECRETS:
-                known = ", ".join(sorted(KNOWN_SECRETS))
-                raise ConfigError(f"secrets file {p}: unknown secret name {key!r} (known: {known})")
+            if key not in names:
+                known = ", ".join(sorted(names))
+                raise ConfigError(
+                    f"secrets file {p}: unknown secret name {key!r} (known: {known}; a plugin's secret is known"
+                    " once the plugin is loaded)"
+                )
             if not isinstance(value, str):
                 raise ConfigError(f"secrets file {p}: {key} must be a string")
             values[key] = value
-    for name, var in KNOWN_SECRETS.items():
+    for name, var in names.items():
         if env.get(var):
             values[name] = env[var]
     return SecretStore(values)

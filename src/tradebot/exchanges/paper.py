@@ -12,8 +12,9 @@ needs the base asset, buying the quote asset.
 Market rules (precision, minimums, fees) are the market-data source's ``markets()``
 (Kraken's ``AssetPairs``, the simulator's, or any exchange plugin's): orders off the pair's precision or below
 its minimums are refused as the exchange would, and fees are the source's unless
-``fee_pct`` / ``maker_fee_pct`` override them. Without rules from the source, fees are the
-first tier of Kraken's schedule (:data:`tradebot.exchanges.kraken.fees.KRAKEN_FEES`).
+``fee_pct`` / ``maker_fee_pct`` override them. Without rules from the source, fees are
+:data:`DEFAULT_TAKER_FEE_PCT` / :data:`DEFAULT_MAKER_FEE_PCT` (the first tier of a common spot
+schedule, Kraken's): a paper run is never charged less than a new account would be.
 
 Market data comes from another object with a ``market_data(pairs, ohlc_interval=...)``
 async iterator: the exchange plugin a paper run wraps (the one ``[bot] exchange`` names
@@ -69,11 +70,15 @@ from tradebot.api import (
     non_empty,
     order_at_wire,
 )
-from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 
 __all__ = ["PaperConfig", "PaperExchange", "create", "tradebot_register_exchanges"]
 
 log = logging.getLogger("tradebot.exchanges.paper")
+
+DEFAULT_TAKER_FEE_PCT = Decimal("0.40")
+"""Taker fee (percent) when neither the source's rules nor the config give one."""
+DEFAULT_MAKER_FEE_PCT = Decimal("0.25")
+"""Maker fee (percent) when neither the source's rules nor the config give one."""
 
 ZERO = Decimal(0)
 _BPS = Decimal(10_000)
@@ -269,7 +274,7 @@ class PaperExchange:
         configured = self.config.maker_fee_pct if maker else self.config.fee_pct
         if configured is not None:
             return configured
-        return KRAKEN_FEES.maker_pct() if maker else KRAKEN_FEES.taker_pct()
+        return DEFAULT_MAKER_FEE_PCT if maker else DEFAULT_TAKER_FEE_PCT
 
     def _check_rules(self, request: OrderRequest) -> None:
         """Refuse what the exchange would: off the pair's precision, below its minimums."""

@@ -24,7 +24,7 @@ from typing import TypeVar
 import attrs
 
 from tradebot.core.clock import Clock, SystemClock
-from tradebot.core.errors import CircuitOpen, TradebotError
+from tradebot.core.errors import CircuitOpen, RateLimited, TradebotError
 from tradebot.core.validate import ge, gt, in_range
 
 __all__ = ["BreakerConfig", "BreakerListener", "BreakerState", "BreakerTransition", "CircuitBreaker", "CircuitBreakers"]
@@ -226,7 +226,9 @@ class CircuitBreaker:
         """True = failure, False = success, None = neither (cancelled, foreign error)."""
         if exc is None:
             return False
-        if isinstance(exc, CircuitOpen):
+        if isinstance(exc, (CircuitOpen, RateLimited)):
+            # a rate-limit answer is the exchange up and pacing us: the rate limiter slows down,
+            # the circuit stays as it is (else a restart's burst of look-ups could cut it off)
             return None
         if isinstance(exc, TradebotError):
             return exc.transient

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import binascii
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tradebot.api import ComponentSpec, hookimpl
@@ -11,7 +12,7 @@ from tradebot.exchanges.kraken.config import KrakenConfig
 if TYPE_CHECKING:
     from tradebot.exchanges.kraken.exchange import KrakenExchange
 
-__all__ = ["create", "on_simulator", "tradebot_register_exchanges"]
+__all__ = ["check_secrets", "create", "on_simulator", "tradebot_register_exchanges"]
 
 
 def create(config: KrakenConfig | None, context: Any) -> KrakenExchange:
@@ -40,6 +41,21 @@ def on_simulator(config: KrakenConfig | None, rest_url: str, ws_url: str) -> Kra
     return attrs.evolve(config or KrakenConfig(), base_url=rest_url, ws_url=ws_url)
 
 
+def check_secrets(secrets: Mapping[str, str]) -> list[str]:
+    """The API secret must be base64, as Kraken's private keys are: else every signed request fails."""
+    api_secret = secrets.get("kraken_api_secret")
+    if not api_secret:
+        return []
+    try:
+        binascii.a2b_base64(api_secret.encode("ascii"), strict_mode=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return [
+            "the Kraken API secret (kraken_api_secret) is not valid base64, as Kraken's private keys are: every"
+            " signed request would fail; copy it again from Kraken's API key page"
+        ]
+    return []
+
+
 @hookimpl
 def tradebot_register_exchanges() -> Sequence[ComponentSpec]:
     return [
@@ -48,6 +64,8 @@ def tradebot_register_exchanges() -> Sequence[ComponentSpec]:
             factory=create,
             config_cls=KrakenConfig,
             on_simulator=on_simulator,
+            secrets=("kraken_api_key", "kraken_api_secret"),
+            check_secrets=check_secrets,
             description="Kraken spot: REST + WebSocket v2, idempotent orders, rate limits, breakers, retries",
         )
     ]

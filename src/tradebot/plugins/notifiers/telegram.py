@@ -82,6 +82,7 @@ def tradebot_register_notifiers() -> Sequence[ComponentSpec]:
             name="telegram",
             factory=create,
             config_cls=TelegramConfig,
+            secrets=("telegram_bot_token", "telegram_chat_id"),
             description="Telegram chat messages (Bot API sendMessage)",
         )
     ]

@@ -58,6 +58,7 @@ def tradebot_register_notifiers() -> Sequence[ComponentSpec]:
             name="webhook",
             factory=create,
             config_cls=WebhookConfig,
+            optional_secrets=("webhook_token",),
             description="JSON POST of every notification to a URL",
         )
     ]
