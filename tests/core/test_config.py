@@ -105,9 +105,7 @@ def test_plugin_tables_validated_against_plugin_config_classes() -> None:
     host.register(ThirdPartyCheck(), "tp")
     host.register(DummyExchange(), "dx")
     host.register(DummyPolicy(), "dp")
-    s = settings_from_dict(
-        {"checks": {"staleness-like": {"threshold_s": -5}, "nope": {}}, "strategies": {}}
-    )
+    s = settings_from_dict({"checks": {"staleness-like": {"threshold_s": -5}, "nope": {}}, "strategies": {}})
     issues = validate_plugin_tables(s, host)
     assert "threshold_s must be > 0 (got -5) @ $.checks.staleness-like.threshold_s" in issues
     assert any(i.startswith("no loaded check plugin provides 'nope'") for i in issues)
@@ -134,7 +132,10 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[risk]\nmax_position = -5\n[backup]\ncount = 0\n")
     run = lambda p: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "tradebot", "config", "check", "--config", str(p)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tradebot", "config", "check", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     r_bad = run(bad)
     assert r_bad.returncode == 2
@@ -149,7 +150,12 @@ def test_config_show_prints_effective_toml(tmp_path: Path) -> None:
 
     p = tmp_path / "c.toml"
     p.write_text("[risk]\nmax_orders_per_minute = 7\n")
-    r = subprocess.run([sys.executable, "-m", "tradebot", "config", "show", "--config", str(p)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "tradebot", "config", "show", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     data = tomllib.loads(r.stdout)
     assert data["risk"]["max_orders_per_minute"] == 7
@@ -162,7 +168,10 @@ def test_halt_policy_must_be_loaded() -> None:
     host.register(DummyExchange(), "dx")
     s = settings_from_dict({"strategies": {}, "halt": {"position_policy": "close"}})
     issues = validate_plugin_tables(s, host)
-    assert any("no loaded position policy named 'close'" in i and i.endswith("@ $.halt.position_policy") for i in issues)
+    assert any(
+        "no loaded position policy named 'close'" in i and i.endswith("@ $.halt.position_policy")
+        for i in issues
+    )
 
 
 async def test_halt_takes_effect_even_when_it_cannot_be_saved() -> None:

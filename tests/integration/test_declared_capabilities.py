@@ -77,7 +77,7 @@ def tradebot_register_recovery_actions():
     return [ComponentSpec(name="page-me", factory=PageMe, config_cls=RecoveryLimits)]
 '''
 
-NOTIFIER = '''
+NOTIFIER = """
 from tradebot.api import ComponentSpec, hookimpl
 
 SENT = []
@@ -96,7 +96,7 @@ class Jot:
 @hookimpl
 def tradebot_register_notifiers():
     return [ComponentSpec(name="jot", factory=Jot)]
-'''
+"""
 
 CONFIG: dict[str, Any] = {
     "bot": {"state_dir": "state", "pairs": ["BTC/USD"]},
@@ -115,20 +115,32 @@ def _bot(tmp_path: Path, extra: dict[str, Any], **options: Any) -> Bot:
 async def _halt_with_a_position(bot: Bot, run: asyncio.Task[Any]) -> None:
     for _ in range(400):
         ctx = bot.context
-        if ctx is not None and ctx.portfolio is not None and any(p.volume for p in ctx.portfolio.positions().values()):
+        if (
+            ctx is not None
+            and ctx.portfolio is not None
+            and any(p.volume for p in ctx.portfolio.positions().values())
+        ):
             break
         assert not run.done(), run.result()
         await asyncio.sleep(0.05)
     ctx = bot.context
-    assert ctx is not None and any(p.volume for p in ctx.portfolio.positions().values()), "no position was opened"
+    assert ctx is not None and any(p.volume for p in ctx.portfolio.positions().values()), (
+        "no position was opened"
+    )
     await ctx.trading.halt("a person says stop", "operator")
 
 
 @pytest.mark.timeout(90)
-async def test_a_third_party_policy_that_flattens_ends_the_run_like_close(tmp_path: Path, extra_site: Path) -> None:
-    make_dist(extra_site, "tbtest-policies", {"tbtest_policies": POLICIES}, {"tbtest-policies": "tbtest_policies"})
+async def test_a_third_party_policy_that_flattens_ends_the_run_like_close(
+    tmp_path: Path, extra_site: Path
+) -> None:
+    make_dist(
+        extra_site, "tbtest-policies", {"tbtest_policies": POLICIES}, {"tbtest-policies": "tbtest_policies"}
+    )
     plugins = {"enabled": [*BUILT_INS, "tbtest-policies"]}
-    bot = _bot(tmp_path, {"plugins": plugins, "halt": {"position_policy": "wind-down"}}, duration_s=1, infinite=True)
+    bot = _bot(
+        tmp_path, {"plugins": plugins, "halt": {"position_policy": "wind-down"}}, duration_s=1, infinite=True
+    )
     run = asyncio.create_task(bot.run())
     await _halt_with_a_position(bot, run)
     summary = await asyncio.wait_for(run, 30)
@@ -138,10 +150,16 @@ async def test_a_third_party_policy_that_flattens_ends_the_run_like_close(tmp_pa
 
 
 @pytest.mark.timeout(90)
-async def test_a_policy_named_close_that_declares_nothing_does_not_end_the_run(tmp_path: Path, extra_site: Path) -> None:
-    make_dist(extra_site, "tbtest-policies", {"tbtest_policies": POLICIES}, {"tbtest-policies": "tbtest_policies"})
+async def test_a_policy_named_close_that_declares_nothing_does_not_end_the_run(
+    tmp_path: Path, extra_site: Path
+) -> None:
+    make_dist(
+        extra_site, "tbtest-policies", {"tbtest_policies": POLICIES}, {"tbtest-policies": "tbtest_policies"}
+    )
     plugins = {"enabled": [*BUILT_INS, "tbtest-policies"]}  # the built-in close is not loaded
-    bot = _bot(tmp_path, {"plugins": plugins, "halt": {"position_policy": "close"}}, duration_s=1, infinite=True)
+    bot = _bot(
+        tmp_path, {"plugins": plugins, "halt": {"position_policy": "close"}}, duration_s=1, infinite=True
+    )
     run = asyncio.create_task(bot.run())
     await _halt_with_a_position(bot, run)
     ctx = bot.context
@@ -160,7 +178,9 @@ async def test_a_policy_named_close_that_declares_nothing_does_not_end_the_run(t
 
 
 @pytest.mark.timeout(60)
-async def test_a_third_party_step_that_escalates_is_taken_as_an_escalation(tmp_path: Path, extra_site: Path) -> None:
+async def test_a_third_party_step_that_escalates_is_taken_as_an_escalation(
+    tmp_path: Path, extra_site: Path
+) -> None:
     """The exchange plugin keeps failing and is quarantined: the ladder's only step escalates."""
     from tradebot.core.errors import PluginError
 
@@ -191,7 +211,9 @@ async def test_a_third_party_step_that_escalates_is_taken_as_an_escalation(tmp_p
 
 
 @pytest.mark.timeout(60)
-async def test_a_third_party_notifier_declared_opt_in_is_off_until_enabled(tmp_path: Path, extra_site: Path) -> None:
+async def test_a_third_party_notifier_declared_opt_in_is_off_until_enabled(
+    tmp_path: Path, extra_site: Path
+) -> None:
     make_dist(extra_site, "tbtest-jot", {"tbtest_jot": NOTIFIER}, {"tbtest-jot": "tbtest_jot"})
     info = next(extra_site.glob("tbtest_jot-*.dist-info"))
     with open(info / "entry_points.txt", "a", encoding="utf-8") as fh:

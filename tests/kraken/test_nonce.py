@@ -59,7 +59,9 @@ def test_corrupt_file_is_a_state_error(tmp_path: Path) -> None:
         NonceSource(path)
 
 
-async def test_concurrent_private_calls_and_restart_against_a_server(server: FakeKraken, tmp_path: Path) -> None:
+async def test_concurrent_private_calls_and_restart_against_a_server(
+    server: FakeKraken, tmp_path: Path
+) -> None:
     ex = make_exchange(server.base_url, tmp_path)
     try:
         await asyncio.gather(*(ex.rest.private("Balance") for _ in range(30)))

@@ -45,7 +45,9 @@ def test_otlp_http_export(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{server.server_port}/v1/traces")
+        monkeypatch.setenv(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{server.server_port}/v1/traces"
+        )
         monkeypatch.setenv("OTEL_SERVICE_NAME", "bot-under-test")
         assert telemetry.configure_tracing()
         _traced_call()

@@ -10,8 +10,15 @@ from tradebot.core.clock import FakeClock
 from tradebot.core.errors import CircuitOpen, ConnectionFailed, InsufficientFunds, RequestTimeout
 from tradebot.resilience.breaker import BreakerConfig, BreakerState, BreakerTransition, CircuitBreaker
 
-CFG = BreakerConfig(window_size=4, min_calls=4, failure_rate=0.5, half_open_calls=2, open_wait_s=10.0,
-                    open_wait_max_s=35.0, backoff_factor=2.0)
+CFG = BreakerConfig(
+    window_size=4,
+    min_calls=4,
+    failure_rate=0.5,
+    half_open_calls=2,
+    open_wait_s=10.0,
+    open_wait_max_s=35.0,
+    backoff_factor=2.0,
+)
 
 
 async def ok() -> str:
@@ -160,14 +167,18 @@ def test_failure_count_follows_the_window_and_trips_as_a_full_recount_would() ->
     rng = random.Random(7)
     for _ in range(200):
         size = rng.randint(1, 8)
-        cfg = BreakerConfig(window_size=size, min_calls=rng.randint(1, size),
-                            failure_rate=rng.choice([0.25, 0.5, 1.0]), open_wait_s=1.0)
+        cfg = BreakerConfig(
+            window_size=size,
+            min_calls=rng.randint(1, size),
+            failure_rate=rng.choice([0.25, 0.5, 1.0]),
+            open_wait_s=1.0,
+        )
         b = CircuitBreaker("x", cfg, clock=FakeClock())
         window: list[bool] = []
         for _ in range(30):
             failed = rng.random() < 0.3
             b.record(b.acquire(), RequestTimeout("t") if failed else None)
-            window = (window + [failed])[-cfg.window_size:]
+            window = (window + [failed])[-cfg.window_size :]
             should_trip = len(window) >= cfg.min_calls and sum(window) / len(window) >= cfg.failure_rate
             if should_trip:
                 assert b.state is BreakerState.OPEN

@@ -60,7 +60,12 @@ async def test_one_for_one_restarts_only_the_crashed_child() -> None:
 
 
 async def test_restart_types() -> None:
-    perm, trans, temp, trans_ok = Worker(finish=True), Worker(crashes=1, finish=True), Worker(crashes=1), Worker(finish=True)
+    perm, trans, temp, trans_ok = (
+        Worker(finish=True),
+        Worker(crashes=1, finish=True),
+        Worker(crashes=1),
+        Worker(finish=True),
+    )
     async with Supervisor(SupervisorSettings(max_restarts=3)) as sup:
         sup.add(ChildSpec("perm", perm.run))  # finishes normally: permanent restarts it anyway
         sup.add(ChildSpec("trans", trans.run, restart=RestartType.TRANSIENT))
@@ -98,7 +103,9 @@ async def _escalate_a_crashing_child(
     escalations: list[tuple[str, int]] = []
     ctx = types.SimpleNamespace(extras={})
     healer = Healer(actions(ctx))
-    sup = Supervisor(settings, healer=healer, on_escalate=lambda reason, code: escalations.append((reason, code)))
+    sup = Supervisor(
+        settings, healer=healer, on_escalate=lambda reason, code: escalations.append((reason, code))
+    )
     ctx.supervisor = sup
     w = Worker(crashes=100, exc=ConnectionFailed("connection reset", host="127.0.0.1"))
     async with sup:

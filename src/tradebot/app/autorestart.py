@@ -103,7 +103,9 @@ class RestartPolicy:
             raise ValueError(f"heartbeat_timeout_s must be > 0 or None (got {self.heartbeat_timeout_s})")
 
 
-def backoff_delay(consecutive_failures: int, policy: RestartPolicy, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    consecutive_failures: int, policy: RestartPolicy, rng: random.Random | None = None
+) -> float:
     """The wait before restart number ``consecutive_failures`` (1-based) of a streak."""
     base = min(policy.restart_delay_s * 2 ** max(0, consecutive_failures - 1), policy.backoff_cap_s)
     if policy.jitter <= 0:
@@ -202,11 +204,15 @@ class AutoRestarter:
             code = run.exit_code
             if outcome == "exited" and code in p.no_restart_exit_codes:
                 self.final_message = (
-                    "the bot finished (exit code 0)" if code == 0 else f"the bot cannot start (exit code {code}); not restarting"
+                    "the bot finished (exit code 0)"
+                    if code == 0
+                    else f"the bot cannot start (exit code {code}); not restarting"
                 )
                 log.log(logging.INFO if code == 0 else logging.ERROR, "auto-restart: %s", self.final_message)
                 if code != 0:
-                    self._send(AlertLevel.CRITICAL, "bot not restarted", self.final_message, "autorestart:final")
+                    self._send(
+                        AlertLevel.CRITICAL, "bot not restarted", self.final_message, "autorestart:final"
+                    )
                 return 0 if code == 0 else int(code or 1)
             assert run.ended is not None
             lived = run.ended - run.started
@@ -214,10 +220,15 @@ class AutoRestarter:
                 self.consecutive_failures = 0
             self.consecutive_failures += 1
             log.error(
-                "auto-restart: the bot %s after %.1fs (consecutive failures %d)", run.reason, lived, self.consecutive_failures
+                "auto-restart: the bot %s after %.1fs (consecutive failures %d)",
+                run.reason,
+                lived,
+                self.consecutive_failures,
             )
             if self.restarts >= p.max_restarts:
-                return self._give_up(f"reached the limit of {p.max_restarts} restarts; last: the bot {run.reason}")
+                return self._give_up(
+                    f"reached the limit of {p.max_restarts} restarts; last: the bot {run.reason}"
+                )
             if self.consecutive_failures > p.max_consecutive_failures:
                 return self._give_up(
                     f"{self.consecutive_failures} consecutive failures (limit {p.max_consecutive_failures});"
@@ -298,11 +309,17 @@ class AutoRestarter:
             if p.heartbeat_timeout_s is not None:
                 last_beat = max(start_wall, mtime or start_wall)
                 if time.time() - last_beat > p.heartbeat_timeout_s:
-                    log.error("auto-restart: no heartbeat for %.1fs; killing the bot (pid %d)", time.time() - last_beat, proc.pid)
+                    log.error(
+                        "auto-restart: no heartbeat for %.1fs; killing the bot (pid %d)",
+                        time.time() - last_beat,
+                        proc.pid,
+                    )
                     self._terminate(proc, hung=True)
                     run.ended = time.monotonic()
                     run.exit_code = proc.returncode
-                    run.reason = f"stopped heartbeating (none within {p.heartbeat_timeout_s:g}s) and was killed"
+                    run.reason = (
+                        f"stopped heartbeating (none within {p.heartbeat_timeout_s:g}s) and was killed"
+                    )
                     return "hung"
             self._stop.wait(p.poll_interval_s)
 

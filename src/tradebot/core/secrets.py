@@ -118,7 +118,9 @@ class SecretStore(Mapping[str, str]):
     __str__ = __repr__
 
 
-def load_secrets(secrets_file: str | Path | None = None, environ: Mapping[str, str] | None = None) -> SecretStore:
+def load_secrets(
+    secrets_file: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> SecretStore:
     """Load secrets from the secrets file (flat TOML ``name = "value"``), then env vars (which win).
 
     The file path comes from the argument or ``TRADEBOT_SECRETS_FILE``.
@@ -134,7 +136,9 @@ def load_secrets(secrets_file: str | Path | None = None, environ: Mapping[str, s
         except FileNotFoundError:
             raise ConfigError(f"secrets file not found: {p}") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read secrets file {p}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise ConfigError(
+                f"cannot read secrets file {p}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             # the decoder's message names line/column only, never the content
             raise ConfigError(f"secrets file {p} is not valid TOML: {exc}") from None

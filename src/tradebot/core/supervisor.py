@@ -426,11 +426,17 @@ async def start_supervision(
         request_stop(reason, exit_code=code)
 
     sup = Supervisor(
-        settings, clock=context.clock, healer=healer, on_escalate=on_escalate, alert=alert, restart_unhealed=infinite
+        settings,
+        clock=context.clock,
+        healer=healer,
+        on_escalate=on_escalate,
+        alert=alert,
+        restart_unhealed=infinite,
     )
     context.healer = healer
     context.supervisor = sup
     await sup.start()
+
     def beating() -> bool:
         return sup.escalated is None and not sup.stopping and (alive is None or alive())
 

@@ -23,7 +23,14 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.trace import Tracer
 
-__all__ = ["RedactingSpanProcessor", "configure_tracing", "get_tracer", "redacted_span", "shutdown_tracing", "state"]
+__all__ = [
+    "RedactingSpanProcessor",
+    "configure_tracing",
+    "get_tracer",
+    "redacted_span",
+    "shutdown_tracing",
+    "state",
+]
 
 TRACER_NAME = "tradebot"
 

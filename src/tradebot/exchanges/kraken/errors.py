@@ -120,13 +120,17 @@ def map_kraken_error(
     if m := _THROTTLED.match(raw):
         until = int(m.group(1)) if m.group(1) else None
         wait = max(0.0, until - (now if now is not None else time.time())) if until else None
-        return RateLimited(f"{prefix}: throttled", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors)
+        return RateLimited(
+            f"{prefix}: throttled", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors
+        )
 
     if head in _EXACT:
         cls, meaning = _EXACT[head]
         if cls is RateLimited:
             wait = LOCKOUT_S if head == "EGeneral:Temporary lockout" else None
-            return RateLimited(f"{prefix}: {meaning}", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors)
+            return RateLimited(
+                f"{prefix}: {meaning}", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors
+            )
         error = cls(f"{prefix}: {meaning}", endpoint=endpoint, kraken_error=all_errors)
         if cls is MarketClosed and trading:
             # an order refused by the market's mode (which lasts minutes to hours) is not
@@ -163,7 +167,10 @@ def map_http_status(status: int, body: bytes, *, endpoint: str) -> TradebotError
         return RequestTimeout(f"{prefix}: HTTP 408 request timeout", endpoint=endpoint, http_status=status)
     if status >= 500 or status in (403, 404) and title and "cloudflare" in title.lower():
         return ExchangeUnavailable(
-            f"{prefix}: HTTP {status} from the exchange or its proxy", endpoint=endpoint, http_status=status, page=title
+            f"{prefix}: HTTP {status} from the exchange or its proxy",
+            endpoint=endpoint,
+            http_status=status,
+            page=title,
         )
     if status >= 400:
         return ExchangeError(f"{prefix}: HTTP {status}", endpoint=endpoint, http_status=status, page=title)
@@ -196,10 +203,14 @@ def map_transport_error(
         err2.not_sent = True  # type: ignore[attr-defined]
         return err2
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError)):
-        return RequestTimeout(f"{prefix}: request timed out", endpoint=endpoint, host=host, timeout_s=timeout_s)
+        return RequestTimeout(
+            f"{prefix}: request timed out", endpoint=endpoint, host=host, timeout_s=timeout_s
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         err3 = ConnectionFailed(
-            f"{prefix}: could not connect to {host} ({type(exc.os_error).__name__})", endpoint=endpoint, host=host
+            f"{prefix}: could not connect to {host} ({type(exc.os_error).__name__})",
+            endpoint=endpoint,
+            host=host,
         )
         err3.not_sent = True  # type: ignore[attr-defined]
         return err3

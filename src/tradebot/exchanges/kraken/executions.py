@@ -239,7 +239,12 @@ class ExecutionsStream:
                 json.dumps(
                     {
                         "method": "subscribe",
-                        "params": {"channel": "executions", "token": token, "snap_orders": True, "snap_trades": False},
+                        "params": {
+                            "channel": "executions",
+                            "token": token,
+                            "snap_orders": True,
+                            "snap_trades": False,
+                        },
                     }
                 )
             )
@@ -340,4 +345,3 @@ class ExecutionsStream:
         if not isinstance(symbol, str) or "/" not in symbol:
             return None
         return symbol.split("/", 1)[1]
-

@@ -53,7 +53,9 @@ class NonceSource:
         except FileNotFoundError:
             return 0
         except OSError as exc:
-            raise StateError(f"cannot read the nonce file {self.path}: {exc.strerror}", path=str(self.path)) from exc
+            raise StateError(
+                f"cannot read the nonce file {self.path}: {exc.strerror}", path=str(self.path)
+            ) from exc
         if not text.isdigit():
             raise StateError(
                 f"the nonce file {self.path} is corrupt; delete it only if no other process uses this API key",

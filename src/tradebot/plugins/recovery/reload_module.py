@@ -101,8 +101,10 @@ class ReloadModuleAction(ActionBase):
     async def verify(self, failure: Failure) -> bool:
         target_plugin = self.reloaded[-1] if self.reloaded else None
         host = self.host
-        return target_plugin is not None and host.pm.get_plugin(target_plugin) is not None and not host.is_quarantined(
-            target_plugin
+        return (
+            target_plugin is not None
+            and host.pm.get_plugin(target_plugin) is not None
+            and not host.is_quarantined(target_plugin)
         )
 
 
