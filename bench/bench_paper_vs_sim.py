@@ -15,7 +15,6 @@ its former defaults (0.26 % / 0.16 % fees, 5 bps slippage), to show what the gap
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 from typing import Any

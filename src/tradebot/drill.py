@@ -1800,7 +1800,7 @@ async def run_scenario(
         }.get(scenario.exchange, _run_inprocess)
         try:
             report = await runner(scenario, settings, base or {}, workdir)
-        except Exception as exc:  # noqa: BLE001 - a scenario that crashes is a failed scenario, reported
+        except Exception as exc:  # a scenario that crashes is a failed scenario, reported
             log.exception("drill scenario %s could not run", name)
             report = ScenarioReport(scenario, error=f"{type(exc).__name__}: {exc}")
     report.duration_s = time.monotonic() - started

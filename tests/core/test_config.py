@@ -10,8 +10,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tradebot.core.components import ComponentSpec
 from tradebot.app.config import Settings, load_settings, settings_from_dict, structure, validate_plugin_tables
+from tradebot.core.components import ComponentSpec
 from tradebot.core.errors import ConfigError
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.plugins import PluginHost

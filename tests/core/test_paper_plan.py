@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.components import ComponentSpec
 from tradebot.app.config import settings_from_dict
+from tradebot.core.components import ComponentSpec
 from tradebot.core.errors import ConfigError
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.paper_trading import PaperPlan, paper_plan

@@ -33,8 +33,8 @@ from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
 from tradebot.exchanges.paper import PaperConfig, PaperExchange
-from tradebot.simulator import Simulator, run_simulator
 from tradebot.plugins.policies.close import CloseConfig, ClosePolicy
+from tradebot.simulator import Simulator, run_simulator
 from tradebot.strategies.grid import Grid, GridConfig
 from tradebot.strategies.sma_crossover import SmaCrossover, SmaCrossoverConfig
 

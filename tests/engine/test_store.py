@@ -72,12 +72,11 @@ def test_fill_insert_is_idempotent(tmp_path: Path) -> None:
 def test_transaction_rolls_back_everything(tmp_path: Path) -> None:
     seen: list[str] = []
     with StateStore(tmp_path) as store:
-        with pytest.raises(RuntimeError):
-            with store.transaction() as tx:
-                tx.insert_fill(fill("t1"))
-                tx.set_position(Position("BTC/USD", Decimal("1"), Decimal("2")), T0)
-                tx.on_commit(lambda: seen.append("committed"))
-                raise RuntimeError("boom")
+        with pytest.raises(RuntimeError), store.transaction() as tx:
+            tx.insert_fill(fill("t1"))
+            tx.set_position(Position("BTC/USD", Decimal("1"), Decimal("2")), T0)
+            tx.on_commit(lambda: seen.append("committed"))
+            raise RuntimeError("boom")
         assert store.fills() == [] and store.positions() == {} and seen == []
 
 

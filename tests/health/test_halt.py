@@ -18,7 +18,6 @@ from tradebot.core.health import (
     BaseCheck,
     CheckResult,
     HealthMonitor,
-    HealthStatus,
     MonitoringSettings,
     TriggerOptions,
 )
@@ -30,10 +29,10 @@ from tradebot.core.store import StateStore
 from tradebot.core.trading_state import TradingStateMachine
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.simulator import Simulator, run_simulator
 from tradebot.plugins.policies.close import CloseConfig, ClosePolicy
 from tradebot.plugins.policies.maintain import MaintainConfig, MaintainPolicy
 from tradebot.plugins.policies.reduce import ReduceConfig, ReducePolicy
+from tradebot.simulator import Simulator, run_simulator
 
 
 async def test_staleness_detected_within_threshold_plus_50ms_on_a_real_loop() -> None:

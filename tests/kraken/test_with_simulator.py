@@ -19,10 +19,10 @@ from tradebot.core.errors import (
     RequestTimeout,
 )
 from tradebot.core.models import Candle, OrderRequest, OrderStatus, OrderType, Side, Ticker
-from tradebot.resilience.breaker import BreakerState
-from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
+from tradebot.resilience.breaker import BreakerState
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.simulator import Simulator, run_simulator
 
 pytestmark = pytest.mark.timeout(30)

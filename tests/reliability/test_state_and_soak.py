@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
-from tradebot.drill import DrillSettings, render_reports, run_scenario
 from tests.reliability.conftest import long_only
+from tradebot.drill import DrillSettings, render_reports, run_scenario
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 

@@ -266,7 +266,7 @@ class AutoRestarter:
         env.pop("WATCHDOG_PID", None)
         self._remove_heartbeat()
         self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(self.child_argv, env=env, start_new_session=True)  # noqa: S603 - our own argv
+        proc = subprocess.Popen(self.child_argv, env=env, start_new_session=True)  # our own argv
         self._proc = proc
         run = ChildRun(pid=proc.pid, started=time.monotonic(), delay_before_s=delay)
         self.runs.append(run)
@@ -371,7 +371,7 @@ class AutoRestarter:
             return
         try:
             self._alert(alert)
-        except Exception:  # noqa: BLE001 - alerting must never break supervision
+        except Exception:  # alerting must never break supervision
             log.exception("auto-restart: could not send the alert")
 
 

@@ -458,7 +458,6 @@ class Bot:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         from tradebot.core.store import StateStore
-
         from tradebot.services.control import ControlWatcher
 
         settings = self.settings
@@ -636,9 +635,9 @@ class Bot:
     async def _start_engine(self, ctx: BotContext, stack: AsyncExitStack) -> None:
         from tradebot.core.bus import EventBus
         from tradebot.core.exchange_calls import ErrorReportingExchange, watch_requests
-        from tradebot.core.plugins import unwrap
         from tradebot.core.executor import OrderExecutor
         from tradebot.core.markets import MarketBook
+        from tradebot.core.plugins import unwrap
         from tradebot.core.portfolio import Portfolio
         from tradebot.core.risk import RiskGate
         from tradebot.core.strategy import StrategyRunner
@@ -1154,7 +1153,7 @@ async def _close_part(part: Any, what: str) -> None:
 
     try:
         await unwrap(part).close()
-    except Exception as exc:  # noqa: BLE001 - shutdown goes on; the failure is reported
+    except Exception as exc:  # shutdown goes on; the failure is reported
         log.error("closing %s failed: %s: %s", what, type(exc).__name__, describe(exc), exc_info=exc)
 
 

@@ -39,11 +39,11 @@ if TYPE_CHECKING:
     from tradebot.core.plugins import PluginHost
 
 __all__ = [
+    "CORE_SECTIONS",
+    "PLUGIN_TABLES",
     "BackupSettings",
     "BotSettings",
-    "CORE_SECTIONS",
     "InvalidSettings",
-    "PLUGIN_TABLES",
     "PluginsSettings",
     "RiskSettings",
     "Settings",
@@ -665,7 +665,7 @@ def _plugin_issues(settings: Settings, bad: set[str]) -> list[str]:
         found = name_clashes() + _validate_plugin_tables(settings, host, log_notes=False)
         if not any(_under(p, "$.risk") or _under(p, "$.strategies") or _under(p, "$.bot") for p in bad):
             found += protection_issues(settings, host)
-    except Exception:  # noqa: BLE001 - the problems found so far are reported whatever happens here
+    except Exception:  # the problems found so far are reported whatever happens here
         log.debug("plugin tables not checked", exc_info=True)
         return []
     finally:

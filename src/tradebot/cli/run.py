@@ -65,9 +65,9 @@ def run(
 ) -> None:
     """Run the bot. With no config file and no network, `tradebot run --paper --duration 30`
     trades on the paper exchange against the built-in simulator."""
-    from tradebot.core.errors import ConfigError, PluginError
-
     import math
+
+    from tradebot.core.errors import ConfigError, PluginError
 
     for option, value in (("--duration", duration), ("--restart-delay", restart_delay)):
         if value is not None and not math.isfinite(value):
@@ -123,8 +123,8 @@ def run(
         click.echo(report.render())
         sys.exit(0 if report.ok else 1)
 
-    from tradebot.core import telemetry
     from tradebot.app.bot import RunOptions, run_bot
+    from tradebot.core import telemetry
 
     telemetry.configure_tracing()
     options = RunOptions(

@@ -488,7 +488,7 @@ class OrderExecutor:
             result = callback(arg)
             if inspect.isawaitable(result):
                 await result
-        except Exception:  # noqa: BLE001 - a report listener never undoes what was recorded
+        except Exception:  # a report listener never undoes what was recorded
             log.exception("%s callback failed", name)
 
     # --- tracking ----------------------------------------------------------------------

@@ -587,5 +587,5 @@ async def send_alert(sink: Callable[[Alert], Any] | None, alert: Alert) -> None:
         res = sink(alert)
         if inspect.isawaitable(res):
             await res
-    except Exception:  # noqa: BLE001 - alerting must never break healing or supervision
+    except Exception:  # alerting must never break healing or supervision
         log.exception("could not send the alert %r", alert.title)

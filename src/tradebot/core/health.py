@@ -293,7 +293,7 @@ class BaseCheck:
         message: str,
         metrics: Mapping[str, float] | None = None,
         *,
-        escalate: TradingState | None | str = "configured",
+        escalate: TradingState | str | None = "configured",
     ) -> CheckResult:
         """A result of this check now.
 

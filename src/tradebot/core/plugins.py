@@ -546,7 +546,7 @@ class PluginHost:
         for listener in list(self.quarantine_listeners):
             try:
                 listener(plugin, reason)
-            except Exception:  # noqa: BLE001 - a listener must not break quarantine
+            except Exception:  # a listener must not break quarantine
                 log.exception("quarantine listener failed")
 
     def quarantine_cause(self, plugin: str) -> QuarantineCause | None:
@@ -635,7 +635,7 @@ def _plugin_span(tracer: Any, plugin: str, method: str) -> Any:
 class _Guarded:
     """Proxy routing every method call of a plugin-provided object through the host."""
 
-    __slots__ = ("_tb_host", "_tb_plugin", "_tb_obj", "_tb_cache")
+    __slots__ = ("_tb_cache", "_tb_host", "_tb_obj", "_tb_plugin")
 
     def __init__(self, host: PluginHost, plugin: str, obj: object) -> None:
         object.__setattr__(self, "_tb_host", host)

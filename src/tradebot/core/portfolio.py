@@ -368,7 +368,7 @@ class Portfolio:
                 for listener in list(self.listeners):
                     try:
                         listener(rec)
-                    except Exception:  # noqa: BLE001 - a listener never undoes a recorded fill
+                    except Exception:  # a listener never undoes a recorded fill
                         log.exception("position-closed listener failed")
 
         tx.on_commit(commit)

@@ -347,7 +347,7 @@ async def recover_at_start(ctx: Any, executor: Any, ids: OrderIds) -> str | None
         )
     try:
         rebuilt = await rebuild_state(executor, exchange, ids, since)
-    except Exception as exc:  # noqa: BLE001 - stay HALTED and say so
+    except Exception as exc:  # stay HALTED and say so
         log.exception("rebuilding the journal from the exchange failed")
         reason = f"{damage}; rebuilding the journal from the exchange failed ({exc}): run `tradebot state rebuild`, then `tradebot resume`"
         await trading.halt_anew(reason, SOURCE)

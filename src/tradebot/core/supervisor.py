@@ -346,7 +346,7 @@ class Supervisor:
                 await self._on_exit(child, task)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the watcher must outlive any single mishap
+            except Exception:  # the watcher must outlive any single mishap
                 log.exception("supervisor: handling the end of %s failed", name)
 
     async def _on_exit(self, child: _Child, task: asyncio.Task[Any]) -> None:

@@ -182,7 +182,7 @@ class TradingStateMachine:
                 result = listener(change)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:  # noqa: BLE001 - a listener never blocks a state change
+            except Exception:  # a listener never blocks a state change
                 log.exception("trading-state listener failed")
         return change
 

@@ -55,7 +55,6 @@ from tradebot.api import (
     OrderRequest,
     OrderStatus,
     OrderType,
-    PairStatus,
     Side,
     SystemClock,
     SystemStatus,

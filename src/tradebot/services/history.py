@@ -305,7 +305,7 @@ def summarize(
             if previous is not None and previous.position_after != 0:
                 exposure += _overlap(previous.time, rec.time, start, horizon)
             previous = rec
-            if (start is not None and rec.time < start) or rec.time >= horizon and end is not None:
+            if (start is not None and rec.time < start) or (rec.time >= horizon and end is not None):
                 continue
             trades += 1
             fees += rec.fee

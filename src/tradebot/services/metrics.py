@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from tradebot.core.context import BotContext
     from tradebot.core.models import Fill, OrderInfo
 
-__all__ = ["BotMetrics", "CONTENT_TYPE", "ORDER_OUTCOMES", "reject_reason", "render_prometheus"]
+__all__ = ["CONTENT_TYPE", "ORDER_OUTCOMES", "BotMetrics", "reject_reason", "render_prometheus"]
 
 log = logging.getLogger("tradebot.metrics")
 
@@ -257,7 +257,7 @@ class BotMetrics:
             try:  # orders of earlier runs still working: their later reports are not new orders
                 for entry in store.non_final_orders():
                     self._orders_seen[entry.client_order_id] = str(entry.status.value)
-            except Exception:  # noqa: BLE001 - metrics never stop the bot
+            except Exception:  # metrics never stop the bot
                 log.debug("could not read the working orders", exc_info=True)
         self._seed()
 
@@ -441,7 +441,7 @@ class BotMetrics:
         """Flush periodic exporters and stop collection."""
         try:
             self.provider.shutdown()
-        except Exception:  # noqa: BLE001 - shutting down twice or a failing exporter
+        except Exception:  # shutting down twice or a failing exporter
             log.debug("metrics provider shutdown failed", exc_info=True)
 
     # --- observable callbacks (never raise: a broken source yields nothing) --------------
@@ -449,7 +449,7 @@ class BotMetrics:
     def _safe(self, fn: Callable[[], Iterable[tuple[float, dict[str, str]]]]) -> list[Observation]:
         try:
             return [self._Observation(value, attrs_) for value, attrs_ in fn()]
-        except Exception:  # noqa: BLE001 - one bad source must not break /metrics
+        except Exception:  # one bad source must not break /metrics
             log.debug("metric source failed", exc_info=True)
             return []
 

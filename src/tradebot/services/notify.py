@@ -305,7 +305,7 @@ class NotificationDispatcher:
                     result = close()
                     if asyncio.iscoroutine(result):
                         await result
-                except Exception:  # noqa: BLE001 - closing must not stop the shutdown
+                except Exception:  # closing must not stop the shutdown
                     log.warning("notifier %s: close failed", name, exc_info=True)
 
     # --- the decision ------------------------------------------------------------------
@@ -400,7 +400,7 @@ class NotificationDispatcher:
         report = getattr(host, "report", None)
         if report is None:
             return
-        problems = {**{name: "enabled but not installed" for name in report.unknown}, **dict(report.failed)}
+        problems = {**dict.fromkeys(report.unknown, "enabled but not installed"), **dict(report.failed)}
         for name, error in problems.items():
             self.notify(
                 Notification(

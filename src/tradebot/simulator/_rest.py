@@ -18,12 +18,12 @@ import attrs
 from aiohttp import web
 
 from tradebot.exchanges.kraken.auth import verify
-from tradebot.simulator._account import INVALID, OrderParams, SimOrder, parse_order_params
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
+from tradebot.simulator._account import INVALID, OrderParams, SimOrder, parse_order_params
 from tradebot.simulator._catalog import PairInfo
 from tradebot.simulator._faults import FaultRule
 from tradebot.simulator._market import OHLC_INTERVALS, TickerStats
-from tradebot.simulator._protocol import KrakenRejection, fmt_decimal, quantize
+from tradebot.simulator._protocol import KrakenRejection, fmt_decimal
 from tradebot.simulator._ratelimit import amend_age_penalty, edit_age_penalty, order_age_penalty
 
 if TYPE_CHECKING:
@@ -869,7 +869,7 @@ def private_cancel_order_batch(sim: Simulator, params: Params) -> dict[str, Any]
             raise KrakenRejection(f"{INVALID}:orders")
         refs.append(str(item).strip())
     client_ids = [str(c) for c in _structured_list(params, "cl_ord_ids")]
-    if not refs and not client_ids or len(refs) + len(client_ids) > 50:
+    if (not refs and not client_ids) or len(refs) + len(client_ids) > 50:
         raise KrakenRejection(f"{INVALID}:orders")
     account = sim.account
     targets: dict[str, SimOrder] = {}

@@ -16,8 +16,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tradebot.core.files import private_dir, private_files
 from tradebot.core.errors import StateError
+from tradebot.core.files import private_dir, private_files
 from tradebot.core.store._records import RestoreReport
 
 __all__ = [

@@ -13,20 +13,20 @@ to share between the event loop and worker threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-import contextlib
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tradebot.core.files import private_dir, private_files
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import StateError
+from tradebot.core.files import private_dir, private_files
 from tradebot.core.models import Fill, OrderStatus, OrderType, Side, TradingState
 from tradebot.core.secrets import redact
 from tradebot.core.store import _backups
@@ -100,10 +100,26 @@ def _text(v: str | None) -> str | None:
     return None if v is None else redact(v)
 
 
-_ORDER_COLUMNS = (
-    "client_order_id pair side order_type volume price status exchange_order_id filled_volume "
-    "avg_fill_price fee strategy reason attempts last_error created_at updated_at sent_at"
-).split()
+_ORDER_COLUMNS = [
+    "client_order_id",
+    "pair",
+    "side",
+    "order_type",
+    "volume",
+    "price",
+    "status",
+    "exchange_order_id",
+    "filled_volume",
+    "avg_fill_price",
+    "fee",
+    "strategy",
+    "reason",
+    "attempts",
+    "last_error",
+    "created_at",
+    "updated_at",
+    "sent_at",
+]
 _ORDER_UPDATABLE = frozenset(_ORDER_COLUMNS) - {"client_order_id", "created_at"}
 
 
@@ -494,7 +510,7 @@ class StateStore:
                 for listener in list(self.write_failure_listeners):
                     try:
                         listener(error)
-                    except Exception:  # noqa: BLE001 - the write failure itself is raised below
+                    except Exception:  # the write failure itself is raised below
                         log.exception("state write-failure listener failed")
                 raise error from None
         if tx.wants_backup:

@@ -79,7 +79,7 @@ def endpoint_group(private: bool, method: str) -> str:
 class _Route:
     """What a REST method's calls share, worked out once per client instead of per call."""
 
-    __slots__ = ("private", "method", "endpoint", "path", "url", "group", "trading", "cost", "bare_url")
+    __slots__ = ("bare_url", "cost", "endpoint", "group", "method", "path", "private", "trading", "url")
 
     def __init__(self, base: str, private: bool, method: str) -> None:
         self.private = private

@@ -82,7 +82,7 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _MAX_ERRORS = 10
 _MAX_ERROR_CHARS = 200
 # control characters would let an error text start a line of its own in a plain-text log
-_CONTROLS = {c: " " for c in (*range(32), 127)}
+_CONTROLS = dict.fromkeys((*range(32), 127), " ")
 
 
 def _clean(error: object) -> str:
@@ -165,7 +165,7 @@ def map_http_status(status: int, body: bytes, *, endpoint: str) -> TradebotError
         return RateLimited(f"{prefix}: HTTP 429 too many requests", endpoint=endpoint, http_status=status)
     if status == 408:
         return RequestTimeout(f"{prefix}: HTTP 408 request timeout", endpoint=endpoint, http_status=status)
-    if status >= 500 or status in (403, 404) and title and "cloudflare" in title.lower():
+    if status >= 500 or (status in (403, 404) and title and "cloudflare" in title.lower()):
         return ExchangeUnavailable(
             f"{prefix}: HTTP {status} from the exchange or its proxy",
             endpoint=endpoint,

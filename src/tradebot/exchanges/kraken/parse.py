@@ -34,20 +34,20 @@ __all__ = [
     "decimal_field",
     "parse_add_order",
     "parse_asset_decimals",
-    "parse_market_rules",
-    "parse_pair_rules",
-    "parse_trade_volume",
     "parse_balance",
     "parse_cancel",
     "parse_envelope",
+    "parse_history_page",
+    "parse_market_rules",
     "parse_ohlc",
     "parse_order",
-    "parse_history_page",
     "parse_orders",
-    "parse_trades",
+    "parse_pair_rules",
     "parse_system_status",
     "parse_ticker",
     "parse_time",
+    "parse_trade_volume",
+    "parse_trades",
     "parse_ws_ohlc",
     "parse_ws_ticker",
     "timestamp",
@@ -61,7 +61,7 @@ class _Where:
     ``_Where``, and building its string eagerly would cost more than the check itself.
     """
 
-    __slots__ = ("source", "parent", "key")
+    __slots__ = ("key", "parent", "source")
 
     def __init__(self, source: str, parent: _Where | None = None, key: object = None) -> None:
         self.source = source

@@ -27,7 +27,7 @@ from tradebot.api import (
     hookimpl,
 )
 
-__all__ = ["ClosePolicy", "CloseConfig", "tradebot_register_position_policies"]
+__all__ = ["CloseConfig", "ClosePolicy", "tradebot_register_position_policies"]
 
 
 @attrs.frozen
