@@ -29,7 +29,7 @@ from tradebot.core.trading_state import TradingStateMachine
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def staleness_trial(threshold: float) -> float:

@@ -374,38 +374,36 @@ def render_reports(reports: Sequence[ScenarioReport]) -> str:
         "result",
     )
     rows = [header]
-    for r in reports:
-        rows.append(
-            (
-                r.scenario.name,
-                r.scenario.exchange,
-                _fmt_s(r.detected_s),
-                _fmt_s(r.healed_s),
-                ">".join(r.states) or "active",
-                f"{r.orders_expected}/{r.orders_on_exchange}",
-                str(r.duplicates),
-                str(r.lost),
-                "intact" if r.state_intact else "BROKEN",
-                "PASS" if r.passed else "FAIL",
-            )
+    rows.extend(
+        (
+            r.scenario.name,
+            r.scenario.exchange,
+            _fmt_s(r.detected_s),
+            _fmt_s(r.healed_s),
+            ">".join(r.states) or "active",
+            f"{r.orders_expected}/{r.orders_on_exchange}",
+            str(r.duplicates),
+            str(r.lost),
+            "intact" if r.state_intact else "BROKEN",
+            "PASS" if r.passed else "FAIL",
         )
+        for r in reports
+    )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
-    for r in reports:
-        lines.append(f"{r.scenario.name}: expected {r.scenario.expected}")
+    lines.extend(f"{r.scenario.name}: expected {r.scenario.expected}" for r in reports)
     failures = [(r, e) for r in reports for e in r.expectations if not e.ok]
     errors = [r for r in reports if r.error]
     if failures or errors:
         lines.append("")
         lines.append("failed expectations:")
-        for r in errors:
-            lines.append(f"  {r.scenario.name}: the scenario could not run: {r.error}")
-        for r, e in failures:
-            lines.append(
-                f"  {r.scenario.name} / {e.name}: expected {e.expected}, got {e.actual}. {e.explanation}".rstrip()
-            )
+        lines.extend(f"  {r.scenario.name}: the scenario could not run: {r.error}" for r in errors)
+        lines.extend(
+            f"  {r.scenario.name} / {e.name}: expected {e.expected}, got {e.actual}. {e.explanation}".rstrip()
+            for r, e in failures
+        )
     passed = sum(r.passed for r in reports)
     lines.append("")
     lines.append(f"{passed} of {len(reports)} scenarios passed")
@@ -1088,7 +1086,7 @@ def _child_env() -> dict[str, str]:
 
 
 async def _spawn_bot(config: Path, log_path: Path, *extra: str) -> asyncio.subprocess.Process:
-    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
+    log_file = open(log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child, closed right after; a local append-open
     try:
         return await asyncio.create_subprocess_exec(
             sys.executable,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
@@ -486,7 +487,7 @@ async def test_drawdown_values_a_pair_without_a_price_at_its_last_known_one(tmp_
         # back to the peak price, but too old to trust: degraded, not ok
         store.set_kv(
             "checks.drawdown.marks",
-            '{"BTC/USD": ["112", "%s"]}' % (clock.now() - timedelta(seconds=90)).isoformat(),
+            json.dumps({"BTC/USD": ["112", (clock.now() - timedelta(seconds=90)).isoformat()]}),
         )
         third = DrawdownCheck("drawdown", cfg, Portfolio(store, clock=clock), store, clock)
         third.peak = D(1000)

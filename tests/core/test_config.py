@@ -71,7 +71,7 @@ def test_secrets_in_config_file_are_refused() -> None:
 def test_toml_file_with_syntax_error_names_file(tmp_path: Path) -> None:
     p = tmp_path / "bad.toml"
     p.write_text("[bot\nname = 1\n")
-    with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
         load_settings(p)
 
 
@@ -198,7 +198,7 @@ async def test_halt_takes_effect_even_when_it_cannot_be_saved() -> None:
     sm = TradingStateMachine(store=store, clock=clock)
     await sm.halt("drawdown", "check:drawdown")
     assert sm.state is TradingState.HALTED and store.saved == []
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         await sm.resume("operator", "cli")  # loosening is never applied unsaved
     assert sm.state is TradingState.HALTED
     store.fail = False

@@ -278,7 +278,7 @@ def test_a_paper_run_wraps_the_example_exchange(site: Path, tmp_path: Path) -> N
     market = state / "hello-market.json"
     assert not market.exists() or json.loads(market.read_text())["orders"] == []  # nothing was sent to it
     db = sqlite3.connect(state / "tradebot.db")
-    journal = {cid: status for cid, status in db.execute("SELECT client_order_id, status FROM orders")}
+    journal = dict(db.execute("SELECT client_order_id, status FROM orders"))
     assert journal == {o["client_order_id"]: o["status"] for o in paper["orders"]}
     cash = db.execute("SELECT value FROM kv WHERE key = 'portfolio.cash'").fetchone()[0]
     assert Decimal(cash) == Decimal(paper["balances"]["USD"])

@@ -155,7 +155,7 @@ def test_enabled_telegram_without_secrets_is_refused(tmp_path: Path) -> None:
         tmp_path,
         '[notifications]\nnotifiers = ["log", "telegram"]\n',
         "the telegram notifier is enabled but its secret(s) telegram_bot_token, telegram_chat_id are not set",
-        env={"TRADEBOT_PLUGINS": ",".join(_default_plugins() + ["telegram"])},
+        env={"TRADEBOT_PLUGINS": ",".join([*_default_plugins(), "telegram"])},
     )
 
 

@@ -248,7 +248,7 @@ async def test_paper_refuses_what_the_exchange_would_and_can_fill_limits_in_part
     paper = PaperExchange(PaperConfig(limit_fill_ratio=D("0.4")), market_source=ex)
     await paper.markets()
     paper.on_ticker(Ticker("ETH/USD", D(3000), D("3000.1"), D(3000), D(1), utc_now()))
-    with pytest.raises(InvalidOrder, match="minimum order volume 0.002"):
+    with pytest.raises(InvalidOrder, match=r"minimum order volume 0\.002"):
         await paper.place_order(OrderRequest("ETH/USD", Side.BUY, OrderType.MARKET, D("0.001"), "small"))
     with pytest.raises(InvalidOrder, match="lot decimals"):
         await paper.place_order(

@@ -143,6 +143,6 @@ def test_plugin_registration_and_factory(tmp_path: Path) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="fee_pct must be between"):
         PaperConfig(fee_pct=D(20))
-    with pytest.raises(ValueError, match="starting_balances.USD must be >= 0"):
+    with pytest.raises(ValueError, match=r"starting_balances\.USD must be >= 0"):
         PaperConfig(starting_balances={"USD": D(-1)})
     assert PaperConfig(fee_pct="0.2").fee_pct == D("0.2")  # type: ignore[arg-type]

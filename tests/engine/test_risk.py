@@ -212,7 +212,7 @@ def test_a_strategy_sells_only_its_own_share() -> None:
 
 
 def test_spot_buy_needs_the_cash_net_of_working_buys() -> None:
-    g, book, working = spot_gate()
+    g, _, working = spot_gate()
     working.append(Working("BTC/USD", Side.BUY, D(4), price=D(100)))  # 400 committed
     with pytest.raises(RiskRejection) as info:
         g.approve(sig(Side.BUY, "7"))  # 700 at the mark 100
@@ -224,7 +224,7 @@ def test_spot_buy_needs_the_cash_net_of_working_buys() -> None:
 def test_spot_buy_needs_the_cash_for_its_fee_too() -> None:
     from tradebot.core.markets import MarketBook, MarketRules
 
-    g, book, _ = spot_gate()
+    g, _, _ = spot_gate()
     g.markets = MarketBook(
         {"BTC/USD": MarketRules("BTC/USD", 1, 8, D("0.1"), D("0.00005"), D("0.5"), D("0.4"), D("0.25"))}
     )

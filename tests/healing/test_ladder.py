@@ -164,5 +164,5 @@ def test_failure_from_exception_keeps_context_and_module() -> None:
 def test_ladder_settings_reject_duplicates_and_empty() -> None:
     with pytest.raises(ValueError, match="twice"):
         HealingSettings(ladder=["dns", "dns"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ladder must not be empty"):
         HealingSettings(ladder=[])

@@ -84,7 +84,7 @@ async def test_clean_close_disarms_and_leaves_orders(sim: Simulator, tmp_path: P
 async def test_switch_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="dead_mans_switch_refresh_s"):
         KrakenConfig(dead_mans_switch_s=10, dead_mans_switch_refresh_s=10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dead_mans_switch_s must be between 0 and 86400"):
         KrakenConfig(dead_mans_switch_s=-1)
     KrakenConfig(dead_mans_switch_s=0, dead_mans_switch_refresh_s=100)  # off: any refresh
 

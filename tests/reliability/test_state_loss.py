@@ -239,13 +239,13 @@ async def test_damaged_state_starts_halted_rebuilt_from_the_exchange_and_trades_
     _damage(state, how)
     placed_before = sim.stats.requests["AddOrder"]
 
-    bot, summary = await _run_bot(sim, tmp_path, monkeypatch, 1.5)
+    _, summary = await _run_bot(sim, tmp_path, monkeypatch, 1.5)
     assert summary.started, summary.stop_reason
     assert summary.trading_state == "halted", summary.render()
     assert "(by state)" in summary.trading_reason and "tradebot resume" in summary.trading_reason
     assert sim.stats.requests["AddOrder"] == placed_before, "a damaged state traded on its own"
     _assert_journal_equals_exchange(sim, state)
-    assert all(cid in {e for e in _journal_ids(state)} for cid in late)
+    assert all(cid in set(_journal_ids(state)) for cid in late)
 
     if how not in TRADE_ON:
         return

@@ -149,7 +149,7 @@ async def test_malformed_and_truncated_json(sim: Simulator, session: aiohttp.Cli
         async with session.get(url) as resp:
             assert resp.status == 200
             text = await resp.text()
-        with pytest.raises(ValueError):
+        with pytest.raises(json.JSONDecodeError):
             json.loads(text)
     async with session.get(url) as resp:
         assert (await resp.json())["error"] == []

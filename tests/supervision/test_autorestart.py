@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -71,8 +72,8 @@ def test_crashing_child_is_restarted_with_backoff_until_max_restarts(tmp_path: P
     assert code == 1
     assert len(r.runs) == 4 and r.restarts == 3
     assert [run.delay_before_s for run in r.runs] == [0.0, 0.1, 0.2, 0.4]
-    gaps = [b.started - a.ended for a, b in zip(r.runs, r.runs[1:])]  # type: ignore[operator]
-    for gap, expected in zip(gaps, [0.1, 0.2, 0.4]):
+    gaps = [b.started - a.ended for a, b in itertools.pairwise(r.runs)]  # type: ignore[operator]
+    for gap, expected in zip(gaps, [0.1, 0.2, 0.4], strict=True):
         # the gap also holds counting the restart in the state store and starting a process,
         # which on a machine with every CPU busy takes a good part of a second
         assert expected <= gap < expected + 3.0

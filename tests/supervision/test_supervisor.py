@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
 from collections.abc import Callable
 from typing import Any
@@ -316,10 +317,8 @@ async def test_stop_is_bounded_when_the_watcher_itself_hangs() -> None:
         async def recover(self, failure: Failure) -> bool:
             entered.set()
             while not self.released:
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    pass
             return False
 
         async def verify(self, failure: Failure) -> bool:

@@ -23,6 +23,7 @@ child first beats and WATCHDOG=1 on every beat. Restarts are counted in the stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -173,10 +174,7 @@ class AutoRestarter:
     def _install_signals(self) -> list[tuple[signal.Signals, _SignalHandler]]:
         if threading.current_thread() is not threading.main_thread():
             return []
-        old: list[tuple[signal.Signals, _SignalHandler]] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old.append((sig, signal.signal(sig, self.request_stop)))
-        return old
+        return [(sig, signal.signal(sig, self.request_stop)) for sig in (signal.SIGINT, signal.SIGTERM)]
 
     # --- main loop ------------------------------------------------------------------------
 
@@ -252,7 +250,7 @@ class AutoRestarter:
     def _give_up(self, why: str) -> int:
         self.final_message = f"giving up: {why}. A person must look at the logs and restart the bot."
         log.critical("auto-restart: %s", self.final_message)
-        print(f"tradebot: {self.final_message}", file=sys.stderr, flush=True)
+        print(f"tradebot: {self.final_message}", file=sys.stderr, flush=True)  # noqa: T201 - the person at the terminal sees it even with logging off
         self._send(AlertLevel.CRITICAL, "bot stopped: restart limit", self.final_message, "autorestart:final")
         return 1
 
@@ -346,10 +344,8 @@ class AutoRestarter:
 
     def _remove_heartbeat(self) -> None:
         for path in (self.heartbeat_path, self.heartbeat_path.with_name(self.heartbeat_path.name + ".part")):
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
 
     def _count_restart(self) -> None:
         if self.state_dir is None:

@@ -727,7 +727,7 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
         comps = {}
         for cat in categories:
             comps.update({n: (cat, c) for n, c in host.components(cat).items()})
-        for name, raw in raw_tables.items():
+        for name in raw_tables:
             if name not in comps:
                 near = _near(name, list(comps))
                 issues.append(
@@ -739,7 +739,7 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
             if not errs:
                 configs[(cat, name)] = obj
     settings_classes = host.settings_classes()
-    for name, raw in settings.plugin_tables.items():
+    for name in settings.plugin_tables:
         if name in settings_classes:
             continue
         if name in host.report.loaded:

@@ -99,20 +99,20 @@ def trades(
     table: list[tuple[str, ...]] = [
         ("TIME", "PAIR", "SIDE", "VOLUME", "PRICE", "FEE", "STRATEGY", "PNL", "TRIP")
     ]
-    for r in rows:
-        table.append(
-            (
-                r.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
-                r.pair,
-                r.side,
-                f"{r.volume:f}",
-                f"{r.price:f}",
-                f"{r.fee:.4f}",
-                r.strategy,
-                "" if r.realized_pnl is None else f"{r.realized_pnl:+.4f}",
-                "" if r.round_trip_pnl is None else f"{r.round_trip_pnl:+.4f}",
-            )
+    table.extend(
+        (
+            r.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r.pair,
+            r.side,
+            f"{r.volume:f}",
+            f"{r.price:f}",
+            f"{r.fee:.4f}",
+            r.strategy,
+            "" if r.realized_pnl is None else f"{r.realized_pnl:+.4f}",
+            "" if r.round_trip_pnl is None else f"{r.round_trip_pnl:+.4f}",
         )
+        for r in rows
+    )
     _print_table(table)
 
 

@@ -556,9 +556,11 @@ class OrderExecutor:
             outcomes.setdefault(outcome, []).append(entry.client_order_id)
         orphans: list[OrderInfo] = []
         try:
-            for info in await self.exchange.open_orders():
-                if info.client_order_id is None or self.store.get_order(info.client_order_id) is None:
-                    orphans.append(info)
+            orphans = [
+                info
+                for info in await self.exchange.open_orders()
+                if info.client_order_id is None or self.store.get_order(info.client_order_id) is None
+            ]
         except Exception as exc:  # noqa: BLE001 - orphans are advisory; the journal is reconciled
             log.warning("could not list open orders to find unknown ones: %s", exc)
         for info in orphans:

@@ -608,11 +608,11 @@ class HealthMonitor:
             result.status is HealthStatus.CRITICAL
             and result.escalate is not None
             and self.trading is not None
+            and result.escalate.severity > self.trading.state.severity
         ):
-            if result.escalate.severity > self.trading.state.severity:
-                await self.trading.escalate(
-                    result.escalate, f"{result.check}: {result.message}", check_source(result.check)
-                )
+            await self.trading.escalate(
+                result.escalate, f"{result.check}: {result.message}", check_source(result.check)
+            )
 
     def _log_change(self, previous: CheckResult | None, result: CheckResult) -> None:
         level = {

@@ -14,6 +14,7 @@ from a position.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -60,7 +61,7 @@ def _tiers(value: Any) -> tuple[tuple[Decimal, Decimal], ...]:
     tiers = tuple((_dec(v), _dec(p)) for v, p in value)
     if not tiers or tiers[0][0] != 0:
         raise ValueError(f"a fee schedule starts at volume 0 (got {value!r})")
-    if any(b[0] <= a[0] for a, b in zip(tiers, tiers[1:], strict=False)):
+    if any(b[0] <= a[0] for a, b in itertools.pairwise(tiers)):
         raise ValueError(f"fee tiers must be in increasing volume (got {value!r})")
     if any(not 0 <= p < 100 for _, p in tiers):
         raise ValueError(f"fees are percentages between 0 and 100 (got {value!r})")

@@ -70,18 +70,17 @@ class StateReport:
     def lines(self) -> list[str]:
         window = "all history" if self.since is None else f"since {self.since.isoformat(timespec='seconds')}"
         out = [f"{self.exchange_orders} of this bot's orders on the exchange ({window})"]
-        for info in self.missing:
-            out.append(
-                f"  missing from the journal: {info.client_order_id} {info.side.value} {info.volume} {info.pair}"
-                f" {info.status.value}, filled {info.filled_volume}"
-            )
-        for entry, info in self.differing:
-            out.append(
-                f"  differs: {entry.client_order_id} journal {entry.status.value} filled {entry.filled_volume},"
-                f" exchange {info.status.value} filled {info.filled_volume}"
-            )
-        for line in self.fill_differences:
-            out.append(f"  fills differ from the exchange's trades: {line}")
+        out.extend(
+            f"  missing from the journal: {info.client_order_id} {info.side.value} {info.volume} {info.pair}"
+            f" {info.status.value}, filled {info.filled_volume}"
+            for info in self.missing
+        )
+        out.extend(
+            f"  differs: {entry.client_order_id} journal {entry.status.value} filled {entry.filled_volume},"
+            f" exchange {info.status.value} filled {info.filled_volume}"
+            for entry, info in self.differing
+        )
+        out.extend(f"  fills differ from the exchange's trades: {line}" for line in self.fill_differences)
         for pair, (journal, exchange) in sorted(self.positions.items()):
             mark = "" if journal == exchange else "   <- differs"
             out.append(f"  position {pair}: journal {journal}, exchange {exchange}{mark}")

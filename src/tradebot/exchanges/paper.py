@@ -402,23 +402,21 @@ class PaperExchange:
 
     async def trades(self, since: datetime | None = None) -> Sequence[Fill]:
         """One trade per filled paper order placed after ``since`` (paper orders fill whole)."""
-        fills = []
-        for o in await self.closed_orders(since):
-            if o.filled_volume > 0 and o.avg_fill_price is not None:
-                fills.append(
-                    Fill(
-                        trade_id=f"{o.exchange_order_id}-T",
-                        client_order_id=o.client_order_id,
-                        exchange_order_id=o.exchange_order_id,
-                        pair=o.pair,
-                        side=o.side,
-                        price=o.avg_fill_price,
-                        volume=o.filled_volume,
-                        fee=o.fee,
-                        time=o.created_at or self._clock.now(),
-                    )
-                )
-        return fills
+        return [
+            Fill(
+                trade_id=f"{o.exchange_order_id}-T",
+                client_order_id=o.client_order_id,
+                exchange_order_id=o.exchange_order_id,
+                pair=o.pair,
+                side=o.side,
+                price=o.avg_fill_price,
+                volume=o.filled_volume,
+                fee=o.fee,
+                time=o.created_at or self._clock.now(),
+            )
+            for o in await self.closed_orders(since)
+            if o.filled_volume > 0 and o.avg_fill_price is not None
+        ]
 
     async def market_data(
         self, pairs: Sequence[str], *, ohlc_interval: int | None = None

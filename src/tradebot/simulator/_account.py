@@ -116,10 +116,7 @@ def _time_spec(text: str | None, field: str, now: float) -> float | None:
         return None
     raw = str(text).strip()
     try:
-        if raw.startswith("+"):
-            value = now + float(raw[1:])
-        else:
-            value = float(raw)
+        value = now + float(raw[1:]) if raw.startswith("+") else float(raw)
     except ValueError:
         raise invalid(field) from None
     if value != value or value in (float("inf"), float("-inf")):
@@ -797,9 +794,8 @@ class Account:
         if not order.is_open:
             raise KrakenRejection("EOrder:Unknown order")
         pm = market[order.pair.key]
-        if volume is not None:
-            if volume <= order.vol_exec or volume < order.pair.ordermin:
-                raise KrakenRejection("EOrder:Invalid order")
+        if volume is not None and (volume <= order.vol_exec or volume < order.pair.ordermin):
+            raise KrakenRejection("EOrder:Invalid order")
         # ``price``: a limit order's limit, or a conditional order's trigger; ``price2``: the
         # limit of a stop-loss-limit / take-profit-limit (before or after it triggered)
         if price is not None and (
@@ -809,9 +805,12 @@ class Account:
         if price2 is not None and order.ordertype not in ("stop-loss-limit", "take-profit-limit"):
             raise KrakenRejection("EOrder:Invalid order")
         new_limit = price if order.ordertype == "limit" else (price2 if order.triggered else None)
-        if post_only and new_limit is not None:
-            if pm.ask <= new_limit if order.side == "buy" else pm.bid >= new_limit:
-                raise KrakenRejection("EOrder:Post only order")
+        if (
+            post_only
+            and new_limit is not None
+            and (pm.ask <= new_limit if order.side == "buy" else pm.bid >= new_limit)
+        ):
+            raise KrakenRejection("EOrder:Post only order")
         order_original = order.amend_entry(order.txid, "original", order.opentm)
         if volume is not None:
             order.volume = volume

@@ -235,7 +235,7 @@ class ParamDict(dict[str, str]):
 
 def _parse_params(request: web.Request, raw: bytes) -> tuple[ParamDict, str | None]:
     """Query + body parameters, and the Kraken error to answer when they make no sense."""
-    params = ParamDict({k: v for k, v in request.query.items()})
+    params = ParamDict(dict(request.query.items()))
     if not raw:
         return params, None
     try:

@@ -197,7 +197,7 @@ class InlineDispatch:
 
     def _dispatch_failed(self, handle: StrategyHandle, exc: Exception) -> None:
         """The dispatcher could not finish its work for one instance: hand it a failure."""
-        log.exception("strategy %r: the dispatcher failed handling its call", handle.name, exc_info=exc)
+        log.error("strategy %r: the dispatcher failed handling its call", handle.name, exc_info=exc)
         backlog = handle.backlog
         assert backlog is not None
         handle.detached = True

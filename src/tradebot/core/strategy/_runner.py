@@ -431,15 +431,17 @@ class StrategyRunner(InlineDispatch):
         handle.delivering = True
         try:
             await self._sink(signals)
-        except Exception:  # noqa: BLE001 - the sink's failure is not the strategy's
-            self._sink_failed(handle, signals)
+        except Exception as exc:  # noqa: BLE001 - the sink's failure is not the strategy's
+            self._sink_failed(handle, signals, exc)
         finally:
             handle.delivering = False
 
     @staticmethod
-    def _sink_failed(handle: StrategyHandle, signals: list[Signal]) -> None:
+    def _sink_failed(handle: StrategyHandle, signals: list[Signal], exc: Exception) -> None:
         handle.stats.sink_errors += 1
-        log.exception("the signal sink failed on %d signal(s) of strategy %r", len(signals), handle.name)
+        log.error(
+            "the signal sink failed on %d signal(s) of strategy %r", len(signals), handle.name, exc_info=exc
+        )
 
     # --- failures -----------------------------------------------------------------------
 

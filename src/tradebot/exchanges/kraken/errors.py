@@ -141,7 +141,7 @@ def map_kraken_error(
     if head == "EGeneral:Invalid arguments" or head.startswith("EOrder:"):
         cls = InvalidOrder if trading or head.startswith("EOrder:") else ExchangeError
         return cls(f"{prefix}: rejected arguments", endpoint=endpoint, kraken_error=all_errors)
-    if head.startswith("EService:") or head.startswith("EDatabase:"):
+    if head.startswith(("EService:", "EDatabase:")):
         return ExchangeUnavailable(f"{prefix}: service problem", endpoint=endpoint, kraken_error=all_errors)
     if head.startswith("EAPI:"):
         return AuthError(f"{prefix}: API request refused", endpoint=endpoint, kraken_error=all_errors)

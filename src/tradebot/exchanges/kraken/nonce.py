@@ -10,6 +10,7 @@ reuses a nonce even if the machine clock went backwards, and writes about once p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -74,10 +75,8 @@ class NonceSource:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
         try:
             dir_fd = os.open(self.path.parent, os.O_RDONLY)

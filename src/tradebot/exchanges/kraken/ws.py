@@ -198,7 +198,7 @@ class MarketDataStream:
                 log.warning(
                     "Kraken WS: no message for %.1fs; reconnecting", self.config.ws_heartbeat_timeout_s
                 )
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any other failure of the connection: reconnect, error kept in stats
                 failures = 1 if self._conn_messages else failures + 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("Kraken WS: %s; reconnecting", self.stats.last_error)
