@@ -29,14 +29,16 @@ from tradebot.core.trading_state import TradingStateMachine
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def staleness_trial(threshold: float) -> float:
     trading = TradingStateMachine()
     halted: list[float] = []
     trading.listeners.append(lambda change: halted.append(time.monotonic()))
-    check = StalenessCheck("staleness", StalenessConfig(threshold_s=threshold, startup_grace_s=5), ["BTC/USD"], SystemClock())
+    check = StalenessCheck(
+        "staleness", StalenessConfig(threshold_s=threshold, startup_grace_s=5), ["BTC/USD"], SystemClock()
+    )
     monitor = HealthMonitor([check], trading=trading, settings=MonitoringSettings(round_interval_s=10))
     task = asyncio.ensure_future(monitor.run())
     await asyncio.sleep(0)
@@ -59,9 +61,16 @@ async def outage_trial() -> float:
 
     async with run_simulator(tick_interval_s=0) as sim:
         ex = KrakenExchange(
-            KrakenConfig(base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, request_timeout_s=1.0,
-                         connect_timeout_s=0.5, balance_cache_s=0.0),
-            api_key=sim.api_key, api_secret=sim.api_secret,
+            KrakenConfig(
+                base_url=sim.base_url,
+                ws_url=sim.ws_url,
+                min_spacing_s=0.0,
+                request_timeout_s=1.0,
+                connect_timeout_s=0.5,
+                balance_cache_s=0.0,
+            ),
+            api_key=sim.api_key,
+            api_secret=sim.api_secret,
         )
         await ex.start()
         trading = TradingStateMachine()
@@ -69,7 +78,8 @@ async def outage_trial() -> float:
         trading.listeners.append(lambda change: halted.append(time.monotonic()))
         cfg = ApiConnectivityConfig(interval_s=0.1, degraded_after=1, critical_after=3, call_timeout_s=1.0)
         monitor = HealthMonitor(
-            [ApiConnectivityCheck("api-connectivity", cfg, ex)], trading=trading,
+            [ApiConnectivityCheck("api-connectivity", cfg, ex)],
+            trading=trading,
             settings=MonitoringSettings(round_interval_s=0.05),
         )
         task = asyncio.ensure_future(monitor.run())
@@ -89,8 +99,10 @@ async def outage_trial() -> float:
 
 def show(name: str, values: list[float], unit_ms: bool = True) -> None:
     k = 1000 if unit_ms else 1
-    print(f"{name:<48} n={len(values):<3} p50={pct(values, 0.5) * k:7.1f} ms  p99={pct(values, 0.99) * k:7.1f} ms  "
-          f"max={max(values) * k:7.1f} ms  mean={statistics.mean(values) * k:7.1f} ms")
+    print(
+        f"{name:<48} n={len(values):<3} p50={pct(values, 0.5) * k:7.1f} ms  p99={pct(values, 0.99) * k:7.1f} ms  "
+        f"max={max(values) * k:7.1f} ms  mean={statistics.mean(values) * k:7.1f} ms"
+    )
 
 
 async def main(trials: int) -> None:

@@ -111,7 +111,9 @@ async def engine(
         nonlocal signals
         signals += len(batch)
 
-    runner = StrategyRunner(bus=bus, sink=sink, host=host, trace_every=trace_every, trace_interval_s=trace_interval_s)
+    runner = StrategyRunner(
+        bus=bus, sink=sink, host=host, trace_every=trace_every, trace_interval_s=trace_interval_s
+    )
     for name, strategy in build(host, pairs).items():
         runner.add(name, strategy, plugin=name, pairs=pairs)
     task = asyncio.create_task(runner.run())
@@ -152,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--trace-every", type=int, default=100, help="1 traces every strategy call")
     parser.add_argument(
-        "--trace-interval", type=float, default=0.1, help="at most one quiet call traced per this many seconds"
+        "--trace-interval",
+        type=float,
+        default=0.1,
+        help="at most one quiet call traced per this many seconds",
     )
     args = parser.parse_args(argv)
 
@@ -206,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     on_off = on_rate / off_rate
     eng_bare = off_rate / bare_rate
     print(f"  tracing on / off     {on_off:.2f}x   (target >= 0.9x: {'met' if on_off >= 0.9 else 'NOT met'})")
-    print(f"  engine / bare loop   {eng_bare:.2f}x   (target >= 0.5x: {'met' if eng_bare >= 0.5 else 'NOT met'})")
+    print(
+        f"  engine / bare loop   {eng_bare:.2f}x   (target >= 0.5x: {'met' if eng_bare >= 0.5 else 'NOT met'})"
+    )
     print(f"  engine+tracing / bare {on_rate / bare_rate:.2f}x")
     if off_signals != bare_signals or off_info["conflated"]:
         print("  note: the engine conflated ticks, so it saw fewer than the bare loop")

@@ -11,6 +11,7 @@ the simulator's counter is lifted so the figures show the client, not the pacing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -29,8 +30,12 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(name: str, calls: int, call: Callable[[], Awaitable[object]],
-                  after: Callable[[], Awaitable[None]] | None = None) -> None:
+async def measure(
+    name: str,
+    calls: int,
+    call: Callable[[], Awaitable[object]],
+    after: Callable[[], Awaitable[None]] | None = None,
+) -> None:
     for _ in range(10):  # warm-up
         await call()
     latencies: list[float] = []
@@ -42,30 +47,46 @@ async def measure(name: str, calls: int, call: Callable[[], Awaitable[object]],
         if after is not None:
             await after()
     elapsed = time.perf_counter() - start
-    print(f"{name:<34} {calls / elapsed:9.0f} calls/s   p50 {pct(latencies, 0.5) * 1e3:7.3f} ms"
-          f"   p99 {pct(latencies, 0.99) * 1e3:7.3f} ms")
+    print(
+        f"{name:<34} {calls / elapsed:9.0f} calls/s   p50 {pct(latencies, 0.5) * 1e3:7.3f} ms"
+        f"   p99 {pct(latencies, 0.99) * 1e3:7.3f} ms"
+    )
 
 
 async def main(calls: int) -> None:
     async with run_simulator(seed=1, tick_interval_s=0.2, faults="ratelimit=1000000/1000000") as sim:
         config = KrakenConfig(base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0)
         with tempfile.TemporaryDirectory() as state:
-            ex = KrakenExchange(config, api_key=sim.api_key, api_secret=sim.api_secret, state_dir=Path(state),
-                                rate_limiter=RequestRateLimiter.build(None, min_spacing_s=0.0))
+            ex = KrakenExchange(
+                config,
+                api_key=sim.api_key,
+                api_secret=sim.api_secret,
+                state_dir=Path(state),
+                rate_limiter=RequestRateLimiter.build(None, min_spacing_s=0.0),
+            )
             try:
                 print(f"simulator at {sim.base_url}, {calls} sequential calls each\n")
                 await measure("Ticker  pooled session", calls, lambda: ex.ticker(["BTC/USD"]))
+
                 # a closed client sends nothing until start() opens it again: each call opens one
                 async def fresh(call: Callable[[], Awaitable[object]]) -> object:
                     await ex.rest.start()
                     return await call()
 
-                await measure("Ticker  new session per call", calls, lambda: fresh(lambda: ex.ticker(["BTC/USD"])),
-                              ex.rest.close)
+                await measure(
+                    "Ticker  new session per call",
+                    calls,
+                    lambda: fresh(lambda: ex.ticker(["BTC/USD"])),
+                    ex.rest.close,
+                )
                 await ex.rest.start()
                 await measure("Balance pooled session", calls, lambda: ex.rest.private("Balance"))
-                await measure("Balance new session per call", calls, lambda: fresh(lambda: ex.rest.private("Balance")),
-                              ex.rest.close)
+                await measure(
+                    "Balance new session per call",
+                    calls,
+                    lambda: fresh(lambda: ex.rest.private("Balance")),
+                    ex.rest.close,
+                )
                 print(f"\nsessions created: {ex.rest.sessions_created}")
                 await ex.rest.start()
 
@@ -75,20 +96,18 @@ async def main(calls: int) -> None:
                 n = 100_000
                 t0 = time.perf_counter()
                 for _ in range(n):
-                    try:
+                    with contextlib.suppress(CircuitOpen):
                         breaker.acquire()
-                    except CircuitOpen:
-                        pass
                 raw = (time.perf_counter() - t0) / n
                 m = 20_000
                 t0 = time.perf_counter()
                 for _ in range(m):
-                    try:
+                    with contextlib.suppress(CircuitOpen):
                         await ex.ticker(["BTC/USD"])
-                    except CircuitOpen:
-                        pass
                 full = (time.perf_counter() - t0) / m
-                print(f"open breaker fast-fail: acquire() {raw * 1e6:.2f} us, full ticker() call {full * 1e6:.2f} us")
+                print(
+                    f"open breaker fast-fail: acquire() {raw * 1e6:.2f} us, full ticker() call {full * 1e6:.2f} us"
+                )
             finally:
                 await ex.close()
 

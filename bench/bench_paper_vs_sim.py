@@ -15,7 +15,6 @@ its former defaults (0.26 % / 0.16 % fees, 5 bps slippage), to show what the gap
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal as D
 from typing import Any
@@ -36,7 +35,9 @@ START = {"USD": D(100000)}
 
 def kraken(sim: Simulator, *, keys: bool) -> KrakenExchange:
     cfg = KrakenConfig(base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, rate_tier="pro")
-    return KrakenExchange(cfg, api_key=sim.api_key if keys else None, api_secret=sim.api_secret if keys else None)
+    return KrakenExchange(
+        cfg, api_key=sim.api_key if keys else None, api_secret=sim.api_secret if keys else None
+    )
 
 
 async def trade(
@@ -64,17 +65,29 @@ async def trade(
             for signal in strategy.on_event(ticker):
                 try:
                     volume, _ = book.fit(
-                        pair=signal.pair, side=signal.side, order_type=OrderType.MARKET,
-                        volume=signal.volume, reference_price=ticker.mid,
+                        pair=signal.pair,
+                        side=signal.side,
+                        order_type=OrderType.MARKET,
+                        volume=signal.volume,
+                        reference_price=ticker.mid,
                     )
                 except MarketRuleError:
                     continue
                 cid = f"o{n}-{signal.pair.replace('/', '')}"
-                await exchange.place_order(OrderRequest(signal.pair, signal.side, OrderType.MARKET, volume, cid))
+                await exchange.place_order(
+                    OrderRequest(signal.pair, signal.side, OrderType.MARKET, volume, cid)
+                )
                 orders += 1
     balances = await exchange.balances()
     mids = {t.pair.split("/")[0]: t.mid for t in tickers}
-    equity = sum((amount * (mids[a] if a != "USD" else D(1)) for a, amount in balances.totals.items() if a in mids or a == "USD"), D(0))
+    equity = sum(
+        (
+            amount * (mids[a] if a != "USD" else D(1))
+            for a, amount in balances.totals.items()
+            if a in mids or a == "USD"
+        ),
+        D(0),
+    )
     return equity - START["USD"], orders, fees_paid()
 
 
@@ -84,7 +97,13 @@ async def live_run(seed: int, ticks: int, quote: D) -> tuple[D, int, D]:
         await ex.start()
         try:
             return await trade(
-                sim, ex, ex, lambda _t: None, lambda: sum((o.fee for o in sim.account.orders.values()), D(0)), ticks, quote
+                sim,
+                ex,
+                ex,
+                lambda _t: None,
+                lambda: sum((o.fee for o in sim.account.orders.values()), D(0)),
+                ticks,
+                quote,
             )
         finally:
             await ex.close()
@@ -102,7 +121,13 @@ async def paper_run(seed: int, ticks: int, quote: D, config: PaperConfig) -> tup
                     paper.on_ticker(t)
 
             result = await trade(
-                sim, source, paper, feed, lambda: sum((o.fee for o in paper._orders.values()), D(0)), ticks, quote
+                sim,
+                source,
+                paper,
+                feed,
+                lambda: sum((o.fee for o in paper._orders.values()), D(0)),
+                ticks,
+                quote,
             )
             assert sim.stats.requests["AddOrder"] == 0  # the paper run never touched the exchange's account
             return result
@@ -128,12 +153,16 @@ async def main(ticks: int, seed: int, quote: D) -> None:
         ("paper (defaults)", lambda: paper_run(seed, ticks, quote, PaperConfig())),
         (
             "paper (former defaults: 0.26/0.16 %, 5 bps)",
-            lambda: paper_run(seed, ticks, quote, PaperConfig(fee_pct=D("0.26"), maker_fee_pct=D("0.16"), slippage_bps=D(5))),
+            lambda: paper_run(
+                seed, ticks, quote, PaperConfig(fee_pct=D("0.26"), maker_fee_pct=D("0.16"), slippage_bps=D(5))
+            ),
         ),
     ]
     results = [(name, await run()) for name, run in runs]
     live = results[0][1][0]
-    print(f"event loop: {event_loop.loop_name()}; {ticks} ticks, seed {seed}, {quote} USD per buy, pairs {', '.join(PAIRS)}")
+    print(
+        f"event loop: {event_loop.loop_name()}; {ticks} ticks, seed {seed}, {quote} USD per buy, pairs {', '.join(PAIRS)}"
+    )
     print("| run | PnL (USD) | orders | fees (USD) | PnL gap to live |")
     print("|---|---|---|---|---|")
     for name, result in results:

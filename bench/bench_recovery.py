@@ -8,6 +8,7 @@ the restarted child being ready (first heartbeat) under ``--auto-restart``.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import sys
 import tempfile
@@ -38,8 +39,16 @@ def make_exchange(sim: object, tmp: Path, host: str = "127.0.0.1") -> KrakenExch
     cfg = KrakenConfig(
         base_url=sim.base_url.replace("127.0.0.1", host),  # type: ignore[attr-defined]
         ws_url=sim.ws_url,  # type: ignore[attr-defined]
-        min_spacing_s=0.0, request_timeout_s=0.5, connect_timeout_s=0.5, breaker_min_calls=50, breaker_window=50, breaker_open_wait_s=0.05,
-        ws_heartbeat_timeout_s=0.5, ws_reconnect_initial_s=0.02, ws_reconnect_max_s=0.1, rest_fallback_after_s=30,
+        min_spacing_s=0.0,
+        request_timeout_s=0.5,
+        connect_timeout_s=0.5,
+        breaker_min_calls=50,
+        breaker_window=50,
+        breaker_open_wait_s=0.05,
+        ws_heartbeat_timeout_s=0.5,
+        ws_reconnect_initial_s=0.02,
+        ws_reconnect_max_s=0.1,
+        rest_fallback_after_s=30,
     )
     limiter = RequestRateLimiter.build(RateTier("bench", 1000, 1000.0), min_spacing_s=0.0)
     return KrakenExchange(cfg, state_dir=tmp, rate_limiter=limiter)
@@ -63,7 +72,9 @@ async def bench_reconnect(sim: object, tmp: Path) -> list[float]:
             except Exception as exc:  # noqa: BLE001
                 failure = Failure.from_exception(exc, probe=ex.server_time)
             ctx = types.SimpleNamespace(exchange=ex, clock=SystemClock(), extras={})
-            action = ReconnectAction(ReconnectConfig(attempts=10, retry_wait_s=0.01, max_per_window=1000), ctx)
+            action = ReconnectAction(
+                ReconnectConfig(attempts=10, retry_wait_s=0.01, max_per_window=1000), ctx
+            )
             result = await Healer([action]).heal(failure)
             assert result.healed, result
             out.append(time.monotonic() - fault_end)
@@ -78,8 +89,12 @@ async def bench_dns(sim: object, tmp: Path) -> list[float]:
     try:
         for _ in range(ROUNDS):
             t0 = time.monotonic()
-            failure = Failure.from_exception(DNSError("resolution failed", host="localhost"), probe=ex.server_time)
-            dns = DnsAction(DnsConfig(backoff_initial_s=0.05, max_per_window=1000), types.SimpleNamespace(exchange=ex))
+            failure = Failure.from_exception(
+                DNSError("resolution failed", host="localhost"), probe=ex.server_time
+            )
+            dns = DnsAction(
+                DnsConfig(backoff_initial_s=0.05, max_per_window=1000), types.SimpleNamespace(exchange=ex)
+            )
             assert (await Healer([dns]).heal(failure)).healed
             out.append(time.monotonic() - t0)
     finally:
@@ -93,7 +108,7 @@ async def bench_websocket(sim: object, tmp: Path) -> list[float]:
 
     async def consume() -> None:
         async for _ in ex.market_data(["BTC/USD"]):
-            got.append(time.monotonic())
+            got.append(time.monotonic())  # noqa: PERF401 - read while the stream still runs
 
     task = asyncio.create_task(consume())
     out = []
@@ -120,7 +135,8 @@ async def bench_websocket(sim: object, tmp: Path) -> list[float]:
 def bench_child_restart(tmp: Path) -> list[float]:
     marker = tmp / "lives"
     script = tmp / "child.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import pathlib, sys, time
         from tradebot.core.sdnotify import Heartbeat
         p = pathlib.Path({str(marker)!r})
@@ -129,11 +145,15 @@ def bench_child_restart(tmp: Path) -> list[float]:
         Heartbeat().beat()          # ready
         time.sleep(0.1)
         sys.exit(0 if n >= {ROUNDS} else 1)
-    """))
-    r = AutoRestarter([sys.executable, str(script)], RestartPolicy(restart_delay_s=0, jitter=0, heartbeat_timeout_s=10,
-                                                                  poll_interval_s=0.005), state_dir=tmp / "state")
+    """)
+    )
+    r = AutoRestarter(
+        [sys.executable, str(script)],
+        RestartPolicy(restart_delay_s=0, jitter=0, heartbeat_timeout_s=10, poll_interval_s=0.005),
+        state_dir=tmp / "state",
+    )
     assert r.run() == 0
-    return [b.ready_at - a.ended for a, b in zip(r.runs, r.runs[1:]) if b.ready_at and a.ended]  # type: ignore[operator]
+    return [b.ready_at - a.ended for a, b in itertools.pairwise(r.runs) if b.ready_at and a.ended]  # type: ignore[operator]
 
 
 async def main() -> None:

@@ -110,10 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         r = event_loop.run(soak(args.ticks, args.warmup, Path(tmp)))
     mb = 1024 * 1024
     ok = r["growth_pct"] < 5.0
-    print(f"memory soak: {r['ticks']:,} ticks after {r['warmup']:,} warm-up in {r['seconds']:.1f}s "
-          f"({r['ticks'] / r['seconds']:,.0f} ticks/s), {r['strategy_calls']:,} strategy calls")
-    print(f"  RSS after warm-up {r['rss_after_warmup'] / mb:.1f} MB, at end {r['rss_end'] / mb:.1f} MB, "
-          f"growth {r['growth_pct']:+.2f} % (target < 5 %: {'met' if ok else 'MISSED'})")
+    print(
+        f"memory soak: {r['ticks']:,} ticks after {r['warmup']:,} warm-up in {r['seconds']:.1f}s "
+        f"({r['ticks'] / r['seconds']:,.0f} ticks/s), {r['strategy_calls']:,} strategy calls"
+    )
+    print(
+        f"  RSS after warm-up {r['rss_after_warmup'] / mb:.1f} MB, at end {r['rss_end'] / mb:.1f} MB, "
+        f"growth {r['growth_pct']:+.2f} % (target < 5 %: {'met' if ok else 'MISSED'})"
+    )
     return 0 if ok else 1
 
 

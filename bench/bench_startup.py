@@ -24,14 +24,18 @@ def main() -> int:
     times = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
-        out = subprocess.run([sys.executable, "-m", "tradebot", "plugins", "list"], capture_output=True, env=env)
+        out = subprocess.run(
+            [sys.executable, "-m", "tradebot", "plugins", "list"], capture_output=True, env=env
+        )
         times.append(time.perf_counter() - t0)
         if out.returncode != 0:
             print(out.stderr.decode()[-2000:])
             return 1
     median = statistics.median(times)
-    print(f"tradebot plugins list, cold subprocess: median {median * 1e3:.0f} ms, worst {max(times) * 1e3:.0f} ms "
-          f"over {args.runs} runs (target < 500 ms: {'met' if median < 0.5 else 'MISSED'})")
+    print(
+        f"tradebot plugins list, cold subprocess: median {median * 1e3:.0f} ms, worst {max(times) * 1e3:.0f} ms "
+        f"over {args.runs} runs (target < 500 ms: {'met' if median < 0.5 else 'MISSED'})"
+    )
     return 0 if median < 0.5 else 1
 
 

@@ -79,8 +79,16 @@ async def simulator(remote: bool) -> AsyncIterator[tuple[str, str]]:
             yield sim.base_url, sim.ws_url
         return
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tradebot", "sim", "--port", "0", "--seed", "1",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable,
+        "-m",
+        "tradebot",
+        "sim",
+        "--port",
+        "0",
+        "--seed",
+        "1",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
     )
     try:
         assert proc.stdout is not None
@@ -105,13 +113,18 @@ async def main(calls: int, rounds: int, remote: int) -> int:
         import ccxt.async_support as ccxt_async
     except ImportError:
         ccxt_async = None
-        print("ccxt is not installed: its column is skipped (pip install ccxt into this environment to compare)")
+        print(
+            "ccxt is not installed: its column is skipped (pip install ccxt into this environment to compare)"
+        )
     concurrency = max(1, remote)
     async with simulator(remote > 0) as (base_url, ws_url):
         with tempfile.TemporaryDirectory() as state:
             ours = KrakenExchange(
-                KrakenConfig(base_url=base_url, ws_url=ws_url, min_spacing_s=0.0, pool_limit=max(20, concurrency)),
-                state_dir=Path(state), rate_limiter=RequestRateLimiter.build(None, min_spacing_s=0.0),
+                KrakenConfig(
+                    base_url=base_url, ws_url=ws_url, min_spacing_s=0.0, pool_limit=max(20, concurrency)
+                ),
+                state_dir=Path(state),
+                rate_limiter=RequestRateLimiter.build(None, min_spacing_s=0.0),
             )
             await ours.start()
             session = aiohttp.ClientSession()
@@ -125,7 +138,10 @@ async def main(calls: int, rounds: int, remote: int) -> int:
                     body = json.loads(await resp.read())
                 return Decimal(body["result"]["XXBTZUSD"]["b"][0])
 
-            clients: dict[str, Callable[[], Awaitable[Decimal]]] = {"tradebot": tradebot_call, "bare aiohttp": bare_call}
+            clients: dict[str, Callable[[], Awaitable[Decimal]]] = {
+                "tradebot": tradebot_call,
+                "bare aiohttp": bare_call,
+            }
             ccxt_client = None
             if ccxt_async is not None:
                 ccxt_client = ccxt_async.kraken({"enableRateLimit": False})
@@ -152,7 +168,9 @@ async def main(calls: int, rounds: int, remote: int) -> int:
         where = f"simulator in its own process on 127.0.0.1, {concurrency} calls in flight per client"
     else:
         where = "simulator in this process on 127.0.0.1, sequential calls"
-    print(f"{where}; event loop {event_loop.loop_name()}; {calls} Ticker calls per round, best of {rounds} rounds\n")
+    print(
+        f"{where}; event loop {event_loop.loop_name()}; {calls} Ticker calls per round, best of {rounds} rounds\n"
+    )
     for name, (rate, p50, p99) in best.items():
         print(f"{name:<14} {rate:8.0f} calls/s   p50 {p50 * 1e3:6.3f} ms   p99 {p99 * 1e3:6.3f} ms")
     ok = True
@@ -166,8 +184,10 @@ async def main(calls: int, rounds: int, remote: int) -> int:
         c_rate, _, c_p99 = best["ccxt"]
         met = t_rate / c_rate >= 1.5 and t_p99 < c_p99
         ok &= met
-        print(f"tradebot / ccxt: {t_rate / c_rate:.2f}x calls/s, p99 {t_p99 * 1e3:.3f} vs {c_p99 * 1e3:.3f} ms "
-              f"(target >= 1.5x and lower p99: {'met' if met else 'MISSED'})")
+        print(
+            f"tradebot / ccxt: {t_rate / c_rate:.2f}x calls/s, p99 {t_p99 * 1e3:.3f} vs {c_p99 * 1e3:.3f} ms "
+            f"(target >= 1.5x and lower p99: {'met' if met else 'MISSED'})"
+        )
     return 0 if ok else 1
 
 
@@ -176,7 +196,10 @@ if __name__ == "__main__":
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument(
-        "--remote", type=int, default=0, metavar="N",
+        "--remote",
+        type=int,
+        default=0,
+        metavar="N",
         help="run the simulator as a separate process, with N calls in flight per client (0: in this process)",
     )
     args = parser.parse_args()

@@ -21,7 +21,9 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> d
     return {loop_name(): loop_factory() or asyncio.new_event_loop}
 
 
-def make_dist(root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "0.1") -> Path:
+def make_dist(
+    root: Path, dist: str, modules: dict[str, str], entry_points: dict[str, str], version: str = "0.1"
+) -> Path:
     """Install a tiny distribution into ``root`` by hand: its modules plus a dist-info with
     entry points of group ``tradebot`` (what pip would write)."""
     root.mkdir(parents=True, exist_ok=True)
@@ -29,7 +31,9 @@ def make_dist(root: Path, dist: str, modules: dict[str, str], entry_points: dict
         (root / f"{name}.py").write_text(textwrap.dedent(code), encoding="utf-8")
     info = root / f"{dist.replace('-', '_')}-{version}.dist-info"
     info.mkdir(exist_ok=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8")
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n", encoding="utf-8"
+    )
     eps = "[tradebot]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items())
     (info / "entry_points.txt").write_text(eps, encoding="utf-8")
     return root
@@ -41,7 +45,9 @@ def extra_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path
     site = tmp_path / "site"
     site.mkdir()
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep))
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    )
     yield site
     for mod in [m for m in sys.modules if m.startswith("tbtest_")]:
         del sys.modules[mod]

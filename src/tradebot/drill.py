@@ -183,62 +183,103 @@ class Scenario:
     def duration_s(self, settings: DrillSettings) -> float:
         """How long the fault lasts: an outage when a state change is required."""
         return settings.outage_s if self.expect_state is not None or self.long else settings.fault_s
+
     expected: str = ""
     """What a user should see, in one line."""
 
 
 SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
-        "dns", "DNS failure", "kraken", fault="dns", expect_state="halted",
+        "dns",
+        "DNS failure",
+        "kraken",
+        fault="dns",
+        expect_state="halted",
         expected="connectivity check fails, trading HALTs, DNS healed and trading resumes by itself",
     ),
     Scenario(
-        "dropped-connections", "dropped connections", "kraken",
-        fault="drop,on=public|private,p=0.4; ws_disconnect=0.5", detect="retries",
+        "dropped-connections",
+        "dropped connections",
+        "kraken",
+        fault="drop,on=public|private,p=0.4; ws_disconnect=0.5",
+        detect="retries",
         expected="requests retried and WebSocket reconnected; no order lost or doubled",
     ),
     Scenario(
-        "5xx-storm", "5xx storm", "kraken", fault="http5xx=503", expect_state="halted",
+        "5xx-storm",
+        "5xx storm",
+        "kraken",
+        fault="http5xx=503",
+        expect_state="halted",
         expected="every call fails, breakers open, trading HALTs, then recovers by itself",
     ),
     Scenario(
-        "rate-limit", "tighter rate limits", "kraken", fault="ratelimit=2/0.2", detect="retries", long=True,
+        "rate-limit",
+        "tighter rate limits",
+        "kraken",
+        fault="ratelimit=2/0.2",
+        detect="retries",
+        long=True,
         forbid_halt=True,
         expected="rate-limit answers are retried with backoff; trading stays ACTIVE",
     ),
     Scenario(
-        "lost-responses", "lost order responses", "kraken", fault="drop_response,on=AddOrder,n=3",
-        detect="lookup", forbid_halt=True, long=True,
+        "lost-responses",
+        "lost order responses",
+        "kraken",
+        fault="drop_response,on=AddOrder,n=3",
+        detect="lookup",
+        forbid_halt=True,
+        long=True,
         expected="each order whose answer was lost is looked up, never sent twice",
     ),
     Scenario(
-        "stale-feed", "stale feed", "paper", fault="stale", expect_state="halted",
+        "stale-feed",
+        "stale feed",
+        "paper",
+        fault="stale",
+        expect_state="halted",
         expected="prices stop, staleness check HALTs trading, resumes when prices flow",
     ),
     Scenario(
-        "maintenance", "maintenance mode", "kraken", fault="status=maintenance", expect_state="reducing",
+        "maintenance",
+        "maintenance mode",
+        "kraken",
+        fault="status=maintenance",
+        expect_state="reducing",
         expected="exchange in maintenance: trading REDUCING, back to ACTIVE when online",
     ),
     Scenario(
-        "process-kill", "process kill (SIGKILL)", "process",
+        "process-kill",
+        "process kill (SIGKILL)",
+        "process",
         expected="bot killed with SIGKILL and restarted; zero lost and zero duplicate orders",
     ),
     Scenario(
-        "escalation", "state store refuses writes (escalation)", "escalation",
+        "escalation",
+        "state store refuses writes (escalation)",
+        "escalation",
         expected="the bot escalates and exits with code 75 within its grace period; --auto-restart starts a"
         " fresh one that trades again; zero lost and zero duplicate orders",
     ),
     Scenario(
-        "dead-mans-switch", "killed with orders open", "dead-mans-switch",
+        "dead-mans-switch",
+        "killed with orders open",
+        "dead-mans-switch",
         expected="bot killed with orders open: Kraken's dead man's switch cancels them within its timeout",
     ),
     Scenario(
-        "restart-fills-while-down", "restart with fills while down", "process",
+        "restart-fills-while-down",
+        "restart with fills while down",
+        "process",
         expected="orders fill while their answers are lost and the bot is killed; after every restart the "
         "bot's cash and positions equal the exchange's; zero lost and zero duplicate orders",
     ),
     Scenario(
-        "state-loss", "state loss (database and backups gone)", "process", expect_state="halted",
+        "state-loss",
+        "state loss (database and backups gone)",
+        "process",
+        expect_state="halted",
         expected="bot killed, its state database and backups deleted: it starts HALTED with the journal "
         "rebuilt from the exchange, places nothing until resumed, then trades on with no duplicates",
     ),
@@ -320,38 +361,49 @@ def _fmt_s(value: float | None) -> str:
 
 def render_reports(reports: Sequence[ScenarioReport]) -> str:
     """A table (one row per scenario) and one line of explanation per failed expectation."""
-    header = ("scenario", "exchange", "detected", "healed", "states", "orders bot/exch", "dup", "lost", "state", "result")
+    header = (
+        "scenario",
+        "exchange",
+        "detected",
+        "healed",
+        "states",
+        "orders bot/exch",
+        "dup",
+        "lost",
+        "state",
+        "result",
+    )
     rows = [header]
-    for r in reports:
-        rows.append(
-            (
-                r.scenario.name,
-                r.scenario.exchange,
-                _fmt_s(r.detected_s),
-                _fmt_s(r.healed_s),
-                ">".join(r.states) or "active",
-                f"{r.orders_expected}/{r.orders_on_exchange}",
-                str(r.duplicates),
-                str(r.lost),
-                "intact" if r.state_intact else "BROKEN",
-                "PASS" if r.passed else "FAIL",
-            )
+    rows.extend(
+        (
+            r.scenario.name,
+            r.scenario.exchange,
+            _fmt_s(r.detected_s),
+            _fmt_s(r.healed_s),
+            ">".join(r.states) or "active",
+            f"{r.orders_expected}/{r.orders_on_exchange}",
+            str(r.duplicates),
+            str(r.lost),
+            "intact" if r.state_intact else "BROKEN",
+            "PASS" if r.passed else "FAIL",
         )
+        for r in reports
+    )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     lines.append("")
-    for r in reports:
-        lines.append(f"{r.scenario.name}: expected {r.scenario.expected}")
+    lines.extend(f"{r.scenario.name}: expected {r.scenario.expected}" for r in reports)
     failures = [(r, e) for r in reports for e in r.expectations if not e.ok]
     errors = [r for r in reports if r.error]
     if failures or errors:
         lines.append("")
         lines.append("failed expectations:")
-        for r in errors:
-            lines.append(f"  {r.scenario.name}: the scenario could not run: {r.error}")
-        for r, e in failures:
-            lines.append(f"  {r.scenario.name} / {e.name}: expected {e.expected}, got {e.actual}. {e.explanation}".rstrip())
+        lines.extend(f"  {r.scenario.name}: the scenario could not run: {r.error}" for r in errors)
+        lines.extend(
+            f"  {r.scenario.name} / {e.name}: expected {e.expected}, got {e.actual}. {e.explanation}".rstrip()
+            for r, e in failures
+        )
     passed = sum(r.passed for r in reports)
     lines.append("")
     lines.append(f"{passed} of {len(reports)} scenarios passed")
@@ -435,7 +487,9 @@ def bot_config(
         },
         "plugins": {"enabled": list(DRILL_PLUGINS)},
         "risk": {
-            "max_orders_per_minute": 100_000, "max_position": "1", "max_notional_per_order": "100000",
+            "max_orders_per_minute": 100_000,
+            "max_position": "1",
+            "max_notional_per_order": "100000",
             "accept_unprotected": True,  # a drill rehearses healing, not the HALT triggers
         },
         "strategies": {
@@ -521,7 +575,9 @@ class DrillResolver:
         self.lookups += 1
         if self.failing:
             self.failures += 1
-            raise socket.gaierror(socket.EAI_NONAME, f"Name or service not known ({DRILL_HOST}, drill DNS outage)")
+            raise socket.gaierror(
+                socket.EAI_NONAME, f"Name or service not known ({DRILL_HOST}, drill DNS outage)"
+            )
         return await self._original("127.0.0.1", port, *args, **kwargs)
 
     def install(self) -> None:
@@ -623,9 +679,7 @@ def _sample(bot: Any) -> _Sample | None:
     )
 
 
-async def _wait_for(
-    predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.02
-) -> float | None:
+async def _wait_for(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> float | None:
     """Seconds until ``predicate()`` held (polled), or None on timeout."""
     start = time.monotonic()
     while True:
@@ -722,7 +776,9 @@ async def _verify_with_exchange(state_dir: Path, sim: Any, *, live: bool) -> tup
 
         exchange: Any = KrakenExchange(
             KrakenConfig(base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, rate_tier="pro"),
-            api_key=sim.api_key, api_secret=sim.api_secret, state_dir=state_dir,
+            api_key=sim.api_key,
+            api_secret=sim.api_secret,
+            state_dir=state_dir,
         )
     else:
         from tradebot.exchanges.paper import PaperConfig, PaperExchange
@@ -738,21 +794,38 @@ async def _verify_with_exchange(state_dir: Path, sim: Any, *, live: bool) -> tup
 def _judge_common(report: ScenarioReport, state_ok: bool, state_msg: str, orders_after: int) -> None:
     report.state_intact = state_ok
     report.expect(
-        "duplicates", "0", str(report.duplicates), report.duplicates == 0,
+        "duplicates",
+        "0",
+        str(report.duplicates),
+        report.duplicates == 0,
         "an order was created more than once on the exchange for one client order id",
     )
     report.expect(
-        "lost orders", "0", str(report.lost), report.lost == 0,
+        "lost orders",
+        "0",
+        str(report.lost),
+        report.lost == 0,
         "the bot's order journal and the exchange disagree about which orders exist",
     )
     report.expect(
-        "orders bot vs exchange", str(report.orders_expected), str(report.orders_on_exchange),
+        "orders bot vs exchange",
+        str(report.orders_expected),
+        str(report.orders_on_exchange),
         report.orders_expected == report.orders_on_exchange,
         "the number of orders the bot placed differs from what the exchange holds",
     )
-    report.expect("state intact", "sound database, positions = fills", state_msg, state_ok, "state database check failed")
     report.expect(
-        "trading after healing", "> 0 orders", str(orders_after), orders_after > 0,
+        "state intact",
+        "sound database, positions = fills",
+        state_msg,
+        state_ok,
+        "state database check failed",
+    )
+    report.expect(
+        "trading after healing",
+        "> 0 orders",
+        str(orders_after),
+        orders_after > 0,
         "the bot placed no order once the fault was gone: it did not get back to trading",
     )
 
@@ -790,7 +863,9 @@ def _detected(scenario: Scenario, before: _Sample, now: _Sample) -> bool:
     return noticed
 
 
-async def _run_inprocess(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
+async def _run_inprocess(
+    scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path
+) -> ScenarioReport:
     from tradebot.app.bootstrap import prepare
     from tradebot.app.bot import Bot, RunOptions
     from tradebot.app.config import settings_from_dict
@@ -802,15 +877,24 @@ async def _run_inprocess(scenario: Scenario, settings: DrillSettings, base: Mapp
     resolver.install()
     try:
         async with run_simulator(
-        seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
-    ) as sim:
+            seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
+        ) as sim:
             state_dir = workdir / scenario.name
             state_dir.mkdir(parents=True, exist_ok=True)
             live = scenario.exchange == "kraken"
-            secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret) if live else None
+            secrets = (
+                write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
+                if live
+                else None
+            )
             raw = bot_config(
-                settings, exchange=scenario.exchange, base_url=f"http://{DRILL_HOST}:{sim.port}",
-                ws_url=sim.ws_url, state_dir=state_dir, secrets_file=secrets, base=base,
+                settings,
+                exchange=scenario.exchange,
+                base_url=f"http://{DRILL_HOST}:{sim.port}",
+                ws_url=sim.ws_url,
+                state_dir=state_dir,
+                secrets_file=secrets,
+                base=base,
             )
             raw["strategies"] = {}
             prepared = prepare(settings=settings_from_dict(raw), signals_from_code=True)
@@ -824,7 +908,9 @@ async def _run_inprocess(scenario: Scenario, settings: DrillSettings, base: Mapp
                 bot.request_stop("drill scenario finished")
                 summary = await within(run_task, timeout=30)
                 if summary.exit_code not in (0,) and not report.error:
-                    report.error = f"the bot stopped with exit code {summary.exit_code}: {summary.stop_reason}"
+                    report.error = (
+                        f"the bot stopped with exit code {summary.exit_code}: {summary.stop_reason}"
+                    )
             report.states = watcher.states
             from tradebot.core.store import StateStore
 
@@ -883,7 +969,9 @@ async def _drive(
         ctx = bot.context
         if ctx is None or ctx.portfolio is None or ctx.executor is None:
             return Decimal(0)
-        selling = sum((e.remaining for e in ctx.executor.working_orders(pair) if e.side.value == "sell"), Decimal(0))
+        selling = sum(
+            (e.remaining for e in ctx.executor.working_orders(pair) if e.side.value == "sell"), Decimal(0)
+        )
         return Decimal(ctx.portfolio.strategy_position("drill", pair).volume) - selling
 
     signals = DrillSignals(pair, interval_s=settings.order_interval_s, sellable=sellable)
@@ -945,26 +1033,40 @@ async def _drive(
     # wind down: no new orders, and every order placed so far resolved before the bot stops
     signals.pause()
     await asyncio.sleep(0.1)
-    await _wait_for(lambda: bot.context is not None and not bot.context.store.non_final_orders(), settings.settle_timeout_s)
+    await _wait_for(
+        lambda: bot.context is not None and not bot.context.store.non_final_orders(),
+        settings.settle_timeout_s,
+    )
 
     report.expect(
-        "detected", f"within {fault_s:g}s + 2s", _fmt_s(report.detected_s), report.detected_s is not None,
+        "detected",
+        f"within {fault_s:g}s + 2s",
+        _fmt_s(report.detected_s),
+        report.detected_s is not None,
         "the bot never noticed the fault (no check, state change, retry or lookup showed it)",
     )
     report.expect(
-        "healed", f"within {settings.settle_timeout_s:g}s", _fmt_s(report.healed_s), report.healed_s is not None,
+        "healed",
+        f"within {settings.settle_timeout_s:g}s",
+        _fmt_s(report.healed_s),
+        report.healed_s is not None,
         "the bot did not get back to healthy, ACTIVE trading with every order resolved",
     )
     seen = watcher.states
     if scenario.expect_state is not None:
         report.expect(
-            "trading state", scenario.expect_state.upper(), ">".join(seen) or "ACTIVE throughout",
+            "trading state",
+            scenario.expect_state.upper(),
+            ">".join(seen) or "ACTIVE throughout",
             scenario.expect_state in seen,
             f"the fault should have moved trading to {scenario.expect_state.upper()}",
         )
     if scenario.forbid_halt:
         report.expect(
-            "trading state", "ACTIVE throughout", ">".join(seen) or "ACTIVE throughout", not seen,
+            "trading state",
+            "ACTIVE throughout",
+            ">".join(seen) or "ACTIVE throughout",
+            not seen,
             "the resilience layer should absorb this fault without stopping trading",
         )
 
@@ -973,18 +1075,31 @@ async def _drive(
 
 
 def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("TRADEBOT_PLUGINS", "TRADEBOT_CONFIG", "TRADEBOT_SECRETS_FILE")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("TRADEBOT_PLUGINS", "TRADEBOT_CONFIG", "TRADEBOT_SECRETS_FILE")
+    }
     env.pop("TRADEBOT_KRAKEN_API_KEY", None)
     env.pop("TRADEBOT_KRAKEN_API_SECRET", None)
     return env
 
 
 async def _spawn_bot(config: Path, log_path: Path, *extra: str) -> asyncio.subprocess.Process:
-    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child, closed right after
+    log_file = open(log_path, "ab")  # noqa: SIM115, ASYNC230 - handed to the child, closed right after; a local append-open
     try:
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tradebot", "run", "--config", str(config), *extra,
-            stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=_child_env(),
+            sys.executable,
+            "-m",
+            "tradebot",
+            "run",
+            "--config",
+            str(config),
+            *extra,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            env=_child_env(),
         )
     finally:
         log_file.close()
@@ -997,7 +1112,9 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
-async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
+async def _run_process_kill(
+    scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path
+) -> ScenarioReport:
     from tradebot.core.store import StateStore
     from tradebot.simulator import run_simulator
 
@@ -1010,8 +1127,13 @@ async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: M
         state_dir.mkdir(parents=True, exist_ok=True)
         secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
         raw = bot_config(
-            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
-            state_dir=state_dir, secrets_file=secrets, base=base,
+            settings,
+            exchange="kraken",
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            state_dir=state_dir,
+            secrets_file=secrets,
+            base=base,
         )
         config = workdir / f"{scenario.name}.toml"
         config.write_text(to_toml(raw), encoding="utf-8")
@@ -1028,7 +1150,9 @@ async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: M
             proc = await _spawn_bot(config, log_path)
             try:
                 waited = await _wait_for(
-                    lambda: created() > before or proc.returncode is not None, settings.process_start_timeout_s, 0.02
+                    lambda: created() > before or proc.returncode is not None,
+                    settings.process_start_timeout_s,
+                    0.02,
                 )
                 if waited is None or proc.returncode is not None:
                     report.error = (
@@ -1051,14 +1175,19 @@ async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: M
                 await _kill(final)
                 code = -1
             report.expect(
-                "clean restart", "exit code 0", f"exit code {code}", code == 0,
+                "clean restart",
+                "exit code 0",
+                f"exit code {code}",
+                code == 0,
                 f"the bot did not start and stop cleanly after the kills (see {log_path})",
             )
             report.orders_after_heal = created() - before
         report.healed_s = max(restart_times) if restart_times else None
         report.expect(
-            "restarts trading", f"{settings.kill_rounds} of {settings.kill_rounds}",
-            f"{traded_rounds} of {settings.kill_rounds}", traded_rounds == settings.kill_rounds,
+            "restarts trading",
+            f"{settings.kill_rounds} of {settings.kill_rounds}",
+            f"{traded_rounds} of {settings.kill_rounds}",
+            traded_rounds == settings.kill_rounds,
             "a restarted bot did not get back to placing orders",
         )
         ok, msg = await _verify_with_exchange(state_dir, sim, live=True)
@@ -1074,7 +1203,9 @@ async def _run_process_kill(scenario: Scenario, settings: DrillSettings, base: M
 # --- the escalation scenario -----------------------------------------------------------------
 
 
-async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
+async def _run_escalation(
+    scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path
+) -> ScenarioReport:
     """``tradebot run --auto-restart`` whose state store starts refusing writes (another
     process holds its write lock): the bot must escalate, exit with code 75 within its grace
     period, and a fresh child must trade again once the store takes writes."""
@@ -1093,8 +1224,13 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
         state_dir.mkdir(parents=True, exist_ok=True)
         secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
         raw = bot_config(
-            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
-            state_dir=state_dir, secrets_file=secrets, base=base,
+            settings,
+            exchange="kraken",
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            state_dir=state_dir,
+            secrets_file=secrets,
+            base=base,
         )
         raw["supervisor"] = {**raw.get("supervisor", {}), "stop_grace_s": grace_s}
         raw["healing"] = {"ladder": ["escalate"]}  # a failing write is not healed in-process
@@ -1112,9 +1248,16 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
         parent = await _spawn_bot(config, log_path, "--auto-restart", "--restart-delay", "0.2")
         lock: sqlite3.Connection | None = None
         try:
-            if await _wait_for(lambda: created() > 0 or parent.returncode is not None, settings.process_start_timeout_s) is None \
-                    or parent.returncode is not None:
-                report.error = f"the bot placed no order within {settings.process_start_timeout_s:g}s (log {log_path})"
+            if (
+                await _wait_for(
+                    lambda: created() > 0 or parent.returncode is not None, settings.process_start_timeout_s
+                )
+                is None
+                or parent.returncode is not None
+            ):
+                report.error = (
+                    f"the bot placed no order within {settings.process_start_timeout_s:g}s (log {log_path})"
+                )
                 return report
             lock = sqlite3.connect(state_dir / "tradebot.db", isolation_level=None, timeout=30)
             lock.execute("BEGIN IMMEDIATE")  # from now on every write of the bot waits, then fails
@@ -1124,23 +1267,34 @@ async def _run_escalation(scenario: Scenario, settings: DrillSettings, base: Map
             exit_s = await _wait_for(lambda: logged("exit code 75: healing escalated"), grace_s + 10, 0.05)
             escalated = exit_s
             report.expect(
-                "escalated", "exit code 75", "exit code 75" if escalated is not None else "none",
-                escalated is not None, "the bot did not escalate and exit with code 75 (see the log)",
+                "escalated",
+                "exit code 75",
+                "exit code 75" if escalated is not None else "none",
+                escalated is not None,
+                "the bot did not escalate and exit with code 75 (see the log)",
             )
             bound = grace_s + STOP_BOUND_S + 0.5  # and the parent's poll
             report.expect(
-                "exit after escalating", f"within {bound:g}s", _fmt_s(exit_s),
-                exit_s is not None and exit_s <= bound, "the escalated bot did not exit within its grace period",
+                "exit after escalating",
+                f"within {bound:g}s",
+                _fmt_s(exit_s),
+                exit_s is not None and exit_s <= bound,
+                "the escalated bot did not exit within its grace period",
             )
             lock.execute("ROLLBACK")  # the store takes writes again
             lock.close()
             lock = None
             at_restart = created()
-            traded = await _wait_for(lambda: created() > at_restart, settings.process_start_timeout_s + 10, 0.05)
+            traded = await _wait_for(
+                lambda: created() > at_restart, settings.process_start_timeout_s + 10, 0.05
+            )
             report.healed_s = None if traded is None else time.monotonic() - locked
             report.orders_after_heal = created() - at_restart
             report.expect(
-                "fresh child trades", "> 0 orders", str(created() - at_restart), traded is not None,
+                "fresh child trades",
+                "> 0 orders",
+                str(created() - at_restart),
+                traded is not None,
                 "no order after the restart: the fresh child did not get back to trading",
             )
         finally:
@@ -1196,8 +1350,13 @@ async def _run_dead_mans_switch(
         state_dir.mkdir(parents=True, exist_ok=True)
         secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
         raw = bot_config(
-            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
-            state_dir=state_dir, secrets_file=secrets, base=base,
+            settings,
+            exchange="kraken",
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            state_dir=state_dir,
+            secrets_file=secrets,
+            base=base,
         )
         raw["exchanges"]["kraken"].update(
             {"dead_mans_switch_s": timeout, "dead_mans_switch_refresh_s": timeout / 6}
@@ -1228,16 +1387,25 @@ async def _run_dead_mans_switch(
             bid = sim.market["XXBTZUSD"].bid
             for step in range(3):
                 params = parse_order_params(
-                    {"pair": "XBTUSD", "type": "buy", "ordertype": "limit", "volume": "0.001",
-                     "price": str((bid * Decimal("0.9")).quantize(Decimal(1)) - step), "userref": "4242"},
+                    {
+                        "pair": "XBTUSD",
+                        "type": "buy",
+                        "ordertype": "limit",
+                        "volume": "0.001",
+                        "price": str((bid * Decimal("0.9")).quantize(Decimal(1)) - step),
+                        "userref": "4242",
+                    },
                     sim.catalog,
                 )
                 sim.place_order(params)
             await asyncio.sleep(timeout + 1.0)
             alive_ok = len(resting()) == 3 and proc.returncode is None
             report.expect(
-                "orders kept while the bot lives", f"3 open after {timeout + 1:g}s", f"{len(resting())} open",
-                alive_ok, "the switch fired while the bot was running: it was not refreshed in time",
+                "orders kept while the bot lives",
+                f"3 open after {timeout + 1:g}s",
+                f"{len(resting())} open",
+                alive_ok,
+                "the switch fired while the bot was running: it was not refreshed in time",
             )
         finally:
             await _kill(proc)
@@ -1245,7 +1413,8 @@ async def _run_dead_mans_switch(
         cancelled = await _wait_for(lambda: not resting(), timeout + 3.0)
         report.detected_s = report.healed_s = cancelled
         report.expect(
-            "cancelled by the exchange", f"within {timeout}s of the kill",
+            "cancelled by the exchange",
+            f"within {timeout}s of the kill",
             "never" if cancelled is None else f"after {cancelled:.2f}s",
             cancelled is not None and cancelled <= timeout + 0.5,
             "the orders stayed open after the bot died: the dead man's switch did not fire",
@@ -1260,12 +1429,17 @@ async def _run_dead_mans_switch(
             code = -1
         report.orders_after_heal = created() - before
         report.expect(
-            "clean exit disarms", "exit code 0, switch off",
+            "clean exit disarms",
+            "exit code 0, switch off",
             f"exit code {code}, switch {'off' if sim.dead_mans_switch is None else 'armed'}",
             code == 0 and sim.dead_mans_switch is None,
             f"a clean shutdown must disarm the switch, or orders left by policy get cancelled (see {log_path})",
         )
-        log.info("dead-man's-switch drill: killed at %.2f, orders cancelled %.2fs later", killed_at, cancelled or -1)
+        log.info(
+            "dead-man's-switch drill: killed at %.2f, orders cancelled %.2fs later",
+            killed_at,
+            cancelled or -1,
+        )
         ok, msg = await _verify_with_exchange(state_dir, sim, live=True)
         store = StateStore(state_dir)
         journal = store.orders()
@@ -1283,7 +1457,9 @@ FILLS_WHILE_DOWN_FAULT = "drop_response,on=AddOrder; http5xx=503,on=OpenOrders|C
 cannot record the fills before it is killed."""
 
 
-def _money_verdict(record: Mapping[str, Any] | None, initial: Mapping[str, Decimal], quote: str, pair: str) -> str:
+def _money_verdict(
+    record: Mapping[str, Any] | None, initial: Mapping[str, Decimal], quote: str, pair: str
+) -> str:
     """'' when the bot's cash and position equal the exchange's balances (the bot's share:
     the account's start-up holdings of the base asset are not the bot's), else what differs."""
     if record is None:
@@ -1354,8 +1530,13 @@ async def _run_restart_fills_while_down(
         state_dir.mkdir(parents=True, exist_ok=True)
         secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
         raw = bot_config(
-            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
-            state_dir=state_dir, secrets_file=secrets, base=base,
+            settings,
+            exchange="kraken",
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            state_dir=state_dir,
+            secrets_file=secrets,
+            base=base,
         )
         config = workdir / f"{scenario.name}.toml"
         config.write_text(to_toml(raw), encoding="utf-8")
@@ -1375,7 +1556,9 @@ async def _run_restart_fills_while_down(
             proc = await _spawn_bot(config, log_path)
             try:
                 waited = await _wait_for(
-                    lambda: created() > before or proc.returncode is not None, settings.process_start_timeout_s, 0.02
+                    lambda: created() > before or proc.returncode is not None,
+                    settings.process_start_timeout_s,
+                    0.02,
                 )
                 if waited is None or proc.returncode is not None:
                     report.error = (
@@ -1418,7 +1601,10 @@ async def _run_restart_fills_while_down(
                 await _kill(final)
                 code = -1
             report.expect(
-                "clean restart", "exit code 0", f"exit code {code}", code == 0,
+                "clean restart",
+                "exit code 0",
+                f"exit code {code}",
+                code == 0,
                 f"the bot did not start and stop cleanly after the kills (see {log_path})",
             )
             report.orders_after_heal = created() - before
@@ -1428,12 +1614,17 @@ async def _run_restart_fills_while_down(
             if problem:
                 mismatches.append(f"final start: {problem}")
         report.expect(
-            "fills while down", ">= 1 fill unrecorded when killed", str(unrecorded), unrecorded >= 1,
+            "fills while down",
+            ">= 1 fill unrecorded when killed",
+            str(unrecorded),
+            unrecorded >= 1,
             "no order was placed while its answer was lost, so nothing was left to reconcile",
         )
         report.expect(
-            "money after every restart", f"cash and positions = exchange at {restarts_checked} starts",
-            "; ".join(mismatches) or f"equal at {restarts_checked} starts", not mismatches and restarts_checked > 0,
+            "money after every restart",
+            f"cash and positions = exchange at {restarts_checked} starts",
+            "; ".join(mismatches) or f"equal at {restarts_checked} starts",
+            not mismatches and restarts_checked > 0,
             "after a restart the bot's cash or positions differ from the exchange's balances",
         )
         ok, msg = await _verify_with_exchange(state_dir, sim, live=True)
@@ -1466,7 +1657,9 @@ async def _run_restart_fills_while_down(
     return report
 
 
-async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path) -> ScenarioReport:
+async def _run_state_loss(
+    scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path
+) -> ScenarioReport:
     """Trade, SIGKILL, delete the state database and its backups, restart: HALTED and rebuilt?
     Then resume and trade on."""
     from tradebot.core.store import StateStore
@@ -1481,8 +1674,13 @@ async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Map
         state_dir.mkdir(parents=True, exist_ok=True)
         secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
         raw = bot_config(
-            settings, exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
-            state_dir=state_dir, secrets_file=secrets, base=base,
+            settings,
+            exchange="kraken",
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            state_dir=state_dir,
+            secrets_file=secrets,
+            base=base,
         )
         config = workdir / f"{scenario.name}.toml"
         config.write_text(to_toml(raw), encoding="utf-8")
@@ -1493,7 +1691,9 @@ async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Map
 
         proc = await _spawn_bot(config, log_path)
         try:
-            traded = await _wait_for(lambda: created() >= 3 or proc.returncode is not None, settings.process_start_timeout_s, 0.02)
+            traded = await _wait_for(
+                lambda: created() >= 3 or proc.returncode is not None, settings.process_start_timeout_s, 0.02
+            )
         finally:
             await _kill(proc)
         if traded is None or created() < 3:
@@ -1516,19 +1716,27 @@ async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Map
         state = saved.state.value if saved is not None else "none"
         report.states.append(state)
         report.expect(
-            "starts HALTED", "halted (by state)", f"{state} (by {saved.source if saved else '-'})",
+            "starts HALTED",
+            "halted (by state)",
+            f"{state} (by {saved.source if saved else '-'})",
             code == 0 and saved is not None and state == "halted" and saved.source == "state",
             f"a bot whose state was lost must start HALTED saying why (see {log_path})",
         )
         report.expect(
-            "orders while HALTED", "0", str(created() - before), created() == before,
+            "orders while HALTED",
+            "0",
+            str(created() - before),
+            created() == before,
             "the bot traded on its own with a lost state",
         )
         counts = {str(k): int(v) for k, v in sim.state()["orders_created"].items()}
         rebuilt = {e.client_order_id for e in journal if e.status.value != "rejected"}
         missing = {cid for cid, n in counts.items() if n > 0} - rebuilt
         report.expect(
-            "journal rebuilt", "every order on the exchange", f"{len(missing)} missing", not missing,
+            "journal rebuilt",
+            "every order on the exchange",
+            f"{len(missing)} missing",
+            not missing,
             "orders the exchange has are missing from the rebuilt journal",
         )
         result = await asyncio.to_thread(send_command, state_dir, "resume", "drill: state checked")
@@ -1541,7 +1749,13 @@ async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Map
             code = -1
         report.healed_s = time.monotonic() - started
         report.orders_after_heal = created() - before
-        report.expect("resume", "active after resume, exit 0", f"{result.state}, exit {code}", result.ok and code == 0, result.message)
+        report.expect(
+            "resume",
+            "active after resume, exit 0",
+            f"{result.state}, exit {code}",
+            result.ok and code == 0,
+            result.message,
+        )
         ok, msg = await _verify_with_exchange(state_dir, sim, live=True)
         store = StateStore(state_dir)
         journal = store.orders()
@@ -1551,7 +1765,9 @@ async def _run_state_loss(scenario: Scenario, settings: DrillSettings, base: Map
     return report
 
 
-_RUNNERS: dict[str, Callable[[Scenario, DrillSettings, Mapping[str, Any], Path], Awaitable[ScenarioReport]]] = {
+_RUNNERS: dict[
+    str, Callable[[Scenario, DrillSettings, Mapping[str, Any], Path], Awaitable[ScenarioReport]]
+] = {
     "restart-fills-while-down": _run_restart_fills_while_down,
     "state-loss": _run_state_loss,
 }
@@ -1582,7 +1798,7 @@ async def run_scenario(
         }.get(scenario.exchange, _run_inprocess)
         try:
             report = await runner(scenario, settings, base or {}, workdir)
-        except Exception as exc:  # noqa: BLE001 - a scenario that crashes is a failed scenario, reported
+        except Exception as exc:  # a scenario that crashes is a failed scenario, reported
             log.exception("drill scenario %s could not run", name)
             report = ScenarioReport(scenario, error=f"{type(exc).__name__}: {exc}")
     report.duration_s = time.monotonic() - started

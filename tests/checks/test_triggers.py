@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal as D
 from typing import Any
@@ -50,12 +51,16 @@ class FlakyExchange:
         return SystemStatus(self.status, T0)
 
     async def balances(self) -> Balances:
-        return Balances({"USD": D(1)}, T0, stale=self.stale_balances, age_s=42.0 if self.stale_balances else 0.0)
+        return Balances(
+            {"USD": D(1)}, T0, stale=self.stale_balances, age_s=42.0 if self.stale_balances else 0.0
+        )
 
 
 async def test_api_connectivity_degrades_then_halts_at_the_failure_limit() -> None:
     ex = FlakyExchange()
-    check = ApiConnectivityCheck("api-connectivity", ApiConnectivityConfig(degraded_after=1, critical_after=3), ex, FakeClock())
+    check = ApiConnectivityCheck(
+        "api-connectivity", ApiConnectivityConfig(degraded_after=1, critical_after=3), ex, FakeClock()
+    )
     assert (await check.evaluate()).status is OK
     ex.fail = True
     statuses = [(await check.evaluate()).status for _ in range(3)]
@@ -83,7 +88,9 @@ async def test_api_connectivity_counts_cached_balances_as_failure() -> None:
         ("cancel_only", "none", None),
     ],
 )
-async def test_api_connectivity_maps_exchange_modes(status: str, setting: str, expected: TradingState | None) -> None:
+async def test_api_connectivity_maps_exchange_modes(
+    status: str, setting: str, expected: TradingState | None
+) -> None:
     ex = FlakyExchange()
     ex.status = status
     cfg = ApiConnectivityConfig(on_maintenance=setting, on_cancel_only=setting)
@@ -96,7 +103,9 @@ async def test_api_connectivity_maps_exchange_modes(status: str, setting: str, e
 async def test_api_connectivity_post_only_is_degraded_only() -> None:
     ex = FlakyExchange()
     ex.status = "post_only"
-    result = await ApiConnectivityCheck("api-connectivity", ApiConnectivityConfig(), ex, FakeClock()).evaluate()
+    result = await ApiConnectivityCheck(
+        "api-connectivity", ApiConnectivityConfig(), ex, FakeClock()
+    ).evaluate()
     assert result.status is DEGRADED and result.escalate is None
 
 
@@ -111,7 +120,9 @@ def tick(pair: str, price: str = "100") -> Ticker:
 async def test_staleness_fires_at_the_threshold_and_not_before() -> None:
     clock = FakeClock()
     emitted = Emitted()
-    check = StalenessCheck("staleness", StalenessConfig(threshold_s=5, startup_grace_s=10), ["BTC/USD"], clock)
+    check = StalenessCheck(
+        "staleness", StalenessConfig(threshold_s=5, startup_grace_s=10), ["BTC/USD"], clock
+    )
     await check.start(emitted)
     try:
         check.on_market_event(tick("BTC/USD"))
@@ -149,7 +160,9 @@ async def test_staleness_updates_push_the_deadline_without_firing() -> None:
 async def test_pair_never_seen_within_grace_is_stale() -> None:
     clock = FakeClock()
     emitted = Emitted()
-    check = StalenessCheck("staleness", StalenessConfig(threshold_s=1, startup_grace_s=30), ["BTC/USD", "ETH/USD"], clock)
+    check = StalenessCheck(
+        "staleness", StalenessConfig(threshold_s=1, startup_grace_s=30), ["BTC/USD", "ETH/USD"], clock
+    )
     await check.start(emitted)
     try:
         await clock.advance(29.9)
@@ -168,8 +181,12 @@ async def test_pair_never_seen_within_grace_is_stale() -> None:
 class ScriptedSampler:
     def __init__(self) -> None:
         self.values = {
-            "host_cpu_pct": 10.0, "host_mem_pct": 50.0, "mem_headroom_mb": 4000.0, "process_cpu_pct": 1.0,
-            "process_rss_mb": 80.0, "loop_lag_s": 0.0,
+            "host_cpu_pct": 10.0,
+            "host_mem_pct": 50.0,
+            "mem_headroom_mb": 4000.0,
+            "process_cpu_pct": 1.0,
+            "process_rss_mb": 80.0,
+            "loop_lag_s": 0.0,
         }
         self.started = False
 
@@ -301,7 +318,9 @@ async def test_consecutive_losses_survive_a_restart(tmp_path: Any) -> None:
         with store.transaction() as tx:
             for i in range(3):
                 tx.add_realized(closed(f"t{i}", "-2"))
-        check = ConsecutiveLossesCheck("consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock())
+        check = ConsecutiveLossesCheck(
+            "consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock()
+        )
         emitted = Emitted()
         await check.start(emitted)
         assert check.count == 3 and emitted[-1].status is CRITICAL
@@ -328,7 +347,9 @@ async def test_a_resume_with_no_bot_running_is_not_undone_at_the_next_start(tmp_
     store = StateStore(tmp_path)  # the next start
     try:
         assert store.last_manual_resume() is not None
-        losses = ConsecutiveLossesCheck("consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock())
+        losses = ConsecutiveLossesCheck(
+            "consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock()
+        )
         await losses.start(Emitted())
         assert losses.count == 0 and (await losses.evaluate()).status is OK
         pf = Equity("1000")
@@ -343,12 +364,17 @@ async def test_a_resume_with_no_bot_running_is_not_undone_at_the_next_start(tmp_
                 tx.add_realized(record)
                 losses.on_position_closed(record)
         assert (await losses.evaluate()).status is CRITICAL
-        again = ConsecutiveLossesCheck("consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock())
+        again = ConsecutiveLossesCheck(
+            "consecutive-losses", ConsecutiveLossesConfig(limit=3), store, FakeClock()
+        )
         await again.start(Emitted())
         assert again.count == 3 and again.tripped
         pf.value = D("850")
-        assert (await DrawdownCheck("drawdown", DrawdownConfig(max_drawdown_pct=10), pf, store, FakeClock())
-                .evaluate()).status is CRITICAL  # the peak saved after the resume is kept
+        assert (
+            await DrawdownCheck(
+                "drawdown", DrawdownConfig(max_drawdown_pct=10), pf, store, FakeClock()
+            ).evaluate()
+        ).status is CRITICAL  # the peak saved after the resume is kept
     finally:
         store.close()
 
@@ -459,7 +485,10 @@ async def test_drawdown_values_a_pair_without_a_price_at_its_last_known_one(tmp_
         result = await again.evaluate()
         assert "BTC/USD (price 50 is 61s old; valued at 50)" in result.message
         # back to the peak price, but too old to trust: degraded, not ok
-        store.set_kv("checks.drawdown.marks", '{"BTC/USD": ["112", "%s"]}' % (clock.now() - timedelta(seconds=90)).isoformat())
+        store.set_kv(
+            "checks.drawdown.marks",
+            json.dumps({"BTC/USD": ["112", (clock.now() - timedelta(seconds=90)).isoformat()]}),
+        )
         third = DrawdownCheck("drawdown", cfg, Portfolio(store, clock=clock), store, clock)
         third.peak = D(1000)
         result = await third.evaluate()
@@ -489,7 +518,9 @@ async def test_drawdown_without_any_price_values_at_cost_and_is_degraded(tmp_pat
 async def test_api_error_rate_fires_at_n_errors_within_the_window() -> None:
     clock = FakeClock()
     emitted = Emitted()
-    check = ApiErrorRateCheck("api-error-rate", ApiErrorRateConfig(max_errors=5, window_s=10, warn_errors=3), clock)
+    check = ApiErrorRateCheck(
+        "api-error-rate", ApiErrorRateConfig(max_errors=5, window_s=10, warn_errors=3), clock
+    )
     await check.start(emitted)
     for _ in range(4):
         check.record_error(ExchangeUnavailable("EService:Unavailable"))
@@ -502,7 +533,9 @@ async def test_api_error_rate_fires_at_n_errors_within_the_window() -> None:
 
 async def test_api_error_rate_old_errors_age_out_and_ignored_ones_do_not_count() -> None:
     clock = FakeClock()
-    check = ApiErrorRateCheck("api-error-rate", ApiErrorRateConfig(max_errors=3, window_s=10, ignore=["OrderNotFound"]), clock)
+    check = ApiErrorRateCheck(
+        "api-error-rate", ApiErrorRateConfig(max_errors=3, window_s=10, ignore=["OrderNotFound"]), clock
+    )
     check.record_error(ExchangeUnavailable("x"))
     await clock.advance(5)
     check.record_error(ExchangeUnavailable("x"))
@@ -523,7 +556,9 @@ async def test_api_error_rate_old_errors_age_out_and_ignored_ones_do_not_count()
 async def test_volatility_fires_at_the_range_limit_within_the_window() -> None:
     clock = FakeClock()
     emitted = Emitted()
-    check = VolatilityCheck("volatility", VolatilityConfig(window_s=60, max_change_pct=5, on_critical="reduce"), clock)
+    check = VolatilityCheck(
+        "volatility", VolatilityConfig(window_s=60, max_change_pct=5, on_critical="reduce"), clock
+    )
     await check.start(emitted)
     check.on_market_event(tick("BTC/USD", "100"))
     await clock.advance(10)
@@ -558,9 +593,13 @@ def test_config_errors_name_the_rule_and_the_path() -> None:
     assert obj is None and "on_critical" in issues[0] and "$.checks.drawdown.on_critical" in issues[0]
     obj, issues = structure({"limit": 3, "limmit": 4}, ConsecutiveLossesConfig, "$.checks.consecutive-losses")
     assert obj is None and "limmit" in issues[0]
-    obj, issues = structure({"degraded_after": 5, "critical_after": 2}, ApiConnectivityConfig, "$.checks.api-connectivity")
+    obj, issues = structure(
+        {"degraded_after": 5, "critical_after": 2}, ApiConnectivityConfig, "$.checks.api-connectivity"
+    )
     assert obj is None and "critical_after must be >= degraded_after" in issues[0]
-    obj, issues = structure({"auto_resume_after_s": 30, "interval_s": 2}, VolatilityConfig, "$.checks.volatility")
+    obj, issues = structure(
+        {"auto_resume_after_s": 30, "interval_s": 2}, VolatilityConfig, "$.checks.volatility"
+    )
     assert issues == [] and attrs.asdict(obj)["auto_resume_after_s"] == 30
 
 
@@ -568,7 +607,9 @@ async def test_api_error_rate_names_and_ignores_a_failed_request_by_its_error() 
     from tradebot.core.exchange_calls import FailedCall
 
     clock = FakeClock()
-    check = ApiErrorRateCheck("api-error-rate", ApiErrorRateConfig(max_errors=2, window_s=10, ignore=["RateLimited"]), clock)
+    check = ApiErrorRateCheck(
+        "api-error-rate", ApiErrorRateConfig(max_errors=2, window_s=10, ignore=["RateLimited"]), clock
+    )
     check.record_error(FailedCall("private/AddOrder", "RateLimited"))
     assert (await check.evaluate()).status is OK
     check.record_error(FailedCall("private/AddOrder", "ExchangeUnavailable", "HTTP 502"))

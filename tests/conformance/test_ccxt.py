@@ -79,7 +79,9 @@ async def test_private_rest_order_life_cycle(rest: Any, sim: Simulator) -> None:
     assert balance["USD"]["free"] == 100000 and balance["BTC"]["total"] == 1
     bid = sim.market["XXBTZUSD"].bid
     low = float(bid - 500)
-    resting = await rest.create_order(SYMBOL, "limit", "buy", 0.01, low, {"postOnly": True, "clientOrderId": "cc-1"})
+    resting = await rest.create_order(
+        SYMBOL, "limit", "buy", 0.01, low, {"postOnly": True, "clientOrderId": "cc-1"}
+    )
     open_orders = await rest.fetch_open_orders(SYMBOL)
     assert [o["id"] for o in open_orders] == [resting["id"]]
     assert open_orders[0]["postOnly"] is True and open_orders[0]["clientOrderId"] in ("cc-1", "0")
@@ -88,7 +90,9 @@ async def test_private_rest_order_life_cycle(rest: Any, sim: Simulator) -> None:
     fetched = await rest.fetch_order(resting["id"])
     assert fetched["amount"] == 0.02 and fetched["price"] == low + 1
     # post-only above the ask: Kraken cancels it
-    crossing = await rest.create_order(SYMBOL, "limit", "buy", 0.01, float(sim.market["XXBTZUSD"].ask + 500), {"postOnly": True})
+    crossing = await rest.create_order(
+        SYMBOL, "limit", "buy", 0.01, float(sim.market["XXBTZUSD"].ask + 500), {"postOnly": True}
+    )
     assert (await rest.fetch_order(crossing["id"]))["status"] == "canceled"
     by_cost = await rest.create_market_buy_order_with_cost(SYMBOL, 500)
     spent = await rest.fetch_order(by_cost["id"])
@@ -98,13 +102,23 @@ async def test_private_rest_order_life_cycle(rest: Any, sim: Simulator) -> None:
     assert filled["status"] == "closed" and filled["filled"] == 0.05
     my_trades = await rest.fetch_my_trades(SYMBOL)
     assert any(t["order"] == market_buy["id"] for t in my_trades)
-    order_trades = await rest.fetch_order_trades(market_buy["id"], SYMBOL, None, None, {"trades": filled["info"]["trades"]})
+    order_trades = await rest.fetch_order_trades(
+        market_buy["id"], SYMBOL, None, None, {"trades": filled["info"]["trades"]}
+    )
     assert sum(t["amount"] for t in order_trades) == pytest.approx(0.05)
-    stop = await rest.create_order(SYMBOL, "market", "sell", 0.01, None, {"stopLossPrice": float(bid * Decimal("0.8"))})
-    take = await rest.create_order(SYMBOL, "market", "sell", 0.01, None, {"takeProfitPrice": float(bid * Decimal("1.2"))})
+    stop = await rest.create_order(
+        SYMBOL, "market", "sell", 0.01, None, {"stopLossPrice": float(bid * Decimal("0.8"))}
+    )
+    take = await rest.create_order(
+        SYMBOL, "market", "sell", 0.01, None, {"takeProfitPrice": float(bid * Decimal("1.2"))}
+    )
     trail = await rest.create_order(SYMBOL, "market", "sell", 0.01, None, {"trailingPercent": "5"})
     types = {o["id"]: o["info"]["descr"]["ordertype"] for o in await rest.fetch_open_orders(SYMBOL)}
-    assert types[stop["id"]] == "stop-loss" and types[take["id"]] == "take-profit" and types[trail["id"]] == "trailing-stop"
+    assert (
+        types[stop["id"]] == "stop-loss"
+        and types[take["id"]] == "take-profit"
+        and types[trail["id"]] == "trailing-stop"
+    )
     ioc = await rest.create_order(SYMBOL, "limit", "buy", 0.01, low, {"timeInForce": "IOC"})
     assert (await rest.fetch_order(ioc["id"]))["status"] == "canceled"
     by_ids = await rest.fetch_orders_by_ids([resting["id"], market_buy["id"]])
@@ -172,7 +186,9 @@ async def test_websocket_private_channels_and_trading(pro: Any, sim: Simulator) 
     assert placed["id"].startswith("O")
     seen = await asyncio.wait_for(orders_watch, 5)
     assert placed["id"] in {o["id"] for o in seen}
-    amended = await asyncio.wait_for(pro.edit_order_ws(placed["id"], SYMBOL, "limit", "buy", 0.02, low + 1), 5)
+    amended = await asyncio.wait_for(
+        pro.edit_order_ws(placed["id"], SYMBOL, "limit", "buy", 0.02, low + 1), 5
+    )
     assert amended["id"] == placed["id"]
     assert sim.account.orders[placed["id"]].volume == Decimal("0.02")
     cancelled = await asyncio.wait_for(pro.cancel_order_ws(placed["id"]), 5)

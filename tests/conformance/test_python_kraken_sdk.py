@@ -15,7 +15,9 @@ import pytest
 
 from tradebot.simulator import Simulator, run_simulator
 
-spot = pytest.importorskip("kraken.spot", reason="python-kraken-sdk is a test dependency (pip install -e '.[dev]')")
+spot = pytest.importorskip(
+    "kraken.spot", reason="python-kraken-sdk is a test dependency (pip install -e '.[dev]')"
+)
 
 
 async def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -56,7 +58,16 @@ async def test_rest_account_and_trading(sim: Simulator) -> None:
     assert Decimal((await call(user.get_trade_balance))["eb"]) > 100000
     bid = sim.market["XXBTZUSD"].bid
     low = str(bid - 500)
-    limit = await call(trade.create_order, ordertype="limit", side="buy", pair="XBTUSD", volume="0.01", price=low, oflags=["post"], cl_ord_id="sdk-1")
+    limit = await call(
+        trade.create_order,
+        ordertype="limit",
+        side="buy",
+        pair="XBTUSD",
+        volume="0.01",
+        price=low,
+        oflags=["post"],
+        cl_ord_id="sdk-1",
+    )
     txid = limit["txid"][0]
     amended = await call(trade.amend_order, txid=txid, order_qty="0.02")
     assert amended["amend_id"]
@@ -64,9 +75,28 @@ async def test_rest_account_and_trading(sim: Simulator) -> None:
     assert amends["count"] == 2
     edited = await call(trade.edit_order, txid=txid, pair="XBTUSD", volume="0.03", price=str(bid - 400))
     assert edited["originaltxid"] == txid and edited["status"] == "ok"
-    stop = await call(trade.create_order, ordertype="stop-loss-limit", side="sell", pair="XBTUSD", volume="0.01", price=str(bid - 1000), price2=str(bid - 1100))
-    trailing = await call(trade.create_order, ordertype="trailing-stop", side="sell", pair="XBTUSD", volume="0.01", price="+2%")
-    gtd = await call(trade.create_order, ordertype="limit", side="buy", pair="XBTUSD", volume="0.01", price=low, timeinforce="GTD", expiretm="+3600")
+    stop = await call(
+        trade.create_order,
+        ordertype="stop-loss-limit",
+        side="sell",
+        pair="XBTUSD",
+        volume="0.01",
+        price=str(bid - 1000),
+        price2=str(bid - 1100),
+    )
+    trailing = await call(
+        trade.create_order, ordertype="trailing-stop", side="sell", pair="XBTUSD", volume="0.01", price="+2%"
+    )
+    gtd = await call(
+        trade.create_order,
+        ordertype="limit",
+        side="buy",
+        pair="XBTUSD",
+        volume="0.01",
+        price=low,
+        timeinforce="GTD",
+        expiretm="+3600",
+    )
     batch = await call(
         trade.create_order_batch,
         orders=[
@@ -114,7 +144,9 @@ class Collector:
     async def __call__(self, message: dict[str, Any]) -> None:
         self.messages.append(message)
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5) -> dict[str, Any]:
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 5
+    ) -> dict[str, Any]:
         deadline = asyncio.get_running_loop().time() + timeout
         seen = 0
         while asyncio.get_running_loop().time() < deadline:
@@ -131,7 +163,12 @@ async def ws(sim: Simulator) -> AsyncIterator[tuple[Any, Collector]]:
     collector = Collector()
     root = sim.base_url.replace("http://", "ws://")  # the SDK appends /v2
     client = spot.SpotWSClient(
-        key=sim.api_key, secret=sim.api_secret, callback=collector, rest_url=sim.base_url, ws_url=root, auth_ws_url=root
+        key=sim.api_key,
+        secret=sim.api_secret,
+        callback=collector,
+        rest_url=sim.base_url,
+        ws_url=root,
+        auth_ws_url=root,
     )
     await client.start()
     try:
@@ -151,40 +188,107 @@ async def test_websocket_channels_and_methods(ws: tuple[Any, Collector], sim: Si
         {"channel": "balances"},
     ):
         await client.subscribe(params=params)
-        ack = await inbox.wait_for(lambda m, c=params["channel"]: m.get("method") == "subscribe" and m.get("result", {}).get("channel") == c)
+        ack = await inbox.wait_for(
+            lambda m, c=params["channel"]: (
+                m.get("method") == "subscribe" and m.get("result", {}).get("channel") == c
+            )
+        )
         assert ack["success"] is True, ack
     await inbox.wait_for(lambda m: m.get("channel") == "book" and m.get("type") == "update")
     await inbox.wait_for(lambda m: m.get("channel") == "trade" and m.get("type") == "update")
     await inbox.wait_for(lambda m: m.get("channel") == "instrument")
     low = float(sim.market["XXBTZUSD"].bid - 500)
-    await client.send_message(message={"method": "add_order", "req_id": 1, "params": {"order_type": "limit", "side": "buy", "order_qty": 0.01, "symbol": "BTC/USD", "limit_price": low, "post_only": True}})
+    await client.send_message(
+        message={
+            "method": "add_order",
+            "req_id": 1,
+            "params": {
+                "order_type": "limit",
+                "side": "buy",
+                "order_qty": 0.01,
+                "symbol": "BTC/USD",
+                "limit_price": low,
+                "post_only": True,
+            },
+        }
+    )
     added = await inbox.wait_for(lambda m: m.get("method") == "add_order")
     assert added["success"] is True, added
     order_id = added["result"]["order_id"]
-    await inbox.wait_for(lambda m: m.get("channel") == "executions" and first(m).get("order_id") == order_id and first(m).get("exec_type") == "new")
-    await client.send_message(message={"method": "amend_order", "req_id": 2, "params": {"order_id": order_id, "order_qty": 0.02}})
+    await inbox.wait_for(
+        lambda m: (
+            m.get("channel") == "executions"
+            and first(m).get("order_id") == order_id
+            and first(m).get("exec_type") == "new"
+        )
+    )
+    await client.send_message(
+        message={"method": "amend_order", "req_id": 2, "params": {"order_id": order_id, "order_qty": 0.02}}
+    )
     assert (await inbox.wait_for(lambda m: m.get("method") == "amend_order"))["success"] is True
-    await client.send_message(message={"method": "edit_order", "req_id": 3, "params": {"order_id": order_id, "symbol": "BTC/USD", "order_qty": 0.03}})
+    await client.send_message(
+        message={
+            "method": "edit_order",
+            "req_id": 3,
+            "params": {"order_id": order_id, "symbol": "BTC/USD", "order_qty": 0.03},
+        }
+    )
     edited = await inbox.wait_for(lambda m: m.get("method") == "edit_order")
     assert edited["success"] is True and edited["result"]["original_order_id"] == order_id
     new_id = edited["result"]["order_id"]
-    await client.send_message(message={"method": "batch_add", "req_id": 4, "params": {"symbol": "BTC/USD", "orders": [
-        {"order_type": "limit", "side": "buy", "order_qty": 0.01, "limit_price": low - 10},
-        {"order_type": "stop-loss", "side": "sell", "order_qty": 0.01, "triggers": {"price": low - 20}},
-    ]}})
+    await client.send_message(
+        message={
+            "method": "batch_add",
+            "req_id": 4,
+            "params": {
+                "symbol": "BTC/USD",
+                "orders": [
+                    {"order_type": "limit", "side": "buy", "order_qty": 0.01, "limit_price": low - 10},
+                    {
+                        "order_type": "stop-loss",
+                        "side": "sell",
+                        "order_qty": 0.01,
+                        "triggers": {"price": low - 20},
+                    },
+                ],
+            },
+        }
+    )
     batch = await inbox.wait_for(lambda m: m.get("method") == "batch_add")
     assert batch["success"] is True and len(batch["result"]) == 2
-    await client.send_message(message={"method": "cancel_order", "req_id": 5, "params": {"order_id": [new_id]}})
-    assert (await inbox.wait_for(lambda m: m.get("method") == "cancel_order"))["result"] == {"order_id": new_id}
-    await client.send_message(message={"method": "batch_cancel", "req_id": 6, "params": {"orders": [batch["result"][0]["order_id"]]}})
+    await client.send_message(
+        message={"method": "cancel_order", "req_id": 5, "params": {"order_id": [new_id]}}
+    )
+    assert (await inbox.wait_for(lambda m: m.get("method") == "cancel_order"))["result"] == {
+        "order_id": new_id
+    }
+    await client.send_message(
+        message={
+            "method": "batch_cancel",
+            "req_id": 6,
+            "params": {"orders": [batch["result"][0]["order_id"]]},
+        }
+    )
     assert (await inbox.wait_for(lambda m: m.get("method") == "batch_cancel"))["result"] == {"count": 1}
-    await client.send_message(message={"method": "cancel_all_orders_after", "req_id": 7, "params": {"timeout": 60}})
+    await client.send_message(
+        message={"method": "cancel_all_orders_after", "req_id": 7, "params": {"timeout": 60}}
+    )
     assert (await inbox.wait_for(lambda m: m.get("method") == "cancel_all_orders_after"))["success"] is True
     await client.send_message(message={"method": "cancel_all", "req_id": 8, "params": {}})
     assert (await inbox.wait_for(lambda m: m.get("method") == "cancel_all"))["result"] == {"count": 1}
-    await client.send_message(message={"method": "add_order", "req_id": 9, "params": {"order_type": "market", "side": "buy", "order_qty": 0.01, "symbol": "BTC/USD"}})
-    bought = (await inbox.wait_for(lambda m: m.get("method") == "add_order" and m.get("req_id") == 9))["result"]["order_id"]
-    fill = await inbox.wait_for(lambda m: m.get("channel") == "executions" and first(m).get("exec_type") == "trade")
+    await client.send_message(
+        message={
+            "method": "add_order",
+            "req_id": 9,
+            "params": {"order_type": "market", "side": "buy", "order_qty": 0.01, "symbol": "BTC/USD"},
+        }
+    )
+    bought = (await inbox.wait_for(lambda m: m.get("method") == "add_order" and m.get("req_id") == 9))[
+        "result"
+    ]["order_id"]
+    fill = await inbox.wait_for(
+        lambda m: m.get("channel") == "executions" and first(m).get("exec_type") == "trade"
+    )
     assert fill["data"][0]["order_id"] == bought and fill["data"][0]["last_qty"] == 0.01
     update = await inbox.wait_for(lambda m: m.get("channel") == "balances" and m.get("type") == "update")
     assert update["data"][0]["asset"] in ("BTC", "USD")

@@ -26,7 +26,11 @@ def test_enable_and_disable_keep_comments_and_layout(tmp_path: Path) -> None:
     r = runner.invoke(cli, ["plugins", "enable", "grid", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     text = cfg.read_text()
-    assert "# my bot: keep this comment" in text and "# trailing comment stays" in text and "# only these" in text
+    assert (
+        "# my bot: keep this comment" in text
+        and "# trailing comment stays" in text
+        and "# only these" in text
+    )
     assert '"grid"' in text
     r = runner.invoke(cli, ["plugins", "disable", "sma-crossover", "--config", str(cfg)])
     assert r.exit_code == 0, r.output
@@ -35,7 +39,9 @@ def test_enable_and_disable_keep_comments_and_layout(tmp_path: Path) -> None:
     plugins = tomllib.loads(cfg.read_text())["plugins"]
     assert plugins["enabled"] == ["paper", "sma-crossover", "grid"]  # left as it was
     assert plugins["disabled"] == ["sma-crossover"]
-    assert cfg.read_text().startswith("# my bot: keep this comment\n[bot]\nexchange = \"paper\"   # trailing comment stays\n")
+    assert cfg.read_text().startswith(
+        '# my bot: keep this comment\n[bot]\nexchange = "paper"   # trailing comment stays\n'
+    )
 
 
 def test_unknown_name_fails_with_near_matches(tmp_path: Path) -> None:

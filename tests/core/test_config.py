@@ -10,8 +10,8 @@ from pathlib import Path
 import attrs
 import pytest
 
-from tradebot.core.components import ComponentSpec
 from tradebot.app.config import Settings, load_settings, settings_from_dict, structure, validate_plugin_tables
+from tradebot.core.components import ComponentSpec
 from tradebot.core.errors import ConfigError
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.plugins import PluginHost
@@ -71,7 +71,7 @@ def test_secrets_in_config_file_are_refused() -> None:
 def test_toml_file_with_syntax_error_names_file(tmp_path: Path) -> None:
     p = tmp_path / "bad.toml"
     p.write_text("[bot\nname = 1\n")
-    with pytest.raises(ConfigError, match="bad.toml is not valid TOML"):
+    with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
         load_settings(p)
 
 
@@ -105,9 +105,7 @@ def test_plugin_tables_validated_against_plugin_config_classes() -> None:
     host.register(ThirdPartyCheck(), "tp")
     host.register(DummyExchange(), "dx")
     host.register(DummyPolicy(), "dp")
-    s = settings_from_dict(
-        {"checks": {"staleness-like": {"threshold_s": -5}, "nope": {}}, "strategies": {}}
-    )
+    s = settings_from_dict({"checks": {"staleness-like": {"threshold_s": -5}, "nope": {}}, "strategies": {}})
     issues = validate_plugin_tables(s, host)
     assert "threshold_s must be > 0 (got -5) @ $.checks.staleness-like.threshold_s" in issues
     assert any(i.startswith("no loaded check plugin provides 'nope'") for i in issues)
@@ -137,7 +135,10 @@ def test_config_check_exit_codes(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("[risk]\nmax_position = -5\n[backup]\ncount = 0\n")
     run = lambda p: subprocess.run(  # noqa: E731
-        [sys.executable, "-m", "tradebot", "config", "check", "--config", str(p)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "tradebot", "config", "check", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     r_bad = run(bad)
     assert r_bad.returncode == 2
@@ -152,7 +153,12 @@ def test_config_show_prints_effective_toml(tmp_path: Path) -> None:
 
     p = tmp_path / "c.toml"
     p.write_text("[risk]\nmax_orders_per_minute = 7\n")
-    r = subprocess.run([sys.executable, "-m", "tradebot", "config", "show", "--config", str(p)], capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "tradebot", "config", "show", "--config", str(p)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     data = tomllib.loads(r.stdout)
     assert data["risk"]["max_orders_per_minute"] == 7
@@ -165,7 +171,10 @@ def test_halt_policy_must_be_loaded() -> None:
     host.register(DummyExchange(), "dx")
     s = settings_from_dict({"strategies": {}, "halt": {"position_policy": "close"}})
     issues = validate_plugin_tables(s, host)
-    assert any("no loaded position policy named 'close'" in i and i.endswith("@ $.halt.position_policy") for i in issues)
+    assert any(
+        "no loaded position policy named 'close'" in i and i.endswith("@ $.halt.position_policy")
+        for i in issues
+    )
 
 
 async def test_halt_takes_effect_even_when_it_cannot_be_saved() -> None:
@@ -192,7 +201,7 @@ async def test_halt_takes_effect_even_when_it_cannot_be_saved() -> None:
     sm = TradingStateMachine(store=store, clock=clock)
     await sm.halt("drawdown", "check:drawdown")
     assert sm.state is TradingState.HALTED and store.saved == []
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="disk full"):
         await sm.resume("operator", "cli")  # loosening is never applied unsaved
     assert sm.state is TradingState.HALTED
     store.fail = False

@@ -49,7 +49,11 @@ def write(tmp_path: Path, text: str, name: str = "tradebot.toml") -> Path:
 
 def run_cli(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, timeout=timeout, env=os.environ.copy()
+        [sys.executable, "-m", "tradebot", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=os.environ.copy(),
     )
 
 
@@ -69,7 +73,9 @@ def test_required_plugin_that_is_not_installed_fails_config_check(tmp_path: Path
 
 
 def test_required_plugin_left_out_of_enabled_fails_config_check(tmp_path: Path) -> None:
-    cfg = write(tmp_path, '[plugins]\nenabled = ["paper", "sma-crossover", "maintain"]\nrequired = ["kraken"]\n')
+    cfg = write(
+        tmp_path, '[plugins]\nenabled = ["paper", "sma-crossover", "maintain"]\nrequired = ["kraken"]\n'
+    )
     r = check(cfg)
     assert r.exit_code == 2, r.output
     assert issues_of(r)[0] == (
@@ -97,13 +103,21 @@ def test_required_plugin_off_by_default_says_how_to_enable_it(tmp_path: Path) ->
 
 
 def test_required_plugin_that_fails_to_import_names_it_and_the_fix(tmp_path: Path, extra_site: Path) -> None:
-    make_dist(extra_site, "tbtest-broken", {"tbtest_broken": "import no_such_module_anywhere\n"}, {"tbtest-broken": "tbtest_broken"})
+    make_dist(
+        extra_site,
+        "tbtest-broken",
+        {"tbtest_broken": "import no_such_module_anywhere\n"},
+        {"tbtest-broken": "tbtest_broken"},
+    )
     cfg = write(
-        tmp_path, '[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain", "tbtest-broken"]\nrequired = ["tbtest-broken"]\n'
+        tmp_path,
+        '[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain", "tbtest-broken"]\nrequired = ["tbtest-broken"]\n',
     )
     r = check(cfg)
     assert r.exit_code == 2, r.output
-    assert "required plugin 'tbtest-broken' could not be loaded: import failed: ModuleNotFoundError" in r.stderr
+    assert (
+        "required plugin 'tbtest-broken' could not be loaded: import failed: ModuleNotFoundError" in r.stderr
+    )
     assert "remove it from [plugins] required @ $.plugins.required[0]" in r.stderr
 
 
@@ -166,7 +180,10 @@ def test_secret_in_a_plugin_table_is_reported_once(tmp_path: Path) -> None:
     assert r.exit_code == 2, r.output
     found = issues_of(r)
     assert len(found) == 2, found
-    assert any(i.endswith("@ $.exchanges.kraken.api_secret") and i.startswith("secrets are not allowed") for i in found)
+    assert any(
+        i.endswith("@ $.exchanges.kraken.api_secret") and i.startswith("secrets are not allowed")
+        for i in found
+    )
     assert "c2VjcmV0" not in r.output
 
 
@@ -180,7 +197,11 @@ def test_secret_in_a_plugin_table_is_reported_once(tmp_path: Path) -> None:
         ('[bot]\npairs = "BTC/USD, ETH/USD"\n', "$.bot.pairs", '["BTC/USD", "ETH/USD"]'),
         ('[plugins]\nenabled = "paper"\n', "$.plugins.enabled", '["paper"]'),
         ('[plugins]\nrequired = "kraken"\n', "$.plugins.required", '["kraken"]'),
-        ('[strategies.s]\nplugin = "sma-crossover"\npairs = "ETH/USD"\n', "$.strategies.s.pairs", '["ETH/USD"]'),
+        (
+            '[strategies.s]\nplugin = "sma-crossover"\npairs = "ETH/USD"\n',
+            "$.strategies.s.pairs",
+            '["ETH/USD"]',
+        ),
         ('[http]\nreadiness_checks = "staleness"\n', "$.http.readiness_checks", '["staleness"]'),
         ('[checks.staleness]\npairs = "BTC/USD"\n', "$.checks.staleness.pairs", '["BTC/USD"]'),
     ],
@@ -207,7 +228,10 @@ def test_badly_formed_pair_is_reported_at_pairs(tmp_path: Path) -> None:
 
 
 def test_default_strategy_instances_of_plugins_not_enabled_are_dropped_with_a_note(tmp_path: Path) -> None:
-    cfg = write(tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain"]\n')
+    cfg = write(
+        tmp_path,
+        '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "kraken", "sma-crossover", "maintain"]\n',
+    )
     r = check(cfg)
     assert r.exit_code == 0, r.output
     assert "rsi" not in r.stdout
@@ -221,7 +245,9 @@ def test_default_strategy_instances_of_plugins_not_enabled_are_dropped_with_a_no
 
 
 def test_default_position_policy_not_enabled_is_an_error_saying_so(tmp_path: Path) -> None:
-    cfg = write(tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "sma-crossover"]\n')
+    cfg = write(
+        tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "sma-crossover"]\n'
+    )
     r = check(cfg)
     assert r.exit_code == 2, r.output
     assert issues_of(r) == [
@@ -237,7 +263,10 @@ def test_default_position_policy_not_enabled_is_an_error_saying_so(tmp_path: Pat
 
 def test_paper_exchange_without_the_kraken_plugin_gets_a_note(tmp_path: Path) -> None:
     # paper trading reads its prices through the kraken plugin's client: say so before `run` fails
-    cfg = write(tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "sma-crossover", "maintain"]\n')
+    cfg = write(
+        tmp_path,
+        '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "sma-crossover", "maintain"]\n',
+    )
     r = check(cfg)
     assert r.exit_code == 0, r.output
     assert (
@@ -263,10 +292,15 @@ def test_strategy_the_user_wrote_for_a_plugin_not_enabled_is_an_error(tmp_path: 
 
 
 def test_only_strategy_instances_left_out_is_an_error_as_nothing_would_trade(tmp_path: Path) -> None:
-    cfg = write(tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "kraken", "maintain"]\n')
+    cfg = write(
+        tmp_path, '[risk]\naccept_unprotected = true\n[plugins]\nenabled = ["paper", "kraken", "maintain"]\n'
+    )
     r = check(cfg)
     assert r.exit_code == 2, r.output
-    assert "note: built-in strategy instance 'sma'" in r.stderr and "note: built-in strategy instance 'rsi'" in r.stderr
+    assert (
+        "note: built-in strategy instance 'sma'" in r.stderr
+        and "note: built-in strategy instance 'rsi'" in r.stderr
+    )
     assert issues_of(r) == [
         "no strategy instance is enabled in [strategies]: the bot would trade nothing; enable one or add one, like "
         '[strategies.sma] plugin = "sma-crossover" @ $.strategies'
@@ -309,14 +343,18 @@ def test_a_value_a_validator_refused_is_reported_once(tmp_path: Path) -> None:
 
 def test_reading_an_invalid_config_for_a_setting_loads_no_plugin(tmp_path: Path) -> None:
     """`halt`, `resume`, `health` read the state dir only: a bad plugin table is start-up's business."""
-    cfg = write(tmp_path, '[bot]\nstate_dir = "s"\n[risk]\nmax_position = -1\n[checks.staleness]\ntreshold_s = 1\n')
+    cfg = write(
+        tmp_path, '[bot]\nstate_dir = "s"\n[risk]\nmax_position = -1\n[checks.staleness]\ntreshold_s = 1\n'
+    )
     code = (
         "import sys\n"
         "from tradebot.app.config import InvalidSettings, load_settings\n"
         f"try:\n    load_settings({str(cfg)!r})\nexcept InvalidSettings as exc:\n    print(exc.issues)\n"
         "print(sorted(m for m in sys.modules if m.startswith(('tradebot.exchanges', 'tradebot.checks'))))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    ).stdout
     issues, modules = out.splitlines()
     assert "max_position" in issues and "treshold_s" not in issues
     assert modules == "[]"

@@ -104,8 +104,8 @@ def test_the_example_imports_nothing_of_tradebot_but_the_api() -> None:
 def test_every_kind_is_listed_and_enabled_like_a_built_in(site: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text(
-        "# my config\n[bot]\nstate_dir = \"state\"\n\n[plugins]\n"
-        "enabled = [\"kraken\", \"paper\", \"sma-crossover\", \"rsi-reversion\", \"maintain\", \"log\"]\n\n"
+        '# my config\n[bot]\nstate_dir = "state"\n\n[plugins]\n'
+        'enabled = ["kraken", "paper", "sma-crossover", "rsi-reversion", "maintain", "log"]\n\n'
         "[http]\nenabled = false\n\n[risk]\naccept_unprotected = true\n"
     )
     listed = _tradebot(["plugins", "list", "--all", "--json", "--config", str(cfg)], site, tmp_path)
@@ -164,7 +164,7 @@ def test_a_paper_run_uses_the_strategy_check_policy_notifier_and_lifecycle_plugi
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text(
         f'[bot]\nstate_dir = "state"\npairs = ["BTC/USD"]\n\n[plugins]\nenabled = {ALL}\n\n[http]\nenabled = false\n'
-        '\n[risk]\naccept_unprotected = true\n'
+        "\n[risk]\naccept_unprotected = true\n"
         '\n[halt]\nposition_policy = "hello-hold"\n\n[healing]\nladder = ["hello-pause", "escalate"]\n'
         '\n[notifications]\nnotifiers = ["hello-file"]\n'
         '\n[strategies.mom]\nplugin = "hello-momentum"\nparams = { run = 2, volume = 0.001 }\n'
@@ -260,7 +260,7 @@ def test_a_paper_run_wraps_the_example_exchange(site: Path, tmp_path: Path) -> N
     enabled = '["paper", "maintain", "log", "escalate", "hello-market", "hello-momentum"]'
     cfg.write_text(
         f'[bot]\nstate_dir = "state"\nexchange = "hello-market"\npairs = ["HM/USD"]\n\n[plugins]\nenabled = {enabled}\n'
-        '\n[http]\nenabled = false\n\n[risk]\naccept_unprotected = true\n'
+        "\n[http]\nenabled = false\n\n[risk]\naccept_unprotected = true\n"
         "\n[exchanges.hello-market]\ntick_interval_s = 0.02\nseed = 3\nfee_pct = 0.25\n"
         '\n[strategies.mom]\nplugin = "hello-momentum"\nparams = { run = 2, volume = 0.5 }\n'
     )
@@ -278,13 +278,15 @@ def test_a_paper_run_wraps_the_example_exchange(site: Path, tmp_path: Path) -> N
     market = state / "hello-market.json"
     assert not market.exists() or json.loads(market.read_text())["orders"] == []  # nothing was sent to it
     db = sqlite3.connect(state / "tradebot.db")
-    journal = {cid: status for cid, status in db.execute("SELECT client_order_id, status FROM orders")}
+    journal = dict(db.execute("SELECT client_order_id, status FROM orders"))
     assert journal == {o["client_order_id"]: o["status"] for o in paper["orders"]}
     cash = db.execute("SELECT value FROM kv WHERE key = 'portfolio.cash'").fetchone()[0]
     assert Decimal(cash) == Decimal(paper["balances"]["USD"])
 
 
-def test_paper_trading_a_third_party_exchange_without_the_paper_plugin_says_how(site: Path, tmp_path: Path) -> None:
+def test_paper_trading_a_third_party_exchange_without_the_paper_plugin_says_how(
+    site: Path, tmp_path: Path
+) -> None:
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text(
         '[bot]\nstate_dir = "state"\nexchange = "hello-market"\npairs = ["HM/USD"]\n\n[plugins]\n'
@@ -293,7 +295,9 @@ def test_paper_trading_a_third_party_exchange_without_the_paper_plugin_says_how(
     )
     ran = _tradebot(["run", "--paper", "--duration", "2", "--config", str(cfg)], site, tmp_path)
     assert ran.returncode == 2, ran.stderr[-3000:]
-    assert "--paper needs an exchange plugin that fills on paper, and none is loaded" in ran.stderr, ran.stderr[-3000:]
+    assert "--paper needs an exchange plugin that fills on paper, and none is loaded" in ran.stderr, (
+        ran.stderr[-3000:]
+    )
 
 
 def test_the_example_notifier_is_opt_in_like_the_built_in_telegram(site: Path, tmp_path: Path) -> None:
@@ -310,4 +314,8 @@ def test_the_example_notifier_is_opt_in_like_the_built_in_telegram(site: Path, t
     assert enabled.returncode == 0, enabled.stderr
     listed = _tradebot(["plugins", "list", "--all", "--json", "--config", str(cfg)], site, tmp_path)
     states = {p["name"]: p["state"] for p in json.loads(listed.stdout)}
-    assert (states["hello-file"], states["telegram"], states["hello-check"]) == ("loaded", "disabled", "loaded")
+    assert (states["hello-file"], states["telegram"], states["hello-check"]) == (
+        "loaded",
+        "disabled",
+        "loaded",
+    )

@@ -24,13 +24,21 @@ from tradebot.core.store import StateStore
 
 def tb(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+        [sys.executable, "-m", "tradebot", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
         env=os.environ.copy(),
     )
 
 
-@pytest.mark.parametrize("command", [["halt", "--reason", "test"], ["resume"], ["health"], ["health", "--json"]])
-def test_commands_in_a_folder_without_state_fail_and_create_nothing(tmp_path: Path, command: list[str]) -> None:
+@pytest.mark.parametrize(
+    "command", [["halt", "--reason", "test"], ["resume"], ["health"], ["health", "--json"]]
+)
+def test_commands_in_a_folder_without_state_fail_and_create_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
     before = sorted(tmp_path.iterdir())
     r = tb(*command, cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
@@ -83,7 +91,9 @@ def test_health_exit_codes_for_monitoring(tmp_path: Path) -> None:
     assert tb("health", "--state-dir", str(state), cwd=tmp_path).returncode == 0
 
 
-def test_plugins_disable_writes_disabled_and_later_plugins_still_load(tmp_path: Path, extra_site: Path) -> None:
+def test_plugins_disable_writes_disabled_and_later_plugins_still_load(
+    tmp_path: Path, extra_site: Path
+) -> None:
     cfg = tmp_path / "tradebot.toml"
     cfg.write_text("# my bot\n")
     r = tb("plugins", "disable", "volatility", "--config", str(cfg), cwd=tmp_path)
@@ -92,7 +102,9 @@ def test_plugins_disable_writes_disabled_and_later_plugins_still_load(tmp_path: 
     assert plugins == {"disabled": ["volatility"]}  # no frozen list of what is installed today
     # a plugin installed afterwards is loaded by default; the disabled one is not
     make_dist(
-        extra_site, "tbtest-later", {"tbtest_later": "from tradebot.core.hookspecs import hookimpl\n"},
+        extra_site,
+        "tbtest-later",
+        {"tbtest_later": "from tradebot.core.hookspecs import hookimpl\n"},
         {"tbtest-later": "tbtest_later"},
     )
     listed = tb("plugins", "list", "--json", "--all", "--config", str(cfg), cwd=tmp_path)

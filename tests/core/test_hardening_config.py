@@ -35,9 +35,15 @@ def write(tmp_path: Path, text: str) -> Path:
     return cfg
 
 
-def tb(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+def tb(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout,
+        [sys.executable, "-m", "tradebot", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -63,7 +69,7 @@ def refused_everywhere(tmp_path: Path, text: str, expected: str, env: dict[str, 
         ("[checks.staleness]\nthreshold_s = nan\n", "$.checks.staleness.threshold_s"),
         ("[backup]\ninterval_s = -inf\n", "$.backup.interval_s"),
         ("[risk]\nmax_position = inf\n", "$.risk.max_position"),
-        ("[strategies.sma]\nplugin = \"sma-crossover\"\ntimeout_s = inf\n", "$.strategies.sma.timeout_s"),
+        ('[strategies.sma]\nplugin = "sma-crossover"\ntimeout_s = inf\n', "$.strategies.sma.timeout_s"),
     ],
 )
 def test_non_finite_numbers_are_refused(tmp_path: Path, text: str, path: str) -> None:
@@ -79,9 +85,15 @@ def test_round_interval_inf_stops_run_and_dry_run(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ('[healing]\nladder = ["reconnect", "reconect"]\n', "no loaded recovery action named 'reconect' (did you mean reconnect?)"),
+        (
+            '[healing]\nladder = ["reconnect", "reconect"]\n',
+            "no loaded recovery action named 'reconect' (did you mean reconnect?)",
+        ),
         ('[notifications]\nnotifiers = ["log", "slack"]\n', "no loaded notifier named 'slack'"),
-        ('[http]\nreadiness_checks = ["stalenes"]\n', "no loaded check named 'stalenes' (did you mean staleness?)"),
+        (
+            '[http]\nreadiness_checks = ["stalenes"]\n',
+            "no loaded check named 'stalenes' (did you mean staleness?)",
+        ),
         ('[bot]\nexchange = "krakn"\n', "no loaded exchange plugin named 'krakn' (did you mean kraken?)"),
     ],
 )
@@ -95,7 +107,11 @@ def test_every_name_that_must_be_a_plugin_is_checked(tmp_path: Path, text: str, 
 
 
 def test_unknown_healing_step_stops_run(tmp_path: Path) -> None:
-    refused_everywhere(tmp_path, '[healing]\nladder = ["reconnect", "reconect"]\n', "no loaded recovery action named 'reconect'")
+    refused_everywhere(
+        tmp_path,
+        '[healing]\nladder = ["reconnect", "reconect"]\n',
+        "no loaded recovery action named 'reconect'",
+    )
 
 
 def test_no_halt_trigger_is_refused_listing_what_is_missing(tmp_path: Path) -> None:
@@ -109,15 +125,24 @@ def test_no_halt_trigger_is_refused_listing_what_is_missing(tmp_path: Path) -> N
     assert issue.startswith("trading would run unprotected: ")
     assert "a drawdown trigger (plugin 'drawdown') is not loaded" in issue
     assert "a loss trigger (plugin 'consecutive-losses') is not loaded" in issue
-    assert "a staleness check (plugin 'staleness') only alerts ([checks.staleness] on_critical = 'none')" in issue
-    assert issue.endswith("[risk] accept_unprotected = true to run without them on purpose @ $.risk.accept_unprotected")
+    assert (
+        "a staleness check (plugin 'staleness') only alerts ([checks.staleness] on_critical = 'none')"
+        in issue
+    )
+    assert issue.endswith(
+        "[risk] accept_unprotected = true to run without them on purpose @ $.risk.accept_unprotected"
+    )
     # said on purpose: accepted, and it runs
     cfg.write_text(cfg.read_text() + UNPROTECTED)
     assert check(cfg).exit_code == 0
 
 
 def test_unprotected_config_stops_run_and_dry_run(tmp_path: Path) -> None:
-    refused_everywhere(tmp_path, '[plugins]\ndisabled = ["drawdown", "consecutive-losses", "staleness"]\n', "trading would run unprotected")
+    refused_everywhere(
+        tmp_path,
+        '[plugins]\ndisabled = ["drawdown", "consecutive-losses", "staleness"]\n',
+        "trading would run unprotected",
+    )
 
 
 def test_the_default_config_is_protected_and_passes(tmp_path: Path) -> None:
@@ -127,9 +152,10 @@ def test_the_default_config_is_protected_and_passes(tmp_path: Path) -> None:
 
 def test_enabled_telegram_without_secrets_is_refused(tmp_path: Path) -> None:
     refused_everywhere(
-        tmp_path, '[notifications]\nnotifiers = ["log", "telegram"]\n',
+        tmp_path,
+        '[notifications]\nnotifiers = ["log", "telegram"]\n',
         "the notifier telegram needs the secret(s) telegram_bot_token, telegram_chat_id, which are not set",
-        env={"TRADEBOT_PLUGINS": ",".join(_default_plugins() + ["telegram"])},
+        env={"TRADEBOT_PLUGINS": ",".join([*_default_plugins(), "telegram"])},
     )
 
 
@@ -140,7 +166,11 @@ def _default_plugins() -> list[str]:
 
 
 def test_quote_that_the_pairs_are_not_quoted_in_is_refused(tmp_path: Path) -> None:
-    cfg = write(tmp_path, "").read_text().replace('[bot]\nstate_dir = "state"\n', '[bot]\nstate_dir = "state"\nquote = "EUR"\n')
+    cfg = (
+        write(tmp_path, "")
+        .read_text()
+        .replace('[bot]\nstate_dir = "state"\n', '[bot]\nstate_dir = "state"\nquote = "EUR"\n')
+    )
     (tmp_path / "tradebot.toml").write_text(cfg)
     r = check(tmp_path / "tradebot.toml")
     assert r.exit_code == 2, r.output
@@ -173,7 +203,10 @@ def tradebot_register_strategies():
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ('volume = "0.5"', "volume 0.5 is over [risk] max_position 0.01: every order of this strategy would be refused"),
+        (
+            'volume = "0.5"',
+            "volume 0.5 is over [risk] max_position 0.01: every order of this strategy would be refused",
+        ),
         (
             'quote_amount = "900"',
             "quote_amount 900 is over [risk] max_notional_per_order 500: every order of this strategy would be refused",
@@ -204,7 +237,10 @@ def test_non_base64_api_secret_is_refused_before_it_can_loop_restarts(tmp_path: 
     secrets.write_text('kraken_api_key = "key"\nkraken_api_secret = "not base64 at all!"\n')
     secrets.chmod(0o600)
     cfg = write(tmp_path, '[exchanges.kraken]\nbase_url = "http://127.0.0.1:9"\n').read_text()
-    cfg = cfg.replace('[bot]\nstate_dir = "state"\n', '[bot]\nstate_dir = "state"\nexchange = "kraken"\nsecrets_file = "secrets.toml"\n')
+    cfg = cfg.replace(
+        '[bot]\nstate_dir = "state"\n',
+        '[bot]\nstate_dir = "state"\nexchange = "kraken"\nsecrets_file = "secrets.toml"\n',
+    )
     (tmp_path / "tradebot.toml").write_text(cfg)
     path = tmp_path / "tradebot.toml"
     r = check(path)
@@ -223,7 +259,9 @@ def test_every_strategy_disabled_is_refused(tmp_path: Path) -> None:
         '[strategies.sma]\nplugin = "sma-crossover"\nenabled = false\n'
         '[strategies.rsi]\nplugin = "rsi-reversion"\nenabled = false\n'
     )
-    refused_everywhere(tmp_path, text, "no strategy instance is enabled in [strategies]: the bot would trade nothing")
+    refused_everywhere(
+        tmp_path, text, "no strategy instance is enabled in [strategies]: the bot would trade nothing"
+    )
 
 
 def test_an_empty_strategies_table_is_one_config_error_before_anything_starts(tmp_path: Path) -> None:
@@ -245,7 +283,7 @@ def test_secrets_file_readable_by_others_is_refused(tmp_path: Path) -> None:
     secrets = tmp_path / "secrets.toml"
     secrets.write_text('control_token = "some-control-token"\n')
     secrets.chmod(0o644)
-    cfg = write(tmp_path, "").read_text().replace('[bot]\n', '[bot]\nsecrets_file = "secrets.toml"\n')
+    cfg = write(tmp_path, "").read_text().replace("[bot]\n", '[bot]\nsecrets_file = "secrets.toml"\n')
     (tmp_path / "tradebot.toml").write_text(cfg)
     expected = f"secrets file {secrets} is accessible by others (mode 0644)"
     r = check(tmp_path / "tradebot.toml")
@@ -259,7 +297,9 @@ def test_secrets_file_readable_by_others_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("depth", [40, 5000])
 def test_deep_nesting_is_a_clear_error_not_a_recursion_traceback(tmp_path: Path, depth: int) -> None:
     cfg = tmp_path / "tradebot.toml"
-    cfg.write_text("[strategies.sma]\nplugin = \"sma-crossover\"\nparams = {x = " + "[" * depth + "]" * depth + "}\n")
+    cfg.write_text(
+        '[strategies.sma]\nplugin = "sma-crossover"\nparams = {x = ' + "[" * depth + "]" * depth + "}\n"
+    )
     r = tb("config", "check", "--config", str(cfg), cwd=tmp_path)
     assert r.returncode == 2, r.stdout + r.stderr
     assert "nests tables or arrays too deeply" in r.stderr and "Traceback" not in r.stderr
@@ -300,10 +340,20 @@ def test_non_finite_numbers_on_the_command_line_and_in_the_environment_are_refus
     cfg = write(tmp_path, "")
     r = tb("run", "--paper", "--duration", "inf", "--config", str(cfg), cwd=tmp_path)
     assert r.returncode == 2 and "must be a finite number of seconds (got inf)" in r.stderr, r.stderr
-    r = tb("run", "--paper", "--duration", "3", "--config", str(cfg), cwd=tmp_path,
-           env={"TRADEBOT_TRACE_STRATEGY_INTERVAL_S": "inf"})
+    r = tb(
+        "run",
+        "--paper",
+        "--duration",
+        "3",
+        "--config",
+        str(cfg),
+        cwd=tmp_path,
+        env={"TRADEBOT_TRACE_STRATEGY_INTERVAL_S": "inf"},
+    )
     assert r.returncode == 2, r.stdout + r.stderr
-    assert "TRADEBOT_TRACE_STRATEGY_INTERVAL_S must be a finite number >= 0 (got 'inf')" in r.stdout + r.stderr
+    assert (
+        "TRADEBOT_TRACE_STRATEGY_INTERVAL_S must be a finite number >= 0 (got 'inf')" in r.stdout + r.stderr
+    )
 
 
 def test_dry_run_fails_when_a_bot_already_runs_on_the_state(tmp_path: Path) -> None:

@@ -59,10 +59,22 @@ def _copy_with(tmp_path: Path, module: str, line: str) -> Path:
         ("core/bus.py", "import tradebot.checks.staleness", "core-imports-no-plugin"),
         ("core/executor.py", "from tradebot.services import metrics", "core-imports-no-plugin"),
         ("checks/staleness.py", "from tradebot.core.bus import EventBus", "plugins-import-only-the-api"),
-        ("exchanges/kraken/ws.py", "from tradebot.resilience.turns import Turns", "plugins-import-only-the-api"),
-        ("app/bot.py", "from tradebot.exchanges.kraken.config import KrakenConfig", "application-imports-no-plugin"),
+        (
+            "exchanges/kraken/ws.py",
+            "from tradebot.resilience.turns import Turns",
+            "plugins-import-only-the-api",
+        ),
+        (
+            "app/bot.py",
+            "from tradebot.exchanges.kraken.config import KrakenConfig",
+            "application-imports-no-plugin",
+        ),
         ("services/control.py", "from tradebot.app import bot", "layers"),
-        ("exchanges/paper.py", "from tradebot.exchanges.kraken.fees import KRAKEN_FEES", "plugins-are-independent"),
+        (
+            "exchanges/paper.py",
+            "from tradebot.exchanges.kraken.fees import KRAKEN_FEES",
+            "plugins-are-independent",
+        ),
     ],
 )
 def test_a_broken_contract_fails(tmp_path: Path, module: str, line: str, contract: str) -> None:

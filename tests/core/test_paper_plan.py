@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tradebot.core.components import ComponentSpec
 from tradebot.app.config import settings_from_dict
+from tradebot.core.components import ComponentSpec
 from tradebot.core.errors import ConfigError
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.paper_trading import PaperPlan, paper_plan
@@ -50,16 +50,24 @@ def test_live_trading_has_no_plan() -> None:
 
 def test_paper_wraps_the_exchange_the_config_names() -> None:
     host = _host(*BASE)
-    assert paper_plan(_settings(exchange="venue"), host, paper=True) == PaperPlan("paper", "venue", simulator=False)
-    assert paper_plan(_settings(exchange="kraken"), host, paper=True) == PaperPlan("paper", "kraken", simulator=True)
+    assert paper_plan(_settings(exchange="venue"), host, paper=True) == PaperPlan(
+        "paper", "venue", simulator=False
+    )
+    assert paper_plan(_settings(exchange="kraken"), host, paper=True) == PaperPlan(
+        "paper", "kraken", simulator=True
+    )
     live_data = _settings(exchange="kraken", market_data="exchange")
     assert paper_plan(live_data, host, paper=True) == PaperPlan("paper", "kraken", simulator=False)
 
 
 def test_the_paper_exchange_as_bot_exchange_takes_its_source_from_its_config() -> None:
     host = _host(*BASE)
-    assert paper_plan(_settings(exchange="paper"), host, paper=False) == PaperPlan("paper", "kraken", simulator=True)
-    settings = settings_from_dict({"bot": {"exchange": "paper"}, "exchanges": {"paper": {"market_data": "venue"}}})
+    assert paper_plan(_settings(exchange="paper"), host, paper=False) == PaperPlan(
+        "paper", "kraken", simulator=True
+    )
+    settings = settings_from_dict(
+        {"bot": {"exchange": "paper"}, "exchanges": {"paper": {"market_data": "venue"}}}
+    )
     from tradebot.app.config import validate_plugin_tables
 
     validate_plugin_tables(settings, host)  # fills the exchange tables (strategies are not loaded here)
@@ -70,8 +78,16 @@ def test_the_paper_exchange_as_bot_exchange_takes_its_source_from_its_config() -
 @pytest.mark.parametrize(
     ("plugins", "exchange", "expected"),
     [
-        (((kraken, "kraken"), (_Venue(), "venue")), "venue", "--paper needs an exchange plugin that fills on paper"),
-        ((*BASE, (_OtherPaper(), "paper2")), "venue", "2 loaded exchange plugins fill on paper (paper, paper2)"),
+        (
+            ((kraken, "kraken"), (_Venue(), "venue")),
+            "venue",
+            "--paper needs an exchange plugin that fills on paper",
+        ),
+        (
+            (*BASE, (_OtherPaper(), "paper2")),
+            "venue",
+            "2 loaded exchange plugins fill on paper (paper, paper2)",
+        ),
     ],
 )
 def test_a_plan_that_cannot_be_made_says_what_to_change(
@@ -87,7 +103,9 @@ def test_a_source_that_fills_on_paper_itself_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         paper_plan(_settings(exchange="paper2"), host, paper=False)
     assert "names no exchange plugin to take market data from" in caught.value.issues[0]
-    settings = settings_from_dict({"bot": {"exchange": "paper"}, "exchanges": {"paper": {"market_data": "paper2"}}})
+    settings = settings_from_dict(
+        {"bot": {"exchange": "paper"}, "exchanges": {"paper": {"market_data": "paper2"}}}
+    )
     from tradebot.app.config import validate_plugin_tables
 
     validate_plugin_tables(settings, host)  # fills the exchange tables (strategies are not loaded here)

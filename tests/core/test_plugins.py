@@ -17,14 +17,30 @@ from tradebot.core.hookspecs import hookimpl
 from tradebot.core.plugins import PluginHost, installed_plugins, opt_in_plugins, resolve_enabled
 
 BUILTINS = {
-    "kraken": "exchange", "paper": "exchange",
-    "sma-crossover": "strategy", "rsi-reversion": "strategy", "grid": "strategy",
-    "api-connectivity": None, "staleness": None, "resources": None, "consecutive-losses": None,
-    "drawdown": None, "api-error-rate": None, "volatility": None,
-    "reconnect": "recovery", "dns": "recovery", "resync": "recovery", "restart-component": "recovery",
-    "reload-module": "recovery", "escalate": "recovery",
-    "maintain": "policy", "close": "policy", "reduce": "policy",
-    "log": "notifier", "telegram": "notifier", "webhook": "notifier",
+    "kraken": "exchange",
+    "paper": "exchange",
+    "sma-crossover": "strategy",
+    "rsi-reversion": "strategy",
+    "grid": "strategy",
+    "api-connectivity": None,
+    "staleness": None,
+    "resources": None,
+    "consecutive-losses": None,
+    "drawdown": None,
+    "api-error-rate": None,
+    "volatility": None,
+    "reconnect": "recovery",
+    "dns": "recovery",
+    "resync": "recovery",
+    "restart-component": "recovery",
+    "reload-module": "recovery",
+    "escalate": "recovery",
+    "maintain": "policy",
+    "close": "policy",
+    "reduce": "policy",
+    "log": "notifier",
+    "telegram": "notifier",
+    "webhook": "notifier",
 }
 
 
@@ -232,7 +248,10 @@ def test_cli_lists_broken_plugin_with_its_error(extra_site: Path) -> None:
     _install_broken(extra_site)
     out = subprocess.run(
         [sys.executable, "-m", "tradebot", "plugins", "list", "--json"],
-        capture_output=True, text=True, timeout=60, env={**__import__("os").environ, "TRADEBOT_PLUGINS": "tbtest-broken"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "TRADEBOT_PLUGINS": "tbtest-broken"},
     )
     assert out.returncode == 0, out.stderr
     data = json.loads(out.stdout)

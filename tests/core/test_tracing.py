@@ -33,8 +33,12 @@ class AlertPlugin:
 async def test_span_per_hook_call_with_plugin_attribute(spans: InMemorySpanExporter) -> None:
     host = PluginHost()
     host.register(AlertPlugin(), "alerter")
-    await host.broadcast("tradebot_alert", alert=Alert(level=AlertLevel.INFO, title="ok", message="", source="t"))
-    await host.broadcast("tradebot_alert", alert=Alert(level=AlertLevel.INFO, title="fail", message="", source="t"))
+    await host.broadcast(
+        "tradebot_alert", alert=Alert(level=AlertLevel.INFO, title="ok", message="", source="t")
+    )
+    await host.broadcast(
+        "tradebot_alert", alert=Alert(level=AlertLevel.INFO, title="fail", message="", source="t")
+    )
     finished = [s for s in spans.get_finished_spans() if s.attributes.get("tradebot.plugin") == "alerter"]
     assert len(finished) == 2
     assert all(s.attributes["tradebot.hook"] == "tradebot_alert" for s in finished)

@@ -200,7 +200,7 @@ async def test_close_drains_then_ends_iteration_and_refuses_new_events() -> None
 
     async def consume_waiting() -> None:
         async for event in waiting:
-            got_waiting.append(event)
+            got_waiting.append(event)  # noqa: PERF401 - read while the stream still runs
 
     waiter = asyncio.create_task(consume_waiting())
     await asyncio.sleep(0)

@@ -103,8 +103,17 @@ class FakeExchange:
         avg = ((o.avg_fill_price or D(0)) * o.filled_volume + D(price) * D(volume)) / filled
         done = filled >= o.volume if final is None else final
         self.orders[cid] = OrderInfo(
-            o.client_order_id, o.exchange_order_id, o.pair, o.side, o.order_type, o.volume, filled,
-            OrderStatus.CLOSED if done else OrderStatus.OPEN, o.price, avg, o.fee + D(fee),
+            o.client_order_id,
+            o.exchange_order_id,
+            o.pair,
+            o.side,
+            o.order_type,
+            o.volume,
+            filled,
+            OrderStatus.CLOSED if done else OrderStatus.OPEN,
+            o.price,
+            avg,
+            o.fee + D(fee),
         )
 
     async def cancel_order(self, client_order_id: str) -> bool:
@@ -112,8 +121,17 @@ class FakeExchange:
         if o is None or o.status is not OrderStatus.OPEN:
             return False
         self.orders[client_order_id] = OrderInfo(
-            o.client_order_id, o.exchange_order_id, o.pair, o.side, o.order_type, o.volume, o.filled_volume,
-            OrderStatus.CANCELED, o.price, o.avg_fill_price, o.fee,
+            o.client_order_id,
+            o.exchange_order_id,
+            o.pair,
+            o.side,
+            o.order_type,
+            o.volume,
+            o.filled_volume,
+            OrderStatus.CANCELED,
+            o.price,
+            o.avg_fill_price,
+            o.fee,
         )
         return True
 
@@ -148,8 +166,14 @@ class Rig:
             self.fills.append(f)
 
         self.exe = OrderExecutor(
-            self.ex, self.store, self.pf, clock=self.clock, not_found_grace_s=0.0,
-            lookup_backoff_s=0.0, on_order=self.orders.append, on_fill=on_fill,
+            self.ex,
+            self.store,
+            self.pf,
+            clock=self.clock,
+            not_found_grace_s=0.0,
+            lookup_backoff_s=0.0,
+            on_order=self.orders.append,
+            on_fill=on_fill,
         )
 
 
@@ -165,7 +189,10 @@ async def test_journalled_before_send_then_fills_recorded_once(tmp_path: Path) -
     r.ex.fill("c1", "0.6", "110", fee="0.2")
     await r.exe.poll_once()
     assert await r.exe.poll_once() == 0
-    assert [(f.volume, f.price, f.fee) for f in r.fills] == [(D("0.4"), D(100), D("0.1")), (D("0.6"), D(110), D("0.2"))]
+    assert [(f.volume, f.price, f.fee) for f in r.fills] == [
+        (D("0.4"), D(100), D("0.1")),
+        (D("0.6"), D(110), D("0.2")),
+    ]
     pos = r.pf.position("BTC/USD")
     assert pos.volume == D(1) and pos.avg_price == D("106.3")
     entry = r.store.get_order("c1")
@@ -279,7 +306,9 @@ async def test_reconcile_after_death_between_send_and_answer(tmp_path: Path) -> 
 
 
 async def test_reconcile_after_fill_while_down(tmp_path: Path) -> None:
-    second, ex = await _crash_run(tmp_path, ["crash_after_send"], after=lambda e: e.fill("c1", "1", "100", "0.3"))
+    second, ex = await _crash_run(
+        tmp_path, ["crash_after_send"], after=lambda e: e.fill("c1", "1", "100", "0.3")
+    )
     await second.exe.reconcile()
     assert second.pf.position("BTC/USD").volume == D(1) and second.pf.cash == D(100000) - D("100.3")
     third = Rig(tmp_path, ex)
@@ -304,8 +333,20 @@ async def test_reconcile_waits_grace_for_recent_sends(tmp_path: Path) -> None:
 
     r = Rig(tmp_path)
     now = r.clock.now()
-    r.store.journal_order(JournalEntry("c9", "BTC/USD", Side.BUY, OrderType.MARKET, D(1), OrderStatus.PENDING,
-                                       now, now, attempts=1, sent_at=now))
+    r.store.journal_order(
+        JournalEntry(
+            "c9",
+            "BTC/USD",
+            Side.BUY,
+            OrderType.MARKET,
+            D(1),
+            OrderStatus.PENDING,
+            now,
+            now,
+            attempts=1,
+            sent_at=now,
+        )
+    )
     r.exe.not_found_grace_s = 10.0
     task = asyncio.create_task(r.exe.reconcile())
     await r.clock.advance(2)

@@ -71,7 +71,9 @@ def test_kill9_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -> 
     rng = random.Random(7)
     rounds = 12
     for _ in range(rounds):
-        proc = subprocess.Popen([sys.executable, str(script), str(state), "trade"], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, str(script), str(state), "trade"], stdout=subprocess.PIPE, text=True
+        )
         try:
             assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
             time.sleep(rng.uniform(0.0, 0.25))
@@ -79,7 +81,9 @@ def test_kill9_at_random_points_loses_and_duplicates_nothing(tmp_path: Path) -> 
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL
-    out = subprocess.run([sys.executable, str(script), str(state), "check"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(script), str(state), "check"], capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     journal, paper = result["journal"], result["paper_orders"]

@@ -27,8 +27,12 @@ async def sim() -> AsyncIterator[Simulator]:
 async def _kraken(sim: Simulator, tmp_path: Path) -> KrakenExchange:
     ex = KrakenExchange(
         KrakenConfig(
-            base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, request_timeout_s=2.0,
-            connect_timeout_s=1.0, order_lookup_delay_s=0.0,
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            min_spacing_s=0.0,
+            request_timeout_s=2.0,
+            connect_timeout_s=1.0,
+            order_lookup_delay_s=0.0,
         ),
         api_key=sim.api_key,
         api_secret=sim.api_secret,

@@ -57,7 +57,9 @@ async def test_limit_orders_rest_then_fill_when_crossed() -> None:
     assert rest.status is OrderStatus.OPEN and [o.client_order_id for o in await ex.open_orders()] == ["l1"]
     assert ex.on_ticker(tick("995", "1000")) == []
     [filled] = ex.on_ticker(tick("985", "989"))
-    assert filled.status is OrderStatus.CLOSED and filled.avg_fill_price == D(990) and filled.fee == D("0.495")
+    assert (
+        filled.status is OrderStatus.CLOSED and filled.avg_fill_price == D(990) and filled.fee == D("0.495")
+    )
     # a limit that crosses on arrival takes the touch price, never worse than its limit
     taker = await ex.place_order(order("l2", Side.BUY, "1", price="1200"))
     assert taker.status is OrderStatus.CLOSED and taker.avg_fill_price == D("989.989")
@@ -103,7 +105,9 @@ class Source:
     events: list[MarketEvent]
     asked: list[tuple[list[str], int | None]] = attrs.field(factory=list)
 
-    async def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
+    async def market_data(
+        self, pairs: Sequence[str], *, ohlc_interval: int | None = None
+    ) -> AsyncIterator[MarketEvent]:
         self.asked.append((list(pairs), ohlc_interval))
         for e in self.events:
             yield e
@@ -139,6 +143,6 @@ def test_plugin_registration_and_factory(tmp_path: Path) -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="fee_pct must be between"):
         PaperConfig(fee_pct=D(20))
-    with pytest.raises(ValueError, match="starting_balances.USD must be >= 0"):
+    with pytest.raises(ValueError, match=r"starting_balances\.USD must be >= 0"):
         PaperConfig(starting_balances={"USD": D(-1)})
     assert PaperConfig(fee_pct="0.2").fee_pct == D("0.2")  # type: ignore[arg-type]

@@ -14,7 +14,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 _n = 0
 
 
-def f(side: Side, vol: str, price: str, fee: str = "0", pair: str = "BTC/USD", tid: str | None = None) -> Fill:
+def f(
+    side: Side, vol: str, price: str, fee: str = "0", pair: str = "BTC/USD", tid: str | None = None
+) -> Fill:
     global _n
     _n += 1
     return Fill(tid or f"t{_n}", "c", "o", pair, side, D(price), D(vol), D(fee), T0)
@@ -98,7 +100,11 @@ def test_cash_is_never_copied_from_the_exchange_only_compared(tmp_path: Path) ->
         assert same.ok and not same.unexplained
         # a shared account: more than the bot's is reported, never adopted
         more = pf.verify_balances(Balances({"USD": D(5000), "BTC": D(3)}, T0), pairs=["BTC/USD"])
-        assert more.ok and len(more.unexplained) == 2 and "2 more than the bot's position 1" in more.unexplained[1]
+        assert (
+            more.ok
+            and len(more.unexplained) == 2
+            and "2 more than the bot's position 1" in more.unexplained[1]
+        )
         assert pf.cash == D(899) and pf.position("BTC/USD").volume == 1
         # less than the bot's: a problem naming both figures
         less = pf.verify_balances(Balances({"USD": D(700), "BTC": D("0.5")}, T0), pairs=["BTC/USD"])
@@ -110,7 +116,11 @@ def test_cash_is_never_copied_from_the_exchange_only_compared(tmp_path: Path) ->
 def test_starting_cash_stored_and_rebuild_reproduces_exactly(tmp_path: Path) -> None:
     with StateStore(tmp_path) as store:
         pf = Portfolio(store, starting_cash=D(10000))
-        for fill in (f(Side.BUY, "0.5", "100", "0.13"), f(Side.BUY, "0.25", "90", "0.05"), f(Side.SELL, "0.6", "120", "0.2")):
+        for fill in (
+            f(Side.BUY, "0.5", "100", "0.13"),
+            f(Side.BUY, "0.25", "90", "0.05"),
+            f(Side.SELL, "0.6", "120", "0.2"),
+        ):
             pf.apply_fill(fill)
         before = (pf.cash, pf.positions(), pf.realized_pnl, pf.fees_paid)
         assert pf.starting_cash == D(10000)
@@ -125,9 +135,15 @@ def test_positions_attributed_per_strategy_and_flatten_takes_from_holders(tmp_pa
     from tradebot.core.store import JournalEntry
 
     with StateStore(tmp_path) as store:
-        for cid, strategy, side in (("a1", "a", Side.BUY), ("b1", "b", Side.BUY), ("fl", "flatten", Side.SELL)):
+        for cid, strategy, side in (
+            ("a1", "a", Side.BUY),
+            ("b1", "b", Side.BUY),
+            ("fl", "flatten", Side.SELL),
+        ):
             store.journal_order(
-                JournalEntry(cid, "BTC/USD", side, OrderType.MARKET, D(1), OrderStatus.OPEN, T0, T0, strategy=strategy)
+                JournalEntry(
+                    cid, "BTC/USD", side, OrderType.MARKET, D(1), OrderStatus.OPEN, T0, T0, strategy=strategy
+                )
             )
         pf = Portfolio(store, starting_cash=D(1000))
         pf.apply_fill(Fill("t-a1", "a1", "o", "BTC/USD", Side.BUY, D(10), D(1), D(0), T0))

@@ -61,7 +61,9 @@ def test_reducing_rejects_increasing_and_clips_reducing() -> None:
     st.state = TradingState.REDUCING
     book.volumes["BTC/USD"] = D("0.5")
     assert reject(g, sig(Side.BUY, "0.1")) is RejectReason.NOT_REDUCING
-    assert reject(g, sig(Side.SELL, "1", pair="ETH/USD")) is RejectReason.NOT_REDUCING  # flat: nothing to reduce
+    assert (
+        reject(g, sig(Side.SELL, "1", pair="ETH/USD")) is RejectReason.NOT_REDUCING
+    )  # flat: nothing to reduce
     order = g.approve(sig(Side.SELL, "2"))  # would flip the long: clipped to the position
     assert order.volume == D("0.5") and order.side is Side.SELL
     book.volumes["BTC/USD"] = D("-0.3")
@@ -102,7 +104,10 @@ def test_notional_min_size_invalid_and_no_price() -> None:
     g, _, _ = gate(RiskLimits(max_notional_per_order=D(500), min_order_size=D("0.01"), spot=False))
     assert reject(g, sig(Side.BUY, "6")) is RejectReason.MAX_NOTIONAL  # 6 x 100 mark
     assert g.approve(sig(Side.BUY, "5")).volume == D(5)
-    assert reject(g, sig(Side.BUY, "10", order_type=OrderType.LIMIT, limit_price=D(60))) is RejectReason.MAX_NOTIONAL
+    assert (
+        reject(g, sig(Side.BUY, "10", order_type=OrderType.LIMIT, limit_price=D(60)))
+        is RejectReason.MAX_NOTIONAL
+    )
     assert reject(g, sig(Side.BUY, "0.001")) is RejectReason.MIN_SIZE
     assert reject(g, sig(Side.BUY, "1", pair="ETH/USD")) is RejectReason.NO_PRICE
     assert reject(g, sig(Side.BUY, "0")) is RejectReason.INVALID
@@ -207,7 +212,7 @@ def test_a_strategy_sells_only_its_own_share() -> None:
 
 
 def test_spot_buy_needs_the_cash_net_of_working_buys() -> None:
-    g, book, working = spot_gate()
+    g, _, working = spot_gate()
     working.append(Working("BTC/USD", Side.BUY, D(4), price=D(100)))  # 400 committed
     with pytest.raises(RiskRejection) as info:
         g.approve(sig(Side.BUY, "7"))  # 700 at the mark 100
@@ -219,8 +224,10 @@ def test_spot_buy_needs_the_cash_net_of_working_buys() -> None:
 def test_spot_buy_needs_the_cash_for_its_fee_too() -> None:
     from tradebot.core.markets import MarketBook, MarketRules
 
-    g, book, _ = spot_gate()
-    g.markets = MarketBook({"BTC/USD": MarketRules("BTC/USD", 1, 8, D("0.1"), D("0.00005"), D("0.5"), D("0.4"), D("0.25"))})
+    g, _, _ = spot_gate()
+    g.markets = MarketBook(
+        {"BTC/USD": MarketRules("BTC/USD", 1, 8, D("0.1"), D("0.00005"), D("0.5"), D("0.4"), D("0.25"))}
+    )
     with pytest.raises(RiskRejection) as info:
         g.approve(sig(Side.BUY, "10"))  # 1000 at the mark 100: all the cash, and the fee on top
     assert info.value.code is RejectReason.INSUFFICIENT_QUOTE

@@ -56,7 +56,7 @@ def test_journal_roundtrip_and_duplicate_client_id(tmp_path: Path) -> None:
         assert store.non_final_orders() == []
         with pytest.raises(StateError):
             store.update_order("nope", status=OrderStatus.CLOSED)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not updatable order fields"):
             store.update_order("c1", created_at=T0)
 
 
@@ -72,12 +72,16 @@ def test_fill_insert_is_idempotent(tmp_path: Path) -> None:
 def test_transaction_rolls_back_everything(tmp_path: Path) -> None:
     seen: list[str] = []
     with StateStore(tmp_path) as store:
-        with pytest.raises(RuntimeError):
+
+        def fail_midway() -> None:
             with store.transaction() as tx:
                 tx.insert_fill(fill("t1"))
                 tx.set_position(Position("BTC/USD", Decimal("1"), Decimal("2")), T0)
                 tx.on_commit(lambda: seen.append("committed"))
                 raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError, match="boom"):
+            fail_midway()
         assert store.fills() == [] and store.positions() == {} and seen == []
 
 
@@ -127,7 +131,7 @@ def test_health_history_is_bounded(tmp_path: Path) -> None:
 
 
 def test_invalid_trading_state_is_refused(tmp_path: Path) -> None:
-    with StateStore(tmp_path) as store, pytest.raises(ValueError):
+    with StateStore(tmp_path) as store, pytest.raises(ValueError, match="not a valid TradingState"):
         store.save_trading_state("sleepy", "r", "s", T0)
 
 

@@ -182,12 +182,16 @@ async def test_quiet_calls_are_sampled_and_failures_always_traced(spans: InMemor
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
-    finished = [s for s in spans.get_finished_spans() if s.attributes.get("tradebot.plugin") == "flaky-plugin"]
+    finished = [
+        s for s in spans.get_finished_spans() if s.attributes.get("tradebot.plugin") == "flaky-plugin"
+    ]
     sampled = [s for s in finished if "tradebot.outcome" not in s.attributes]
     after = {s.attributes["tradebot.outcome"]: s for s in finished if "tradebot.outcome" in s.attributes}
     assert len(sampled) == 4  # calls 1, 6, 11, 16
     # call 7 and 13 were not sampled but failed; call 17 was slow: each got its span afterwards
-    assert sorted(s.attributes["tradebot.outcome"] for s in finished if "tradebot.outcome" in s.attributes) == [
+    assert sorted(
+        s.attributes["tradebot.outcome"] for s in finished if "tradebot.outcome" in s.attributes
+    ) == [
         "error",
         "error",
         "slow",
@@ -219,7 +223,9 @@ async def test_sampled_spans_are_at_most_one_per_interval_while_failures_are_all
 
     bus = EventBus()
     # a burst of 2000 ticks within well under a second: 1 in 10 would be 200 spans
-    runner = StrategyRunner(bus=bus, sink=sink, host=PluginHost(quarantine_after=100), trace_every=10, trace_interval_s=5)
+    runner = StrategyRunner(
+        bus=bus, sink=sink, host=PluginHost(quarantine_after=100), trace_every=10, trace_interval_s=5
+    )
     runner.add("burst", Burst(), plugin="burst-plugin", max_failures=100)
     task = asyncio.create_task(runner.run())
     await asyncio.sleep(0)
@@ -230,7 +236,9 @@ async def test_sampled_spans_are_at_most_one_per_interval_while_failures_are_all
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
-    finished = [s for s in spans.get_finished_spans() if s.attributes.get("tradebot.plugin") == "burst-plugin"]
+    finished = [
+        s for s in spans.get_finished_spans() if s.attributes.get("tradebot.plugin") == "burst-plugin"
+    ]
     sampled = [s for s in finished if "tradebot.outcome" not in s.attributes]
     failed = [s for s in finished if s.attributes.get("tradebot.outcome") == "error"]
     assert len(sampled) == 1  # the first; the interval holds the rest back

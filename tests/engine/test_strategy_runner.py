@@ -151,7 +151,9 @@ def test_call_modes() -> None:
 
 def test_limits_come_from_the_instance_config() -> None:
     runner = StrategyRunner(bus=EventBus(), sink=Sink())
-    inst = StrategyInstance(plugin="sma-crossover", pairs=["ETH/USD"], timeout_s=0.2, warn_s=0.1, max_failures=7)
+    inst = StrategyInstance(
+        plugin="sma-crossover", pairs=["ETH/USD"], timeout_s=0.2, warn_s=0.1, max_failures=7
+    )
     handle = runner.add("sma", Recorder("sma"), instance=inst)
     assert (handle.plugin, handle.pairs, handle.timeout_s, handle.warn_s, handle.max_failures) == (
         "sma-crossover",

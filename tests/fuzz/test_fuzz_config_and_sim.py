@@ -10,21 +10,81 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tradebot.app.config import BotSettings, RiskSettings, StrategyInstance, load_settings, settings_from_dict, structure
+from tradebot.app.config import (
+    BotSettings,
+    RiskSettings,
+    StrategyInstance,
+    load_settings,
+    settings_from_dict,
+    structure,
+)
 from tradebot.core.errors import ConfigError
 from tradebot.simulator import FaultSpecError, parse_faults
 
-SECTIONS = ["bot", "plugins", "risk", "backup", "strategies", "exchanges", "checks", "recovery", "policies",
-            "notifiers", "monitoring", "halt", "healing", "supervisor", "http", "logging", "notifications", "bogus"]
-KEYS = ["name", "exchange", "pairs", "quote", "state_dir", "market_data", "enabled", "required", "quarantine_after",
-        "max_position", "max_notional_per_order", "max_orders_per_minute", "count", "interval_s", "plugin",
-        "params", "timeout_s", "threshold_s", "round_interval_s", "ladder", "port", "host", "level", "x"]
-scalar = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True), st.text(max_size=12),
-                   st.sampled_from(["BTC/USD", "-5", "1e9", "kraken", "paper", "simulator", "nan"]))
-value = st.recursive(scalar, lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(KEYS), c, max_size=4),
-                     max_leaves=15)
-configs = st.dictionaries(st.sampled_from(SECTIONS), st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), value,
-                                                                     max_size=5) | value, max_size=5)
+SECTIONS = [
+    "bot",
+    "plugins",
+    "risk",
+    "backup",
+    "strategies",
+    "exchanges",
+    "checks",
+    "recovery",
+    "policies",
+    "notifiers",
+    "monitoring",
+    "halt",
+    "healing",
+    "supervisor",
+    "http",
+    "logging",
+    "notifications",
+    "bogus",
+]
+KEYS = [
+    "name",
+    "exchange",
+    "pairs",
+    "quote",
+    "state_dir",
+    "market_data",
+    "enabled",
+    "required",
+    "quarantine_after",
+    "max_position",
+    "max_notional_per_order",
+    "max_orders_per_minute",
+    "count",
+    "interval_s",
+    "plugin",
+    "params",
+    "timeout_s",
+    "threshold_s",
+    "round_interval_s",
+    "ladder",
+    "port",
+    "host",
+    "level",
+    "x",
+]
+scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["BTC/USD", "-5", "1e9", "kraken", "paper", "simulator", "nan"]),
+)
+value = st.recursive(
+    scalar,
+    lambda c: st.lists(c, max_size=4) | st.dictionaries(st.sampled_from(KEYS), c, max_size=4),
+    max_leaves=15,
+)
+configs = st.dictionaries(
+    st.sampled_from(SECTIONS),
+    st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=6), value, max_size=5) | value,
+    max_size=5,
+)
 
 
 @given(configs)
@@ -44,9 +104,27 @@ def test_structure_returns_issues_never_raises(raw: Any, cls: type) -> None:
 
 toml_text = st.one_of(
     st.text(max_size=200),
-    st.builds(lambda sec, key, val: f"[{sec}]\n{key} = {val}\n", st.sampled_from(SECTIONS), st.sampled_from(KEYS),
-              st.sampled_from(["1", "-5", '"x"', "true", "[1, 2]", "{a = 1}", "1979-05-27", "nan", "inf", '"BTC/USD"',
-                               "[", '"unterminated'])),
+    st.builds(
+        lambda sec, key, val: f"[{sec}]\n{key} = {val}\n",
+        st.sampled_from(SECTIONS),
+        st.sampled_from(KEYS),
+        st.sampled_from(
+            [
+                "1",
+                "-5",
+                '"x"',
+                "true",
+                "[1, 2]",
+                "{a = 1}",
+                "1979-05-27",
+                "nan",
+                "inf",
+                '"BTC/USD"',
+                "[",
+                '"unterminated',
+            ]
+        ),
+    ),
 )
 
 
@@ -64,13 +142,43 @@ def test_load_settings_on_any_text_gives_settings_or_config_error(text: str) -> 
 
 spec_items = st.one_of(
     st.text(max_size=30),
-    st.builds(lambda k, v, o: f"{k}{'=' + v if v else ''}{',' + o if o else ''}",
-              st.sampled_from(["latency", "timeout", "http5xx", "error", "malformed", "truncated", "drop",
-                               "drop_response", "stale", "status", "ratelimit", "order_ratelimit", "ws_disconnect",
-                               "nope"]),
-              st.sampled_from(["", "0.1", "-1", "503", "99", "EService:Unavailable", "bad", "maintenance", "3/0.1",
-                               "1/2/3", "nan"]),
-              st.sampled_from(["", "on=AddOrder", "on=", "p=0.5", "p=2", "n=0", "n=x", "at=1", "for=0", "zzz=1"])),
+    st.builds(
+        lambda k, v, o: f"{k}{'=' + v if v else ''}{',' + o if o else ''}",
+        st.sampled_from(
+            [
+                "latency",
+                "timeout",
+                "http5xx",
+                "error",
+                "malformed",
+                "truncated",
+                "drop",
+                "drop_response",
+                "stale",
+                "status",
+                "ratelimit",
+                "order_ratelimit",
+                "ws_disconnect",
+                "nope",
+            ]
+        ),
+        st.sampled_from(
+            [
+                "",
+                "0.1",
+                "-1",
+                "503",
+                "99",
+                "EService:Unavailable",
+                "bad",
+                "maintenance",
+                "3/0.1",
+                "1/2/3",
+                "nan",
+            ]
+        ),
+        st.sampled_from(["", "on=AddOrder", "on=", "p=0.5", "p=2", "n=0", "n=x", "at=1", "for=0", "zzz=1"]),
+    ),
 )
 
 
@@ -92,8 +200,11 @@ async def test_admin_fault_endpoint_answers_400_never_500() -> None:
     from tradebot.simulator import Simulator, SimulatorConfig
 
     sim = Simulator(SimulatorConfig(tick_interval_s=0))
-    bodies = st.one_of(spec_items, st.text(max_size=60), st.sampled_from(['{"spec": 1}', '{"faults": [1]}', "[]",
-                                                                          '{"faults": [{"kind": "latency"}]}', "{"]))
+    bodies = st.one_of(
+        spec_items,
+        st.text(max_size=60),
+        st.sampled_from(['{"spec": 1}', '{"faults": [1]}', "[]", '{"faults": [{"kind": "latency"}]}', "{"]),
+    )
     async with TestClient(TestServer(sim.build_app(), host="127.0.0.1")) as client:
         examples: list[tuple[str, str]] = []
 
@@ -104,6 +215,8 @@ async def test_admin_fault_endpoint_answers_400_never_500() -> None:
 
         collect()
         for body, ctype in examples:
-            resp = await client.post("/_sim/faults", data=body.encode("utf-8", "replace"), headers={"Content-Type": ctype})
+            resp = await client.post(
+                "/_sim/faults", data=body.encode("utf-8", "replace"), headers={"Content-Type": ctype}
+            )
             assert resp.status in (200, 400), (body, ctype, resp.status)
             await client.delete("/_sim/faults")

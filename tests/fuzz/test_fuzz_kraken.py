@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,47 +23,138 @@ NOW = datetime(2026, 1, 1, tzinfo=UTC)
 REG = PairRegistry()
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-(2**70), max_value=2**70),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**70), max_value=2**70),
     st.floats(allow_nan=True, allow_infinity=True),
-    st.sampled_from(["", "0", "-1", "1e999", "NaN", "inf", "30300.1", "0.00000001", "abc", "XXBTZUSD",
-                     "BTC/USD", "open", "closed", "buy", "sell", "market", "limit", "online", "maintenance",
-                     "2023-09-25T09:04:31.742648Z", "-0", "1" * 40]),
+    st.sampled_from(
+        [
+            "",
+            "0",
+            "-1",
+            "1e999",
+            "NaN",
+            "inf",
+            "30300.1",
+            "0.00000001",
+            "abc",
+            "XXBTZUSD",
+            "BTC/USD",
+            "open",
+            "closed",
+            "buy",
+            "sell",
+            "market",
+            "limit",
+            "online",
+            "maintenance",
+            "2023-09-25T09:04:31.742648Z",
+            "-0",
+            "1" * 40,
+        ]
+    ),
     st.text(max_size=20),
 )
 json_values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=6) | st.dictionaries(
-        st.one_of(st.sampled_from(["XXBTZUSD", "XETHZUSD", "a", "b", "c", "v", "p", "t", "l", "h", "o", "last",
-                                   "open", "closed", "descr", "vol", "vol_exec", "status", "cl_ord_id", "txid",
-                                   "symbol", "bid", "ask", "bid_qty", "ask_qty", "timestamp", "unixtime",
-                                   "error", "result", "count", "type", "pair", "price", "cost", "fee",
-                                   "interval_begin", "interval", "high", "low", "close", "volume", "opentm"]),
-                  st.text(max_size=8)),
-        children, max_size=8,
+    lambda children: (
+        st.lists(children, max_size=6)
+        | st.dictionaries(
+            st.one_of(
+                st.sampled_from(
+                    [
+                        "XXBTZUSD",
+                        "XETHZUSD",
+                        "a",
+                        "b",
+                        "c",
+                        "v",
+                        "p",
+                        "t",
+                        "l",
+                        "h",
+                        "o",
+                        "last",
+                        "open",
+                        "closed",
+                        "descr",
+                        "vol",
+                        "vol_exec",
+                        "status",
+                        "cl_ord_id",
+                        "txid",
+                        "symbol",
+                        "bid",
+                        "ask",
+                        "bid_qty",
+                        "ask_qty",
+                        "timestamp",
+                        "unixtime",
+                        "error",
+                        "result",
+                        "count",
+                        "type",
+                        "pair",
+                        "price",
+                        "cost",
+                        "fee",
+                        "interval_begin",
+                        "interval",
+                        "high",
+                        "low",
+                        "close",
+                        "volume",
+                        "opentm",
+                    ]
+                ),
+                st.text(max_size=8),
+            ),
+            children,
+            max_size=8,
+        )
     ),
     max_leaves=30,
 )
 
+
 # near-valid shapes: a real answer with one part replaced by anything
 def _ticker_like(v: Any) -> dict[str, Any]:
-    return {"XXBTZUSD": {"a": [v, "1", "1.0"], "b": ["30300.0", v, "1"], "c": ["30303.2", "0.1"],
-                         "v": ["1", "2"], "p": ["1", "2"], "t": [1, 2], "l": ["1", "1"], "h": ["2", "2"], "o": v}}
+    return {
+        "XXBTZUSD": {
+            "a": [v, "1", "1.0"],
+            "b": ["30300.0", v, "1"],
+            "c": ["30303.2", "0.1"],
+            "v": ["1", "2"],
+            "p": ["1", "2"],
+            "t": [1, 2],
+            "l": ["1", "1"],
+            "h": ["2", "2"],
+            "o": v,
+        }
+    }
 
 
 def _orders_like(v: Any) -> dict[str, Any]:
-    return {"open": {"OUF4EM-FRGI2-MQMWZD": {"status": "open", "vol": "1.25", "vol_exec": v, "cl_ord_id": v,
-                                            "opentm": 1.0, "descr": {"pair": "XBTUSD", "type": "buy",
-                                                                     "ordertype": v, "price": "1"}}}}
+    return {
+        "open": {
+            "OUF4EM-FRGI2-MQMWZD": {
+                "status": "open",
+                "vol": "1.25",
+                "vol_exec": v,
+                "cl_ord_id": v,
+                "opentm": 1.0,
+                "descr": {"pair": "XBTUSD", "type": "buy", "ordertype": v, "price": "1"},
+            }
+        }
+    }
 
 
 answers = st.one_of(json_values, json_values.map(_ticker_like), json_values.map(_orders_like))
 
 
 def _only_typed(fn: Any, *args: Any) -> None:
-    try:
+    with contextlib.suppress(TradebotError):
         fn(*args)
-    except TradebotError:
-        pass
 
 
 @given(answers)
@@ -89,8 +181,32 @@ def _outcome(fn: Any, *args: Any) -> tuple[Any, ...]:
 # prices as Kraken may (or must never) send them: the fast path must agree on every one
 numbers = st.one_of(
     scalars,
-    st.sampled_from(["30300.1", " 30300.1 ", "30300.1\n", "1_000.5", "+2", "-0", "-0.0", "0.0", "0E-8", "1e-3",
-                     "1E+3", "sNaN", "-inf", "Infinity", "\u0663", "0x10", "1.2.3", "", " ", "1|2", "|", "1|2|3|4"]),
+    st.sampled_from(
+        [
+            "30300.1",
+            " 30300.1 ",
+            "30300.1\n",
+            "1_000.5",
+            "+2",
+            "-0",
+            "-0.0",
+            "0.0",
+            "0E-8",
+            "1e-3",
+            "1E+3",
+            "sNaN",
+            "-inf",
+            "Infinity",
+            "\u0663",
+            "0x10",
+            "1.2.3",
+            "",
+            " ",
+            "1|2",
+            "|",
+            "1|2|3|4",
+        ]
+    ),
     st.decimals(allow_nan=True, allow_infinity=True).map(str),
     st.decimals(allow_nan=False, allow_infinity=False),
 )
@@ -106,8 +222,13 @@ good_numbers = st.one_of(
 @st.composite
 def tickers(draw: st.DrawFn) -> Any:
     """Mostly well-formed answers (bid <= ask or not), some with one field or one cell spoiled."""
-    pairs = draw(st.lists(st.sampled_from(["XXBTZUSD", "XETHZUSD", "XBTUSD", "xxbtzusd", "ZZZZ", "BTC/USD"]),
-                          min_size=0, max_size=3))
+    pairs = draw(
+        st.lists(
+            st.sampled_from(["XXBTZUSD", "XETHZUSD", "XBTUSD", "xxbtzusd", "ZZZZ", "BTC/USD"]),
+            min_size=0,
+            max_size=3,
+        )
+    )
     result: dict[str, Any] = {}
     for pair in pairs:
         entry: dict[str, Any] = {key: draw(st.lists(good_numbers, min_size=2, max_size=3)) for key in "abcv"}
@@ -133,8 +254,27 @@ def test_fast_ticker_path_agrees_with_the_checked_one(value: Any) -> None:
 
 
 @pytest.mark.parametrize("key", ["a", "b", "c", "v"])
-@pytest.mark.parametrize("bad", ["-1", "-0.00000001", "NaN", "sNaN", "Infinity", "-inf", "", "x", 1.5, True,
-                                 None, "1|2", "|", "1|", "|1", "1|2|3|4"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "-1",
+        "-0.00000001",
+        "NaN",
+        "sNaN",
+        "Infinity",
+        "-inf",
+        "",
+        "x",
+        1.5,
+        True,
+        None,
+        "1|2",
+        "|",
+        "1|",
+        "|1",
+        "1|2|3|4",
+    ],
+)
 def test_fast_ticker_path_lets_no_bad_cell_through(key: str, bad: Any) -> None:
     entry: dict[str, Any] = {"a": ["2", "1"], "b": ["1", "1"], "c": ["1.5", "1"], "v": ["3", "4"]}
     entry[key] = list(entry[key])
@@ -146,8 +286,13 @@ def test_fast_ticker_path_lets_no_bad_cell_through(key: str, bad: Any) -> None:
         assert outcome[0] == "error" and outcome[1].__name__ == "BadDataError"
 
 
-@given(st.one_of(answers, st.builds(lambda e, r: {"error": e, "result": r}, json_values, json_values),
-                 st.builds(lambda r: {"result": r}, json_values)))
+@given(
+    st.one_of(
+        answers,
+        st.builds(lambda e, r: {"error": e, "result": r}, json_values, json_values),
+        st.builds(lambda r: {"result": r}, json_values),
+    )
+)
 def test_fast_envelope_path_agrees_with_the_checked_one(value: Any) -> None:
     fast = _outcome(parse.parse_envelope, value, "public/Ticker")
     assert fast == _outcome(parse._parse_envelope_checked, value, "public/Ticker")
@@ -164,20 +309,46 @@ def _stream() -> MarketDataStream:
         return []
 
     return MarketDataStream(
-        pairs=["BTC/USD"], ohlc_interval=1, config=KrakenConfig(), registry=REG,
+        pairs=["BTC/USD"],
+        ohlc_interval=1,
+        config=KrakenConfig(),
+        registry=REG,
         session=lambda: None,  # type: ignore[arg-type,return-value]
-        poll_tickers=no_poll, poll_ohlc=no_poll,
+        poll_tickers=no_poll,
+        poll_ohlc=no_poll,
     )
 
 
 ws_messages = st.one_of(
     st.text(max_size=200),
     json_values.map(lambda v: json.dumps(v, default=str)),
-    st.builds(lambda ch, data: json.dumps({"channel": ch, "type": "update", "data": data}, default=str),
-              st.sampled_from(["ticker", "ohlc", "heartbeat", "status", "book"]), json_values),
-    st.builds(lambda bid: json.dumps({"channel": "ticker", "type": "update", "data": [
-        {"symbol": "BTC/USD", "bid": bid, "bid_qty": 1, "ask": 30300.2, "ask_qty": 1, "last": 30300.1,
-         "volume": 5, "timestamp": "2023-09-25T09:04:31.742648Z"}]}, default=str), scalars),
+    st.builds(
+        lambda ch, data: json.dumps({"channel": ch, "type": "update", "data": data}, default=str),
+        st.sampled_from(["ticker", "ohlc", "heartbeat", "status", "book"]),
+        json_values,
+    ),
+    st.builds(
+        lambda bid: json.dumps(
+            {
+                "channel": "ticker",
+                "type": "update",
+                "data": [
+                    {
+                        "symbol": "BTC/USD",
+                        "bid": bid,
+                        "bid_qty": 1,
+                        "ask": 30300.2,
+                        "ask_qty": 1,
+                        "last": 30300.1,
+                        "volume": 5,
+                        "timestamp": "2023-09-25T09:04:31.742648Z",
+                    }
+                ],
+            },
+            default=str,
+        ),
+        scalars,
+    ),
 )
 
 
@@ -193,8 +364,16 @@ def test_ws_messages_never_escape_the_stream(messages: list[str]) -> None:
 
 def test_a_good_ws_ticker_is_parsed_and_a_bad_one_counted() -> None:
     stream = _stream()
-    good = {"symbol": "BTC/USD", "bid": 30300.1, "bid_qty": 1, "ask": 30300.2, "ask_qty": 1, "last": 30300.1,
-            "volume": 5, "timestamp": "2023-09-25T09:04:31.742648Z"}
+    good = {
+        "symbol": "BTC/USD",
+        "bid": 30300.1,
+        "bid_qty": 1,
+        "ask": 30300.2,
+        "ask_qty": 1,
+        "last": 30300.1,
+        "volume": 5,
+        "timestamp": "2023-09-25T09:04:31.742648Z",
+    }
     stream._on_text(json.dumps({"channel": "ticker", "type": "update", "data": [good]}))
     stream._on_text(json.dumps({"channel": "ticker", "type": "update", "data": [{**good, "bid": "NaN"}]}))
     assert stream.stats.events == 1 and stream.stats.bad_messages == 1
@@ -202,9 +381,19 @@ def test_a_good_ws_ticker_is_parsed_and_a_bad_one_counted() -> None:
 
 
 _PAIR_ENTRY = {
-    "altname": "XBTUSD", "wsname": "XBT/USD", "base": "XXBT", "quote": "ZUSD", "pair_decimals": 1, "lot_decimals": 8,
-    "cost_decimals": 5, "ordermin": "0.00005", "costmin": "0.5", "tick_size": "0.1", "status": "online",
-    "fees": [[0, 0.4], [10000, 0.35]], "fees_maker": [[0, 0.25], [10000, 0.2]],
+    "altname": "XBTUSD",
+    "wsname": "XBT/USD",
+    "base": "XXBT",
+    "quote": "ZUSD",
+    "pair_decimals": 1,
+    "lot_decimals": 8,
+    "cost_decimals": 5,
+    "ordermin": "0.00005",
+    "costmin": "0.5",
+    "tick_size": "0.1",
+    "status": "online",
+    "fees": [[0, 0.4], [10000, 0.35]],
+    "fees_maker": [[0, 0.25], [10000, 0.2]],
 }
 
 
@@ -217,8 +406,15 @@ def asset_pairs(draw: st.DrawFn) -> Any:
         del entry[key]
     else:
         entry[key] = draw(json_values)
-    return draw(st.sampled_from([{"XXBTZUSD": entry, "XETHZUSD": dict(_PAIR_ENTRY, altname="ETHUSD", wsname="ETH/USD")},
-                                 {"XXBTZUSD": entry}, draw(json_values)]))
+    return draw(
+        st.sampled_from(
+            [
+                {"XXBTZUSD": entry, "XETHZUSD": dict(_PAIR_ENTRY, altname="ETHUSD", wsname="ETH/USD")},
+                {"XXBTZUSD": entry},
+                draw(json_values),
+            ]
+        )
+    )
 
 
 @given(st.one_of(asset_pairs(), answers), st.decimals(min_value=0, max_value=10**8, allow_nan=False))
@@ -235,5 +431,9 @@ def test_market_rules_parser_keeps_good_entries_and_reports_bad_ones(value: Any,
         r.round_volume(Decimal("1.123456789"))
         r.round_price(Decimal("30300.17"), Side.BUY)
     assert all(isinstance(p, TradebotError) for p in problems)
-    if isinstance(value, dict) and "XETHZUSD" in value and value["XETHZUSD"] == dict(_PAIR_ENTRY, altname="ETHUSD", wsname="ETH/USD"):
+    if (
+        isinstance(value, dict)
+        and "XETHZUSD" in value
+        and value["XETHZUSD"] == dict(_PAIR_ENTRY, altname="ETHUSD", wsname="ETH/USD")
+    ):
         assert "ETH/USD" in rules  # a bad BTC entry never costs the good ETH one

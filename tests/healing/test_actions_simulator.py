@@ -43,12 +43,23 @@ def one_try() -> Any:
 def exchange(sim: Simulator, tmp_path: Path, host: str = "127.0.0.1") -> KrakenExchange:
     base = sim.base_url.replace("127.0.0.1", host)
     cfg = KrakenConfig(
-        base_url=base, ws_url=sim.ws_url, min_spacing_s=0.0, request_timeout_s=0.5, connect_timeout_s=0.5,
-        breaker_min_calls=20, breaker_window=20, ws_heartbeat_timeout_s=0.5, ws_reconnect_initial_s=0.05,
-        ws_reconnect_max_s=0.2, rest_fallback_after_s=5, rest_fallback_poll_s=0.5,
+        base_url=base,
+        ws_url=sim.ws_url,
+        min_spacing_s=0.0,
+        request_timeout_s=0.5,
+        connect_timeout_s=0.5,
+        breaker_min_calls=20,
+        breaker_window=20,
+        ws_heartbeat_timeout_s=0.5,
+        ws_reconnect_initial_s=0.05,
+        ws_reconnect_max_s=0.2,
+        rest_fallback_after_s=5,
+        rest_fallback_poll_s=0.5,
     )
     limiter = RequestRateLimiter.build(RateTier("test", 20, 100.0), min_spacing_s=0.0)
-    return KrakenExchange(cfg, api_key=sim.api_key, api_secret=sim.api_secret, state_dir=tmp_path, rate_limiter=limiter)
+    return KrakenExchange(
+        cfg, api_key=sim.api_key, api_secret=sim.api_secret, state_dir=tmp_path, rate_limiter=limiter
+    )
 
 
 class Stopper:
@@ -124,7 +135,7 @@ async def test_reconnect_heals_a_stale_websocket(sim: Simulator, tmp_path: Path)
 
     async def consume() -> None:
         async for _ in ex.market_data(["BTC/USD"]):
-            got.append(time.monotonic())
+            got.append(time.monotonic())  # noqa: PERF401 - read while the stream still runs
 
     task = asyncio.create_task(consume())
     try:
@@ -158,7 +169,9 @@ async def test_resync_reconciles_after_unknown_order_outcome(sim: Simulator, tmp
         executor = OrderExecutor(ex, store, Portfolio(store))
         ctx = context(ex, executor=executor)
         action = ResyncAction(RecoveryLimits(retry_wait_s=0), ctx)
-        failure = Failure.from_exception(OrderOutcomeUnknown("AddOrder answer lost", endpoint="private/AddOrder"))
+        failure = Failure.from_exception(
+            OrderOutcomeUnknown("AddOrder answer lost", endpoint="private/AddOrder")
+        )
         assert action.applies_to(failure)
         assert not action.applies_to(Failure.from_exception(ConnectionFailed("x")))
         result = await Healer([action]).heal(failure)

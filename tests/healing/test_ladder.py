@@ -83,7 +83,11 @@ async def test_probe_must_pass_for_success() -> None:
 
 async def test_attempts_per_failure_and_limit_per_window() -> None:
     clock = FakeClock()
-    flaky = Step("reconnect", verifies=False, limits=RecoveryLimits(attempts=3, max_per_window=4, window_s=60, retry_wait_s=0))
+    flaky = Step(
+        "reconnect",
+        verifies=False,
+        limits=RecoveryLimits(attempts=3, max_per_window=4, window_s=60, retry_wait_s=0),
+    )
     healer, calls = ladder(flaky, clock=clock)
     r1 = await healer.heal(Failure(kind="stale-market-data"))
     assert not r1.healed and calls == ["reconnect"] * 3
@@ -125,7 +129,9 @@ async def test_action_timeout_is_an_error_not_a_hang() -> None:
             await asyncio.sleep(10)
             return True
 
-    healer = Healer([Slow("reconnect"), Step("escalate", escalates=True)], settings=HealingSettings(action_timeout_s=0.05))
+    healer = Healer(
+        [Slow("reconnect"), Step("escalate", escalates=True)], settings=HealingSettings(action_timeout_s=0.05)
+    )
     result = await healer.heal(Failure(kind="x"))
     assert result.action == "escalate" and result.escalated
     assert "timed out" in result.attempts[0].detail
@@ -158,5 +164,5 @@ def test_failure_from_exception_keeps_context_and_module() -> None:
 def test_ladder_settings_reject_duplicates_and_empty() -> None:
     with pytest.raises(ValueError, match="twice"):
         HealingSettings(ladder=["dns", "dns"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="ladder must not be empty"):
         HealingSettings(ladder=[])

@@ -32,9 +32,13 @@ def tradebot_register_checks():
 """
 
 GOOD = HEADER + "\nFACTOR = 2\n\ndef scale(x):\n    return x * FACTOR\n"
-BROKEN_NAME = HEADER + "\ndef scale(x):\n    return x * MULTIPLIER  # renamed, but the definition was forgotten\n"
+BROKEN_NAME = (
+    HEADER + "\ndef scale(x):\n    return x * MULTIPLIER  # renamed, but the definition was forgotten\n"
+)
 BROKEN_IMPORT = "from tbtest_no_such_dependency import FACTOR\n" + HEADER
-FIXED = HEADER + "\nMULTIPLIER = 2  # the forgotten definition\n\n\ndef scale(x):\n    return x * MULTIPLIER\n"
+FIXED = (
+    HEADER + "\nMULTIPLIER = 2  # the forgotten definition\n\n\ndef scale(x):\n    return x * MULTIPLIER\n"
+)
 
 
 def write(path: Path, code: str) -> None:
@@ -57,6 +61,7 @@ def failure_of(thing: object) -> Failure:
     try:
         thing.value()  # type: ignore[attr-defined]
     except PluginError as exc:
+
         async def probe() -> None:
             thing.value()  # type: ignore[attr-defined]
 
@@ -73,7 +78,9 @@ async def test_nameerror_healed_after_fix_on_disk(plugin: tuple[Path, PluginHost
     write(path, BROKEN_NAME)  # a bad deploy lands and is loaded
     importlib.reload(module)
     failure = failure_of(thing)
-    assert failure.caused_by(NameError) and failure.module == "tbtest_healplug" and failure.plugin == "healplug"
+    assert (
+        failure.caused_by(NameError) and failure.module == "tbtest_healplug" and failure.plugin == "healplug"
+    )
 
     action = ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), ctx)
     healer = Healer([action])
@@ -90,7 +97,9 @@ async def test_nameerror_healed_after_fix_on_disk(plugin: tuple[Path, PluginHost
     assert healer.counters.successes == {"reload-module": 1}
 
 
-async def test_importerror_while_broken_then_healed(plugin: tuple[Path, PluginHost, types.ModuleType]) -> None:
+async def test_importerror_while_broken_then_healed(
+    plugin: tuple[Path, PluginHost, types.ModuleType],
+) -> None:
     path, host, module = plugin
     ctx = types.SimpleNamespace(plugins=host)
     write(path, BROKEN_IMPORT)
@@ -112,7 +121,14 @@ async def test_importerror_while_broken_then_healed(plugin: tuple[Path, PluginHo
 def test_never_reloads_core_or_unrelated_errors(plugin: tuple[Path, PluginHost, types.ModuleType]) -> None:
     _, host, _ = plugin
     action = ReloadModuleAction(None, types.SimpleNamespace(plugins=host))
-    for framework in ("tradebot.core.bus", "tradebot.app.bot", "tradebot.services.notify", "tradebot.resilience.retry", "tradebot.drill", "tradebot.api._http"):
+    for framework in (
+        "tradebot.core.bus",
+        "tradebot.app.bot",
+        "tradebot.services.notify",
+        "tradebot.resilience.retry",
+        "tradebot.drill",
+        "tradebot.api._http",
+    ):
         core = Failure(error=NameError("x"), kind="NameError", module=framework)
         assert not action.applies_to(core), framework
     other = Failure(error=ValueError("x"), kind="ValueError", module="tbtest_healplug")
@@ -154,7 +170,9 @@ def _watch(host: PluginHost, thing: object, healer: Healer | None, rec: Recorder
 
 
 def _reload_healer(host: PluginHost) -> Healer:
-    return Healer([ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), types.SimpleNamespace(plugins=host))])
+    return Healer(
+        [ReloadModuleAction(ReloadModuleConfig(retry_wait_s=0), types.SimpleNamespace(plugins=host))]
+    )
 
 
 async def _quarantined_under_watch(
@@ -187,10 +205,14 @@ async def test_quarantined_critical_plugin_healed_by_reload_keeps_running(
     write(path, FIXED)  # the fix is deployed before the ladder gets to it
     await _recovered(watch)
     assert watch.recoveries == [("healplug", "healed")]
-    assert rec.stops == [] and not host.is_quarantined("healplug") and host.quarantine_cause("healplug") is None
+    assert (
+        rec.stops == [] and not host.is_quarantined("healplug") and host.quarantine_cause("healplug") is None
+    )
     assert thing.value() == 42
     (alert,) = rec.alerts
-    assert alert.level is AlertLevel.CRITICAL and "healplug" in alert.message and "the exchange" in alert.message
+    assert (
+        alert.level is AlertLevel.CRITICAL and "healplug" in alert.message and "the exchange" in alert.message
+    )
     await watch.close()
     assert watch._on_quarantine not in host.quarantine_listeners
 
@@ -236,7 +258,12 @@ async def test_reregister_with_a_failing_register_hook_does_not_quarantine_twice
     write(path, BROKEN_NAME)
     importlib.reload(module)
     await _quarantine_by_faults(host, thing)
-    write(path, BROKEN_NAME.replace("    return [ComponentSpec", "    raise RuntimeError('hook broke')\n    return [ComponentSpec"))
+    write(
+        path,
+        BROKEN_NAME.replace(
+            "    return [ComponentSpec", "    raise RuntimeError('hook broke')\n    return [ComponentSpec"
+        ),
+    )
     assert not host.reregister(importlib.reload(module), "healplug")
     assert quarantines == ["healplug"]  # once, by the faults; not again by the failing hook
     assert host.is_quarantined("healplug") and host.failures("healplug") == host.quarantine_after

@@ -48,7 +48,9 @@ BOT = textwrap.dedent(
 
 
 def tradebot(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, timeout=30
+    )
 
 
 def start_bot(tmp_path: Path, state_dir: Path) -> subprocess.Popen[str]:
@@ -156,8 +158,12 @@ async def test_watcher_applies_requests_and_refuses_a_second_bot(tmp_path: Path)
             with pytest.raises(StateError, match="another tradebot process is running"):
                 ControlWatcher(tmp_path, trading).lock.acquire(wait_s=0.1)
             folder = tmp_path / "control"
-            (folder / "1.req.json").write_text(json.dumps({"action": "halt", "reason": "r", "source": "s", "sent_at": time.time()}))
-            (folder / "2.req.json").write_text(json.dumps({"action": "resume", "reason": "old", "sent_at": time.time() - 60}))
+            (folder / "1.req.json").write_text(
+                json.dumps({"action": "halt", "reason": "r", "source": "s", "sent_at": time.time()})
+            )
+            (folder / "2.req.json").write_text(
+                json.dumps({"action": "resume", "reason": "old", "sent_at": time.time() - 60})
+            )
             (folder / "3.req.json").write_text("{not json")
             assert await watcher.poll_once() == 3
             assert trading.state is TradingState.HALTED  # the expired resume was not applied
@@ -195,7 +201,8 @@ def test_halt_and_resume_on_tradebot_run_paper(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     bot = subprocess.Popen(
         [sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "40", "--config", str(config)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = time.monotonic() + 20

@@ -14,7 +14,13 @@ import pytest
 from tradebot.checks.staleness import StalenessCheck, StalenessConfig
 from tradebot.core.clock import FakeClock, SystemClock
 from tradebot.core.executor import OrderExecutor
-from tradebot.core.health import BaseCheck, CheckResult, HealthMonitor, HealthStatus, MonitoringSettings, TriggerOptions
+from tradebot.core.health import (
+    BaseCheck,
+    CheckResult,
+    HealthMonitor,
+    MonitoringSettings,
+    TriggerOptions,
+)
 from tradebot.core.models import OrderRequest, OrderType, Side, Signal, Ticker, TradingState
 from tradebot.core.policy import HaltSettings, PolicyRunner
 from tradebot.core.portfolio import Portfolio
@@ -23,10 +29,10 @@ from tradebot.core.store import StateStore
 from tradebot.core.trading_state import TradingStateMachine
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
-from tradebot.simulator import Simulator, run_simulator
 from tradebot.plugins.policies.close import CloseConfig, ClosePolicy
 from tradebot.plugins.policies.maintain import MaintainConfig, MaintainPolicy
 from tradebot.plugins.policies.reduce import ReduceConfig, ReducePolicy
+from tradebot.simulator import Simulator, run_simulator
 
 
 async def test_staleness_detected_within_threshold_plus_50ms_on_a_real_loop() -> None:
@@ -35,7 +41,9 @@ async def test_staleness_detected_within_threshold_plus_50ms_on_a_real_loop() ->
         trading = TradingStateMachine()
         halted_at: list[float] = []
         trading.listeners.append(lambda change: halted_at.append(time.monotonic()))
-        check = StalenessCheck("staleness", StalenessConfig(threshold_s=threshold, startup_grace_s=5), ["BTC/USD"], SystemClock())
+        check = StalenessCheck(
+            "staleness", StalenessConfig(threshold_s=threshold, startup_grace_s=5), ["BTC/USD"], SystemClock()
+        )
         monitor = HealthMonitor([check], trading=trading, settings=MonitoringSettings(round_interval_s=10))
         task = asyncio.ensure_future(monitor.run())
         try:
@@ -93,8 +101,12 @@ class Rig:
         self.sim = sim
         self.exchange = KrakenExchange(
             KrakenConfig(
-                base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, request_timeout_s=2.0,
-                connect_timeout_s=1.0, order_lookup_delay_s=0.0,
+                base_url=sim.base_url,
+                ws_url=sim.ws_url,
+                min_spacing_s=0.0,
+                request_timeout_s=2.0,
+                connect_timeout_s=1.0,
+                order_lookup_delay_s=0.0,
             ),
             api_key=sim.api_key,
             api_secret=sim.api_secret,
@@ -104,7 +116,12 @@ class Rig:
         self.trading = TradingStateMachine(store=self.store)
         self.portfolio = Portfolio(self.store, starting_cash=D(100000))
         self.executor = OrderExecutor(
-            self.exchange, self.store, self.portfolio, poll_interval_s=0.05, not_found_grace_s=0.2, lookup_backoff_s=0.05
+            self.exchange,
+            self.store,
+            self.portfolio,
+            poll_interval_s=0.05,
+            not_found_grace_s=0.2,
+            lookup_backoff_s=0.05,
         )
         self._task: asyncio.Task[None] | None = None
 
@@ -130,12 +147,16 @@ class Rig:
         raise AssertionError(f"{pair} was not filled: {self.store.get_order(cid)}")
 
 
-async def test_close_flattens_every_position_exactly_once_when_the_answer_is_lost(sim: Simulator, tmp_path: Path) -> None:
+async def test_close_flattens_every_position_exactly_once_when_the_answer_is_lost(
+    sim: Simulator, tmp_path: Path
+) -> None:
     async with Rig(sim, tmp_path) as rig:
         await rig.buy("BTC/USD", "0.02")
         await rig.buy("ETH/USD", "0.5")
         sim.faults.add("drop_response,on=AddOrder,n=1")  # the first flatten order is placed, its answer lost
-        policy = ClosePolicy(CloseConfig(max_attempts=3, settle_s=3, poll_s=0.05), rig.executor, rig.portfolio, SystemClock())
+        policy = ClosePolicy(
+            CloseConfig(max_attempts=3, settle_s=3, poll_s=0.05), rig.executor, rig.portfolio, SystemClock()
+        )
         runner = PolicyRunner(policy, trading=rig.trading)
         await rig.trading.halt("drawdown: limit reached", "check:drawdown")
         assert runner._task is not None
@@ -157,8 +178,12 @@ async def test_close_reports_what_is_left_when_it_cannot_finish(sim: Simulator, 
     async with Rig(sim, tmp_path) as rig:
         await rig.buy("BTC/USD", "0.01")
         sim.faults.add("status=cancel_only")
-        policy = ClosePolicy(CloseConfig(max_attempts=2, settle_s=0.2, poll_s=0.05), rig.executor, rig.portfolio, SystemClock())
-        outcome = await policy.apply(await rig.trading.halt("exchange in cancel_only", "check:api-connectivity"))
+        policy = ClosePolicy(
+            CloseConfig(max_attempts=2, settle_s=0.2, poll_s=0.05), rig.executor, rig.portfolio, SystemClock()
+        )
+        outcome = await policy.apply(
+            await rig.trading.halt("exchange in cancel_only", "check:api-connectivity")
+        )
         assert not outcome.done
         assert outcome.remaining == {"BTC/USD": D("0.01")}
         assert "NOT flat" in outcome.message and "BTC/USD 0.01" in outcome.message
@@ -167,7 +192,9 @@ async def test_close_reports_what_is_left_when_it_cannot_finish(sim: Simulator, 
 async def test_maintain_keeps_positions_and_says_so(sim: Simulator, tmp_path: Path) -> None:
     async with Rig(sim, tmp_path) as rig:
         await rig.buy("BTC/USD", "0.01")
-        runner = PolicyRunner(MaintainPolicy(MaintainConfig(), rig.executor, rig.portfolio), trading=rig.trading)
+        runner = PolicyRunner(
+            MaintainPolicy(MaintainConfig(), rig.executor, rig.portfolio), trading=rig.trading
+        )
         await rig.trading.halt("test", "operator:cli")
         outcome = await asyncio.wait_for(runner._task, 5)  # type: ignore[arg-type]
         assert outcome is not None and outcome.done
@@ -199,7 +226,9 @@ async def test_reducing_rejects_exposure_increasing_orders_and_accepts_reducing_
             async def evaluate(self) -> CheckResult:
                 return self.critical("exchange in maintenance")
 
-        await HealthMonitor([Reducer("api-connectivity", TriggerOptions(on_critical="reduce"), clock)], trading=trading).run_round()
+        await HealthMonitor(
+            [Reducer("api-connectivity", TriggerOptions(on_critical="reduce"), clock)], trading=trading
+        ).run_round()
         assert trading.state is TradingState.REDUCING
         with pytest.raises(RiskRejection) as rejected:
             gate.approve(_signal(Side.BUY, "0.1"))
@@ -211,9 +240,15 @@ async def test_reducing_rejects_exposure_increasing_orders_and_accepts_reducing_
         await trading.halt("drawdown", "check:drawdown")
         maintain_runner = PolicyRunner(MaintainPolicy(MaintainConfig(), None, portfolio), trading=trading)
         with pytest.raises(RiskRejection) as halted:
-            RiskGate(RiskLimits(), maintain_runner.risk_view(), portfolio, clock=clock).approve(_signal(Side.SELL, "0.1"))
+            RiskGate(RiskLimits(), maintain_runner.risk_view(), portfolio, clock=clock).approve(
+                _signal(Side.SELL, "0.1")
+            )
         assert halted.value.code is RejectReason.HALTED
-        reduce_runner = PolicyRunner(ReducePolicy(ReduceConfig(), None, portfolio), trading=trading, settings=HaltSettings(position_policy="reduce"))
+        reduce_runner = PolicyRunner(
+            ReducePolicy(ReduceConfig(), None, portfolio),
+            trading=trading,
+            settings=HaltSettings(position_policy="reduce"),
+        )
         reduce_gate = RiskGate(RiskLimits(), reduce_runner.risk_view(), portfolio, clock=clock)
         assert reduce_gate.approve(_signal(Side.SELL, "0.1")).volume == D("0.1")
         with pytest.raises(RiskRejection) as adding:
@@ -224,7 +259,9 @@ async def test_reducing_rejects_exposure_increasing_orders_and_accepts_reducing_
         store.close()
 
 
-async def test_balance_check_halt_lets_no_reducing_sell_through_until_a_person_resumes(tmp_path: Path) -> None:
+async def test_balance_check_halt_lets_no_reducing_sell_through_until_a_person_resumes(
+    tmp_path: Path,
+) -> None:
     """Under ``reduce`` a HALT normally lets exposure-reducing sells through; a HALT because the
     exchange's balances do not match the journal does not (the coins may not be the bot's), and
     the policy itself is not run. A person's resume ends that; the next HALT reduces again."""
@@ -247,7 +284,8 @@ async def test_balance_check_halt_lets_no_reducing_sell_through_until_a_person_r
                 return await super().apply(change)
 
         runner = PolicyRunner(
-            CountingReduce(ReduceConfig(), None, portfolio), trading=trading,
+            CountingReduce(ReduceConfig(), None, portfolio),
+            trading=trading,
             settings=HaltSettings(position_policy="reduce"),
             positions=lambda: {p: pos.volume for p, pos in portfolio.positions().items()},
         )
@@ -256,7 +294,10 @@ async def test_balance_check_halt_lets_no_reducing_sell_through_until_a_person_r
         assert runner._task is not None
         outcome = await runner._task
         assert outcome is not None and outcome.policy == "maintain" and CountingReduce.applied == 0
-        assert outcome.remaining == {"BTC/USD": D("0.5")} and "instead of the configured 'reduce'" in outcome.message
+        assert (
+            outcome.remaining == {"BTC/USD": D("0.5")}
+            and "instead of the configured 'reduce'" in outcome.message
+        )
         with pytest.raises(RiskRejection) as refused:
             gate.approve(_signal(Side.SELL, "0.1"))
         assert refused.value.code is RejectReason.HALTED
@@ -280,10 +321,14 @@ async def test_reduce_policy_cancels_only_exposure_adding_orders(sim: Simulator,
     async with Rig(sim, tmp_path) as rig:
         await rig.buy("BTC/USD", "0.02")
         far_buy = OrderRequest("BTC/USD", Side.BUY, OrderType.LIMIT, D("0.01"), "adds", price=D(1000))
-        far_sell = OrderRequest("BTC/USD", Side.SELL, OrderType.LIMIT, D("0.01"), "reduces", price=D(10_000_000))
+        far_sell = OrderRequest(
+            "BTC/USD", Side.SELL, OrderType.LIMIT, D("0.01"), "reduces", price=D(10_000_000)
+        )
         await rig.executor.submit(far_buy)
         await rig.executor.submit(far_sell)
-        outcome = await ReducePolicy(ReduceConfig(), rig.executor, rig.portfolio).apply(await rig.trading.halt("t", "operator:cli"))
+        outcome = await ReducePolicy(ReduceConfig(), rig.executor, rig.portfolio).apply(
+            await rig.trading.halt("t", "operator:cli")
+        )
         assert outcome.orders_cancelled == 1
         working = {e.client_order_id for e in rig.executor.working_orders()}
         assert working == {"reduces"}

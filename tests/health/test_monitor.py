@@ -14,7 +14,15 @@ from tradebot.checks.api_error_rate import ApiErrorRateCheck, ApiErrorRateConfig
 from tradebot.checks.staleness import StalenessCheck, StalenessConfig
 from tradebot.core.clock import FakeClock, SystemClock
 from tradebot.core.errors import ExchangeUnavailable
-from tradebot.core.health import BaseCheck, CheckResult, HealthMonitor, HealthReport, HealthStatus, MonitoringSettings, TriggerOptions
+from tradebot.core.health import (
+    BaseCheck,
+    CheckResult,
+    HealthMonitor,
+    HealthReport,
+    HealthStatus,
+    MonitoringSettings,
+    TriggerOptions,
+)
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.models import Ticker, TradingState
 from tradebot.core.plugins import PluginHost
@@ -228,7 +236,9 @@ async def test_a_failing_check_never_halts_when_told_not_to(blind_after: int, on
         report = await monitor.run_round()
         await clock.advance(1)
     assert trading.state is TradingState.ACTIVE
-    expected = HealthStatus.DEGRADED if blind_after == 0 else HealthStatus.CRITICAL  # alert-only: shown, no HALT
+    expected = (
+        HealthStatus.DEGRADED if blind_after == 0 else HealthStatus.CRITICAL
+    )  # alert-only: shown, no HALT
     assert report.results["check"].status is expected
 
 
@@ -315,8 +325,12 @@ async def test_manual_resume_resets_latched_triggers() -> None:
 async def test_event_driven_result_escalates_without_waiting_for_a_round() -> None:
     clock = SystemClock()
     trading = TradingStateMachine(clock=clock)
-    check = StalenessCheck("staleness", StalenessConfig(threshold_s=0.1, startup_grace_s=0.1), ["BTC/USD"], clock)
-    monitor = HealthMonitor([check], trading=trading, clock=clock, settings=MonitoringSettings(round_interval_s=60))
+    check = StalenessCheck(
+        "staleness", StalenessConfig(threshold_s=0.1, startup_grace_s=0.1), ["BTC/USD"], clock
+    )
+    monitor = HealthMonitor(
+        [check], trading=trading, clock=clock, settings=MonitoringSettings(round_interval_s=60)
+    )
     task = asyncio.ensure_future(monitor.run())
     try:
         await asyncio.sleep(0.3)
@@ -335,7 +349,9 @@ async def test_market_events_reach_checks_through_the_plugin_host(tmp_path: Path
 
     settings = settings_from_dict(
         {
-            "plugins": {"enabled": ["staleness", "volatility", "api-error-rate", "paper", "maintain", "sma-crossover"]},
+            "plugins": {
+                "enabled": ["staleness", "volatility", "api-error-rate", "paper", "maintain", "sma-crossover"]
+            },
             "checks": {"staleness": {"threshold_s": 0.05, "startup_grace_s": 0.05, "pairs": ["BTC/USD"]}},
             "bot": {"exchange": "paper"},
             "risk": {"accept_unprotected": True},
@@ -358,4 +374,3 @@ async def test_market_events_reach_checks_through_the_plugin_host(tmp_path: Path
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-

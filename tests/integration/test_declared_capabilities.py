@@ -80,7 +80,7 @@ def tradebot_register_recovery_actions():
     return [ComponentSpec(name="page-me", factory=PageMe, config_cls=RecoveryLimits)]
 '''
 
-NOTIFIER = '''
+NOTIFIER = """
 from tradebot.api import ComponentSpec, hookimpl
 
 SENT = []
@@ -99,7 +99,7 @@ class Jot:
 @hookimpl
 def tradebot_register_notifiers():
     return [ComponentSpec(name="jot", factory=Jot)]
-'''
+"""
 
 CONFIG: dict[str, Any] = {
     "bot": {"state_dir": "state", "pairs": ["BTC/USD"]},
@@ -118,20 +118,32 @@ def _bot(tmp_path: Path, extra: dict[str, Any], **options: Any) -> Bot:
 async def _halt_with_a_position(bot: Bot, run: asyncio.Task[Any]) -> None:
     for _ in range(400):
         ctx = bot.context
-        if ctx is not None and ctx.portfolio is not None and any(p.volume for p in ctx.portfolio.positions().values()):
+        if (
+            ctx is not None
+            and ctx.portfolio is not None
+            and any(p.volume for p in ctx.portfolio.positions().values())
+        ):
             break
         assert not run.done(), run.result()
         await asyncio.sleep(0.05)
     ctx = bot.context
-    assert ctx is not None and any(p.volume for p in ctx.portfolio.positions().values()), "no position was opened"
+    assert ctx is not None and any(p.volume for p in ctx.portfolio.positions().values()), (
+        "no position was opened"
+    )
     await ctx.trading.halt("a person says stop", "operator")
 
 
 @pytest.mark.timeout(90)
-async def test_a_third_party_policy_that_flattens_ends_the_run_like_close(tmp_path: Path, extra_site: Path) -> None:
-    make_dist(extra_site, "tbtest-policies", {"tbtest_policies": POLICIES}, {"tbtest-policies": "tbtest_policies"})
+async def test_a_third_party_policy_that_flattens_ends_the_run_like_close(
+    tmp_path: Path, extra_site: Path
+) -> None:
+    make_dist(
+        extra_site, "tbtest-policies", {"tbtest_policies": POLICIES}, {"tbtest-policies": "tbtest_policies"}
+    )
     plugins = {"enabled": [*BUILT_INS, "tbtest-policies"]}
-    bot = _bot(tmp_path, {"plugins": plugins, "halt": {"position_policy": "wind-down"}}, duration_s=1, infinite=True)
+    bot = _bot(
+        tmp_path, {"plugins": plugins, "halt": {"position_policy": "wind-down"}}, duration_s=1, infinite=True
+    )
     run = asyncio.create_task(bot.run())
     await _halt_with_a_position(bot, run)
     summary = await asyncio.wait_for(run, 30)
@@ -141,10 +153,16 @@ async def test_a_third_party_policy_that_flattens_ends_the_run_like_close(tmp_pa
 
 
 @pytest.mark.timeout(90)
-async def test_a_policy_named_close_that_declares_nothing_does_not_end_the_run(tmp_path: Path, extra_site: Path) -> None:
-    make_dist(extra_site, "tbtest-policies", {"tbtest_policies": POLICIES}, {"tbtest-policies": "tbtest_policies"})
+async def test_a_policy_named_close_that_declares_nothing_does_not_end_the_run(
+    tmp_path: Path, extra_site: Path
+) -> None:
+    make_dist(
+        extra_site, "tbtest-policies", {"tbtest_policies": POLICIES}, {"tbtest-policies": "tbtest_policies"}
+    )
     plugins = {"enabled": [*BUILT_INS, "tbtest-policies"]}  # the built-in close is not loaded
-    bot = _bot(tmp_path, {"plugins": plugins, "halt": {"position_policy": "close"}}, duration_s=1, infinite=True)
+    bot = _bot(
+        tmp_path, {"plugins": plugins, "halt": {"position_policy": "close"}}, duration_s=1, infinite=True
+    )
     run = asyncio.create_task(bot.run())
     await _halt_with_a_position(bot, run)
     ctx = bot.context
@@ -163,7 +181,9 @@ async def test_a_policy_named_close_that_declares_nothing_does_not_end_the_run(t
 
 
 @pytest.mark.timeout(60)
-async def test_a_third_party_step_that_escalates_is_taken_as_an_escalation(tmp_path: Path, extra_site: Path) -> None:
+async def test_a_third_party_step_that_escalates_is_taken_as_an_escalation(
+    tmp_path: Path, extra_site: Path
+) -> None:
     """The exchange plugin keeps failing and is quarantined: the ladder's only step escalates."""
     from tradebot.core.errors import PluginError
 
@@ -194,7 +214,9 @@ async def test_a_third_party_step_that_escalates_is_taken_as_an_escalation(tmp_p
 
 
 @pytest.mark.timeout(60)
-async def test_a_third_party_notifier_declared_opt_in_is_off_until_enabled(tmp_path: Path, extra_site: Path) -> None:
+async def test_a_third_party_notifier_declared_opt_in_is_off_until_enabled(
+    tmp_path: Path, extra_site: Path
+) -> None:
     make_dist(extra_site, "tbtest-jot", {"tbtest_jot": NOTIFIER}, {"tbtest-jot": "tbtest_jot"})
     info = next(extra_site.glob("tbtest_jot-*.dist-info"))
     with open(info / "entry_points.txt", "a", encoding="utf-8") as fh:
@@ -249,12 +271,19 @@ def _cli(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subpr
     base = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
     return subprocess.run(
         [sys.executable, "-m", "tradebot", *args, "--config", str(tmp_path / "tradebot.toml")],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, env={**base, **(env or {})}, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**base, **(env or {})},
+        check=False,
     )
 
 
 @pytest.mark.timeout(90)
-def test_a_third_party_plugins_secret_is_declared_checked_loaded_and_redacted(tmp_path: Path, extra_site: Path) -> None:
+def test_a_third_party_plugins_secret_is_declared_checked_loaded_and_redacted(
+    tmp_path: Path, extra_site: Path
+) -> None:
     """Its secret is known by the secrets file and TRADEBOT_<NAME>, required while the plugin is
     on, checked by the plugin before anything trades, and never shown: as the built-ins' are."""
     make_dist(extra_site, "tbtest-pager", {"tbtest_pager": PAGER}, {"tbtest-pager": "tbtest_pager"})
@@ -275,7 +304,9 @@ def test_a_third_party_plugins_secret_is_declared_checked_loaded_and_redacted(tm
     assert not (tmp_path / "state").exists() or not list((tmp_path / "state").glob("*.db")), "it started"
 
     refused = _cli(tmp_path, "config", "check", env={"TRADEBOT_PAGER_KEY": "wrong-key-123"})
-    assert refused.returncode != 0 and "the pager_key does not start with pk-" in refused.stdout + refused.stderr
+    assert (
+        refused.returncode != 0 and "the pager_key does not start with pk-" in refused.stdout + refused.stderr
+    )
     assert "wrong-key-123" not in refused.stdout + refused.stderr
 
     secrets.write_text('pager_key = "pk-s3cr3t-value"\n')  # a name no core list knows: the plugin declared it

@@ -34,9 +34,17 @@ async def test_live_run_rounds_to_the_lot_and_refuses_below_minimum_or_by_status
             "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url}},
             "strategies": {
                 # ten decimals: Kraken takes eight for BTC, so unrounded every order would be refused
-                "btc": {"plugin": "sma-crossover", "pairs": ["BTC/USD"], "params": {**fast, "volume": "0.0123456789"}},
+                "btc": {
+                    "plugin": "sma-crossover",
+                    "pairs": ["BTC/USD"],
+                    "params": {**fast, "volume": "0.0123456789"},
+                },
                 # half of ETH's minimum (0.002)
-                "eth": {"plugin": "sma-crossover", "pairs": ["ETH/USD"], "params": {**fast, "volume": "0.001"}},
+                "eth": {
+                    "plugin": "sma-crossover",
+                    "pairs": ["ETH/USD"],
+                    "params": {**fast, "volume": "0.001"},
+                },
                 "sol": {"plugin": "sma-crossover", "pairs": ["SOL/USD"], "params": fast},
             },
         }
@@ -95,7 +103,12 @@ async def test_dust_is_reported_and_a_close_halt_completes_with_it(tmp_path: Pat
     run = asyncio.create_task(bot.run())
     for _ in range(400):
         ctx = bot.context
-        if ctx is not None and ctx.portfolio is not None and ctx.portfolio.mark_price("ETH/USD") and ctx.portfolio.mark_price("BTC/USD"):
+        if (
+            ctx is not None
+            and ctx.portfolio is not None
+            and ctx.portfolio.mark_price("ETH/USD")
+            and ctx.portfolio.mark_price("BTC/USD")
+        ):
             break
         await asyncio.sleep(0.05)
     ctx = bot.context
@@ -131,14 +144,20 @@ async def test_dust_is_reported_and_a_close_halt_completes_with_it(tmp_path: Pat
 
 
 @pytest.mark.timeout(90)
-async def test_paper_run_rounds_and_refuses_with_the_simulators_rules(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+async def test_paper_run_rounds_and_refuses_with_the_simulators_rules(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     fast = {"fast": 2, "slow": 3}
     config = {
         "bot": {"state_dir": "state", "pairs": ["BTC/USD", "ETH/USD"]},
         "http": {"enabled": False},
         "risk": {"max_orders_per_minute": 1000},
         "strategies": {
-            "btc": {"plugin": "sma-crossover", "pairs": ["BTC/USD"], "params": {**fast, "volume": "0.0123456789"}},
+            "btc": {
+                "plugin": "sma-crossover",
+                "pairs": ["BTC/USD"],
+                "params": {**fast, "volume": "0.0123456789"},
+            },
             "eth": {"plugin": "sma-crossover", "pairs": ["ETH/USD"], "params": {**fast, "volume": "0.001"}},
         },
     }
@@ -181,17 +200,27 @@ async def test_a_pair_status_changed_during_the_run_is_picked_up_at_the_next_ref
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
         config = {
-            "bot": {"state_dir": "state", "exchange": "kraken", "pairs": ["BTC/USD"], "markets_refresh_s": 0.3},
+            "bot": {
+                "state_dir": "state",
+                "exchange": "kraken",
+                "pairs": ["BTC/USD"],
+                "markets_refresh_s": 0.3,
+            },
             "http": {"enabled": False},
             "risk": {"max_orders_per_minute": 1000},
             "checks": {"volatility": {"max_change_pct": 90.0}},
             "exchanges": {
                 "kraken": {
-                    "base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0, "rate_tier": "pro",
+                    "base_url": sim.base_url,
+                    "ws_url": sim.ws_url,
+                    "min_spacing_s": 0.0,
+                    "rate_tier": "pro",
                     "markets_refresh_s": 0.1,
                 }
             },
-            "strategies": {"btc": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}},
+            "strategies": {
+                "btc": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}
+            },
         }
         settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
         bot = Bot(prepare(settings=settings), RunOptions(duration_s=60))
@@ -205,17 +234,23 @@ async def test_a_pair_status_changed_during_the_run_is_picked_up_at_the_next_ref
             refreshes = book.refreshed
 
             sim.catalog.set_status("BTC/USD", "cancel_only")
-            await _until(lambda: book.rules("BTC/USD").status is PairStatus.CANCEL_ONLY, 5, "status not picked up")
+            await _until(
+                lambda: book.rules("BTC/USD").status is PairStatus.CANCEL_ONLY, 5, "status not picked up"
+            )
             assert book.refreshed > refreshes
             await asyncio.sleep(0.3)  # an order that passed the gate just before: on the wire now
             sent, refused = sim.stats.requests["AddOrder"], gate.rejections[RejectReason.MARKET_RULES]
-            await _until(lambda: gate.rejections[RejectReason.MARKET_RULES] >= refused + 2, 20, "no signal refused")
+            await _until(
+                lambda: gate.rejections[RejectReason.MARKET_RULES] >= refused + 2, 20, "no signal refused"
+            )
             assert sim.stats.requests["AddOrder"] == sent  # refused before sending
 
             orders = len(sim.account.orders)
             sim.catalog.set_status("BTC/USD", "online")
             await _until(lambda: book.rules("BTC/USD").status is PairStatus.ONLINE, 5, "online not picked up")
-            await _until(lambda: len(sim.account.orders) > orders, 20, "no order after the pair came back online")
+            await _until(
+                lambda: len(sim.account.orders) > orders, 20, "no order after the pair came back online"
+            )
         finally:
             bot.request_stop("test over")
             summary = await asyncio.wait_for(run, 30)
@@ -234,12 +269,25 @@ async def test_an_order_the_exchange_refuses_by_pair_status_is_recorded_rejected
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_KEY", sim.api_key)
         monkeypatch.setenv("TRADEBOT_KRAKEN_API_SECRET", sim.api_secret)
         config = {
-            "bot": {"state_dir": "state", "exchange": "kraken", "pairs": ["BTC/USD"]},  # rules refreshed every 60 s
+            "bot": {
+                "state_dir": "state",
+                "exchange": "kraken",
+                "pairs": ["BTC/USD"],
+            },  # rules refreshed every 60 s
             "http": {"enabled": False},
             "risk": {"max_orders_per_minute": 1000},
             "checks": {"volatility": {"max_change_pct": 90.0}},
-            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0, "rate_tier": "pro"}},
-            "strategies": {"btc": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}},
+            "exchanges": {
+                "kraken": {
+                    "base_url": sim.base_url,
+                    "ws_url": sim.ws_url,
+                    "min_spacing_s": 0.0,
+                    "rate_tier": "pro",
+                }
+            },
+            "strategies": {
+                "btc": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}
+            },
         }
         settings = settings_from_dict(config, source=str(tmp_path / "tradebot.toml"))
         bot = Bot(prepare(settings=settings), RunOptions(duration_s=60))
@@ -256,13 +304,17 @@ async def test_an_order_the_exchange_refuses_by_pair_status_is_recorded_rejected
 
             await _until(lambda: bool(refused()), 20, "no order reached the exchange")
             entry = refused()[0]
-            assert ctx.extras["markets"].rules("BTC/USD").status is PairStatus.ONLINE  # the bot did not know yet
+            assert (
+                ctx.extras["markets"].rules("BTC/USD").status is PairStatus.ONLINE
+            )  # the bot did not know yet
             assert sim.stats.add_order_calls.get(entry.client_order_id) == 1  # refused once, not retried
         finally:
             bot.request_stop("test over")
             summary = await asyncio.wait_for(run, 30)
         assert len(sim.account.orders) == placed  # the exchange placed none of them
-    assert "MarketClosed" in (entry.last_error or "") and "cancel_only" in (entry.last_error or ""), entry.last_error
+    assert "MarketClosed" in (entry.last_error or "") and "cancel_only" in (entry.last_error or ""), (
+        entry.last_error
+    )
     assert summary.exit_code == 0, summary.stop_reason
     assert summary.refused_when_sent >= 1 and summary.trading_state == "active"
     assert "refused when sent" in summary.render()

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import logging
+import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal as D
@@ -71,8 +71,11 @@ def balance_record(tmp_path: Path) -> dict[str, Any]:
 async def start(settings: Any, duration_s: float = 30.0) -> tuple[Bot, asyncio.Task[Any]]:
     bot = Bot(prepare(settings=settings), RunOptions(paper=True, duration_s=duration_s))
     run = asyncio.create_task(bot.run())
-    await wait_for(lambda: run.done() or (bot.context is not None and "strategy_runner" in bot.context.extras),
-                   30, "the bot to start")
+    await wait_for(
+        lambda: run.done() or (bot.context is not None and "strategy_runner" in bot.context.extras),
+        30,
+        "the bot to start",
+    )
     assert not run.done(), run.result().stop_reason
     return bot, run
 
@@ -90,8 +93,20 @@ async def leave_a_fill_unrecorded(tmp_path: Path, volume: D, price: D, strategy:
     cid = "killed-before-recording"
     now = datetime.now(UTC)
     with StateStore(state) as store:
-        store.journal_order(JournalEntry(cid, PAIR, Side.BUY, OrderType.MARKET, volume, OrderStatus.PENDING, now, now,
-                                         strategy=strategy, reason="golden cross"))
+        store.journal_order(
+            JournalEntry(
+                cid,
+                PAIR,
+                Side.BUY,
+                OrderType.MARKET,
+                volume,
+                OrderStatus.PENDING,
+                now,
+                now,
+                strategy=strategy,
+                reason="golden cross",
+            )
+        )
         store.update_order(cid, attempts=1, sent_at=now)
     exchange = PaperExchange(PaperConfig(), state_path=state / PaperConfig().state_file)
     await exchange.start()
@@ -131,7 +146,9 @@ async def test_restart_after_a_fill_made_while_down_matches_the_exchange(tmp_pat
     record = balance_record(tmp_path)
     assert record["ok"] and D(record["cash"]) == D(record["exchange"]["USD"]) == usd
     # the running bot's drawdown trigger keeps the last price of what it holds (for a restart)
-    await wait_for(lambda: PAIR in (ctx.store.get_kv("checks.drawdown.marks") or ""), 10, "the drawdown trigger's marks")
+    await wait_for(
+        lambda: PAIR in (ctx.store.get_kv("checks.drawdown.marks") or ""), 10, "the drawdown trigger's marks"
+    )
     summary = await stop(bot, run)
     assert summary.starting_cash == D(10000) and summary.open_positions == {PAIR: D("0.05")}
     assert summary.fees_paid == 0 and summary.lifetime_fees_paid > 0  # the fill was made before this run
@@ -185,8 +202,11 @@ async def test_balance_check_halt_keeps_positions_even_with_the_close_policy(
     """``close`` would sell the 0.05 BTC the journal says the bot holds; but the account does not
     match the journal, so those coins may be the user's: the HALT keeps every position, says
     why, and holds over a restart. Once a person resumes, a later HALT closes as configured."""
-    settings = config(tmp_path, halt={"position_policy": "close"},
-                      policies={"close": {"settle_s": 0.5, "poll_s": 0.05, "max_attempts": 3}})
+    settings = config(
+        tmp_path,
+        halt={"position_policy": "close"},
+        policies={"close": {"settle_s": 0.5, "poll_s": 0.05, "max_attempts": 3}},
+    )
     bot, run = await start(settings)
     await stop(bot, run)
     await leave_a_fill_unrecorded(tmp_path, D("0.05"), D(60000))
@@ -208,11 +228,15 @@ async def test_balance_check_halt_keeps_positions_even_with_the_close_policy(
         assert outcome.policy == "maintain" and outcome.remaining == {PAIR: D("0.05")}, outcome
         assert "instead of the configured 'close'" in outcome.message
         assert "do not match the bot's journal" in outcome.message
-        assert ctx.store.orders() == [] or all(e.client_order_id == "killed-before-recording" for e in ctx.store.orders())
+        assert ctx.store.orders() == [] or all(
+            e.client_order_id == "killed-before-recording" for e in ctx.store.orders()
+        )
         assert not run.done(), "the bot stopped as if a close had completed"
         assert ctx.portfolio.position(PAIR).volume == D("0.05")
         logged = [r.getMessage() for r in caplog.records if r.name == "tradebot.policy"]
-        assert any("positions kept as they are instead of the configured 'close'" in m for m in logged), logged
+        assert any("positions kept as they are instead of the configured 'close'" in m for m in logged), (
+            logged
+        )
         if restart == 0:
             await stop(bot, run)
             caplog.clear()
@@ -243,13 +267,18 @@ async def test_a_reduce_halt_cuts_the_holders_positions_with_the_bots_own_order_
     assert ctx is not None and ctx.trading.state.value == "active", ctx.trading.reason
     await wait_for(lambda: ctx.portfolio.mark_price(PAIR) is not None, 20, "a price")
     await ctx.trading.halt("test HALT", "operator")
-    await wait_for(lambda: ctx.portfolio.position(PAIR).volume == D("0.025") and not ctx.store.non_final_orders(),
-                   20, "the reduce policy's cut to fill")
+    await wait_for(
+        lambda: ctx.portfolio.position(PAIR).volume == D("0.025") and not ctx.store.non_final_orders(),
+        20,
+        "the reduce policy's cut to fill",
+    )
     cuts = [e for e in ctx.store.orders() if e.client_order_id != "killed-before-recording"]
     await stop(bot, run)
     assert len(cuts) == 1 and cuts[0].side is Side.SELL and cuts[0].volume == D("0.025")
     assert OrderIds(settings.bot_id).is_ours(cuts[0].client_order_id)
-    assert ctx.portfolio.strategy_positions() == {("idle", PAIR): ctx.portfolio.strategy_position("idle", PAIR)}
+    assert ctx.portfolio.strategy_positions() == {
+        ("idle", PAIR): ctx.portfolio.strategy_position("idle", PAIR)
+    }
     assert ctx.portfolio.strategy_position("idle", PAIR).volume == D("0.025")
     assert D(paper_file(tmp_path)["balances"]["BTC"]) == D("0.025")
 
@@ -265,7 +294,10 @@ async def test_positions_the_journal_cannot_explain_are_reported_not_adopted(
     assert ctx is not None
     assert ctx.trading.state.value == "active"
     assert ctx.portfolio.position(PAIR).volume == 0  # the user's 2 BTC are not the bot's
-    assert any("BTC: the exchange holds 2, 2 more than the bot's position 0" in r.getMessage() for r in caplog.records)
+    assert any(
+        "BTC: the exchange holds 2, 2 more than the bot's position 0" in r.getMessage()
+        for r in caplog.records
+    )
     await stop(bot, run)
 
 
@@ -281,8 +313,14 @@ async def test_balances_that_cannot_be_read_after_a_restart_start_halted(
         raw = {
             "bot": {"state_dir": str(tmp_path / "state"), "exchange": "kraken", "pairs": [PAIR]},
             "http": {"enabled": False},
-            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "retry_wait_initial_s": 0.01,
-                                     "retry_wait_max_s": 0.05}},
+            "exchanges": {
+                "kraken": {
+                    "base_url": sim.base_url,
+                    "ws_url": sim.ws_url,
+                    "retry_wait_initial_s": 0.01,
+                    "retry_wait_max_s": 0.05,
+                }
+            },
             "strategies": IDLE,
         }
         settings = settings_from_dict(raw, source=str(tmp_path / "tradebot.toml"))
@@ -312,16 +350,27 @@ async def test_cash_and_position_equal_the_simulator_balances_after_buys_and_sel
         raw = {
             "bot": {"state_dir": str(tmp_path / "state"), "exchange": "kraken", "pairs": [PAIR]},
             "http": {"enabled": False},
-            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "retry_wait_initial_s": 0.01,
-                                     "retry_wait_max_s": 0.05}},
-            "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.002"}}},
+            "exchanges": {
+                "kraken": {
+                    "base_url": sim.base_url,
+                    "ws_url": sim.ws_url,
+                    "retry_wait_initial_s": 0.01,
+                    "retry_wait_max_s": 0.05,
+                }
+            },
+            "strategies": {
+                "sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.002"}}
+            },
             "risk": {"max_orders_per_minute": 100000},
         }
         settings = settings_from_dict(raw, source=str(tmp_path / "tradebot.toml"))
         bot = Bot(prepare(settings=settings), RunOptions(duration_s=100))
         run = asyncio.create_task(bot.run())
-        await wait_for(lambda: run.done() or (bot.context is not None and "strategy_runner" in bot.context.extras),
-                       30, "the bot to start")
+        await wait_for(
+            lambda: run.done() or (bot.context is not None and "strategy_runner" in bot.context.extras),
+            30,
+            "the bot to start",
+        )
         ctx = bot.context
         assert ctx is not None and not run.done()
 
@@ -350,7 +399,10 @@ async def test_cash_and_position_equal_the_simulator_balances_after_buys_and_sel
 async def test_restarted_strategies_see_their_positions_and_sell_them(tmp_path: Path) -> None:
     strategies = {
         "sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.002"}},
-        "rsi": {"plugin": "rsi-reversion", "params": {"period": 2, "oversold": 45, "overbought": 55, "volume": "0.003"}},
+        "rsi": {
+            "plugin": "rsi-reversion",
+            "params": {"period": 2, "oversold": 45, "overbought": 55, "volume": "0.003"},
+        },
     }
     settings = config(tmp_path, strategies)
     held: dict[str, D] = {}
@@ -360,7 +412,10 @@ async def test_restarted_strategies_see_their_positions_and_sell_them(tmp_path: 
         assert ctx is not None
 
         def both_hold() -> bool:
-            return all(ctx.portfolio.strategy_position(n, PAIR).volume > 0 for n in strategies) and not ctx.store.non_final_orders()
+            return (
+                all(ctx.portfolio.strategy_position(n, PAIR).volume > 0 for n in strategies)
+                and not ctx.store.non_final_orders()
+            )
 
         await wait_for(both_hold, 60, "both strategies to hold a position")
         await stop(bot, run)
@@ -386,7 +441,9 @@ async def test_restarted_strategies_see_their_positions_and_sell_them(tmp_path: 
                 by.setdefault(e.strategy, []).append(e)
         return by
 
-    await wait_for(lambda: all(n in new_orders() for n in strategies), 60, "each strategy to trade after the restart")
+    await wait_for(
+        lambda: all(n in new_orders() for n in strategies), 60, "each strategy to trade after the restart"
+    )
     after = new_orders()
     summary = await stop(bot, run)
     for name in strategies:
@@ -456,7 +513,9 @@ async def test_three_strategies_on_one_pair_never_sell_more_than_held(tmp_path: 
         "rsi": {"plugin": "rsi-reversion", "params": {"period": 2, "oversold": 45, "overbought": 55}},
     }
     settings = config(
-        tmp_path, strategies, exchanges={"paper": {"starting_balances": {"USD": "10000", "BTC": "5"}}},
+        tmp_path,
+        strategies,
+        exchanges={"paper": {"starting_balances": {"USD": "10000", "BTC": "5"}}},
         risk={"max_orders_per_minute": 100000},
     )
     bot, run = await start(settings)
@@ -470,8 +529,11 @@ async def test_three_strategies_on_one_pair_never_sell_more_than_held(tmp_path: 
     deadline = loop.time() + 8
     while loop.time() < deadline:
         lowest_btc = min(lowest_btc, paper._balances.get("BTC", D(0)) - ctx.portfolio.position(PAIR).volume)
-        lowest_position = min(lowest_position, ctx.portfolio.position(PAIR).volume,
-                              *(p.volume for p in ctx.portfolio.strategy_positions().values()))
+        lowest_position = min(
+            lowest_position,
+            ctx.portfolio.position(PAIR).volume,
+            *(p.volume for p in ctx.portfolio.strategy_positions().values()),
+        )
         await asyncio.sleep(0.01)
     fills = ctx.store.fills()
     strategy_of = {e.client_order_id: e.strategy for e in ctx.store.orders()}
@@ -514,13 +576,23 @@ async def test_spot_sell_without_holdings_and_cheap_limit_sell_over_the_cap_are_
         Signal("scripted", PAIR, Side.BUY, D("0.01")),
         # half the market: under the cap at its own price, over it at the mark (a price of 1
         # would be refused first by the pair's minimum cost)
-        Signal("scripted", PAIR, Side.SELL, D("0.02"), OrderType.LIMIT, (mark / 2).quantize(D(1)),
-               reason="cheap limit sell"),
+        Signal(
+            "scripted",
+            PAIR,
+            Side.SELL,
+            D("0.02"),
+            OrderType.LIMIT,
+            (mark / 2).quantize(D(1)),
+            reason="cheap limit sell",
+        ),
     ]
     with caplog.at_level(logging.WARNING, logger="tradebot.risk"):
         ctx.extras["strategy_runner"].add("scripted", Scripted("scripted", script), plugin="scripted")
-        await wait_for(lambda: sum(risk.rejections.values()) >= 2 and len(ctx.store.fills()) >= 2, 30,
-                       f"the script to play (left {script}, refused {risk.rejections}, fills {ctx.store.fills()})")
+        await wait_for(
+            lambda: sum(risk.rejections.values()) >= 2 and len(ctx.store.fills()) >= 2,
+            30,
+            f"the script to play (left {script}, refused {risk.rejections}, fills {ctx.store.fills()})",
+        )
     sells = [e for e in ctx.store.orders() if e.side is Side.SELL]
     await stop(bot, run)
     assert sells == []  # nothing refused was sent
@@ -528,7 +600,9 @@ async def test_spot_sell_without_holdings_and_cheap_limit_sell_over_the_cap_are_
     messages = [r.getMessage() for r in caplog.records]
     no_short = [m for m in messages if "code=no_short" in m]
     notional = [m for m in messages if "code=max_notional" in m]
-    assert no_short and re.search(r"spot sell of 0\.010* BTC/USD refused: the bot holds 0", no_short[0]), no_short
+    assert no_short and re.search(r"spot sell of 0\.010* BTC/USD refused: the bot holds 0", no_short[0]), (
+        no_short
+    )
     assert notional and f"max_notional_per_order {cap}" in notional[0]
     assert f"the order's limit price {(mark / 2).quantize(D(1))} is below the mark" in notional[0]
     assert ctx.portfolio.position(PAIR).volume == D("0.02")
@@ -551,16 +625,28 @@ async def test_failing_order_calls_reach_the_api_error_rate_trigger(
         raw = {
             "bot": {"state_dir": str(tmp_path / "state"), "exchange": "kraken", "pairs": [PAIR]},
             "http": {"enabled": False},
-            "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "retry_wait_initial_s": 0.01,
-                                     "retry_wait_max_s": 0.05, "order_lookup_delay_s": 0.01}},
-            "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.002"}}},
+            "exchanges": {
+                "kraken": {
+                    "base_url": sim.base_url,
+                    "ws_url": sim.ws_url,
+                    "retry_wait_initial_s": 0.01,
+                    "retry_wait_max_s": 0.05,
+                    "order_lookup_delay_s": 0.01,
+                }
+            },
+            "strategies": {
+                "sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.002"}}
+            },
             "checks": {"api-error-rate": {"max_errors": 3, "window_s": 60, "interval_s": 0.2}},
         }
         settings = settings_from_dict(raw, source=str(tmp_path / "tradebot.toml"))
         bot = Bot(prepare(settings=settings), RunOptions(duration_s=30))
         run = asyncio.create_task(bot.run())
-        await wait_for(lambda: run.done() or (bot.context is not None and bot.context.trading.state.value == "halted"),
-                       60, "the API-error-rate trigger to HALT")
+        await wait_for(
+            lambda: run.done() or (bot.context is not None and bot.context.trading.state.value == "halted"),
+            60,
+            "the API-error-rate trigger to HALT",
+        )
         summary = await stop(bot, run)
     assert sim.stats.requests["AddOrder"] >= 1
     assert summary.exchange_errors >= 3

@@ -26,7 +26,9 @@ CONFIG = {
 
 
 @pytest.mark.timeout(90)
-async def test_paper_run_trades_and_traces_across_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_paper_run_trades_and_traces_across_plugins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("TRADEBOT_TRACE_STRATEGY_EVERY", "1")
     monkeypatch.setenv("TRADEBOT_TRACE_STRATEGY_INTERVAL_S", "0")
     exporter = InMemorySpanExporter()
@@ -52,7 +54,8 @@ async def test_paper_run_trades_and_traces_across_plugins(tmp_path: Path, monkey
             plugins_by_trace[trace_id].add(str(plugin))
     # one trace goes tick -> strategy -> risk gate -> order on the exchange, with a check fed on the way
     full = [
-        t for t, plugins in plugins_by_trace.items()
+        t
+        for t, plugins in plugins_by_trace.items()
         if "paper" in plugins and plugins & {"sma-crossover", "rsi-reversion"} and "staleness" in plugins
     ]
     assert full, {t: sorted(p) for t, p in plugins_by_trace.items() if len(p) > 1}
@@ -93,7 +96,11 @@ async def test_infinite_run_stops_only_after_close_halt_flattens(tmp_path: Path)
     [
         ({}, 75, "escalated"),  # the default ladder ends with its escalate rung
         # a ladder without it: the watch stops the bot itself, with the configured exit code
-        ({"healing": {"ladder": ["reconnect", "reload-module"]}, "supervisor": {"escalate_exit_code": 76}}, 76, "stopped"),
+        (
+            {"healing": {"ladder": ["reconnect", "reload-module"]}, "supervisor": {"escalate_exit_code": 76}},
+            76,
+            "stopped",
+        ),
     ],
 )
 async def test_quarantined_exchange_plugin_stops_the_bot_for_a_restart(

@@ -14,7 +14,9 @@ import pytest
 
 
 def _tradebot(args: list[str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
+    )
 
 
 def test_dry_run_on_a_good_setup_passes(tmp_path: Path) -> None:
@@ -28,7 +30,9 @@ def test_dry_run_on_a_good_setup_passes(tmp_path: Path) -> None:
 def test_dry_run_on_a_broken_setup_fails_and_says_why(tmp_path: Path) -> None:
     cfg = tmp_path / "tradebot.toml"
     # live Kraken exchange pointed at a closed local port, and no credentials
-    cfg.write_text('[bot]\nexchange = "kraken"\n\n[exchanges.kraken]\nbase_url = "http://127.0.0.1:9"\nretry_attempts = 1\n')
+    cfg.write_text(
+        '[bot]\nexchange = "kraken"\n\n[exchanges.kraken]\nbase_url = "http://127.0.0.1:9"\nretry_attempts = 1\n'
+    )
     r = _tradebot(["run", "--dry-run", "--config", str(cfg)], tmp_path)
     assert r.returncode == 1, r.stdout + r.stderr
     assert "[FAIL] exchange reachable" in r.stdout and "127.0.0.1" in r.stdout
@@ -40,7 +44,9 @@ def test_dry_run_with_invalid_config_reports_it(tmp_path: Path) -> None:
     cfg.write_text("[risk]\nmax_position = -1\n")
     r = _tradebot(["run", "--dry-run", "--config", str(cfg)], tmp_path)
     assert r.returncode == 1
-    assert "[FAIL] config" in r.stdout and "max_position must be > 0 (got -1) @ $.risk.max_position" in r.stdout
+    assert (
+        "[FAIL] config" in r.stdout and "max_position must be > 0 (got -1) @ $.risk.max_position" in r.stdout
+    )
 
 
 @pytest.mark.timeout(90)
@@ -51,7 +57,10 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     with err_log.open("w") as err_file:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tradebot", "run", "--paper", "--config", str(cfg)],
-            cwd=tmp_path, stdout=subprocess.PIPE, stderr=err_file, text=True,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=err_file,
+            text=True,
         )
     try:
         deadline = time.monotonic() + 40
@@ -74,7 +83,9 @@ def test_sigterm_stops_gracefully(tmp_path: Path) -> None:
     assert "run finished" in out and "signal SIGTERM" in out
     db = sqlite3.connect(tmp_path / "state" / "tradebot.db")
     assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    unfinished = db.execute("SELECT COUNT(*) FROM orders WHERE status IN ('pending', 'unknown')").fetchone()[0]
+    unfinished = db.execute("SELECT COUNT(*) FROM orders WHERE status IN ('pending', 'unknown')").fetchone()[
+        0
+    ]
     assert unfinished == 0
     assert os.path.exists(tmp_path / "state" / "tradebot.db")
 
@@ -85,7 +96,10 @@ def test_second_bot_on_the_same_state_dir_exits_at_once(tmp_path: Path) -> None:
     cfg.write_text('[bot]\nstate_dir = "state"\n\n[http]\nenabled = false\n')
     first = subprocess.Popen(
         [sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "20", "--config", str(cfg)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         deadline = time.monotonic() + 40
@@ -124,7 +138,12 @@ def test_a_live_run_without_api_keys_does_not_start(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
     r = subprocess.run(
         [sys.executable, "-m", "tradebot", "run", "--duration", "5", "--config", str(cfg)],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+        check=False,
     )
     assert r.returncode == 2, r.stdout + r.stderr  # restarting cannot help
     assert "the exchange kraken needs the secret(s) kraken_api_key, kraken_api_secret" in r.stdout
@@ -149,7 +168,9 @@ def test_a_failed_start_up_says_so_and_exits_non_zero(tmp_path: Path) -> None:
         (["--paper", "--dry-run", "--infinite"], "--dry-run only checks the setup"),
     ],
 )
-def test_options_that_exclude_each_other_are_a_usage_error(tmp_path: Path, args: list[str], says: str) -> None:
+def test_options_that_exclude_each_other_are_a_usage_error(
+    tmp_path: Path, args: list[str], says: str
+) -> None:
     r = _tradebot(["run", *args], tmp_path, timeout=30)
     assert r.returncode == 2 and says in r.stderr, r.stdout + r.stderr
     assert not (tmp_path / "tradebot-state").exists()  # refused before anything started

@@ -28,14 +28,34 @@ async def server() -> AsyncIterator[FakeKraken]:
         yield srv
 
 
-def make_exchange(base_url: str, state_dir: Path | None, *, api_key: str = API_KEY, api_secret: str = API_SECRET,
-                  fast_limits: bool = True, **overrides: Any) -> KrakenExchange:
+def make_exchange(
+    base_url: str,
+    state_dir: Path | None,
+    *,
+    api_key: str = API_KEY,
+    api_secret: str = API_SECRET,
+    fast_limits: bool = True,
+    **overrides: Any,
+) -> KrakenExchange:
     """An exchange with test-friendly timeouts; ``fast_limits`` swaps in a fast-draining counter."""
     settings: dict[str, Any] = dict(
-        base_url=base_url, min_spacing_s=0.0, request_timeout_s=1.0, connect_timeout_s=1.0,
-        order_lookup_delay_s=0.0, breaker_min_calls=4, breaker_window=4, breaker_open_wait_s=0.2,
+        base_url=base_url,
+        min_spacing_s=0.0,
+        request_timeout_s=1.0,
+        connect_timeout_s=1.0,
+        order_lookup_delay_s=0.0,
+        breaker_min_calls=4,
+        breaker_window=4,
+        breaker_open_wait_s=0.2,
     )
     settings.update(overrides)
-    limiter = RequestRateLimiter.build(RateTier("test", 20, 100.0), min_spacing_s=0.0) if fast_limits else None
-    return KrakenExchange(KrakenConfig(**settings), api_key=api_key, api_secret=api_secret, state_dir=state_dir,
-                          rate_limiter=limiter)
+    limiter = (
+        RequestRateLimiter.build(RateTier("test", 20, 100.0), min_spacing_s=0.0) if fast_limits else None
+    )
+    return KrakenExchange(
+        KrakenConfig(**settings),
+        api_key=api_key,
+        api_secret=api_secret,
+        state_dir=state_dir,
+        rate_limiter=limiter,
+    )

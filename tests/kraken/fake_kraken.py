@@ -107,20 +107,53 @@ class FakeKraken:
                 if not symbols:
                     await ws.send_json({"channel": "heartbeat"})
                     continue
-                data = [{"symbol": s, "bid": price - 0.5, "bid_qty": 1.5, "ask": price + 0.5, "ask_qty": 2.0,
-                         "last": price, "volume": 123.4, "vwap": price, "low": 29000, "high": 31000,
-                         "change": 1.0, "change_pct": 0.01} for s in symbols]
+                data = [
+                    {
+                        "symbol": s,
+                        "bid": price - 0.5,
+                        "bid_qty": 1.5,
+                        "ask": price + 0.5,
+                        "ask_qty": 2.0,
+                        "last": price,
+                        "volume": 123.4,
+                        "vwap": price,
+                        "low": 29000,
+                        "high": 31000,
+                        "change": 1.0,
+                        "change_pct": 0.01,
+                    }
+                    for s in symbols
+                ]
                 await ws.send_json({"channel": "ticker", "type": "update", "data": data})
                 for sym, interval in ohlc:
-                    await ws.send_json({"channel": "ohlc", "type": "update", "data": [{
-                        "symbol": sym, "open": price - 2, "high": price + 1, "low": price - 3, "close": price,
-                        "vwap": price, "trades": 5, "volume": 1.25, "interval_begin": "2023-10-04T16:24:00.000000Z",
-                        "interval": interval, "timestamp": "2023-10-04T16:24:30.000000Z"}]})
+                    await ws.send_json(
+                        {
+                            "channel": "ohlc",
+                            "type": "update",
+                            "data": [
+                                {
+                                    "symbol": sym,
+                                    "open": price - 2,
+                                    "high": price + 1,
+                                    "low": price - 3,
+                                    "close": price,
+                                    "vwap": price,
+                                    "trades": 5,
+                                    "volume": 1.25,
+                                    "interval_begin": "2023-10-04T16:24:00.000000Z",
+                                    "interval": interval,
+                                    "timestamp": "2023-10-04T16:24:30.000000Z",
+                                }
+                            ],
+                        }
+                    )
 
         task = asyncio.create_task(feed())
         self._ws_tasks.add(task)
         try:
-            await ws.send_json({"channel": "status", "type": "update", "data": [{"system": "online", "api_version": "v2"}]})
+            await ws.send_json(
+                {"channel": "status", "type": "update", "data": [{"system": "online", "api_version": "v2"}]}
+            )
             async for msg in ws:
                 req = msg.json()
                 self.ws_subscriptions.append(req)
@@ -129,8 +162,14 @@ class FakeKraken:
                     symbols.extend(s for s in params["symbol"] if s not in symbols)
                 elif params["channel"] == "ohlc":
                     ohlc.extend((s, params["interval"]) for s in params["symbol"])
-                await ws.send_json({"method": "subscribe", "success": True, "req_id": req.get("req_id"),
-                                    "result": {"channel": params["channel"]}})
+                await ws.send_json(
+                    {
+                        "method": "subscribe",
+                        "success": True,
+                        "req_id": req.get("req_id"),
+                        "result": {"channel": params["channel"]},
+                    }
+                )
         finally:
             task.cancel()
             self._ws_tasks.discard(task)
@@ -181,14 +220,19 @@ class FakeKraken:
 
     def _default(self, method: str, params: dict[str, str]) -> dict[str, Any]:
         if method == "Time":
-            return {"error": [], "result": {"unixtime": 1688669448, "rfc1123": "Thu, 06 Jul 23 18:50:48 +0000"}}
+            return {
+                "error": [],
+                "result": {"unixtime": 1688669448, "rfc1123": "Thu, 06 Jul 23 18:50:48 +0000"},
+            }
         if method == "SystemStatus":
             return {"error": [], "result": {"status": "online", "timestamp": "2023-07-06T18:52:00Z"}}
         if method == "Ticker":
             return {"error": [], "result": TICKER}
         if method == "OHLC":
-            rows = [[1688671200 + 60 * i, "30306.1", "30306.2", "30305.7", "30305.7", "30306.1", "3.39", 23]
-                    for i in range(3)]
+            rows = [
+                [1688671200 + 60 * i, "30306.1", "30306.2", "30305.7", "30305.7", "30306.1", "3.39", 23]
+                for i in range(3)
+            ]
             return {"error": [], "result": {"XXBTZUSD": rows, "last": 1688671320}}
         if method == "Balance":
             return {"error": [], "result": {"ZUSD": "171288.6158", "XXBT": "1011.1908877900"}}
@@ -198,17 +242,29 @@ class FakeKraken:
                 return {"error": ["EOrder:Duplicate order"]}
             txid = f"O{next(self._ids):05d}-AAAAA-BBBBBB"
             self.orders[txid] = {
-                "cl_ord_id": cl, "status": "open", "opentm": 1688666559.8974, "vol": params["volume"],
-                "vol_exec": "0", "fee": "0", "price": "0",
-                "descr": {"pair": params["pair"], "type": params["type"], "ordertype": params["ordertype"],
-                          "price": params.get("price", "0")},
+                "cl_ord_id": cl,
+                "status": "open",
+                "opentm": 1688666559.8974,
+                "vol": params["volume"],
+                "vol_exec": "0",
+                "fee": "0",
+                "price": "0",
+                "descr": {
+                    "pair": params["pair"],
+                    "type": params["type"],
+                    "ordertype": params["ordertype"],
+                    "price": params.get("price", "0"),
+                },
             }
             return {"error": [], "result": {"descr": {"order": "..."}, "txid": [txid]}}
         if method in ("OpenOrders", "ClosedOrders"):
             want = "open" if method == "OpenOrders" else "closed"
             cl = params.get("cl_ord_id")
-            found = {t: o for t, o in self.orders.items()
-                     if (o["status"] == "open") == (want == "open") and (cl is None or o["cl_ord_id"] == cl)}
+            found = {
+                t: o
+                for t, o in self.orders.items()
+                if (o["status"] == "open") == (want == "open") and (cl is None or o["cl_ord_id"] == cl)
+            }
             return {"error": [], "result": {want: found}}
         if method == "CancelOrder":
             cl = params.get("cl_ord_id")

@@ -21,8 +21,8 @@ DOWN = ("status", 502, b"<title>502: Bad gateway</title>")
 async def test_stale_balances_while_down_then_fresh(server: FakeKraken, tmp_path: Path) -> None:
     ex = make_exchange(server.base_url, tmp_path, breaker_min_calls=20, breaker_window=20)
     try:
+        server.then("Balance", DOWN, DOWN, DOWN)
         with pytest.raises(ExchangeUnavailable):  # nothing fetched yet: no made-up numbers
-            server.then("Balance", DOWN, DOWN, DOWN)
             await ex.balances()
         fresh = await ex.balances()
         assert not fresh.stale and fresh.get("USD") == Decimal("171288.6158")

@@ -48,7 +48,9 @@ async def test_public_and_private_calls(server: FakeKraken, tmp_path: Path) -> N
         (ticker,) = await ex.ticker(["BTC/USD"])
         assert ticker.pair == "BTC/USD" and ticker.bid == Decimal("30300.00000") and ticker.ask > ticker.bid
         balances = await ex.balances()
-        assert balances.get("USD") == Decimal("171288.6158") and balances.get("BTC") == Decimal("1011.19088779")
+        assert balances.get("USD") == Decimal("171288.6158") and balances.get("BTC") == Decimal(
+            "1011.19088779"
+        )
         assert not balances.stale
         assert (await ex.system_status()).online
         assert (await ex.server_time()).year == 2023
@@ -116,10 +118,17 @@ async def test_every_documented_error_maps_to_its_class(
 @pytest.mark.parametrize(
     ("action", "cls", "text"),
     [
-        (("status", 502, b"<html><head><title>api.kraken.com | 502: Bad gateway</title></head></html>"),
-         ExchangeUnavailable, "HTTP 502"),
+        (
+            ("status", 502, b"<html><head><title>api.kraken.com | 502: Bad gateway</title></head></html>"),
+            ExchangeUnavailable,
+            "HTTP 502",
+        ),
         (("status", 503, b"Service Unavailable"), ExchangeUnavailable, "HTTP 503"),
-        (("raw", b'{"error":[],"result":{"XXBTZUSD":{"a":["1'), ExchangeUnavailable, "malformed or truncated JSON"),
+        (
+            ("raw", b'{"error":[],"result":{"XXBTZUSD":{"a":["1'),
+            ExchangeUnavailable,
+            "malformed or truncated JSON",
+        ),
         (("raw", b"<html>maintenance</html>"), ExchangeUnavailable, "not JSON"),
         (("drop",), ConnectionFailed, "connection"),
         (("hang", 0.8), RequestTimeout, "timed out"),
@@ -149,14 +158,20 @@ async def test_bad_data_is_rejected_at_the_boundary(server: FakeKraken, tmp_path
     ex = make(server, tmp_path)
     bad = {
         "nan": {"XXBTZUSD": {"a": ["NaN", "1", "1"], "b": ["1", "1", "1"], "c": ["1", "1"], "v": ["1", "1"]}},
-        "negative": {"XXBTZUSD": {"a": ["-5", "1", "1"], "b": ["1", "1", "1"], "c": ["1", "1"], "v": ["1", "1"]}},
+        "negative": {
+            "XXBTZUSD": {"a": ["-5", "1", "1"], "b": ["1", "1", "1"], "c": ["1", "1"], "v": ["1", "1"]}
+        },
         "missing": {"XXBTZUSD": {"b": ["1", "1", "1"], "c": ["1", "1"], "v": ["1", "1"]}},
         "type": {"XXBTZUSD": {"a": "30000", "b": ["1", "1", "1"], "c": ["1", "1"], "v": ["1", "1"]}},
         "unknown": {"ZZZZZZ": {"a": ["1", "1", "1"], "b": ["1", "1", "1"], "c": ["1", "1"], "v": ["1", "1"]}},
     }
-    expected = {"nan": "XXBTZUSD.a[0] is not finite", "negative": "XXBTZUSD.a[0] is negative",
-                "missing": "XXBTZUSD is missing field 'a'", "type": "XXBTZUSD.a is not a list",
-                "unknown": "ZZZZZZ is a pair this client does not know"}
+    expected = {
+        "nan": "XXBTZUSD.a[0] is not finite",
+        "negative": "XXBTZUSD.a[0] is negative",
+        "missing": "XXBTZUSD is missing field 'a'",
+        "type": "XXBTZUSD.a is not a list",
+        "unknown": "ZZZZZZ is a pair this client does not know",
+    }
     try:
         for name, result in bad.items():
             server.then("Ticker", ("json", {"error": [], "result": result}))
@@ -171,8 +186,12 @@ async def test_bad_data_is_rejected_at_the_boundary(server: FakeKraken, tmp_path
 
 async def test_dns_failure_names_dns_and_the_host(tmp_path: Path) -> None:
     ex = KrakenExchange(
-        KrakenConfig(base_url="http://nonexistent.invalid:1", min_spacing_s=0.0, connect_timeout_s=3.0,
-                     request_timeout_s=3.0),
+        KrakenConfig(
+            base_url="http://nonexistent.invalid:1",
+            min_spacing_s=0.0,
+            connect_timeout_s=3.0,
+            request_timeout_s=3.0,
+        ),
     )
     try:
         with pytest.raises((DNSError, RequestTimeout)) as info:

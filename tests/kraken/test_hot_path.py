@@ -47,8 +47,13 @@ async def test_public_calls_still_keep_the_minimum_spacing(server: FakeKraken, t
 
 async def test_private_calls_still_add_their_cost_to_the_counter(server: FakeKraken, tmp_path: Path) -> None:
     limiter = RequestRateLimiter.build(RateTier("slow", 4, 0.001), min_spacing_s=0.0, margin=0.0)
-    ex = KrakenExchange(KrakenConfig(base_url=server.base_url), api_key=API_KEY, api_secret=API_SECRET,
-                        state_dir=tmp_path, rate_limiter=limiter)
+    ex = KrakenExchange(
+        KrakenConfig(base_url=server.base_url),
+        api_key=API_KEY,
+        api_secret=API_SECRET,
+        state_dir=tmp_path,
+        rate_limiter=limiter,
+    )
     try:
         for _ in range(4):
             await ex.rest.private("Balance")
@@ -61,8 +66,9 @@ async def test_private_calls_still_add_their_cost_to_the_counter(server: FakeKra
     assert server.count("Balance") == 4
 
 
-async def test_open_breaker_fails_fast_before_the_limiter_and_any_request(server: FakeKraken,
-                                                                          tmp_path: Path) -> None:
+async def test_open_breaker_fails_fast_before_the_limiter_and_any_request(
+    server: FakeKraken, tmp_path: Path
+) -> None:
     ex = make_exchange(server.base_url, tmp_path)
     breaker = ex.breakers["public"]
     while breaker.state.value != "open":
@@ -148,9 +154,18 @@ def test_any_answer_decodes_exactly_as_json_loads_would(before: str, text: str, 
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"{", b'{"error":[],"result":{"x":"1', b"\xff\xfe\x00", b"{\x00\x00\x00", b"{\xff}",
-     # something after the object; a form feed is whitespace to Python, not to JSON
-     b'{"error":[],"result":{}}x', b'{"error":[],"result":{}} {}', b'{"error":[],"result":{}}\x0c'],
+    [
+        b"",
+        b"{",
+        b'{"error":[],"result":{"x":"1',
+        b"\xff\xfe\x00",
+        b"{\x00\x00\x00",
+        b"{\xff}",
+        # something after the object; a form feed is whitespace to Python, not to JSON
+        b'{"error":[],"result":{}}x',
+        b'{"error":[],"result":{}} {}',
+        b'{"error":[],"result":{}}\x0c',
+    ],
 )
 def test_undecodable_answers_are_typed_errors(raw: bytes) -> None:
     rest = KrakenExchange(KrakenConfig(base_url="http://127.0.0.1:1")).rest
@@ -160,11 +175,22 @@ def test_undecodable_answers_are_typed_errors(raw: bytes) -> None:
 
 async def test_every_answer_hands_its_connection_back(server: FakeKraken, tmp_path: Path) -> None:
     """With a pool of one connection, a response never released would stall the next call."""
-    ex = make_exchange(server.base_url, tmp_path, pool_limit=1, request_timeout_s=1.0,
-                       breaker_min_calls=20, breaker_window=20)
-    faults = [("status", 503, b"<title>down</title>"), ("raw", b'{"error":[],"result":{"XXBTZUSD":{"a":["1'),
-              ("raw", b"<html>maintenance</html>"), ("json", {"error": ["EQuery:Unknown asset pair"]}),
-              ("json", {"error": [], "result": {"XXBTZUSD": {"a": ["NaN"]}}}), ("drop",)]
+    ex = make_exchange(
+        server.base_url,
+        tmp_path,
+        pool_limit=1,
+        request_timeout_s=1.0,
+        breaker_min_calls=20,
+        breaker_window=20,
+    )
+    faults = [
+        ("status", 503, b"<title>down</title>"),
+        ("raw", b'{"error":[],"result":{"XXBTZUSD":{"a":["1'),
+        ("raw", b"<html>maintenance</html>"),
+        ("json", {"error": ["EQuery:Unknown asset pair"]}),
+        ("json", {"error": [], "result": {"XXBTZUSD": {"a": ["NaN"]}}}),
+        ("drop",),
+    ]
     try:
         for fault in faults * 2:
             server.then("Ticker", fault)
@@ -210,8 +236,16 @@ def test_prices_decimal_would_misread_are_refused_on_both_paths(cell: str) -> No
 
 def test_prices_within_range_still_parse() -> None:
     registry = PairRegistry()
-    row = {"a": ["30300.1", "1", "1"], "b": ["0.000000000001", "1", "1"], "c": ["1e3", "1"], "v": ["1", "5e17"]}
+    row = {
+        "a": ["30300.1", "1", "1"],
+        "b": ["0.000000000001", "1", "1"],
+        "c": ["1e3", "1"],
+        "v": ["1", "5e17"],
+    }
     (ticker,) = parse_ticker({"XXBTZUSD": row}, registry, datetime.now(UTC))
     assert (ticker.ask, ticker.bid, ticker.last, ticker.volume) == (
-        Decimal("30300.1"), Decimal("1E-12"), Decimal("1E+3"), Decimal("5E+17")
+        Decimal("30300.1"),
+        Decimal("1E-12"),
+        Decimal("1E+3"),
+        Decimal("5E+17"),
     )

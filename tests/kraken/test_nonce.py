@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from pathlib import Path
 
@@ -20,8 +21,7 @@ def test_strictly_increasing_across_threads(tmp_path: Path) -> None:
     per_thread: list[list[int]] = [[] for _ in range(8)]
 
     def work(out: list[int]) -> None:
-        for _ in range(500):
-            out.append(source.next())
+        out.extend(source.next() for _ in range(500))
 
     threads = [threading.Thread(target=work, args=(out,)) for out in per_thread]
     for t in threads:
@@ -30,7 +30,7 @@ def test_strictly_increasing_across_threads(tmp_path: Path) -> None:
         t.join()
     everything = [n for out in per_thread for n in out]
     assert len(set(everything)) == 4000
-    assert all(a < b for out in per_thread for a, b in zip(out, out[1:], strict=False))
+    assert all(a < b for out in per_thread for a, b in itertools.pairwise(out))
 
 
 def test_restart_never_reuses_a_nonce_even_if_the_clock_went_back(tmp_path: Path) -> None:
@@ -59,7 +59,9 @@ def test_corrupt_file_is_a_state_error(tmp_path: Path) -> None:
         NonceSource(path)
 
 
-async def test_concurrent_private_calls_and_restart_against_a_server(server: FakeKraken, tmp_path: Path) -> None:
+async def test_concurrent_private_calls_and_restart_against_a_server(
+    server: FakeKraken, tmp_path: Path
+) -> None:
     ex = make_exchange(server.base_url, tmp_path)
     try:
         await asyncio.gather(*(ex.rest.private("Balance") for _ in range(30)))

@@ -16,8 +16,14 @@ from .fake_kraken import FakeKraken
 
 
 def order(cl: str = "cl-1", **kw: object) -> OrderRequest:
-    fields: dict[str, object] = dict(pair="BTC/USD", side=Side.BUY, order_type=OrderType.LIMIT,
-                                     volume=Decimal("1.25"), client_order_id=cl, price=Decimal("37500"))
+    fields: dict[str, object] = dict(
+        pair="BTC/USD",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        volume=Decimal("1.25"),
+        client_order_id=cl,
+        price=Decimal("37500"),
+    )
     fields.update(kw)
     return OrderRequest(**fields)  # type: ignore[arg-type]
 
@@ -29,7 +35,7 @@ async def test_order_carries_its_client_id(server: FakeKraken, tmp_path: Path) -
     finally:
         await ex.close()
     assert info.client_order_id == "cl-1" and info.exchange_order_id and info.status is OrderStatus.OPEN
-    (_, _, params), = [r for r in server.requests if r[0] == "AddOrder"]
+    ((_, _, params),) = [r for r in server.requests if r[0] == "AddOrder"]
     assert params["cl_ord_id"] == "cl-1" and params["pair"] == "XBTUSD" and params["price"] == "37500"
     assert params["volume"] == "1.25" and params["type"] == "buy" and params["ordertype"] == "limit"
 
@@ -57,7 +63,11 @@ async def test_accepted_order_with_lost_response_ends_with_exactly_one_order(
 
 @pytest.mark.parametrize(
     "fault",
-    [("drop",), ("status", 502, b"<title>502: Bad gateway</title>"), ("json", {"error": ["EService:Unavailable"]})],
+    [
+        ("drop",),
+        ("status", 502, b"<title>502: Bad gateway</title>"),
+        ("json", {"error": ["EService:Unavailable"]}),
+    ],
     ids=["dropped-before-execution", "http-502", "unavailable"],
 )
 async def test_order_that_did_not_land_is_resent_after_lookup_proves_it_absent(
@@ -107,7 +117,11 @@ async def test_rejections_are_not_resent(server: FakeKraken, tmp_path: Path) -> 
 
 async def test_explicit_transient_rejection_is_retried_safely(server: FakeKraken, tmp_path: Path) -> None:
     ex = make_exchange(server.base_url, tmp_path)
-    server.then("AddOrder", ("json", {"error": ["EAPI:Invalid nonce"]}), ("json", {"error": ["EAPI:Rate limit exceeded"]}))
+    server.then(
+        "AddOrder",
+        ("json", {"error": ["EAPI:Invalid nonce"]}),
+        ("json", {"error": ["EAPI:Rate limit exceeded"]}),
+    )
     try:
         info = await ex.place_order(order("cl-nonce"))
     finally:
@@ -117,7 +131,9 @@ async def test_explicit_transient_rejection_is_retried_safely(server: FakeKraken
     assert server.count("OpenOrders") == 0  # no lookup needed: Kraken said it did not place them
 
 
-async def test_concurrent_orders_each_placed_once_with_unique_nonces(server: FakeKraken, tmp_path: Path) -> None:
+async def test_concurrent_orders_each_placed_once_with_unique_nonces(
+    server: FakeKraken, tmp_path: Path
+) -> None:
     ex = make_exchange(server.base_url, tmp_path)
     try:
         infos = await asyncio.gather(*(ex.place_order(order(f"cl-{i}")) for i in range(20)))
@@ -157,4 +173,6 @@ async def test_order_rate_limit_backs_off_on_the_pairs_counter(server: FakeKrake
     assert info.pair == "BTC/USD" and server.add_order_calls["cl-rl"] == 2
     counter = ex.trading_limiter.counter("BTC/USD")
     assert counter.waits == 1  # the resend waited for the penalised counter to drain
-    assert ex.rate_limiter.counter is not None and ex.rate_limiter.counter.waits == 0  # REST counter untouched
+    assert (
+        ex.rate_limiter.counter is not None and ex.rate_limiter.counter.waits == 0
+    )  # REST counter untouched

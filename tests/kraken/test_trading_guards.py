@@ -20,13 +20,20 @@ pytestmark = pytest.mark.timeout(30)
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with run_simulator(seed=2, tick_interval_s=0.05, heartbeat_s=0.1, volatility=0, trend=0) as simulator:
+    async with run_simulator(
+        seed=2, tick_interval_s=0.05, heartbeat_s=0.1, volatility=0, trend=0
+    ) as simulator:
         yield simulator
 
 
 def limit(cl: str, price: Decimal, volume: str = "0.01") -> OrderRequest:
     return OrderRequest(
-        pair="BTC/USD", side=Side.BUY, order_type=OrderType.LIMIT, volume=Decimal(volume), client_order_id=cl, price=price
+        pair="BTC/USD",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        volume=Decimal(volume),
+        client_order_id=cl,
+        price=price,
     )
 
 
@@ -40,7 +47,9 @@ async def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-
 async def test_dead_mans_switch_is_refreshed_while_alive_and_fires_when_the_bot_is_gone(
     sim: Simulator, tmp_path: Path
 ) -> None:
-    ex = connect(sim, tmp_path, dead_mans_switch_s=1, dead_mans_switch_refresh_s=0.2, executions_channel=False)
+    ex = connect(
+        sim, tmp_path, dead_mans_switch_s=1, dead_mans_switch_refresh_s=0.2, executions_channel=False
+    )
     await ex.start()
     low = sim.market["XXBTZUSD"].bid - 1000
     await ex.place_order(limit("dms-1", low))
@@ -59,7 +68,9 @@ async def test_dead_mans_switch_is_refreshed_while_alive_and_fires_when_the_bot_
 
 
 async def test_clean_close_disarms_and_leaves_orders(sim: Simulator, tmp_path: Path) -> None:
-    ex = connect(sim, tmp_path, dead_mans_switch_s=1, dead_mans_switch_refresh_s=0.2, executions_channel=False)
+    ex = connect(
+        sim, tmp_path, dead_mans_switch_s=1, dead_mans_switch_refresh_s=0.2, executions_channel=False
+    )
     await ex.start()
     await ex.place_order(limit("left-1", sim.market["XXBTZUSD"].bid - 1000))
     await wait_for(lambda: sim.dead_mans_switch is not None)
@@ -73,7 +84,7 @@ async def test_clean_close_disarms_and_leaves_orders(sim: Simulator, tmp_path: P
 async def test_switch_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="dead_mans_switch_refresh_s"):
         KrakenConfig(dead_mans_switch_s=10, dead_mans_switch_refresh_s=10)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="dead_mans_switch_s must be between 0 and 86400"):
         KrakenConfig(dead_mans_switch_s=-1)
     KrakenConfig(dead_mans_switch_s=0, dead_mans_switch_refresh_s=100)  # off: any refresh
 
@@ -97,13 +108,23 @@ async def test_executions_channel_answers_lookups_and_rest_covers_when_it_is_dow
         # the market comes down to the order: fills arrive on the channel
         pm._mid = float(price) * 0.999
         await wait_for(lambda: sim.account.find(cl_ord_id="ex-1")[0].status == "closed")
-        await wait_for(lambda: (i := ex.executions.lookup("ex-1")) is not None and i.status is OrderStatus.CLOSED)  # type: ignore[union-attr]
+        await wait_for(
+            lambda: (i := ex.executions.lookup("ex-1")) is not None and i.status is OrderStatus.CLOSED
+        )  # type: ignore[union-attr]
         streamed = await ex.order_by_client_id("ex-1")
         ex.executions._orders.clear()  # forget: the next lookup must go to REST
         ex.executions._by_client_id.clear()
         from_rest = await ex.order_by_client_id("ex-1")
         assert streamed is not None and from_rest is not None
-        for field in ("status", "volume", "filled_volume", "fee", "avg_fill_price", "exchange_order_id", "price"):
+        for field in (
+            "status",
+            "volume",
+            "filled_volume",
+            "fee",
+            "avg_fill_price",
+            "exchange_order_id",
+            "price",
+        ):
             assert getattr(streamed, field) == getattr(from_rest, field), field
         assert streamed.fee > 0 and ex.executions.stats.lookups_served >= 2
         # the socket dies: lookups go to REST until a fresh snapshot is in
@@ -145,7 +166,9 @@ async def test_the_order_executor_tracks_a_fill_through_the_executions_channel(
         await asyncio.sleep(0.3)  # several polling rounds
         assert lookups() == before and ex.executions.stats.lookups_served > served
         pm._mid = float(price) * 0.999
-        await wait_for(lambda: (e := store.get_order("tracked-1")) is not None and e.status is OrderStatus.CLOSED)
+        await wait_for(
+            lambda: (e := store.get_order("tracked-1")) is not None and e.status is OrderStatus.CLOSED
+        )
         order = sim.account.find(cl_ord_id="tracked-1")[0]
         fills = store.fills("BTC/USD")
         assert sum(f.volume for f in fills) == order.vol_exec == Decimal("0.02")

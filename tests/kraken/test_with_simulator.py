@@ -11,12 +11,18 @@ from typing import Any
 import pytest
 import stamina
 
-from tradebot.core.errors import ConnectionFailed, ExchangeError, ExchangeUnavailable, RateLimited, RequestTimeout
+from tradebot.core.errors import (
+    ConnectionFailed,
+    ExchangeError,
+    ExchangeUnavailable,
+    RateLimited,
+    RequestTimeout,
+)
 from tradebot.core.models import Candle, OrderRequest, OrderStatus, OrderType, Side, Ticker
-from tradebot.resilience.breaker import BreakerState
-from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.exchanges.kraken.config import KrakenConfig
 from tradebot.exchanges.kraken.exchange import KrakenExchange
+from tradebot.resilience.breaker import BreakerState
+from tradebot.resilience.ratelimit import RateTier, RequestRateLimiter
 from tradebot.simulator import Simulator, run_simulator
 
 pytestmark = pytest.mark.timeout(30)
@@ -28,23 +34,45 @@ async def sim() -> AsyncIterator[Simulator]:
         yield simulator
 
 
-def connect(sim: Simulator, state_dir: Path | None, *, limiter: RequestRateLimiter | None = None,
-            **overrides: Any) -> KrakenExchange:
+def connect(
+    sim: Simulator, state_dir: Path | None, *, limiter: RequestRateLimiter | None = None, **overrides: Any
+) -> KrakenExchange:
     settings: dict[str, Any] = dict(
-        base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, request_timeout_s=0.5,
-        connect_timeout_s=0.5, order_lookup_delay_s=0.05, breaker_min_calls=20, breaker_window=20,
-        breaker_open_wait_s=0.2, ws_heartbeat_timeout_s=0.5, ws_reconnect_initial_s=0.05, ws_reconnect_max_s=0.2,
-        rest_fallback_after_s=0.1, rest_fallback_poll_s=0.05,
+        base_url=sim.base_url,
+        ws_url=sim.ws_url,
+        min_spacing_s=0.0,
+        request_timeout_s=0.5,
+        connect_timeout_s=0.5,
+        order_lookup_delay_s=0.05,
+        breaker_min_calls=20,
+        breaker_window=20,
+        breaker_open_wait_s=0.2,
+        ws_heartbeat_timeout_s=0.5,
+        ws_reconnect_initial_s=0.05,
+        ws_reconnect_max_s=0.2,
+        rest_fallback_after_s=0.1,
+        rest_fallback_poll_s=0.05,
     )
     settings.update(overrides)
     limiter = limiter or RequestRateLimiter.build(RateTier("test", 20, 100.0), min_spacing_s=0.0)
-    return KrakenExchange(KrakenConfig(**settings), api_key=sim.api_key, api_secret=sim.api_secret,
-                          state_dir=state_dir, rate_limiter=limiter)
+    return KrakenExchange(
+        KrakenConfig(**settings),
+        api_key=sim.api_key,
+        api_secret=sim.api_secret,
+        state_dir=state_dir,
+        rate_limiter=limiter,
+    )
 
 
 def limit_order(cl: str) -> OrderRequest:
-    return OrderRequest(pair="BTC/USD", side=Side.BUY, order_type=OrderType.LIMIT, volume=Decimal("0.01"),
-                        client_order_id=cl, price=Decimal("1000"))
+    return OrderRequest(
+        pair="BTC/USD",
+        side=Side.BUY,
+        order_type=OrderType.LIMIT,
+        volume=Decimal("0.01"),
+        client_order_id=cl,
+        price=Decimal("1000"),
+    )
 
 
 async def test_public_and_private_round_trip(sim: Simulator, tmp_path: Path) -> None:
@@ -75,8 +103,9 @@ async def test_public_and_private_round_trip(sim: Simulator, tmp_path: Path) -> 
         ("error=EAPI:Rate limit exceeded", RateLimited),
     ],
 )
-async def test_each_fault_kind_is_typed_and_retried(sim: Simulator, tmp_path: Path, fault: str,
-                                                    cls: type[Exception]) -> None:
+async def test_each_fault_kind_is_typed_and_retried(
+    sim: Simulator, tmp_path: Path, fault: str, cls: type[Exception]
+) -> None:
     ex = connect(sim, tmp_path)
     try:
         sim.faults.add(f"{fault},on=Balance,n=1")
@@ -90,7 +119,9 @@ async def test_each_fault_kind_is_typed_and_retried(sim: Simulator, tmp_path: Pa
     assert ex.retry_stats.of("private/Balance").retries >= 3
 
 
-async def test_order_accepted_but_response_lost_ends_with_exactly_one_order(sim: Simulator, tmp_path: Path) -> None:
+async def test_order_accepted_but_response_lost_ends_with_exactly_one_order(
+    sim: Simulator, tmp_path: Path
+) -> None:
     ex = connect(sim, tmp_path)
     sim.faults.add("drop_response,on=AddOrder,n=1")
     try:
@@ -105,8 +136,9 @@ async def test_order_accepted_but_response_lost_ends_with_exactly_one_order(sim:
 
 
 @pytest.mark.parametrize("fault", ["drop", "http5xx=503", "timeout=1", "error=EService:Unavailable"])
-async def test_order_that_never_landed_is_resent_once_proven_absent(sim: Simulator, tmp_path: Path,
-                                                                    fault: str) -> None:
+async def test_order_that_never_landed_is_resent_once_proven_absent(
+    sim: Simulator, tmp_path: Path, fault: str
+) -> None:
     ex = connect(sim, tmp_path)
     sim.faults.add(f"{fault},on=AddOrder,n=1")
     try:
@@ -137,8 +169,9 @@ async def test_rate_limiter_keeps_sustained_load_free_of_rejections(sim: Simulat
     unlimited = connect(sim, tmp_path, limiter=RequestRateLimiter.build(None, min_spacing_s=0.0))
     with stamina.set_testing(True, attempts=1):
         try:
-            results = await asyncio.gather(*(unlimited.rest.private("Balance") for _ in range(30)),
-                                           return_exceptions=True)
+            results = await asyncio.gather(
+                *(unlimited.rest.private("Balance") for _ in range(30)), return_exceptions=True
+            )
         finally:
             await unlimited.close()
     assert any(isinstance(r, RateLimited) for r in results)
@@ -194,7 +227,9 @@ async def test_a_cancel_goes_ahead_of_look_ups_waiting_for_their_turn(sim: Simul
 
     try:
         with stamina.set_testing(True, attempts=1):
-            looking = [asyncio.ensure_future(answered(f"balance{i}", ex.rest.private("Balance"))) for i in range(3)]
+            looking = [
+                asyncio.ensure_future(answered(f"balance{i}", ex.rest.private("Balance"))) for i in range(3)
+            ]
             await asyncio.sleep(0.01)  # the first Balance is on the wire, two wait for their turn
             await asyncio.gather(answered("cancel", ex.rest.private("CancelAll", idempotent=False)), *looking)
     finally:
@@ -203,7 +238,9 @@ async def test_a_cancel_goes_ahead_of_look_ups_waiting_for_their_turn(sim: Simul
     assert order == ["balance0", "cancel", "balance1", "balance2"]
 
 
-async def test_calls_still_waiting_when_the_client_closes_are_not_sent(sim: Simulator, tmp_path: Path) -> None:
+async def test_calls_still_waiting_when_the_client_closes_are_not_sent(
+    sim: Simulator, tmp_path: Path
+) -> None:
     """Closing the client must not leave a fresh session behind for calls that were queued."""
     sim.faults.add("latency=0.1,on=Balance")
     ex = connect(sim, tmp_path)
@@ -228,7 +265,9 @@ async def test_calls_still_waiting_when_the_client_closes_are_not_sent(sim: Simu
         await ex.close()
 
 
-async def test_waiting_for_the_turn_counts_against_the_request_timeout(sim: Simulator, tmp_path: Path) -> None:
+async def test_waiting_for_the_turn_counts_against_the_request_timeout(
+    sim: Simulator, tmp_path: Path
+) -> None:
     """However many private requests go ahead of it, a call ends within its own timeout, and
     one that runs out still waiting is known not to have been sent."""
     sim.faults.add("latency=0.55,on=OpenOrders")
@@ -273,7 +312,9 @@ async def test_breaker_opens_and_recovers_against_the_simulator(sim: Simulator, 
         await ex.close()
 
 
-async def _take_until(stream: AsyncIterator[Ticker | Candle], done: Any, timeout: float = 8.0) -> list[Ticker | Candle]:
+async def _take_until(
+    stream: AsyncIterator[Ticker | Candle], done: Any, timeout: float = 8.0
+) -> list[Ticker | Candle]:
     out: list[Ticker | Candle] = []
 
     async def run() -> None:
@@ -286,7 +327,9 @@ async def _take_until(stream: AsyncIterator[Ticker | Candle], done: Any, timeout
     return out
 
 
-async def test_websocket_reconnects_resubscribes_and_falls_back_to_rest(sim: Simulator, tmp_path: Path) -> None:
+async def test_websocket_reconnects_resubscribes_and_falls_back_to_rest(
+    sim: Simulator, tmp_path: Path
+) -> None:
     ex = connect(sim, tmp_path)
     stream = ex.market_data(["BTC/USD"], ohlc_interval=1)
     try:

@@ -20,8 +20,14 @@ MarketEvent = Ticker | Candle
 
 def ws_exchange(server: FakeKraken, tmp_path: Path) -> KrakenExchange:
     return make_exchange(
-        server.base_url, tmp_path, ws_url=server.ws_url, ws_heartbeat_timeout_s=0.3, ws_reconnect_initial_s=0.05,
-        ws_reconnect_max_s=0.2, rest_fallback_after_s=0.2, rest_fallback_poll_s=0.05,
+        server.base_url,
+        tmp_path,
+        ws_url=server.ws_url,
+        ws_heartbeat_timeout_s=0.3,
+        ws_reconnect_initial_s=0.05,
+        ws_reconnect_max_s=0.2,
+        rest_fallback_after_s=0.2,
+        rest_fallback_poll_s=0.05,
     )
 
 
@@ -45,7 +51,10 @@ async def test_tickers_and_candles_from_the_socket(server: FakeKraken, tmp_path:
     stream = ex.market_data(["BTC/USD", "ETH/USD"], ohlc_interval=1)
     try:
         events = await collect_until(
-            stream, lambda ev: sum(isinstance(e, Candle) for e in ev) >= 2 and sum(isinstance(e, Ticker) for e in ev) >= 4
+            stream,
+            lambda ev: (
+                sum(isinstance(e, Candle) for e in ev) >= 2 and sum(isinstance(e, Ticker) for e in ev) >= 4
+            ),
         )
     finally:
         await stream.aclose()  # type: ignore[attr-defined]

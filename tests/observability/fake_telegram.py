@@ -25,11 +25,18 @@ class FakeBotApi:
     async def _send(self, request: web.Request) -> web.Response:
         self.requests += 1
         if request.match_info["token"] != self.token:
-            return web.json_response({"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401)
+            return web.json_response(
+                {"ok": False, "error_code": 401, "description": "Unauthorized"}, status=401
+            )
         if self.answer_429 > 0:
             self.answer_429 -= 1
             return web.json_response(
-                {"ok": False, "error_code": 429, "description": "Too Many Requests", "parameters": {"retry_after": 0}},
+                {
+                    "ok": False,
+                    "error_code": 429,
+                    "description": "Too Many Requests",
+                    "parameters": {"retry_after": 0},
+                },
                 status=429,
             )
         body = await request.json()

@@ -56,26 +56,50 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
     tasks: list[asyncio.Task[Any]] = []
     try:
         async with run_simulator(host="127.0.0.1", port=0, seed=11, tick_interval_s=0.05) as sim:
-            settings = settings_from_dict({
-                "bot": {"exchange": "kraken", "pairs": ["BTC/USD"], "state_dir": str(tmp_path)},
-                "plugins": {"enabled": ["kraken", "staleness", "api-connectivity", "sma-crossover", "log", "telegram", "maintain"]},
-                "risk": {"accept_unprotected": True},
-                "strategies": {"sma": {"plugin": "sma-crossover"}},
-                "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0}},
-                "checks": {
-                    "staleness": {"threshold_s": 0.6, "startup_grace_s": 5.0, "interval_s": 0.1},
-                    "api-connectivity": {"interval_s": 0.2, "check_balance": False, "call_timeout_s": 2.0},
-                },
-                "monitoring": {"round_interval_s": 0.1},
-                "notifiers": {"telegram": {"base_url": fake.base_url, "timeout_s": 0.5}},
-                "notifications": {"heartbeat_interval_s": 0, "retry_wait_s": 0.05, "send_timeout_s": 0.5},
-            })
+            settings = settings_from_dict(
+                {
+                    "bot": {"exchange": "kraken", "pairs": ["BTC/USD"], "state_dir": str(tmp_path)},
+                    "plugins": {
+                        "enabled": [
+                            "kraken",
+                            "staleness",
+                            "api-connectivity",
+                            "sma-crossover",
+                            "log",
+                            "telegram",
+                            "maintain",
+                        ]
+                    },
+                    "risk": {"accept_unprotected": True},
+                    "strategies": {"sma": {"plugin": "sma-crossover"}},
+                    "exchanges": {
+                        "kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0}
+                    },
+                    "checks": {
+                        "staleness": {"threshold_s": 0.6, "startup_grace_s": 5.0, "interval_s": 0.1},
+                        "api-connectivity": {
+                            "interval_s": 0.2,
+                            "check_balance": False,
+                            "call_timeout_s": 2.0,
+                        },
+                    },
+                    "monitoring": {"round_interval_s": 0.1},
+                    "notifiers": {"telegram": {"base_url": fake.base_url, "timeout_s": 0.5}},
+                    "notifications": {"heartbeat_interval_s": 0, "retry_wait_s": 0.05, "send_timeout_s": 0.5},
+                }
+            )
             prepared = prepare(settings=settings)
             host = prepared.host
             store = StateStore(tmp_path)
             trading = TradingStateMachine(store=store)
-            ctx = BotContext(settings=settings, plugins=host, state_dir=tmp_path, store=store, trading=trading,
-                             extras={"secrets": SecretStore(SECRETS)})
+            ctx = BotContext(
+                settings=settings,
+                plugins=host,
+                state_dir=tmp_path,
+                store=store,
+                trading=trading,
+                extras={"secrets": SecretStore(SECRETS)},
+            )
             exchange = host.build("exchange", "kraken", settings.plugin_config("exchange", "kraken"), ctx)
             await exchange.start()
             ctx.exchange = exchange
@@ -91,9 +115,13 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
 
             trading.listeners.append(on_change)
             comp = host.component("strategy", "sma-crossover")
-            strategy = host.call(comp.plugin, "factory", comp.spec.factory,
-                                 settings.plugin_config("strategy-instance", "sma"),
-                                 StrategyContext(name="sma", pairs=["BTC/USD"]))
+            strategy = host.call(
+                comp.plugin,
+                "factory",
+                comp.spec.factory,
+                settings.plugin_config("strategy-instance", "sma"),
+                StrategyContext(name="sma", pairs=["BTC/USD"]),
+            )
             queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=100)
             processed = 0
 
@@ -120,7 +148,10 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
 
             server = HttpServer(ctx, HttpSettings(port=0))
             port = await server.start()
-            tasks = [asyncio.create_task(c) for c in (health.run(), pump(), consume(), metrics.run_loop_monitor(0.1))]
+            tasks = [
+                asyncio.create_task(c)
+                for c in (health.run(), pump(), consume(), metrics.run_loop_monitor(0.1))
+            ]
             await host.broadcast("tradebot_startup", context=ctx)
             base = f"http://127.0.0.1:{port}"
             async with aiohttp.ClientSession() as http:
@@ -139,12 +170,23 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
                     assert r.status == 200 and r.headers["Content-Type"].startswith("text/plain")
                     text = await r.text()
                 families = {f.name: f for f in text_string_to_metric_families(text)}
-                for name in ("tradebot_trading_state", "tradebot_trading_severity", "tradebot_breaker_state",
-                             "tradebot_ratelimiter_fill", "tradebot_api_calls", "tradebot_check_status",
-                             "tradebot_market_events", "tradebot_exchange_request_duration_seconds",
-                             "tradebot_event_loop_lag_seconds", "tradebot_process_rss_bytes",
-                             "tradebot_process_cpu_time_seconds", "tradebot_pnl_realized", "tradebot_equity",
-                             "tradebot_notifications", "tradebot_uptime_seconds"):
+                for name in (
+                    "tradebot_trading_state",
+                    "tradebot_trading_severity",
+                    "tradebot_breaker_state",
+                    "tradebot_ratelimiter_fill",
+                    "tradebot_api_calls",
+                    "tradebot_check_status",
+                    "tradebot_market_events",
+                    "tradebot_exchange_request_duration_seconds",
+                    "tradebot_event_loop_lag_seconds",
+                    "tradebot_process_rss_bytes",
+                    "tradebot_process_cpu_time_seconds",
+                    "tradebot_pnl_realized",
+                    "tradebot_equity",
+                    "tradebot_notifications",
+                    "tradebot_uptime_seconds",
+                ):
                     assert name in families, (name, sorted(families))
                 checks = {s.labels["check"]: s.value for s in families["tradebot_check_status"].samples}
                 assert checks.get("staleness") == 0.0
@@ -158,7 +200,9 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
                     assert r.status == 401
                 assert trading.state is TradingState.ACTIVE
                 auth = {"Authorization": f"Bearer {CONTROL}"}
-                async with http.post(f"{base}/halt", headers=auth, json={"reason": "maintenance window"}) as r:
+                async with http.post(
+                    f"{base}/halt", headers=auth, json={"reason": "maintenance window"}
+                ) as r:
                     assert r.status == 200 and (await r.json())["state"] == "halted"
                 await _until(lambda: asyncio.sleep(0, any("trading HALTED" in t for t in fake.texts())))
                 assert any("maintenance window" in t for t in fake.texts())
@@ -220,7 +264,8 @@ async def test_paper_like_run_traces_metrics_readiness_control_and_notifications
 
     # no secret anywhere: logs, spans, /status
     span_text = " ".join(
-        f"{s.name} {dict(s.attributes or {})} {[(e.name, dict(e.attributes or {})) for e in s.events]}" for s in spans
+        f"{s.name} {dict(s.attributes or {})} {[(e.name, dict(e.attributes or {})) for e in s.events]}"
+        for s in spans
     )
     for secret in SECRETS.values():
         if len(secret) < 4:

@@ -38,25 +38,41 @@ def write_history(state_dir: Path, fills: list[tuple[int, str, str, str, str, st
         for i, (at, strategy, pair, side, volume, price, fee) in enumerate(fills):
             cid = f"order-{i}"
             when = T0 + timedelta(seconds=at)
-            store.journal_order(JournalEntry(
-                client_order_id=cid, pair=pair, side=Side(side), order_type=OrderType.MARKET, volume=D(volume),
-                status=OrderStatus.CLOSED, created_at=when, updated_at=when, filled_volume=D(volume),
-                avg_fill_price=D(price), fee=D(fee), strategy=strategy,
-            ))
+            store.journal_order(
+                JournalEntry(
+                    client_order_id=cid,
+                    pair=pair,
+                    side=Side(side),
+                    order_type=OrderType.MARKET,
+                    volume=D(volume),
+                    status=OrderStatus.CLOSED,
+                    created_at=when,
+                    updated_at=when,
+                    filled_volume=D(volume),
+                    avg_fill_price=D(price),
+                    fee=D(fee),
+                    strategy=strategy,
+                )
+            )
             with store.transaction() as tx:
-                tx.insert_fill(Fill(f"{cid}:{volume}", cid, None, pair, Side(side), D(price), D(volume), D(fee), when))
+                tx.insert_fill(
+                    Fill(f"{cid}:{volume}", cid, None, pair, Side(side), D(price), D(volume), D(fee), when)
+                )
     finally:
         store.close()
 
 
 def test_report_of_a_known_history_gives_the_hand_computed_figures(tmp_path: Path) -> None:
-    write_history(tmp_path, [
-        (0, "sma", "BTC/USD", "buy", "1", "100", "1"),
-        (60, "sma", "BTC/USD", "sell", "1", "110", "1"),   # round trip +10 gross, +8 net: won
-        (120, "sma", "BTC/USD", "buy", "2", "100", "2"),
-        (150, "rsi", "BTC/USD", "sell", "1", "120", "1"),  # rsi's own book: a short, still open
-        (180, "sma", "BTC/USD", "sell", "2", "95", "2"),   # round trip -10 gross, -14 net: lost
-    ])
+    write_history(
+        tmp_path,
+        [
+            (0, "sma", "BTC/USD", "buy", "1", "100", "1"),
+            (60, "sma", "BTC/USD", "sell", "1", "110", "1"),  # round trip +10 gross, +8 net: won
+            (120, "sma", "BTC/USD", "buy", "2", "100", "2"),
+            (150, "rsi", "BTC/USD", "sell", "1", "120", "1"),  # rsi's own book: a short, still open
+            (180, "sma", "BTC/USD", "sell", "2", "95", "2"),  # round trip -10 gross, -14 net: lost
+        ],
+    )
     store = StateStore(tmp_path)  # two runs: the second starts at 150 s
     store.set_kv("run.1.started", T0.isoformat())
     store.set_kv("run.2.started", (T0 + timedelta(seconds=150)).isoformat())
@@ -67,8 +83,17 @@ def test_report_of_a_known_history_gives_the_hand_computed_figures(tmp_path: Pat
     data = history.report(tmp_path, now=now)
     sma = next(b for b in data["lifetime"] if b["strategy"] == "sma")
     assert sma == {
-        "strategy": "sma", "pair": "BTC/USD", "trades": 4, "round_trips": 2, "wins": 1, "win_rate": 0.5,
-        "pnl_gross": "0", "pnl_net": "-6", "fees": "6", "max_drawdown": "14", "exposure_s": 120.0,
+        "strategy": "sma",
+        "pair": "BTC/USD",
+        "trades": 4,
+        "round_trips": 2,
+        "wins": 1,
+        "win_rate": 0.5,
+        "pnl_gross": "0",
+        "pnl_net": "-6",
+        "fees": "6",
+        "max_drawdown": "14",
+        "exposure_s": 120.0,
     }
     rsi = next(b for b in data["lifetime"] if b["strategy"] == "rsi")
     assert rsi["trades"] == 1 and rsi["round_trips"] == 0 and rsi["win_rate"] is None
@@ -86,11 +111,22 @@ def test_report_of_a_known_history_gives_the_hand_computed_figures(tmp_path: Pat
     assert [t["round_trip_pnl"] for t in trades] == [None, "8", None, None, "-14"]
     only = json.loads(invoke("trades", "--json", "--strategy", "rsi", "--state-dir", str(tmp_path)).output)
     assert [(t["side"], t["price"], t["fee"]) for t in only] == [("sell", "120", "1")]
-    since = json.loads(invoke("trades", "--json", "--since", (T0 + timedelta(seconds=100)).isoformat(),
-                              "--state-dir", str(tmp_path)).output)
+    since = json.loads(
+        invoke(
+            "trades",
+            "--json",
+            "--since",
+            (T0 + timedelta(seconds=100)).isoformat(),
+            "--state-dir",
+            str(tmp_path),
+        ).output
+    )
     assert len(since) == 3
-    rows = list(csv.DictReader(io.StringIO(invoke("trades", "--csv", "--pair", "BTC/USD",
-                                                  "--state-dir", str(tmp_path)).output)))
+    rows = list(
+        csv.DictReader(
+            io.StringIO(invoke("trades", "--csv", "--pair", "BTC/USD", "--state-dir", str(tmp_path)).output)
+        )
+    )
     assert len(rows) == 5 and rows[1]["strategy"] == "sma" and rows[1]["price"] == "110"
     text = invoke("report", "--state-dir", str(tmp_path)).output
     assert "since the state was created" in text and "run 2:" in text and "-6.00" in text
@@ -106,9 +142,19 @@ def independent_replay(state_dir: Path) -> dict[tuple[str, str], dict[str, Any]]
         store.close()
     books: dict[tuple[str, str], dict[str, Any]] = {}
     for f in fills:
-        b = books.setdefault((strategy_of.get(f.client_order_id or "", "-"), f.pair), {
-            "qty": D(0), "cost": D(0), "gross": D(0), "fees": D(0), "trades": 0, "trips": 0, "wins": 0,
-            "trip": D(0)})
+        b = books.setdefault(
+            (strategy_of.get(f.client_order_id or "", "-"), f.pair),
+            {
+                "qty": D(0),
+                "cost": D(0),
+                "gross": D(0),
+                "fees": D(0),
+                "trades": 0,
+                "trips": 0,
+                "wins": 0,
+                "trip": D(0),
+            },
+        )
         signed = f.volume if f.side is Side.BUY else -f.volume
         b["trades"] += 1
         b["fees"] += f.fee
@@ -171,7 +217,9 @@ async def test_trades_and_report_of_two_paper_runs_equal_a_replay_of_the_journal
     assert [r["run"] for r in data["runs"]] == [1, 2]
     # each run's trades add up to the lifetime's
     for key, want in expected.items():
-        per_run = sum(b["trades"] for r in data["runs"] for b in r["books"] if (b["strategy"], b["pair"]) == key)
+        per_run = sum(
+            b["trades"] for r in data["runs"] for b in r["books"] if (b["strategy"], b["pair"]) == key
+        )
         assert per_run == want["trades"], key
 
     trades = json.loads(invoke("trades", "--json", "--state-dir", str(state)).output)

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import socket
@@ -30,7 +31,12 @@ def free_port() -> int:
 
 def tb(*args: str, cwd: Path, timeout: float = 90, **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tradebot", *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, **kw  # type: ignore[arg-type]
+        [sys.executable, "-m", "tradebot", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        **kw,  # type: ignore[arg-type]
     )
 
 
@@ -69,7 +75,11 @@ def test_idle_connection_flood_cannot_starve_or_halt_trading(tmp_path: Path) -> 
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))  # this test's own sockets
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "14", "--config", str(cfg)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_low_fd_limit,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_low_fd_limit,
     )
     socks: list[socket.socket] = []
     try:
@@ -104,8 +114,14 @@ def test_idle_connection_flood_cannot_starve_or_halt_trading(tmp_path: Path) -> 
         time.sleep(0.3)
         assert len(os.listdir(fd_dir)) <= baseline + 4
         assert get(f"http://127.0.0.1:{port}/healthz") == 200
-        for header in (b"Authorization: Bearer \xff\xfe\x80\r\n", b"Authorization: \xc3\x28\r\n", b"Authorization: Basic\r\n"):
-            answer = raw_request(port, b"POST /halt HTTP/1.1\r\nHost: x\r\n" + header + b"Content-Length: 0\r\n\r\n")
+        for header in (
+            b"Authorization: Bearer \xff\xfe\x80\r\n",
+            b"Authorization: \xc3\x28\r\n",
+            b"Authorization: Basic\r\n",
+        ):
+            answer = raw_request(
+                port, b"POST /halt HTTP/1.1\r\nHost: x\r\n" + header + b"Content-Length: 0\r\n\r\n"
+            )
             assert answer.startswith((b"HTTP/1.1 401", b"HTTP/1.1 403")), answer[:200]
         out, err = proc.communicate(timeout=60)
     finally:
@@ -124,11 +140,17 @@ def test_malformed_credentials_get_401_with_a_token_configured(tmp_path: Path) -
     """With a control token set, every malformed Authorization header is 401 (not 500)."""
     port = free_port()
     cfg = tmp_path / "tradebot.toml"
-    cfg.write_text(f'[bot]\nstate_dir = "state"\n\n[http]\nport = {port}\nidle_timeout_s = 1.0\nrequest_timeout_s = 0.5\n')
+    cfg.write_text(
+        f'[bot]\nstate_dir = "state"\n\n[http]\nport = {port}\nidle_timeout_s = 1.0\nrequest_timeout_s = 0.5\n'
+    )
     env = {**os.environ, "TRADEBOT_CONTROL_TOKEN": "the-control-token"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tradebot", "run", "--paper", "--duration", "20", "--config", str(cfg)],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     try:
         deadline = time.monotonic() + 40
@@ -145,23 +167,24 @@ def test_malformed_credentials_get_401_with_a_token_configured(tmp_path: Path) -
             b"Authorization: Bearer\r\n",
             b"Authorization: Bearer  \r\n",
         ):
-            answer = raw_request(port, b"POST /halt HTTP/1.1\r\nHost: x\r\n" + header + b"Content-Length: 0\r\n\r\n")
+            answer = raw_request(
+                port, b"POST /halt HTTP/1.1\r\nHost: x\r\n" + header + b"Content-Length: 0\r\n\r\n"
+            )
             assert answer.startswith(b"HTTP/1.1 401"), (header, answer[:300])
         # a body that never arrives: 408 after request_timeout_s, and nothing changes
         started = time.monotonic()
         answer = raw_request(
-            port, b"POST /halt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-control-token\r\n"
-            b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"rea",
+            port,
+            b"POST /halt HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer the-control-token\r\n"
+            b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"rea',
         )
         assert answer.startswith(b"HTTP/1.1 408"), answer[:300]
         assert time.monotonic() - started < 5
         # a connection that sends nothing is closed after idle_timeout_s
         with socket.create_connection(("127.0.0.1", port), timeout=10) as idle:
             started = time.monotonic()
-            try:
+            with contextlib.suppress(ConnectionResetError):
                 assert idle.recv(1) == b""
-            except ConnectionResetError:
-                pass
             assert 0.8 < time.monotonic() - started < 5
     finally:
         proc.terminate()
@@ -174,7 +197,10 @@ def test_non_loopback_bind_without_a_token_is_refused(tmp_path: Path) -> None:
     cfg.write_text('[bot]\nstate_dir = "state"\n\n[http]\nhost = "0.0.0.0"\nport = 0\n')
     check = tb("config", "check", "--config", str(cfg), cwd=tmp_path)
     assert check.returncode == 2, check.stdout + check.stderr
-    assert "reachable from other hosts, without a control token" in check.stderr and "@ $.http.host" in check.stderr
+    assert (
+        "reachable from other hosts, without a control token" in check.stderr
+        and "@ $.http.host" in check.stderr
+    )
     run = tb("run", "--paper", "--duration", "3", "--config", str(cfg), cwd=tmp_path)
     assert run.returncode == 2, run.stdout + run.stderr
     assert "reachable from other hosts" in run.stdout + run.stderr and "run finished" not in run.stdout

@@ -80,31 +80,51 @@ def test_text_format_on_a_terminal() -> None:
 
 
 def _change(to: TradingState, reason: str) -> TradingStateChange:
-    return TradingStateChange(previous=TradingState.ACTIVE, current=to, reason=reason, source="check:drawdown",
-                              time=datetime.now(UTC))
+    return TradingStateChange(
+        previous=TradingState.ACTIVE,
+        current=to,
+        reason=reason,
+        source="check:drawdown",
+        time=datetime.now(UTC),
+    )
 
 
 async def test_telegram_gets_the_right_messages_and_an_outage_never_blocks() -> None:
     fake = FakeBotApi(TOKEN)
     await fake.start()
-    notifier = create(TelegramConfig(base_url=fake.base_url, timeout_s=1.0),
-                      type("Ctx", (), {"extras": {"secrets": SecretStore({"telegram_bot_token": TOKEN,
-                                                                          "telegram_chat_id": "4242"})}})())
+    notifier = create(
+        TelegramConfig(base_url=fake.base_url, timeout_s=1.0),
+        type(
+            "Ctx",
+            (),
+            {"extras": {"secrets": SecretStore({"telegram_bot_token": TOKEN, "telegram_chat_id": "4242"})}},
+        )(),
+    )
     clock = FakeClock()
-    settings = NotificationSettings(heartbeat_interval_s=3600, retry_wait_s=0.01, queue_size=5, rate_per_minute=60,
-                                    drain_timeout_s=2.0)
+    settings = NotificationSettings(
+        heartbeat_interval_s=3600, retry_wait_s=0.01, queue_size=5, rate_per_minute=60, drain_timeout_s=2.0
+    )
     dispatcher = NotificationDispatcher({"telegram": notifier}, settings, clock=clock, bot_name="bot-1")
     await dispatcher.start()
     await asyncio.sleep(0)  # let the heartbeat task start sleeping on the fake clock
     try:
         dispatcher.tradebot_trading_state_changed(_change(TradingState.HALTED, "drawdown 12% > 10%"))
         # the bot's matching alert right after is not sent twice
-        dispatcher.tradebot_alert(Alert(AlertLevel.CRITICAL, "trading HALTED", "active -> halted", "check:drawdown",
-                                        key="trading-state:halted"))
-        dispatcher.tradebot_alert(Alert(AlertLevel.WARNING, "healing burst", "5 reconnects in 60s", "healer",
-                                        key="healing-burst"))
-        dispatcher.tradebot_alert(Alert(AlertLevel.WARNING, "healing burst", "6 reconnects in 60s", "healer",
-                                        key="healing-burst"))
+        dispatcher.tradebot_alert(
+            Alert(
+                AlertLevel.CRITICAL,
+                "trading HALTED",
+                "active -> halted",
+                "check:drawdown",
+                key="trading-state:halted",
+            )
+        )
+        dispatcher.tradebot_alert(
+            Alert(AlertLevel.WARNING, "healing burst", "5 reconnects in 60s", "healer", key="healing-burst")
+        )
+        dispatcher.tradebot_alert(
+            Alert(AlertLevel.WARNING, "healing burst", "6 reconnects in 60s", "healer", key="healing-burst")
+        )
         await clock.advance(3600)  # heartbeat
         assert await dispatcher.outboxes["telegram"].drain(2.0)
         texts = fake.texts()

@@ -23,21 +23,52 @@ from tradebot.core.hookspecs import hookimpl
 
 # every family /metrics must show (prometheus_client strips a counter's ``_total``)
 FAMILIES = (
-    "tradebot_orders", "tradebot_fills", "tradebot_fill_volume", "tradebot_fees", "tradebot_signals",
-    "tradebot_market_events", "tradebot_risk_rejections", "tradebot_healing_attempts",
-    "tradebot_healing_successes", "tradebot_healing_failures", "tradebot_component_restarts",
-    "tradebot_quarantines", "tradebot_halts", "tradebot_strategy_duration_seconds",
-    "tradebot_exchange_request_duration_seconds", "tradebot_trading_state", "tradebot_trading_severity",
-    "tradebot_equity", "tradebot_pnl_realized", "tradebot_pnl_unrealized", "tradebot_position_volume",
-    "tradebot_breaker_state", "tradebot_ratelimiter_fill", "tradebot_check_status", "tradebot_queue_depth",
-    "tradebot_event_loop_lag_seconds", "tradebot_process_rss_bytes", "tradebot_uptime_seconds",
-    "tradebot_process_cpu_time_seconds", "tradebot_breaker_trips",
-    "tradebot_strategy_calls", "tradebot_strategy_timeouts", "tradebot_strategy_errors", "tradebot_strategy_signals",
-    "tradebot_process_restarts", "tradebot_notifications", "tradebot_plugins",
+    "tradebot_orders",
+    "tradebot_fills",
+    "tradebot_fill_volume",
+    "tradebot_fees",
+    "tradebot_signals",
+    "tradebot_market_events",
+    "tradebot_risk_rejections",
+    "tradebot_healing_attempts",
+    "tradebot_healing_successes",
+    "tradebot_healing_failures",
+    "tradebot_component_restarts",
+    "tradebot_quarantines",
+    "tradebot_halts",
+    "tradebot_strategy_duration_seconds",
+    "tradebot_exchange_request_duration_seconds",
+    "tradebot_trading_state",
+    "tradebot_trading_severity",
+    "tradebot_equity",
+    "tradebot_pnl_realized",
+    "tradebot_pnl_unrealized",
+    "tradebot_position_volume",
+    "tradebot_breaker_state",
+    "tradebot_ratelimiter_fill",
+    "tradebot_check_status",
+    "tradebot_queue_depth",
+    "tradebot_event_loop_lag_seconds",
+    "tradebot_process_rss_bytes",
+    "tradebot_uptime_seconds",
+    "tradebot_process_cpu_time_seconds",
+    "tradebot_breaker_trips",
+    "tradebot_strategy_calls",
+    "tradebot_strategy_timeouts",
+    "tradebot_strategy_errors",
+    "tradebot_strategy_signals",
+    "tradebot_process_restarts",
+    "tradebot_notifications",
+    "tradebot_plugins",
 )
 # families that move only when REST requests are made (not in paper, whose prices come over the WebSocket)
-REST_FAMILIES = ("tradebot_api_calls", "tradebot_api_failures", "tradebot_api_retries", "tradebot_api_errors",
-                 "tradebot_exchange_queue_wait_seconds")
+REST_FAMILIES = (
+    "tradebot_api_calls",
+    "tradebot_api_failures",
+    "tradebot_api_retries",
+    "tradebot_api_errors",
+    "tradebot_exchange_queue_wait_seconds",
+)
 
 
 def free_port() -> int:
@@ -65,18 +96,25 @@ def families(text: str) -> dict[str, Any]:
     return {f.name: f for f in text_string_to_metric_families(text)}
 
 
-def total(fams: dict[str, Any], name: str, where: Callable[[dict[str, str]], bool] = lambda _l: True,
-          suffix: str = "_total") -> float:
+def total(
+    fams: dict[str, Any],
+    name: str,
+    where: Callable[[dict[str, str]], bool] = lambda _l: True,
+    suffix: str = "_total",
+) -> float:
     """Sum of a family's samples named ``name + suffix`` whose labels pass ``where``."""
     return sum(s.value for s in fams[name].samples if s.name == name + suffix and where(s.labels))
 
 
-def histogram_count(fams: dict[str, Any], name: str, where: Callable[[dict[str, str]], bool] = lambda _l: True) -> float:
+def histogram_count(
+    fams: dict[str, Any], name: str, where: Callable[[dict[str, str]], bool] = lambda _l: True
+) -> float:
     return total(fams, name, where, suffix="_count")
 
 
-async def run_bot(config: dict[str, Any], tmp_path: Path, options: RunOptions,
-                  during: Callable[[Bot], Any] | None = None) -> tuple[RunSummary, Bot, dict[str, Any], str]:
+async def run_bot(
+    config: dict[str, Any], tmp_path: Path, options: RunOptions, during: Callable[[Bot], Any] | None = None
+) -> tuple[RunSummary, Bot, dict[str, Any], str]:
     import asyncio
 
     port = free_port()
@@ -121,16 +159,24 @@ async def test_paper_run_metrics_equal_the_run_summary_and_the_journal(tmp_path:
     assert placed == sum(1 for o in journal if o.status.value in ("open", "closed", "canceled", "expired"))
     filled = total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "filled")
     assert filled == sum(1 for o in journal if o.status.value == "closed")
-    assert total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "rejected") == summary.refused_when_sent
+    assert (
+        total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "rejected")
+        == summary.refused_when_sent
+    )
     # every outcome of every pair and side exists, at 0 when nothing happened
     outcomes = {(s.labels["side"], s.labels["outcome"]) for s in fams["tradebot_orders"].samples}
-    assert outcomes == {(side, o) for side in ("buy", "sell")
-                        for o in ("placed", "filled", "cancelled", "expired", "rejected", "unknown")}
+    assert outcomes == {
+        (side, o)
+        for side in ("buy", "sell")
+        for o in ("placed", "filled", "cancelled", "expired", "rejected", "unknown")
+    }
 
     # fills, volume and fees == the fills the journal recorded
     fills = store.fills()
     assert total(fams, "tradebot_fills") == summary.fills == len(fills) > 0
-    assert total(fams, "tradebot_fill_volume") == pytest.approx(float(sum((f.volume for f in fills), Decimal(0))))
+    assert total(fams, "tradebot_fill_volume") == pytest.approx(
+        float(sum((f.volume for f in fills), Decimal(0)))
+    )
     fees = sum((f.fee for f in fills), Decimal(0))
     assert fees > 0
     assert total(fams, "tradebot_fees") == pytest.approx(float(fees))
@@ -148,18 +194,23 @@ async def test_paper_run_metrics_equal_the_run_summary_and_the_journal(tmp_path:
     assert histogram_count(fams, "tradebot_strategy_duration_seconds") == calls > 0
 
     # series a dashboard alerts on are there at 0 in a quiet run
-    assert {s.labels["action"] for s in fams["tradebot_healing_attempts"].samples} >= {"restart-component", "escalate"}
+    assert {s.labels["action"] for s in fams["tradebot_healing_attempts"].samples} >= {
+        "restart-component",
+        "escalate",
+    }
     assert total(fams, "tradebot_healing_attempts") == 0
     components = {s.labels["component"]: s.value for s in fams["tradebot_component_restarts"].samples}
     assert {"market-data", "executor", "strategies", "monitor"} <= set(components)
     assert set(components.values()) == {0.0}
-    quarantines = {(s.labels["plugin"], s.labels["instance"]): s.value for s in fams["tradebot_quarantines"].samples}
+    quarantines = {
+        (s.labels["plugin"], s.labels["instance"]): s.value for s in fams["tradebot_quarantines"].samples
+    }
     assert quarantines[("paper", "")] == 0 and quarantines[("sma-crossover", "sma")] == 0
     halts = {s.labels["source"]: s.value for s in fams["tradebot_halts"].samples}
     assert halts["check:staleness"] == 0 and halts["operator:cli"] == 0
     states = {(s.labels["plugin"], s.labels["state"]): s.value for s in fams["tradebot_plugins"].samples}
     assert states[("paper", "loaded")] == 1 and states[("paper", "quarantined")] == 0
-    assert "tradebot_notifications_total{notifier=\"log\",outcome=\"sent\"}" in text
+    assert 'tradebot_notifications_total{notifier="log",outcome="sent"}' in text
 
     # HALTs by source == the trading-state changes of the run
     halted = [c for c in ctx.trading.history if c.current.value == "halted"]
@@ -198,12 +249,19 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
     caplog.set_level(logging.INFO, logger="tradebot.notify.log")
     async with run_simulator(seed=5, tick_interval_s=0.05, heartbeat_s=0.2, rate_tier="pro") as sim:
         secrets = write_secrets(tmp_path / "secrets.toml", sim.api_key, sim.api_secret)
-        config = bot_config(DrillSettings(), exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
-                            state_dir=tmp_path / "state", secrets_file=secrets)
+        config = bot_config(
+            DrillSettings(),
+            exchange="kraken",
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            state_dir=tmp_path / "state",
+            secrets_file=secrets,
+        )
         assert "log" in config["plugins"]["enabled"]
         config["plugins"]["quarantine_after"] = 2
-        config["strategies"] = {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 4,
-                                                                              "volume": "0.001"}}}
+        config["strategies"] = {
+            "sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 4, "volume": "0.001"}}
+        }
         port = free_port()
         config["http"] = {"enabled": True, "port": port}
         prepared = prepare(settings=settings_from_dict(config, source=str(tmp_path / "tradebot.toml")))
@@ -263,27 +321,47 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
     journal = store.orders()
     placed_total = total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "placed")
     assert placed_total == summary.orders_placed
-    assert placed_total == sum(1 for o in journal if o.status.value in ("open", "closed", "canceled", "expired"))
+    assert placed_total == sum(
+        1 for o in journal if o.status.value in ("open", "closed", "canceled", "expired")
+    )
     assert total(fams, "tradebot_fills") == summary.fills == len(store.fills())
     refused = [o for o in journal if o.status.value == "rejected"]
     assert total(fams, "tradebot_orders", lambda labels: labels["outcome"] == "rejected") == len(refused)
     assert total(fams, "tradebot_order_rejections") == len(refused) == summary.refused_when_sent >= 1
-    assert total(fams, "tradebot_order_rejections", lambda labels: labels["reason"] == "InsufficientFunds") == 1
+    assert (
+        total(fams, "tradebot_order_rejections", lambda labels: labels["reason"] == "InsufficientFunds") == 1
+    )
     store.close()
 
     # healing and restarts moved after the crash, as the healer and the supervisor counted them
-    assert total(fams, "tradebot_healing_attempts", lambda labels: labels["action"] == "restart-component") >= 1
-    assert total(fams, "tradebot_healing_successes", lambda labels: labels["action"] == "restart-component") >= 1
+    assert (
+        total(fams, "tradebot_healing_attempts", lambda labels: labels["action"] == "restart-component") >= 1
+    )
+    assert (
+        total(fams, "tradebot_healing_successes", lambda labels: labels["action"] == "restart-component") >= 1
+    )
     restarts = {s.labels["component"]: s.value for s in fams["tradebot_component_restarts"].samples}
     assert restarts["executor"] >= 1
 
     # the faults: retried calls, errors by class, request durations by outcome, the private queue
     assert total(fams, "tradebot_api_retries") >= 1
     assert total(fams, "tradebot_api_errors", lambda labels: labels["error"] == "ExchangeUnavailable") >= 1
-    assert histogram_count(fams, "tradebot_exchange_request_duration_seconds",
-                           lambda labels: labels["outcome"] == "ExchangeUnavailable") >= 1
-    assert histogram_count(fams, "tradebot_exchange_request_duration_seconds",
-                           lambda labels: labels["group"] == "trading" and labels["outcome"] == "ok") >= 1
+    assert (
+        histogram_count(
+            fams,
+            "tradebot_exchange_request_duration_seconds",
+            lambda labels: labels["outcome"] == "ExchangeUnavailable",
+        )
+        >= 1
+    )
+    assert (
+        histogram_count(
+            fams,
+            "tradebot_exchange_request_duration_seconds",
+            lambda labels: labels["group"] == "trading" and labels["outcome"] == "ok",
+        )
+        >= 1
+    )
     assert histogram_count(fams, "tradebot_exchange_queue_wait_seconds") >= 1
     assert total(fams, "tradebot_api_calls") > 0
 
@@ -291,7 +369,9 @@ async def test_kraken_run_with_faults_moves_healing_restart_quarantine_and_reque
     assert halts["operator:cli"] == 1 and halts["http"] == 0
 
     # the quarantine: counted, alerted through the notifiers; the plugin that did not load too
-    quarantines = {(s.labels["plugin"], s.labels["instance"]): s.value for s in fams["tradebot_quarantines"].samples}
+    quarantines = {
+        (s.labels["plugin"], s.labels["instance"]): s.value for s in fams["tradebot_quarantines"].samples
+    }
     assert quarantines[("flaky", "")] == 1 and quarantines[("kraken", "")] == 0
     states = {(s.labels["plugin"], s.labels["state"]): s.value for s in fams["tradebot_plugins"].samples}
     assert states[("flaky", "quarantined")] == 1 and states[("broken", "failed")] == 1

@@ -31,7 +31,7 @@ def test_otlp_http_export(monkeypatch: pytest.MonkeyPatch) -> None:
     received: list[bytes] = []
 
     class Collector(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:  # http.server's naming
             received.append(self.rfile.read(int(self.headers["Content-Length"])))
             self.send_response(200)
             self.send_header("Content-Type", "application/x-protobuf")
@@ -45,7 +45,9 @@ def test_otlp_http_export(monkeypatch: pytest.MonkeyPatch) -> None:
     try:
         monkeypatch.setenv("OTEL_TRACES_EXPORTER", "otlp")
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{server.server_port}/v1/traces")
+        monkeypatch.setenv(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", f"http://127.0.0.1:{server.server_port}/v1/traces"
+        )
         monkeypatch.setenv("OTEL_SERVICE_NAME", "bot-under-test")
         assert telemetry.configure_tracing()
         _traced_call()
@@ -70,7 +72,7 @@ def test_otlp_grpc_export(monkeypatch: pytest.MonkeyPatch) -> None:
     received: list[trace_service_pb2.ExportTraceServiceRequest] = []
 
     class Collector(trace_service_pb2_grpc.TraceServiceServicer):
-        def Export(self, request, context):  # type: ignore[no-untyped-def]  # noqa: N802
+        def Export(self, request, context):  # type: ignore[no-untyped-def]  # gRPC's naming
             received.append(request)
             return trace_service_pb2.ExportTraceServiceResponse()
 

@@ -13,7 +13,9 @@ from tradebot.core.plugins import PluginHost, gather_infos
 
 def test_plugins_list_json_has_state_and_error(tmp_path: Path) -> None:
     cfg = tmp_path / "tradebot.toml"
-    cfg.write_text('[bot]\nexchange = "paper"\n\n[plugins]\nenabled = ["paper", "sma-crossover", "no-such-plugin"]\n')
+    cfg.write_text(
+        '[bot]\nexchange = "paper"\n\n[plugins]\nenabled = ["paper", "sma-crossover", "no-such-plugin"]\n'
+    )
     result = CliRunner().invoke(cli, ["plugins", "list", "--json", "--all", "--config", str(cfg)])
     infos = {p["name"]: p for p in json.loads(result.stdout)}
     assert infos["paper"]["state"] == "loaded" and infos["paper"]["error"] is None

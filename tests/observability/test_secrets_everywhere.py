@@ -185,11 +185,23 @@ interval_s = 0.5
 """
         )
         out["secrets"] = [sim.api_key, sim.api_secret, TELEGRAM_TOKEN, CHAT_ID, WEBHOOK_TOKEN, CONTROL_TOKEN]
-        site = make_dist(work / "site", "tbtest-leaky", {"tbtest_leaky": LEAKY}, {"tbtest-leaky": "tbtest_leaky"})
+        site = make_dist(
+            work / "site", "tbtest-leaky", {"tbtest_leaky": LEAKY}, {"tbtest-leaky": "tbtest_leaky"}
+        )
         env = {**os.environ, "OTEL_TRACES_EXPORTER": "console", "PYTHONPATH": str(site)}
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tradebot", "run", "--duration", "8", "--config", str(cfg),
-            cwd=work, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "tradebot",
+            "run",
+            "--duration",
+            "8",
+            "--config",
+            str(cfg),
+            cwd=work,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         comm = asyncio.ensure_future(proc.communicate())
         base = f"http://127.0.0.1:{port}"
@@ -242,12 +254,18 @@ def test_no_secret_in_any_output_file_or_answer(run: dict[str, Any]) -> None:
     work: Path = run["work"]
     state = work / "state"
     assert "run finished" in run["stdout"], run["stdout"][-3000:] + run["stderr"][-3000:]
-    assert "Telegram sendMessage: HTTP" in run["stderr"] and "webhook: HTTP 500" in run["stderr"]  # both failed
+    assert (
+        "Telegram sendMessage: HTTP" in run["stderr"] and "webhook: HTTP 500" in run["stderr"]
+    )  # both failed
     assert "refused with ***" in run["stdout"]  # the leaky notifier's error, traced, redacted
-    assert '"check": "wordy-check",\n    "status": "degraded",\n    "message": "refused with ***' in run["bodies"][0]
-    assert "check failed: PluginError: plugin 'tbtest-leaky' failed in evaluate: RuntimeError: refused with ***" in (
-        work / "state" / "bot.log"
-    ).read_text()
+    assert (
+        '"check": "wordy-check",\n    "status": "degraded",\n    "message": "refused with ***'
+        in run["bodies"][0]
+    )
+    assert (
+        "check failed: PluginError: plugin 'tbtest-leaky' failed in evaluate: RuntimeError: refused with ***"
+        in (work / "state" / "bot.log").read_text()
+    )
     assert '"name":' in run["stdout"]  # spans were exported to the console
     assert run["codes"] == {"/status": 200, "/metrics": 200, "/readyz": run["codes"]["/readyz"]}
     # [http] auth = "all": cash, equity, positions and metrics need the token

@@ -28,8 +28,18 @@ async def test_an_order_error_quoting_the_api_key_is_stored_and_logged_redacted(
     async with run_simulator(host="127.0.0.1", port=0, seed=5, tick_interval_s=0.02, rate_tier="pro") as sim:
         key = sim.api_key
         faults = [
-            FaultRule(kind="error", value=f"EOrder:Invalid order:key {key}", targets=frozenset({"AddOrder"}), count=1),
-            FaultRule(kind="error", value=f"EOrder:Insufficient funds:{key}", targets=frozenset({"AddOrder"}), count=1),
+            FaultRule(
+                kind="error",
+                value=f"EOrder:Invalid order:key {key}",
+                targets=frozenset({"AddOrder"}),
+                count=1,
+            ),
+            FaultRule(
+                kind="error",
+                value=f"EOrder:Insufficient funds:{key}",
+                targets=frozenset({"AddOrder"}),
+                count=1,
+            ),
         ]
         sim.faults.add([faults.pop(0)])
         (tmp_path / "tradebot.toml").write_text(
@@ -69,8 +79,18 @@ params = {{ fast = 2, slow = 3, volume = "0.001" }}
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
         env.update(TRADEBOT_KRAKEN_API_KEY=key, TRADEBOT_KRAKEN_API_SECRET=sim.api_secret)
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tradebot", "run", "--duration", "30", "--config", "tradebot.toml",
-            cwd=tmp_path, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            sys.executable,
+            "-m",
+            "tradebot",
+            "run",
+            "--duration",
+            "30",
+            "--config",
+            "tradebot.toml",
+            cwd=tmp_path,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
         )
         comm = asyncio.ensure_future(proc.communicate())
         try:
@@ -98,5 +118,7 @@ params = {{ fast = 2, slow = 3, volume = "0.001" }}
     places["stdout (summary)"] = stdout.decode()
     places["stderr (logs)"] = stderr.decode()
     assert "Invalid order:key ***" in places["state/bot.log"]
-    found = [f"{form[:6]}... in {where}" for form in forms(key) for where, text in places.items() if form in text]
+    found = [
+        f"{form[:6]}... in {where}" for form in forms(key) for where, text in places.items() if form in text
+    ]
     assert not found, found

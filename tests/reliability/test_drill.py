@@ -8,7 +8,9 @@ import pytest
 
 from tradebot.drill import DrillSettings, render_reports, run_scenario, scenario_names
 
-FAST = DrillSettings(warmup_s=0.5, fault_s=1.0, outage_s=2.0, after_heal_s=0.3, kill_rounds=2, kill_after_max_s=0.6)
+FAST = DrillSettings(
+    warmup_s=0.5, fault_s=1.0, outage_s=2.0, after_heal_s=0.3, kill_rounds=2, kill_after_max_s=0.6
+)
 
 
 @pytest.mark.timeout(60)
@@ -33,7 +35,9 @@ async def test_a_scenario_that_cannot_heal_fails_with_an_explanation(tmp_path: P
     never = drill.Scenario("never-heals", "stale for good", "paper", fault="stale", expect_state="halted")
     drill.SCENARIOS = (*original, never)
     try:
-        report = await run_scenario("never-heals", attrs_evolve(settings, auto_resume_after_s=30.0), workdir=tmp_path)
+        report = await run_scenario(
+            "never-heals", attrs_evolve(settings, auto_resume_after_s=30.0), workdir=tmp_path
+        )
     finally:
         drill.SCENARIOS = original
     assert not report.passed
@@ -71,7 +75,11 @@ def test_drill_config_errors_name_the_path(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "unknown key(s): bogus @ $.drill" in result.output
     cfg.write_text("[drill]\nfault_s = -1\n")
     result = CliRunner().invoke(drill, ["--config", str(cfg), "--scenario", "dns"])
-    assert result.exit_code == 2 and "fault_s must be > 0 (got -1" in result.output and "$.drill.fault_s" in result.output
+    assert (
+        result.exit_code == 2
+        and "fault_s must be > 0 (got -1" in result.output
+        and "$.drill.fault_s" in result.output
+    )
 
 
 @pytest.mark.timeout(120)
@@ -85,9 +93,22 @@ def test_a_reused_workdir_gets_a_fresh_folder_per_drill(tmp_path: Path) -> None:
     workdir = tmp_path / "wd"
     for _ in range(2):
         r = subprocess.run(
-            [sys.executable, "-m", "tradebot", "drill", "--scenario", "lost-responses", "--workdir", str(workdir),
-             "--config", str(config)],
-            capture_output=True, text=True, timeout=100, check=False,
+            [
+                sys.executable,
+                "-m",
+                "tradebot",
+                "drill",
+                "--scenario",
+                "lost-responses",
+                "--workdir",
+                str(workdir),
+                "--config",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=100,
+            check=False,
         )
         assert r.returncode == 0, r.stdout + r.stderr
         assert "1 of 1 scenarios passed" in r.stdout

@@ -45,9 +45,17 @@ async def test_an_order_queued_behind_a_private_request_is_not_sent_after_the_ha
     sim: Simulator, tmp_path: Path
 ) -> None:
     ex = KrakenExchange(
-        KrakenConfig(base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, request_timeout_s=5.0,
-                     order_lookup_delay_s=0.0, rate_tier="pro"),
-        api_key=sim.api_key, api_secret=sim.api_secret, state_dir=tmp_path,
+        KrakenConfig(
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            min_spacing_s=0.0,
+            request_timeout_s=5.0,
+            order_lookup_delay_s=0.0,
+            rate_tier="pro",
+        ),
+        api_key=sim.api_key,
+        api_secret=sim.api_secret,
+        state_dir=tmp_path,
     )
     store = StateStore(tmp_path)
     trading = TradingStateMachine(store=store)
@@ -68,12 +76,18 @@ async def test_an_order_queued_behind_a_private_request_is_not_sent_after_the_ha
             while sim.stats.requests["Balance"] == balances_seen:  # it has the turn and waits for its answer
                 await asyncio.sleep(0.01)
             cid = f"queued-{attempt}"
-            order = asyncio.ensure_future(executor.submit(OrderRequest("BTC/USD", Side.BUY, OrderType.MARKET, D("0.002"), cid)))
+            order = asyncio.ensure_future(
+                executor.submit(OrderRequest("BTC/USD", Side.BUY, OrderType.MARKET, D("0.002"), cid))
+            )
             reducing = asyncio.ensure_future(
-                executor.submit(OrderRequest("BTC/USD", Side.SELL, OrderType.MARKET, D("0.001"), f"reduce-{attempt}"))
+                executor.submit(
+                    OrderRequest("BTC/USD", Side.SELL, OrderType.MARKET, D("0.001"), f"reduce-{attempt}")
+                )
             )
             await asyncio.sleep(0.1)  # both wait for the turn now
-            assert not {cid, f"reduce-{attempt}"} & set(sim.stats.add_order_calls), "not queued: nothing tested"
+            assert not {cid, f"reduce-{attempt}"} & set(sim.stats.add_order_calls), (
+                "not queued: nothing tested"
+            )
             result = await apply_command(trading, "halt", "operator halt", "operator:test")
             assert result.ok and trading.state is TradingState.HALTED
             received_at_ack = _received_add_orders(sim)
@@ -94,7 +108,9 @@ async def test_an_order_queued_behind_a_private_request_is_not_sent_after_the_ha
                 if not executor.working_orders():
                     break
                 await asyncio.sleep(0.02)
-            buy = await executor.submit(OrderRequest("BTC/USD", Side.BUY, OrderType.MARKET, D("0.001"), f"refill-{attempt}"))
+            buy = await executor.submit(
+                OrderRequest("BTC/USD", Side.BUY, OrderType.MARKET, D("0.001"), f"refill-{attempt}")
+            )
             assert buy.status is not OrderStatus.REJECTED
             for _ in range(100):
                 await executor.poll_once()
@@ -123,10 +139,17 @@ async def test_paper_exchange_checks_the_trading_state_where_it_takes_the_order(
 
 def _bot_config(sim: Simulator, tmp_path: Path) -> dict[str, Any]:
     return {
-        "bot": {"id": "wire", "state_dir": str(tmp_path / "state"), "exchange": "kraken", "pairs": ["BTC/USD"]},
+        "bot": {
+            "id": "wire",
+            "state_dir": str(tmp_path / "state"),
+            "exchange": "kraken",
+            "pairs": ["BTC/USD"],
+        },
         "http": {"enabled": False},
         "exchanges": {"kraken": {"base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0}},
-        "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}},
+        "strategies": {
+            "sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}
+        },
     }
 
 

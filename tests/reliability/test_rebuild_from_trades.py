@@ -43,8 +43,16 @@ async def sim() -> AsyncIterator[Simulator]:
 @pytest.fixture
 async def ex(sim: Simulator, tmp_path: Path) -> AsyncIterator[KrakenExchange]:
     exchange = KrakenExchange(
-        KrakenConfig(base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0, order_lookup_delay_s=0.0, rate_tier="pro"),
-        api_key=sim.api_key, api_secret=sim.api_secret, state_dir=tmp_path / "k",
+        KrakenConfig(
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            min_spacing_s=0.0,
+            order_lookup_delay_s=0.0,
+            rate_tier="pro",
+        ),
+        api_key=sim.api_key,
+        api_secret=sim.api_secret,
+        state_dir=tmp_path / "k",
     )
     await exchange.start()
     try:
@@ -68,12 +76,21 @@ async def _trade(sim: Simulator, ex: KrakenExchange) -> None:
         sim.step(5)
         await asyncio.sleep(0)
     await ex.place_order(
-        OrderRequest("BTC/USD", Side.BUY, OrderType.LIMIT, D("0.001"), IDS.new(), price=(sim.market["XXBTZUSD"].bid * D("0.5")).quantize(D("0.1")))
+        OrderRequest(
+            "BTC/USD",
+            Side.BUY,
+            OrderType.LIMIT,
+            D("0.001"),
+            IDS.new(),
+            price=(sim.market["XXBTZUSD"].bid * D("0.5")).quantize(D("0.1")),
+        )
     )
 
 
 def _sim_trades(sim: Simulator) -> list[tuple[str, D, D, D]]:
-    return sorted((t["ordertxid"], D(t["vol"]), D(t["price"]), D(t["fee"])) for t in sim.account.trades.values())
+    return sorted(
+        (t["ordertxid"], D(t["vol"]), D(t["price"]), D(t["fee"])) for t in sim.account.trades.values()
+    )
 
 
 @pytest.mark.timeout(30)
@@ -88,7 +105,9 @@ async def test_a_lost_state_is_rebuilt_with_the_exchanges_trades_as_its_fills(
         portfolio = Portfolio(store, quote="USD", starting_cash=D(0))
         executor = OrderExecutor(ex, store, portfolio, not_found_grace_s=0.2, lookup_backoff_s=0.05)
         trading = TradingStateMachine(store=store)
-        reason = await recover_at_start(SimpleNamespace(store=store, exchange=ex, trading=trading), executor, IDS)
+        reason = await recover_at_start(
+            SimpleNamespace(store=store, exchange=ex, trading=trading), executor, IDS
+        )
         assert reason is not None and trading.state is TradingState.HALTED
         assert "fills equal the exchange's trades" in reason, reason
 
@@ -97,7 +116,11 @@ async def test_a_lost_state_is_rebuilt_with_the_exchanges_trades_as_its_fills(
         assert {f.trade_id for f in store.fills()} == set(sim.account.trades)
         for pair, key in (("BTC/USD", "XXBTZUSD"), ("ETH/USD", "XETHZUSD")):
             signed = sum(
-                (D(t["vol"]) if t["type"] == "buy" else -D(t["vol"]) for t in sim.account.trades.values() if t["pair"] == key),
+                (
+                    D(t["vol"]) if t["type"] == "buy" else -D(t["vol"])
+                    for t in sim.account.trades.values()
+                    if t["pair"] == key
+                ),
                 D(0),
             )
             assert portfolio.position(pair).volume == signed
@@ -115,5 +138,7 @@ async def test_a_lost_state_is_rebuilt_with_the_exchanges_trades_as_its_fills(
         store.close()
     assert not report.clean
     (line,) = report.fill_differences
-    assert line.startswith(f"{cid} (") and "fee " in line and "in the journal" in line and "charged" in line, line
+    assert (
+        line.startswith(f"{cid} (") and "fee " in line and "in the journal" in line and "charged" in line
+    ), line
     assert any("fills differ from the exchange's trades" in out for out in report.lines())

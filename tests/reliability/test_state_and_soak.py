@@ -12,8 +12,8 @@ from types import ModuleType
 
 import pytest
 
-from tradebot.drill import DrillSettings, render_reports, run_scenario
 from tests.reliability.conftest import long_only
+from tradebot.drill import DrillSettings, render_reports, run_scenario
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
@@ -30,7 +30,10 @@ def _run(config: Path, *args: str, timeout: float = 60) -> subprocess.CompletedP
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
     return subprocess.run(
         [sys.executable, "-m", "tradebot", "run", "--config", str(config), *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 

@@ -41,13 +41,20 @@ IDS = OrderIds(BOT_ID)
 
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
-    async with run_simulator(seed=7, tick_interval_s=0.02, heartbeat_s=0.2, volatility=0.002, rate_tier="pro") as simulator:
+    async with run_simulator(
+        seed=7, tick_interval_s=0.02, heartbeat_s=0.2, volatility=0.002, rate_tier="pro"
+    ) as simulator:
         yield simulator
 
 
 def _config(sim: Simulator, tmp_path: Path) -> dict[str, Any]:
     return {
-        "bot": {"id": BOT_ID, "state_dir": str(tmp_path / "state"), "exchange": "kraken", "pairs": ["BTC/USD"]},
+        "bot": {
+            "id": BOT_ID,
+            "state_dir": str(tmp_path / "state"),
+            "exchange": "kraken",
+            "pairs": ["BTC/USD"],
+        },
         "http": {"enabled": False},
         "backup": {"min_spacing_s": 0.2},
         # few orders: each unfinished one costs look-ups at the next start, under Kraken's rate limit
@@ -56,14 +63,19 @@ def _config(sim: Simulator, tmp_path: Path) -> dict[str, Any]:
         "checks": {"volatility": {"max_change_pct": 90.0}},
         "exchanges": {
             "kraken": {
-                "base_url": sim.base_url, "ws_url": sim.ws_url, "min_spacing_s": 0.0, "request_timeout_s": 3.0,
+                "base_url": sim.base_url,
+                "ws_url": sim.ws_url,
+                "min_spacing_s": 0.0,
+                "request_timeout_s": 3.0,
                 # the pro tier's counters: start-up look-ups do not wait on the starter tier's slow decay
                 "rate_tier": "pro",
                 # the API key's nonce is not bot state: kept apart, so a wiped folder costs no nonce errors
                 "nonce_file": str(tmp_path / "kraken_nonce"),
             }
         },
-        "strategies": {"sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}},
+        "strategies": {
+            "sma": {"plugin": "sma-crossover", "params": {"fast": 2, "slow": 3, "volume": "0.001"}}
+        },
     }
 
 
@@ -104,8 +116,15 @@ async def _trade_then_kill(sim: Simulator, tmp_path: Path, *, orders: int = 4) -
     config = tmp_path / "tradebot.toml"
     config.write_text(_toml(_config(sim, tmp_path)))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "tradebot", "run", "--config", str(config),
-        env=_env(sim), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "tradebot",
+        "run",
+        "--config",
+        str(config),
+        env=_env(sim),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with asyncio.timeout(40):
@@ -123,7 +142,9 @@ async def _orders_after_the_backup(sim: Simulator, tmp_path: Path) -> list[str]:
     """Orders of this bot the exchange has but no backup can: sent 'after the last backup'."""
     ex = KrakenExchange(
         KrakenConfig(base_url=sim.base_url, ws_url=sim.ws_url, min_spacing_s=0.0),
-        api_key=sim.api_key, api_secret=sim.api_secret, state_dir=tmp_path,
+        api_key=sim.api_key,
+        api_secret=sim.api_secret,
+        state_dir=tmp_path,
     )
     await ex.start()
     try:
@@ -131,7 +152,9 @@ async def _orders_after_the_backup(sim: Simulator, tmp_path: Path) -> list[str]:
         await ex.place_order(OrderRequest("BTC/USD", Side.BUY, OrderType.MARKET, D("0.002"), cids[0]))
         (ticker,) = await ex.ticker(["BTC/USD"])
         limit = (ticker.bid * D("0.5")).quantize(D("0.1"))  # rests on the book
-        await ex.place_order(OrderRequest("BTC/USD", Side.BUY, OrderType.LIMIT, D("0.001"), cids[1], price=limit))
+        await ex.place_order(
+            OrderRequest("BTC/USD", Side.BUY, OrderType.LIMIT, D("0.001"), cids[1], price=limit)
+        )
         return cids
     finally:
         await ex.close()
@@ -182,7 +205,7 @@ def _assert_journal_equals_exchange(sim: Simulator, state: Path, *, cash: bool =
     store = StateStore(state)
     try:
         journal = {e.client_order_id: e for e in store.orders() if e.status is not OrderStatus.REJECTED}
-        assert set(journal) == set(ours), (set(journal) ^ set(ours))
+        assert set(journal) == set(ours), set(journal) ^ set(ours)
         for cid, order in ours.items():
             entry = journal[cid]
             assert entry.filled_volume == order.vol_exec, cid
@@ -216,13 +239,13 @@ async def test_damaged_state_starts_halted_rebuilt_from_the_exchange_and_trades_
     _damage(state, how)
     placed_before = sim.stats.requests["AddOrder"]
 
-    bot, summary = await _run_bot(sim, tmp_path, monkeypatch, 1.5)
+    _, summary = await _run_bot(sim, tmp_path, monkeypatch, 1.5)
     assert summary.started, summary.stop_reason
     assert summary.trading_state == "halted", summary.render()
     assert "(by state)" in summary.trading_reason and "tradebot resume" in summary.trading_reason
     assert sim.stats.requests["AddOrder"] == placed_before, "a damaged state traded on its own"
     _assert_journal_equals_exchange(sim, state)
-    assert all(cid in {e for e in _journal_ids(state)} for cid in late)
+    assert all(cid in set(_journal_ids(state)) for cid in late)
 
     if how not in TRADE_ON:
         return
@@ -251,12 +274,17 @@ def _journal_ids(state: Path) -> list[str]:
 def _cli(sim: Simulator, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "tradebot", *args, "--config", str(tmp_path / "tradebot.toml")],
-        capture_output=True, text=True, timeout=60, env=_env(sim),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(sim),
     )
 
 
 @pytest.mark.timeout(120)
-async def test_state_check_reports_the_difference_and_state_rebuild_repairs_it(sim: Simulator, tmp_path: Path) -> None:
+async def test_state_check_reports_the_difference_and_state_rebuild_repairs_it(
+    sim: Simulator, tmp_path: Path
+) -> None:
     await _trade_then_kill(sim, tmp_path, orders=3)
     await _orders_after_the_backup(sim, tmp_path)
     state = tmp_path / "state"
@@ -276,4 +304,6 @@ async def test_state_check_reports_the_difference_and_state_rebuild_repairs_it(s
     _assert_journal_equals_exchange(sim, state)
 
     again = await asyncio.to_thread(_cli, sim, tmp_path, "state", "check")
-    assert again.returncode == 0 and "journal matches the exchange" in again.stdout, again.stdout + again.stderr
+    assert again.returncode == 0 and "journal matches the exchange" in again.stdout, (
+        again.stdout + again.stderr
+    )

@@ -15,7 +15,9 @@ import pytest
 from tradebot.core.store import StateStore
 
 
-def _run(tmp_path: Path, state: Path, *args: str, bot_id: str = "one", timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def _run(
+    tmp_path: Path, state: Path, *args: str, bot_id: str = "one", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     config = tmp_path / "tradebot.toml"
     config.write_text(
         f'[bot]\nid = "{bot_id}"\nstate_dir = "{state}"\npairs = ["BTC/USD"]\n[http]\nenabled = false\n'
@@ -24,7 +26,10 @@ def _run(tmp_path: Path, state: Path, *args: str, bot_id: str = "one", timeout: 
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRADEBOT_")}
     return subprocess.run(
         [sys.executable, "-m", "tradebot", "run", "--config", str(config), "--paper", *args],
-        capture_output=True, text=True, timeout=timeout, env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
     )
 
 
@@ -69,7 +74,9 @@ def test_another_bots_state_is_refused_naming_both_ids(tmp_path: Path) -> None:
 def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
     mount = tmp_path / "disk"
     mount.mkdir()
-    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True)
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)], capture_output=True
+    )
     if made.returncode != 0:
         pytest.skip("needs a small file system of its own (mount tmpfs): not permitted here")
     try:
@@ -118,7 +125,9 @@ async def test_a_fill_or_a_halt_is_backed_up_within_the_minimum_spacing(tmp_path
         await clock.advance(2.0)
         assert not store.recent_backup_due(), "nothing changed: no backup wanted"
         with store.transaction() as tx:
-            tx.insert_fill(Fill(str(uuid.uuid4()), "c", "o", "BTC/USD", Side.BUY, D(1), D(1), D(0), datetime.now(UTC)))
+            tx.insert_fill(
+                Fill(str(uuid.uuid4()), "c", "o", "BTC/USD", Side.BUY, D(1), D(1), D(0), datetime.now(UTC))
+            )
         assert store.recent_backup_due()
         first = store.backup_now(recent=True)
         store.save_trading_state("halted", "test", "operator", datetime.now(UTC))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 
@@ -103,7 +104,7 @@ async def test_penalize_makes_the_next_call_wait() -> None:
 
 async def test_cost_above_limit_is_refused() -> None:
     c = DecayingCounter(RateTier("t", 10, 2.0), clock=FakeClock(), margin=1)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="can never fit under the limit"):
         await c.acquire(10)
 
 
@@ -118,7 +119,7 @@ async def test_min_spacing_between_call_starts() -> None:
 
     tasks = [asyncio.create_task(call()) for _ in range(5)]
     await run_until_done(clock, tasks, step=0.01)
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert len(starts) == 5
     assert all(g >= 0.15 - 1e-9 for g in gaps)
 
@@ -164,7 +165,7 @@ async def test_try_acquire_takes_cost_and_spacing_only_when_nothing_waits() -> N
     assert not limiter.try_acquire(5)
     assert limiter.counter.level == pytest.approx(6 - 0.4)
     assert limiter.spacing.try_acquire()  # the slot was left free
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="can never fit under the limit"):
         limiter.try_acquire(11)  # can never fit: refused as acquire() refuses it
 
 

@@ -149,7 +149,7 @@ async def test_malformed_and_truncated_json(sim: Simulator, session: aiohttp.Cli
         async with session.get(url) as resp:
             assert resp.status == 200
             text = await resp.text()
-        with pytest.raises(ValueError):
+        with pytest.raises(json.JSONDecodeError):
             json.loads(text)
     async with session.get(url) as resp:
         assert (await resp.json())["error"] == []
@@ -238,7 +238,9 @@ async def test_group_targets(kraken: KrakenTestClient, sim: Simulator) -> None:
     assert (await kraken.private("Balance"))["error"] == ["EGeneral:Internal error"]
 
 
-async def test_a_pairs_status_refuses_addorder_as_kraken_does(kraken: KrakenTestClient, sim: Simulator) -> None:
+async def test_a_pairs_status_refuses_addorder_as_kraken_does(
+    kraken: KrakenTestClient, sim: Simulator
+) -> None:
     """A pair's own ``AssetPairs`` status (set over the admin API) refuses what it forbids;
     the other pairs trade on, and cancels still go."""
     eth = sim.market["XETHZUSD"]
@@ -261,9 +263,13 @@ async def test_a_pairs_status_refuses_addorder_as_kraken_does(kraken: KrakenTest
     pairs = (await kraken.public("AssetPairs", pair="ETHUSD"))["result"]
     assert pairs["XETHZUSD"]["status"] == "cancel_only"
     assert await add(order("buy", "limit")) == ["EService:Market in cancel_only mode"]
-    assert await add(order("sell", validate="true")) == ["EService:Market in cancel_only mode"]  # validate too
+    assert await add(order("sell", validate="true")) == [
+        "EService:Market in cancel_only mode"
+    ]  # validate too
     assert (await kraken.private("CancelOrder", cl_ord_id="resting"))["result"] == {"count": 1}
-    assert await add(dict(pair="XBTUSD", type="buy", ordertype="market", volume="0.001")) == []  # other pairs trade
+    assert (
+        await add(dict(pair="XBTUSD", type="buy", ordertype="market", volume="0.001")) == []
+    )  # other pairs trade
 
     await set_status("post_only")
     assert await add(order("buy")) == ["EService:Market in post_only mode"]

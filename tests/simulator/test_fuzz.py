@@ -119,7 +119,14 @@ async def test_random_parameters_reach_every_handler_and_get_kraken_errors(sim: 
             params.structured["orders"] = rng.choice(
                 [
                     [{"type": "buy", "ordertype": "limit", "volume": "0.01", "price": "50000"}] * 2,
-                    [{"type": rng.choice(VALUES), "ordertype": rng.choice(VALUES), "volume": rng.choice(VALUES)}] * 3,
+                    [
+                        {
+                            "type": rng.choice(VALUES),
+                            "ordertype": rng.choice(VALUES),
+                            "volume": rng.choice(VALUES),
+                        }
+                    ]
+                    * 3,
                     ["x", None, 5],
                     {"a": 1},
                     [{"txid": None}],

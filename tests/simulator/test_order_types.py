@@ -59,7 +59,9 @@ async def test_post_only_that_would_take_is_cancelled_and_a_resting_one_reads_po
     info = await order(kraken, resting["result"]["txid"][0])
     assert info["status"] == "open" and info["oflags"].split(",") == ["post", "fciq"]
     # post-only is for limit orders only
-    assert (await add(kraken, ordertype="market", oflags="post"))["error"] == ["EGeneral:Invalid arguments:oflags"]
+    assert (await add(kraken, ordertype="market", oflags="post"))["error"] == [
+        "EGeneral:Invalid arguments:oflags"
+    ]
 
 
 async def test_ioc_takes_what_it_can_and_never_rests(kraken: KrakenTestClient, sim: Simulator) -> None:
@@ -67,7 +69,9 @@ async def test_ioc_takes_what_it_can_and_never_rests(kraken: KrakenTestClient, s
     asks, _ = pm.depth(3)
     # a limit at the second level with more volume than the two levels hold
     volume = asks[0][1] + asks[1][1] + Decimal("0.2")
-    placed = await add(kraken, ordertype="limit", price=str(asks[1][0]), volume=str(volume), timeinforce="IOC")
+    placed = await add(
+        kraken, ordertype="limit", price=str(asks[1][0]), volume=str(volume), timeinforce="IOC"
+    )
     info = await order(kraken, placed["result"]["txid"][0])
     assert info["status"] == "canceled" and info["reason"] == "Immediate or cancel"
     assert Decimal(info["vol_exec"]) == asks[0][1] + asks[1][1]
@@ -106,7 +110,9 @@ async def test_stop_loss_triggers_on_the_last_trade_and_fills_as_market(
 ) -> None:
     last = move(sim, 0)
     trigger = last * Decimal("0.99")
-    placed = await add(kraken, type="sell", ordertype="stop-loss", price=str(trigger.quantize(Decimal("0.1"))))
+    placed = await add(
+        kraken, type="sell", ordertype="stop-loss", price=str(trigger.quantize(Decimal("0.1")))
+    )
     txid = placed["result"]["txid"][0]
     assert placed["result"]["descr"]["order"].endswith(f"@ stop-loss {trigger.quantize(Decimal('0.1'))}")
     move(sim, -0.5)
@@ -121,7 +127,12 @@ async def test_stop_loss_triggers_on_the_last_trade_and_fills_as_market(
 
 async def test_take_profit_and_stop_loss_limit(kraken: KrakenTestClient, sim: Simulator) -> None:
     last = move(sim, 0)
-    tp = await add(kraken, type="sell", ordertype="take-profit", price=str((last * Decimal("1.01")).quantize(Decimal("0.1"))))
+    tp = await add(
+        kraken,
+        type="sell",
+        ordertype="take-profit",
+        price=str((last * Decimal("1.01")).quantize(Decimal("0.1"))),
+    )
     sll_trigger = (last * Decimal("1.02")).quantize(Decimal("0.1"))
     sll_limit = (last * Decimal("1.03")).quantize(Decimal("0.1"))
     # a buy stop-loss-limit: triggers when the price rises through 2%, then rests as a limit at 3%... above
@@ -157,7 +168,9 @@ async def test_trailing_stop_follows_the_high_then_triggers(kraken: KrakenTestCl
     ]
 
 
-async def test_limit_order_fills_partly_against_depth_then_rests(kraken: KrakenTestClient, sim: Simulator) -> None:
+async def test_limit_order_fills_partly_against_depth_then_rests(
+    kraken: KrakenTestClient, sim: Simulator
+) -> None:
     pm = sim.market[PAIR]
     asks, _ = pm.depth(2)
     volume = asks[0][1] + Decimal("0.5")
@@ -212,16 +225,18 @@ async def test_amend_keeps_the_order_and_costs_less_than_cancel_and_add(
         "EOrder:Unknown order"
     ]
     crossing = str(pm.ask + 10)
-    assert (await kraken.private("AmendOrder", txid=txid, limit_price=crossing, post_only="true"))["error"] == [
-        "EOrder:Post only order"
-    ]
+    assert (await kraken.private("AmendOrder", txid=txid, limit_price=crossing, post_only="true"))[
+        "error"
+    ] == ["EOrder:Post only order"]
 
 
 async def test_edit_order_replaces_the_order(kraken: KrakenTestClient, sim: Simulator) -> None:
     pm = sim.market[PAIR]
     first = await add(kraken, ordertype="limit", price=str(pm.bid - 100), userref="7")
     txid = first["result"]["txid"][0]
-    edited = await kraken.private("EditOrder", txid=txid, pair="XBTUSD", volume="0.02", price=str(pm.bid - 80))
+    edited = await kraken.private(
+        "EditOrder", txid=txid, pair="XBTUSD", volume="0.02", price=str(pm.bid - 80)
+    )
     assert edited["error"] == [], edited
     result = edited["result"]
     assert result["status"] == "ok" and result["originaltxid"] == txid and result["txid"] != txid
@@ -312,7 +327,9 @@ async def test_ledger_trade_balance_volume_and_public_tapes(kraken: KrakenTestCl
     # every balance is the sum of its ledger entries (amount less fee), and each entry's balance
     # is the running total
     for code, amount in balances.items():
-        entries = sorted((e for e in ledger["ledger"].values() if e["asset"] == code), key=lambda e: e["time"])
+        entries = sorted(
+            (e for e in ledger["ledger"].values() if e["asset"] == code), key=lambda e: e["time"]
+        )
         total = sum((Decimal(e["amount"]) - Decimal(e["fee"]) for e in entries), Decimal(0))
         assert total == Decimal(amount), code
         if entries:
@@ -375,7 +392,9 @@ async def test_trailing_stop_limit_and_delayed_start(kraken: KrakenTestClient, s
     assert (await order(kraken, txid))["status"] == "open"
 
 
-async def test_edit_costs_more_than_amend_on_the_order_counter(kraken: KrakenTestClient, sim: Simulator) -> None:
+async def test_edit_costs_more_than_amend_on_the_order_counter(
+    kraken: KrakenTestClient, sim: Simulator
+) -> None:
     pm = sim.market[PAIR]
     level = lambda: sim._order_limiters[PAIR].level  # noqa: E731
     first = await add(kraken, ordertype="limit", price=str(pm.bid - 100))

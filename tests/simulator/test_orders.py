@@ -42,7 +42,9 @@ async def test_market_buy_fills_at_ask_with_fee(kraken: KrakenTestClient, sim: S
 
 async def test_market_sell(kraken: KrakenTestClient) -> None:
     before = await balances(kraken)
-    placed = await kraken.private("AddOrder", pair="ETH/USD", type="sell", ordertype="market", volume="1", oflags="fciq")
+    placed = await kraken.private(
+        "AddOrder", pair="ETH/USD", type="sell", ordertype="market", volume="1", oflags="fciq"
+    )
     assert placed["error"] == []
     after = await balances(kraken)
     assert after["XETH"] == before["XETH"] - 1 and after["ZUSD"] > before["ZUSD"]
@@ -80,7 +82,9 @@ async def test_fee_is_charged_in_the_currency_the_flags_choose(
         assert order["oflags"] == "fciq"
     ledger = (await kraken.private("Ledgers"))["result"]["ledger"].values()
     fees = {e["asset"]: Decimal(e["fee"]) for e in ledger if e["type"] == "trade"}
-    assert fees == ({"XXBT": base_fee, "ZUSD": Decimal(0)} if in_base else {"XXBT": Decimal(0), "ZUSD": quote_fee})
+    assert fees == (
+        {"XXBT": base_fee, "ZUSD": Decimal(0)} if in_base else {"XXBT": Decimal(0), "ZUSD": quote_fee}
+    )
 
 
 async def test_limit_rests_then_fills_when_price_crosses(kraken: KrakenTestClient, sim: Simulator) -> None:

@@ -131,7 +131,9 @@ async def test_ticker_answers_a_pair_asked_twice_once(kraken: KrakenTestClient) 
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.sampled_from(["step", "tick-second", "half-second", "day", "ask"]), min_size=1, max_size=25))
+@given(
+    st.lists(st.sampled_from(["step", "tick-second", "half-second", "day", "ask"]), min_size=1, max_size=25)
+)
 def test_cached_ticker_answer_is_always_the_one_computed_afresh(ops: list[str]) -> None:
     """Rendered rows are reused between market moves; they must never show stale figures."""
     clock = FakeClock()

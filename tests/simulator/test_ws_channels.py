@@ -20,7 +20,9 @@ def checksum(asks: list[tuple[str, str]], bids: list[tuple[str, str]]) -> int:
     def level(price: str, qty: str) -> str:
         return price.replace(".", "").lstrip("0") + qty.replace(".", "").lstrip("0")
 
-    return zlib.crc32("".join(level(*a) for a in asks[:10]).encode() + "".join(level(*b) for b in bids[:10]).encode())
+    return zlib.crc32(
+        "".join(level(*a) for a in asks[:10]).encode() + "".join(level(*b) for b in bids[:10]).encode()
+    )
 
 
 class LocalBook:
@@ -50,7 +52,9 @@ async def test_book_stays_consistent_with_its_checksum_and_with_depth(
     session: aiohttp.ClientSession, sim: Simulator, kraken: KrakenTestClient
 ) -> None:
     ws = await connect(session, sim)
-    await ws.send_json({"method": "subscribe", "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 10}})
+    await ws.send_json(
+        {"method": "subscribe", "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 10}}
+    )
     ack = await receive_until(ws, lambda m: m.get("method") == "subscribe")
     assert ack["success"] is True and ack["result"]["depth"] == 10
     snapshot = await receive_until(ws, lambda m: m.get("channel") == "book")
@@ -68,7 +72,9 @@ async def test_book_stays_consistent_with_its_checksum_and_with_depth(
     depth = (await kraken.public("Depth", pair="XBTUSD", count=10))["result"]["XXBTZUSD"]
     assert [Decimal(p) for p, _, _ in depth["asks"]] == [Decimal(p) for p in book.asks]
     assert [Decimal(q) for _, q, _ in depth["bids"]] == [Decimal(q) for q in book.bids.values()]
-    await ws.send_json({"method": "subscribe", "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 7}})
+    await ws.send_json(
+        {"method": "subscribe", "params": {"channel": "book", "symbol": ["BTC/USD"], "depth": 7}}
+    )
     refused = await receive_until(ws, lambda m: m.get("method") == "subscribe")
     assert refused["success"] is False
     await ws.close()
@@ -101,7 +107,12 @@ async def token(kraken: KrakenTestClient) -> str:
 
 
 async def call(
-    ws: aiohttp.ClientWebSocketResponse, method: str, req_id: int, *, inbox: list[Any] | None = None, **params: Any
+    ws: aiohttp.ClientWebSocketResponse,
+    method: str,
+    req_id: int,
+    *,
+    inbox: list[Any] | None = None,
+    **params: Any,
 ) -> dict[str, Any]:
     """Send one request and wait for its reply; other messages go to ``inbox`` when given."""
     await ws.send_json({"method": method, "params": params, "req_id": req_id})
@@ -116,7 +127,9 @@ async def call(
 
 async def test_private_channels_need_a_token(session: aiohttp.ClientSession, sim: Simulator) -> None:
     ws = await connect(session, sim)
-    await ws.send_json({"method": "subscribe", "params": {"channel": "executions", "token": "forged"}, "req_id": 1})
+    await ws.send_json(
+        {"method": "subscribe", "params": {"channel": "executions", "token": "forged"}, "req_id": 1}
+    )
     reply = await receive_until(ws, lambda m: m.get("method") == "subscribe")
     assert reply["success"] is False and reply["error"] == "ESession:Invalid session"
     reply = await call(ws, "add_order", 2, order_type="market", side="buy", order_qty=0.01, symbol="BTC/USD")
@@ -130,7 +143,9 @@ async def test_executions_and_balances_report_what_rest_shows(
 ) -> None:
     tok = await token(kraken)
     ws = await connect(session, sim)
-    await ws.send_json({"method": "subscribe", "params": {"channel": "executions", "token": tok, "snap_trades": True}})
+    await ws.send_json(
+        {"method": "subscribe", "params": {"channel": "executions", "token": tok, "snap_trades": True}}
+    )
     ack = await receive_until(ws, lambda m: m.get("method") == "subscribe")
     assert ack["success"] is True
     snapshot = await receive_until(ws, lambda m: m.get("channel") == "executions")
@@ -142,32 +157,96 @@ async def test_executions_and_balances_report_what_rest_shows(
     pm = sim.market["XXBTZUSD"]
     inbox: list[dict[str, Any]] = []
     # trading over the socket and over REST lands on the same account
-    placed = await call(ws, "add_order", 10, token=tok, inbox=inbox, order_type="market", side="buy", order_qty=0.1, symbol="BTC/USD", cl_ord_id="ws-1")
+    placed = await call(
+        ws,
+        "add_order",
+        10,
+        token=tok,
+        inbox=inbox,
+        order_type="market",
+        side="buy",
+        order_qty=0.1,
+        symbol="BTC/USD",
+        cl_ord_id="ws-1",
+    )
     assert placed["success"] is True and placed["result"]["cl_ord_id"] == "ws-1", placed
-    resting = await call(ws, "add_order", 11, token=tok, inbox=inbox, order_type="limit", side="buy", order_qty=0.01, symbol="BTC/USD",
-        limit_price=float(pm.bid - 100), post_only=True,
+    resting = await call(
+        ws,
+        "add_order",
+        11,
+        token=tok,
+        inbox=inbox,
+        order_type="limit",
+        side="buy",
+        order_qty=0.01,
+        symbol="BTC/USD",
+        limit_price=float(pm.bid - 100),
+        post_only=True,
     )
     rest_placed = await kraken.private(
         "AddOrder", pair="XBTUSD", type="sell", ordertype="stop-loss", volume="0.01", price=str(pm.bid - 500)
     )
-    amended = await call(ws, "amend_order", 12, token=tok, inbox=inbox, order_id=resting["result"]["order_id"], order_qty=0.02)
-    assert amended["success"] is True and amended["result"]["amend_id"]
-    edited = await call(ws, "edit_order", 13, token=tok, inbox=inbox, order_id=rest_placed["result"]["txid"][0], symbol="BTC/USD", order_qty=0.02
+    amended = await call(
+        ws, "amend_order", 12, token=tok, inbox=inbox, order_id=resting["result"]["order_id"], order_qty=0.02
     )
-    assert edited["success"] is True and edited["result"]["original_order_id"] == rest_placed["result"]["txid"][0]
-    refused = await call(ws, "add_order", 14, token=tok, inbox=inbox, order_type="market", side="buy", order_qty=500, symbol="BTC/USD")
+    assert amended["success"] is True and amended["result"]["amend_id"]
+    edited = await call(
+        ws,
+        "edit_order",
+        13,
+        token=tok,
+        inbox=inbox,
+        order_id=rest_placed["result"]["txid"][0],
+        symbol="BTC/USD",
+        order_qty=0.02,
+    )
+    assert (
+        edited["success"] is True
+        and edited["result"]["original_order_id"] == rest_placed["result"]["txid"][0]
+    )
+    refused = await call(
+        ws,
+        "add_order",
+        14,
+        token=tok,
+        inbox=inbox,
+        order_type="market",
+        side="buy",
+        order_qty=500,
+        symbol="BTC/USD",
+    )
     assert refused["success"] is False and refused["error"] == "EOrder:Insufficient funds"
-    malformed = await call(ws, "add_order", 15, token=tok, inbox=inbox, order_type="limit", side="buy", order_qty="lots", symbol="BTC/USD")
+    malformed = await call(
+        ws,
+        "add_order",
+        15,
+        token=tok,
+        inbox=inbox,
+        order_type="limit",
+        side="buy",
+        order_qty="lots",
+        symbol="BTC/USD",
+    )
     assert malformed["success"] is False and malformed["error"].startswith("EGeneral:Invalid arguments")
-    batch = await call(ws, "batch_add", 16, token=tok, inbox=inbox, symbol="BTC/USD",
+    batch = await call(
+        ws,
+        "batch_add",
+        16,
+        token=tok,
+        inbox=inbox,
+        symbol="BTC/USD",
         orders=[
             {"order_type": "limit", "side": "buy", "order_qty": 0.01, "limit_price": float(pm.bid - 200)},
             {"order_type": "limit", "side": "buy", "order_qty": 0.01, "limit_price": float(pm.bid - 300)},
         ],
     )
     assert batch["success"] is True and len(batch["result"]) == 2
-    cancelled = await call(ws, "cancel_order", 17, token=tok, inbox=inbox, order_id=[batch["result"][0]["order_id"]])
-    assert cancelled["success"] is True and cancelled["result"] == {"order_id": batch["result"][0]["order_id"]}
+    cancelled = await call(
+        ws, "cancel_order", 17, token=tok, inbox=inbox, order_id=[batch["result"][0]["order_id"]]
+    )
+    assert cancelled["success"] is True and cancelled["result"] == {
+        "order_id": batch["result"][0]["order_id"]
+    }
     switch = await call(ws, "cancel_all_orders_after", 18, token=tok, inbox=inbox, timeout=60)
     assert switch["success"] is True and switch["result"]["triggerTime"] != "0"
     assert sim.dead_mans_switch is not None
@@ -212,11 +291,20 @@ async def test_executions_and_balances_report_what_rest_shows(
     for txid, trade in rest_trades.items():
         assert trade_reports[txid]["last_price"] == float(trade["price"])
         assert trade_reports[txid]["last_qty"] == float(trade["vol"])
-    assert {r["exec_type"] for r in reports} >= {"pending_new", "new", "trade", "filled", "canceled", "amended"}
+    assert {r["exec_type"] for r in reports} >= {
+        "pending_new",
+        "new",
+        "trade",
+        "filled",
+        "canceled",
+        "amended",
+    }
     # balance updates end at the balances REST reports
     rest_balances = (await kraken.private("Balance"))["result"]
     last_balance = {u["asset"]: u["balance"] for u in ledger_updates}
-    assert last_balance["USD"] == float(rest_balances["ZUSD"]) and last_balance["BTC"] == float(rest_balances["XXBT"])
+    assert last_balance["USD"] == float(rest_balances["ZUSD"]) and last_balance["BTC"] == float(
+        rest_balances["XXBT"]
+    )
 
 
 async def test_garbage_requests_get_error_replies_and_the_socket_lives_on(
@@ -226,12 +314,59 @@ async def test_garbage_requests_get_error_replies_and_the_socket_lives_on(
 
     tok = await token(kraken)
     rng = random.Random(3)
-    methods = ["add_order", "amend_order", "edit_order", "cancel_order", "cancel_all", "cancel_all_orders_after",
-               "batch_add", "batch_cancel", "subscribe", "unsubscribe", "nope"]
-    values: list[Any] = [None, 0, -1, 1e308, "x", "", [], {}, [1, "a"], {"price": "x"}, True, 0.01, "BTC/USD",
-                         "limit", "market", "buy", "stop-loss", {"price": 1, "price_type": "pct"}, tok]
-    keys = ["order_type", "side", "order_qty", "symbol", "limit_price", "triggers", "order_id", "cl_ord_id",
-            "orders", "timeout", "channel", "depth", "snapshot", "token", "time_in_force", "expire_time", "post_only"]
+    methods = [
+        "add_order",
+        "amend_order",
+        "edit_order",
+        "cancel_order",
+        "cancel_all",
+        "cancel_all_orders_after",
+        "batch_add",
+        "batch_cancel",
+        "subscribe",
+        "unsubscribe",
+        "nope",
+    ]
+    values: list[Any] = [
+        None,
+        0,
+        -1,
+        1e308,
+        "x",
+        "",
+        [],
+        {},
+        [1, "a"],
+        {"price": "x"},
+        True,
+        0.01,
+        "BTC/USD",
+        "limit",
+        "market",
+        "buy",
+        "stop-loss",
+        {"price": 1, "price_type": "pct"},
+        tok,
+    ]
+    keys = [
+        "order_type",
+        "side",
+        "order_qty",
+        "symbol",
+        "limit_price",
+        "triggers",
+        "order_id",
+        "cl_ord_id",
+        "orders",
+        "timeout",
+        "channel",
+        "depth",
+        "snapshot",
+        "token",
+        "time_in_force",
+        "expire_time",
+        "post_only",
+    ]
     ws = await connect(session, sim)
     for req_id in range(1, 301):
         params = {rng.choice(keys): rng.choice(values) for _ in range(rng.randint(0, 6))}

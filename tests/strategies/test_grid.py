@@ -23,7 +23,13 @@ def moves(grid: Grid, prices: list[str]) -> list[tuple[Side, Decimal, str]]:
 
 
 def test_levels() -> None:
-    assert grid_levels(Decimal(100), 2, Decimal(1)) == [Decimal(98), Decimal(99), Decimal(100), Decimal(101), Decimal(102)]
+    assert grid_levels(Decimal(100), 2, Decimal(1)) == [
+        Decimal(98),
+        Decimal(99),
+        Decimal(100),
+        Decimal(101),
+        Decimal(102),
+    ]
     grid = make(levels=1, spacing_pct=Decimal("0.5"), reference_prices={"BTC/USD": Decimal(200)})
     assert grid.levels("BTC/USD") == [Decimal(199), Decimal(200), Decimal(201)]
     assert grid.levels("ETH/USD") is None

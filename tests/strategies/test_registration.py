@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from tests.strategies.conftest import tick
 from tradebot.core.plugins import PluginHost
 from tradebot.core.strategy import StrategyContext
-from tests.strategies.conftest import tick
 
 
 def test_each_builtin_strategy_is_its_own_plugin_and_builds_from_defaults() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 from fractions import Fraction
 
@@ -78,7 +79,7 @@ def test_defaults_trade_in_most_thirty_second_simulated_runs() -> None:
         if sides:
             traded += 1
             assert sides[0] is Side.BUY
-        assert all(a is not b for a, b in zip(sides, sides[1:], strict=False))
+        assert all(a is not b for a, b in itertools.pairwise(sides))
     assert traded >= 7
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from decimal import Decimal
 
 import pytest
@@ -84,7 +85,7 @@ def test_defaults_trade_in_a_thirty_second_simulated_run() -> None:
         assert signals, f"seed {seed}: no trade in 150 ticks"
         sides = [s.side for s in signals]
         assert sides[0] is Side.BUY
-        assert all(a is not b for a, b in zip(sides, sides[1:], strict=False))  # never repeats
+        assert all(a is not b for a, b in itertools.pairwise(sides))  # never repeats
 
 
 def test_config_rules() -> None:

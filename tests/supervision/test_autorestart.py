@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -12,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from tradebot.app.autorestart import AutoRestarter, RestartPolicy, backoff_delay, child_argv_from, run_with_auto_restart
+from tradebot.app.autorestart import (
+    AutoRestarter,
+    RestartPolicy,
+    backoff_delay,
+    child_argv_from,
+    run_with_auto_restart,
+)
 from tradebot.core.models import Alert
 
 pytestmark = pytest.mark.timeout(30)
@@ -26,14 +33,21 @@ def script(tmp_path: Path, name: str, code: str) -> list[str]:
 
 def policy(**kw: object) -> RestartPolicy:
     base: dict[str, object] = dict(
-        restart_delay_s=0.1, jitter=0.0, backoff_cap_s=10, heartbeat_timeout_s=None, term_timeout_s=2, poll_interval_s=0.02
+        restart_delay_s=0.1,
+        jitter=0.0,
+        backoff_cap_s=10,
+        heartbeat_timeout_s=None,
+        term_timeout_s=2,
+        poll_interval_s=0.02,
     )
     base.update(kw)
     return RestartPolicy(**base)  # type: ignore[arg-type]
 
 
 def test_child_argv_strips_parent_options() -> None:
-    argv = child_argv_from(["run", "--paper", "--auto-restart", "--max-restarts", "5", "--restart-delay=2", "--infinite"])
+    argv = child_argv_from(
+        ["run", "--paper", "--auto-restart", "--max-restarts", "5", "--restart-delay=2", "--infinite"]
+    )
     assert argv == [sys.executable, "-m", "tradebot", "run", "--paper", "--infinite"]
 
 
@@ -58,8 +72,8 @@ def test_crashing_child_is_restarted_with_backoff_until_max_restarts(tmp_path: P
     assert code == 1
     assert len(r.runs) == 4 and r.restarts == 3
     assert [run.delay_before_s for run in r.runs] == [0.0, 0.1, 0.2, 0.4]
-    gaps = [b.started - a.ended for a, b in zip(r.runs, r.runs[1:])]  # type: ignore[operator]
-    for gap, expected in zip(gaps, [0.1, 0.2, 0.4]):
+    gaps = [b.started - a.ended for a, b in itertools.pairwise(r.runs)]  # type: ignore[operator]
+    for gap, expected in zip(gaps, [0.1, 0.2, 0.4], strict=True):
         # the gap also holds counting the restart in the state store and starting a process,
         # which on a machine with every CPU busy takes a good part of a second
         assert expected <= gap < expected + 3.0
@@ -137,7 +151,7 @@ def test_sigint_stops_child_and_parent_without_restart(tmp_path: Path) -> None:
         import os, pathlib, signal, sys, time
         pathlib.Path({str(pidfile)!r}).write_text(str(os.getpid()))
         def bye(*_):
-            pathlib.Path({str(tmp_path / 'graceful')!r}).write_text("yes")
+            pathlib.Path({str(tmp_path / "graceful")!r}).write_text("yes")
             sys.exit(0)
         signal.signal(signal.SIGTERM, bye)
         while True:
@@ -153,7 +167,9 @@ def test_sigint_stops_child_and_parent_without_restart(tmp_path: Path) -> None:
                                        term_timeout_s=3, alert=lambda a: print("ALERT", a.title, flush=True)))
         """
     )
-    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    parent = subprocess.Popen(
+        [sys.executable, "-c", parent_code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     deadline = time.monotonic() + 10
     while not pidfile.exists():
         assert time.monotonic() < deadline and parent.poll() is None
@@ -207,5 +223,7 @@ def test_state_survives_crash_and_restart(tmp_path: Path) -> None:
 def test_config_error_exit_code_is_not_restarted(tmp_path: Path) -> None:
     argv = script(tmp_path, "bad.py", "import sys; sys.exit(2)")
     alerts: list[Alert] = []
-    assert run_with_auto_restart(argv, restart_delay_s=0.01, heartbeat_timeout_s=None, alert=alerts.append) == 2
+    assert (
+        run_with_auto_restart(argv, restart_delay_s=0.01, heartbeat_timeout_s=None, alert=alerts.append) == 2
+    )
     assert alerts[-1].title == "bot not restarted"

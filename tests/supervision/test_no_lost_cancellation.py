@@ -30,7 +30,9 @@ def _findings(source: str, where: str) -> list[str]:
         if not isinstance(node, ast.Call):
             continue
         name = _name(node.func)
-        if name.split(".")[-1] in ("wait_for", "shield") and name.startswith(("asyncio.", "wait_for", "shield")):
+        if name.split(".")[-1] in ("wait_for", "shield") and name.startswith(
+            ("asyncio.", "wait_for", "shield")
+        ):
             found.append(f"{where}:{node.lineno}: {name}")
         elif name.split(".")[-1] == "suppress" and any("CancelledError" in _name(a) for a in node.args):
             found.append(f"{where}:{node.lineno}: suppress(CancelledError)")
@@ -49,7 +51,9 @@ def test_the_finder_sees_each_pattern() -> None:
         "        await t\n"
     )
     assert [f.split(": ")[1] for f in _findings(source, "x")] == [
-        "asyncio.wait_for", "asyncio.shield", "suppress(CancelledError)"
+        "asyncio.wait_for",
+        "asyncio.shield",
+        "suppress(CancelledError)",
     ]
 
 
@@ -57,4 +61,6 @@ def test_no_wait_for_shield_or_suppressed_cancellation_in_the_package() -> None:
     found: list[str] = []
     for path in sorted(PACKAGE.rglob("*.py")):
         found += _findings(path.read_text(encoding="utf-8"), str(path.relative_to(PACKAGE)))
-    assert not found, "a cancellation can be lost here (use asyncio.timeout / cancel_and_wait):\n" + "\n".join(found)
+    assert not found, (
+        "a cancellation can be lost here (use asyncio.timeout / cancel_and_wait):\n" + "\n".join(found)
+    )

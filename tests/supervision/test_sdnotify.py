@@ -45,7 +45,9 @@ def test_watchdog_interval(monkeypatch: pytest.MonkeyPatch) -> None:
     assert sdnotify.watchdog_interval_s() is None
 
 
-async def test_heartbeat_touches_file_and_pings_watchdog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_heartbeat_touches_file_and_pings_watchdog(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import asyncio
 
     name = f"tradebot-hb-{os.getpid()}"

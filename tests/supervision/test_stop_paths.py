@@ -69,8 +69,12 @@ class BotUnderTest:
         self.log_path = tmp / "bot.log"
         secrets = write_secrets(tmp / "secrets.toml", sim.api_key, sim.api_secret)
         raw = bot_config(
-            DrillSettings(), exchange="kraken", base_url=sim.base_url, ws_url=sim.ws_url,
-            state_dir=self.state_dir, secrets_file=secrets,
+            DrillSettings(),
+            exchange="kraken",
+            base_url=sim.base_url,
+            ws_url=sim.ws_url,
+            state_dir=self.state_dir,
+            secrets_file=secrets,
         )
         raw["plugins"]["enabled"] = [*DRILL_PLUGINS, "stop-faults"]
         raw["strategies"]["drill"]["params"] = {"fast": 2, "slow": 3, "volume": "0.001"}
@@ -90,8 +94,17 @@ class BotUnderTest:
         env.update(env_extra or {})
         with self.log_path.open("ab") as log_file:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tradebot", "run", "--config", str(self.config), *args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=log_file, stderr=log_file, env=env,
+                sys.executable,
+                "-m",
+                "tradebot",
+                "run",
+                "--config",
+                str(self.config),
+                *args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                env=env,
             )
 
     async def wait(self, timeout: float) -> int:
@@ -206,7 +219,11 @@ class LivenessWatch:
         asyncio.get_running_loop().add_reader(self.sock.fileno(), self._read)
 
     def env(self) -> dict[str, str]:
-        return {"NOTIFY_SOCKET": self.socket_path, "WATCHDOG_USEC": "200000", "TRADEBOT_HEARTBEAT_FILE": str(self.heartbeat)}
+        return {
+            "NOTIFY_SOCKET": self.socket_path,
+            "WATCHDOG_USEC": "200000",
+            "TRADEBOT_HEARTBEAT_FILE": str(self.heartbeat),
+        }
 
     def _read(self) -> None:
         while True:
@@ -234,7 +251,9 @@ class LivenessWatch:
                 else:
                     asked = time.time()
                     try:
-                        async with http.get(f"http://127.0.0.1:{port}/healthz", timeout=aiohttp.ClientTimeout(total=1)) as r:
+                        async with http.get(
+                            f"http://127.0.0.1:{port}/healthz", timeout=aiohttp.ClientTimeout(total=1)
+                        ) as r:
                             self.healthz.append((asked, r.status))
                     except (aiohttp.ClientError, TimeoutError):
                         pass
@@ -247,13 +266,21 @@ class LivenessWatch:
     def assert_silent_after(self, stop_at: float) -> None:
         assert any(t < stop_at for t in self.watchdog), "no WATCHDOG=1 while trading"
         assert any(t < stop_at for t in self.beats), "no heartbeat while trading"
-        assert any(t < stop_at and code == 200 for t, code in self.healthz), f"/healthz never 200: {self.healthz}"
+        assert any(t < stop_at and code == 200 for t, code in self.healthz), (
+            f"/healthz never 200: {self.healthz}"
+        )
         eps = 0.15  # a beat or an answer already on its way when the stop began
-        assert not [t - stop_at for t in self.watchdog if t > stop_at + eps], "WATCHDOG=1 sent after the stop began"
-        assert not [t - stop_at for t in self.beats if t > stop_at + eps], "heartbeat touched after the stop began"
+        assert not [t - stop_at for t in self.watchdog if t > stop_at + eps], (
+            "WATCHDOG=1 sent after the stop began"
+        )
+        assert not [t - stop_at for t in self.beats if t > stop_at + eps], (
+            "heartbeat touched after the stop began"
+        )
         late = [(t - stop_at, c) for t, c in self.healthz if t > stop_at + eps and c == 200]
         assert not late, f"/healthz said alive after the stop began: {late}"
-        assert any(t > stop_at and c == 503 for t, c in self.healthz), f"/healthz did not say stopping: {self.healthz}"
+        assert any(t > stop_at and c == 503 for t, c in self.healthz), (
+            f"/healthz did not say stopping: {self.healthz}"
+        )
 
 
 @pytest.mark.parametrize("stuck", ["swallow,thread", "blockloop"])
@@ -296,11 +323,20 @@ async def test_sigterm_during_a_long_start_up_reconcile(tmp_path: Path) -> None:
         store = StateStore(bot.state_dir)
         long_ago = datetime.now(UTC) - timedelta(hours=1)
         for i in range(12):  # sent an hour ago, never acknowledged: each needs lookups at the exchange
-            store.journal_order(JournalEntry(
-                client_order_id=f"stale-{i:03d}", pair="BTC/USD", side=Side.BUY, order_type=OrderType.MARKET,
-                volume=Decimal("0.001"), status=OrderStatus.PENDING, created_at=long_ago, updated_at=long_ago,
-                attempts=1, sent_at=long_ago,
-            ))
+            store.journal_order(
+                JournalEntry(
+                    client_order_id=f"stale-{i:03d}",
+                    pair="BTC/USD",
+                    side=Side.BUY,
+                    order_type=OrderType.MARKET,
+                    volume=Decimal("0.001"),
+                    status=OrderStatus.PENDING,
+                    created_at=long_ago,
+                    updated_at=long_ago,
+                    attempts=1,
+                    sent_at=long_ago,
+                )
+            )
         store.close()
         await bot.start()
         # the stop comes once the reconcile has settled its first order, and long before its last
@@ -349,28 +385,43 @@ async def test_sigterm_while_an_order_is_in_flight(tmp_path: Path) -> None:
         await assert_consistent(bot, settled=lambda cid: cid == in_flight)
 
 
-async def test_auto_restart_kills_a_bot_that_stopped_heartbeating_and_a_fresh_one_trades(tmp_path: Path) -> None:
+async def test_auto_restart_kills_a_bot_that_stopped_heartbeating_and_a_fresh_one_trades(
+    tmp_path: Path,
+) -> None:
     async with await _sim() as sim:
         sim.stats.add_order_calls = ArrivalLog()
         bot = BotUnderTest(tmp_path, sim)
         marker = tmp_path / "freeze-once"
         marker.write_text("")
         await bot.start(
-            "freeze", "--auto-restart", "--restart-delay", "0.2", "--heartbeat-timeout", "7",
+            "freeze",
+            "--auto-restart",
+            "--restart-delay",
+            "0.2",
+            "--heartbeat-timeout",
+            "7",
             env_extra={"TB_FREEZE_ONCE": str(marker)},
         )
         await until(lambda: not marker.exists(), 40, "the first bot freezing", bot)
         frozen = time.monotonic()
-        await until(lambda: "started the bot (pid" in bot.log().split("no heartbeat for", 1)[-1]
-                    and "no heartbeat for" in bot.log(), 7 + 5 + GRACE_S + HARD_EXIT_MARGIN_S + 1 + SLACK_S + 5,
-                    "the hung bot killed and a fresh one started", bot)
+        await until(
+            lambda: (
+                "started the bot (pid" in bot.log().split("no heartbeat for", 1)[-1]
+                and "no heartbeat for" in bot.log()
+            ),
+            7 + 5 + GRACE_S + HARD_EXIT_MARGIN_S + 1 + SLACK_S + 5,
+            "the hung bot killed and a fresh one started",
+            bot,
+        )
         replaced = time.monotonic() - frozen
         log = bot.log()
         assert "(it had stopped heartbeating); sending SIGKILL" in log, log[-3000:]
         # heartbeat timeout (plus one 5 s beat interval) + SIGTERM..SIGKILL (grace + margin + 1)
         assert replaced < 7 + 5 + GRACE_S + HARD_EXIT_MARGIN_S + 1 + SLACK_S, replaced
         at_restart = sum(sim.account.orders_created.values())
-        await until(lambda: sum(sim.account.orders_created.values()) > at_restart, 40, "the fresh bot trading", bot)
+        await until(
+            lambda: sum(sim.account.orders_created.values()) > at_restart, 40, "the fresh bot trading", bot
+        )
         assert bot.proc is not None
         bot.proc.send_signal(signal.SIGTERM)
         assert await bot.wait(30) == 0, bot.log()[-3000:]

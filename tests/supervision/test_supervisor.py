@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import types
 from collections.abc import Callable
 from typing import Any
@@ -60,7 +61,12 @@ async def test_one_for_one_restarts_only_the_crashed_child() -> None:
 
 
 async def test_restart_types() -> None:
-    perm, trans, temp, trans_ok = Worker(finish=True), Worker(crashes=1, finish=True), Worker(crashes=1), Worker(finish=True)
+    perm, trans, temp, trans_ok = (
+        Worker(finish=True),
+        Worker(crashes=1, finish=True),
+        Worker(crashes=1),
+        Worker(finish=True),
+    )
     async with Supervisor(SupervisorSettings(max_restarts=3)) as sup:
         sup.add(ChildSpec("perm", perm.run))  # finishes normally: permanent restarts it anyway
         sup.add(ChildSpec("trans", trans.run, restart=RestartType.TRANSIENT))
@@ -98,7 +104,9 @@ async def _escalate_a_crashing_child(
     escalations: list[tuple[str, int]] = []
     ctx = types.SimpleNamespace(extras={})
     healer = Healer(actions(ctx))
-    sup = Supervisor(settings, healer=healer, on_escalate=lambda reason, code: escalations.append((reason, code)))
+    sup = Supervisor(
+        settings, healer=healer, on_escalate=lambda reason, code: escalations.append((reason, code))
+    )
     ctx.supervisor = sup
     w = Worker(crashes=100, exc=ConnectionFailed("connection reset", host="127.0.0.1"))
     async with sup:
@@ -309,10 +317,8 @@ async def test_stop_is_bounded_when_the_watcher_itself_hangs() -> None:
         async def recover(self, failure: Failure) -> bool:
             entered.set()
             while not self.released:
-                try:
+                with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.sleep(3600)
-                except asyncio.CancelledError:
-                    pass
             return False
 
         async def verify(self, failure: Failure) -> bool:

@@ -23,6 +23,7 @@ child first beats and WATCHDOG=1 on every beat. Restarts are counted in the stat
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -103,7 +104,9 @@ class RestartPolicy:
             raise ValueError(f"heartbeat_timeout_s must be > 0 or None (got {self.heartbeat_timeout_s})")
 
 
-def backoff_delay(consecutive_failures: int, policy: RestartPolicy, rng: random.Random | None = None) -> float:
+def backoff_delay(
+    consecutive_failures: int, policy: RestartPolicy, rng: random.Random | None = None
+) -> float:
     """The wait before restart number ``consecutive_failures`` (1-based) of a streak."""
     base = min(policy.restart_delay_s * 2 ** max(0, consecutive_failures - 1), policy.backoff_cap_s)
     if policy.jitter <= 0:
@@ -171,10 +174,7 @@ class AutoRestarter:
     def _install_signals(self) -> list[tuple[signal.Signals, _SignalHandler]]:
         if threading.current_thread() is not threading.main_thread():
             return []
-        old: list[tuple[signal.Signals, _SignalHandler]] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            old.append((sig, signal.signal(sig, self.request_stop)))
-        return old
+        return [(sig, signal.signal(sig, self.request_stop)) for sig in (signal.SIGINT, signal.SIGTERM)]
 
     # --- main loop ------------------------------------------------------------------------
 
@@ -202,11 +202,15 @@ class AutoRestarter:
             code = run.exit_code
             if outcome == "exited" and code in p.no_restart_exit_codes:
                 self.final_message = (
-                    "the bot finished (exit code 0)" if code == 0 else f"the bot cannot start (exit code {code}); not restarting"
+                    "the bot finished (exit code 0)"
+                    if code == 0
+                    else f"the bot cannot start (exit code {code}); not restarting"
                 )
                 log.log(logging.INFO if code == 0 else logging.ERROR, "auto-restart: %s", self.final_message)
                 if code != 0:
-                    self._send(AlertLevel.CRITICAL, "bot not restarted", self.final_message, "autorestart:final")
+                    self._send(
+                        AlertLevel.CRITICAL, "bot not restarted", self.final_message, "autorestart:final"
+                    )
                 return 0 if code == 0 else int(code or 1)
             assert run.ended is not None
             lived = run.ended - run.started
@@ -214,10 +218,15 @@ class AutoRestarter:
                 self.consecutive_failures = 0
             self.consecutive_failures += 1
             log.error(
-                "auto-restart: the bot %s after %.1fs (consecutive failures %d)", run.reason, lived, self.consecutive_failures
+                "auto-restart: the bot %s after %.1fs (consecutive failures %d)",
+                run.reason,
+                lived,
+                self.consecutive_failures,
             )
             if self.restarts >= p.max_restarts:
-                return self._give_up(f"reached the limit of {p.max_restarts} restarts; last: the bot {run.reason}")
+                return self._give_up(
+                    f"reached the limit of {p.max_restarts} restarts; last: the bot {run.reason}"
+                )
             if self.consecutive_failures > p.max_consecutive_failures:
                 return self._give_up(
                     f"{self.consecutive_failures} consecutive failures (limit {p.max_consecutive_failures});"
@@ -241,7 +250,7 @@ class AutoRestarter:
     def _give_up(self, why: str) -> int:
         self.final_message = f"giving up: {why}. A person must look at the logs and restart the bot."
         log.critical("auto-restart: %s", self.final_message)
-        print(f"tradebot: {self.final_message}", file=sys.stderr, flush=True)
+        print(f"tradebot: {self.final_message}", file=sys.stderr, flush=True)  # noqa: T201 - the person at the terminal sees it even with logging off
         self._send(AlertLevel.CRITICAL, "bot stopped: restart limit", self.final_message, "autorestart:final")
         return 1
 
@@ -255,7 +264,7 @@ class AutoRestarter:
         env.pop("WATCHDOG_PID", None)
         self._remove_heartbeat()
         self.heartbeat_path.parent.mkdir(parents=True, exist_ok=True)
-        proc = subprocess.Popen(self.child_argv, env=env, start_new_session=True)  # noqa: S603 - our own argv
+        proc = subprocess.Popen(self.child_argv, env=env, start_new_session=True)  # our own argv
         self._proc = proc
         run = ChildRun(pid=proc.pid, started=time.monotonic(), delay_before_s=delay)
         self.runs.append(run)
@@ -298,11 +307,17 @@ class AutoRestarter:
             if p.heartbeat_timeout_s is not None:
                 last_beat = max(start_wall, mtime or start_wall)
                 if time.time() - last_beat > p.heartbeat_timeout_s:
-                    log.error("auto-restart: no heartbeat for %.1fs; killing the bot (pid %d)", time.time() - last_beat, proc.pid)
+                    log.error(
+                        "auto-restart: no heartbeat for %.1fs; killing the bot (pid %d)",
+                        time.time() - last_beat,
+                        proc.pid,
+                    )
                     self._terminate(proc, hung=True)
                     run.ended = time.monotonic()
                     run.exit_code = proc.returncode
-                    run.reason = f"stopped heartbeating (none within {p.heartbeat_timeout_s:g}s) and was killed"
+                    run.reason = (
+                        f"stopped heartbeating (none within {p.heartbeat_timeout_s:g}s) and was killed"
+                    )
                     return "hung"
             self._stop.wait(p.poll_interval_s)
 
@@ -329,10 +344,8 @@ class AutoRestarter:
 
     def _remove_heartbeat(self) -> None:
         for path in (self.heartbeat_path, self.heartbeat_path.with_name(self.heartbeat_path.name + ".part")):
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
 
     def _count_restart(self) -> None:
         if self.state_dir is None:
@@ -354,7 +367,7 @@ class AutoRestarter:
             return
         try:
             self._alert(alert)
-        except Exception:  # noqa: BLE001 - alerting must never break supervision
+        except Exception:  # alerting must never break supervision
             log.exception("auto-restart: could not send the alert")
 
 

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import attrs
 
-from tradebot.app.config import InvalidSettings, Settings, load_settings, protection_issues, validate_plugin_tables
+from tradebot.app.config import (
+    InvalidSettings,
+    Settings,
+    load_settings,
+    protection_issues,
+    validate_plugin_tables,
+)
 from tradebot.core.errors import ConfigError
 from tradebot.core.plugins import PluginHost, installed_plugins, name_clashes, resolve_enabled
 
@@ -39,12 +45,16 @@ def prepare(
         except InvalidSettings as exc:
             exc.add_plugin_issues()  # plugins are loaded here anyway: list their tables' problems too
             raise
-    enabled = resolve_enabled(settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled)
+    enabled = resolve_enabled(
+        settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled
+    )
     host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
     host.load(enabled, required=settings.plugins.required)
     issues = name_clashes()
     issues += validate_plugin_tables(settings, host)
-    issues += [i for i in protection_issues(settings, host, need_strategy=not signals_from_code) if i not in issues]
+    issues += [
+        i for i in protection_issues(settings, host, need_strategy=not signals_from_code) if i not in issues
+    ]
     if issues:
         where = f" in {settings.source}" if settings.source else ""
         raise ConfigError(f"invalid configuration{where}", issues)

@@ -28,7 +28,16 @@ from tradebot.app.bootstrap import Prepared
 from tradebot.core.clock import SystemClock
 from tradebot.core.context import BotContext
 from tradebot.core.errors import AuthError, ConfigError, StateError, TradebotError
-from tradebot.core.models import Alert, AlertLevel, Fill, OrderInfo, OrderStatus, Signal, Ticker, TradingStateChange
+from tradebot.core.models import (
+    Alert,
+    AlertLevel,
+    Fill,
+    OrderInfo,
+    OrderStatus,
+    Signal,
+    Ticker,
+    TradingStateChange,
+)
 from tradebot.core.risk import RiskRejection
 from tradebot.core.secrets import load_secrets
 from tradebot.core.trading_state import TradingStateMachine
@@ -130,11 +139,14 @@ class RunSummary:
         self.lifetime_fees_paid = portfolio.fees_paid
         start = self._realized_at_start if self._realized_at_start is not None else portfolio.realized_pnl
         self.realized_pnl = portfolio.realized_pnl - start
-        self.fees_paid = portfolio.fees_paid - self._fees_at_start if self._realized_at_start is not None else Decimal(0)
+        self.fees_paid = (
+            portfolio.fees_paid - self._fees_at_start if self._realized_at_start is not None else Decimal(0)
+        )
         self.unrealized_pnl = portfolio.unrealized_pnl()
         self.equity = portfolio.equity()
         self.starting_cash = portfolio.starting_cash
         self.open_positions = {pair: pos.volume for pair, pos in sorted(portfolio.positions().items())}
+
     dust: dict[str, Decimal] = attrs.Factory(dict)
     """Positions below their pair's minimum order at the end: they cannot be traded."""
 
@@ -289,12 +301,17 @@ class Bot:
         record.start()
         record.join(timeout=RECORD_WAIT_S)
         if record.is_alive():
-            log.error("the state store did not take the record of this stop within %gs; not waiting for it", RECORD_WAIT_S)
+            log.error(
+                "the state store did not take the record of this stop within %gs; not waiting for it",
+                RECORD_WAIT_S,
+            )
         for handler in logging.getLogger().handlers:
             with contextlib.suppress(Exception):
                 handler.flush()
         with contextlib.suppress(Exception):
-            sys.stdout.write(f"run stopped by force after the grace period ({self._stop_reason}); not stopped: {stuck}\n")
+            sys.stdout.write(
+                f"run stopped by force after the grace period ({self._stop_reason}); not stopped: {stuck}\n"
+            )
             sys.stdout.flush()
         os._exit(code)
 
@@ -305,7 +322,12 @@ class Bot:
             return
         import json
 
-        record = {"reason": self._stop_reason, "exit_code": self._exit_code, "not_stopped": self._stuck, "forced": forced}
+        record = {
+            "reason": self._stop_reason,
+            "exit_code": self._exit_code,
+            "not_stopped": self._stuck,
+            "forced": forced,
+        }
         try:
             ctx.store.set_kv("last_stop", json.dumps(record))
             if self._stuck or forced:
@@ -377,7 +399,9 @@ class Bot:
             # everything started so far is stopped before the stack closes under it
             log.critical("start-up failed: %s", exc)
             self._stop_reason = f"start-up failed: {exc}"
-            self._exit_code = 2 if isinstance(exc, ConfigError) else 1  # a setup error: restarting cannot help
+            self._exit_code = (
+                2 if isinstance(exc, ConfigError) else 1
+            )  # a setup error: restarting cannot help
             if not self._stop.is_set():
                 self._begin_stop()  # nothing may replace this reason and exit code now
             await self._bounded_shutdown(loop)
@@ -396,7 +420,9 @@ class Bot:
             return
         self.summary.started = True
         if self.options.duration_s is not None and not self.options.infinite:
-            loop.call_later(self.options.duration_s, self.request_stop, f"duration {self.options.duration_s:g}s reached")
+            loop.call_later(
+                self.options.duration_s, self.request_stop, f"duration {self.options.duration_s:g}s reached"
+            )
         await self._stop.wait()
         await self._bounded_shutdown(loop)
 
@@ -432,7 +458,6 @@ class Bot:
 
     async def _start(self, stack: AsyncExitStack) -> None:
         from tradebot.core.store import StateStore
-
         from tradebot.services.control import ControlWatcher
 
         settings = self.settings
@@ -440,7 +465,9 @@ class Bot:
         try:
             state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise StateError(f"cannot create the state directory {state_dir}: {exc.strerror or exc}") from None
+            raise StateError(
+                f"cannot create the state directory {state_dir}: {exc.strerror or exc}"
+            ) from None
         # one bot per state directory, decided before anything touches the state
         control = ControlWatcher(state_dir, None)
         await asyncio.to_thread(control.acquire)
@@ -498,13 +525,18 @@ class Bot:
         await self._watch_critical_plugins(ctx, stack)
         await self._start_engine(ctx, stack)
         await self._start_optional(ctx, stack)
-        await self.host.configure(settings, ctx, required=settings.plugins.required)  # [plugins.<name>] tables
+        await self.host.configure(
+            settings, ctx, required=settings.plugins.required
+        )  # [plugins.<name>] tables
         await self.host.broadcast("tradebot_startup", context=ctx)
         if self.options.status_line:
             task = asyncio.ensure_future(self._status_line(ctx))
             self._status_task = task
         log.info(
-            "trading %s on %s; state %s", ", ".join(settings.bot.pairs), self._exchange_name, trading.state.value
+            "trading %s on %s; state %s",
+            ", ".join(settings.bot.pairs),
+            self._exchange_name,
+            trading.state.value,
         )
 
     def _alive(self) -> bool:
@@ -538,7 +570,11 @@ class Bot:
         critical: dict[str, CriticalPart] = {}
         parts = (
             ("the exchange", ctx.exchange, "the bot cannot place, cancel or look up orders"),
-            ("the market data source", ctx.extras.get("market_data_source"), "the paper exchange gets no prices"),
+            (
+                "the market data source",
+                ctx.extras.get("market_data_source"),
+                "the paper exchange gets no prices",
+            ),
         )
         for role, part, consequence in parts:
             plugin = getattr(part, "plugin_name", None)  # a guarded part names the plugin behind it
@@ -555,7 +591,12 @@ class Bot:
             await self.host.broadcast("tradebot_alert", alert=a)
 
         watch = CriticalPluginWatch(
-            self.host, critical, healer=lambda: ctx.healer, stop=stop, alert=alert, active=lambda: not self._stop.is_set()
+            self.host,
+            critical,
+            healer=lambda: ctx.healer,
+            stop=stop,
+            alert=alert,
+            active=lambda: not self._stop.is_set(),
         )
         watch.attach()
         ctx.extras["critical_plugins"] = watch
@@ -573,10 +614,17 @@ class Bot:
             sim = await stack.enter_async_context(run_simulator(host="127.0.0.1", port=0))
             ctx.extras["simulator"] = sim
             config = self.host.call(
-                comp.plugin, f"exchange:{plan.source}.on_simulator", comp.spec.on_simulator, config, sim.base_url, sim.ws_url
+                comp.plugin,
+                f"exchange:{plan.source}.on_simulator",
+                comp.spec.on_simulator,
+                config,
+                sim.base_url,
+                sim.ws_url,
             )
             log.info("market data from the built-in simulator at %s", sim.base_url)
-        log.info("paper trading with %r on the market data of the exchange plugin %r", plan.engine, plan.source)
+        log.info(
+            "paper trading with %r on the market data of the exchange plugin %r", plan.engine, plan.source
+        )
         # market data is public: the paper source never holds keys
         public_ctx = attrs.evolve(ctx, extras={k: v for k, v in ctx.extras.items() if k != "secrets"})
         source = self.host.build("exchange", plan.source, config, public_ctx)
@@ -587,9 +635,9 @@ class Bot:
     async def _start_engine(self, ctx: BotContext, stack: AsyncExitStack) -> None:
         from tradebot.core.bus import EventBus
         from tradebot.core.exchange_calls import ErrorReportingExchange, watch_requests
-        from tradebot.core.plugins import unwrap
         from tradebot.core.executor import OrderExecutor
         from tradebot.core.markets import MarketBook
+        from tradebot.core.plugins import unwrap
         from tradebot.core.portfolio import Portfolio
         from tradebot.core.risk import RiskGate
         from tradebot.core.strategy import StrategyRunner
@@ -618,7 +666,9 @@ class Bot:
                 raise StateError(
                     f"cannot read the exchange's balances to record the starting cash of a new state: {exc}"
                 ) from None
-        portfolio = Portfolio(ctx.store, quote=settings.bot.quote, clock=self.clock, starting_cash=starting_cash or Decimal(0))
+        portfolio = Portfolio(
+            ctx.store, quote=settings.bot.quote, clock=self.clock, starting_cash=starting_cash or Decimal(0)
+        )
         ctx.portfolio = portfolio
         from tradebot.core.order_ids import OrderIds
         from tradebot.core.trading_state import OrderWireGate
@@ -707,7 +757,12 @@ class Bot:
         except TradebotError as exc:
             reason = f"could not read the exchange's balances to verify the bot's cash and positions: {exc}"
             log.critical("%s; trading starts HALTED", reason)
-            record = {"time": self.clock.now().isoformat(), "ok": False, "problems": [reason], "unexplained": []}
+            record = {
+                "time": self.clock.now().isoformat(),
+                "ok": False,
+                "problems": [reason],
+                "unexplained": [],
+            }
             ctx.store.set_kv(BALANCE_CHECK_KEY, json.dumps(record, sort_keys=True))
             await self._halt_for_balances(ctx, reason)
             return
@@ -719,7 +774,9 @@ class Bot:
         )
         ctx.extras["balance_check"] = check
         portfolio = ctx.portfolio
-        assets = {portfolio.quote} | {pair.partition("/")[0] for pair in (*self.settings.bot.pairs, *portfolio.positions())}
+        assets = {portfolio.quote} | {
+            pair.partition("/")[0] for pair in (*self.settings.bot.pairs, *portfolio.positions())
+        }
         record = {
             "time": self.clock.now().isoformat(),
             "ok": check.ok,
@@ -795,7 +852,10 @@ class Bot:
             pairs = inst.pairs or self.settings.bot.pairs
             # each instance reads its position from the persisted portfolio through its context
             sctx = StrategyContext(
-                name=inst_name, pairs=pairs, clock=self.clock, positions=positions,
+                name=inst_name,
+                pairs=pairs,
+                clock=self.clock,
+                positions=positions,
                 markets=ctx.extras["markets"].rules,
             )
             self._strategy_contexts[inst_name] = sctx
@@ -821,7 +881,9 @@ class Bot:
 
         policies = PolicyRunner.from_context(ctx)
         ctx.extras["halt_policy"] = policies
-        ctx.extras["risk"].trading = policies.risk_view()  # `reduce` lets reducing orders through while HALTED
+        ctx.extras[
+            "risk"
+        ].trading = policies.risk_view()  # `reduce` lets reducing orders through while HALTED
         if policies.flattens:
 
             def flattened(outcome: Any) -> None:
@@ -939,7 +1001,9 @@ class Bot:
     def _on_flattened(self, outcome: Any) -> None:
         """A completed HALT under a policy that flattens is the end of trading: every position is flat."""
         if outcome.done:
-            self.request_stop(f"HALT with the {outcome.policy} policy completed: {outcome.message}", exit_code=0)
+            self.request_stop(
+                f"HALT with the {outcome.policy} policy completed: {outcome.message}", exit_code=0
+            )
 
     async def _snapshot_equity(self, ctx: BotContext, every_s: float = 5.0) -> None:
         """Record equity regularly: drawdown is measured from these snapshots."""
@@ -978,7 +1042,11 @@ class Bot:
         for pair in self.settings.bot.pairs:
             price = ctx.portfolio.mark_price(pair) if ctx.portfolio is not None else None
             marks.append(f"{pair} {price:.2f}" if price is not None else f"{pair} -")
-        pnl = ctx.portfolio.realized_pnl + ctx.portfolio.unrealized_pnl() if ctx.portfolio is not None else Decimal(0)
+        pnl = (
+            ctx.portfolio.realized_pnl + ctx.portfolio.unrealized_pnl()
+            if ctx.portfolio is not None
+            else Decimal(0)
+        )
         report = ctx.health.last_report if ctx.health is not None else None
         health = report.status.value if report is not None else "starting"
         s = self.summary
@@ -1040,7 +1108,9 @@ class Bot:
             # in a thread, bounded: a store that refuses writes may hold a write for seconds
             recording = asyncio.ensure_future(asyncio.to_thread(self._record_stop))
             if not (await asyncio.wait({recording}, timeout=RECORD_WAIT_S))[0]:
-                log.error("the state store did not take the record of this stop within %gs; going on", RECORD_WAIT_S)
+                log.error(
+                    "the state store did not take the record of this stop within %gs; going on", RECORD_WAIT_S
+                )
             try:
                 async with asyncio.timeout(CLEANUP_S / 2):
                     await self.host.broadcast("tradebot_shutdown", context=ctx, reason=self._stop_reason)
@@ -1051,13 +1121,16 @@ class Bot:
     def _fill_summary(self, ctx: BotContext) -> None:
         s = self.summary
         s.halts = [
-            f"{c.time:%Y-%m-%d %H:%M:%S} by {c.source}: {c.reason}" for c in ctx.trading.history
+            f"{c.time:%Y-%m-%d %H:%M:%S} by {c.source}: {c.reason}"
+            for c in ctx.trading.history
             if c.current.value == "halted"
         ]
         watch = ctx.extras.get("critical_plugins")
         s.quarantines = [f"plugin {p}: {why}" for p, why in getattr(watch, "quarantines", [])]
         runner = ctx.extras.get("strategy_runner")
-        s.quarantines += [f"strategy {n}: {why}" for n, why in (getattr(runner, "quarantined", None) or {}).items()]
+        s.quarantines += [
+            f"strategy {n}: {why}" for n, why in (getattr(runner, "quarantined", None) or {}).items()
+        ]
         s.trading_state = ctx.trading.state.value
         s.trading_reason = f"{ctx.trading.reason} (by {ctx.trading.source})"
         if ctx.portfolio is not None:
@@ -1080,7 +1153,7 @@ async def _close_part(part: Any, what: str) -> None:
 
     try:
         await unwrap(part).close()
-    except Exception as exc:  # noqa: BLE001 - shutdown goes on; the failure is reported
+    except Exception as exc:  # shutdown goes on; the failure is reported
         log.error("closing %s failed: %s: %s", what, type(exc).__name__, describe(exc), exc_info=exc)
 
 

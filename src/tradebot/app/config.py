@@ -39,11 +39,11 @@ if TYPE_CHECKING:
     from tradebot.core.plugins import PluginHost
 
 __all__ = [
+    "CORE_SECTIONS",
+    "PLUGIN_TABLES",
     "BackupSettings",
     "BotSettings",
-    "CORE_SECTIONS",
     "InvalidSettings",
-    "PLUGIN_TABLES",
     "PluginsSettings",
     "RiskSettings",
     "Settings",
@@ -100,9 +100,7 @@ _BOT_ID = re.compile(r"[A-Za-z0-9_.-]{1,40}")
 
 def _bot_id(_inst: Any, attribute: attrs.Attribute[Any], value: str | None) -> None:
     if value is not None and not _BOT_ID.fullmatch(value):
-        raise ValueError(
-            f"{attribute.name} must be 1-40 letters, digits, '-', '_' or '.' (got {value!r})"
-        )
+        raise ValueError(f"{attribute.name} must be 1-40 letters, digits, '-', '_' or '.' (got {value!r})")
 
 
 @attrs.frozen
@@ -540,7 +538,9 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
     where = _too_deep(raw, "$", 0)
     if where is not None:
         place = f"config file {source}" if source else "the configuration"
-        raise ConfigError(f"{place} nests tables or arrays too deeply", [f"more than {MAX_DEPTH} levels @ {where}"])
+        raise ConfigError(
+            f"{place} nests tables or arrays too deeply", [f"more than {MAX_DEPTH} levels @ {where}"]
+        )
     issues: list[str] = []
     secrets: set[str] = set()
     _find_secret_keys(raw, "$", issues, secrets)
@@ -564,10 +564,17 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
         path = f"$.{key}"
         if key == "plugins" and isinstance(value, Mapping):  # [plugins.<name>]: a plugin's own table
             own = {f.name for f in attrs.fields(PluginsSettings)}
-            kwargs["plugin_tables"] = {k: dict(v) for k, v in value.items() if isinstance(v, Mapping) and k not in own}
+            kwargs["plugin_tables"] = {
+                k: dict(v) for k, v in value.items() if isinstance(v, Mapping) and k not in own
+            }
             value = {k: v for k, v in value.items() if k not in kwargs["plugin_tables"]}
         if key in ("bot", "plugins", "risk", "backup"):
-            cls = {"bot": BotSettings, "plugins": PluginsSettings, "risk": RiskSettings, "backup": BackupSettings}[key]
+            cls = {
+                "bot": BotSettings,
+                "plugins": PluginsSettings,
+                "risk": RiskSettings,
+                "backup": BackupSettings,
+            }[key]
             obj = take(path, _structure(value, cls, path))
             if obj is not None:
                 kwargs[key] = obj
@@ -578,7 +585,9 @@ def settings_from_dict(raw: Mapping[str, Any], *, source: str | None = None) -> 
                 continue
             instances = {}
             for inst_name, inst_raw in value.items():
-                obj = take(f"{path}.{inst_name}", _structure(inst_raw, StrategyInstance, f"{path}.{inst_name}"))
+                obj = take(
+                    f"{path}.{inst_name}", _structure(inst_raw, StrategyInstance, f"{path}.{inst_name}")
+                )
                 if obj is not None:
                     instances[inst_name] = obj
             kwargs["strategies"] = instances
@@ -650,11 +659,13 @@ def _plugin_issues(settings: Settings, bad: set[str]) -> list[str]:
     try:
         host = PluginHost(quarantine_after=settings.plugins.quarantine_after)
         # without `required`: a required plugin that fails is one more problem in the list
-        host.load(resolve_enabled(settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled))
+        host.load(
+            resolve_enabled(settings.plugins.enabled, installed_plugins(), disabled=settings.plugins.disabled)
+        )
         found = name_clashes() + _validate_plugin_tables(settings, host, log_notes=False)
         if not any(_under(p, "$.risk") or _under(p, "$.strategies") or _under(p, "$.bot") for p in bad):
             found += protection_issues(settings, host)
-    except Exception:  # noqa: BLE001 - the problems found so far are reported whatever happens here
+    except Exception:  # the problems found so far are reported whatever happens here
         log.debug("plugin tables not checked", exc_info=True)
         return []
     finally:
@@ -716,17 +727,19 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
         comps = {}
         for cat in categories:
             comps.update({n: (cat, c) for n, c in host.components(cat).items()})
-        for name, raw in raw_tables.items():
+        for name in raw_tables:
             if name not in comps:
                 near = _near(name, list(comps))
-                issues.append(f"no loaded {category} plugin provides {name!r}{near}{why(name)} @ $.{table}.{name}")
+                issues.append(
+                    f"no loaded {category} plugin provides {name!r}{near}{why(name)} @ $.{table}.{name}"
+                )
         for name, (cat, comp) in comps.items():
             obj, errs = _plugin_config(comp.spec.config_cls, raw_tables.get(name, {}), f"$.{table}.{name}")
             issues.extend(errs)
             if not errs:
                 configs[(cat, name)] = obj
     settings_classes = host.settings_classes()
-    for name, raw in settings.plugin_tables.items():
+    for name in settings.plugin_tables:
         if name in settings_classes:
             continue
         if name in host.report.loaded:
@@ -753,7 +766,9 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
                 )
                 continue
             near = _near(inst.plugin, list(strategies))
-            issues.append(f"no loaded strategy plugin named {inst.plugin!r}{near}{why(inst.plugin)} @ {path}.plugin")
+            issues.append(
+                f"no loaded strategy plugin named {inst.plugin!r}{near}{why(inst.plugin)} @ {path}.plugin"
+            )
             continue
         obj, errs = _plugin_config(strategy_comp.spec.config_cls, inst.params, f"{path}.params")
         issues.extend(errs)
@@ -763,7 +778,9 @@ def _validate_plugin_tables(settings: Settings, host: PluginHost, *, log_notes: 
     policy = getattr(halt, "position_policy", None)
     if policy is not None and policy not in host.components("policy"):
         known = sorted(host.components("policy"))
-        default = "" if settings.is_written("$.halt.position_policy") else " (the default [halt] position_policy)"
+        default = (
+            "" if settings.is_written("$.halt.position_policy") else " (the default [halt] position_policy)"
+        )
         reason = why(policy, "a HALT needs a position policy: ") or "; enable the plugin that provides it"
         fix = f", or set [halt] position_policy to one of: {', '.join(known) or 'none loaded'}"
         issues.append(
@@ -871,7 +888,9 @@ def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bo
                 missing.append(f"{what} only alerts ([checks.{name}] on_critical = {on_critical!r})")
         if missing:
             issues.append(
-                "trading would run unprotected: " + "; ".join(missing) + "; enable and configure them, or set "
+                "trading would run unprotected: "
+                + "; ".join(missing)
+                + "; enable and configure them, or set "
                 "[risk] accept_unprotected = true to run without them on purpose @ $.risk.accept_unprotected"
             )
     enabled = [name for name, inst in settings.strategies.items() if inst.enabled]
@@ -896,7 +915,11 @@ def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bo
     # gate would refuse every time: generic, by the names sizing params go by
     limits = (
         (("volume", "order_volume"), "max_position", settings.risk.max_position),
-        (("quote_amount", "order_value", "notional"), "max_notional_per_order", settings.risk.max_notional_per_order),
+        (
+            ("quote_amount", "order_value", "notional"),
+            "max_notional_per_order",
+            settings.risk.max_notional_per_order,
+        ),
     )
     for name, inst in settings.strategies.items():
         cfg = settings.plugin_config("strategy-instance", name)
@@ -905,7 +928,11 @@ def protection_issues(settings: Settings, host: PluginHost, *, need_strategy: bo
         for keys, limit_name, limit in limits:
             for key in keys:
                 size = getattr(cfg, key, None)
-                if isinstance(size, (int, float, Decimal)) and not isinstance(size, bool) and Decimal(str(size)) > limit:
+                if (
+                    isinstance(size, (int, float, Decimal))
+                    and not isinstance(size, bool)
+                    and Decimal(str(size)) > limit
+                ):
                     issues.append(
                         f"{key} {size} is over [risk] {limit_name} {limit}: every order of this strategy would "
                         f"be refused; lower it or raise {limit_name} @ $.strategies.{name}.params.{key}"
@@ -938,7 +965,11 @@ def _why_not_loaded(name: str, settings: Settings, host: PluginHost, installed: 
     """
     if name in host.report.failed:
         return f": its plugin failed to load ({host.report.failed[name]})", "fix or reinstall it"
-    if _left_out(name, host, installed) and name in settings.plugins.disabled and os.environ.get("TRADEBOT_PLUGINS") is None:
+    if (
+        _left_out(name, host, installed)
+        and name in settings.plugins.disabled
+        and os.environ.get("TRADEBOT_PLUGINS") is None
+    ):
         return ": [plugins] disabled names it", f"remove it from there (tradebot plugins enable {name})"
     if _left_out(name, host, installed):
         source, add = _enabled_source(settings)

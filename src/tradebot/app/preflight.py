@@ -81,7 +81,11 @@ def _secret_problems(settings: Any, secrets: Any, host: Any, *, paper: bool) -> 
         missing = [k for k in spec.secrets if not secrets.get(k)]
         if missing:
             env = ", ".join(KNOWN_SECRETS.get(k, secret_env_var(k)) for k in missing)
-            off = f"tradebot plugins disable {name}" if comp.category == "notifier" else "choose another in the config"
+            off = (
+                f"tradebot plugins disable {name}"
+                if comp.category == "notifier"
+                else "choose another in the config"
+            )
             problems.append(
                 f"the {comp.category} {name} needs the secret(s) {', '.join(missing)}, which are not set: set {env} or"
                 f" put them in the secrets file, or {off} @ {where}"
@@ -89,7 +93,9 @@ def _secret_problems(settings: Any, secrets: Any, host: Any, *, paper: bool) -> 
         elif spec.check_secrets is not None:
             given = {k: secrets[k] for k in (*spec.secrets, *spec.optional_secrets) if secrets.get(k)}
             try:
-                found = list(host.call(comp.plugin, f"{comp.category}:{name}.check_secrets", spec.check_secrets, given))
+                found = list(
+                    host.call(comp.plugin, f"{comp.category}:{name}.check_secrets", spec.check_secrets, given)
+                )
             except TradebotError as exc:
                 found = [f"checking its secrets failed: {exc}"]
             problems.extend(f"{line} @ {where}" for line in found)
@@ -146,7 +152,8 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
     report.add(
         "plugins",
         not failed and not host.report.unknown,
-        f"{len(host.loaded)} loaded" + "".join(f"; {n}: {e}" for n, e in failed.items())
+        f"{len(host.loaded)} loaded"
+        + "".join(f"; {n}: {e}" for n, e in failed.items())
         + "".join(f"; {n}: not installed" for n in host.report.unknown),
     )
     try:
@@ -164,7 +171,11 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
         busy = check_bind(http)
         report.add("http server", busy is None, busy or f"{http.host}:{http.port} is free")
     try:
-        store = StateStore(settings.state_path, backup_count=settings.backup.count, backup_interval_s=settings.backup.interval_s)
+        store = StateStore(
+            settings.state_path,
+            backup_count=settings.backup.count,
+            backup_interval_s=settings.backup.interval_s,
+        )
     except (TradebotError, OSError) as exc:
         report.add("state store", False, f"{settings.state_path}: {exc}")
         return report
@@ -174,18 +185,30 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
 
     if bot_running(settings.state_path):
         pid = BotLock(settings.state_path).holder_pid()
-        report.add("state store", False, f"a bot (pid {pid or 'unknown'}) is running on {settings.state_path}: "
-                   "a second one would not start")
+        report.add(
+            "state store",
+            False,
+            f"a bot (pid {pid or 'unknown'}) is running on {settings.state_path}: "
+            "a second one would not start",
+        )
     saved = store.load_trading_state()
     if saved is not None and saved.state.value != "active":
         report.add(
-            "trading state", True,
+            "trading state",
+            True,
             f"the saved state will start the bot {saved.state.value.upper()} ({saved.reason}; by {saved.source}, "
             f"since {saved.time.isoformat(timespec='seconds')}): it places no new orders until "
-            "`tradebot resume`", warn=True,
+            "`tradebot resume`",
+            warn=True,
         )
     bot = Bot(prepared, RunOptions(paper=paper))
-    ctx = BotContext(settings=settings, plugins=host, state_dir=settings.state_path, store=store, extras={"secrets": secrets})
+    ctx = BotContext(
+        settings=settings,
+        plugins=host,
+        state_dir=settings.state_path,
+        store=store,
+        extras={"secrets": secrets},
+    )
     async with AsyncExitStack() as stack:
         stack.callback(store.close)
         try:
@@ -204,13 +227,19 @@ async def run_preflight(prepared: Prepared, *, paper: bool) -> PreflightReport:
             server = await exchange.server_time()
             local = (before + time.time()) / 2
             skew = server.timestamp() - local
-            report.add("clock skew", abs(skew) <= MAX_CLOCK_SKEW_S, f"{skew:+.2f}s against {name} (limit {MAX_CLOCK_SKEW_S:g}s)")
+            report.add(
+                "clock skew",
+                abs(skew) <= MAX_CLOCK_SKEW_S,
+                f"{skew:+.2f}s against {name} (limit {MAX_CLOCK_SKEW_S:g}s)",
+            )
         except TradebotError as exc:
             report.add("clock skew", False, f"{name}: {exc}")
         try:
             balances = await exchange.balances()
             shown = ", ".join(f"{a} {v}" for a, v in sorted(balances.totals.items())[:4])
-            report.add("credentials valid", not balances.stale, f"{name}: balances readable ({shown or 'empty'})")
+            report.add(
+                "credentials valid", not balances.stale, f"{name}: balances readable ({shown or 'empty'})"
+            )
         except TradebotError as exc:
             report.add("credentials valid", False, f"{name}: {exc}")
     return report

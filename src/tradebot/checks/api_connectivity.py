@@ -83,7 +83,9 @@ class ApiConnectivityCheck(BaseCheck):
                 async with asyncio.timeout(cfg.call_timeout_s):
                     balances = await self.exchange.balances()
                 if getattr(balances, "stale", False):
-                    raise ConnectionError(f"balances served from cache, {getattr(balances, 'age_s', 0):.0f}s old")
+                    raise ConnectionError(
+                        f"balances served from cache, {getattr(balances, 'age_s', 0):.0f}s old"
+                    )
         except Exception as exc:  # noqa: BLE001 - every failure is what this check measures
             self.failures += 1
             self.last_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -107,24 +109,36 @@ class ApiConnectivityCheck(BaseCheck):
             )
         if self.failures == 0 and status is not None and status != "online":
             return self._status_result(status, metrics)
-        return self.result(HealthStatus.OK, f"exchange {status or 'reachable'} ({latency * 1000:.0f} ms)", metrics)
+        return self.result(
+            HealthStatus.OK, f"exchange {status or 'reachable'} ({latency * 1000:.0f} ms)", metrics
+        )
 
     def _status_result(self, status: str, metrics: dict[str, float]) -> CheckResult:
-        setting = {"maintenance": self.config.on_maintenance, "cancel_only": self.config.on_cancel_only}.get(status)
+        setting = {"maintenance": self.config.on_maintenance, "cancel_only": self.config.on_cancel_only}.get(
+            status
+        )
         if setting is None:
             return self.result(HealthStatus.DEGRADED, f"exchange is in {status} mode", metrics)
         target = _STATES[setting]
         if target is None:
-            return self.result(HealthStatus.DEGRADED, f"exchange is in {status} mode: no new orders possible", metrics)
+            return self.result(
+                HealthStatus.DEGRADED, f"exchange is in {status} mode: no new orders possible", metrics
+            )
         return self.result(
-            HealthStatus.CRITICAL, f"exchange is in {status} mode: no new orders possible", metrics, escalate=target
+            HealthStatus.CRITICAL,
+            f"exchange is in {status} mode: no new orders possible",
+            metrics,
+            escalate=target,
         )
 
 
 def make(config: ApiConnectivityConfig | None, context: Any) -> ApiConnectivityCheck:
     """Factory: the check on the bot's exchange."""
     return ApiConnectivityCheck(
-        "api-connectivity", config or ApiConnectivityConfig(), getattr(context, "exchange", None), getattr(context, "clock", None)
+        "api-connectivity",
+        config or ApiConnectivityConfig(),
+        getattr(context, "exchange", None),
+        getattr(context, "clock", None),
     )
 
 

@@ -85,7 +85,9 @@ class ApiErrorRateCheck(BaseCheck):
         count = len(self._times)
         metrics = {"errors_in_window": float(count), "window_s": cfg.window_s}
         kinds = ", ".join(f"{k} x{n}" for k, n in Counter(k for _, k in self._times).most_common(3))
-        text = f"{count} API errors in the last {cfg.window_s:g}s (limit {cfg.max_errors})" + (f": {kinds}" if kinds else "")
+        text = f"{count} API errors in the last {cfg.window_s:g}s (limit {cfg.max_errors})" + (
+            f": {kinds}" if kinds else ""
+        )
         warn = cfg.warn_errors if cfg.warn_errors is not None else max(1, cfg.max_errors // 2)
         if count >= cfg.max_errors:
             return self.result(HealthStatus.CRITICAL, text, metrics)
@@ -103,7 +105,9 @@ class ApiErrorRateCheck(BaseCheck):
 
 def make(config: ApiErrorRateConfig | None, context: Any) -> ApiErrorRateCheck:
     """Factory."""
-    return ApiErrorRateCheck("api-error-rate", config or ApiErrorRateConfig(), getattr(context, "clock", None))
+    return ApiErrorRateCheck(
+        "api-error-rate", config or ApiErrorRateConfig(), getattr(context, "clock", None)
+    )
 
 
 @hookimpl

@@ -48,7 +48,9 @@ class ConsecutiveLossesConfig(TriggerOptions):
 class ConsecutiveLossesCheck(BaseCheck):
     """Counts consecutive losing trades from position-closed records."""
 
-    def __init__(self, name: str, config: ConsecutiveLossesConfig, store: Any = None, clock: Any = None) -> None:
+    def __init__(
+        self, name: str, config: ConsecutiveLossesConfig, store: Any = None, clock: Any = None
+    ) -> None:
         super().__init__(name, config, clock)
         self.config = config
         self.store = store
@@ -120,8 +122,12 @@ class ConsecutiveLossesCheck(BaseCheck):
             )
         warn_at = cfg.warn_at if cfg.warn_at is not None else cfg.limit - 1
         if warn_at >= 1 and self.count >= warn_at:
-            return self.result(HealthStatus.DEGRADED, f"{self.count} losing trades in a row (limit {cfg.limit})", metrics)
-        return self.result(HealthStatus.OK, f"{self.count} losing trades in a row (limit {cfg.limit})", metrics)
+            return self.result(
+                HealthStatus.DEGRADED, f"{self.count} losing trades in a row (limit {cfg.limit})", metrics
+            )
+        return self.result(
+            HealthStatus.OK, f"{self.count} losing trades in a row (limit {cfg.limit})", metrics
+        )
 
     async def evaluate(self) -> CheckResult:
         return self._summary()

@@ -60,7 +60,9 @@ class DrawdownConfig(TriggerOptions):
 class DrawdownCheck(BaseCheck):
     """Compares the portfolio's equity with its (persisted) peak."""
 
-    def __init__(self, name: str, config: DrawdownConfig, portfolio: Any, store: Any = None, clock: Any = None) -> None:
+    def __init__(
+        self, name: str, config: DrawdownConfig, portfolio: Any, store: Any = None, clock: Any = None
+    ) -> None:
         super().__init__(name, config, clock)
         self.config = config
         self.portfolio = portfolio
@@ -87,7 +89,10 @@ class DrawdownCheck(BaseCheck):
         if not raw:
             return {}
         try:
-            return {pair: (Decimal(price), datetime.fromisoformat(at)) for pair, (price, at) in json.loads(raw).items()}
+            return {
+                pair: (Decimal(price), datetime.fromisoformat(at))
+                for pair, (price, at) in json.loads(raw).items()
+            }
         except (ValueError, TypeError, InvalidOperation) as exc:
             log.warning("saved last-known prices (%s) unreadable, ignored: %s", MARKS_KEY, exc)
             return {}

@@ -138,7 +138,9 @@ _BELOW = frozenset({"mem_headroom_mb"})  # bad when it falls under its limits
 class ResourceCheck(BaseCheck):
     """Applies sustained thresholds to resource samples."""
 
-    def __init__(self, name: str, config: ResourcesConfig, sampler: ResourceSampler, clock: Any = None) -> None:
+    def __init__(
+        self, name: str, config: ResourcesConfig, sampler: ResourceSampler, clock: Any = None
+    ) -> None:
         super().__init__(name, config, clock)
         self.config = config
         self.sampler = sampler
@@ -188,12 +190,12 @@ class ResourceCheck(BaseCheck):
         )
 
 
-
-
 def make(config: ResourcesConfig | None, context: Any) -> ResourceCheck:
     """Factory: real psutil samples and a loop-lag probe."""
     config = config or ResourcesConfig()
-    return ResourceCheck("resources", config, PsutilSampler(config.lag_probe_s), getattr(context, "clock", None))
+    return ResourceCheck(
+        "resources", config, PsutilSampler(config.lag_probe_s), getattr(context, "clock", None)
+    )
 
 
 @hookimpl

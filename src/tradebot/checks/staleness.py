@@ -53,7 +53,9 @@ class StalenessCheck(BaseCheck):
         self.started_at = now
         for pair in self.pairs:
             seen = self.last_seen.get(pair)
-            self._deadline[pair] = seen + self.config.threshold_s if seen is not None else now + self.config.startup_grace_s
+            self._deadline[pair] = (
+                seen + self.config.threshold_s if seen is not None else now + self.config.startup_grace_s
+            )
             self._waiters[pair] = asyncio.ensure_future(self._wait(pair))
 
     async def stop(self) -> None:

@@ -105,7 +105,9 @@ class VolatilityCheck(BaseCheck):
         warn = cfg.warn_change_pct if cfg.warn_change_pct is not None else cfg.max_change_pct * 0.6
         if widest >= cfg.max_change_pct:
             hot = sorted(p for p, r in ranges.items() if r >= cfg.max_change_pct)
-            return self.result(HealthStatus.CRITICAL, f"excessive volatility on {', '.join(hot)}: {text}", metrics)
+            return self.result(
+                HealthStatus.CRITICAL, f"excessive volatility on {', '.join(hot)}: {text}", metrics
+            )
         if widest >= warn:
             return self.result(HealthStatus.DEGRADED, text, metrics)
         return self.result(HealthStatus.OK, text, metrics)

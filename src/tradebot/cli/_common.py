@@ -12,7 +12,10 @@ if TYPE_CHECKING:
     from tradebot.app.bootstrap import Prepared
 
 config_option = click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="Config file (default: $TRADEBOT_CONFIG or ./tradebot.toml).",
 )
 

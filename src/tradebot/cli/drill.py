@@ -16,20 +16,36 @@ from tradebot.core import loop as event_loop
 
 @click.command()
 @click.option(
-    "--scenario", "scenarios", multiple=True, default=("all",), show_default=True,
+    "--scenario",
+    "scenarios",
+    multiple=True,
+    default=("all",),
+    show_default=True,
     help="Scenario to run (repeat for several), or 'all'. See --list.",
 )
 @click.option(
-    "--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
     help="TOML file: a [drill] table with the drill's timings, plus a base bot config to rehearse with.",
 )
 @click.option("--list", "list_only", is_flag=True, help="List the scenarios and exit.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of a table.")
-@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Keep state, configs and logs of every scenario here, in a new drill-<time> folder per run (default: a temporary folder).")
+@click.option(
+    "--workdir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Keep state, configs and logs of every scenario here, in a new drill-<time> folder per run (default: a temporary folder).",
+)
 @click.option("-v", "--verbose", is_flag=True, help="Show the bot's warnings while the drill runs.")
 def drill(
-    scenarios: tuple[str, ...], config_path: Path | None, list_only: bool, as_json: bool, workdir: Path | None, verbose: bool
+    scenarios: tuple[str, ...],
+    config_path: Path | None,
+    list_only: bool,
+    as_json: bool,
+    workdir: Path | None,
+    verbose: bool,
 ) -> None:
     """Run the real bot against the simulator while injecting faults; judge what happened.
 
@@ -45,7 +61,10 @@ def drill(
         return
     unknown = [n for n in scenarios if n != "all" and n not in scenario_names()]
     if unknown:
-        click.echo(f"error: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(scenario_names())}, all", err=True)
+        click.echo(
+            f"error: unknown scenario(s) {', '.join(unknown)}; known: {', '.join(scenario_names())}, all",
+            err=True,
+        )
         sys.exit(2)
     try:
         settings, base = load_drill_config(config_path)
@@ -54,7 +73,10 @@ def drill(
         for issue in exc.issues:
             click.echo(f"  - {issue}", err=True)
         sys.exit(2)
-    logging.basicConfig(level=logging.WARNING if verbose else logging.CRITICAL + 1, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING if verbose else logging.CRITICAL + 1,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     if workdir is not None:
         # each drill in a folder of its own: a scenario must start from an empty state, and a
         # reused --workdir must neither mix old orders into the verdict nor lose earlier runs
@@ -76,10 +98,15 @@ def drill(
     def progress(report: object) -> None:
         if not as_json:
             r = report  # ScenarioReport
-            click.echo(f"  {r.scenario.name}: {'PASS' if r.passed else 'FAIL'} ({r.duration_s:.1f}s)", err=True)  # type: ignore[attr-defined]
+            click.echo(
+                f"  {r.scenario.name}: {'PASS' if r.passed else 'FAIL'} ({r.duration_s:.1f}s)",  # type: ignore[attr-defined]
+                err=True,
+            )
 
     event_loop_or_exit()
-    reports = event_loop.run(run_drill(list(scenarios), settings, base=base, workdir=workdir, on_report=progress))
+    reports = event_loop.run(
+        run_drill(list(scenarios), settings, base=base, workdir=workdir, on_report=progress)
+    )
     if as_json:
         click.echo(json.dumps([r.as_json() for r in reports], indent=2))
     else:

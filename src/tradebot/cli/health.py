@@ -80,7 +80,9 @@ def _existing_state(config_path: Path | None, state_dir: Path | None) -> Path:
 
 
 state_dir_option = click.option(
-    "--state-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
     help="State directory (default: the config's bot.state_dir).",
 )
 
@@ -115,7 +117,12 @@ def read_health(state_dir: Path, *, limit: int = 2000) -> dict[str, Any]:
     out["trading"] = (
         {"state": "active", "reason": "never changed", "source": "core", "since": None}
         if rec is None
-        else {"state": rec.state.value, "reason": rec.reason, "source": rec.source, "since": rec.time.isoformat()}
+        else {
+            "state": rec.state.value,
+            "reason": rec.reason,
+            "source": rec.source,
+            "since": rec.time.isoformat(),
+        }
     )
     checks: dict[str, Any] = {}
     for r in records:  # newest first: the first seen per check is its latest
@@ -125,7 +132,12 @@ def read_health(state_dir: Path, *, limit: int = 2000) -> dict[str, Any]:
             metrics = json.loads(r.metrics_json) if r.metrics_json else {}
         except ValueError:
             metrics = {}
-        checks[r.check] = {"status": r.status, "message": r.message, "time": r.time.isoformat(), "metrics": metrics}
+        checks[r.check] = {
+            "status": r.status,
+            "message": r.message,
+            "time": r.time.isoformat(),
+            "metrics": metrics,
+        }
     out["checks"] = dict(sorted(checks.items()))
     try:
         out["dust"] = json.loads(dust_json) if dust_json else {}
@@ -211,7 +223,9 @@ def exit_code(data: dict[str, Any]) -> int:
 
 def _non_empty_reason(value: str) -> str:
     if not value.strip():
-        raise click.BadParameter("say why trading stops: the reason is kept with the state and shown in alerts")
+        raise click.BadParameter(
+            "say why trading stops: the reason is kept with the state and shown in alerts"
+        )
     return value
 
 
@@ -232,10 +246,19 @@ def _send(action: str, reason: str, config_path: Path | None, state_dir: Path | 
 
 
 @click.command()
-@click.option("--reason", required=True, callback=lambda _ctx, _param, value: _non_empty_reason(value),
-              help="Why trading stops (kept with the state and shown in alerts).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              help="Seconds to wait for a running bot to answer.")
+@click.option(
+    "--reason",
+    required=True,
+    callback=lambda _ctx, _param, value: _non_empty_reason(value),
+    help="Why trading stops (kept with the state and shown in alerts).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for a running bot to answer.",
+)
 @config_option
 @state_dir_option
 def halt(reason: str, timeout: float, config_path: Path | None, state_dir: Path | None) -> None:
@@ -245,8 +268,13 @@ def halt(reason: str, timeout: float, config_path: Path | None, state_dir: Path 
 
 @click.command()
 @click.option("--reason", default="operator resume", show_default=True, help="Why trading may go on.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
-              help="Seconds to wait for a running bot to answer.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=5.0,
+    show_default=True,
+    help="Seconds to wait for a running bot to answer.",
+)
 @config_option
 @state_dir_option
 def resume(reason: str, timeout: float, config_path: Path | None, state_dir: Path | None) -> None:

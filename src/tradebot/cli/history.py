@@ -24,15 +24,24 @@ def _fail(exc: Exception) -> None:
 
 
 @click.command("trades")
-@click.option("--since", default=None, help="Only trades from then on: an ISO date/date-time or an age (24h, 7d).")
+@click.option(
+    "--since", default=None, help="Only trades from then on: an ISO date/date-time or an age (24h, 7d)."
+)
 @click.option("--pair", default=None, help="Only this pair (e.g. BTC/USD).")
 @click.option("--strategy", default=None, help="Only this strategy instance.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of objects.")
 @click.option("--csv", "as_csv", is_flag=True, help="Print CSV with a header line.")
 @state_dir_option
 @config_option
-def trades(since: str | None, pair: str | None, strategy: str | None, as_json: bool, as_csv: bool,
-           state_dir: Path | None, config_path: Path | None) -> None:
+def trades(
+    since: str | None,
+    pair: str | None,
+    strategy: str | None,
+    as_json: bool,
+    as_csv: bool,
+    state_dir: Path | None,
+    config_path: Path | None,
+) -> None:
     """Every execution: time, pair, side, volume, price, fee, strategy, realised PnL.
 
     PNL is what a fill realised by reducing its strategy's position (before fees); TRIP is
@@ -53,8 +62,10 @@ def trades(since: str | None, pair: str | None, strategy: str | None, as_json: b
         _fail(exc)
         return
     rows = [
-        r for r in records
-        if (start is None or r.time >= start) and (pair is None or r.pair == pair)
+        r
+        for r in records
+        if (start is None or r.time >= start)
+        and (pair is None or r.pair == pair)
         and (strategy is None or r.strategy == strategy)
     ]
     if as_json:
@@ -62,8 +73,20 @@ def trades(since: str | None, pair: str | None, strategy: str | None, as_json: b
         return
     if as_csv:
         buf = io.StringIO()
-        fields = ["time", "pair", "side", "volume", "price", "fee", "strategy", "realized_pnl", "round_trip_pnl",
-                  "position_after", "client_order_id", "trade_id"]
+        fields = [
+            "time",
+            "pair",
+            "side",
+            "volume",
+            "price",
+            "fee",
+            "strategy",
+            "realized_pnl",
+            "round_trip_pnl",
+            "position_after",
+            "client_order_id",
+            "trade_id",
+        ]
         writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
         writer.writeheader()
         for r in rows:
@@ -73,13 +96,23 @@ def trades(since: str | None, pair: str | None, strategy: str | None, as_json: b
     if not rows:
         click.echo("no trades")
         return
-    table: list[tuple[str, ...]] = [("TIME", "PAIR", "SIDE", "VOLUME", "PRICE", "FEE", "STRATEGY", "PNL", "TRIP")]
-    for r in rows:
-        table.append((
-            r.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"), r.pair, r.side, f"{r.volume:f}", f"{r.price:f}",
-            f"{r.fee:.4f}", r.strategy, "" if r.realized_pnl is None else f"{r.realized_pnl:+.4f}",
+    table: list[tuple[str, ...]] = [
+        ("TIME", "PAIR", "SIDE", "VOLUME", "PRICE", "FEE", "STRATEGY", "PNL", "TRIP")
+    ]
+    table.extend(
+        (
+            r.time.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r.pair,
+            r.side,
+            f"{r.volume:f}",
+            f"{r.price:f}",
+            f"{r.fee:.4f}",
+            r.strategy,
+            "" if r.realized_pnl is None else f"{r.realized_pnl:+.4f}",
             "" if r.round_trip_pnl is None else f"{r.round_trip_pnl:+.4f}",
-        ))
+        )
+        for r in rows
+    )
     _print_table(table)
 
 
@@ -118,13 +151,25 @@ def _print_books(books: list[dict[str, Any]]) -> None:
     if not books:
         click.echo("  no trades")
         return
-    table: list[tuple[str, ...]] = [("STRATEGY", "PAIR", "TRADES", "TRIPS", "WIN%", "PNL GROSS", "FEES", "PNL NET", "MAX DD", "EXPOSURE")]
+    table: list[tuple[str, ...]] = [
+        ("STRATEGY", "PAIR", "TRADES", "TRIPS", "WIN%", "PNL GROSS", "FEES", "PNL NET", "MAX DD", "EXPOSURE")
+    ]
     for b in books:
         rate = "-" if b["win_rate"] is None else f"{100 * b['win_rate']:.0f}"
-        table.append((
-            b["strategy"], b["pair"], str(b["trades"]), str(b["round_trips"]), rate, _money(b["pnl_gross"]),
-            _money(b["fees"]), _money(b["pnl_net"]), _money(b["max_drawdown"]), _duration(b["exposure_s"]),
-        ))
+        table.append(
+            (
+                b["strategy"],
+                b["pair"],
+                str(b["trades"]),
+                str(b["round_trips"]),
+                rate,
+                _money(b["pnl_gross"]),
+                _money(b["fees"]),
+                _money(b["pnl_net"]),
+                _money(b["max_drawdown"]),
+                _duration(b["exposure_s"]),
+            )
+        )
     _print_table(table, indent="  ")
 
 

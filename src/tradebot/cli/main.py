@@ -45,7 +45,9 @@ class LazyGroup(click.Group):
     """A group whose commands are imported the first time they are used."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name, (mod, _) in COMMANDS.items() if importlib.util.find_spec(mod) is not None)
+        return sorted(
+            name for name, (mod, _) in COMMANDS.items() if importlib.util.find_spec(mod) is not None
+        )
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         target = COMMANDS.get(cmd_name)

@@ -68,8 +68,17 @@ def _print_table(infos: list[PluginInfo]) -> None:
     rows = [("NAME", "CATEGORY", "ENABLED", "STATE", "DISTRIBUTION", "VERSION", "HOOKS")]
     for i in infos:
         hooks = ", ".join(h.removeprefix("tradebot_") for h in i.hooks)
-        rows.append((i.name, i.category, "yes" if i.enabled else "no", i.state, i.distribution or "-",
-                     i.version or "-", hooks))
+        rows.append(
+            (
+                i.name,
+                i.category,
+                "yes" if i.enabled else "no",
+                i.state,
+                i.distribution or "-",
+                i.version or "-",
+                hooks,
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     for r in rows:
         click.echo("  ".join(r[c].ljust(widths[c]) for c in range(6)) + "  " + r[6])
@@ -81,7 +90,9 @@ def _edit_enabled(name: str, config_path: Path | None, enable: bool) -> None:
     installed = installed_plugins()
     if name not in installed:
         near = difflib.get_close_matches(name, list(installed), n=3)
-        hint = f" Did you mean: {', '.join(near)}?" if near else f" Installed: {', '.join(sorted(installed))}."
+        hint = (
+            f" Did you mean: {', '.join(near)}?" if near else f" Installed: {', '.join(sorted(installed))}."
+        )
         raise click.ClickException(f"no plugin named {name!r} is installed.{hint}")
     path = find_config(config_path) or Path("tradebot.toml")
     if path.exists():

@@ -43,7 +43,8 @@ async def _with_bot_state(prepared: Any, work: Callable[[Any, Any], Awaitable[in
     lock = BotLock(state_dir)
     if not lock.try_acquire():
         raise StateError(
-            f"the bot is running with {state_dir} (pid {lock.holder_pid() or 'unknown'}); stop it first", path=str(state_dir)
+            f"the bot is running with {state_dir} (pid {lock.holder_pid() or 'unknown'}); stop it first",
+            path=str(state_dir),
         )
     try:
         store = StateStore(state_dir, bot_id=settings.bot_id)
@@ -51,8 +52,15 @@ async def _with_bot_state(prepared: Any, work: Callable[[Any, Any], Awaitable[in
             trading = TradingStateMachine(store=store)
             trading.restore(announce=False)
             ctx = BotContext(
-                settings=settings, plugins=prepared.host, clock=SystemClock(), state_dir=state_dir, store=store,
-                trading=trading, extras={"secrets": load_secrets(settings.secrets_path, declared=prepared.host.secret_names())},
+                settings=settings,
+                plugins=prepared.host,
+                clock=SystemClock(),
+                state_dir=state_dir,
+                store=store,
+                trading=trading,
+                extras={
+                    "secrets": load_secrets(settings.secrets_path, declared=prepared.host.secret_names())
+                },
             )
             name = settings.bot.exchange
             exchange = prepared.host.build("exchange", name, settings.plugin_config("exchange", name), ctx)
@@ -110,7 +118,9 @@ def rebuild(config_path: Path | None) -> None:
     async def work(ctx: Any, ids: Any) -> int:
         portfolio = Portfolio(ctx.store, quote=ctx.settings.bot.quote)
         executor = OrderExecutor(ctx.exchange, ctx.store, portfolio, order_ids=ids)
-        trades = await trades_by_order(ctx.exchange, None)  # read once: the check after compares with them too
+        trades = await trades_by_order(
+            ctx.exchange, None
+        )  # read once: the check after compares with them too
         result = await rebuild_state(executor, ctx.exchange, ids, None, trades=trades)
         click.echo(result.message)
         if result.added or result.updated:

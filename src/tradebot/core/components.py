@@ -72,8 +72,12 @@ class ComponentSpec:
     description: str = ""
     fills_on_paper: bool = attrs.field(default=False, kw_only=True)
     on_simulator: Callable[[Any, str, str], Any] | None = attrs.field(default=None, kw_only=True)
-    secrets: tuple[str, ...] = attrs.field(default=(), converter=_as_names, validator=_secret_names, kw_only=True)
+    secrets: tuple[str, ...] = attrs.field(
+        default=(), converter=_as_names, validator=_secret_names, kw_only=True
+    )
     optional_secrets: tuple[str, ...] = attrs.field(
         default=(), converter=_as_names, validator=_secret_names, kw_only=True
     )
-    check_secrets: Callable[[Mapping[str, str]], Sequence[str]] | None = attrs.field(default=None, kw_only=True)
+    check_secrets: Callable[[Mapping[str, str]], Sequence[str]] | None = attrs.field(
+        default=None, kw_only=True
+    )

@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "describe",
     "AuthError",
     "BadDataError",
+    "CircuitOpen",
     "ConfigError",
     "ConnectionFailed",
     "DNSError",
@@ -34,11 +34,11 @@ __all__ = [
     "PluginQuarantined",
     "RateLimited",
     "RequestTimeout",
-    "CircuitOpen",
     "StateError",
     "TradebotError",
     "TransientError",
     "UnknownPair",
+    "describe",
 ]
 
 

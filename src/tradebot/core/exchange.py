@@ -77,7 +77,9 @@ class Exchange(Protocol):
         """The account's trades (executions) after ``since`` (all when None). A trade need not
         carry a client order id; ``exchange_order_id`` names its order."""
 
-    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
+    def market_data(
+        self, pairs: Sequence[str], *, ohlc_interval: int | None = None
+    ) -> AsyncIterator[MarketEvent]:
         """Stream tickers (and candles when ``ohlc_interval`` is set) for ``pairs``.
 
         The stream heals itself (reconnect, resubscribe, REST fallback) and ends only when
@@ -93,7 +95,9 @@ class Exchange(Protocol):
 class MarketDataSource(Protocol):
     """What a paper-trading exchange needs of the exchange it wraps: its market data."""
 
-    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
+    def market_data(
+        self, pairs: Sequence[str], *, ohlc_interval: int | None = None
+    ) -> AsyncIterator[MarketEvent]:
         """See :meth:`Exchange.market_data`."""
 
 

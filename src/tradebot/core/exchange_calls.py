@@ -79,7 +79,7 @@ class ErrorReportingExchange:
     untouched. A cancelled call is not a failure.
     """
 
-    __slots__ = ("_tb_inner", "_tb_on_error", "_tb_cache")
+    __slots__ = ("_tb_cache", "_tb_inner", "_tb_on_error")
 
     def __init__(self, inner: Any, on_error: Callable[[BaseException, str], None]) -> None:
         object.__setattr__(self, "_tb_inner", inner)
@@ -108,7 +108,7 @@ class ErrorReportingExchange:
             except Exception as exc:
                 try:
                     on_error(exc, name)
-                except Exception:  # noqa: BLE001 - reporting never changes the call's outcome
+                except Exception:  # reporting never changes the call's outcome
                     log.exception("reporting a failed exchange call failed")
                 raise
 

@@ -182,7 +182,9 @@ class OrderExecutor:
         cid = request.client_order_id
         existing = self.store.get_order(cid)
         if existing is not None:
-            log.warning("order %s is already journalled (%s); not sending it again", cid, existing.status.value)
+            log.warning(
+                "order %s is already journalled (%s); not sending it again", cid, existing.status.value
+            )
             return existing.to_order_info()
         now = self._clock.now()
         entry = JournalEntry(
@@ -223,23 +225,33 @@ class OrderExecutor:
             except OrderHeld as exc:
                 return await self._mark_not_placed(cid, f"not placed: {exc}")
             except NOT_PLACED as exc:
-                return await self._mark_not_placed(cid, f"rejected by the exchange ({type(exc).__name__}): {exc}")
+                return await self._mark_not_placed(
+                    cid, f"rejected by the exchange ({type(exc).__name__}): {exc}"
+                )
             except asyncio.CancelledError:
                 self.store.update_order(cid, status=OrderStatus.UNKNOWN, last_error="cancelled while sending")
                 raise
             except Exception as exc:  # noqa: BLE001 - any other failure leaves the outcome unknown
-                log.warning("order %s: outcome unknown after %s: %s; looking it up", cid, type(exc).__name__, exc)
-                self.store.update_order(cid, status=OrderStatus.UNKNOWN, last_error=f"{type(exc).__name__}: {exc}")
+                log.warning(
+                    "order %s: outcome unknown after %s: %s; looking it up", cid, type(exc).__name__, exc
+                )
+                self.store.update_order(
+                    cid, status=OrderStatus.UNKNOWN, last_error=f"{type(exc).__name__}: {exc}"
+                )
                 self.store.incr_counter("executor.outcome_unknown")
                 try:
                     found = await self._find_after_send(cid)
                 except _Unresolved as unresolved:
-                    log.error("order %s: still unknown (%s); tracking it until a lookup succeeds", cid, unresolved)
+                    log.error(
+                        "order %s: still unknown (%s); tracking it until a lookup succeeds", cid, unresolved
+                    )
                     return self._entry(cid).to_order_info()
                 if found is not None:
                     return await self._apply_and_emit(cid, found, force_emit=True)
                 if attempts >= self.max_send_attempts:
-                    return await self._mark_not_placed(cid, f"not placed: {attempts} attempts, none arrived: {exc}")
+                    return await self._mark_not_placed(
+                        cid, f"not placed: {attempts} attempts, none arrived: {exc}"
+                    )
                 log.warning("order %s: proven not placed; resending with the same client id", cid)
                 self.store.incr_counter("executor.resent")
                 continue
@@ -249,7 +261,9 @@ class OrderExecutor:
         gate = self.wire_gate
         if gate is None:
             return await self.exchange.place_order(request)
-        with gate.sending(request, self.reduces_exposure, exchange_checks_at_wire=self._exchange_checks_at_wire):
+        with gate.sending(
+            request, self.reduces_exposure, exchange_checks_at_wire=self._exchange_checks_at_wire
+        ):
             return await self.exchange.place_order(request)
 
     def reduces_exposure(self, request: OrderRequest) -> bool:
@@ -313,7 +327,12 @@ class OrderExecutor:
             if recorded is not None:
                 trades_log.info(
                     "trade (from the exchange's history): %s %s %s @ %s, fee %s, order %s",
-                    fill.side.value, fill.volume, fill.pair, fill.price, fill.fee, cid,
+                    fill.side.value,
+                    fill.volume,
+                    fill.pair,
+                    fill.price,
+                    fill.fee,
+                    cid,
                 )
                 await self._call(self.on_fill, fill, "on_fill")
 
@@ -376,7 +395,12 @@ class OrderExecutor:
         fill: Fill | None = None
         filled, avg, fee = cur.filled_volume, cur.avg_fill_price, cur.fee
         if delta < 0:
-            log.error("order %s: exchange reports less filled (%s) than recorded (%s)", cid, info.filled_volume, filled)
+            log.error(
+                "order %s: exchange reports less filled (%s) than recorded (%s)",
+                cid,
+                info.filled_volume,
+                filled,
+            )
         elif delta > 0:
             new_avg = info.avg_fill_price or info.price or cur.price or self.portfolio.mark_price(cur.pair)
             if new_avg is None:
@@ -428,11 +452,24 @@ class OrderExecutor:
         if fill is not None:
             trades_log.info(
                 "trade: %s %s %s @ %s, fee %s, strategy %s, order %s (%s)",
-                fill.side.value, fill.volume, fill.pair, fill.price, fill.fee, entry.strategy or "-", cid,
+                fill.side.value,
+                fill.volume,
+                fill.pair,
+                fill.price,
+                fill.fee,
+                entry.strategy or "-",
+                cid,
                 entry.status.value,
-                extra={"pair": fill.pair, "side": fill.side.value, "volume": str(fill.volume),
-                       "price": str(fill.price), "fee": str(fill.fee), "strategy": entry.strategy,
-                       "client_order_id": cid, "trade_id": fill.trade_id},
+                extra={
+                    "pair": fill.pair,
+                    "side": fill.side.value,
+                    "volume": str(fill.volume),
+                    "price": str(fill.price),
+                    "fee": str(fill.fee),
+                    "strategy": entry.strategy,
+                    "client_order_id": cid,
+                    "trade_id": fill.trade_id,
+                },
             )
         out = entry.to_order_info()
         if changed or force_emit:
@@ -451,7 +488,7 @@ class OrderExecutor:
             result = callback(arg)
             if inspect.isawaitable(result):
                 await result
-        except Exception:  # noqa: BLE001 - a report listener never undoes what was recorded
+        except Exception:  # a report listener never undoes what was recorded
             log.exception("%s callback failed", name)
 
     # --- tracking ----------------------------------------------------------------------
@@ -519,9 +556,11 @@ class OrderExecutor:
             outcomes.setdefault(outcome, []).append(entry.client_order_id)
         orphans: list[OrderInfo] = []
         try:
-            for info in await self.exchange.open_orders():
-                if info.client_order_id is None or self.store.get_order(info.client_order_id) is None:
-                    orphans.append(info)
+            orphans = [
+                info
+                for info in await self.exchange.open_orders()
+                if info.client_order_id is None or self.store.get_order(info.client_order_id) is None
+            ]
         except Exception as exc:  # noqa: BLE001 - orphans are advisory; the journal is reconciled
             log.warning("could not list open orders to find unknown ones: %s", exc)
         for info in orphans:
@@ -595,10 +634,17 @@ class OrderExecutor:
         if self.markets is not None:
             mark = self.portfolio.mark_price(pair)
             if self.markets.is_dust(pair, volume, mark):
-                log.info("%s: %s left is dust (below the pair's minimum order); nothing to flatten", pair, volume)
+                log.info(
+                    "%s: %s left is dust (below the pair's minimum order); nothing to flatten", pair, volume
+                )
                 return None
             size, _ = self.markets.fit(
-                pair=pair, side=side, order_type=OrderType.MARKET, volume=size, reference_price=mark, reduces=True
+                pair=pair,
+                side=side,
+                order_type=OrderType.MARKET,
+                volume=size,
+                reference_price=mark,
+                reduces=True,
             )
         request = OrderRequest(
             pair=pair,
@@ -619,4 +665,3 @@ class OrderExecutor:
             if info is not None:
                 results.append(info)
         return results
-

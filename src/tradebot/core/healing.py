@@ -147,7 +147,9 @@ class Failure:
         # describe(), not str(): a plugin's exception may fail to print, and healing must not
         what = f"{type(self.error).__name__}: {describe(self.error)}" if self.error is not None else self.kind
         where = ", ".join(
-            f"{k}={v}" for k, v in (("component", self.component), ("plugin", self.plugin), ("module", self.module)) if v
+            f"{k}={v}"
+            for k, v in (("component", self.component), ("plugin", self.plugin), ("module", self.module))
+            if v
         )
         return f"{what} ({where})" if where else what
 
@@ -304,7 +306,9 @@ class Healer:
         self._alert = alert
         self._lock = asyncio.Lock()
         self._uses: dict[str, collections.deque[float]] = {a.name: collections.deque() for a in self.actions}
-        self._escalates: dict[str, bool] = {a.name: bool(getattr(a, "escalates", False)) for a in self.actions}
+        self._escalates: dict[str, bool] = {
+            a.name: bool(getattr(a, "escalates", False)) for a in self.actions
+        }
         """What each step declares, read once here."""
         self._healings: collections.deque[float] = collections.deque()
         self._alerted_until = float("-inf")
@@ -333,7 +337,11 @@ class Healer:
             issues = []
             for n in missing:
                 near = difflib.get_close_matches(n, list(available), n=2)
-                hint = f"; did you mean {', '.join(near)}?" if near else f"; loaded: {', '.join(sorted(available)) or 'none'}"
+                hint = (
+                    f"; did you mean {', '.join(near)}?"
+                    if near
+                    else f"; loaded: {', '.join(sorted(available)) or 'none'}"
+                )
                 issues.append(f"no loaded recovery plugin provides {n!r}{hint} @ $.healing.ladder")
             raise ConfigError("the healing ladder names recovery actions that are not loaded", issues)
         actions = []
@@ -382,14 +390,18 @@ class Healer:
         if not self.settings.enabled:
             log.warning("healing is off ([healing] enabled = false); not healing: %s", failure.describe())
             return HealResult(failure, False, None, (), 0.0)
-        log.warning("healing: %s", failure.describe(), extra={"failure": failure.kind, "component": failure.component})
+        log.warning(
+            "healing: %s", failure.describe(), extra={"failure": failure.kind, "component": failure.component}
+        )
         for action in self.actions:
             if not self._applies(action, failure):
                 continue
             for attempt in range(1, action.limits.attempts + 1):
                 if not self._within_limit(action):
                     self.counters.bump(self.counters.skipped, action.name)
-                    records.append(AttemptRecord(action.name, "skipped-limit", 0.0, "limit per window reached"))
+                    records.append(
+                        AttemptRecord(action.name, "skipped-limit", 0.0, "limit per window reached")
+                    )
                     log.warning(
                         "healing: %s skipped, %d uses within %gs already",
                         action.name,
@@ -502,8 +514,11 @@ class Healer:
             self.counters.healed += 1
         else:
             self.counters.unhealed += 1
-            log.error("healing: nothing healed %s (tried: %s)", result.failure.describe(),
-                      ", ".join(r.action for r in result.attempts) or "no action applied")
+            log.error(
+                "healing: nothing healed %s (tried: %s)",
+                result.failure.describe(),
+                ", ".join(r.action for r in result.attempts) or "no action applied",
+            )
             await self._send(
                 Alert(
                     level=AlertLevel.CRITICAL,
@@ -543,7 +558,14 @@ def format_failure(exc: BaseException) -> str:
     return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
-FRAMEWORK_PACKAGES = ("tradebot.core", "tradebot.api", "tradebot.app", "tradebot.services", "tradebot.resilience", "tradebot.drill")
+FRAMEWORK_PACKAGES = (
+    "tradebot.core",
+    "tradebot.api",
+    "tradebot.app",
+    "tradebot.services",
+    "tradebot.resilience",
+    "tradebot.drill",
+)
 """The framework's own packages: never reloaded by recovery."""
 
 
@@ -565,5 +587,5 @@ async def send_alert(sink: Callable[[Alert], Any] | None, alert: Alert) -> None:
         res = sink(alert)
         if inspect.isawaitable(res):
             await res
-    except Exception:  # noqa: BLE001 - alerting must never break healing or supervision
+    except Exception:  # alerting must never break healing or supervision
         log.exception("could not send the alert %r", alert.title)

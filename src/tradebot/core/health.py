@@ -138,7 +138,11 @@ class HealthReport:
         return {
             "status": self.status.value,
             "time": self.time.isoformat(),
-            "trading": {"state": self.trading_state.value, "reason": self.trading_reason, "source": self.trading_source},
+            "trading": {
+                "state": self.trading_state.value,
+                "reason": self.trading_reason,
+                "source": self.trading_source,
+            },
             "checks": {name: r.as_json() for name, r in sorted(self.results.items())},
         }
 
@@ -289,7 +293,7 @@ class BaseCheck:
         message: str,
         metrics: Mapping[str, float] | None = None,
         *,
-        escalate: TradingState | None | str = "configured",
+        escalate: TradingState | str | None = "configured",
     ) -> CheckResult:
         """A result of this check now.
 
@@ -328,7 +332,9 @@ class TradingLike(Protocol):
 
 
 class HealthStore(Protocol):
-    def append_health(self, check: str, status: str, message: str, metrics_json: str, time: datetime) -> None: ...
+    def append_health(
+        self, check: str, status: str, message: str, metrics_json: str, time: datetime
+    ) -> None: ...
 
 
 class Broadcaster(Protocol):
@@ -373,7 +379,11 @@ class HealthMonitor:
             self._tracks[check.name] = _Track(check=check)
         # what each check can do, learnt once here rather than asked at every event
         self._feeds: dict[str, list[tuple[str, Callable[..., Any]]]] = {
-            method: [(t.check.name, getattr(t.check, method)) for t in self._tracks.values() if isinstance(t.check, proto)]
+            method: [
+                (t.check.name, getattr(t.check, method))
+                for t in self._tracks.values()
+                if isinstance(t.check, proto)
+            ]
             for method, proto in _FEEDS.items()
         }
         self._starts = [t for t in self._tracks.values() if isinstance(t.check, _Starts)]
@@ -407,7 +417,9 @@ class HealthMonitor:
                 except TradebotError as exc:
                     log.error("check %r could not be built, running without it: %s", name, exc)
         settings = ctx.settings.section("monitoring") or MonitoringSettings()
-        monitor = cls(checks, trading=ctx.trading, store=ctx.store, plugins=host, clock=ctx.clock, settings=settings)
+        monitor = cls(
+            checks, trading=ctx.trading, store=ctx.store, plugins=host, clock=ctx.clock, settings=settings
+        )
         portfolio = ctx.portfolio
         if portfolio is not None and hasattr(portfolio, "listeners"):
             portfolio.listeners.append(monitor.on_position_closed)
@@ -546,7 +558,9 @@ class HealthMonitor:
         """A check that could not answer: degraded, then critical once it is blind (see ``blind_after``)."""
         name, limit = track.check.name, self.settings.blind_after
         if not limit or track.failures < limit:
-            return CheckResult(check=name, status=HealthStatus.DEGRADED, message=message, time=self.clock.now())
+            return CheckResult(
+                check=name, status=HealthStatus.DEGRADED, message=message, time=self.clock.now()
+            )
         options = track.check.options if isinstance(track.check, _HasOptions) else None
         target = options.target() if isinstance(options, TriggerOptions) else None
         return CheckResult(
@@ -563,7 +577,9 @@ class HealthMonitor:
         """Record a result, log/persist status changes and escalate a critical one."""
         from tradebot.core.secrets import redact
 
-        if (shown := redact(result.message)) != result.message:  # a check's words go to the state, alerts, /status
+        if (
+            shown := redact(result.message)
+        ) != result.message:  # a check's words go to the state, alerts, /status
             result = attrs.evolve(result, message=shown)
         track = self._tracks.get(result.check)
         if track is None:
@@ -581,12 +597,22 @@ class HealthMonitor:
             track.ok_since = None
         if changed:
             self._log_change(previous, result)
-        if changed or track.persisted_at is None or now - track.persisted_at >= self.settings.persist_interval_s:
+        if (
+            changed
+            or track.persisted_at is None
+            or now - track.persisted_at >= self.settings.persist_interval_s
+        ):
             self._persist(result)
             track.persisted_at, track.persisted = now, result
-        if result.status is HealthStatus.CRITICAL and result.escalate is not None and self.trading is not None:
-            if result.escalate.severity > self.trading.state.severity:
-                await self.trading.escalate(result.escalate, f"{result.check}: {result.message}", check_source(result.check))
+        if (
+            result.status is HealthStatus.CRITICAL
+            and result.escalate is not None
+            and self.trading is not None
+            and result.escalate.severity > self.trading.state.severity
+        ):
+            await self.trading.escalate(
+                result.escalate, f"{result.check}: {result.message}", check_source(result.check)
+            )
 
     def _log_change(self, previous: CheckResult | None, result: CheckResult) -> None:
         level = {
@@ -622,7 +648,7 @@ class HealthMonitor:
             return
         if not trading.source.startswith(SOURCE_PREFIX):
             return
-        name = trading.source[len(SOURCE_PREFIX):]
+        name = trading.source[len(SOURCE_PREFIX) :]
         track = self._tracks.get(name)
         if track is None or track.check.auto_resume_after_s is None or track.ok_since is None:
             return
@@ -632,7 +658,9 @@ class HealthMonitor:
         blocking = [
             t.check.name
             for t in self._tracks.values()
-            if t.latest is not None and t.latest.status is HealthStatus.CRITICAL and t.latest.escalate is not None
+            if t.latest is not None
+            and t.latest.status is HealthStatus.CRITICAL
+            and t.latest.escalate is not None
         ]
         if blocking:
             return

@@ -14,6 +14,7 @@ from a position.
 from __future__ import annotations
 
 import enum
+import itertools
 import logging
 from collections.abc import Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_DOWN, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
@@ -60,7 +61,7 @@ def _tiers(value: Any) -> tuple[tuple[Decimal, Decimal], ...]:
     tiers = tuple((_dec(v), _dec(p)) for v, p in value)
     if not tiers or tiers[0][0] != 0:
         raise ValueError(f"a fee schedule starts at volume 0 (got {value!r})")
-    if any(b[0] <= a[0] for a, b in zip(tiers, tiers[1:], strict=False)):
+    if any(b[0] <= a[0] for a, b in itertools.pairwise(tiers)):
         raise ValueError(f"fee tiers must be in increasing volume (got {value!r})")
     if any(not 0 <= p < 100 for _, p in tiers):
         raise ValueError(f"fees are percentages between 0 and 100 (got {value!r})")
@@ -204,13 +205,17 @@ def fit_order(
         )
     if status is PairStatus.REDUCE_ONLY and not reduces:
         raise MarketRuleError(
-            "status", f"{pair} is reduce_only on the exchange: only orders that reduce the position", pair=pair
+            "status",
+            f"{pair} is reduce_only on the exchange: only orders that reduce the position",
+            pair=pair,
         )
     fitted = rules.round_volume(volume)
     if price is not None:
         price = rules.round_price(price, side)
         if price <= 0:
-            raise MarketRuleError("price", f"limit price rounds to zero on {pair}'s tick {rules.tick_size}", pair=pair)
+            raise MarketRuleError(
+                "price", f"limit price rounds to zero on {pair}'s tick {rules.tick_size}", pair=pair
+            )
     if fitted < rules.min_volume or fitted == 0:
         raise MarketRuleError(
             "min_volume",
@@ -244,7 +249,9 @@ def order_volume(
     return volume
 
 
-def buy_volume(quote_amount: Decimal, fixed: Decimal | None, price: Decimal, rules: MarketRules | None) -> Decimal:
+def buy_volume(
+    quote_amount: Decimal, fixed: Decimal | None, price: Decimal, rules: MarketRules | None
+) -> Decimal:
     """A strategy's buy volume: ``fixed`` when configured, else :func:`order_volume` of ``quote_amount``."""
     return fixed if fixed is not None else order_volume(quote_amount, price, rules)
 
@@ -276,7 +283,11 @@ class MarketBook:
         """Take the exchange's rules; pairs in ``expected`` it left out keep their last good rules."""
         for pair, rules in answer.items():
             if not isinstance(rules, MarketRules):
-                log.error("market rules of %s from the exchange are not MarketRules (%r): kept the last good ones", pair, rules)
+                log.error(
+                    "market rules of %s from the exchange are not MarketRules (%r): kept the last good ones",
+                    pair,
+                    rules,
+                )
                 continue
             self._rules[pair] = rules
         for pair in expected:
@@ -297,7 +308,9 @@ class MarketBook:
             answer = await exchange.markets()
         except Exception as exc:  # noqa: BLE001 - rules stay as they were; the next refresh asks again
             self.last_error = f"{type(exc).__name__}: {exc}"
-            log.warning("could not read the exchange's market rules (%s); keeping the last good ones", self.last_error)
+            log.warning(
+                "could not read the exchange's market rules (%s); keeping the last good ones", self.last_error
+            )
             return False
         self.last_error = None
         self.update(answer, expected=expected)
@@ -331,7 +344,9 @@ class MarketBook:
         rules = self.rules(pair)
         return rules is not None and rules.is_dust(volume, price)
 
-    def dust(self, positions: Mapping[str, Decimal], prices: Mapping[str, Decimal | None] | None = None) -> dict[str, Decimal]:
+    def dust(
+        self, positions: Mapping[str, Decimal], prices: Mapping[str, Decimal | None] | None = None
+    ) -> dict[str, Decimal]:
         """The positions among ``positions`` (pair -> signed volume) that are dust."""
         prices = prices or {}
         return {p: v for p, v in positions.items() if v and self.is_dust(p, v, prices.get(p))}

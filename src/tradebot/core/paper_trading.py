@@ -80,7 +80,9 @@ def paper_plan(settings: Any, host: Any, *, paper: bool) -> PaperPlan | None:
             f"paper trading takes market data from an exchange plugin that trades for real, and {source!r} fills on "
             f"paper itself; name another exchange plugin @ {where}"
         )
-    simulator = settings.bot.market_data == "simulator" and src is not None and src.spec.on_simulator is not None
+    simulator = (
+        settings.bot.market_data == "simulator" and src is not None and src.spec.on_simulator is not None
+    )
     return PaperPlan(engine=engine, source=source, simulator=simulator)
 
 

@@ -263,12 +263,20 @@ class PluginHost:
             self._load_failed(name, f"invalid hook implementation: {exc}", required)
             return False
         except ValueError:  # already registered (pluggy's message lists every plugin object)
-            self._load_failed(name, f"a plugin named {name!r} is already loaded (is it enabled twice?)", required)
+            self._load_failed(
+                name, f"a plugin named {name!r} is already loaded (is it enabled twice?)", required
+            )
             return False
-        unknown = [h for h in hook_names(obj) if not hasattr(self.pm.hook, h) or getattr(self.pm.hook, h).spec is None]
+        unknown = [
+            h
+            for h in hook_names(obj)
+            if not hasattr(self.pm.hook, h) or getattr(self.pm.hook, h).spec is None
+        ]
         if unknown:
             self.pm.unregister(name=name)
-            self._load_failed(name, f"implements hook {unknown[0]!r}, which has no spec", required, hook=unknown[0])
+            self._load_failed(
+                name, f"implements hook {unknown[0]!r}, which has no spec", required, hook=unknown[0]
+            )
             return False
         try:
             self.pm.check_pending()
@@ -316,7 +324,9 @@ class PluginHost:
         if name in self.report.loaded:
             self.report.loaded.remove(name)
 
-    def _load_failed(self, name: str, message: str, required: Collection[str], hook: str | None = None) -> None:
+    def _load_failed(
+        self, name: str, message: str, required: Collection[str], hook: str | None = None
+    ) -> None:
         self.report.failed[name] = message
         if name in required:
             raise PluginError(
@@ -343,7 +353,9 @@ class PluginHost:
                 if spec.name in bucket:
                     other = bucket[spec.name].plugin
                     raise PluginError(
-                        f"{category} {spec.name!r} is already provided by plugin {other!r}", plugin=name, hook=hook
+                        f"{category} {spec.name!r} is already provided by plugin {other!r}",
+                        plugin=name,
+                        hook=hook,
                     )
                 bucket[spec.name] = RegisteredComponent(plugin=name, category=category, spec=spec)
         fn = getattr(obj, _SETTINGS_HOOK, None)
@@ -351,10 +363,14 @@ class PluginHost:
             try:
                 cls = self.call(name, _SETTINGS_HOOK, fn)
             except PluginError as exc:
-                raise PluginError(f"{_SETTINGS_HOOK} raised: {exc.__cause__!r}", plugin=name, hook=_SETTINGS_HOOK) from exc
+                raise PluginError(
+                    f"{_SETTINGS_HOOK} raised: {exc.__cause__!r}", plugin=name, hook=_SETTINGS_HOOK
+                ) from exc
             if not (isinstance(cls, type) and attrs.has(cls)):
                 raise PluginError(
-                    f"{_SETTINGS_HOOK} must return an attrs class (got {cls!r})", plugin=name, hook=_SETTINGS_HOOK
+                    f"{_SETTINGS_HOOK} must return an attrs class (got {cls!r})",
+                    plugin=name,
+                    hook=_SETTINGS_HOOK,
                 )
             self._settings_classes[name] = cls
 
@@ -381,7 +397,9 @@ class PluginHost:
 
             known = sorted(self._components.get(category, {}))
             near = difflib.get_close_matches(name, known, n=3)
-            hint = f"; did you mean {', '.join(near)}?" if near else f"; available: {', '.join(known) or 'none'}"
+            hint = (
+                f"; did you mean {', '.join(near)}?" if near else f"; available: {', '.join(known) or 'none'}"
+            )
             raise PluginError(f"no {category} named {name!r} is loaded{hint}", plugin=name)
         return found
 
@@ -415,7 +433,9 @@ class PluginHost:
                 await self.acall(name, "tradebot_configure", fn, config=config, context=view)
             except TradebotError as exc:
                 if name in required:
-                    raise PluginError(f"required plugin {name!r} could not take its settings: {exc}", plugin=name) from exc
+                    raise PluginError(
+                        f"required plugin {name!r} could not take its settings: {exc}", plugin=name
+                    ) from exc
                 if name not in self._quarantined:
                     self.quarantine(name, f"tradebot_configure failed: {exc}")
 
@@ -447,7 +467,9 @@ class PluginHost:
         with _plugin_span(tracer, plugin, method):
             return self.call_untraced(plugin, method, fn, *args, **kwargs)
 
-    async def acall(self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def acall(
+        self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
         """Like :meth:`call`, awaiting the result when it is awaitable (span covers the await)."""
         tracer = telemetry.state.tracer if telemetry.state.enabled else None
         if tracer is None:
@@ -455,7 +477,9 @@ class PluginHost:
         with _plugin_span(tracer, plugin, method):
             return await self.acall_untraced(plugin, method, fn, *args, **kwargs)
 
-    def call_untraced(self, plugin: str, method: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def call_untraced(
+        self, plugin: str, method: str, fn: Callable[..., T], /, *args: Any, **kwargs: Any
+    ) -> T:
         """:meth:`call` without a span: failures are still attributed, counted and wrapped.
 
         For hot paths that sample their own spans (the strategy runner traces failed, slow
@@ -472,7 +496,9 @@ class PluginHost:
         self.record_success(plugin)
         return result
 
-    async def acall_untraced(self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    async def acall_untraced(
+        self, plugin: str, method: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> Any:
         """:meth:`acall` without a span (see :meth:`call_untraced`)."""
         if plugin in self._quarantined:
             raise PluginQuarantined(f"plugin {plugin!r} is quarantined", plugin=plugin, hook=method)
@@ -510,11 +536,17 @@ class PluginHost:
             exc_info=exc,
             extra={"plugin": plugin, "hook": method},
         )
-        if count >= self.quarantine_after and plugin not in self._quarantined and plugin not in self._reregistering:
+        if (
+            count >= self.quarantine_after
+            and plugin not in self._quarantined
+            and plugin not in self._reregistering
+        ):
             reason = f"{count} consecutive failures, last in {method}: {type(exc).__name__}: {text}"
             self._causes[plugin] = QuarantineCause(method, exc)
             self.quarantine(plugin, reason)
-        return PluginError(f"plugin {plugin!r} failed in {method}: {type(exc).__name__}: {text}", plugin=plugin, hook=method)
+        return PluginError(
+            f"plugin {plugin!r} failed in {method}: {type(exc).__name__}: {text}", plugin=plugin, hook=method
+        )
 
     def quarantine(self, plugin: str, reason: str) -> None:
         """Switch a plugin off for the rest of this run and tell the listeners."""
@@ -523,7 +555,7 @@ class PluginHost:
         for listener in list(self.quarantine_listeners):
             try:
                 listener(plugin, reason)
-            except Exception:  # noqa: BLE001 - a listener must not break quarantine
+            except Exception:  # a listener must not break quarantine
                 log.exception("quarantine listener failed")
 
     def quarantine_cause(self, plugin: str) -> QuarantineCause | None:
@@ -581,7 +613,10 @@ def _load_span(plugin: str) -> Any:
     if tracer is None:
         return contextlib.nullcontext(None)
     return tracer.start_as_current_span(
-        "plugin.load", attributes={"tradebot.plugin": plugin}, record_exception=True, set_status_on_exception=True
+        "plugin.load",
+        attributes={"tradebot.plugin": plugin},
+        record_exception=True,
+        set_status_on_exception=True,
     )
 
 
@@ -609,7 +644,7 @@ def _plugin_span(tracer: Any, plugin: str, method: str) -> Any:
 class _Guarded:
     """Proxy routing every method call of a plugin-provided object through the host."""
 
-    __slots__ = ("_tb_host", "_tb_plugin", "_tb_obj", "_tb_cache")
+    __slots__ = ("_tb_cache", "_tb_host", "_tb_obj", "_tb_plugin")
 
     def __init__(self, host: PluginHost, plugin: str, obj: object) -> None:
         object.__setattr__(self, "_tb_host", host)
@@ -666,7 +701,9 @@ def unwrap(obj: Any) -> Any:
     return obj.unwrapped if isinstance(obj, _Guarded) else obj
 
 
-def gather_infos(host: PluginHost | None, enabled: Collection[str], *, include_disabled: bool) -> list[PluginInfo]:
+def gather_infos(
+    host: PluginHost | None, enabled: Collection[str], *, include_disabled: bool
+) -> list[PluginInfo]:
     """Describe installed plugins for ``plugins list``.
 
     Enabled plugins are described from the loaded host. Disabled ones are imported for
@@ -716,7 +753,16 @@ def gather_infos(host: PluginHost | None, enabled: Collection[str], *, include_d
     if host is not None:
         for name in host.report.unknown:
             if name in enabled and not any(i.name == name for i in infos):
-                infos.append(PluginInfo(name=name, category="other", distribution=None, version=None, enabled=True,
-                                        hooks=(), error="enabled but not installed", state="failed"))
+                infos.append(
+                    PluginInfo(
+                        name=name,
+                        category="other",
+                        distribution=None,
+                        version=None,
+                        enabled=True,
+                        hooks=(),
+                        error="enabled but not installed",
+                        state="failed",
+                    )
+                )
     return infos
-

@@ -240,7 +240,9 @@ class PolicyRunner:
             async with asyncio.timeout(self.settings.policy_timeout_s):  # not wait_for: it can lose a cancel
                 outcome: PolicyOutcome = await self.policy.apply(change)
         except TimeoutError:
-            outcome = PolicyOutcome(name, False, f"policy did not finish within {self.settings.policy_timeout_s:g}s")
+            outcome = PolicyOutcome(
+                name, False, f"policy did not finish within {self.settings.policy_timeout_s:g}s"
+            )
         except asyncio.CancelledError:
             log.warning("position policy %r stopped before it finished", name)
             raise
@@ -278,7 +280,9 @@ class PolicyRunner:
         log.log(level, "position policy %r: %s", name, outcome.message)
         title = f"HALT position policy {name}: {'done' if outcome.done else 'NOT finished'}"
         if held:
-            title = f"HALT: balances do not match the journal; positions kept, policy {configured} not applied"
+            title = (
+                f"HALT: balances do not match the journal; positions kept, policy {configured} not applied"
+            )
         if self.plugins is not None:
             await self.plugins.broadcast(
                 "tradebot_alert",

@@ -107,7 +107,9 @@ def _split_fill(fill: Fill, volume: Decimal) -> Fill:
     return attrs.evolve(fill, volume=volume, fee=fee)
 
 
-def _attribute(book: dict[tuple[str, str], Position], fill: Fill, strategy: str) -> dict[tuple[str, str], Position]:
+def _attribute(
+    book: dict[tuple[str, str], Position], fill: Fill, strategy: str
+) -> dict[tuple[str, str], Position]:
     """The per-strategy positions ``fill`` changes (new values by (strategy, pair)).
 
     A fill of a strategy's order is that strategy's; a sell beyond the strategy's own
@@ -216,7 +218,9 @@ class Portfolio:
         self._book: dict[tuple[str, str], Position] = {}
         fees = ZERO
         for fill in self.store.fills():
-            self._book.update(_attribute(self._book, fill, self._strategy_of.get(fill.client_order_id or "", "")))
+            self._book.update(
+                _attribute(self._book, fill, self._strategy_of.get(fill.client_order_id or "", ""))
+            )
             fees += fill.fee
         self._fees = fees
 
@@ -230,7 +234,9 @@ class Portfolio:
             return
         start = self._cash - sum((_cash_delta(f) for f in fills), ZERO)
         if start != 0:
-            log.warning("starting cash was not recorded; derived %s %s from cash and fills", start, self.quote)
+            log.warning(
+                "starting cash was not recorded; derived %s %s from cash and fills", start, self.quote
+            )
             self.store.set_kv(_START_KEY, str(start))
 
     def adopt_exchange_cash(self, balance: Decimal) -> None:
@@ -362,7 +368,7 @@ class Portfolio:
                 for listener in list(self.listeners):
                     try:
                         listener(rec)
-                    except Exception:  # noqa: BLE001 - a listener never undoes a recorded fill
+                    except Exception:  # a listener never undoes a recorded fill
                         log.exception("position-closed listener failed")
 
         tx.on_commit(commit)
@@ -415,9 +421,13 @@ class Portfolio:
             have = balances.get(asset)
             slack = abs(volume) * holding_tolerance_pct / 100
             if volume < 0:
-                problems.append(f"{asset}: the bot's journal shows a short of {volume}, impossible on a spot account")
+                problems.append(
+                    f"{asset}: the bot's journal shows a short of {volume}, impossible on a spot account"
+                )
             elif have < volume - slack:
-                problems.append(f"{asset}: the bot holds {volume} by its journal but the exchange holds {have}")
+                problems.append(
+                    f"{asset}: the bot holds {volume} by its journal but the exchange holds {have}"
+                )
             elif have > volume + slack:
                 unexplained.append(
                     f"{asset}: the exchange holds {have}, {have - volume} more than the bot's position {volume} "
@@ -454,7 +464,9 @@ class Portfolio:
         return dict(positions)
 
     @staticmethod
-    def _replay(fills: Iterable[Fill], cash: Decimal) -> tuple[dict[str, Position], Decimal, list[PositionClosed]]:
+    def _replay(
+        fills: Iterable[Fill], cash: Decimal
+    ) -> tuple[dict[str, Position], Decimal, list[PositionClosed]]:
         positions: dict[str, Position] = {}
         realized: list[PositionClosed] = []
         for f in fills:

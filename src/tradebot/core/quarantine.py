@@ -77,7 +77,8 @@ def _takes_no_arguments(fn: Callable[..., Any]) -> bool:
     except (TypeError, ValueError):
         return False
     return all(
-        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params
+        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for p in params
     )
 
 

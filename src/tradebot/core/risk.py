@@ -227,7 +227,9 @@ class RiskGate:
         if volume <= 0:
             raise RiskRejection(RejectReason.INVALID, f"volume must be > 0 (got {volume})", signal=signal)
         if signal.order_type is OrderType.LIMIT and (signal.limit_price is None or signal.limit_price <= 0):
-            raise RiskRejection(RejectReason.INVALID, "a limit order needs a positive limit price", signal=signal)
+            raise RiskRejection(
+                RejectReason.INVALID, "a limit order needs a positive limit price", signal=signal
+            )
 
         state = self.trading.state
         if state is TradingState.HALTED:
@@ -254,7 +256,9 @@ class RiskGate:
         min_size = limits.min_size(signal.pair)
         if volume < min_size:
             raise RiskRejection(
-                RejectReason.MIN_SIZE, f"volume {volume} is below the minimum order size {min_size}", signal=signal
+                RejectReason.MIN_SIZE,
+                f"volume {volume} is below the minimum order size {min_size}",
+                signal=signal,
             )
 
         limit = limits.position_limit(signal.pair)
@@ -275,7 +279,10 @@ class RiskGate:
         now = self._clock.monotonic()
         while self._approved_at and now - self._approved_at[0] >= 60.0:
             self._approved_at.popleft()
-        if limits.max_orders_per_minute is not None and len(self._approved_at) >= limits.max_orders_per_minute:
+        if (
+            limits.max_orders_per_minute is not None
+            and len(self._approved_at) >= limits.max_orders_per_minute
+        ):
             raise RiskRejection(
                 RejectReason.RATE_LIMIT,
                 f"{len(self._approved_at)} orders in the last minute (limit {limits.max_orders_per_minute})",
@@ -366,7 +373,11 @@ class RiskGate:
         own: Decimal = max(by_strategy(signal.strategy, pair).volume, ZERO)
         spare: Decimal = max(by_strategy("", pair).volume, ZERO)  # what no instance owns
         own_selling = sum(
-            (o.remaining for o in working if o.pair == pair and o.side is Side.SELL and o.strategy == signal.strategy),
+            (
+                o.remaining
+                for o in working
+                if o.pair == pair and o.side is Side.SELL and o.strategy == signal.strategy
+            ),
             ZERO,
         )
         if volume > own + spare - own_selling:
@@ -382,10 +393,16 @@ class RiskGate:
         cash = getattr(self.portfolio, "cash", None)
         if cash is None:
             return
-        price = signal.limit_price if signal.order_type is OrderType.LIMIT else self.portfolio.mark_price(signal.pair)
+        price = (
+            signal.limit_price
+            if signal.order_type is OrderType.LIMIT
+            else self.portfolio.mark_price(signal.pair)
+        )
         if price is None:
             raise RiskRejection(
-                RejectReason.NO_PRICE, f"no current price of {signal.pair} to check what the buy costs", signal=signal
+                RejectReason.NO_PRICE,
+                f"no current price of {signal.pair} to check what the buy costs",
+                signal=signal,
             )
         committed = ZERO
         for order in working:
@@ -430,7 +447,9 @@ class RiskGate:
             log.debug("signal rejected: %s", rejection)
         else:
             self._logged.add(rejection.code)
-            log.warning("signal rejected: %s (further rejections of this kind are logged at DEBUG)", rejection)
+            log.warning(
+                "signal rejected: %s (further rejections of this kind are logged at DEBUG)", rejection
+            )
 
 
 def _plain(value: Decimal) -> str:

@@ -96,7 +96,11 @@ class Heartbeat:
     """
 
     def __init__(
-        self, path: str | Path | None = None, *, interval_s: float | None = None, alive: Callable[[], bool] | None = None
+        self,
+        path: str | Path | None = None,
+        *,
+        interval_s: float | None = None,
+        alive: Callable[[], bool] | None = None,
     ) -> None:
         env = os.environ.get(ENV_HEARTBEAT)
         self.alive = alive

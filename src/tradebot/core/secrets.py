@@ -140,7 +140,9 @@ def load_secrets(
         except FileNotFoundError:
             raise ConfigError(f"secrets file not found: {p}") from None
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read secrets file {p}: {getattr(exc, 'strerror', None) or exc}") from None
+            raise ConfigError(
+                f"cannot read secrets file {p}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             # the decoder's message names line/column only, never the content
             raise ConfigError(f"secrets file {p} is not valid TOML: {exc}") from None

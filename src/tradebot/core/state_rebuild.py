@@ -60,23 +60,27 @@ class StateReport:
 
     @property
     def clean(self) -> bool:
-        return not self.missing and not self.differing and not self.position_differences and not self.fill_differences
+        return (
+            not self.missing
+            and not self.differing
+            and not self.position_differences
+            and not self.fill_differences
+        )
 
     def lines(self) -> list[str]:
         window = "all history" if self.since is None else f"since {self.since.isoformat(timespec='seconds')}"
         out = [f"{self.exchange_orders} of this bot's orders on the exchange ({window})"]
-        for info in self.missing:
-            out.append(
-                f"  missing from the journal: {info.client_order_id} {info.side.value} {info.volume} {info.pair}"
-                f" {info.status.value}, filled {info.filled_volume}"
-            )
-        for entry, info in self.differing:
-            out.append(
-                f"  differs: {entry.client_order_id} journal {entry.status.value} filled {entry.filled_volume},"
-                f" exchange {info.status.value} filled {info.filled_volume}"
-            )
-        for line in self.fill_differences:
-            out.append(f"  fills differ from the exchange's trades: {line}")
+        out.extend(
+            f"  missing from the journal: {info.client_order_id} {info.side.value} {info.volume} {info.pair}"
+            f" {info.status.value}, filled {info.filled_volume}"
+            for info in self.missing
+        )
+        out.extend(
+            f"  differs: {entry.client_order_id} journal {entry.status.value} filled {entry.filled_volume},"
+            f" exchange {info.status.value} filled {info.filled_volume}"
+            for entry, info in self.differing
+        )
+        out.extend(f"  fills differ from the exchange's trades: {line}" for line in self.fill_differences)
         for pair, (journal, exchange) in sorted(self.positions.items()):
             mark = "" if journal == exchange else "   <- differs"
             out.append(f"  position {pair}: journal {journal}, exchange {exchange}{mark}")
@@ -166,7 +170,12 @@ def _differs(entry: JournalEntry, info: OrderInfo) -> bool:
 
 
 async def check_state(
-    store: StateStore, exchange: Any, ids: OrderIds, since: datetime | None, *, trades: dict[str, list[Fill]] | None = None
+    store: StateStore,
+    exchange: Any,
+    ids: OrderIds,
+    since: datetime | None,
+    *,
+    trades: dict[str, list[Fill]] | None = None,
 ) -> StateReport:
     """Compare the journal with this bot's orders on the exchange, and its fills with the
     exchange's trades of them (read-only). ``trades``: already read (see :func:`trades_by_order`)."""
@@ -194,7 +203,9 @@ async def check_state(
             if pair_values != (ZERO, ZERO):
                 positions[pair] = pair_values
     differences = () if trades is None else tuple(fill_differences(store, orders, trades))
-    return StateReport(since, len(orders), tuple(missing), tuple(differing), positions, differences, tuple(orders))
+    return StateReport(
+        since, len(orders), tuple(missing), tuple(differing), positions, differences, tuple(orders)
+    )
 
 
 @attrs.frozen
@@ -218,13 +229,16 @@ class RebuildReport:
             fills = "; fills DIFFER from the exchange's trades: " + " | ".join(self.fill_differences)
         else:
             fills = "; fills equal the exchange's trades"
-        return (
-            f"journal rebuilt from the exchange: {len(self.added)} orders added, {len(self.updated)} updated{cash}{fills}"
-        )
+        return f"journal rebuilt from the exchange: {len(self.added)} orders added, {len(self.updated)} updated{cash}{fills}"
 
 
 async def rebuild_state(
-    executor: Any, exchange: Any, ids: OrderIds, since: datetime | None, *, trades: dict[str, list[Fill]] | None = None
+    executor: Any,
+    exchange: Any,
+    ids: OrderIds,
+    since: datetime | None,
+    *,
+    trades: dict[str, list[Fill]] | None = None,
 ) -> RebuildReport:
     """Journal this bot's orders the journal lacks (with their fills, so positions follow),
     bring differing ones in line, then take cash from the exchange's balance.
@@ -332,12 +346,14 @@ async def recover_at_start(ctx: Any, executor: Any, ids: OrderIds) -> str | None
         )
     try:
         rebuilt = await rebuild_state(executor, exchange, ids, since)
-    except Exception as exc:  # noqa: BLE001 - stay HALTED and say so
+    except Exception as exc:  # stay HALTED and say so
         log.exception("rebuilding the journal from the exchange failed")
         reason = f"{damage}; rebuilding the journal from the exchange failed ({exc}): run `tradebot state rebuild`, then `tradebot resume`"
         await trading.halt_anew(reason, SOURCE)
         return reason
-    held = ", ".join(f"{p} {pos.volume}" for p, pos in sorted(executor.portfolio.positions().items())) or "none"
+    held = (
+        ", ".join(f"{p} {pos.volume}" for p, pos in sorted(executor.portfolio.positions().items())) or "none"
+    )
     reason = (
         f"{damage}; {rebuilt.message}; positions now {held}. Check them against the exchange"
         " (`tradebot state check`), then `tradebot resume`"

@@ -346,7 +346,7 @@ class Supervisor:
                 await self._on_exit(child, task)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the watcher must outlive any single mishap
+            except Exception:  # the watcher must outlive any single mishap
                 log.exception("supervisor: handling the end of %s failed", name)
 
     async def _on_exit(self, child: _Child, task: asyncio.Task[Any]) -> None:
@@ -426,11 +426,17 @@ async def start_supervision(
         request_stop(reason, exit_code=code)
 
     sup = Supervisor(
-        settings, clock=context.clock, healer=healer, on_escalate=on_escalate, alert=alert, restart_unhealed=infinite
+        settings,
+        clock=context.clock,
+        healer=healer,
+        on_escalate=on_escalate,
+        alert=alert,
+        restart_unhealed=infinite,
     )
     context.healer = healer
     context.supervisor = sup
     await sup.start()
+
     def beating() -> bool:
         return sup.escalated is None and not sup.stopping and (alive is None or alive())
 

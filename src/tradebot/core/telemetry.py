@@ -16,6 +16,7 @@ attributes, status and events (exception messages and stack traces included) wen
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING, Any, cast
 
@@ -23,7 +24,14 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
     from opentelemetry.trace import Tracer
 
-__all__ = ["RedactingSpanProcessor", "configure_tracing", "get_tracer", "redacted_span", "shutdown_tracing", "state"]
+__all__ = [
+    "RedactingSpanProcessor",
+    "configure_tracing",
+    "get_tracer",
+    "redacted_span",
+    "shutdown_tracing",
+    "state",
+]
 
 TRACER_NAME = "tradebot"
 
@@ -80,10 +88,8 @@ def configure_tracing(
     state.provider = provider
     state.tracer = provider.get_tracer(TRACER_NAME)
     state.enabled = True
-    try:
+    with contextlib.suppress(Exception):  # already set by a host application; ours still works
         trace.set_tracer_provider(provider)
-    except Exception:  # noqa: BLE001 - already set by a host application; ours still works
-        pass
     return True
 
 

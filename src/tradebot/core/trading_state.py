@@ -78,7 +78,9 @@ class TradingStateMachine:
         self.state = TradingState(state)
         self.reason, self.source, self.since = reason, source, since
         if announce and self.state is not TradingState.ACTIVE:
-            log.warning("trading state restored as %s (%s, by %s since %s)", self.state.value, reason, source, since)
+            log.warning(
+                "trading state restored as %s (%s, by %s since %s)", self.state.value, reason, source, since
+            )
         return True
 
     @property
@@ -134,13 +136,17 @@ class TradingStateMachine:
                 if self.state is not change.current or self.since != change.time:
                     return  # a later change was saved (or will be retried) instead
                 try:
-                    self._store.save_trading_state(change.current.value, change.reason, change.source, change.time)  # type: ignore[union-attr]
+                    self._store.save_trading_state(  # type: ignore[union-attr]
+                        change.current.value, change.reason, change.source, change.time
+                    )
                 except Exception as exc:  # noqa: BLE001 - keep trying, say so once a minute
                     log.debug("trading state still not saved: %s", exc)
                     continue
                 log.warning("trading state %s saved after an earlier failure", change.current.value)
                 return
-            log.critical("trading state %s could not be saved; a restart would not keep it", change.current.value)
+            log.critical(
+                "trading state %s could not be saved; a restart would not keep it", change.current.value
+            )
 
         self._save_task = asyncio.ensure_future(retry())
 
@@ -158,7 +164,9 @@ class TradingStateMachine:
                 if target.severity <= self.state.severity:
                     raise  # loosening waits until it can be saved
                 # a safety stop takes effect even when the disk fails; saving is retried
-                log.critical("trading state %s applied but NOT saved (%s); retrying the save", target.value, exc)
+                log.critical(
+                    "trading state %s applied but NOT saved (%s); retrying the save", target.value, exc
+                )
                 self._retry_save(change)
         self.state, self.reason, self.source, self.since = target, reason, source, change.time
         if self.wire_gate is not None and target.severity > change.previous.severity:
@@ -166,13 +174,15 @@ class TradingStateMachine:
         self.history.append(change)
         del self.history[:-100]
         level = logging.INFO if target is TradingState.ACTIVE else logging.CRITICAL
-        log.log(level, "trading state %s -> %s: %s (by %s)", change.previous.value, target.value, reason, source)
+        log.log(
+            level, "trading state %s -> %s: %s (by %s)", change.previous.value, target.value, reason, source
+        )
         for listener in list(self.listeners):
             try:
                 result = listener(change)
                 if asyncio.iscoroutine(result):
                     await result
-            except Exception:  # noqa: BLE001 - a listener never blocks a state change
+            except Exception:  # a listener never blocks a state change
                 log.exception("trading-state listener failed")
         return change
 
@@ -281,7 +291,11 @@ class OrderWireGate:
             async with asyncio.timeout(self.drain_timeout_s):
                 await self._idle.wait()
         except TimeoutError:
-            log.error("%d order(s) still on the wire %.0f s after the trading state changed", self.on_wire, self.drain_timeout_s)
+            log.error(
+                "%d order(s) still on the wire %.0f s after the trading state changed",
+                self.on_wire,
+                self.drain_timeout_s,
+            )
 
 
 @contextlib.contextmanager

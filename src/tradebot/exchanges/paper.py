@@ -56,7 +56,6 @@ from tradebot.api import (
     OrderRequest,
     OrderStatus,
     OrderType,
-    PairStatus,
     Side,
     SystemClock,
     SystemStatus,
@@ -107,16 +106,22 @@ class PaperConfig:
         factory=lambda: {"USD": Decimal("10000")}, converter=_balances, validator=_non_negative_balances
     )
     fee_pct: Decimal | None = attrs.field(
-        default=None, converter=attrs.converters.optional(_dec), validator=attrs.validators.optional(in_range(ZERO, Decimal(10)))
+        default=None,
+        converter=attrs.converters.optional(_dec),
+        validator=attrs.validators.optional(in_range(ZERO, Decimal(10))),
     )
     """Taker fee in percent; default: the market-data source's (Kraken's schedule)."""
     maker_fee_pct: Decimal | None = attrs.field(
-        default=None, converter=attrs.converters.optional(_dec), validator=attrs.validators.optional(in_range(ZERO, Decimal(10)))
+        default=None,
+        converter=attrs.converters.optional(_dec),
+        validator=attrs.validators.optional(in_range(ZERO, Decimal(10))),
     )
     """Maker fee in percent; default: the market-data source's (Kraken's schedule)."""
     slippage_bps: Decimal = attrs.field(default=ZERO, converter=_dec, validator=ge(ZERO))
     """Extra price move against a taking order (0: fills at the touch, as the simulator)."""
-    limit_fill_ratio: Decimal = attrs.field(default=Decimal(1), converter=_dec, validator=in_range(Decimal("0.01"), Decimal(1)))
+    limit_fill_ratio: Decimal = attrs.field(
+        default=Decimal(1), converter=_dec, validator=in_range(Decimal("0.01"), Decimal(1))
+    )
     """Part of a resting limit order's volume filled per crossing ticker (1: all at once)."""
     market_data: str = attrs.field(default="kraken", validator=non_empty)
     """The exchange plugin whose market data and rules the fills follow when ``[bot] exchange``
@@ -254,7 +259,9 @@ class PaperExchange:
             except TradebotError as exc:
                 if not self._rules:
                     raise
-                log.warning("paper: market rules not refreshed from the source (%s); keeping the last good ones", exc)
+                log.warning(
+                    "paper: market rules not refreshed from the source (%s); keeping the last good ones", exc
+                )
             else:
                 self._rules.update({pair: self._with_fees(rules) for pair, rules in answer.items()})
         return dict(self._rules)
@@ -358,11 +365,15 @@ class PaperExchange:
                 order = self._execute(order, taker_price, False, base, quote)
             else:
                 # funds are held at the taker fee, as the exchange holds them
-                self._check_funds(order, order.volume, request.price, self._fee_pct(order.pair, maker=False), base, quote)
+                self._check_funds(
+                    order, order.volume, request.price, self._fee_pct(order.pair, maker=False), base, quote
+                )
         self._seq += 1
         self._orders[cid] = order
         self._save()
-        log.info("paper order %s %s %s %s: %s", cid, order.side.value, order.volume, order.pair, order.status.value)
+        log.info(
+            "paper order %s %s %s %s: %s", cid, order.side.value, order.volume, order.pair, order.status.value
+        )
         return order
 
     async def cancel_order(self, client_order_id: str) -> bool:
@@ -388,30 +399,29 @@ class PaperExchange:
         """Final paper orders placed after ``since`` (all when None), newest first."""
         self._load()
         found = [
-            o for o in self._orders.values()
+            o
+            for o in self._orders.values()
             if o.status.is_final and (since is None or o.created_at is None or o.created_at > since)
         ]
         return sorted(found, key=lambda o: o.exchange_order_id or "", reverse=True)
 
     async def trades(self, since: datetime | None = None) -> Sequence[Fill]:
         """One trade per filled paper order placed after ``since`` (paper orders fill whole)."""
-        fills = []
-        for o in await self.closed_orders(since):
-            if o.filled_volume > 0 and o.avg_fill_price is not None:
-                fills.append(
-                    Fill(
-                        trade_id=f"{o.exchange_order_id}-T",
-                        client_order_id=o.client_order_id,
-                        exchange_order_id=o.exchange_order_id,
-                        pair=o.pair,
-                        side=o.side,
-                        price=o.avg_fill_price,
-                        volume=o.filled_volume,
-                        fee=o.fee,
-                        time=o.created_at or self._clock.now(),
-                    )
-                )
-        return fills
+        return [
+            Fill(
+                trade_id=f"{o.exchange_order_id}-T",
+                client_order_id=o.client_order_id,
+                exchange_order_id=o.exchange_order_id,
+                pair=o.pair,
+                side=o.side,
+                price=o.avg_fill_price,
+                volume=o.filled_volume,
+                fee=o.fee,
+                time=o.created_at or self._clock.now(),
+            )
+            for o in await self.closed_orders(since)
+            if o.filled_volume > 0 and o.avg_fill_price is not None
+        ]
 
     async def market_data(
         self, pairs: Sequence[str], *, ohlc_interval: int | None = None
@@ -439,7 +449,9 @@ class PaperExchange:
                 continue
             base, quote = _split(order.pair)
             try:
-                self._orders[cid] = self._execute(order, order.price, True, base, quote, part=self._part(order))
+                self._orders[cid] = self._execute(
+                    order, order.price, True, base, quote, part=self._part(order)
+                )
             except InsufficientFunds as exc:
                 log.warning("paper order %s cancelled at fill time: %s", cid, exc)
                 self._orders[cid] = attrs.evolve(order, status=OrderStatus.CANCELED)
@@ -481,7 +493,9 @@ class PaperExchange:
             have = self._balances.get(base, ZERO) - self._reserved(base, exclude=order.client_order_id)
             asset = base
         if need > have:
-            raise InsufficientFunds(f"needs {need} {asset}, {have} available", client_order_id=order.client_order_id)
+            raise InsufficientFunds(
+                f"needs {need} {asset}, {have} available", client_order_id=order.client_order_id
+            )
 
     def _reserved(self, asset: str, *, exclude: str | None) -> Decimal:
         """What resting orders hold of ``asset``."""
@@ -498,7 +512,14 @@ class PaperExchange:
         return total
 
     def _execute(
-        self, order: OrderInfo, price: Decimal, maker: bool, base: str, quote: str, *, part: Decimal | None = None
+        self,
+        order: OrderInfo,
+        price: Decimal,
+        maker: bool,
+        base: str,
+        quote: str,
+        *,
+        part: Decimal | None = None,
     ) -> OrderInfo:
         volume = order.volume - order.filled_volume if part is None else part
         fee_pct = self._fee_pct(order.pair, maker=maker)

@@ -27,7 +27,14 @@ from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import CircuitOpen, RateLimited, TradebotError
 from tradebot.core.validate import ge, gt, in_range
 
-__all__ = ["BreakerConfig", "BreakerListener", "BreakerState", "BreakerTransition", "CircuitBreaker", "CircuitBreakers"]
+__all__ = [
+    "BreakerConfig",
+    "BreakerListener",
+    "BreakerState",
+    "BreakerTransition",
+    "CircuitBreaker",
+    "CircuitBreakers",
+]
 
 log = logging.getLogger(__name__)
 

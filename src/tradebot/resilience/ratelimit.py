@@ -242,4 +242,3 @@ class TradingRateLimiter:
     def penalize(self, pair: str) -> None:
         """The exchange rejected an order for rate on ``pair``."""
         self.counter(pair).penalize()
-

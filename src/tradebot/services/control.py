@@ -69,12 +69,18 @@ async def apply_command(trading: Any, action: str, reason: str, source: str) -> 
     """Apply ``halt`` / ``reduce`` / ``resume`` to a trading state machine (the core entry point)."""
     target = ACTIONS.get(action)
     if target is None:
-        return ControlResult(False, action, trading.state.value, f"unknown action {action!r}; use one of {', '.join(ACTIONS)}")
+        return ControlResult(
+            False, action, trading.state.value, f"unknown action {action!r}; use one of {', '.join(ACTIONS)}"
+        )
     reason = reason.strip() or f"operator {action}"
     change = await trading.set_state(target, reason, source)
     if change is None:
-        return ControlResult(True, action, trading.state.value, f"already {trading.state.value}: nothing changed")
-    return ControlResult(True, action, change.current.value, f"{change.previous.value} -> {change.current.value}: {reason}")
+        return ControlResult(
+            True, action, trading.state.value, f"already {trading.state.value}: nothing changed"
+        )
+    return ControlResult(
+        True, action, change.current.value, f"{change.previous.value} -> {change.current.value}: {reason}"
+    )
 
 
 class BotLock:
@@ -206,13 +212,22 @@ class ControlWatcher:
             res = req.with_name(req.name[: -len(".req.json")] + ".res.json")
             try:
                 data = json.loads(req.read_text(encoding="utf-8"))
-                action, reason, source = str(data["action"]), str(data.get("reason", "")), str(data.get("source", "operator"))
+                action, reason, source = (
+                    str(data["action"]),
+                    str(data.get("reason", "")),
+                    str(data.get("source", "operator")),
+                )
                 age = time.time() - float(data.get("sent_at", 0))
             except (OSError, ValueError, KeyError, TypeError) as exc:
                 result = ControlResult(False, "?", self.trading.state.value, f"unreadable request: {exc}")
             else:
                 if age > self.max_request_age_s:
-                    result = ControlResult(False, action, self.trading.state.value, f"request expired ({age:.0f}s old), not applied")
+                    result = ControlResult(
+                        False,
+                        action,
+                        self.trading.state.value,
+                        f"request expired ({age:.0f}s old), not applied",
+                    )
                 else:
                     result = await apply_command(self.trading, action, reason, source)
                     log.warning("operator %s (%s, by %s): %s", action, reason, source, result.message)
@@ -272,7 +287,8 @@ def send_command(
         time.sleep(0.02)
     req.unlink(missing_ok=True)
     raise StateError(
-        f"the running bot (pid {lock.holder_pid() or 'unknown'}) did not answer within {timeout_s:g}s", path=str(folder)
+        f"the running bot (pid {lock.holder_pid() or 'unknown'}) did not answer within {timeout_s:g}s",
+        path=str(folder),
     )
 
 
@@ -289,5 +305,3 @@ def _apply_offline(state_dir: Path, action: str, reason: str, source: str) -> Co
         store.close()
     note = " (no bot is running: saved for the next start)"
     return attrs.evolve(result, via="store", message=result.message + note)
-
-

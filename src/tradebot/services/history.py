@@ -144,7 +144,9 @@ def _connect(state_dir: Path) -> sqlite3.Connection:
 
     path = state_dir / DB_NAME
     if not path.is_file():
-        raise StateError(f"no bot state at {path} (has the bot run with this state directory?)", path=str(path))
+        raise StateError(
+            f"no bot state at {path} (has the bot run with this state directory?)", path=str(path)
+        )
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=10.0)
         conn.row_factory = sqlite3.Row
@@ -176,7 +178,8 @@ def runs(state_dir: Path) -> list[Run]:
         (int(m.group(1)), _time(row["value"])) for row in rows if (m := _RUN_RE.match(row["key"])) is not None
     )
     return [
-        Run(n, started, starts[i + 1][1] if i + 1 < len(starts) else None) for i, (n, started) in enumerate(starts)
+        Run(n, started, starts[i + 1][1] if i + 1 < len(starts) else None)
+        for i, (n, started) in enumerate(starts)
     ]
 
 
@@ -193,8 +196,15 @@ def read_trades(state_dir: Path) -> list[TradeRecord]:
         conn.close()
     return replay(
         (
-            _time(r["time"]), r["pair"], r["side"], Decimal(r["volume"]), Decimal(r["price"]), Decimal(r["fee"]),
-            r["strategy"] or "-", r["client_order_id"], r["trade_id"],
+            _time(r["time"]),
+            r["pair"],
+            r["side"],
+            Decimal(r["volume"]),
+            Decimal(r["price"]),
+            Decimal(r["fee"]),
+            r["strategy"] or "-",
+            r["client_order_id"],
+            r["trade_id"],
         )
         for r in rows
     )
@@ -245,9 +255,19 @@ def replay(
         book.last_time = time
         out.append(
             TradeRecord(
-                time=time, pair=pair, side=side, volume=volume, price=price, fee=fee, strategy=strategy,
-                client_order_id=cid, trade_id=trade_id, realized_pnl=realized, round_trip_pnl=closed_trip,
-                position_after=book.volume, exposure_s=max(0.0, exposure),
+                time=time,
+                pair=pair,
+                side=side,
+                volume=volume,
+                price=price,
+                fee=fee,
+                strategy=strategy,
+                client_order_id=cid,
+                trade_id=trade_id,
+                realized_pnl=realized,
+                round_trip_pnl=closed_trip,
+                position_after=book.volume,
+                exposure_s=max(0.0, exposure),
             )
         )
     return out
@@ -257,7 +277,10 @@ def replay(
 
 
 def summarize(
-    records: Sequence[TradeRecord], *, start: datetime | None = None, end: datetime | None = None,
+    records: Sequence[TradeRecord],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
     now: datetime | None = None,
 ) -> list[BookStats]:
     """Figures per (strategy, pair) of the fills between ``start`` (inclusive) and ``end``.
@@ -282,7 +305,7 @@ def summarize(
             if previous is not None and previous.position_after != 0:
                 exposure += _overlap(previous.time, rec.time, start, horizon)
             previous = rec
-            if (start is not None and rec.time < start) or rec.time >= horizon and end is not None:
+            if (start is not None and rec.time < start) or (rec.time >= horizon and end is not None):
                 continue
             trades += 1
             fees += rec.fee
@@ -317,12 +340,14 @@ def report(state_dir: Path, *, now: datetime | None = None) -> dict[str, Any]:
     }
     for run in runs(state_dir):
         rows = summarize(records, start=run.started, end=run.ended, now=now)
-        out["runs"].append({
-            "run": run.number,
-            "started": run.started.isoformat(),
-            "ended": run.ended.isoformat() if run.ended else None,
-            "books": [s.as_json() for s in rows],
-        })
+        out["runs"].append(
+            {
+                "run": run.number,
+                "started": run.started.isoformat(),
+                "ended": run.ended.isoformat() if run.ended else None,
+                "books": [s.as_json() for s in rows],
+            }
+        )
     return out
 
 

@@ -98,12 +98,12 @@ def http_problems(settings: HttpSettings, secrets: Any) -> list[str]:
     if not token and not is_loopback(settings.host):
         problems.append(
             f"the HTTP server would listen on {settings.host}, reachable from other hosts, without a control token: "
-            "set control_token (TRADEBOT_CONTROL_TOKEN or the secrets file) and [http] auth = \"all\", or listen on "
+            'set control_token (TRADEBOT_CONTROL_TOKEN or the secrets file) and [http] auth = "all", or listen on '
             "127.0.0.1 @ $.http.host"
         )
     if not token and settings.auth == "all":
         problems.append(
-            "[http] auth = \"all\" needs a control token: set control_token (TRADEBOT_CONTROL_TOKEN or the secrets "
+            '[http] auth = "all" needs a control token: set control_token (TRADEBOT_CONTROL_TOKEN or the secrets '
             "file) @ $.http.auth"
         )
     return problems
@@ -114,7 +114,9 @@ def check_bind(settings: HttpSettings) -> str | None:
     if not settings.enabled or settings.port == 0:
         return None
     try:
-        infos = socket.getaddrinfo(settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        infos = socket.getaddrinfo(
+            settings.host, settings.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
     except OSError as exc:
         return f"the HTTP server cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc} @ $.http.host"
     family, kind, proto, _name, address = infos[0]
@@ -160,8 +162,11 @@ class _Gate:
             now = time.monotonic()
             if now - self._warned_at > 60:
                 self._warned_at = now
-                log.warning("HTTP server: %d connections open, the most it takes: closing new ones (%d so far)",
-                            len(self.open), self.refused)
+                log.warning(
+                    "HTTP server: %d connections open, the most it takes: closing new ones (%d so far)",
+                    len(self.open),
+                    self.refused,
+                )
             return False
         self.open.add(conn)
         return True
@@ -251,7 +256,9 @@ def readiness(context: BotContext, settings: HttpSettings) -> tuple[bool, list[s
     if context.exchange is None:
         return False, ["no exchange is connected"]
     loaded = set(getattr(health, "checks", {}) or {})
-    report = health.report() if callable(getattr(health, "report", None)) else getattr(health, "last_report", None)
+    report = (
+        health.report() if callable(getattr(health, "report", None)) else getattr(health, "last_report", None)
+    )
     results = dict(getattr(report, "results", {}) or {})
     limit = _SEVERITY[settings.not_ready_at]
     reasons: list[str] = []
@@ -329,7 +336,10 @@ class HttpServer:
         try:
             self._server = await loop.create_server(
                 lambda: _GuardedConnection(self._gate, make, cfg.idle_timeout_s),
-                cfg.host, cfg.port, reuse_address=True, backlog=min(128, cap * 2),
+                cfg.host,
+                cfg.port,
+                reuse_address=True,
+                backlog=min(128, cap * 2),
             )
         except OSError as exc:
             await runner.cleanup()
@@ -338,7 +348,11 @@ class HttpServer:
         self._started = time.monotonic()
         self.port = int(self._server.sockets[0].getsockname()[1])
         self.context.extras["http_url"] = self.url
-        log.info("HTTP server listening on %s (/healthz /readyz /metrics /status; at most %d connections)", self.url, cap)
+        log.info(
+            "HTTP server listening on %s (/healthz /readyz /metrics /status; at most %d connections)",
+            self.url,
+            cap,
+        )
         return self.port
 
     async def stop(self) -> None:
@@ -436,7 +450,11 @@ class HttpServer:
             data["health"] = {
                 "status": getattr(report.status, "value", report.status),
                 "checks": {
-                    name: (r.as_json() if hasattr(r, "as_json") else {"status": str(r.status), "message": r.message})
+                    name: (
+                        r.as_json()
+                        if hasattr(r, "as_json")
+                        else {"status": str(r.status), "message": r.message}
+                    )
                     for name, r in report.results.items()
                 },
             }
@@ -471,7 +489,9 @@ class HttpServer:
         data["quarantined_plugins"] = sorted(ctx.plugins.quarantined) if ctx.plugins is not None else []
         dispatcher = ctx.extras.get("notifications")
         if dispatcher is not None:
-            data["notifications"] = {name: attrs.asdict(box.stats) for name, box in dispatcher.outboxes.items()}
+            data["notifications"] = {
+                name: attrs.asdict(box.stats) for name, box in dispatcher.outboxes.items()
+            }
         return data
 
     # --- control -------------------------------------------------------------------------
@@ -486,8 +506,10 @@ class HttpServer:
         expected = self._control_token()
         if expected is None:
             return self._json(
-                {"error": "control endpoints are off: no control token is configured "
-                          "(set TRADEBOT_CONTROL_TOKEN or control_token in the secrets file)"},
+                {
+                    "error": "control endpoints are off: no control token is configured "
+                    "(set TRADEBOT_CONTROL_TOKEN or control_token in the secrets file)"
+                },
                 status=403,
             )
         header = request.headers.get("Authorization", "")
@@ -496,8 +518,11 @@ class HttpServer:
         given_bytes = given.strip().encode("utf-8", "surrogateescape")
         ok = scheme.lower() == "bearer" and hmac.compare_digest(given_bytes, expected.encode("utf-8"))
         if not ok:
-            log.warning("request to %s rejected: %s", request.path,
-                        "missing bearer token" if not header else "wrong or malformed token")
+            log.warning(
+                "request to %s rejected: %s",
+                request.path,
+                "missing bearer token" if not header else "wrong or malformed token",
+            )
             resp = self._json({"error": "missing or wrong bearer token"}, status=401)
             resp.headers["WWW-Authenticate"] = 'Bearer realm="tradebot"'
             return resp
@@ -535,6 +560,11 @@ class HttpServer:
         before = trading.state
         result = await apply_command(trading, action, reason, "http")
         return self._json(
-            {"changed": trading.state is not before, "state": trading.state.value, "reason": trading.reason, "message": result.message},
+            {
+                "changed": trading.state is not before,
+                "state": trading.state.value,
+                "reason": trading.reason,
+                "message": result.message,
+            },
             status=200 if result.ok else 400,
         )

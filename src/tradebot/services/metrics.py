@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from tradebot.core.context import BotContext
     from tradebot.core.models import Fill, OrderInfo
 
-__all__ = ["BotMetrics", "CONTENT_TYPE", "ORDER_OUTCOMES", "reject_reason", "render_prometheus"]
+__all__ = ["CONTENT_TYPE", "ORDER_OUTCOMES", "BotMetrics", "reject_reason", "render_prometheus"]
 
 log = logging.getLogger("tradebot.metrics")
 
@@ -91,7 +91,9 @@ class BotMetrics:
         self._Observation = Observation
         self._reader = InMemoryMetricReader()
         all_readers: list[Any] = [self._reader, *readers, *_env_readers()]
-        resource = Resource.create({"service.name": service_name or os.environ.get("OTEL_SERVICE_NAME") or "tradebot"})
+        resource = Resource.create(
+            {"service.name": service_name or os.environ.get("OTEL_SERVICE_NAME") or "tradebot"}
+        )
         self.provider = MeterProvider(metric_readers=all_readers, resource=resource)
         meter = self.provider.get_meter("tradebot")
         self.context: BotContext | None = None
@@ -105,24 +107,37 @@ class BotMetrics:
         self._hooked_trading: Any = None
 
         c = meter.create_counter
-        self._orders = c("tradebot.orders", description="Orders by pair, side and outcome (placed, filled, "
-                         "cancelled, expired, rejected, unknown)")
-        self._order_rejections = c("tradebot.order.rejections",
-                                   description="Orders the exchange (or the client) refused, by reason class")
+        self._orders = c(
+            "tradebot.orders",
+            description="Orders by pair, side and outcome (placed, filled, "
+            "cancelled, expired, rejected, unknown)",
+        )
+        self._order_rejections = c(
+            "tradebot.order.rejections",
+            description="Orders the exchange (or the client) refused, by reason class",
+        )
         self._fills = c("tradebot.fills", description="Executions received")
         self._fill_volume = c("tradebot.fill.volume", description="Executed base volume")
         self._fees = c("tradebot.fees", description="Fees paid, in the quote currency")
         self._signals = c("tradebot.signals", description="Signals emitted by strategies")
-        self._api_errors = c("tradebot.api.errors", description="Exchange API errors by endpoint and error class")
+        self._api_errors = c(
+            "tradebot.api.errors", description="Exchange API errors by endpoint and error class"
+        )
         self._retries = c("tradebot.api.retries", description="Retries of exchange calls")
-        self._breaker_transitions = c("tradebot.breaker.transitions", description="Circuit breaker state changes")
+        self._breaker_transitions = c(
+            "tradebot.breaker.transitions", description="Circuit breaker state changes"
+        )
         self._notifications = c("tradebot.notifications", description="Notifications by notifier and outcome")
         self._halts = c("tradebot.halts", description="Times trading went HALTED, by source")
 
         g = meter.create_observable_gauge
         oc = meter.create_observable_counter
         g("tradebot.trading.state", [self._obs_trading_state], description="1 for the current trading state")
-        g("tradebot.trading.severity", [self._obs_trading_severity], description="0 active, 1 reducing, 2 halted")
+        g(
+            "tradebot.trading.severity",
+            [self._obs_trading_severity],
+            description="0 active, 1 reducing, 2 halted",
+        )
         g("tradebot.equity", [self._obs_equity], description="Cash plus positions at the latest marks")
         g("tradebot.pnl.realized", [self._obs_realized], description="Realised PnL net of fees")
         g("tradebot.pnl.unrealized", [self._obs_unrealized], description="Open PnL at the latest marks")
@@ -134,25 +149,63 @@ class BotMetrics:
         g("tradebot.event_loop.lag", [self._obs_loop_lag], unit="s", description="Event-loop scheduling lag")
         g("tradebot.process.rss", [self._obs_rss], unit="By", description="Resident memory of the process")
         g("tradebot.uptime", [self._obs_uptime], unit="s", description="Seconds since the bot started")
-        g("tradebot.plugins", [self._obs_plugins], description="Plugins by state (loaded, failed, quarantined)")
-        oc("tradebot.process.cpu.time", [self._obs_cpu], unit="s", description="CPU seconds used by the process")
+        g(
+            "tradebot.plugins",
+            [self._obs_plugins],
+            description="Plugins by state (loaded, failed, quarantined)",
+        )
+        oc(
+            "tradebot.process.cpu.time",
+            [self._obs_cpu],
+            unit="s",
+            description="CPU seconds used by the process",
+        )
         oc("tradebot.api.calls", [self._obs_api_calls], description="Exchange API call attempts by endpoint")
-        oc("tradebot.api.failures", [self._obs_api_failures], description="Exchange calls that failed after retries")
+        oc(
+            "tradebot.api.failures",
+            [self._obs_api_failures],
+            description="Exchange calls that failed after retries",
+        )
         oc("tradebot.breaker.trips", [self._obs_breaker_trips], description="Times each breaker opened")
-        for field, desc in (("calls", "Strategy calls"), ("timeouts", "Strategy calls cut off by their timeout"),
-                            ("errors", "Strategy calls that raised"), ("signals", "Signals from strategies")):
+        for field, desc in (
+            ("calls", "Strategy calls"),
+            ("timeouts", "Strategy calls cut off by their timeout"),
+            ("errors", "Strategy calls that raised"),
+            ("signals", "Signals from strategies"),
+        ):
             oc(f"tradebot.strategy.{field}", [self._strategy_obs(field)], description=desc)
-        oc("tradebot.process.restarts", [self._obs_process_restarts], description="Bot process starts after the first")
+        oc(
+            "tradebot.process.restarts",
+            [self._obs_process_restarts],
+            description="Bot process starts after the first",
+        )
         oc("tradebot.market_events", [self._obs_market_events], description="Market data events received")
-        oc("tradebot.risk.rejections", [self._obs_risk_rejections],
-           description="Signals the risk gate refused, by rule")
-        oc("tradebot.healing.attempts", [self._healing_obs("attempts")], description="Recovery actions started")
-        oc("tradebot.healing.successes", [self._healing_obs("successes")], description="Recovery actions that healed")
-        oc("tradebot.healing.failures", [self._healing_obs("failures")],
-           description="Recovery actions that did not heal")
+        oc(
+            "tradebot.risk.rejections",
+            [self._obs_risk_rejections],
+            description="Signals the risk gate refused, by rule",
+        )
+        oc(
+            "tradebot.healing.attempts",
+            [self._healing_obs("attempts")],
+            description="Recovery actions started",
+        )
+        oc(
+            "tradebot.healing.successes",
+            [self._healing_obs("successes")],
+            description="Recovery actions that healed",
+        )
+        oc(
+            "tradebot.healing.failures",
+            [self._healing_obs("failures")],
+            description="Recovery actions that did not heal",
+        )
         oc("tradebot.component.restarts", [self._obs_restarts], description="In-process component restarts")
-        oc("tradebot.quarantines", [self._obs_quarantines],
-           description="Quarantines by plugin (and strategy instance, for a strategy instance's own)")
+        oc(
+            "tradebot.quarantines",
+            [self._obs_quarantines],
+            description="Quarantines by plugin (and strategy instance, for a strategy instance's own)",
+        )
 
     # --- wiring ---------------------------------------------------------------------
 
@@ -166,7 +219,10 @@ class BotMetrics:
         context.metrics = self
         from tradebot.core import tracing
 
-        candidates = [("exchange", context.exchange), ("market_data", context.extras.get("market_data_source"))]
+        candidates = [
+            ("exchange", context.exchange),
+            ("market_data", context.extras.get("market_data_source")),
+        ]
         for role, exchange in candidates:
             raw = unwrap(exchange) if exchange is not None else None
             if raw is None or any(raw is known for _, known in self._exchanges):
@@ -201,7 +257,7 @@ class BotMetrics:
             try:  # orders of earlier runs still working: their later reports are not new orders
                 for entry in store.non_final_orders():
                     self._orders_seen[entry.client_order_id] = str(entry.status.value)
-            except Exception:  # noqa: BLE001 - metrics never stop the bot
+            except Exception:  # metrics never stop the bot
                 log.debug("could not read the working orders", exc_info=True)
         self._seed()
 
@@ -261,7 +317,11 @@ class BotMetrics:
     def breaker_transition(self, transition: Any) -> None:
         """Listener for :class:`tradebot.resilience.BreakerTransition`."""
         self._breaker_transitions.add(
-            1, {"breaker": transition.breaker, "to": str(getattr(transition.current, "value", transition.current))}
+            1,
+            {
+                "breaker": transition.breaker,
+                "to": str(getattr(transition.current, "value", transition.current)),
+            },
         )
 
     def _on_retry(self, event: Any) -> None:
@@ -301,7 +361,9 @@ class BotMetrics:
             if order.status.is_final:
                 self._orders_seen.pop(cid, None)
             else:
-                self._orders_seen[cid] = status if status != "unknown" or not placed_before else previous or status
+                self._orders_seen[cid] = (
+                    status if status != "unknown" or not placed_before else previous or status
+                )
 
     @hookimpl
     def tradebot_fill_report(self, fill: Fill) -> None:
@@ -352,10 +414,18 @@ class BotMetrics:
                 requests.append(({**labels, "role": role}, hist))
             for labels, hist in _items(getattr(client, "queue_timings", None)):
                 waits.append(({**labels, "role": role}, hist))
-        _histogram_family(lines, "tradebot_exchange_request_duration_seconds",
-                          "Duration of exchange request attempts by endpoint group and outcome", requests)
-        _histogram_family(lines, "tradebot_exchange_queue_wait_seconds",
-                          "Time private exchange requests waited for their turn", waits)
+        _histogram_family(
+            lines,
+            "tradebot_exchange_request_duration_seconds",
+            "Duration of exchange request attempts by endpoint group and outcome",
+            requests,
+        )
+        _histogram_family(
+            lines,
+            "tradebot_exchange_queue_wait_seconds",
+            "Time private exchange requests waited for their turn",
+            waits,
+        )
         return "\n".join(lines) + ("\n" if lines else "")
 
     def _strategy_histograms(self) -> Iterator[tuple[dict[str, str], Any]]:
@@ -371,7 +441,7 @@ class BotMetrics:
         """Flush periodic exporters and stop collection."""
         try:
             self.provider.shutdown()
-        except Exception:  # noqa: BLE001 - shutting down twice or a failing exporter
+        except Exception:  # shutting down twice or a failing exporter
             log.debug("metrics provider shutdown failed", exc_info=True)
 
     # --- observable callbacks (never raise: a broken source yields nothing) --------------
@@ -379,7 +449,7 @@ class BotMetrics:
     def _safe(self, fn: Callable[[], Iterable[tuple[float, dict[str, str]]]]) -> list[Observation]:
         try:
             return [self._Observation(value, attrs_) for value, attrs_ in fn()]
-        except Exception:  # noqa: BLE001 - one bad source must not break /metrics
+        except Exception:  # one bad source must not break /metrics
             log.debug("metric source failed", exc_info=True)
             return []
 
@@ -387,7 +457,9 @@ class BotMetrics:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
             bus = self.context.bus if self.context else None
             counts: dict[tuple[str, str], int] = {}
-            pairs = getattr(getattr(self.context.settings, "bot", None), "pairs", None) if self.context else None
+            pairs = (
+                getattr(getattr(self.context.settings, "bot", None), "pairs", None) if self.context else None
+            )
             for pair in pairs or ():
                 counts[("ticker", pair)] = 0
             for key, n in dict(getattr(bus, "published_by_key", None) or {}).items():
@@ -506,7 +578,9 @@ class BotMetrics:
             if portfolio is None:
                 return
             positions = dict(_read(portfolio, "positions") or {})
-            pairs = getattr(getattr(self.context.settings, "bot", None), "pairs", None) if self.context else None
+            pairs = (
+                getattr(getattr(self.context.settings, "bot", None), "pairs", None) if self.context else None
+            )
             for pair in pairs or ():
                 if pair not in positions:
                     yield 0.0, {"pair": pair}  # flat
@@ -544,7 +618,10 @@ class BotMetrics:
                     yield counter.level / counter.limit, {"limiter": "rest", "role": role}
                 trading = getattr(exchange, "trading_limiter", None)
                 for pair, pair_counter in dict(getattr(trading, "_counters", {}) or {}).items():
-                    yield pair_counter.level / pair_counter.limit, {"limiter": f"trading:{pair}", "role": role}
+                    yield (
+                        pair_counter.level / pair_counter.limit,
+                        {"limiter": f"trading:{pair}", "role": role},
+                    )
 
         return self._safe(gen)
 
@@ -649,7 +726,9 @@ def _items(timings: Any) -> list[tuple[dict[str, str], Any]]:
     return list(items()) if callable(items) else []
 
 
-def _histogram_family(lines: list[str], name: str, help_text: str, series: list[tuple[dict[str, str], Any]]) -> None:
+def _histogram_family(
+    lines: list[str], name: str, help_text: str, series: list[tuple[dict[str, str], Any]]
+) -> None:
     """Append one Prometheus histogram family (``bounds``/``buckets``/``sum``/``count`` per series)."""
     if not series:
         return
@@ -683,7 +762,9 @@ def check_statuses(health: Any) -> dict[str, str]:
 
 def _env_readers() -> list[Any]:
     """Periodic exporters chosen by ``OTEL_METRICS_EXPORTER`` (``none`` by default)."""
-    names = [n.strip().lower() for n in os.environ.get("OTEL_METRICS_EXPORTER", "none").split(",") if n.strip()]
+    names = [
+        n.strip().lower() for n in os.environ.get("OTEL_METRICS_EXPORTER", "none").split(",") if n.strip()
+    ]
     readers: list[Any] = []
     for name in names:
         if name in ("none", "prometheus"):  # prometheus: served at /metrics anyway
@@ -780,7 +861,9 @@ def render_prometheus(data: Any) -> str:
                         cumulative = 0
                         for bound, count in zip(p.explicit_bounds, p.bucket_counts, strict=False):
                             cumulative += count
-                            lines.append(f"{name}_bucket{_labels(p.attributes, ('le', _num(float(bound))))} {cumulative}")
+                            lines.append(
+                                f"{name}_bucket{_labels(p.attributes, ('le', _num(float(bound))))} {cumulative}"
+                            )
                         lines.append(f"{name}_bucket{_labels(p.attributes, ('le', '+Inf'))} {p.count}")
                         lines.append(f"{name}_sum{_labels(p.attributes)} {_num(p.sum)}")
                         lines.append(f"{name}_count{_labels(p.attributes)} {p.count}")

@@ -155,8 +155,12 @@ class Outbox:
             dropped, _ = self.queue.popleft()
             self.stats.dropped += 1
             self._count("dropped")
-            log.warning("notifier %s: queue full, dropped %r (%d dropped so far)", self.name, dropped.title,
-                        self.stats.dropped)
+            log.warning(
+                "notifier %s: queue full, dropped %r (%d dropped so far)",
+                self.name,
+                dropped.title,
+                self.stats.dropped,
+            )
         self.queue.append((notification, 0))
         self.stats.queued += 1
         self._idle.clear()
@@ -181,8 +185,12 @@ class Outbox:
             if wait < 0 or attempts + 1 >= self.settings.max_attempts:
                 self.stats.failed += 1
                 self._count("failed")
-                log.error("notifier %s: giving up on %r after %d attempts", self.name, notification.title,
-                          attempts + 1)
+                log.error(
+                    "notifier %s: giving up on %r after %d attempts",
+                    self.name,
+                    notification.title,
+                    attempts + 1,
+                )
                 continue
             self.stats.retries += 1
             if len(self.queue) < self.settings.queue_size:
@@ -250,7 +258,8 @@ class NotificationDispatcher:
         self.metrics = metrics if metrics is not None else (context.metrics if context is not None else None)
         self.bot_name = bot_name
         self.outboxes = {
-            name: Outbox(name, n, self.settings, clock=self.clock, metrics=self.metrics) for name, n in notifiers.items()
+            name: Outbox(name, n, self.settings, clock=self.clock, metrics=self.metrics)
+            for name, n in notifiers.items()
         }
         seed = getattr(self.metrics, "seed_notifier", None)
         if seed is not None:
@@ -296,7 +305,7 @@ class NotificationDispatcher:
                     result = close()
                     if asyncio.iscoroutine(result):
                         await result
-                except Exception:  # noqa: BLE001 - closing must not stop the shutdown
+                except Exception:  # closing must not stop the shutdown
                     log.warning("notifier %s: close failed", name, exc_info=True)
 
     # --- the decision ------------------------------------------------------------------
@@ -325,11 +334,13 @@ class NotificationDispatcher:
             self._forget_old_keys(now)
         if self.suppressed:
             notification = attrs.evolve(
-                notification, text=f"{notification.text}\n({self.suppressed} earlier message(s) suppressed by rate limit)"
+                notification,
+                text=f"{notification.text}\n({self.suppressed} earlier message(s) suppressed by rate limit)",
             )
             self.suppressed = 0
-        notification = attrs.evolve(notification, bot=self.bot_name, title=redact(notification.title),
-                                    text=redact(notification.text))
+        notification = attrs.evolve(
+            notification, bot=self.bot_name, title=redact(notification.title), text=redact(notification.text)
+        )
         for box in self.outboxes.values():
             box.put(notification)
         return True
@@ -359,14 +370,29 @@ class NotificationDispatcher:
     def tradebot_startup(self, context: Any) -> None:
         starts = _counter(context, "starts")
         trading = getattr(context, "trading", None)
-        state = f"; trading state {trading.state.value.upper()} ({trading.reason})" if trading is not None else ""
-        pairs = ", ".join(getattr(getattr(getattr(context, "settings", None), "bot", None), "pairs", []) or [])
+        state = (
+            f"; trading state {trading.state.value.upper()} ({trading.reason})" if trading is not None else ""
+        )
+        pairs = ", ".join(
+            getattr(getattr(getattr(context, "settings", None), "bot", None), "pairs", []) or []
+        )
         if starts > 1:
-            self.notify(Notification("restart", AlertLevel.WARNING, "bot restarted",
-                                     f"start #{starts}; trading {pairs}{state}", key=f"restart:{starts}"))
+            self.notify(
+                Notification(
+                    "restart",
+                    AlertLevel.WARNING,
+                    "bot restarted",
+                    f"start #{starts}; trading {pairs}{state}",
+                    key=f"restart:{starts}",
+                )
+            )
         else:
-            self.notify(Notification("startup", AlertLevel.INFO, "bot started", f"trading {pairs}{state}",
-                                     key="startup"), force=True)
+            self.notify(
+                Notification(
+                    "startup", AlertLevel.INFO, "bot started", f"trading {pairs}{state}", key="startup"
+                ),
+                force=True,
+            )
         self._announce_load_failures(getattr(context, "plugins", None))
 
     def _announce_load_failures(self, host: Any) -> None:
@@ -374,32 +400,64 @@ class NotificationDispatcher:
         report = getattr(host, "report", None)
         if report is None:
             return
-        problems = {**{name: "enabled but not installed" for name in report.unknown}, **dict(report.failed)}
+        problems = {**dict.fromkeys(report.unknown, "enabled but not installed"), **dict(report.failed)}
         for name, error in problems.items():
-            self.notify(Notification("alert", AlertLevel.CRITICAL, f"plugin {name} not loaded",
-                                     f"{error}; the bot runs without it (from plugins)", key=f"plugin-load:{name}"))
+            self.notify(
+                Notification(
+                    "alert",
+                    AlertLevel.CRITICAL,
+                    f"plugin {name} not loaded",
+                    f"{error}; the bot runs without it (from plugins)",
+                    key=f"plugin-load:{name}",
+                )
+            )
 
     @hookimpl
     def tradebot_shutdown(self, context: Any, reason: str) -> None:
-        self.notify(Notification("shutdown", AlertLevel.WARNING, "bot stopping",
-                                 f"{reason}; uptime {_duration(self.clock.monotonic() - self._started_at)}"
-                                 f"{self._status_line()}", key="shutdown"), force=True)
+        self.notify(
+            Notification(
+                "shutdown",
+                AlertLevel.WARNING,
+                "bot stopping",
+                f"{reason}; uptime {_duration(self.clock.monotonic() - self._started_at)}"
+                f"{self._status_line()}",
+                key="shutdown",
+            ),
+            force=True,
+        )
 
     @hookimpl
     def tradebot_trading_state_changed(self, change: TradingStateChange) -> None:
         level = AlertLevel.INFO if change.current.value == "active" else AlertLevel.CRITICAL
-        title = "trading resumed" if change.current.value == "active" else f"trading {change.current.value.upper()}"
+        title = (
+            "trading resumed"
+            if change.current.value == "active"
+            else f"trading {change.current.value.upper()}"
+        )
         self.notify(
-            Notification("trading_state", level, title,
-                         f"{change.previous.value} -> {change.current.value}: {change.reason} (by {change.source})",
-                         time=change.time, key=f"trading-state:{change.current.value}"),
+            Notification(
+                "trading_state",
+                level,
+                title,
+                f"{change.previous.value} -> {change.current.value}: {change.reason} (by {change.source})",
+                time=change.time,
+                key=f"trading-state:{change.current.value}",
+            ),
             force=True,
         )
 
     @hookimpl
     def tradebot_alert(self, alert: Alert) -> None:
-        self.notify(Notification("alert", alert.level, alert.title, f"{alert.message} (from {alert.source})",
-                                 time=alert.time, key=alert.key or f"alert:{alert.source}:{alert.title}"))
+        self.notify(
+            Notification(
+                "alert",
+                alert.level,
+                alert.title,
+                f"{alert.message} (from {alert.source})",
+                time=alert.time,
+                key=alert.key or f"alert:{alert.source}:{alert.title}",
+            )
+        )
 
     @hookimpl
     def tradebot_health_report(self, report: Any) -> None:
@@ -410,15 +468,27 @@ class NotificationDispatcher:
             return
         if previous is not None and previous[0] == overall and previous[1] == checks:
             return
-        changed = [f"{name}: {(previous[1] if previous else {}).get(name, 'unknown')} -> {status}"
-                   for name, status in checks.items() if (previous[1] if previous else {}).get(name) != status]
+        changed = [
+            f"{name}: {(previous[1] if previous else {}).get(name, 'unknown')} -> {status}"
+            for name, status in checks.items()
+            if (previous[1] if previous else {}).get(name) != status
+        ]
         level = {"ok": AlertLevel.INFO, "degraded": AlertLevel.WARNING}.get(overall, AlertLevel.CRITICAL)
         title = "health recovered" if overall == "ok" else f"health {overall}"
         messages = _health_messages(report)
-        details = "\n".join(f"{line}{' - ' + messages[n] if messages.get(n) else ''}"
-                            for line, n in ((c, c.split(':')[0]) for c in changed))
-        self.notify(Notification("health", level, title, details or f"overall {overall}",
-                                 key=f"health:{overall}:{','.join(sorted(f'{k}={v}' for k, v in checks.items()))}"))
+        details = "\n".join(
+            f"{line}{' - ' + messages[n] if messages.get(n) else ''}"
+            for line, n in ((c, c.split(":")[0]) for c in changed)
+        )
+        self.notify(
+            Notification(
+                "health",
+                level,
+                title,
+                details or f"overall {overall}",
+                key=f"health:{overall}:{','.join(sorted(f'{k}={v}' for k, v in checks.items()))}",
+            )
+        )
 
     # --- heartbeat -------------------------------------------------------------------------
 
@@ -430,7 +500,9 @@ class NotificationDispatcher:
     def heartbeat_message(self) -> Notification:
         """The periodic 'still alive' status message."""
         uptime = _duration(self.clock.monotonic() - self._started_at)
-        return Notification("heartbeat", AlertLevel.INFO, "heartbeat", f"uptime {uptime}{self._status_line()}")
+        return Notification(
+            "heartbeat", AlertLevel.INFO, "heartbeat", f"uptime {uptime}{self._status_line()}"
+        )
 
     def _status_line(self) -> str:
         ctx = self.context
@@ -487,7 +559,9 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
-def install_notifications(context: BotContext, settings: NotificationSettings | None = None) -> NotificationDispatcher:
+def install_notifications(
+    context: BotContext, settings: NotificationSettings | None = None
+) -> NotificationDispatcher:
     """Build every configured notifier, register the dispatcher's hooks; the caller starts/stops it.
 
     Raises :class:`ConfigError` when ``[notifications] notifiers`` names a notifier that is
@@ -501,11 +575,15 @@ def install_notifications(context: BotContext, settings: NotificationSettings | 
     if missing:
         raise ConfigError(
             "invalid configuration",
-            [f"notifier {n!r} is not loaded (enable its plugin in [plugins] enabled; loaded: "
-             f"{', '.join(sorted(available)) or 'none'}) @ $.notifications.notifiers" for n in missing],
+            [
+                f"notifier {n!r} is not loaded (enable its plugin in [plugins] enabled; loaded: "
+                f"{', '.join(sorted(available)) or 'none'}) @ $.notifications.notifiers"
+                for n in missing
+            ],
         )
     notifiers = {
-        name: host.build("notifier", name, context.settings.plugin_config("notifier", name), context) for name in names
+        name: host.build("notifier", name, context.settings.plugin_config("notifier", name), context)
+        for name in names
     }
     dispatcher = NotificationDispatcher(
         notifiers, settings, context=context, bot_name=getattr(context.settings.bot, "name", "tradebot")

@@ -116,10 +116,7 @@ def _time_spec(text: str | None, field: str, now: float) -> float | None:
         return None
     raw = str(text).strip()
     try:
-        if raw.startswith("+"):
-            value = now + float(raw[1:])
-        else:
-            value = float(raw)
+        value = now + float(raw[1:]) if raw.startswith("+") else float(raw)
     except ValueError:
         raise invalid(field) from None
     if value != value or value in (float("inf"), float("-inf")):
@@ -401,7 +398,9 @@ class SimOrder:
     def flags_text(self) -> str:
         flags = set(self.oflags)
         if not flags & {"fcib", "fciq"}:
-            flags.add("fcib" if self.fee_in_base else "fciq")  # Kraken's default: quote if buying, base if selling
+            flags.add(
+                "fcib" if self.fee_in_base else "fciq"
+            )  # Kraken's default: quote if buying, base if selling
         order = ["post", "fcib", "fciq", "nompp", "viqc"]
         return ",".join(f for f in order if f in flags)
 
@@ -488,8 +487,14 @@ class Account:
     """
 
     def __init__(
-        self, catalog: Catalog, balances: Mapping[str, Decimal], rng: random.Random, *, opened_at: float = 0.0,
-        taker_fee: Decimal = TAKER_FEE, maker_fee: Decimal = MAKER_FEE,
+        self,
+        catalog: Catalog,
+        balances: Mapping[str, Decimal],
+        rng: random.Random,
+        *,
+        opened_at: float = 0.0,
+        taker_fee: Decimal = TAKER_FEE,
+        maker_fee: Decimal = MAKER_FEE,
     ) -> None:
         self.catalog = catalog
         self.taker_fee = taker_fee
@@ -508,7 +513,9 @@ class Account:
                 raise ValueError(f"unknown asset in starting balances: {code!r}")
             self.balances[asset.code] = Decimal(amount)
             if amount:
-                self._ledger_entry(asset.code, Decimal(amount), Decimal(0), "deposit", self._new_id("Q"), opened_at)
+                self._ledger_entry(
+                    asset.code, Decimal(amount), Decimal(0), "deposit", self._new_id("Q"), opened_at
+                )
 
     def _emit(self, event: str, order: SimOrder, detail: dict[str, Any] | None = None) -> None:
         for listener in list(self.listeners):
@@ -572,7 +579,9 @@ class Account:
                 )
                 held[order.pair.quote.code] += remaining * price * (1 + self.taker_fee)
             else:
-                held[order.pair.base.code] += remaining * (1 + self.taker_fee) if order.fee_in_base else remaining
+                held[order.pair.base.code] += (
+                    remaining * (1 + self.taker_fee) if order.fee_in_base else remaining
+                )
         return held
 
     def available(self, asset: str, market: Market | None = None) -> Decimal:
@@ -581,7 +590,9 @@ class Account:
     # --- orders ---------------------------------------------------------------
 
     @staticmethod
-    def sweep(pm: PairMarket, side: str, volume: Decimal, limit: Decimal | None) -> list[tuple[Decimal, Decimal]]:
+    def sweep(
+        pm: PairMarket, side: str, volume: Decimal, limit: Decimal | None
+    ) -> list[tuple[Decimal, Decimal]]:
         """The (price, qty) fills a taker order of ``volume`` gets against the simulated book."""
         asks, bids = pm.depth(_BOOK_LEVELS)
         levels = asks if side == "buy" else bids
@@ -611,7 +622,10 @@ class Account:
         else:
             reference = params.price2 or params.price or (pm.ask if params.side == "buy" else pm.bid)
             estimate = params.volume * reference
-        if params.volume * (params.price2 or params.price or pm.bid) < pair.costmin or estimate < pair.costmin:
+        if (
+            params.volume * (params.price2 or params.price or pm.bid) < pair.costmin
+            or estimate < pair.costmin
+        ):
             raise KrakenRejection("EOrder:Cost minimum not met")
         if params.side == "buy":
             if self.available(pair.quote.code, market) < estimate * (1 + self.taker_fee):
@@ -780,19 +794,23 @@ class Account:
         if not order.is_open:
             raise KrakenRejection("EOrder:Unknown order")
         pm = market[order.pair.key]
-        if volume is not None:
-            if volume <= order.vol_exec or volume < order.pair.ordermin:
-                raise KrakenRejection("EOrder:Invalid order")
+        if volume is not None and (volume <= order.vol_exec or volume < order.pair.ordermin):
+            raise KrakenRejection("EOrder:Invalid order")
         # ``price``: a limit order's limit, or a conditional order's trigger; ``price2``: the
         # limit of a stop-loss-limit / take-profit-limit (before or after it triggered)
-        if price is not None and (order.trail is not None or (order.ordertype != "limit" and order.triggered)):
+        if price is not None and (
+            order.trail is not None or (order.ordertype != "limit" and order.triggered)
+        ):
             raise KrakenRejection("EOrder:Invalid order")
         if price2 is not None and order.ordertype not in ("stop-loss-limit", "take-profit-limit"):
             raise KrakenRejection("EOrder:Invalid order")
         new_limit = price if order.ordertype == "limit" else (price2 if order.triggered else None)
-        if post_only and new_limit is not None:
-            if pm.ask <= new_limit if order.side == "buy" else pm.bid >= new_limit:
-                raise KrakenRejection("EOrder:Post only order")
+        if (
+            post_only
+            and new_limit is not None
+            and (pm.ask <= new_limit if order.side == "buy" else pm.bid >= new_limit)
+        ):
+            raise KrakenRejection("EOrder:Post only order")
         order_original = order.amend_entry(order.txid, "original", order.opentm)
         if volume is not None:
             order.volume = volume
@@ -843,7 +861,9 @@ class Account:
         self._trade_seq += 1
         quote_places = pair.quote.decimals + 1
         stamp = datetime.fromtimestamp(now, UTC)
-        public = pm.add_trade(stamp, price, volume, order.side, "limit" if order.working_limit() else "market")
+        public = pm.add_trade(
+            stamp, price, volume, order.side, "limit" if order.working_limit() else "market"
+        )
         trade = {
             "ordertxid": order.txid,
             "postxid": self._new_id("T"),
@@ -873,7 +893,10 @@ class Account:
         order.fee += fee
         order.avg_price = quantize(order.cost / order.vol_exec, pair.pair_decimals)
         charged_in = pair.base if order.fee_in_base else pair.quote
-        fee_as_charged = {"fee_asset": charged_in.code, "fee_charged": fmt_decimal(base_fee or quote_fee, charged_in.decimals)}
+        fee_as_charged = {
+            "fee_asset": charged_in.code,
+            "fee_charged": fmt_decimal(base_fee or quote_fee, charged_in.decimals),
+        }
         self._emit("trade", order, {"txid": trade_id, **trade, **fee_as_charged})
         if order.vol_exec >= order.volume:
             order.status = "closed"
@@ -881,7 +904,9 @@ class Account:
             order.reason = None
             self._emit("filled", order)
 
-    def _ledger_entry(self, asset: str, amount: Decimal, fee: Decimal, kind: str, refid: str, now: float) -> None:
+    def _ledger_entry(
+        self, asset: str, amount: Decimal, fee: Decimal, kind: str, refid: str, now: float
+    ) -> None:
         info = self.catalog.assets[asset]
         entry_id = self._new_id("L")
         entry = {

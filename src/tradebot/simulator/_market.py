@@ -210,7 +210,9 @@ class PairMarket:
         self.add_trade(now, self.last, qty, "buy" if buy else "sell", "market")
         self.spreads.append((now.timestamp(), self.bid, self.ask))
 
-    def add_trade(self, now: datetime, price: Decimal, qty: Decimal, side: str, ordertype: str) -> MarketTrade:
+    def add_trade(
+        self, now: datetime, price: Decimal, qty: Decimal, side: str, ordertype: str
+    ) -> MarketTrade:
         """Put one trade on the public tape (the account's fills call this too)."""
         self._trade_ids += 1
         trade = MarketTrade(self._trade_ids, now.timestamp(), price, qty, side, ordertype)

@@ -6,7 +6,14 @@ import attrs
 
 from tradebot.core.clock import Clock
 
-__all__ = ["RATE_TIERS", "DecayCounter", "RateTier", "amend_age_penalty", "edit_age_penalty", "order_age_penalty"]
+__all__ = [
+    "RATE_TIERS",
+    "DecayCounter",
+    "RateTier",
+    "amend_age_penalty",
+    "edit_age_penalty",
+    "order_age_penalty",
+]
 
 
 @attrs.frozen

@@ -18,12 +18,12 @@ import attrs
 from aiohttp import web
 
 from tradebot.exchanges.kraken.auth import verify
-from tradebot.simulator._account import INVALID, OrderParams, SimOrder, parse_order_params
 from tradebot.exchanges.kraken.fees import KRAKEN_FEES
+from tradebot.simulator._account import INVALID, OrderParams, SimOrder, parse_order_params
 from tradebot.simulator._catalog import PairInfo
 from tradebot.simulator._faults import FaultRule
 from tradebot.simulator._market import OHLC_INTERVALS, TickerStats
-from tradebot.simulator._protocol import KrakenRejection, fmt_decimal, quantize
+from tradebot.simulator._protocol import KrakenRejection, fmt_decimal
 from tradebot.simulator._ratelimit import amend_age_penalty, edit_age_penalty, order_age_penalty
 
 if TYPE_CHECKING:
@@ -93,7 +93,9 @@ class RestApi:
         unknown methods, and methods asked for under the wrong scope, as Kraken does.
         """
         own = [
-            web.route("*", f"/0/{'private' if e.private else 'public'}/{e.name}", functools.partial(self.serve, e))
+            web.route(
+                "*", f"/0/{'private' if e.private else 'public'}/{e.name}", functools.partial(self.serve, e)
+            )
             for e in ENDPOINTS.values()
         ]
         return [*own, web.route("*", "/0/{scope:public|private}/{method}", self.handle)]
@@ -233,7 +235,7 @@ class ParamDict(dict[str, str]):
 
 def _parse_params(request: web.Request, raw: bytes) -> tuple[ParamDict, str | None]:
     """Query + body parameters, and the Kraken error to answer when they make no sense."""
-    params = ParamDict({k: v for k, v in request.query.items()})
+    params = ParamDict(dict(request.query.items()))
     if not raw:
         return params, None
     try:
@@ -518,7 +520,9 @@ def public_spread(sim: Simulator, params: Params) -> dict[str, Any]:
     since = _int_param(params, "since", 0)
     d = pair.pair_decimals
     rows = [
-        [int(t), fmt_decimal(b, d), fmt_decimal(a, d)] for t, b, a in sim.market[pair.key].spreads if t > since
+        [int(t), fmt_decimal(b, d), fmt_decimal(a, d)]
+        for t, b, a in sim.market[pair.key].spreads
+        if t > since
     ]
     return {pair.key: rows, "last": rows[-1][0] if rows else since}
 
@@ -652,7 +656,9 @@ def private_add_order_batch(sim: Simulator, params: Params) -> dict[str, Any]:
     validate = params.get("validate", "false").lower() in ("true", "1")
     parsed = []
     for raw in raw_orders:
-        fields = {str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in raw.items()}
+        fields = {
+            str(k): ("true" if v is True else "false" if v is False else str(v)) for k, v in raw.items()
+        }
         fields["validate"] = "true" if validate else "false"
         parsed.append(_parse_order(sim, fields, pair=pair))
     if not validate and not sim.admit_order_call(pair.key, math.ceil(len(parsed) / 2)):
@@ -711,12 +717,21 @@ def private_amend_order(sim: Simulator, params: Params) -> dict[str, Any]:
     amend_id = sim.new_id("T")
     if order.ordertype in ("stop-loss-limit", "take-profit-limit"):
         sim.account.amend(
-            order, sim.market, now=now, volume=volume, price=trigger, price2=price, post_only=post_only, amend_id=amend_id
+            order,
+            sim.market,
+            now=now,
+            volume=volume,
+            price=trigger,
+            price2=price,
+            post_only=post_only,
+            amend_id=amend_id,
         )
     elif order.ordertype == "limit":
         if trigger is not None:
             raise KrakenRejection(f"{INVALID}:trigger_price")
-        sim.account.amend(order, sim.market, now=now, volume=volume, price=price, post_only=post_only, amend_id=amend_id)
+        sim.account.amend(
+            order, sim.market, now=now, volume=volume, price=price, post_only=post_only, amend_id=amend_id
+        )
     else:
         if price is not None:
             raise KrakenRejection(f"{INVALID}:limit_price")
@@ -854,7 +869,7 @@ def private_cancel_order_batch(sim: Simulator, params: Params) -> dict[str, Any]
             raise KrakenRejection(f"{INVALID}:orders")
         refs.append(str(item).strip())
     client_ids = [str(c) for c in _structured_list(params, "cl_ord_ids")]
-    if not refs and not client_ids or len(refs) + len(client_ids) > 50:
+    if (not refs and not client_ids) or len(refs) + len(client_ids) > 50:
         raise KrakenRejection(f"{INVALID}:orders")
     account = sim.account
     targets: dict[str, SimOrder] = {}
@@ -915,7 +930,17 @@ def private_trade_balance(sim: Simulator, params: Params) -> dict[str, Any]:
     places = asset.decimals
     zero = fmt_decimal(Decimal(0), places)
     equity = fmt_decimal(total, places)
-    return {"eb": equity, "tb": equity, "m": zero, "uv": zero, "n": zero, "c": zero, "v": zero, "e": equity, "mf": equity}
+    return {
+        "eb": equity,
+        "tb": equity,
+        "m": zero,
+        "uv": zero,
+        "n": zero,
+        "c": zero,
+        "v": zero,
+        "e": equity,
+        "mf": equity,
+    }
 
 
 def private_trade_volume(sim: Simulator, params: Params) -> dict[str, Any]:
@@ -959,7 +984,23 @@ def _ledger_filter(sim: Simulator, params: Params) -> list[tuple[str, dict[str, 
             raise KrakenRejection("EQuery:Unknown asset")
         codes.add(asset.kraken)
     kind = params.get("type", "all") or "all"
-    known = ("all", "trade", "deposit", "withdrawal", "transfer", "margin", "rollover", "spend", "receive", "settled", "adjustment", "staking", "sale", "credit", "dividend")
+    known = (
+        "all",
+        "trade",
+        "deposit",
+        "withdrawal",
+        "transfer",
+        "margin",
+        "rollover",
+        "spend",
+        "receive",
+        "settled",
+        "adjustment",
+        "staking",
+        "sale",
+        "credit",
+        "dividend",
+    )
     if kind not in known:
         raise KrakenRejection(f"{INVALID}:type")
     start = _time_param(params, "start", -1.0)

@@ -329,14 +329,18 @@ class WebSocketHub:
             client.trades.add(symbol)
             if snapshot:
                 recent = list(pm.trades)[-TRADE_SNAPSHOT:]
-                client.send({"channel": "trade", "type": "snapshot", "data": [trade_data(pair, t) for t in recent]})
+                client.send(
+                    {"channel": "trade", "type": "snapshot", "data": [trade_data(pair, t) for t in recent]}
+                )
         else:
             client.tickers.add(symbol)
             if snapshot:
                 stats = pm.stats(self._sim.clock.now())
                 client.send({"channel": "ticker", "type": "snapshot", "data": [ticker_data(stats)]})
 
-    def _instrument(self, client: _Client, method: str, params: dict[str, Any], req_id: Any, time_in: str) -> None:
+    def _instrument(
+        self, client: _Client, method: str, params: dict[str, Any], req_id: Any, time_in: str
+    ) -> None:
         if method == "unsubscribe":
             if not client.instrument:
                 client.send(self._error(method, req_id, "Subscription Not Found"))

@@ -28,7 +28,13 @@ log = logging.getLogger(__name__)
 
 INVALID = "EGeneral:Invalid arguments"
 INVALID_SESSION = "ESession:Invalid session"
-_STATUS = {"open": "new", "pending": "pending_new", "closed": "filled", "canceled": "canceled", "expired": "expired"}
+_STATUS = {
+    "open": "new",
+    "pending": "pending_new",
+    "closed": "filled",
+    "canceled": "canceled",
+    "expired": "expired",
+}
 
 
 def _num(value: Decimal | None) -> float:
@@ -87,7 +93,9 @@ class PrivateChannels:
 
     # --- requests ---------------------------------------------------------------
 
-    def _reply(self, method: str, req_id: Any, time_in: str, *, result: Any = None, error: str | None = None) -> dict[str, Any]:
+    def _reply(
+        self, method: str, req_id: Any, time_in: str, *, result: Any = None, error: str | None = None
+    ) -> dict[str, Any]:
         reply: dict[str, Any] = {"method": method}
         if error is None:
             reply["result"] = result
@@ -253,7 +261,9 @@ class PrivateChannels:
                 fields[name] = params[name]
         answer = self._rest("AmendOrder", fields)
         result = {"amend_id": answer["amend_id"]}
-        result.update({"order_id": params["order_id"]} if "txid" in fields else {"cl_ord_id": params["cl_ord_id"]})
+        result.update(
+            {"order_id": params["order_id"]} if "txid" in fields else {"cl_ord_id": params["cl_ord_id"]}
+        )
         return result
 
     def _m_edit_order(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -261,7 +271,11 @@ class PrivateChannels:
         if not isinstance(params.get("order_id"), str):
             raise KrakenRejection(f"{INVALID}:order_id")
         fields: dict[str, Any] = {"txid": params["order_id"], "pair": symbol}
-        for ws_name, rest_name in (("order_qty", "volume"), ("limit_price", "price"), ("order_userref", "userref")):
+        for ws_name, rest_name in (
+            ("order_qty", "volume"),
+            ("limit_price", "price"),
+            ("order_userref", "userref"),
+        ):
             if params.get(ws_name) is not None:
                 fields[rest_name] = params[ws_name]
         if params.get("post_only") is True:
@@ -307,10 +321,14 @@ class PrivateChannels:
 
     # --- subscriptions ---------------------------------------------------------
 
-    def subscribe(self, client: _Client, method: str, params: dict[str, Any], req_id: Any, time_in: str) -> None:
+    def subscribe(
+        self, client: _Client, method: str, params: dict[str, Any], req_id: Any, time_in: str
+    ) -> None:
         channel = params["channel"]
         if not self._sim.ws_token_valid(params.get("token")):
-            client.send(self._reply(method, req_id, time_in, error=INVALID_SESSION) | {"result": {"channel": channel}})
+            client.send(
+                self._reply(method, req_id, time_in, error=INVALID_SESSION) | {"result": {"channel": channel}}
+            )
             return
         subscribed = client.executions is not None if channel == "executions" else client.balances
         if method == "unsubscribe":
@@ -329,11 +347,18 @@ class PrivateChannels:
         snapshot = params.get("snapshot", True) is not False
         if channel == "balances":
             client.balances = True
-            client.send(self._reply(method, req_id, time_in, result={"channel": channel, "snapshot": snapshot}))
+            client.send(
+                self._reply(method, req_id, time_in, result={"channel": channel, "snapshot": snapshot})
+            )
             if snapshot:
                 client.sequence += 1
                 client.send(
-                    {"channel": "balances", "type": "snapshot", "data": self._balances(), "sequence": client.sequence}
+                    {
+                        "channel": "balances",
+                        "type": "snapshot",
+                        "data": self._balances(),
+                        "sequence": client.sequence,
+                    }
                 )
             return
         options = {
@@ -356,7 +381,9 @@ class PrivateChannels:
                 data.append(self._trade_report(order, {"txid": txid, **trade}))
         if options["snap_orders"] or options["snap_trades"]:
             client.sequence += 1
-            client.send({"channel": "executions", "type": "snapshot", "data": data, "sequence": client.sequence})
+            client.send(
+                {"channel": "executions", "type": "snapshot", "data": data, "sequence": client.sequence}
+            )
 
     def _balances(self) -> list[dict[str, Any]]:
         out = []
@@ -413,7 +440,9 @@ class PrivateChannels:
             report["triggers"] = {
                 "reference": order.trigger,
                 "price": _num(order.trail.amount if order.trail is not None else order.price),
-                "price_type": ("pct" if order.trail.percent else "quote") if order.trail is not None else "static",
+                "price_type": ("pct" if order.trail.percent else "quote")
+                if order.trail is not None
+                else "static",
                 "actual_price": _num(order.stopprice),
                 "status": "triggered" if order.triggered else "untriggered",
             }
@@ -445,7 +474,12 @@ class PrivateChannels:
             "order_status": status,
             "order_type": order.ordertype,
             "fee_usd_equiv": _num(fee * self._sim.price_in(pair.quote.code, "USD")),
-            "fees": [{"asset": trade.get("fee_asset", pair.quote.code), "qty": _num(Decimal(trade.get("fee_charged", fee)))}],
+            "fees": [
+                {
+                    "asset": trade.get("fee_asset", pair.quote.code),
+                    "qty": _num(Decimal(trade.get("fee_charged", fee))),
+                }
+            ],
             "cum_qty": _num(order.vol_exec),
             "cum_cost": _num(order.cost),
             "avg_price": _num(order.avg_price),
@@ -478,7 +512,9 @@ class PrivateChannels:
             }
             for client in listeners:
                 client.sequence += 1
-                client.send({"channel": "balances", "type": "update", "data": [entry], "sequence": client.sequence})
+                client.send(
+                    {"channel": "balances", "type": "update", "data": [entry], "sequence": client.sequence}
+                )
             return
         listeners = [c for c in clients if c.executions is not None]
         if not listeners or order is None:
@@ -502,5 +538,6 @@ class PrivateChannels:
                 if report["exec_type"] != "trade" and not options["order_status"]:
                     continue
                 client.sequence += 1
-                client.send({"channel": "executions", "type": "update", "data": [report], "sequence": client.sequence})
-
+                client.send(
+                    {"channel": "executions", "type": "update", "data": [report], "sequence": client.sequence}
+                )

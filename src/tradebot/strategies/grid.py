@@ -54,7 +54,9 @@ from tradebot.api import (
 __all__ = ["Grid", "GridConfig", "grid_levels", "round_trip_net_pct", "tradebot_register_strategies"]
 
 
-def _positive_prices(_inst: object, attribute: attrs.Attribute[Mapping[str, Decimal]], value: Mapping[str, Decimal]) -> None:
+def _positive_prices(
+    _inst: object, attribute: attrs.Attribute[Mapping[str, Decimal]], value: Mapping[str, Decimal]
+) -> None:
     for pair, price in value.items():
         if not price > 0:
             raise ValueError(f"{attribute.name} must be > 0 for every pair (got {price} for {pair})")
@@ -149,7 +151,9 @@ class Grid:
         if grid is None:
             cfg = self.config
             ref = cfg.reference_prices.get(pair, price)
-            grid = self._grids[pair] = _PairGrid(levels=grid_levels(ref, cfg.levels, cfg.spacing_pct), last=price)
+            grid = self._grids[pair] = _PairGrid(
+                levels=grid_levels(ref, cfg.levels, cfg.spacing_pct), last=price
+            )
             self._follow_position(pair, grid)
             return ()
         self._follow_position(pair, grid)
@@ -157,7 +161,9 @@ class Grid:
         if price < last:
             top = len(grid.levels) - 1
             bought = [
-                i for i, level in enumerate(grid.levels) if price <= level < last and i < top and i not in grid.held
+                i
+                for i, level in enumerate(grid.levels)
+                if price <= level < last and i < top and i not in grid.held
             ]
             if not bought:
                 return ()
@@ -188,7 +194,9 @@ class Grid:
         """Make the held levels match what the instance holds (or has on its way)."""
         exposure = max(self.context.exposure(pair), Decimal(0))
         # drop the levels taken last (a refused buy's) while they add up to more than is held
-        order = [i for i in grid.taken if i in grid.held] + sorted(i for i in grid.held if i not in grid.taken)
+        order = [i for i in grid.taken if i in grid.held] + sorted(
+            i for i in grid.held if i not in grid.taken
+        )
         while order and sum(grid.held.values(), Decimal(0)) > exposure:
             grid.held.pop(order.pop())
         grid.taken = [i for i in grid.taken if i in grid.held]
@@ -198,7 +206,9 @@ class Grid:
         top = len(grid.levels) - 1
         # a holding the grid does not know of: lots of the levels at or just below the price,
         # which sell when the price rises through the next level up
-        below = [i for i, level in enumerate(grid.levels) if level <= grid.last and i < top and i not in grid.held]
+        below = [
+            i for i, level in enumerate(grid.levels) if level <= grid.last and i < top and i not in grid.held
+        ]
         for i in reversed(below):
             lot = min(self._lot(pair, grid.levels[i]), spare)
             if lot <= 0:

@@ -147,7 +147,9 @@ class RsiReversion:
         if rsi > cfg.overbought:
             held = self.context.sellable(pair)  # all it holds, not yet being sold
             if held > 0:
-                return (self._signal(pair, Side.SELL, f"RSI{cfg.period} {rsi:.1f} above {cfg.overbought}", held),)
+                return (
+                    self._signal(pair, Side.SELL, f"RSI{cfg.period} {rsi:.1f} above {cfg.overbought}", held),
+                )
         return ()
 
     def _signal(self, pair: str, side: Side, reason: str, volume: Decimal) -> Signal:

@@ -16,8 +16,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tradebot.core.files import private_dir, private_files
 from tradebot.core.errors import StateError
+from tradebot.core.files import private_dir, private_files
 from tradebot.core.store._records import RestoreReport
 
 __all__ = [
@@ -142,7 +142,9 @@ def prune_backups(backup_dir: Path, keep: int, *, keep_recent: int = KEEP_RECENT
     """Delete all but the newest ``keep`` periodic and ``keep_recent`` recent backups (and
     stray temp files); return the deleted."""
     removed: list[Path] = []
-    old_ones = list_backups(backup_dir, recent=False)[keep:] + list_backups(backup_dir, recent=True)[keep_recent:]
+    old_ones = (
+        list_backups(backup_dir, recent=False)[keep:] + list_backups(backup_dir, recent=True)[keep_recent:]
+    )
     for old in old_ones:
         old.unlink(missing_ok=True)
         removed.append(old)

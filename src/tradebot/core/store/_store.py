@@ -13,20 +13,20 @@ to share between the event loop and worker threads.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-import contextlib
 from contextlib import contextmanager
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from tradebot.core.files import private_dir, private_files
 from tradebot.core.clock import Clock, SystemClock
 from tradebot.core.errors import StateError
+from tradebot.core.files import private_dir, private_files
 from tradebot.core.models import Fill, OrderStatus, OrderType, Side, TradingState
 from tradebot.core.secrets import redact
 from tradebot.core.store import _backups
@@ -47,7 +47,14 @@ MANUAL_RESUME_KEY = "trading.manual_resume_at"
 BOT_ID_KEY = "bot.id"
 
 # SQLite errors that say the disk or folder cannot take writes, not that the file is damaged
-_DISK_PROBLEMS = ("readonly", "read-only", "disk is full", "disk i/o error", "unable to open", "out of memory")
+_DISK_PROBLEMS = (
+    "readonly",
+    "read-only",
+    "disk is full",
+    "disk i/o error",
+    "unable to open",
+    "out of memory",
+)
 
 
 def _disk_problem(exc: sqlite3.Error) -> bool:
@@ -61,6 +68,7 @@ def _disk_error(path: Path, exc: BaseException) -> StateError:
         "state directory is writable, then start again",
         path=str(path),
     )
+
 
 log = logging.getLogger("tradebot.store")
 
@@ -92,10 +100,26 @@ def _text(v: str | None) -> str | None:
     return None if v is None else redact(v)
 
 
-_ORDER_COLUMNS = (
-    "client_order_id pair side order_type volume price status exchange_order_id filled_volume "
-    "avg_fill_price fee strategy reason attempts last_error created_at updated_at sent_at"
-).split()
+_ORDER_COLUMNS = [
+    "client_order_id",
+    "pair",
+    "side",
+    "order_type",
+    "volume",
+    "price",
+    "status",
+    "exchange_order_id",
+    "filled_volume",
+    "avg_fill_price",
+    "fee",
+    "strategy",
+    "reason",
+    "attempts",
+    "last_error",
+    "created_at",
+    "updated_at",
+    "sent_at",
+]
 _ORDER_UPDATABLE = frozenset(_ORDER_COLUMNS) - {"client_order_id", "created_at"}
 
 
@@ -304,7 +328,8 @@ class StateStore:
             private_dir(self.state_dir)
         except OSError as exc:
             raise StateError(
-                f"cannot create the state directory {self.state_dir}: {exc.strerror or exc}", path=str(self.state_dir)
+                f"cannot create the state directory {self.state_dir}: {exc.strerror or exc}",
+                path=str(self.state_dir),
             ) from None
         self.path = self.state_dir / DB_NAME
         self.backup_dir = self.state_dir / BACKUP_DIR
@@ -362,9 +387,11 @@ class StateStore:
 
     def _check_not_behind_backups(self, conn: sqlite3.Connection) -> None:
         """Raise :class:`_Unsound` when the newest sound backup holds more than the database."""
-        row = conn.execute(
-            "SELECT value FROM counters WHERE name = ?", (_backups.SEQ_COUNTER,)
-        ).fetchone() if _has_table(conn, "counters") else None
+        row = (
+            conn.execute("SELECT value FROM counters WHERE name = ?", (_backups.SEQ_COUNTER,)).fetchone()
+            if _has_table(conn, "counters")
+            else None
+        )
         live = int(row[0]) if row else 0
         for backup in _backups.list_backups(self.backup_dir)[:2]:
             if _backups.check_database(backup) is not None:
@@ -483,7 +510,7 @@ class StateStore:
                 for listener in list(self.write_failure_listeners):
                     try:
                         listener(error)
-                    except Exception:  # noqa: BLE001 - the write failure itself is raised below
+                    except Exception:  # the write failure itself is raised below
                         log.exception("state write-failure listener failed")
                 raise error from None
         if tx.wants_backup:
@@ -524,7 +551,9 @@ class StateStore:
         else:
             values = [s.value for s in statuses]
             marks = ",".join("?" * len(values))
-            rows = self._query(f"SELECT * FROM orders WHERE status IN ({marks}) ORDER BY created_at, rowid", values)
+            rows = self._query(
+                f"SELECT * FROM orders WHERE status IN ({marks}) ORDER BY created_at, rowid", values
+            )
         return [_entry(r) for r in rows]
 
     def newest_order_time(self) -> datetime | None:
@@ -572,7 +601,9 @@ class StateStore:
     def realized_pnl(self, limit: int | None = None) -> list[PositionClosed]:
         """Realised-PnL records, oldest first (the newest ``limit`` when given)."""
         sql = "SELECT * FROM realized_pnl ORDER BY seq DESC"
-        rows = self._query(sql + (" LIMIT ?" if limit is not None else ""), (limit,) if limit is not None else ())
+        rows = self._query(
+            sql + (" LIMIT ?" if limit is not None else ""), (limit,) if limit is not None else ()
+        )
         return [
             PositionClosed(
                 trade_id=r["trade_id"],
@@ -639,10 +670,18 @@ class StateStore:
         if not rows:
             return None
         r = rows[0]
-        return TradingStateRecord(TradingState(r["state"]), r["reason"], r["source"], datetime.fromisoformat(r["time"]))
+        return TradingStateRecord(
+            TradingState(r["state"]), r["reason"], r["source"], datetime.fromisoformat(r["time"])
+        )
 
     def save_trading_state(
-        self, state: str | TradingState, reason: str, source: str, time: datetime, *, manual_resume: bool = False
+        self,
+        state: str | TradingState,
+        reason: str,
+        source: str,
+        time: datetime,
+        *,
+        manual_resume: bool = False,
     ) -> None:
         """Durably record the trading state (validated against :class:`TradingState`).
 
@@ -692,7 +731,13 @@ class StateStore:
         """The newest ``limit`` results, newest first."""
         rows = self._query("SELECT * FROM health ORDER BY seq DESC LIMIT ?", (limit,))
         return [
-            HealthRecord(r["check_name"], r["status"], r["message"], r["metrics_json"], datetime.fromisoformat(r["time"]))
+            HealthRecord(
+                r["check_name"],
+                r["status"],
+                r["message"],
+                r["metrics_json"],
+                datetime.fromisoformat(r["time"]),
+            )
             for r in rows
         ]
 
@@ -742,7 +787,12 @@ class StateStore:
         self._last_recent_mono = mono
         if not recent:
             self._last_backup_mono = mono
-        log.log(logging.DEBUG if recent else logging.INFO, "state backup written: %s (%d pruned)", path.name, len(removed))
+        log.log(
+            logging.DEBUG if recent else logging.INFO,
+            "state backup written: %s (%d pruned)",
+            path.name,
+            len(removed),
+        )
         return path
 
     def request_backup(self) -> None:
@@ -794,7 +844,10 @@ class StateStore:
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone()
+        is not None
+    )
 
 
 class _Unsound(Exception):

@@ -132,7 +132,9 @@ class StrategyContext:
     pairs: tuple[str, ...] = attrs.field(converter=_pair_tuple)
     clock: Clock = attrs.field(factory=SystemClock)
     logger: logging.Logger = attrs.field(
-        default=attrs.Factory(lambda self: logging.getLogger(f"tradebot.strategy.{self.name}"), takes_self=True)
+        default=attrs.Factory(
+            lambda self: logging.getLogger(f"tradebot.strategy.{self.name}"), takes_self=True
+        )
     )
     markets: Callable[[str], MarketRules | None] = attrs.field(default=lambda pair: None)
     """The exchange's market rules of a pair (minimums, precision, fees), None when unknown:

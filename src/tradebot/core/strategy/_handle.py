@@ -112,7 +112,12 @@ class _Overran(Exception):
 
 
 def _trace_after(
-    tracer: Any, handle: StrategyHandle, elapsed_s: float, outcome: str, error: BaseException | None, message: str
+    tracer: Any,
+    handle: StrategyHandle,
+    elapsed_s: float,
+    outcome: str,
+    error: BaseException | None,
+    message: str,
 ) -> None:
     """A span for a call that was not sampled but turned out to matter, with its real times."""
     from opentelemetry.trace import Status, StatusCode
@@ -153,8 +158,10 @@ def _call_mode(strategy: Any, blocking: bool | None) -> CallMode:
 
 def _signals(handle: StrategyHandle, result: Any) -> list[Signal]:
     """The call's result as a list of signals, stamped with the instance name; TypeError if bad."""
-    if type(result) is not list and type(result) is not tuple and (
-        isinstance(result, Signal) or not isinstance(result, Sequence)
+    if (
+        type(result) is not list
+        and type(result) is not tuple
+        and (isinstance(result, Signal) or not isinstance(result, Sequence))
     ):
         raise TypeError(f"on_event must return a sequence of Signal, not {type(result).__name__}")
     out: list[Signal] = []

@@ -47,7 +47,9 @@ class InlineDispatch:
         @staticmethod
         def _result_signals(handle: StrategyHandle, result: Any) -> list[Signal]: ...
         @staticmethod
-        def _call_failed(handle: StrategyHandle, exc: Exception, elapsed: float, tracer: Any, traced: bool) -> str: ...
+        def _call_failed(
+            handle: StrategyHandle, exc: Exception, elapsed: float, tracer: Any, traced: bool
+        ) -> str: ...
         @staticmethod
         def _succeeded(handle: StrategyHandle, elapsed: float, tracer: Any, traced: bool) -> None: ...
         async def _start(self, handle: StrategyHandle) -> bool: ...
@@ -181,7 +183,9 @@ class InlineDispatch:
                             if elapsed > stats.max_s:  # a comparison costs less than a call to max()
                                 stats.max_s = elapsed
                             stats.buckets[
-                                0 if elapsed <= first_bucket else bisect.bisect_left(DURATION_BUCKETS_S, elapsed)
+                                0
+                                if elapsed <= first_bucket
+                                else bisect.bisect_left(DURATION_BUCKETS_S, elapsed)
                             ] += 1
                             stats.consecutive_failures = 0
                             stats.last_call_at = now
@@ -193,7 +197,7 @@ class InlineDispatch:
 
     def _dispatch_failed(self, handle: StrategyHandle, exc: Exception) -> None:
         """The dispatcher could not finish its work for one instance: hand it a failure."""
-        log.exception("strategy %r: the dispatcher failed handling its call", handle.name, exc_info=exc)
+        log.error("strategy %r: the dispatcher failed handling its call", handle.name, exc_info=exc)
         backlog = handle.backlog
         assert backlog is not None
         handle.detached = True
@@ -201,7 +205,9 @@ class InlineDispatch:
             with contextlib.suppress(Exception):
                 backlog.put_nowait(_Followup(failure=f"dispatching its call failed: {describe(exc)}"))
 
-    def _after_inline(self, handle: StrategyHandle, followup: _Followup | None, now: float, trace: Any) -> None:
+    def _after_inline(
+        self, handle: StrategyHandle, followup: _Followup | None, now: float, trace: Any
+    ) -> None:
         """Pass what a call left that may wait (signals, a failure) to the instance's own task."""
         if followup is None:
             handle.stats.last_call_at = now
@@ -290,7 +296,9 @@ class InlineDispatch:
                 else:
                     await self._follow_up(handle, item)
             else:
-                trace = handle.backlog_traces.pop(self._bus._key(item), None) if handle.backlog_traces else None
+                trace = (
+                    handle.backlog_traces.pop(self._bus._key(item), None) if handle.backlog_traces else None
+                )
                 if trace is not None and handle.trace_countdown <= 0:
                     with tracing.resume(trace):
                         signals = await self._call_on_event(handle, item)

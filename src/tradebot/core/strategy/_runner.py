@@ -138,7 +138,9 @@ class StrategyRunner(InlineDispatch):
         if mode is CallMode.INLINE:
             subscription = self._inline_subscription()
         else:
-            subscription = self._bus.subscribe(f"strategy:{name}", kinds=(Ticker, Candle), pairs=pairs or None)
+            subscription = self._bus.subscribe(
+                f"strategy:{name}", kinds=(Ticker, Candle), pairs=pairs or None
+            )
         handle = StrategyHandle(
             name=name,
             plugin=plugin_name,
@@ -217,7 +219,9 @@ class StrategyRunner(InlineDispatch):
                 # one dispatcher per shared subscription: a group emptied by quarantine and
                 # formed again has a new subscription, and gets a new dispatcher
                 self._dispatching = sub
-                self._dispatchers.append(asyncio.create_task(self._dispatch_inline(sub), name="strategies:inline"))
+                self._dispatchers.append(
+                    asyncio.create_task(self._dispatch_inline(sub), name="strategies:inline")
+                )
         else:
             serve = self._serve(handle)
         self._tasks[handle.name] = asyncio.create_task(serve, name=f"strategy:{handle.name}")
@@ -303,7 +307,9 @@ class StrategyRunner(InlineDispatch):
             if handle.mode is CallMode.INLINE:  # no extra coroutine for quick strategies
                 try:
                     result = self._call_sync(handle, "on_event", handle.on_event, event, traced=traced)
-                except asyncio.CancelledError as exc:  # raised by the strategy: a plain call is never cancelled
+                except (
+                    asyncio.CancelledError
+                ) as exc:  # raised by the strategy: a plain call is never cancelled
                     raise _as_exception(exc) from exc
                 if type(result) is not tuple and type(result) is not list and inspect.isawaitable(result):
                     async with asyncio.timeout(handle.timeout_s):
@@ -318,7 +324,9 @@ class StrategyRunner(InlineDispatch):
             await self._quarantine(handle, str(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - any strategy fault counts against it
-            await self._failed(handle, self._call_failed(handle, exc, time.perf_counter() - started, tracer, traced))
+            await self._failed(
+                handle, self._call_failed(handle, exc, time.perf_counter() - started, tracer, traced)
+            )
             return None
         self._succeeded(handle, time.perf_counter() - started, tracer, traced)
         handle.stats.last_call_at = self._clock.monotonic()
@@ -331,7 +339,9 @@ class StrategyRunner(InlineDispatch):
         return _signals(handle, result)
 
     @staticmethod
-    def _call_failed(handle: StrategyHandle, exc: Exception, elapsed: float, tracer: Any, traced: bool) -> str:
+    def _call_failed(
+        handle: StrategyHandle, exc: Exception, elapsed: float, tracer: Any, traced: bool
+    ) -> str:
         """Count a failed call (timed out, overran, raised, bad result); its message."""
         stats = handle.stats
         stats.observe(elapsed)
@@ -421,15 +431,17 @@ class StrategyRunner(InlineDispatch):
         handle.delivering = True
         try:
             await self._sink(signals)
-        except Exception:  # noqa: BLE001 - the sink's failure is not the strategy's
-            self._sink_failed(handle, signals)
+        except Exception as exc:  # noqa: BLE001 - the sink's failure is not the strategy's
+            self._sink_failed(handle, signals, exc)
         finally:
             handle.delivering = False
 
     @staticmethod
-    def _sink_failed(handle: StrategyHandle, signals: list[Signal]) -> None:
+    def _sink_failed(handle: StrategyHandle, signals: list[Signal], exc: Exception) -> None:
         handle.stats.sink_errors += 1
-        log.exception("the signal sink failed on %d signal(s) of strategy %r", len(signals), handle.name)
+        log.error(
+            "the signal sink failed on %d signal(s) of strategy %r", len(signals), handle.name, exc_info=exc
+        )
 
     # --- failures -----------------------------------------------------------------------
 
@@ -446,7 +458,9 @@ class StrategyRunner(InlineDispatch):
             extra={"strategy": handle.name, "plugin": handle.plugin},
         )
         if stats.consecutive_failures >= handle.max_failures:
-            await self._quarantine(handle, f"{stats.consecutive_failures} consecutive failures, last: {message}")
+            await self._quarantine(
+                handle, f"{stats.consecutive_failures} consecutive failures, last: {message}"
+            )
 
     async def _quarantine(self, handle: StrategyHandle, reason: str) -> None:
         if handle.quarantined is not None:
@@ -492,7 +506,11 @@ class StrategyRunner(InlineDispatch):
             try:
                 await self._invoke(handle, "start", handle.strategy.start)
             except Exception as exc:  # noqa: BLE001 - includes timeouts
-                what = "timed out" if isinstance(exc, (TimeoutError, _Overran)) else f"raised {type(exc).__name__}: {exc}"
+                what = (
+                    "timed out"
+                    if isinstance(exc, (TimeoutError, _Overran))
+                    else f"raised {type(exc).__name__}: {exc}"
+                )
                 await self._quarantine(handle, f"start {what}")
                 return False
         handle.started = True
@@ -510,7 +528,12 @@ class StrategyRunner(InlineDispatch):
                 if worker is not None and worker.busy:
                     log.warning("strategy %r is still busy; not calling stop()", handle.name)
                 else:
-                    await self._invoke(handle, "stop", handle.strategy.stop, timeout_s=min(handle.timeout_s, self.stop_timeout_s))
+                    await self._invoke(
+                        handle,
+                        "stop",
+                        handle.strategy.stop,
+                        timeout_s=min(handle.timeout_s, self.stop_timeout_s),
+                    )
         except Exception as exc:  # noqa: BLE001 - stopping must go on for the others
             log.error("strategy %r: stop failed: %s: %s", handle.name, type(exc).__name__, exc)
         finally:

@@ -66,7 +66,9 @@ class BalanceManager:
                 raise
             age = self._clock.monotonic() - self._fetched_at
             self.stale_served += 1
-            log.warning("balances: exchange unreachable (%s); serving values %.1fs old", type(exc).__name__, age)
+            log.warning(
+                "balances: exchange unreachable (%s); serving values %.1fs old", type(exc).__name__, age
+            )
             return Balances(totals=dict(self._totals), as_of=self._as_of, stale=True, age_s=age)
         self._totals = dict(totals)
         self._as_of = self._clock.now()

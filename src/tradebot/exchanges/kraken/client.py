@@ -62,7 +62,9 @@ _JSON = json.JSONDecoder(parse_float=Decimal)
 _PUBLIC_URL_CACHE_SIZE = 256
 
 ENDPOINT_GROUPS = ("public", "private", "trading", "websocket")
-_TRADING_METHODS = frozenset({"AddOrder", "AddOrderBatch", "CancelOrder", "CancelAll", "EditOrder", "AmendOrder"})
+_TRADING_METHODS = frozenset(
+    {"AddOrder", "AddOrderBatch", "CancelOrder", "CancelAll", "EditOrder", "AmendOrder"}
+)
 _ORDER_METHODS = frozenset({"AddOrder", "AddOrderBatch", "EditOrder", "AmendOrder"})
 """Requests that can add exposure: the trading state is checked again where they are sent."""
 
@@ -77,7 +79,7 @@ def endpoint_group(private: bool, method: str) -> str:
 class _Route:
     """What a REST method's calls share, worked out once per client instead of per call."""
 
-    __slots__ = ("private", "method", "endpoint", "path", "url", "group", "trading", "cost", "bare_url")
+    __slots__ = ("bare_url", "cost", "endpoint", "group", "method", "path", "private", "trading", "url")
 
     def __init__(self, base: str, private: bool, method: str) -> None:
         self.private = private
@@ -187,7 +189,10 @@ class KrakenRestClient:
         )
         self.sessions_created += 1
         return aiohttp.ClientSession(
-            connector=connector, timeout=timeout, headers={"User-Agent": cfg.user_agent}, raise_for_status=False
+            connector=connector,
+            timeout=timeout,
+            headers={"User-Agent": cfg.user_agent},
+            raise_for_status=False,
         )
 
     async def start(self) -> None:
@@ -245,10 +250,16 @@ class KrakenRestClient:
             counts.successes += 1
             return result
         return await retry_after_failure(
-            lambda: self._attempt(route, args, breaker), error, endpoint=endpoint, policy=self.retry_policy, stats=stats
+            lambda: self._attempt(route, args, breaker),
+            error,
+            endpoint=endpoint,
+            policy=self.retry_policy,
+            stats=stats,
         )
 
-    async def private(self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True) -> Any:
+    async def private(
+        self, method: str, params: Mapping[str, Any] | None = None, *, idempotent: bool = True
+    ) -> Any:
         """Call ``/0/private/<method>``; returns the validated ``result``.
 
         ``idempotent=False`` sends exactly once (no retry of any kind).
@@ -386,7 +397,9 @@ class KrakenRestClient:
             raise err from None
 
     def _closed_error(self, route: _Route) -> ExchangeError:
-        err = ExchangeError(f"Kraken {route.endpoint}: not sent, the client was closed", endpoint=route.endpoint)
+        err = ExchangeError(
+            f"Kraken {route.endpoint}: not sent, the client was closed", endpoint=route.endpoint
+        )
         err.not_sent = True  # type: ignore[attr-defined]
         return err
 
@@ -436,7 +449,9 @@ class KrakenRestClient:
                     http_status=status,
                 ) from None
             raise map_http_status(status, raw, endpoint=endpoint) from None
-        if status != 200 and not (isinstance(body, dict) and isinstance(body.get("error"), list) and body["error"]):
+        if status != 200 and not (
+            isinstance(body, dict) and isinstance(body.get("error"), list) and body["error"]
+        ):
             raise map_http_status(status, raw, endpoint=endpoint)
         errors, result = parse_envelope(body, endpoint)
         if errors:
@@ -447,4 +462,3 @@ class KrakenRestClient:
                 log.warning("Kraken %s: nonce rejected; the next attempt uses a fresh one", endpoint)
             raise exc
         return result
-

@@ -40,7 +40,9 @@ class DeadMansSwitchStats:
 class DeadMansSwitch:
     """Refreshes ``CancelAllOrdersAfter(timeout_s)`` every ``refresh_s`` until stopped."""
 
-    def __init__(self, private: PrivateCall, *, timeout_s: int, refresh_s: float, clock: Clock | None = None) -> None:
+    def __init__(
+        self, private: PrivateCall, *, timeout_s: int, refresh_s: float, clock: Clock | None = None
+    ) -> None:
         if timeout_s <= 0 or refresh_s <= 0 or refresh_s >= timeout_s:
             raise ValueError(
                 f"dead man's switch: need 0 < refresh ({refresh_s}) < timeout ({timeout_s}) seconds"
@@ -94,7 +96,9 @@ class DeadMansSwitch:
                 await self._private("CancelAllOrdersAfter", {"timeout": 0})
         except (TradebotError, TimeoutError) as exc:
             # the timer then runs out and Kraken cancels what is open: the safe side
-            log.warning("dead man's switch: could not disarm on shutdown (%s); open orders will be cancelled", exc)
+            log.warning(
+                "dead man's switch: could not disarm on shutdown (%s); open orders will be cancelled", exc
+            )
             return
         self.stats.disarmed = True
         log.info("dead man's switch disarmed")

@@ -82,7 +82,7 @@ _TITLE = re.compile(rb"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _MAX_ERRORS = 10
 _MAX_ERROR_CHARS = 200
 # control characters would let an error text start a line of its own in a plain-text log
-_CONTROLS = {c: " " for c in (*range(32), 127)}
+_CONTROLS = dict.fromkeys((*range(32), 127), " ")
 
 
 def _clean(error: object) -> str:
@@ -120,13 +120,17 @@ def map_kraken_error(
     if m := _THROTTLED.match(raw):
         until = int(m.group(1)) if m.group(1) else None
         wait = max(0.0, until - (now if now is not None else time.time())) if until else None
-        return RateLimited(f"{prefix}: throttled", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors)
+        return RateLimited(
+            f"{prefix}: throttled", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors
+        )
 
     if head in _EXACT:
         cls, meaning = _EXACT[head]
         if cls is RateLimited:
             wait = LOCKOUT_S if head == "EGeneral:Temporary lockout" else None
-            return RateLimited(f"{prefix}: {meaning}", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors)
+            return RateLimited(
+                f"{prefix}: {meaning}", retry_after_s=wait, endpoint=endpoint, kraken_error=all_errors
+            )
         error = cls(f"{prefix}: {meaning}", endpoint=endpoint, kraken_error=all_errors)
         if cls is MarketClosed and trading:
             # an order refused by the market's mode (which lasts minutes to hours) is not
@@ -137,7 +141,7 @@ def map_kraken_error(
     if head == "EGeneral:Invalid arguments" or head.startswith("EOrder:"):
         cls = InvalidOrder if trading or head.startswith("EOrder:") else ExchangeError
         return cls(f"{prefix}: rejected arguments", endpoint=endpoint, kraken_error=all_errors)
-    if head.startswith("EService:") or head.startswith("EDatabase:"):
+    if head.startswith(("EService:", "EDatabase:")):
         return ExchangeUnavailable(f"{prefix}: service problem", endpoint=endpoint, kraken_error=all_errors)
     if head.startswith("EAPI:"):
         return AuthError(f"{prefix}: API request refused", endpoint=endpoint, kraken_error=all_errors)
@@ -161,9 +165,12 @@ def map_http_status(status: int, body: bytes, *, endpoint: str) -> TradebotError
         return RateLimited(f"{prefix}: HTTP 429 too many requests", endpoint=endpoint, http_status=status)
     if status == 408:
         return RequestTimeout(f"{prefix}: HTTP 408 request timeout", endpoint=endpoint, http_status=status)
-    if status >= 500 or status in (403, 404) and title and "cloudflare" in title.lower():
+    if status >= 500 or (status in (403, 404) and title and "cloudflare" in title.lower()):
         return ExchangeUnavailable(
-            f"{prefix}: HTTP {status} from the exchange or its proxy", endpoint=endpoint, http_status=status, page=title
+            f"{prefix}: HTTP {status} from the exchange or its proxy",
+            endpoint=endpoint,
+            http_status=status,
+            page=title,
         )
     if status >= 400:
         return ExchangeError(f"{prefix}: HTTP {status}", endpoint=endpoint, http_status=status, page=title)
@@ -196,10 +203,14 @@ def map_transport_error(
         err2.not_sent = True  # type: ignore[attr-defined]
         return err2
     if isinstance(exc, (asyncio.TimeoutError, TimeoutError, aiohttp.ServerTimeoutError)):
-        return RequestTimeout(f"{prefix}: request timed out", endpoint=endpoint, host=host, timeout_s=timeout_s)
+        return RequestTimeout(
+            f"{prefix}: request timed out", endpoint=endpoint, host=host, timeout_s=timeout_s
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         err3 = ConnectionFailed(
-            f"{prefix}: could not connect to {host} ({type(exc.os_error).__name__})", endpoint=endpoint, host=host
+            f"{prefix}: could not connect to {host} ({type(exc.os_error).__name__})",
+            endpoint=endpoint,
+            host=host,
         )
         err3.not_sent = True  # type: ignore[attr-defined]
         return err3

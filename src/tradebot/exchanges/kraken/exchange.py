@@ -55,8 +55,8 @@ from tradebot.exchanges.kraken.parse import (
     parse_asset_decimals,
     parse_balance,
     parse_cancel,
-    parse_market_rules,
     parse_history_page,
+    parse_market_rules,
     parse_ohlc,
     parse_order,
     parse_orders,
@@ -137,7 +137,9 @@ class KrakenExchange:
             retry_stats=self.retry_stats,
             clock=self._clock,
         )
-        self.balance_manager = BalanceManager(self._fetch_balances, clock=self._clock, cache_s=config.balance_cache_s)
+        self.balance_manager = BalanceManager(
+            self._fetch_balances, clock=self._clock, cache_s=config.balance_cache_s
+        )
         self._placed_at: dict[str, tuple[str, float]] = {}  # cl_ord_id -> (pair, monotonic placement time)
         self._streams: list[MarketDataStream] = []
         self.orders_resolved_by_lookup = 0
@@ -165,7 +167,9 @@ class KrakenExchange:
         self._rule_problems_seen: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"<KrakenExchange {self.config.base_url} private={'yes' if self.rest.has_credentials else 'no'}>"
+        return (
+            f"<KrakenExchange {self.config.base_url} private={'yes' if self.rest.has_credentials else 'no'}>"
+        )
 
     # --- lifecycle and recovery ------------------------------------------------------
 
@@ -194,7 +198,8 @@ class KrakenExchange:
         token = result.get("token") if isinstance(result, dict) else None
         if not isinstance(token, str) or not token:
             raise BadDataError(
-                "Kraken private/GetWebSocketsToken: the answer has no token", endpoint="private/GetWebSocketsToken"
+                "Kraken private/GetWebSocketsToken: the answer has no token",
+                endpoint="private/GetWebSocketsToken",
             )
         return token
 
@@ -282,7 +287,9 @@ class KrakenExchange:
         listed = {info.pair for name in result if (info := self.pairs.from_kraken(str(name))) is not None}
         for pair, known in list(self._markets.items()):
             if pair not in listed and known.status is not PairStatus.DELISTED:
-                log.warning("Kraken no longer lists %s in AssetPairs: treated as delisted, no new orders", pair)
+                log.warning(
+                    "Kraken no longer lists %s in AssetPairs: treated as delisted, no new orders", pair
+                )
                 self._markets[pair] = attrs.evolve(known, status=PairStatus.DELISTED)
         self._markets.update(rules)
 
@@ -311,7 +318,9 @@ class KrakenExchange:
             entries.extend(page.items())
             if not page or len(entries) >= count:
                 return entries
-        log.warning("Kraken %s: history longer than %d pages; only the newest were read", method, _HISTORY_MAX_PAGES)
+        log.warning(
+            "Kraken %s: history longer than %d pages; only the newest were read", method, _HISTORY_MAX_PAGES
+        )
         return entries
 
     async def closed_orders(self, since: datetime | None = None) -> Sequence[OrderInfo]:
@@ -356,9 +365,13 @@ class KrakenExchange:
     def _order_params(self, request: OrderRequest) -> dict[str, Any]:
         info = self.pairs.info(request.pair)
         if not request.client_order_id:
-            raise InvalidOrder("Kraken AddOrder: an order needs a client order id", endpoint="private/AddOrder")
+            raise InvalidOrder(
+                "Kraken AddOrder: an order needs a client order id", endpoint="private/AddOrder"
+            )
         if request.volume <= 0 or not request.volume.is_finite():
-            raise InvalidOrder(f"Kraken AddOrder: volume must be > 0 (got {request.volume})", endpoint="private/AddOrder")
+            raise InvalidOrder(
+                f"Kraken AddOrder: volume must be > 0 (got {request.volume})", endpoint="private/AddOrder"
+            )
         params: dict[str, Any] = {
             "cl_ord_id": request.client_order_id,
             "ordertype": request.order_type.value,
@@ -400,7 +413,11 @@ class KrakenExchange:
                 ) from exc
 
         return await call_with_retry(
-            send, endpoint="private/AddOrder", policy=self.rest.retry_policy, stats=self.retry_stats, idempotent=True
+            send,
+            endpoint="private/AddOrder",
+            policy=self.rest.retry_policy,
+            stats=self.retry_stats,
+            idempotent=True,
         )
 
     async def _lookup_after_unknown(self, request: OrderRequest, cause: BaseException) -> OrderInfo | None:
@@ -434,7 +451,9 @@ class KrakenExchange:
                     log.info("AddOrder %s: outcome was unknown; lookup found it", request.client_order_id)
                     self._remember(request)
                     return found
-                log.warning("AddOrder %s: outcome unknown, lookup proves absent; resending", request.client_order_id)
+                log.warning(
+                    "AddOrder %s: outcome unknown, lookup proves absent; resending", request.client_order_id
+                )
                 self.order_resends += 1
                 continue
             except TradebotError as exc:
@@ -467,7 +486,10 @@ class KrakenExchange:
         ) from last_unknown
 
     def _remember(self, request: OrderRequest) -> None:
-        self._placed_at[request.client_order_id] = (self.pairs.info(request.pair).pair, self._clock.monotonic())
+        self._placed_at[request.client_order_id] = (
+            self.pairs.info(request.pair).pair,
+            self._clock.monotonic(),
+        )
         if len(self._placed_at) > 10_000:  # only young orders matter for the cancel cost
             oldest = next(iter(self._placed_at))
             del self._placed_at[oldest]
@@ -495,7 +517,9 @@ class KrakenExchange:
 
     # --- market data -------------------------------------------------------------------------
 
-    def market_data(self, pairs: Sequence[str], *, ohlc_interval: int | None = None) -> AsyncIterator[MarketEvent]:
+    def market_data(
+        self, pairs: Sequence[str], *, ohlc_interval: int | None = None
+    ) -> AsyncIterator[MarketEvent]:
         async def poll_ohlc(pair: str, interval: int) -> Sequence[Candle]:
             return await self.ohlc(pair, interval)
 
@@ -512,4 +536,3 @@ class KrakenExchange:
         )
         self._streams = [s for s in self._streams if not s.finished] + [stream]
         return stream.events()
-

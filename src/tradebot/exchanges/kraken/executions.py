@@ -239,7 +239,12 @@ class ExecutionsStream:
                 json.dumps(
                     {
                         "method": "subscribe",
-                        "params": {"channel": "executions", "token": token, "snap_orders": True, "snap_trades": False},
+                        "params": {
+                            "channel": "executions",
+                            "token": token,
+                            "snap_orders": True,
+                            "snap_trades": False,
+                        },
                     }
                 )
             )
@@ -316,7 +321,7 @@ class ExecutionsStream:
             state.fields["opened"] = report.get("timestamp")
             self._orders[order_id] = state
             while len(self._orders) > _KEPT:
-                old_id, old = self._orders.popitem(last=False)
+                _, old = self._orders.popitem(last=False)
                 self._by_client_id.pop(str(old.fields.get("cl_ord_id")), None)
         if report.get("exec_type") == "trade":
             self.stats.fills += 1
@@ -340,4 +345,3 @@ class ExecutionsStream:
         if not isinstance(symbol, str) or "/" not in symbol:
             return None
         return symbol.split("/", 1)[1]
-

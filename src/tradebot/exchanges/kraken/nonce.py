@@ -10,6 +10,7 @@ reuses a nonce even if the machine clock went backwards, and writes about once p
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -53,7 +54,9 @@ class NonceSource:
         except FileNotFoundError:
             return 0
         except OSError as exc:
-            raise StateError(f"cannot read the nonce file {self.path}: {exc.strerror}", path=str(self.path)) from exc
+            raise StateError(
+                f"cannot read the nonce file {self.path}: {exc.strerror}", path=str(self.path)
+            ) from exc
         if not text.isdigit():
             raise StateError(
                 f"the nonce file {self.path} is corrupt; delete it only if no other process uses this API key",
@@ -72,10 +75,8 @@ class NonceSource:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         except BaseException:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(tmp)
-            except OSError:
-                pass
             raise
         try:
             dir_fd = os.open(self.path.parent, os.O_RDONLY)

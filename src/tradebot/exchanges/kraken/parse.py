@@ -34,20 +34,20 @@ __all__ = [
     "decimal_field",
     "parse_add_order",
     "parse_asset_decimals",
-    "parse_market_rules",
-    "parse_pair_rules",
-    "parse_trade_volume",
     "parse_balance",
     "parse_cancel",
     "parse_envelope",
+    "parse_history_page",
+    "parse_market_rules",
     "parse_ohlc",
     "parse_order",
-    "parse_history_page",
     "parse_orders",
-    "parse_trades",
+    "parse_pair_rules",
     "parse_system_status",
     "parse_ticker",
     "parse_time",
+    "parse_trade_volume",
+    "parse_trades",
     "parse_ws_ohlc",
     "parse_ws_ticker",
     "timestamp",
@@ -61,7 +61,7 @@ class _Where:
     ``_Where``, and building its string eagerly would cost more than the check itself.
     """
 
-    __slots__ = ("source", "parent", "key")
+    __slots__ = ("key", "parent", "source")
 
     def __init__(self, source: str, parent: _Where | None = None, key: object = None) -> None:
         self.source = source
@@ -349,7 +349,9 @@ def parse_pair_rules(
             raise (where / name).fail(f"is out of range ({places})")
     tick = obj.get("tick_size")
     tick_size = (
-        decimal_field(tick, where / "tick_size", positive=True) if tick is not None else Decimal(1).scaleb(-price_decimals)
+        decimal_field(tick, where / "tick_size", positive=True)
+        if tick is not None
+        else Decimal(1).scaleb(-price_decimals)
     )
     status_text = _str(_get(obj, "status", where), where / "status")
     status = _STATUSES.get(status_text)
@@ -380,7 +382,11 @@ def parse_pair_rules(
 
 
 def parse_market_rules(
-    result: Any, registry: PairRegistry, *, fee_volume: Decimal = Decimal(0), asset_decimals: Mapping[str, int] | None = None
+    result: Any,
+    registry: PairRegistry,
+    *,
+    fee_volume: Decimal = Decimal(0),
+    asset_decimals: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, MarketRules], list[BadDataError]]:
     """An ``AssetPairs`` result -> rules per pair, and the problems of entries that could not be read.
 
@@ -409,7 +415,9 @@ def parse_asset_decimals(result: Any) -> dict[str, int]:
     where = _Where("public/Assets")
     out: dict[str, int] = {}
     for code, data in _obj(result, where).items():
-        out[asset_from_kraken(str(code))] = _int(_get(_obj(data, where / code), "decimals", where / code), where / code / "decimals")
+        out[asset_from_kraken(str(code))] = _int(
+            _get(_obj(data, where / code), "decimals", where / code), where / code / "decimals"
+        )
     return out
 
 
@@ -473,7 +481,9 @@ def parse_order(txid: str, data: Any, registry: PairRegistry, source: str) -> Or
     try:
         order_type = OrderType(type_raw)
     except ValueError:
-        raise (w / "descr" / "ordertype").fail(f"is not an order type tradebot handles ({type_raw[:20]!r})") from None
+        raise (w / "descr" / "ordertype").fail(
+            f"is not an order type tradebot handles ({type_raw[:20]!r})"
+        ) from None
     volume = decimal_field(_get(obj, "vol", w), w / "vol")
     filled = decimal_field(obj.get("vol_exec", "0"), w / "vol_exec")
     if filled > volume:
@@ -581,7 +591,9 @@ def parse_ws_ohlc(item: Any, registry: PairRegistry) -> Candle:
     info = registry.from_kraken(symbol)
     if info is None:
         raise (where / "symbol").fail(f"is a pair this client does not know ({symbol[:20]!r})")
-    o, h, low, c = (decimal_field(_get(obj, k, w), w / k, positive=True) for k in ("open", "high", "low", "close"))
+    o, h, low, c = (
+        decimal_field(_get(obj, k, w), w / k, positive=True) for k in ("open", "high", "low", "close")
+    )
     if h < max(o, c, low) or low > min(o, c):
         raise w.fail(f"has inconsistent OHLC (o={o} h={h} l={low} c={c})")
     return Candle(

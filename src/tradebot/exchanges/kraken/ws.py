@@ -195,8 +195,10 @@ class MarketDataStream:
                 failures = 1 if self._conn_messages else failures + 1
                 self.stats.stale_sockets += 1
                 self.stats.last_error = "no message within the heartbeat timeout"
-                log.warning("Kraken WS: no message for %.1fs; reconnecting", self.config.ws_heartbeat_timeout_s)
-            except Exception as exc:
+                log.warning(
+                    "Kraken WS: no message for %.1fs; reconnecting", self.config.ws_heartbeat_timeout_s
+                )
+            except Exception as exc:  # noqa: BLE001 - any other failure of the connection: reconnect, error kept in stats
                 failures = 1 if self._conn_messages else failures + 1
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("Kraken WS: %s; reconnecting", self.stats.last_error)
@@ -220,7 +222,9 @@ class MarketDataStream:
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise ConnectionFailed(
-                f"Kraken ws/connect: WebSocket upgrade refused (HTTP {exc.status})", endpoint="ws/connect", host=host
+                f"Kraken ws/connect: WebSocket upgrade refused (HTTP {exc.status})",
+                endpoint="ws/connect",
+                host=host,
             ) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise map_transport_error(exc, endpoint="ws/connect", host=host) from exc
@@ -263,7 +267,9 @@ class MarketDataStream:
             elif msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
                 raise ConnectionFailed("Kraken ws: socket closed by the server", endpoint="ws")
             elif msg.type == aiohttp.WSMsgType.ERROR:
-                raise ConnectionFailed(f"Kraken ws: socket error ({type(ws.exception()).__name__})", endpoint="ws")
+                raise ConnectionFailed(
+                    f"Kraken ws: socket error ({type(ws.exception()).__name__})", endpoint="ws"
+                )
 
     async def _subscribe(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         subs: list[dict[str, Any]] = [{"channel": "ticker", "symbol": self.pairs}]
@@ -306,7 +312,9 @@ class MarketDataStream:
                     self._emit(parse_ws_ticker(item, self._registry, now))
                 else:
                     candle = parse_ws_ohlc(item, self._registry)
-                    self._last_candle[candle.pair] = max(candle.open_time, self._last_candle.get(candle.pair, candle.open_time))
+                    self._last_candle[candle.pair] = max(
+                        candle.open_time, self._last_candle.get(candle.pair, candle.open_time)
+                    )
                     self._emit(candle)
             except TradebotError as exc:
                 self.stats.bad_messages += 1
@@ -319,7 +327,11 @@ class MarketDataStream:
         cfg = self.config
         while True:
             down = self._down_since
-            if self.stats.connected or down is None or self._clock.monotonic() - down < cfg.rest_fallback_after_s:
+            if (
+                self.stats.connected
+                or down is None
+                or self._clock.monotonic() - down < cfg.rest_fallback_after_s
+            ):
                 self.stats.using_fallback = False
                 await self._clock.sleep(min(cfg.rest_fallback_poll_s, max(cfg.rest_fallback_after_s, 0.05)))
                 continue

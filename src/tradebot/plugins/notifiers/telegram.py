@@ -57,7 +57,9 @@ class TelegramNotifier:
             retry_after = (body.get("parameters") or {}).get("retry_after")
             if status == 200 and body.get("ok") is not True:
                 status = int(body.get("error_code") or 502)
-        self._http.raise_for_status(status, body, retry_after_s=float(retry_after) if retry_after is not None else None)
+        self._http.raise_for_status(
+            status, body, retry_after_s=float(retry_after) if retry_after is not None else None
+        )
 
     async def close(self) -> None:
         await self._http.close()

@@ -27,7 +27,7 @@ from tradebot.api import (
     hookimpl,
 )
 
-__all__ = ["ClosePolicy", "CloseConfig", "tradebot_register_position_policies"]
+__all__ = ["CloseConfig", "ClosePolicy", "tradebot_register_position_policies"]
 
 
 @attrs.frozen
@@ -50,7 +50,9 @@ class ClosePolicy:
     flattens = True
     """A completed run leaves every position flat: the bot stops once it is done."""
 
-    def __init__(self, config: CloseConfig, executor: Any, portfolio: Any, clock: Any, markets: Any = None) -> None:
+    def __init__(
+        self, config: CloseConfig, executor: Any, portfolio: Any, clock: Any, markets: Any = None
+    ) -> None:
         self.config = config
         self.executor = executor
         self.portfolio = portfolio
@@ -64,7 +66,9 @@ class ClosePolicy:
         if self.markets is None:
             return {}
         return {
-            p: v for p, v in self._positions().items() if self.markets.is_dust(p, v, self.portfolio.mark_price(p))
+            p: v
+            for p, v in self._positions().items()
+            if self.markets.is_dust(p, v, self.portfolio.mark_price(p))
         }
 
     def _open(self) -> dict[str, Any]:
@@ -102,7 +106,9 @@ class ClosePolicy:
         )
         if errors:
             text += f"; last error: {errors[-1]}"
-        return PolicyOutcome(self.name, False, text, remaining=remaining, orders_placed=len(placed), dust=dust)
+        return PolicyOutcome(
+            self.name, False, text, remaining=remaining, orders_placed=len(placed), dust=dust
+        )
 
     async def _settle(self) -> None:
         deadline = self.clock.monotonic() + self.config.settle_s

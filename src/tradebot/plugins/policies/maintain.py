@@ -51,7 +51,9 @@ class MaintainPolicy:
 
 def make(config: MaintainConfig | None, context: Any) -> MaintainPolicy:
     """Factory."""
-    return MaintainPolicy(config or MaintainConfig(), getattr(context, "executor", None), getattr(context, "portfolio", None))
+    return MaintainPolicy(
+        config or MaintainConfig(), getattr(context, "executor", None), getattr(context, "portfolio", None)
+    )
 
 
 @hookimpl

@@ -43,7 +43,9 @@ class ReduceConfig:
 
     cancel_increasing_orders: bool = True
     """Cancel working orders that would add exposure."""
-    fraction: Decimal = attrs.field(default=Decimal(0), converter=Decimal, validator=in_range(Decimal(0), Decimal(1)))
+    fraction: Decimal = attrs.field(
+        default=Decimal(0), converter=Decimal, validator=in_range(Decimal(0), Decimal(1))
+    )
     """Part of every position to close at once on HALT (0: none, 0.5: half, 1: all)."""
 
 
@@ -97,19 +99,27 @@ class ReducePolicy:
             if self.markets is not None:
                 try:
                     size, _ = self.markets.fit(
-                        pair=pair, side=side, order_type=OrderType.MARKET, volume=size,
-                        reference_price=self.portfolio.mark_price(pair), reduces=True,
+                        pair=pair,
+                        side=side,
+                        order_type=OrderType.MARKET,
+                        volume=size,
+                        reference_price=self.portfolio.mark_price(pair),
+                        reduces=True,
                     )
                 except MarketRuleError as exc:
                     skipped.append(exc.message)
                     continue
             # the bot's own client id, so a rebuild from the exchange knows this sale as the bot's
             ids = getattr(self.executor, "order_ids", None)
-            request = OrderRequest(pair, side, OrderType.MARKET, size, ids.new() if ids is not None else str(uuid.uuid4()))
+            request = OrderRequest(
+                pair, side, OrderType.MARKET, size, ids.new() if ids is not None else str(uuid.uuid4())
+            )
             try:
                 # not a strategy instance's order: the cut comes off the strategies holding the pair
                 await self.executor.submit(
-                    request, strategy=FLATTEN_STRATEGY, reason=f"HALT, reduce by {self.config.fraction}: {change.reason}"
+                    request,
+                    strategy=FLATTEN_STRATEGY,
+                    reason=f"HALT, reduce by {self.config.fraction}: {change.reason}",
                 )
             except TradebotError as exc:
                 skipped.append(f"{pair}: {exc}")

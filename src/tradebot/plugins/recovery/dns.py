@@ -71,7 +71,13 @@ class DnsAction(ActionBase):
                 async with asyncio.timeout(cfg.resolve_timeout_s):  # not wait_for: it can lose a cancel
                     infos = await loop.getaddrinfo(host, 443, type=socket.SOCK_STREAM)
             except (OSError, TimeoutError) as exc:
-                log.warning("dns: %s does not resolve (attempt %d of %d): %s", host, attempt, cfg.resolve_attempts, exc)
+                log.warning(
+                    "dns: %s does not resolve (attempt %d of %d): %s",
+                    host,
+                    attempt,
+                    cfg.resolve_attempts,
+                    exc,
+                )
             else:
                 self.last_addresses = sorted({str(info[4][0]) for info in infos})
                 log.info("dns: %s resolves again to %s", host, ", ".join(self.last_addresses))

@@ -84,7 +84,6 @@ class ReconnectAction(ActionBase):
             await asyncio.sleep(0.02)
         return False
 
-
     def _now(self) -> float:
         # the stream stamps messages with the bot's clock
         clock = getattr(self.context, "clock", None)

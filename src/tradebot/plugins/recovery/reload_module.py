@@ -84,10 +84,8 @@ class ReloadModuleAction(ActionBase):
         plugin_name, plugin_module, failing = target
         importlib.invalidate_caches()
         order = [failing] if failing == plugin_module else [failing, plugin_module]
-        reloaded = []
-        for name in order:
-            # A module that fails to import again raises here: not healed, the ladder goes on.
-            reloaded.append(importlib.reload(sys.modules[name]))
+        # A module that fails to import again raises here: not healed, the ladder goes on.
+        reloaded = [importlib.reload(sys.modules[name]) for name in order]
         new_plugin = reloaded[-1]
         host = self.host
         if not host.reregister(new_plugin, plugin_name):
@@ -101,8 +99,10 @@ class ReloadModuleAction(ActionBase):
     async def verify(self, failure: Failure) -> bool:
         target_plugin = self.reloaded[-1] if self.reloaded else None
         host = self.host
-        return target_plugin is not None and host.pm.get_plugin(target_plugin) is not None and not host.is_quarantined(
-            target_plugin
+        return (
+            target_plugin is not None
+            and host.pm.get_plugin(target_plugin) is not None
+            and not host.is_quarantined(target_plugin)
         )
 
 
