@@ -111,6 +111,9 @@ PINNED = {
     "FLATTEN_STRATEGY",
     "ListsMarkets",
     "MarketDataSource",
+    # 1.2: an exchange's resilience figures, one public capability read by /metrics
+    "ReportsResilience",
+    "ResilienceStats",
 }
 """Every public name of API 1.x. Adding one: add it here and raise the minor version; removing
 or changing one breaks plugins: raise the major version (and write it in CHANGELOG.md)."""
@@ -144,6 +147,15 @@ RESILIENCE_PINNED = {
     "call_with_retry",
     "is_retryable",
     "retry_after_failure",
+    # 1.2
+    "BreakerStats",
+    "EndpointStats",
+    "Histogram",
+    "LimitLevel",
+    "ReportsResilience",
+    "ResilienceStats",
+    "TimingSeries",
+    "snapshot",
 }
 """The resilience toolkit for exchange plugins (``tradebot.api.resilience``, since API 1.1)."""
 
@@ -161,7 +173,7 @@ def test_the_resilience_toolkit_names_are_pinned_and_documented() -> None:
 
 def test_the_api_version_is_semantic_and_pinned() -> None:
     major, minor, patch = (int(part) for part in api.API_VERSION.split("."))
-    assert (major, minor) == (1, 1), "the API changed: update PINNED and this test with the new version"
+    assert (major, minor) == (1, 2), "the API changed: update PINNED and this test with the new version"
     assert patch >= 0
 
 

@@ -54,8 +54,10 @@ What is here, by purpose:
 * for exchange plugins: :func:`order_at_wire` (the trading state's last word before an order
   leaves; it raises :class:`OrderHeld`), :class:`FeeSchedule`, :func:`fit_order` and
   :class:`MarketRuleError`, the optional capabilities :class:`ListsMarkets` and
-  :class:`MarketDataSource` (what paper trading needs of a wrapped exchange), :class:`SystemClock`, :func:`cancel_and_wait`, and the resilience
-  toolkit (breakers, rate limits, retries) in :mod:`tradebot.api.resilience`;
+  :class:`MarketDataSource` (what paper trading needs of a wrapped exchange), :class:`SystemClock`, :func:`cancel_and_wait`,
+  the optional capability :class:`ReportsResilience` with its :class:`ResilienceStats` snapshot
+  (an exchange's breakers, rate limits, retries and latencies, read by ``/metrics``), and the
+  resilience toolkit (breakers, rate limits, retries) in :mod:`tradebot.api.resilience`;
 * what components receive and return: :class:`StrategyContext`, :data:`MarketEvent`,
   :class:`CheckResult`, :class:`HealthStatus`, :class:`HealthReport`, :class:`Failure`,
   :class:`PolicyOutcome`, :class:`Notification`;
@@ -146,9 +148,10 @@ from tradebot.core.strategy import PRICE_SOURCES, PriceSampler, Strategy, Strate
 from tradebot.core.tasks import cancel_and_wait
 from tradebot.core.trading_state import OrderHeld, order_at_wire
 from tradebot.core.validate import ge, gt, in_range, le, lt, non_empty, one_of
+from tradebot.resilience.stats import ReportsResilience, ResilienceStats
 from tradebot.services.notify import Notification, Notifier
 
-API_VERSION = "1.1.0"
+API_VERSION = "1.2.0"
 """Semantic version of the public plugin API (this module's names and their meaning)."""
 
 __all__ = [  # sorted; the module docstring groups them by purpose
@@ -214,7 +217,9 @@ __all__ = [  # sorted; the module docstring groups them by purpose
     "RateLimited",
     "RecoveryAction",
     "RecoveryLimits",
+    "ReportsResilience",
     "RequestTimeout",
+    "ResilienceStats",
     "Side",
     "Signal",
     "StateError",

@@ -233,6 +233,10 @@ class TradingRateLimiter:
             self._counters[pair] = DecayingCounter(self.tier, clock=self._clock, margin=self._margin)
         return self._counters[pair]
 
+    def counters(self) -> dict[str, DecayingCounter]:
+        """The counter of every pair used so far."""
+        return dict(self._counters)
+
     async def acquire(self, pair: str, cost: float = 1.0) -> float:
         """Wait until ``cost`` fits in ``pair``'s counter. Returns the seconds waited."""
         if cost <= 0:

@@ -36,13 +36,21 @@ from typing import TYPE_CHECKING, Any
 
 from tradebot.core.hookspecs import hookimpl
 from tradebot.core.plugins import unwrap
+from tradebot.resilience.stats import EndpointStats, ReportsResilience, ResilienceStats, TimingSeries
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Observation
-    from opentelemetry.sdk.metrics.export import MetricReader
+    from opentelemetry.sdk.metrics.export import MetricReader, MetricsData
 
     from tradebot.core.context import BotContext
-    from tradebot.core.models import Fill, OrderInfo
+    from tradebot.core.healing import HealingCounters
+    from tradebot.core.health import HealthMonitor
+    from tradebot.core.models import Fill, OrderInfo, TradingStateChange
+    from tradebot.core.portfolio import Portfolio
+    from tradebot.core.strategy import StrategyRunner, StrategyStats
+    from tradebot.resilience.breaker import BreakerTransition
+    from tradebot.resilience.retry import RetryEvent
+    from tradebot.resilience.timings import Histogram
 
 __all__ = ["CONTENT_TYPE", "ORDER_OUTCOMES", "BotMetrics", "reject_reason", "render_prometheus"]
 
@@ -62,12 +70,6 @@ _FINAL_OUTCOME = {"closed": "filled", "canceled": "cancelled", "expired": "expir
 _BREAKER_VALUE = {"closed": 0, "half_open": 1, "open": 2}
 _STATUS_VALUE = {"ok": 0, "degraded": 1, "critical": 2}
 _TRADING_STATES = ("active", "reducing", "halted")
-
-
-def _read(obj: Any, name: str) -> Any:
-    """An attribute that may be a property or a no-argument method."""
-    value = getattr(obj, name, None)
-    return value() if callable(value) else value
 
 
 class BotMetrics:
@@ -97,7 +99,8 @@ class BotMetrics:
         self.provider = MeterProvider(metric_readers=all_readers, resource=resource)
         meter = self.provider.get_meter("tradebot")
         self.context: BotContext | None = None
-        self._exchanges: list[tuple[str, Any]] = []
+        self._attached: list[object] = []  # every exchange attached to, each once
+        self._resilient: list[tuple[str, ReportsResilience]] = []  # role, exchange with the capability
         self.loop_lag_s = 0.0
         self._started = time.monotonic()
         self._process: Any = None
@@ -167,13 +170,14 @@ class BotMetrics:
             description="Exchange calls that failed after retries",
         )
         oc("tradebot.breaker.trips", [self._obs_breaker_trips], description="Times each breaker opened")
-        for field, desc in (
-            ("calls", "Strategy calls"),
-            ("timeouts", "Strategy calls cut off by their timeout"),
-            ("errors", "Strategy calls that raised"),
-            ("signals", "Signals from strategies"),
-        ):
-            oc(f"tradebot.strategy.{field}", [self._strategy_obs(field)], description=desc)
+        strategy_counts: tuple[tuple[str, Callable[[StrategyStats], float], str], ...] = (
+            ("calls", lambda st: st.calls, "Strategy calls"),
+            ("timeouts", lambda st: st.timeouts, "Strategy calls cut off by their timeout"),
+            ("errors", lambda st: st.errors, "Strategy calls that raised"),
+            ("signals", lambda st: st.signals, "Signals from strategies"),
+        )
+        for field, read, desc in strategy_counts:
+            oc(f"tradebot.strategy.{field}", [self._strategy_obs(read)], description=desc)
         oc(
             "tradebot.process.restarts",
             [self._obs_process_restarts],
@@ -187,17 +191,17 @@ class BotMetrics:
         )
         oc(
             "tradebot.healing.attempts",
-            [self._healing_obs("attempts")],
+            [self._healing_obs(lambda c: c.attempts)],
             description="Recovery actions started",
         )
         oc(
             "tradebot.healing.successes",
-            [self._healing_obs("successes")],
+            [self._healing_obs(lambda c: c.successes)],
             description="Recovery actions that healed",
         )
         oc(
             "tradebot.healing.failures",
-            [self._healing_obs("failures")],
+            [self._healing_obs(lambda c: c.failures)],
             description="Recovery actions that did not heal",
         )
         oc("tradebot.component.restarts", [self._obs_restarts], description="In-process component restarts")
@@ -225,18 +229,22 @@ class BotMetrics:
         ]
         for role, exchange in candidates:
             raw = unwrap(exchange) if exchange is not None else None
-            if raw is None or any(raw is known for _, known in self._exchanges):
+            if raw is None or any(raw is known for known in self._attached):
                 continue
-            name = str(getattr(raw, "name", role))
-            self._exchanges.append((role, raw))
-            breakers = getattr(raw, "breakers", None)
-            if breakers is not None and hasattr(breakers, "add_listener"):
-                breakers.add_listener(self.breaker_transition)
-                breakers.add_listener(tracing.breaker_event)
-            stats = getattr(raw, "retry_stats", None)
-            if stats is not None and hasattr(stats, "add_listener"):
-                stats.add_listener(self._on_retry)
-            log.debug("metrics attached to %s exchange %s", role, name)
+            self._attached.append(raw)
+            # an optional capability, checked once here: without it the exchange has no
+            # breaker, rate-limit, retry or latency figures
+            if isinstance(raw, ReportsResilience):
+                self._resilient.append((role, raw))
+                raw.add_breaker_listener(self.breaker_transition)
+                raw.add_breaker_listener(tracing.breaker_event)
+                raw.add_retry_listener(self._on_retry)
+            log.debug(
+                "metrics attached to %s exchange %s (resilience figures: %s)",
+                role,
+                type(raw).__name__,
+                "yes" if isinstance(raw, ReportsResilience) else "no",
+            )
 
         host = context.plugins
         if host is not None and self._hooked_host is not host:
@@ -266,7 +274,7 @@ class BotMetrics:
         ctx = self.context
         if ctx is None:
             return
-        pairs = list(getattr(getattr(ctx.settings, "bot", None), "pairs", None) or ())
+        pairs = list(ctx.settings.bot.pairs)
         for pair in pairs:
             for side in _SIDES:
                 attrs_ = {"pair": pair, "side": side}
@@ -283,14 +291,20 @@ class BotMetrics:
         if health is not None:
             from tradebot.core.health import check_source
 
-            sources += [check_source(name) for name in dict(_read(health, "checks") or {})]
+            sources += [check_source(name) for name in health.checks]
         for source in sources:
             self._halts.add(0, {"source": source})
 
+    def _runner(self) -> StrategyRunner | None:
+        runner: StrategyRunner | None = (
+            self.context.extras.get("strategy_runner") if self.context is not None else None
+        )
+        return runner
+
     def _strategy_pairs(self) -> dict[str, tuple[str, ...] | None]:
-        runner = self.context.extras.get("strategy_runner") if self.context is not None else None
-        handles = _read(runner, "handles") if runner is not None else None
-        return {str(name): getattr(h, "pairs", None) for name, h in dict(handles or {}).items()}
+        runner = self._runner()
+        handles = runner.handles if runner is not None else {}
+        return {str(name): h.pairs for name, h in handles.items()}
 
     # --- recording -------------------------------------------------------------------
 
@@ -314,25 +328,19 @@ class BotMetrics:
         for outcome in ("sent", "failed", "dropped"):
             self._notifications.add(0, {"notifier": notifier, "outcome": outcome})
 
-    def breaker_transition(self, transition: Any) -> None:
+    def breaker_transition(self, transition: BreakerTransition) -> None:
         """Listener for :class:`tradebot.resilience.BreakerTransition`."""
-        self._breaker_transitions.add(
-            1,
-            {
-                "breaker": transition.breaker,
-                "to": str(getattr(transition.current, "value", transition.current)),
-            },
-        )
+        self._breaker_transitions.add(1, {"breaker": transition.breaker, "to": transition.current.value})
 
-    def _on_retry(self, event: Any) -> None:
+    def _on_retry(self, event: RetryEvent) -> None:
         self.retry(event.endpoint, event.error_type)
         self.api_error(event.endpoint, event.error_type)
 
     def _on_quarantine(self, plugin: str, _reason: str) -> None:
         self._quarantines[plugin] = self._quarantines.get(plugin, 0) + 1
 
-    def _on_trading_state_change(self, change: Any) -> None:
-        if str(getattr(change.current, "value", change.current)) == "halted":
+    def _on_trading_state_change(self, change: TradingStateChange) -> None:
+        if change.current.value == "halted":
             self._halts.add(1, {"source": str(change.source)})
 
     @hookimpl
@@ -375,7 +383,7 @@ class BotMetrics:
     def _reject_reason(self, cid: str | None) -> str:
         store = self.context.store if self.context is not None else None
         entry = store.get_order(cid) if store is not None and cid is not None else None
-        return reject_reason(getattr(entry, "last_error", None))
+        return reject_reason(entry.last_error if entry is not None else None)
 
     # --- event-loop lag ----------------------------------------------------------------
 
@@ -408,12 +416,9 @@ class BotMetrics:
         _histogram_family(lines, "tradebot_strategy_duration_seconds", "Duration of strategy calls", strategy)
         requests: list[tuple[dict[str, str], Any]] = []
         waits: list[tuple[dict[str, str], Any]] = []
-        for role, exchange in self._exchanges:
-            client = getattr(exchange, "rest", None)
-            for labels, hist in _items(getattr(client, "request_timings", None)):
-                requests.append(({**labels, "role": role}, hist))
-            for labels, hist in _items(getattr(client, "queue_timings", None)):
-                waits.append(({**labels, "role": role}, hist))
+        for role, stats in self._resilience():
+            requests += _timing_series(stats.request_timings, role)
+            waits += _timing_series(stats.queue_timings, role)
         _histogram_family(
             lines,
             "tradebot_exchange_request_duration_seconds",
@@ -432,9 +437,8 @@ class BotMetrics:
         from tradebot.core.strategy import DURATION_BUCKETS_S as bounds
         from tradebot.resilience.timings import Histogram
 
-        runner = self.context.extras.get("strategy_runner") if self.context else None
-        stats = _read(runner, "stats") if runner is not None else None
-        for name, st in dict(stats or {}).items():
+        runner = self._runner()
+        for name, st in (runner.stats() if runner is not None else {}).items():
             yield {"strategy": str(name)}, Histogram(tuple(bounds), list(st.buckets), st.total_s, st.calls)
 
     def shutdown(self) -> None:
@@ -457,12 +461,9 @@ class BotMetrics:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
             bus = self.context.bus if self.context else None
             counts: dict[tuple[str, str], int] = {}
-            pairs = (
-                getattr(getattr(self.context.settings, "bot", None), "pairs", None) if self.context else None
-            )
-            for pair in pairs or ():
+            for pair in self.context.settings.bot.pairs if self.context else ():
                 counts[("ticker", pair)] = 0
-            for key, n in dict(getattr(bus, "published_by_key", None) or {}).items():
+            for key, n in dict(bus.published_by_key if bus is not None else {}).items():
                 if isinstance(key, tuple) and len(key) >= 2:
                     k = (str(key[0]), str(key[1]))
                     counts[k] = counts.get(k, 0) + n
@@ -478,19 +479,21 @@ class BotMetrics:
                 return
             from tradebot.core.risk import RejectReason
 
-            counts = dict(getattr(gate, "rejections", None) or {})
+            counts = dict(gate.rejections)
             for reason in RejectReason:
                 yield float(counts.get(reason, 0)), {"rule": reason.value}
 
         return self._safe(gen)
 
-    def _healing_obs(self, field: str) -> Callable[[CallbackOptions], list[Observation]]:
+    def _healing_obs(
+        self, field: Callable[[HealingCounters], dict[str, int]]
+    ) -> Callable[[CallbackOptions], list[Observation]]:
         def callback(_o: CallbackOptions) -> list[Observation]:
             def gen() -> Iterator[tuple[float, dict[str, str]]]:
                 healer = self.context.healer if self.context else None
                 if healer is None:
                     return
-                table = dict(getattr(healer.counters, field))
+                table = dict(field(healer.counters))
                 for action in healer.actions:
                     table.setdefault(str(action.name), 0)
                 for action, n in table.items():
@@ -514,10 +517,9 @@ class BotMetrics:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
             for plugin, n in list(self._quarantines.items()):
                 yield float(n), {"plugin": plugin, "instance": ""}
-            runner = self.context.extras.get("strategy_runner") if self.context else None
-            handles = _read(runner, "handles") if runner is not None else None
-            for name, handle in dict(handles or {}).items():
-                quarantined = getattr(handle, "quarantined", None) is not None
+            runner = self._runner()
+            for name, handle in (runner.handles if runner is not None else {}).items():
+                quarantined = handle.quarantined is not None
                 yield (1.0 if quarantined else 0.0), {"plugin": str(handle.plugin), "instance": str(name)}
 
         return self._safe(gen)
@@ -555,33 +557,30 @@ class BotMetrics:
 
         return self._safe(gen)
 
-    def _portfolio_value(self, name: str) -> Iterator[tuple[float, dict[str, str]]]:
-        portfolio = self.context.portfolio if self.context else None
+    def _portfolio_value(self, read: Callable[[Portfolio], Any]) -> Iterator[tuple[float, dict[str, str]]]:
+        portfolio: Portfolio | None = self.context.portfolio if self.context else None
         if portfolio is None:
             return
-        value = _read(portfolio, name)
+        value = read(portfolio)
         if value is not None:
             yield float(value), {}
 
     def _obs_equity(self, _o: CallbackOptions) -> list[Observation]:
-        return self._safe(lambda: self._portfolio_value("equity"))
+        return self._safe(lambda: self._portfolio_value(lambda p: p.equity()))
 
     def _obs_realized(self, _o: CallbackOptions) -> list[Observation]:
-        return self._safe(lambda: self._portfolio_value("realized_pnl"))
+        return self._safe(lambda: self._portfolio_value(lambda p: p.realized_pnl))
 
     def _obs_unrealized(self, _o: CallbackOptions) -> list[Observation]:
-        return self._safe(lambda: self._portfolio_value("unrealized_pnl"))
+        return self._safe(lambda: self._portfolio_value(lambda p: p.unrealized_pnl()))
 
     def _obs_positions(self, _o: CallbackOptions) -> list[Observation]:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
             portfolio = self.context.portfolio if self.context else None
             if portfolio is None:
                 return
-            positions = dict(_read(portfolio, "positions") or {})
-            pairs = (
-                getattr(getattr(self.context.settings, "bot", None), "pairs", None) if self.context else None
-            )
-            for pair in pairs or ():
+            positions = dict(portfolio.positions())
+            for pair in self.context.settings.bot.pairs if self.context else ():
                 if pair not in positions:
                     yield 0.0, {"pair": pair}  # flat
             for pair, pos in positions.items():
@@ -589,53 +588,55 @@ class BotMetrics:
 
         return self._safe(gen)
 
-    def _breakers(self) -> Iterator[tuple[str, Any]]:
-        for role, exchange in self._exchanges:
-            for breaker in getattr(exchange, "breakers", None) or ():
-                yield role, breaker
+    def _resilience(self) -> Iterator[tuple[str, ResilienceStats]]:
+        """(role, snapshot) of every attached exchange with the resilience capability."""
+        for role, exchange in self._resilient:
+            try:
+                stats = exchange.resilience_stats()
+            except Exception:  # one exchange's broken figures must not hide the others'
+                log.debug("resilience figures of the %s exchange failed", role, exc_info=True)
+                continue
+            yield role, stats
 
     def _obs_breakers(self, _o: CallbackOptions) -> list[Observation]:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
-            for role, breaker in self._breakers():
-                state = str(getattr(breaker.state, "value", breaker.state))
-                yield float(_BREAKER_VALUE.get(state, -1)), {"breaker": breaker.name, "role": role}
+            for role, stats in self._resilience():
+                for breaker in stats.breakers:
+                    value = float(_BREAKER_VALUE.get(breaker.state, -1))
+                    yield value, {"breaker": breaker.name, "role": role}
 
         return self._safe(gen)
 
     def _obs_breaker_trips(self, _o: CallbackOptions) -> list[Observation]:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
-            for role, breaker in self._breakers():
-                yield float(breaker.trips), {"breaker": breaker.name, "role": role}
+            for role, stats in self._resilience():
+                for breaker in stats.breakers:
+                    yield float(breaker.trips), {"breaker": breaker.name, "role": role}
 
         return self._safe(gen)
 
     def _obs_rate_fill(self, _o: CallbackOptions) -> list[Observation]:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
-            for role, exchange in self._exchanges:
-                limiter = getattr(exchange, "rate_limiter", None)
-                counter = getattr(limiter, "counter", None)
-                if counter is not None:
-                    yield counter.level / counter.limit, {"limiter": "rest", "role": role}
-                trading = getattr(exchange, "trading_limiter", None)
-                for pair, pair_counter in dict(getattr(trading, "_counters", {}) or {}).items():
-                    yield (
-                        pair_counter.level / pair_counter.limit,
-                        {"limiter": f"trading:{pair}", "role": role},
-                    )
+            for role, stats in self._resilience():
+                if stats.request_limit is not None:
+                    yield stats.request_limit.fill, {"limiter": "rest", "role": role}
+                for pair, level in stats.trading_limits.items():
+                    yield level.fill, {"limiter": f"trading:{pair}", "role": role}
 
         return self._safe(gen)
 
-    def _retry_counts(self, field: str) -> Iterator[tuple[float, dict[str, str]]]:
-        for role, exchange in self._exchanges:
-            stats = getattr(exchange, "retry_stats", None)
-            for endpoint, counts in dict(getattr(stats, "endpoints", {}) or {}).items():
-                yield float(getattr(counts, field)), {"endpoint": endpoint, "role": role}
+    def _endpoint_counts(
+        self, field: Callable[[EndpointStats], int]
+    ) -> Iterator[tuple[float, dict[str, str]]]:
+        for role, stats in self._resilience():
+            for endpoint, counts in stats.endpoints.items():
+                yield float(field(counts)), {"endpoint": endpoint, "role": role}
 
     def _obs_api_calls(self, _o: CallbackOptions) -> list[Observation]:
-        return self._safe(lambda: self._retry_counts("attempts"))
+        return self._safe(lambda: self._endpoint_counts(lambda c: c.attempts))
 
     def _obs_api_failures(self, _o: CallbackOptions) -> list[Observation]:
-        return self._safe(lambda: self._retry_counts("failures"))
+        return self._safe(lambda: self._endpoint_counts(lambda c: c.failures))
 
     def _obs_checks(self, _o: CallbackOptions) -> list[Observation]:
         def gen() -> Iterator[tuple[float, dict[str, str]]]:
@@ -650,19 +651,19 @@ class BotMetrics:
             bus = self.context.bus if self.context else None
             if bus is None:
                 return
-            stats = bus.stats() if callable(getattr(bus, "stats", None)) else None
-            for sub in getattr(stats, "subscribers", None) or ():
+            for sub in bus.stats().subscribers:
                 yield float(sub.depth), {"queue": str(sub.name)}
 
         return self._safe(gen)
 
-    def _strategy_obs(self, field: str) -> Callable[[CallbackOptions], list[Observation]]:
+    def _strategy_obs(
+        self, field: Callable[[StrategyStats], float]
+    ) -> Callable[[CallbackOptions], list[Observation]]:
         def callback(_o: CallbackOptions) -> list[Observation]:
             def gen() -> Iterator[tuple[float, dict[str, str]]]:
-                runner = self.context.extras.get("strategy_runner") if self.context else None
-                stats = _read(runner, "stats") if runner is not None else None
-                for name, st in dict(stats or {}).items():
-                    yield float(getattr(st, field)), {"strategy": str(name)}
+                runner = self._runner()
+                for name, st in (runner.stats() if runner is not None else {}).items():
+                    yield float(field(st)), {"strategy": str(name)}
 
             return self._safe(gen)
 
@@ -721,9 +722,8 @@ def reject_reason(last_error: str | None) -> str:
     return "other"
 
 
-def _items(timings: Any) -> list[tuple[dict[str, str], Any]]:
-    items = getattr(timings, "items", None)
-    return list(items()) if callable(items) else []
+def _timing_series(series: Iterable[TimingSeries], role: str) -> list[tuple[dict[str, str], Histogram]]:
+    return [({**s.labels, "role": role}, s.histogram) for s in series]
 
 
 def _histogram_family(
@@ -744,20 +744,12 @@ def _histogram_family(
         lines.append(f"{name}_count{_labels(labels)} {hist.count}")
 
 
-def check_statuses(health: Any) -> dict[str, str]:
+def check_statuses(health: HealthMonitor | None) -> dict[str, str]:
     """Check name -> ``ok``/``degraded``/``critical`` from a health monitor's latest report."""
     if health is None:
         return {}
-    report = _read(health, "latest") or _read(health, "last_report") or _read(health, "report")
-    if report is None:
-        return {}
-    results = getattr(report, "results", None) or getattr(report, "checks", None) or {}
-    out: dict[str, str] = {}
-    items = results.items() if isinstance(results, dict) else ((getattr(r, "name", "?"), r) for r in results)
-    for name, result in items:
-        status = getattr(result, "status", result)
-        out[str(name)] = str(getattr(status, "value", status))
-    return out
+    report = health.last_report or health.report()
+    return {str(name): result.status.value for name, result in report.results.items()}
 
 
 def _env_readers() -> list[Any]:
@@ -831,13 +823,13 @@ def _num(value: float) -> str:
     return str(value)
 
 
-def render_prometheus(data: Any) -> str:
+def render_prometheus(data: MetricsData | None) -> str:
     """Render OpenTelemetry ``MetricsData`` as Prometheus text (counters get ``_total``)."""
     from opentelemetry.sdk.metrics.export import Gauge, Histogram, Sum
 
     lines: list[str] = []
     seen: set[str] = set()
-    for resource_metrics in getattr(data, "resource_metrics", None) or ():
+    for resource_metrics in data.resource_metrics if data is not None else ():
         for scope in resource_metrics.scope_metrics:
             for metric in scope.metrics:
                 name = _metric_name(metric.name, metric.unit)
@@ -845,7 +837,7 @@ def render_prometheus(data: Any) -> str:
                     continue
                 seen.add(name)
                 help_text = _escape(metric.description or metric.name)
-                points = list(metric.data.data_points)
+                points: list[Any] = list(metric.data.data_points)
                 if isinstance(metric.data, Sum) and metric.data.is_monotonic:
                     lines.append(f"# HELP {name}_total {help_text}")
                     lines.append(f"# TYPE {name}_total counter")

@@ -37,10 +37,12 @@ from tradebot.api.resilience import (
     BreakerListener,
     CircuitBreakers,
     RequestRateLimiter,
+    ResilienceStats,
     RetryListener,
     RetryStats,
     TradingRateLimiter,
     call_with_retry,
+    snapshot,
 )
 from tradebot.exchanges.kraken.balances import BalanceManager
 from tradebot.exchanges.kraken.client import ENDPOINT_GROUPS, Credentials, KrakenRestClient
@@ -92,7 +94,8 @@ class KrakenExchange:
     Without keys only public calls (market data, time, status) work. Recovery hooks:
     :meth:`reconnect` (new HTTP session, WebSocket reconnect) and :meth:`flush_dns`.
     Counters: :attr:`retry_stats`, :attr:`breakers`, :attr:`market_data_stats`,
-    :attr:`balance_manager`, :attr:`orders_resolved_by_lookup`.
+    :attr:`balance_manager`, :attr:`orders_resolved_by_lookup`; ``/metrics`` reads
+    :meth:`resilience_stats` (the :class:`~tradebot.api.ReportsResilience` capability).
     """
 
     name = "kraken"
@@ -165,6 +168,25 @@ class KrakenExchange:
         self._markets: dict[str, MarketRules] = {}
         self._markets_at = float("-inf")
         self._rule_problems_seen: set[str] = set()
+
+    def resilience_stats(self) -> ResilienceStats:
+        """Breakers, request and trading rate-limit levels, calls per endpoint, latencies."""
+        return snapshot(
+            breakers=self.breakers,
+            rate_limiter=self.rate_limiter,
+            trading_limiter=self.trading_limiter,
+            retry_stats=self.retry_stats,
+            request_timings=self.rest.request_timings,
+            queue_timings=self.rest.queue_timings,
+        )
+
+    def add_breaker_listener(self, listener: BreakerListener) -> None:
+        """Hear every transition of this exchange's circuit breakers."""
+        self.breakers.add_listener(listener)
+
+    def add_retry_listener(self, listener: RetryListener) -> None:
+        """Hear every retry of this exchange's calls."""
+        self.retry_stats.add_listener(listener)
 
     def __repr__(self) -> str:
         return (
