@@ -33,7 +33,7 @@ import logging
 import socket
 import time
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
@@ -44,6 +44,10 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from tradebot.core.context import BotContext
+    from tradebot.core.health import HealthMonitor
+    from tradebot.core.portfolio import Portfolio
+    from tradebot.core.supervisor import Supervisor
+    from tradebot.services.metrics import BotMetrics
 
 __all__ = ["HttpServer", "HttpSettings", "check_bind", "http_problems", "is_loopback", "readiness"]
 
@@ -243,23 +247,25 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
-def _read(obj: Any, name: str) -> Any:
-    value = getattr(obj, name, None)
-    return value() if callable(value) else value
+class _StopState(Protocol):
+    """What ``/healthz`` reads of the bot (``context.extras["bot"]``)."""
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def stop_reason(self) -> str: ...
 
 
 def readiness(context: BotContext, settings: HttpSettings) -> tuple[bool, list[str]]:
     """(ready, reasons it is not) from the health monitor's latest results."""
-    health = context.health
+    health: HealthMonitor | None = context.health
     if health is None:
         return False, ["no health monitor is running"]
     if context.exchange is None:
         return False, ["no exchange is connected"]
-    loaded = set(getattr(health, "checks", {}) or {})
-    report = (
-        health.report() if callable(getattr(health, "report", None)) else getattr(health, "last_report", None)
-    )
-    results = dict(getattr(report, "results", {}) or {})
+    loaded = set(health.checks)
+    results = health.report().results
     limit = _SEVERITY[settings.not_ready_at]
     reasons: list[str] = []
     for name in settings.readiness_checks:
@@ -269,7 +275,7 @@ def readiness(context: BotContext, settings: HttpSettings) -> tuple[bool, list[s
         if result is None:
             reasons.append(f"{name}: no result yet")
             continue
-        status = str(getattr(result.status, "value", result.status))
+        status = result.status.value
         if _SEVERITY.get(status, 2) >= limit:
             reasons.append(f"{name}: {status}: {result.message}")
     return not reasons, reasons
@@ -386,19 +392,19 @@ class HttpServer:
     # --- probes ------------------------------------------------------------------------
 
     async def healthz(self, _request: web.Request) -> web.Response:
-        metrics = self.context.metrics
-        bot = self.context.extras.get("bot")
-        supervisor = self.context.supervisor
-        escalated = getattr(supervisor, "escalated", None)
-        if getattr(bot, "stopping", False) or escalated is not None:
+        metrics: BotMetrics | None = self.context.metrics
+        bot: _StopState | None = self.context.extras.get("bot")
+        supervisor: Supervisor | None = self.context.supervisor
+        escalated = supervisor.escalated if supervisor is not None else None
+        if (bot is not None and bot.stopping) or escalated is not None:
             # a stopping bot is not alive: a probe that restarts it must not be told otherwise
-            reason = getattr(bot, "stop_reason", "") or f"escalated: {escalated}"
+            reason = (bot.stop_reason if bot is not None else "") or f"escalated: {escalated}"
             return self._json({"status": "stopping", "reason": reason}, status=503)
         return self._json(
             {
                 "status": "alive",
                 "uptime_s": round(time.monotonic() - self._started, 3),
-                "loop_lag_s": getattr(metrics, "loop_lag_s", None),
+                "loop_lag_s": metrics.loop_lag_s if metrics is not None else None,
             }
         )
 
@@ -431,9 +437,9 @@ class HttpServer:
         """The ``/status`` document."""
         ctx = self.context
         data: dict[str, Any] = {
-            "bot": getattr(ctx.settings.bot, "name", "tradebot"),
-            "exchange": getattr(ctx.settings.bot, "exchange", None),
-            "pairs": list(getattr(ctx.settings.bot, "pairs", []) or []),
+            "bot": ctx.settings.bot.name,
+            "exchange": ctx.settings.bot.exchange,
+            "pairs": list(ctx.settings.bot.pairs),
             "uptime_s": round(time.monotonic() - self._started, 3),
         }
         trading = ctx.trading
@@ -444,25 +450,18 @@ class HttpServer:
                 "source": trading.source,
                 "since": trading.since,
             }
-        health = ctx.health
+        health: HealthMonitor | None = ctx.health
         if health is not None:
             report = health.report()
             data["health"] = {
-                "status": getattr(report.status, "value", report.status),
-                "checks": {
-                    name: (
-                        r.as_json()
-                        if hasattr(r, "as_json")
-                        else {"status": str(r.status), "message": r.message}
-                    )
-                    for name, r in report.results.items()
-                },
+                "status": report.status.value,
+                "checks": {name: r.as_json() for name, r in report.results.items()},
             }
-        portfolio = ctx.portfolio
+        portfolio: Portfolio | None = ctx.portfolio
         if portfolio is not None:
             positions = {}
-            for pair, pos in (_read(portfolio, "positions") or {}).items():
-                mark = portfolio.mark_price(pair) if hasattr(portfolio, "mark_price") else None
+            for pair, pos in portfolio.positions().items():
+                mark = portfolio.mark_price(pair)
                 positions[pair] = {"volume": pos.volume, "avg_price": pos.avg_price, "mark": mark}
             data["positions"] = positions
             markets = ctx.extras.get("markets")
@@ -470,10 +469,10 @@ class HttpServer:
                 volumes = {pair: p["volume"] for pair, p in positions.items()}
                 data["dust"] = markets.dust(volumes, {pair: p["mark"] for pair, p in positions.items()})
             data["pnl"] = {
-                "realized": _read(portfolio, "realized_pnl"),
-                "unrealized": _read(portfolio, "unrealized_pnl"),
-                "equity": _read(portfolio, "equity"),
-                "cash": _read(portfolio, "cash"),
+                "realized": portfolio.realized_pnl,
+                "unrealized": portfolio.unrealized_pnl(),
+                "equity": portfolio.equity(),
+                "cash": portfolio.cash,
             }
         store = ctx.store
         restarts: dict[str, Any] = {}
@@ -482,9 +481,9 @@ class HttpServer:
                 restarts["process"] = max(0, store.get_counter("starts") - 1)
             except Exception:  # noqa: BLE001 - a store problem must not break /status
                 restarts["process"] = None
-        supervisor = ctx.supervisor
+        supervisor: Supervisor | None = ctx.supervisor
         if supervisor is not None:
-            restarts["components"] = _read(supervisor, "restart_counts") or _read(supervisor, "restarts")
+            restarts["components"] = {child.name: child.restarts for child in supervisor.status()}
         data["restarts"] = restarts
         data["quarantined_plugins"] = sorted(ctx.plugins.quarantined) if ctx.plugins is not None else []
         dispatcher = ctx.extras.get("notifications")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Awaitable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
@@ -35,8 +36,12 @@ from tradebot.core.validate import ge, gt, one_of
 
 if TYPE_CHECKING:
     from tradebot.core.context import BotContext
+    from tradebot.core.health import HealthReport
+    from tradebot.core.plugins import PluginHost
+    from tradebot.services.metrics import BotMetrics
 
 __all__ = [
+    "ClosesNotifier",
     "Notification",
     "NotificationDispatcher",
     "NotificationSettings",
@@ -90,6 +95,16 @@ class Notifier(Protocol):
         """Deliver ``notification`` or raise."""
 
 
+@runtime_checkable
+class ClosesNotifier(Protocol):
+    """A notifier's optional capability: release what it holds (an HTTP session) at shutdown.
+
+    Checked once, when the notifier's outbox is built; ``close`` may be async."""
+
+    def close(self) -> Awaitable[None] | None:
+        """Release the notifier's resources; called once, after its queue was drained."""
+
+
 @attrs.frozen
 class NotificationSettings:
     """``[notifications]``: which notifiers are used and how hard they may be pushed.
@@ -140,6 +155,7 @@ class Outbox:
     ) -> None:
         self.name = name
         self.notifier = notifier
+        self.closes: ClosesNotifier | None = notifier if isinstance(notifier, ClosesNotifier) else None
         self.settings = settings
         self.clock: Clock = clock or SystemClock()
         self.metrics = metrics
@@ -249,7 +265,7 @@ class NotificationDispatcher:
         *,
         context: BotContext | None = None,
         clock: Clock | None = None,
-        metrics: Any = None,
+        metrics: BotMetrics | None = None,
         bot_name: str = "tradebot",
     ) -> None:
         self.settings = settings or NotificationSettings()
@@ -261,10 +277,9 @@ class NotificationDispatcher:
             name: Outbox(name, n, self.settings, clock=self.clock, metrics=self.metrics)
             for name, n in notifiers.items()
         }
-        seed = getattr(self.metrics, "seed_notifier", None)
-        if seed is not None:
+        if self.metrics is not None:
             for name in self.outboxes:
-                seed(name)
+                self.metrics.seed_notifier(name)
         self._sent_keys: dict[str, float] = {}
         self._tokens = float(self.settings.rate_per_minute)
         self._tokens_at = self.clock.monotonic()
@@ -299,10 +314,9 @@ class NotificationDispatcher:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         for name, box in self.outboxes.items():
-            close = getattr(box.notifier, "close", None)
-            if close is not None:
+            if box.closes is not None:
                 try:
-                    result = close()
+                    result = box.closes.close()
                     if asyncio.iscoroutine(result):
                         await result
                 except Exception:  # closing must not stop the shutdown
@@ -367,15 +381,13 @@ class NotificationDispatcher:
     # --- hooks (registered into the plugin host) -----------------------------------------
 
     @hookimpl
-    def tradebot_startup(self, context: Any) -> None:
+    def tradebot_startup(self, context: BotContext) -> None:
         starts = _counter(context, "starts")
-        trading = getattr(context, "trading", None)
+        trading = context.trading
         state = (
             f"; trading state {trading.state.value.upper()} ({trading.reason})" if trading is not None else ""
         )
-        pairs = ", ".join(
-            getattr(getattr(getattr(context, "settings", None), "bot", None), "pairs", []) or []
-        )
+        pairs = ", ".join(context.settings.bot.pairs)
         if starts > 1:
             self.notify(
                 Notification(
@@ -393,13 +405,13 @@ class NotificationDispatcher:
                 ),
                 force=True,
             )
-        self._announce_load_failures(getattr(context, "plugins", None))
+        self._announce_load_failures(context.plugins)
 
-    def _announce_load_failures(self, host: Any) -> None:
+    def _announce_load_failures(self, host: PluginHost | None) -> None:
         """Every enabled plugin that did not load is an alert: the bot runs without it."""
-        report = getattr(host, "report", None)
-        if report is None:
+        if host is None:
             return
+        report = host.report
         problems = {**dict.fromkeys(report.unknown, "enabled but not installed"), **dict(report.failed)}
         for name, error in problems.items():
             self.notify(
@@ -460,7 +472,7 @@ class NotificationDispatcher:
         )
 
     @hookimpl
-    def tradebot_health_report(self, report: Any) -> None:
+    def tradebot_health_report(self, report: HealthReport) -> None:
         overall, checks = _health_statuses(report)
         previous = self._health
         self._health = (overall, checks)
@@ -513,7 +525,7 @@ class NotificationDispatcher:
             parts.append(f"state {ctx.trading.state.value.upper()}")
         portfolio = ctx.portfolio
         if portfolio is not None:
-            equity = portfolio.equity() if callable(getattr(portfolio, "equity", None)) else portfolio.equity
+            equity = portfolio.equity()
             if equity is not None:
                 parts.append(f"equity {equity:.2f}")
             parts.append(f"realised PnL {portfolio.realized_pnl:.2f}")
@@ -522,34 +534,22 @@ class NotificationDispatcher:
         return ("; " + ", ".join(parts)) if parts else ""
 
 
-def _counter(context: Any, name: str) -> int:
-    store = getattr(context, "store", None)
+def _counter(context: BotContext, name: str) -> int:
+    store = context.store
     try:
         return int(store.get_counter(name)) if store is not None else 0
     except Exception:  # noqa: BLE001 - a store problem must not stop the start-up message
         return 0
 
 
-def _status_str(value: Any) -> str:
-    return str(getattr(value, "value", value))
+def _health_statuses(report: HealthReport) -> tuple[str, dict[str, str]]:
+    """(overall status, check -> status) from a health report."""
+    checks = {str(name): r.status.value for name, r in report.results.items()}
+    return report.status.value, checks
 
 
-def _health_statuses(report: Any) -> tuple[str, dict[str, str]]:
-    """(overall status, check -> status) from a health report, whatever its exact shape."""
-    results = getattr(report, "results", None) or getattr(report, "checks", None) or {}
-    items = results.items() if isinstance(results, dict) else ((getattr(r, "name", "?"), r) for r in results)
-    checks = {str(name): _status_str(getattr(r, "status", r)) for name, r in items}
-    overall = getattr(report, "status", None)
-    if overall is None:
-        worst = max(checks.values(), key=lambda s: {"ok": 0, "degraded": 1}.get(s, 2), default="ok")
-        overall = worst
-    return _status_str(overall), checks
-
-
-def _health_messages(report: Any) -> dict[str, str]:
-    results = getattr(report, "results", None) or getattr(report, "checks", None) or {}
-    items = results.items() if isinstance(results, dict) else ((getattr(r, "name", "?"), r) for r in results)
-    return {str(name): str(getattr(r, "message", "") or "") for name, r in items}
+def _health_messages(report: HealthReport) -> dict[str, str]:
+    return {str(name): r.message or "" for name, r in report.results.items()}
 
 
 def _duration(seconds: float) -> str:
@@ -586,7 +586,7 @@ def install_notifications(
         for name in names
     }
     dispatcher = NotificationDispatcher(
-        notifiers, settings, context=context, bot_name=getattr(context.settings.bot, "name", "tradebot")
+        notifiers, settings, context=context, bot_name=context.settings.bot.name
     )
     if host.pm.get_plugin("notifications") is None:
         host.pm.register(dispatcher, name="notifications")
