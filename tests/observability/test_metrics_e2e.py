@@ -84,12 +84,15 @@ class Scraper:
     def __init__(self, port: int) -> None:
         self.port = port
         self.text = ""
+        self.status: dict[str, Any] = {}
 
     @hookimpl
     async def tradebot_shutdown(self, context: Any, reason: str) -> None:
         async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/metrics") as r:
             assert r.status == 200
             self.text = await r.text()
+        async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{self.port}/status") as r:
+            self.status = await r.json()
 
 
 def families(text: str) -> dict[str, Any]:
@@ -129,7 +132,16 @@ async def run_bot(
         await during(bot)
     summary = await run
     assert scraper.text, "the bot stopped before /metrics was read"
+    _STATUS[id(bot)] = scraper.status
     return summary, bot, families(scraper.text), scraper.text
+
+
+_STATUS: dict[int, dict[str, Any]] = {}
+
+
+def bot_status(bot: Bot) -> dict[str, Any]:
+    """The ``/status`` document read next to ``/metrics`` at the end of ``bot``'s run."""
+    return _STATUS[id(bot)]
 
 
 PAPER = {
@@ -202,6 +214,7 @@ async def test_paper_run_metrics_equal_the_run_summary_and_the_journal(tmp_path:
     components = {s.labels["component"]: s.value for s in fams["tradebot_component_restarts"].samples}
     assert {"market-data", "executor", "strategies", "monitor"} <= set(components)
     assert set(components.values()) == {0.0}
+    assert bot_status(bot)["restarts"]["components"] == dict.fromkeys(components, 0)  # /status agrees
     quarantines = {
         (s.labels["plugin"], s.labels["instance"]): s.value for s in fams["tradebot_quarantines"].samples
     }
