@@ -20,7 +20,6 @@ import inspect
 import logging
 import sys
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -551,11 +550,6 @@ class Healer:
 
     async def _send(self, alert: Alert) -> None:
         await send_alert(self._alert, alert)
-
-
-def format_failure(exc: BaseException) -> str:
-    """The last line of a traceback (for reports)."""
-    return "".join(traceback.format_exception_only(type(exc), exc)).strip()
 
 
 FRAMEWORK_PACKAGES = (

@@ -795,10 +795,6 @@ class StateStore:
         )
         return path
 
-    def request_backup(self) -> None:
-        """Ask for a backup soon (what a fill or a HALT does; :meth:`run_backups` takes it)."""
-        self._backup_wanted = True
-
     def recent_backup_due(self) -> bool:
         """A change that matters waits for its backup and the minimum spacing has passed."""
         if not self._backup_wanted:

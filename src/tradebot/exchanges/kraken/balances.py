@@ -45,13 +45,6 @@ class BalanceManager:
         """Seconds since the last successful fetch (None when never fetched)."""
         return None if self._totals is None else self._clock.monotonic() - self._fetched_at
 
-    def last_known(self) -> Balances | None:
-        """The last fetched balances, marked stale when older than the cache window."""
-        if self._totals is None or self._as_of is None:
-            return None
-        age = self._clock.monotonic() - self._fetched_at
-        return Balances(totals=dict(self._totals), as_of=self._as_of, stale=age > self._cache_s, age_s=age)
-
     async def get(self) -> Balances:
         """Fresh balances, or the last known ones marked stale when the exchange fails."""
         if self._totals is not None and self._as_of is not None and self._cache_s > 0:
