@@ -1112,6 +1112,36 @@ async def _kill(proc: asyncio.subprocess.Process) -> None:
     await proc.wait()
 
 
+def _process_bot_files(
+    scenario: Scenario,
+    settings: DrillSettings,
+    base: Mapping[str, Any],
+    workdir: Path,
+    sim: Any,
+    over: Mapping[str, Any] | None = None,
+) -> tuple[Path, dict[str, Any], Path, Path]:
+    """A scenario's bot process against ``sim``: its state folder, config (``over`` merged on
+    top), secrets file and log path, in ``workdir``. Returns (state_dir, raw config, config
+    file, log path)."""
+    state_dir = workdir / scenario.name
+    state_dir.mkdir(parents=True, exist_ok=True)
+    secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
+    raw = bot_config(
+        settings,
+        exchange="kraken",
+        base_url=sim.base_url,
+        ws_url=sim.ws_url,
+        state_dir=state_dir,
+        secrets_file=secrets,
+        base=base,
+    )
+    if over:
+        raw = _merge(raw, over)
+    config = workdir / f"{scenario.name}.toml"
+    config.write_text(to_toml(raw), encoding="utf-8")
+    return state_dir, raw, config, workdir / f"{scenario.name}.log"
+
+
 async def _run_process_kill(
     scenario: Scenario, settings: DrillSettings, base: Mapping[str, Any], workdir: Path
 ) -> ScenarioReport:
@@ -1123,21 +1153,7 @@ async def _run_process_kill(
     async with run_simulator(
         seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
     ) as sim:
-        state_dir = workdir / scenario.name
-        state_dir.mkdir(parents=True, exist_ok=True)
-        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
-        raw = bot_config(
-            settings,
-            exchange="kraken",
-            base_url=sim.base_url,
-            ws_url=sim.ws_url,
-            state_dir=state_dir,
-            secrets_file=secrets,
-            base=base,
-        )
-        config = workdir / f"{scenario.name}.toml"
-        config.write_text(to_toml(raw), encoding="utf-8")
-        log_path = workdir / f"{scenario.name}.log"
+        state_dir, _, config, log_path = _process_bot_files(scenario, settings, base, workdir, sim)
 
         def created() -> int:
             return sum(sim.account.orders_created.values())
@@ -1220,23 +1236,17 @@ async def _run_escalation(
     async with run_simulator(
         seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
     ) as sim:
-        state_dir = workdir / scenario.name
-        state_dir.mkdir(parents=True, exist_ok=True)
-        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
-        raw = bot_config(
+        state_dir, _, config, log_path = _process_bot_files(
+            scenario,
             settings,
-            exchange="kraken",
-            base_url=sim.base_url,
-            ws_url=sim.ws_url,
-            state_dir=state_dir,
-            secrets_file=secrets,
-            base=base,
+            base,
+            workdir,
+            sim,
+            {
+                "supervisor": {"stop_grace_s": grace_s},
+                "healing": {"ladder": ["escalate"]},  # a failing write is not healed in-process
+            },
         )
-        raw["supervisor"] = {**raw.get("supervisor", {}), "stop_grace_s": grace_s}
-        raw["healing"] = {"ladder": ["escalate"]}  # a failing write is not healed in-process
-        config = workdir / f"{scenario.name}.toml"
-        config.write_text(to_toml(raw), encoding="utf-8")
-        log_path = workdir / f"{scenario.name}.log"
         log_path.write_bytes(b"")
 
         def created() -> int:
@@ -1346,24 +1356,18 @@ async def _run_dead_mans_switch(
     async with run_simulator(
         seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
     ) as sim:
-        state_dir = workdir / scenario.name
-        state_dir.mkdir(parents=True, exist_ok=True)
-        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
-        raw = bot_config(
+        state_dir, _, config, log_path = _process_bot_files(
+            scenario,
             settings,
-            exchange="kraken",
-            base_url=sim.base_url,
-            ws_url=sim.ws_url,
-            state_dir=state_dir,
-            secrets_file=secrets,
-            base=base,
+            base,
+            workdir,
+            sim,
+            {
+                "exchanges": {
+                    "kraken": {"dead_mans_switch_s": timeout, "dead_mans_switch_refresh_s": timeout / 6}
+                }
+            },
         )
-        raw["exchanges"]["kraken"].update(
-            {"dead_mans_switch_s": timeout, "dead_mans_switch_refresh_s": timeout / 6}
-        )
-        config = workdir / f"{scenario.name}.toml"
-        config.write_text(to_toml(raw), encoding="utf-8")
-        log_path = workdir / f"{scenario.name}.log"
 
         def created() -> int:
             return sum(sim.account.orders_created.values())
@@ -1526,21 +1530,7 @@ async def _run_restart_fills_while_down(
     async with run_simulator(
         seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
     ) as sim:
-        state_dir = workdir / scenario.name
-        state_dir.mkdir(parents=True, exist_ok=True)
-        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
-        raw = bot_config(
-            settings,
-            exchange="kraken",
-            base_url=sim.base_url,
-            ws_url=sim.ws_url,
-            state_dir=state_dir,
-            secrets_file=secrets,
-            base=base,
-        )
-        config = workdir / f"{scenario.name}.toml"
-        config.write_text(to_toml(raw), encoding="utf-8")
-        log_path = workdir / f"{scenario.name}.log"
+        state_dir, raw, config, log_path = _process_bot_files(scenario, settings, base, workdir, sim)
         pair, quote = raw["bot"]["pairs"][0], str(raw["bot"].get("quote", "USD"))
         initial = dict(sim.account.balances)  # the account's own holdings before the bot traded
 
@@ -1670,21 +1660,7 @@ async def _run_state_loss(
     async with run_simulator(
         seed=settings.seed, tick_interval_s=settings.tick_interval_s, heartbeat_s=0.2, rate_tier="pro"
     ) as sim:
-        state_dir = workdir / scenario.name
-        state_dir.mkdir(parents=True, exist_ok=True)
-        secrets = write_secrets(workdir / f"{scenario.name}.secrets.toml", sim.api_key, sim.api_secret)
-        raw = bot_config(
-            settings,
-            exchange="kraken",
-            base_url=sim.base_url,
-            ws_url=sim.ws_url,
-            state_dir=state_dir,
-            secrets_file=secrets,
-            base=base,
-        )
-        config = workdir / f"{scenario.name}.toml"
-        config.write_text(to_toml(raw), encoding="utf-8")
-        log_path = workdir / f"{scenario.name}.log"
+        state_dir, _, config, log_path = _process_bot_files(scenario, settings, base, workdir, sim)
 
         def created() -> int:
             return sum(sim.account.orders_created.values())
